@@ -1,0 +1,1 @@
+"""euicc package."""

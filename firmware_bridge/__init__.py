@@ -1,0 +1,1 @@
+"""Firmware bridge: APDUs to an eUICC through a cellular modem's AT port, and a virtual modem."""

@@ -1,0 +1,25 @@
+"""The core framing helpers that every package builds on."""
+
+from rsp import apdu, tlv
+
+
+def test_store_data_chain_blocks_and_numbers():
+    cmd = bytes(range(256)) + bytes(44)  # 300 bytes
+    chain = apdu.store_data_chain(cmd, channel=1, block_size=120)
+    assert [c[:4].hex() for c in chain] == ["81e21100", "81e21101", "81e29102"]
+    assert b"".join(apdu.parse_command(c).data for c in chain) == cmd
+
+
+def test_cla_channels_0_to_19():
+    assert apdu.cla_for_channel(0x80, 1) == 0x81
+    assert apdu.cla_for_channel(0x00, 4) == 0x40
+    assert apdu.cla_for_channel(0x80, 19) == 0xCF
+    for ch in range(20):
+        assert apdu.channel_from_cla(apdu.cla_for_channel(0x80, ch)) == ch
+
+
+def test_tlv_cut_signed_part_from_real_result(vectors):
+    raw = bytes.fromhex(vectors["real_euicc_package_result"]["hex"])
+    signed = tlv.require(raw, 0xA0, 0x30)
+    expected = bytes.fromhex(vectors["real_euicc_package_result"]["signed_input_hex"])
+    assert signed.raw + bytes.fromhex("840101") == expected
