@@ -1,0 +1,97 @@
+"""The contracts between the eIM core and its edges (ESipa bindings, the indirect-download relay).
+
+Core (``eim.esipa``, ``eim.operations``, ``eim.store``) and edges (``eim.bindings.*``, ``eim.relay``) only
+meet here. Everything is bytes in, bytes out: the bindings never decode ASN.1, the core never sees a socket.
+
+EID rule for the relay: ESipa ``InitiateAuthenticationRequestEsipa`` (BF39) carries no EID. The dispatcher finds
+it, in this order, from (1) the ``eimTransactionId`` [82] of the request -> the download operation that handed
+it out -> its EID; (2) ``RequestContext.eid_hint`` (the EID in the MQTT topic); (3) when neither is present,
+the dispatcher answers ``invalidEimTransactionId`` (52) itself and never calls the relay. BF3B/BF3A/BF41 carry
+the ES9+ ``transactionId``: the dispatcher records ``transactionId -> (operation, EID)`` from the relay's BF39
+answer and uses it to pass the EID; an unknown ``transactionId`` gets ``invalidTransactionId`` from the
+dispatcher without calling the relay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from eim.model import Operation
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Where an ESipa message came from. For logs and routing hints only, never for authentication."""
+
+    binding: str  # "http" | "coap" | "mqtt"
+    peer: str | None = None  # address or MQTT topic, for logs only
+    eid_hint: str | None = None  # EID from the MQTT topic, if any
+
+
+class EsipaRejected(Exception):
+    """No ESipa answer is possible for this input (e.g. not even a recognisable top-level tag).
+
+    Bindings map it to HTTP ``http_status`` (400), CoAP 4.00, or an MQTT error reply carrying ``message``.
+    """
+
+    def __init__(self, http_status: int, message: str) -> None:
+        self.http_status = http_status
+        self.message = message
+        super().__init__(f"ESipa request rejected ({http_status}): {message}")
+
+
+@runtime_checkable
+class EsipaHandler(Protocol):
+    async def handle(self, message: bytes, ctx: RequestContext) -> bytes | None:
+        """Handle one DER ``EsipaMessageFromIpaToEim`` as received.
+
+        Returns DER ``EsipaMessageFromEimToIpa``, or ``None`` when the function has no response body
+        (HandleNotification; also a TransferEimPackageResponse that needs no acknowledgement). Never raises for
+        bad input: undecodable input gets the right ESipa error message where one exists; raises
+        :class:`EsipaRejected` only when no ESipa answer is possible.
+        """
+        ...
+
+
+@runtime_checkable
+class PackagePusher(Protocol):
+    """Implemented by the MQTT binding: deliver a DER ``TransferEimPackageRequest`` (BF4E) to one eUICC's IPA."""
+
+    async def push(self, eid: str, transfer_eim_package_request: bytes) -> None: ...
+
+
+@runtime_checkable
+class DownloadRelay(Protocol):
+    """Implemented by ``eim.relay``: the ES9+ client for indirect profile downloads. All arguments are DER."""
+
+    async def initiate_authentication(self, eid: str, request: bytes) -> bytes: ...  # BF39 in -> BF39 out
+
+    async def authenticate_client(self, eid: str, request: bytes) -> bytes: ...  # BF3B -> BF3B
+
+    async def get_bound_profile_package(self, eid: str, request: bytes) -> bytes: ...  # BF3A -> BF3A
+
+    async def cancel_session(self, eid: str, request: bytes) -> bytes: ...  # BF41 -> BF41
+
+    async def forward_notification(self, eid: str, pending_notification: bytes) -> None: ...  # to the SM-DP+
+
+
+@runtime_checkable
+class RelayStore(Protocol):
+    """The part of :class:`eim.store.Store` the relay uses. Every store backend implements it.
+
+    Download sessions are JSON-serialisable dicts, keyed by a string of the relay's choosing (e.g. the ES9+
+    transactionId in hex); they survive restarts and are shared by all workers on one store.
+    """
+
+    async def put_download_session(self, key: str, data: dict[str, Any]) -> None: ...
+
+    async def get_download_session(self, key: str) -> dict[str, Any] | None: ...
+
+    async def delete_download_session(self, key: str) -> None: ...
+
+    async def set_euicc_certificates(self, eid: str, euicc_cert_der: bytes, eum_cert_der: bytes) -> None:
+        """Record the eUICC's certificates (learned in AuthenticateClient). Unknown EID: no-op."""
+        ...
+
+    async def find_operation_by_eim_transaction_id(self, eim_transaction_id: bytes) -> Operation | None: ...

@@ -1,0 +1,121 @@
+"""The eIM's records: eUICCs in the registry, operations, audit entries, batches.
+
+Frozen dataclasses; the store returns them, the operations service and the API read them. Timestamps are
+POSIX seconds (float, UTC). Binary fields are ``bytes``; JSON fields are plain dicts/lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class OpStatus(StrEnum):
+    """Operation life cycle (architecture doc "Operator REST API")."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({OpStatus.DONE, OpStatus.FAILED, OpStatus.EXPIRED, OpStatus.CANCELLED})
+OPEN_STATUSES = frozenset({OpStatus.QUEUED, OpStatus.IN_PROGRESS})
+
+
+class OpKind(StrEnum):
+    """What an operation asks of the eUICC (one module per kind under ``eim/packages/``)."""
+
+    PSMO = "psmo"  # EuiccPackageRequest BF51 with a psmoList
+    ECO = "eco"  # EuiccPackageRequest BF51 with an ecoList
+    DOWNLOAD = "download"  # ProfileDownloadTriggerRequest BF54
+    EUICC_DATA = "euicc_data"  # IpaEuiccDataRequest BF52
+
+
+@dataclass(frozen=True)
+class Euicc:
+    """One eUICC in the registry with its association to this eIM."""
+
+    eid: str  # 32 hex digits, upper case
+    eim_id: str
+    association_token: int | None
+    counter_value: int  # last counter value used in a signed package (next one is +1)
+    trusted_ci: str | None = None  # CI subject key identifier (hex) the eUICC chains to; None = any configured CI
+    euicc_certificate: bytes | None = None  # DER, once learned
+    eum_certificate: bytes | None = None  # DER, once learned
+    last_contact: float | None = None
+    binding: str | None = None  # binding of the last contact: http | coap | mqtt
+    profiles: list[dict[str, Any]] | None = None  # as last reported (listProfileInfo)
+    ipa_capabilities: dict[str, Any] | None = None  # as last reported (IpaEuiccData A8)
+    info: dict[str, Any] = field(default_factory=dict)  # other learned data (default SM-DP+, euiccInfo ...)
+    last_seq_number: int | None = None  # highest EPR seqNumber accepted
+    created_at: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One unit of work for one eUICC.
+
+    ``package`` holds the exact DER handed to the IPA (BF51 / BF52 / BF54, without the BF4F wrapper) once the
+    operation has been claimed; it is handed out again byte for byte while the result has not come.
+    """
+
+    id: str
+    eid: str
+    kind: OpKind
+    params: dict[str, Any]
+    status: OpStatus
+    created_at: float
+    updated_at: float
+    not_before: float | None = None
+    expires_at: float | None = None
+    created_by: str = "operator"
+    batch_id: str | None = None
+    seq: int = 0  # global creation order; operations of one eUICC run in this order
+    eim_transaction_id: bytes | None = None
+    counter_value: int | None = None
+    package: bytes | None = None
+    attempts: int = 0  # how many times the package was handed out
+    handed_out_at: float | None = None
+    result: dict[str, Any] | None = None
+    result_code: int | None = None  # the eUICC's (or IPA's) result code when failed
+    error: str | None = None
+    smdp_transaction_id: bytes | None = None  # indirect download: ES9+ transactionId
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: float
+    who: str
+    action: str
+    eid: str | None
+    operation_id: str | None
+    outcome: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    index: int
+    eid: str
+    operation_id: str | None  # None when the item was refused (error says why)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: str
+    created_at: float
+    created_by: str
+    kind: OpKind
+    params: dict[str, Any]
+    items: list[BatchItem]
