@@ -1,0 +1,147 @@
+"""The eIM's durable state behind one interface: SQLite (default, zero setup) or PostgreSQL (several workers).
+
+Both backends run the same logic (:mod:`eim.store.logic`, written once as generators that yield SQL) and the
+same numbered migrations (:mod:`eim.store.migrations`). :func:`open_store` picks the backend from a URL:
+``sqlite:///path/to/eim.db`` (``sqlite://:memory:`` for tests) or ``postgresql://user@host:port/db``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from eim.model import AuditEntry, Batch, BatchItem, Euicc, Operation, OpKind, OpStatus
+from eim.store.logic import Built, Claim, ClaimOutcome, ResultUpdate, StoreError
+
+__all__ = [
+    "Built",
+    "Claim",
+    "ClaimOutcome",
+    "ResultUpdate",
+    "Store",
+    "StoreError",
+    "open_store",
+]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Everything the eIM keeps. All methods are coroutines; each one is one database transaction."""
+
+    dialect: str  # "sqlite" | "postgresql"
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def schema_version(self) -> int: ...
+
+    # ---- registry
+    async def add_euicc(self, euicc: Euicc, *, who: str) -> bool:
+        """Insert; ``False`` when the EID is already registered (nothing changed)."""
+        ...
+
+    async def get_euicc(self, eid: str) -> Euicc | None: ...
+
+    async def list_euiccs(self, *, limit: int = 100, after: str | None = None) -> list[Euicc]: ...
+
+    async def update_euicc(self, eid: str, **fields: Any) -> bool:
+        """Set learned fields (profiles, ipa_capabilities, info, binding, last_contact, certificates...)."""
+        ...
+
+    async def set_euicc_certificates(self, eid: str, euicc_cert_der: bytes, eum_cert_der: bytes) -> None: ...
+
+    # ---- operations
+    async def add_operations(self, ops: list[Operation], *, who: str) -> list[Operation]:
+        """Insert queued operations (one transaction); returns them with their ``seq``."""
+        ...
+
+    async def get_operation(self, op_id: str) -> Operation | None: ...
+
+    async def list_operations(
+        self,
+        *,
+        eid: str | None = None,
+        status: OpStatus | None = None,
+        kind: OpKind | None = None,
+        batch_id: str | None = None,
+        limit: int = 100,
+        after_seq: int | None = None,
+    ) -> list[Operation]: ...
+
+    async def find_operation_by_eim_transaction_id(self, eim_transaction_id: bytes) -> Operation | None: ...
+
+    async def find_operation_by_smdp_transaction_id(self, transaction_id: bytes) -> Operation | None: ...
+
+    async def link_smdp_transaction(self, op_id: str, transaction_id: bytes) -> bool: ...
+
+    async def claim_next(
+        self, eid: str, now: float, build: Callable[[Euicc, Operation, int], Built], *, binding: str | None = None
+    ) -> Claim:
+        """Hand out the head of the eUICC's queue (see :func:`eim.store.logic.claim_next`)."""
+        ...
+
+    async def record_result(self, update: ResultUpdate) -> Operation | None:
+        """Apply a verified result; ``None`` when it changed nothing (replay, unknown or closed operation)."""
+        ...
+
+    async def cancel_operation(self, op_id: str, *, who: str, now: float) -> Operation | None: ...
+
+    async def expire_operations(self, now: float) -> int: ...
+
+    async def count_operations_by_status(self) -> dict[tuple[str, str], int]:
+        """``{(kind, status): count}``."""
+        ...
+
+    async def eids_with_queued_work(self, *, binding: str, now: float, limit: int = 100) -> list[str]: ...
+
+    # ---- batches
+    async def add_batch(self, batch: Batch, ops: list[Operation], *, who: str) -> Batch: ...
+
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    # ---- audit
+    async def add_audit(
+        self,
+        *,
+        who: str,
+        action: str,
+        outcome: str,
+        eid: str | None = None,
+        operation_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+        at: float | None = None,
+    ) -> None: ...
+
+    async def list_audit(
+        self, *, operation_id: str | None = None, eid: str | None = None, limit: int = 100
+    ) -> list[AuditEntry]: ...
+
+    # ---- indirect-download relay state
+    async def put_download_session(self, key: str, data: dict[str, Any]) -> None: ...
+
+    async def get_download_session(self, key: str) -> dict[str, Any] | None: ...
+
+    async def delete_download_session(self, key: str) -> None: ...
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """A store for ``url`` (not yet opened: ``await store.open()``)."""
+    if url.startswith("sqlite:"):
+        from eim.store.sqlite import SqliteStore
+
+        rest = url[len("sqlite:") :]
+        # sqlite:///relative.db, sqlite:////absolute/path.db, sqlite://:memory:, sqlite:plain/path.db
+        path = rest[3:] if rest.startswith("///") else rest[2:] if rest.startswith("//") else rest
+        return SqliteStore(path or ":memory:", **options)
+    if url.startswith(("postgresql:", "postgres:")):
+        from eim.store.postgres import PostgresStore
+
+        return PostgresStore(url, **options)
+    raise StoreError(f"unsupported store URL {url!r}: use sqlite:///path or postgresql://...")
+
+
+# Re-exported for annotations in callers.
+_ = (AuditEntry, Batch, BatchItem, Euicc, Operation)

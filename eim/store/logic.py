@@ -1,0 +1,660 @@
+"""Store logic written once for both backends, as generators that yield SQL.
+
+Each function here is a generator: it yields :class:`Q` (one SQL statement with ``?`` placeholders) and receives
+the statement's result (a row dict, a list of row dicts, or an affected-row count); its return value is the
+function's result. A backend runs the whole generator inside ONE database transaction (SQLite: ``BEGIN
+IMMEDIATE`` on its dedicated thread; PostgreSQL: an asyncpg transaction) and reruns it from the start when it
+raises :class:`Retry`. This is the sans-I/O style of the project: the logic owns no connection.
+
+Concurrency rules (the reason for the order of the statements):
+- Every change to one eUICC's operations first locks that eUICC's row (PostgreSQL ``FOR UPDATE``; SQLite's
+  ``BEGIN IMMEDIATE`` is a single writer anyway). The claim takes the lock with ``SKIP LOCKED``: while one worker
+  is handing out a package to an eUICC, another worker polled by the same eUICC answers "nothing for you now"
+  instead of waiting or handing out the next operation out of order.
+- The counter value is read and written under that lock, in the same transaction that records the signed
+  package in the operation row: a crash before the commit loses both (the package was never sent, because the
+  reply leaves only after the commit); a crash after it keeps both, and the next poll gets the SAME bytes.
+- Status changes are guarded (``WHERE status = ...``) and a lost race raises :class:`Retry`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from eim.model import AuditEntry, Batch, BatchItem, Euicc, Operation, OpKind, OpStatus
+
+
+class StoreError(Exception):
+    """A store request that cannot be honoured (unknown EID for a new operation, bad URL, lost connection...)."""
+
+
+class Retry(Exception):
+    """Raised by logic when a guarded update lost a race: the backend rolls back and runs it again."""
+
+
+class PackageBuildError(Exception):
+    """Raised by a ``build`` callback when an operation can never produce a package (it is marked failed)."""
+
+
+@dataclass(frozen=True)
+class Q:
+    sql: str
+    args: tuple[Any, ...] = ()
+    mode: str = "exec"  # "one" -> dict | None, "all" -> list[dict], "exec" -> affected row count
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a package builder returns for one operation."""
+
+    package: bytes  # exact DER handed to the IPA (BF51 / BF52 / BF54)
+    eim_transaction_id: bytes
+    counter_value: int | None = None  # the counter value this package consumed (signed packages only)
+
+
+class ClaimOutcome(StrEnum):
+    PACKAGE = "package"
+    NONE = "none"
+    UNKNOWN_EID = "unknown_eid"
+    BUSY = "busy"  # another worker is handing out to this eUICC right now
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    operation: Operation | None = None
+    euicc: Euicc | None = None
+    rehanded: bool = False
+    closed: list[Operation] = field(default_factory=list)  # operations expired/failed while looking for work
+
+
+@dataclass(frozen=True)
+class ResultUpdate:
+    """A verified outcome for one operation."""
+
+    operation_id: str
+    eid: str
+    status: OpStatus  # DONE / FAILED, or IN_PROGRESS to only attach an intermediate result
+    who: str
+    now: float
+    eim_transaction_id: bytes | None = None  # must match the operation's when given
+    result: dict[str, Any] | None = None
+    result_code: int | None = None
+    error: str | None = None
+    euicc_fields: dict[str, Any] = field(default_factory=dict)  # registry fields learned from the result
+    action: str = "result"
+
+
+EUICC_JSON = ("profiles", "ipa_capabilities", "info", "labels")
+EUICC_UPDATABLE = (
+    "eim_id",
+    "association_token",
+    "trusted_ci",
+    "euicc_certificate",
+    "eum_certificate",
+    "last_contact",
+    "binding",
+    "profiles",
+    "ipa_capabilities",
+    "info",
+    "labels",
+    "last_seq_number",
+)
+OP_JSON = ("params", "result")
+OPEN = ("queued", "in_progress")
+
+Gen = Generator[Q, Any, Any]
+
+
+def _dumps(v: Any) -> str | None:
+    return None if v is None else json.dumps(v, separators=(",", ":"), sort_keys=True)
+
+
+def _loads(v: Any) -> Any:
+    return None if v is None else json.loads(v)
+
+
+def _bytes(v: Any) -> bytes | None:
+    return None if v is None else bytes(v)
+
+
+def row_to_euicc(r: dict[str, Any]) -> Euicc:
+    return Euicc(
+        eid=r["eid"],
+        eim_id=r["eim_id"],
+        association_token=r["association_token"],
+        counter_value=int(r["counter_value"]),
+        trusted_ci=r["trusted_ci"],
+        euicc_certificate=_bytes(r["euicc_certificate"]),
+        eum_certificate=_bytes(r["eum_certificate"]),
+        last_contact=r["last_contact"],
+        binding=r["binding"],
+        profiles=_loads(r["profiles"]),
+        ipa_capabilities=_loads(r["ipa_capabilities"]),
+        info=_loads(r["info"]) or {},
+        labels=_loads(r["labels"]) or {},
+        last_seq_number=r["last_seq_number"],
+        created_at=r["created_at"],
+    )
+
+
+def row_to_op(r: dict[str, Any]) -> Operation:
+    return Operation(
+        id=r["id"],
+        eid=r["eid"],
+        kind=OpKind(r["kind"]),
+        params=_loads(r["params"]) or {},
+        status=OpStatus(r["status"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        not_before=r["not_before"],
+        expires_at=r["expires_at"],
+        created_by=r["created_by"],
+        batch_id=r["batch_id"],
+        seq=int(r["seq"]),
+        eim_transaction_id=_bytes(r["eim_transaction_id"]),
+        counter_value=r["counter_value"],
+        package=_bytes(r["package"]),
+        attempts=int(r["attempts"]),
+        handed_out_at=r["handed_out_at"],
+        result=_loads(r["result"]),
+        result_code=r["result_code"],
+        error=r["error"],
+        smdp_transaction_id=_bytes(r["smdp_transaction_id"]),
+    )
+
+
+def row_to_audit(r: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        id=int(r["id"]),
+        at=r["at"],
+        who=r["who"],
+        action=r["action"],
+        eid=r["eid"],
+        operation_id=r["operation_id"],
+        outcome=r["outcome"],
+        detail=_loads(r["detail"]) or {},
+    )
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Logic:
+    """The store's transactions. ``pg`` switches on PostgreSQL row locks."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.pg = dialect == "postgresql"
+
+    def _lock(self, skip: bool = False) -> str:
+        if not self.pg:
+            return ""
+        return " FOR UPDATE SKIP LOCKED" if skip else " FOR UPDATE"
+
+    # ------------------------------------------------------------------ audit
+    def _audit(
+        self,
+        *,
+        at: float,
+        who: str,
+        action: str,
+        outcome: str,
+        eid: str | None = None,
+        operation_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> Q:
+        return Q(
+            "INSERT INTO audit (at, who, action, eid, operation_id, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, who, action, eid, operation_id, outcome, _dumps(detail or {})),
+        )
+
+    def add_audit(self, **kw: Any) -> Gen:
+        yield self._audit(**kw)
+
+    def list_audit(self, operation_id: str | None, eid: str | None, limit: int) -> Gen:
+        where, args = [], []
+        if operation_id is not None:
+            where.append("operation_id = ?")
+            args.append(operation_id)
+        if eid is not None:
+            where.append("eid = ?")
+            args.append(eid)
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
+        rows = yield Q(sql, (*args, limit), "all")
+        return [row_to_audit(r) for r in rows]
+
+    # ------------------------------------------------------------------ registry
+    def add_euicc(self, e: Euicc, who: str) -> Gen:
+        exists = yield Q("SELECT eid FROM euiccs WHERE eid = ?", (e.eid,), "one")
+        if exists is not None:
+            return False
+        yield Q(
+            "INSERT INTO euiccs (eid, eim_id, association_token, counter_value, trusted_ci, euicc_certificate,"
+            " eum_certificate, last_contact, binding, profiles, ipa_capabilities, info, labels, last_seq_number,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                e.eid,
+                e.eim_id,
+                e.association_token,
+                e.counter_value,
+                e.trusted_ci,
+                e.euicc_certificate,
+                e.eum_certificate,
+                e.last_contact,
+                e.binding,
+                _dumps(e.profiles),
+                _dumps(e.ipa_capabilities),
+                _dumps(e.info),
+                _dumps(e.labels),
+                e.last_seq_number,
+                e.created_at,
+            ),
+        )
+        yield self._audit(
+            at=e.created_at,
+            who=who,
+            action="register",
+            outcome="ok",
+            eid=e.eid,
+            detail={"eim_id": e.eim_id, "counter_value": e.counter_value},
+        )
+        return True
+
+    def get_euicc(self, eid: str) -> Gen:
+        r = yield Q("SELECT * FROM euiccs WHERE eid = ?", (eid,), "one")
+        return None if r is None else row_to_euicc(r)
+
+    def list_euiccs(self, limit: int, after: str | None) -> Gen:
+        if after is None:
+            rows = yield Q("SELECT * FROM euiccs ORDER BY eid LIMIT ?", (limit,), "all")
+        else:
+            rows = yield Q("SELECT * FROM euiccs WHERE eid > ? ORDER BY eid LIMIT ?", (after, limit), "all")
+        return [row_to_euicc(r) for r in rows]
+
+    def _update_euicc_fields(self, current: Euicc, fields: dict[str, Any]) -> Gen:
+        sets, args = [], []
+        for k, v in fields.items():
+            if k == "info_merge":
+                merged = dict(current.info)
+                merged.update(v)
+                sets.append("info = ?")
+                args.append(_dumps(merged))
+                continue
+            if k not in EUICC_UPDATABLE:
+                raise StoreError(f"cannot update eUICC field {k!r}")
+            if k == "last_seq_number" and v is not None and current.last_seq_number is not None:
+                v = max(v, current.last_seq_number)
+            sets.append(f"{k} = ?")
+            args.append(_dumps(v) if k in EUICC_JSON else v)
+        if not sets:
+            return 0
+        n = yield Q(f"UPDATE euiccs SET {', '.join(sets)} WHERE eid = ?", (*args, current.eid))
+        return n
+
+    def update_euicc(self, eid: str, fields: dict[str, Any]) -> Gen:
+        r = yield Q("SELECT * FROM euiccs WHERE eid = ?" + self._lock(), (eid,), "one")
+        if r is None:
+            return False
+        yield from self._update_euicc_fields(row_to_euicc(r), fields)
+        return True
+
+    # ------------------------------------------------------------------ operations
+    def _insert_op(self, op: Operation) -> Gen:
+        r = yield Q(
+            "INSERT INTO operations (id, eid, kind, params, status, created_at, updated_at, not_before, expires_at,"
+            " created_by, batch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            (
+                op.id,
+                op.eid,
+                op.kind.value,
+                _dumps(op.params),
+                op.status.value,
+                op.created_at,
+                op.updated_at,
+                op.not_before,
+                op.expires_at,
+                op.created_by,
+                op.batch_id,
+            ),
+            "one",
+        )
+        return replace(op, seq=int(r["seq"]))
+
+    def add_operations(self, ops: list[Operation], who: str) -> Gen:
+        out = []
+        known: set[str] = set()
+        for op in ops:
+            if op.eid not in known:
+                r = yield Q("SELECT eid FROM euiccs WHERE eid = ?", (op.eid,), "one")
+                if r is None:
+                    raise StoreError(f"eUICC {op.eid} is not registered")
+                known.add(op.eid)
+            saved = yield from self._insert_op(op)
+            yield self._audit(
+                at=op.created_at,
+                who=who,
+                action="create",
+                outcome="queued",
+                eid=op.eid,
+                operation_id=op.id,
+                detail={"kind": op.kind.value, "params": op.params, "batch_id": op.batch_id},
+            )
+            out.append(saved)
+        return out
+
+    def get_operation(self, op_id: str) -> Gen:
+        r = yield Q("SELECT * FROM operations WHERE id = ?", (op_id,), "one")
+        return None if r is None else row_to_op(r)
+
+    def find_by_column(self, column: str, value: bytes) -> Gen:
+        r = yield Q(f"SELECT * FROM operations WHERE {column} = ?", (value,), "one")
+        return None if r is None else row_to_op(r)
+
+    def list_operations(
+        self,
+        eid: str | None,
+        status: str | None,
+        kind: str | None,
+        batch_id: str | None,
+        limit: int,
+        after_seq: int | None,
+    ) -> Gen:
+        where, args = [], []
+        for col, val in (("eid", eid), ("status", status), ("kind", kind), ("batch_id", batch_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if after_seq is not None:
+            where.append("seq > ?")
+            args.append(after_seq)
+        sql = "SELECT * FROM operations" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = yield Q(sql + " ORDER BY seq LIMIT ?", (*args, limit), "all")
+        return [row_to_op(r) for r in rows]
+
+    def link_smdp_transaction(self, op_id: str, transaction_id: bytes) -> Gen:
+        other = yield Q("SELECT id FROM operations WHERE smdp_transaction_id = ?", (transaction_id,), "one")
+        if other is not None:
+            return other["id"] == op_id
+        n = yield Q("UPDATE operations SET smdp_transaction_id = ? WHERE id = ?", (transaction_id, op_id))
+        return n == 1
+
+    def _close_op(self, op: Operation, status: OpStatus, now: float, who: str, error: str | None) -> Gen:
+        n = yield Q(
+            "UPDATE operations SET status = ?, updated_at = ?, error = COALESCE(?, error) WHERE id = ? AND status = ?",
+            (status.value, now, error, op.id, op.status.value),
+        )
+        if n != 1:
+            raise Retry
+        yield self._audit(
+            at=now,
+            who=who,
+            action=status.value,
+            outcome=status.value,
+            eid=op.eid,
+            operation_id=op.id,
+            detail={"error": error} if error else {},
+        )
+        return replace(op, status=status, updated_at=now, error=error or op.error)
+
+    def claim_next(
+        self, eid: str, now: float, build: Callable[[Euicc, Operation, int], Built], binding: str | None
+    ) -> Gen:
+        row = yield Q("SELECT * FROM euiccs WHERE eid = ?" + self._lock(skip=True), (eid,), "one")
+        if row is None:
+            if self.pg:
+                exists = yield Q("SELECT eid FROM euiccs WHERE eid = ?", (eid,), "one")
+                if exists is not None:
+                    return Claim(ClaimOutcome.BUSY)
+            return Claim(ClaimOutcome.UNKNOWN_EID)
+        euicc = row_to_euicc(row)
+        if binding is not None:
+            yield Q("UPDATE euiccs SET last_contact = ?, binding = ? WHERE eid = ?", (now, binding, eid))
+            euicc = replace(euicc, last_contact=now, binding=binding)
+        closed: list[Operation] = []
+        while True:
+            head = yield Q(
+                "SELECT * FROM operations WHERE eid = ? AND status IN ('queued', 'in_progress') ORDER BY seq LIMIT 1",
+                (eid,),
+                "one",
+            )
+            if head is None:
+                return Claim(ClaimOutcome.NONE, euicc=euicc, closed=closed)
+            op = row_to_op(head)
+            if op.expires_at is not None and op.expires_at <= now:
+                closed.append((yield from self._close_op(op, OpStatus.EXPIRED, now, "eim", None)))
+                continue
+            if op.status is OpStatus.IN_PROGRESS and op.package is not None:
+                n = yield Q(
+                    "UPDATE operations SET attempts = attempts + 1, handed_out_at = ?, updated_at = ?"
+                    " WHERE id = ? AND status = 'in_progress'",
+                    (now, now, op.id),
+                )
+                if n != 1:
+                    raise Retry
+                op = replace(op, attempts=op.attempts + 1, handed_out_at=now, updated_at=now)
+                yield self._audit(
+                    at=now,
+                    who="eim",
+                    action="hand_out",
+                    outcome="in_progress",
+                    eid=eid,
+                    operation_id=op.id,
+                    detail={"attempt": op.attempts, "again": True, "binding": binding},
+                )
+                return Claim(ClaimOutcome.PACKAGE, op, euicc, rehanded=True, closed=closed)
+            if op.status is OpStatus.IN_PROGRESS:  # in progress without a package: not ours to hand out
+                return Claim(ClaimOutcome.NONE, euicc=euicc, closed=closed)
+            if op.not_before is not None and op.not_before > now:
+                return Claim(ClaimOutcome.NONE, euicc=euicc, closed=closed)
+            try:
+                built = build(euicc, op, euicc.counter_value + 1)
+            except PackageBuildError as exc:
+                closed.append((yield from self._close_op(op, OpStatus.FAILED, now, "eim", f"build: {exc}")))
+                continue
+            if built.counter_value is not None:
+                if built.counter_value <= euicc.counter_value:
+                    raise StoreError(
+                        f"counter value {built.counter_value} is not above the last used {euicc.counter_value}"
+                    )
+                n = yield Q(
+                    "UPDATE euiccs SET counter_value = ? WHERE eid = ? AND counter_value = ?",
+                    (built.counter_value, eid, euicc.counter_value),
+                )
+                if n != 1:
+                    raise Retry
+                euicc = replace(euicc, counter_value=built.counter_value)
+            n = yield Q(
+                "UPDATE operations SET status = 'in_progress', package = ?, eim_transaction_id = ?,"
+                " counter_value = ?, attempts = attempts + 1, handed_out_at = ?, updated_at = ?"
+                " WHERE id = ? AND status = 'queued'",
+                (built.package, built.eim_transaction_id, built.counter_value, now, now, op.id),
+            )
+            if n != 1:
+                raise Retry
+            op = replace(
+                op,
+                status=OpStatus.IN_PROGRESS,
+                package=built.package,
+                eim_transaction_id=built.eim_transaction_id,
+                counter_value=built.counter_value,
+                attempts=op.attempts + 1,
+                handed_out_at=now,
+                updated_at=now,
+            )
+            yield self._audit(
+                at=now,
+                who="eim",
+                action="hand_out",
+                outcome="in_progress",
+                eid=eid,
+                operation_id=op.id,
+                detail={
+                    "attempt": op.attempts,
+                    "counter_value": built.counter_value,
+                    "eim_transaction_id": built.eim_transaction_id.hex().upper(),
+                    "binding": binding,
+                },
+            )
+            return Claim(ClaimOutcome.PACKAGE, op, euicc, closed=closed)
+
+    def record_result(self, u: ResultUpdate) -> Gen:
+        er = yield Q("SELECT * FROM euiccs WHERE eid = ?" + self._lock(), (u.eid,), "one")
+        if er is None:
+            return None
+        r = yield Q("SELECT * FROM operations WHERE id = ?", (u.operation_id,), "one")
+        if r is None:
+            return None
+        op = row_to_op(r)
+        if op.eid != u.eid:
+            return None
+        if u.eim_transaction_id is not None and op.eim_transaction_id != u.eim_transaction_id:
+            return None
+        # A genuine result is recorded while the operation is in progress, and also when it arrives after the
+        # operation expired or was cancelled (the eUICC did execute it). Done/failed: a replay, nothing changes.
+        late = op.status in (OpStatus.EXPIRED, OpStatus.CANCELLED) and op.package is not None
+        if not (op.status is OpStatus.IN_PROGRESS or late):
+            return None
+        if u.status is OpStatus.IN_PROGRESS and op.status is not OpStatus.IN_PROGRESS:
+            return None
+        n = yield Q(
+            "UPDATE operations SET status = ?, updated_at = ?, result = ?, result_code = ?, error = ?"
+            " WHERE id = ? AND status = ?",
+            (u.status.value, u.now, _dumps(u.result), u.result_code, u.error, op.id, op.status.value),
+        )
+        if n != 1:
+            raise Retry
+        if u.euicc_fields:
+            yield from self._update_euicc_fields(row_to_euicc(er), u.euicc_fields)
+        detail: dict[str, Any] = {"result_code": u.result_code} if u.result_code is not None else {}
+        if u.error:
+            detail["error"] = u.error
+        if late:
+            detail["after"] = op.status.value
+        yield self._audit(
+            at=u.now,
+            who=u.who,
+            action=u.action,
+            outcome=u.status.value,
+            eid=op.eid,
+            operation_id=op.id,
+            detail=detail,
+        )
+        return replace(op, status=u.status, updated_at=u.now, result=u.result, result_code=u.result_code, error=u.error)
+
+    def cancel_operation(self, op_id: str, who: str, now: float) -> Gen:
+        r = yield Q("SELECT eid FROM operations WHERE id = ?", (op_id,), "one")
+        if r is None:
+            return None
+        yield Q("SELECT eid FROM euiccs WHERE eid = ?" + self._lock(), (r["eid"],), "one")
+        r = yield Q("SELECT * FROM operations WHERE id = ?", (op_id,), "one")
+        op = row_to_op(r)
+        if op.status.final:
+            return op
+        return (yield from self._close_op(op, OpStatus.CANCELLED, now, who, None))
+
+    def expire_operations(self, now: float) -> Gen:
+        pick = (
+            "SELECT id FROM operations WHERE status IN ('queued', 'in_progress') AND expires_at IS NOT NULL"
+            " AND expires_at <= ?" + self._lock(skip=True)
+        )
+        rows = yield Q(
+            f"UPDATE operations SET status = 'expired', updated_at = ? WHERE id IN ({pick}) RETURNING id, eid",
+            (now, now),
+            "all",
+        )
+        for r in rows:
+            yield self._audit(
+                at=now, who="eim", action="expired", outcome="expired", eid=r["eid"], operation_id=r["id"]
+            )
+        return len(rows)
+
+    def count_operations_by_status(self) -> Gen:
+        rows = yield Q("SELECT kind, status, COUNT(*) AS n FROM operations GROUP BY kind, status", (), "all")
+        return {(r["kind"], r["status"]): int(r["n"]) for r in rows}
+
+    def eids_with_queued_work(self, binding: str, now: float, limit: int) -> Gen:
+        rows = yield Q(
+            "SELECT DISTINCT o.eid FROM operations o JOIN euiccs e ON e.eid = o.eid"
+            " WHERE o.status = 'queued' AND e.binding = ? AND (o.not_before IS NULL OR o.not_before <= ?)"
+            " ORDER BY o.eid LIMIT ?",
+            (binding, now, limit),
+            "all",
+        )
+        return [r["eid"] for r in rows]
+
+    # ------------------------------------------------------------------ batches
+    def add_batch(self, batch: Batch, ops: list[Operation], who: str) -> Gen:
+        yield Q(
+            "INSERT INTO batches (id, created_at, created_by, kind, params) VALUES (?, ?, ?, ?, ?)",
+            (batch.id, batch.created_at, batch.created_by, batch.kind.value, _dumps(batch.params)),
+        )
+        by_id = {op.id: op for op in ops}
+        items = []
+        for item in batch.items:
+            error = item.error
+            op_id = item.operation_id
+            if op_id is not None:
+                op = by_id[op_id]
+                exists = yield Q("SELECT eid FROM euiccs WHERE eid = ?", (op.eid,), "one")
+                if exists is None:
+                    op_id, error = None, f"eUICC {op.eid} is not registered"
+                else:
+                    yield from self._insert_op(op)
+                    yield self._audit(
+                        at=op.created_at,
+                        who=who,
+                        action="create",
+                        outcome="queued",
+                        eid=op.eid,
+                        operation_id=op.id,
+                        detail={"kind": op.kind.value, "batch_id": batch.id},
+                    )
+            yield Q(
+                "INSERT INTO batch_items (batch_id, idx, eid, operation_id, error) VALUES (?, ?, ?, ?, ?)",
+                (batch.id, item.index, item.eid, op_id, error),
+            )
+            items.append(BatchItem(item.index, item.eid, op_id, error))
+        yield self._audit(
+            at=batch.created_at,
+            who=who,
+            action="batch",
+            outcome="created",
+            detail={"batch_id": batch.id, "items": len(items)},
+        )
+        return replace(batch, items=items)
+
+    def get_batch(self, batch_id: str) -> Gen:
+        b = yield Q("SELECT * FROM batches WHERE id = ?", (batch_id,), "one")
+        if b is None:
+            return None
+        rows = yield Q("SELECT * FROM batch_items WHERE batch_id = ? ORDER BY idx", (batch_id,), "all")
+        return Batch(
+            id=b["id"],
+            created_at=b["created_at"],
+            created_by=b["created_by"],
+            kind=OpKind(b["kind"]),
+            params=_loads(b["params"]) or {},
+            items=[BatchItem(int(r["idx"]), r["eid"], r["operation_id"], r["error"]) for r in rows],
+        )
+
+    # ------------------------------------------------------------------ relay sessions
+    def put_download_session(self, key: str, data: dict[str, Any], now: float) -> Gen:
+        yield Q(
+            "INSERT INTO download_sessions (key, data, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+            (key, _dumps(data), now),
+        )
+
+    def get_download_session(self, key: str) -> Gen:
+        r = yield Q("SELECT data FROM download_sessions WHERE key = ?", (key,), "one")
+        return None if r is None else _loads(r["data"])
+
+    def delete_download_session(self, key: str) -> Gen:
+        yield Q("DELETE FROM download_sessions WHERE key = ?", (key,))

@@ -1,0 +1,133 @@
+"""PostgreSQL backend (asyncpg pool) for several eIM workers on one database.
+
+Runs the same :mod:`eim.store.logic` generators as SQLite, with ``?`` placeholders rewritten to ``$n`` and row
+locks switched on (``FOR UPDATE`` / ``FOR UPDATE SKIP LOCKED``). Migrations take a transaction-scoped advisory
+lock so workers starting together apply each migration once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from eim.store.base import Factory, SqlStore, migrations, split_statements
+from eim.store.logic import Q, Retry, StoreError
+
+log = logging.getLogger("eim.store")
+
+MAX_RETRIES = 20
+MIGRATION_LOCK = 0x65494D  # "eIM"
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def to_dollar(sql: str) -> str:
+    n = 0
+
+    def sub(_m: re.Match[str]) -> str:
+        nonlocal n
+        n += 1
+        return f"${n}"
+
+    return _PLACEHOLDER.sub(sub, sql)
+
+
+class PostgresStore(SqlStore):
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: Any = None
+        self._sql_cache: dict[str, str] = {}
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        import asyncpg
+
+        try:
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=self.min_size, max_size=self.max_size)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _migrate(self) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_version")}
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                sql = sql.replace("{BYTES}", "BYTEA").replace("{AUTO_ID}", "BIGSERIAL PRIMARY KEY")
+                for stmt in split_statements(sql):
+                    await conn.execute(stmt)
+                await conn.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
+                    version,
+                    name,
+                    time.time(),
+                )
+                log.info("store migrated", extra={"version": version, "migration": name})
+
+    async def schema_version(self) -> int:
+        def gen():
+            r = yield Q("SELECT MAX(version) AS v FROM schema_version", (), "one")
+            return int(r["v"] or 0)
+
+        return await self._run(gen, write=False)
+
+    def _sql(self, sql: str) -> str:
+        out = self._sql_cache.get(sql)
+        if out is None:
+            out = self._sql_cache[sql] = to_dollar(sql)
+        return out
+
+    async def _execute(self, conn: Any, q: Q) -> Any:
+        sql = self._sql(q.sql)
+        if q.mode == "one":
+            r = await conn.fetchrow(sql, *q.args)
+            return None if r is None else dict(r)
+        if q.mode == "all":
+            return [dict(r) for r in await conn.fetch(sql, *q.args)]
+        status = await conn.execute(sql, *q.args)
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def _run(self, factory: Factory, *, write: bool = True) -> Any:
+        import asyncpg
+
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is not open")
+        for _attempt in range(MAX_RETRIES):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction(readonly=not write):
+                    gen = factory()
+                    try:
+                        q = next(gen)
+                        while True:
+                            q = gen.send(await self._execute(conn, q))
+                    except StopIteration as stop:
+                        result = stop.value
+                return result
+            except Retry:
+                continue
+            except (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError):
+                continue
+            except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
+                raise StoreError(f"store constraint: {exc}") from exc
+            except (OSError, asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError) as exc:
+                raise StoreError(f"PostgreSQL connection failed: {exc}") from exc
+        raise StoreError("transaction kept losing races; giving up")

@@ -1,0 +1,146 @@
+"""SQLite backend: one connection on one dedicated thread, WAL journal, ``BEGIN IMMEDIATE`` for writes.
+
+The event loop never blocks on the database: each transaction (a whole :mod:`eim.store.logic` generator) runs on
+the store's own thread and the caller awaits its future. One writer at a time, which is what makes the claim
+and the counter allocation atomic on SQLite (several processes on one file are serialised by SQLite's lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from eim.store.base import Factory, SqlStore, migrations, split_statements
+from eim.store.logic import Q, Retry, StoreError
+
+log = logging.getLogger("eim.store")
+
+MAX_RETRIES = 20
+
+
+class SqliteStore(SqlStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: str = ":memory:", *, busy_timeout_ms: int = 10000) -> None:
+        super().__init__()
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._conn: sqlite3.Connection | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ thread side
+    def _connect(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        if self.path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._conn = conn
+
+    def _migrate(self) -> int:
+        conn = self._require()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_version")}
+            for version, name, sql in migrations():
+                if version in done:
+                    continue
+                sql = sql.replace("{BYTES}", "BLOB").replace("{AUTO_ID}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+                for stmt in split_statements(sql):
+                    conn.execute(stmt)
+                conn.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, time.time()),
+                )
+                log.info("store migrated", extra={"version": version, "migration": name})
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return max(r[0] for r in conn.execute("SELECT version FROM schema_version"))
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the SQLite store is not open")
+        return self._conn
+
+    def _execute(self, conn: sqlite3.Connection, q: Q) -> Any:
+        cur = conn.execute(q.sql, q.args)
+        if q.mode == "one":
+            r = cur.fetchone()
+            cur.fetchall()
+            return None if r is None else dict(r)
+        if q.mode == "all":
+            return [dict(r) for r in cur.fetchall()]
+        return cur.rowcount
+
+    def _transaction(self, factory: Factory, write: bool) -> Any:
+        conn = self._require()
+        for _attempt in range(MAX_RETRIES):
+            gen = factory()
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                q = next(gen)
+                while True:
+                    q = gen.send(self._execute(conn, q))
+            except StopIteration as stop:
+                conn.execute("COMMIT")
+                return stop.value
+            except Retry:
+                conn.execute("ROLLBACK")
+                continue
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"store constraint: {exc}") from exc
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        raise StoreError("transaction kept losing races; giving up")
+
+    # ------------------------------------------------------------------ async side
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if self._pool is None:
+            raise StoreError("the SQLite store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eim-sqlite")
+        await self._call(self._connect)
+        await self._call(self._migrate)
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        if self._conn is not None:
+            await self._call(self._conn.close)
+            self._conn = None
+        self._pool.shutdown(wait=True)
+        self._pool = None
+
+    async def schema_version(self) -> int:
+        return await self._run(_schema_version, write=False)
+
+    async def _run(self, factory: Factory, *, write: bool = True) -> Any:
+        return await self._call(self._transaction, factory, write)
+
+
+def _schema_version():
+    r = yield Q("SELECT MAX(version) AS v FROM schema_version", (), "one")
+    return int(r["v"] or 0)
