@@ -1,0 +1,171 @@
+"""Compile the schemas in ``schemas/`` once and cache the result.
+
+asn1tools needs ~0.35 s to parse and compile our four modules. The compiled specification is pickled into a cache
+directory, keyed by a SHA-256 over the schema files, the asn1tools version, the Python version and this file's
+patch level, so a warm start costs a few milliseconds. Cache location, first match wins:
+
+* ``$SGP32_STACK_CACHE_DIR``
+* ``$XDG_CACHE_HOME/sgp32-stack``
+* ``~/.cache/sgp32-stack``
+
+If the directory cannot be written the specification is simply compiled in memory (nothing fails). The pickle is
+only ever read from the user's own cache directory, and a file that does not load is ignored and rewritten.
+
+After compiling we swap the class of every CHOICE node for :class:`PreservingChoice`: an alternative with a tag
+that this schema does not know (a newer spec version) decodes to ``(None, <the alternative's TLV bytes>)`` instead of
+asn1tools' ``(None, None)``, and encoding such a value writes the bytes back, so unknown alternatives survive a
+decode/encode round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import asn1tools
+from asn1tools.codecs import ber as _ber
+from asn1tools.codecs import der as _der  # noqa: F401  (der re-exports ber.Choice)
+from asn1tools.codecs import type_checker as _type_checker
+
+log = logging.getLogger("rsp.asn1")
+
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+# Bump when the post-compile patching below changes (invalidates old caches).
+_PATCH_LEVEL = "3"
+CODEC = "der"
+
+
+class PreservingChoice(_ber.Choice):
+    """A CHOICE that keeps alternatives it does not know as raw TLV bytes: ``(None, b'...')``."""
+
+    def decode(self, data, offset, values=None):
+        start = offset
+        tag = bytes(_ber.read_tag(data, offset))
+        if tag not in self.tag_to_member and self.has_extension_marker:
+            end = _ber.skip_tag_length_contents(data, offset)
+            if end > len(data):
+                raise _ber.OutOfByteDataError("Ran out of data in an unknown CHOICE alternative", offset=start)
+            return (None, bytes(data[start:end])), end
+        return super().decode(data, offset, values)
+
+    def encode(self, data, encoded, values=None):
+        if isinstance(data, tuple) and len(data) == 2 and data[0] is None:
+            raw = data[1]
+            if not isinstance(raw, bytes | bytearray):
+                raise asn1tools.EncodeError(
+                    f"{self.name}: unknown alternative needs its raw TLV bytes, got {type(raw).__name__}"
+                )
+            encoded.extend(raw)
+            return
+        super().encode(data, encoded, values)
+
+
+class PreservingChoiceChecker(_type_checker.Choice):
+    """Type checker counterpart of :class:`PreservingChoice`: accepts ``(None, raw_bytes)``."""
+
+    def encode(self, data):
+        if isinstance(data, tuple) and len(data) == 2 and data[0] is None and isinstance(data[1], bytes | bytearray):
+            return
+        super().encode(data)
+
+
+def schema_files() -> list[Path]:
+    return sorted(SCHEMA_DIR.glob("*.asn"))
+
+
+def _cache_key(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    h.update(asn1tools.__version__.encode())
+    h.update(sys.version.encode())
+    h.update(_PATCH_LEVEL.encode())
+    return h.hexdigest()[:24]
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("SGP32_STACK_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "sgp32-stack"
+
+
+def _is_node(obj) -> bool:
+    module = type(obj).__module__
+    return module.startswith("asn1tools.codecs") or module == __name__
+
+
+def walk_types(root):
+    """Yield every asn1tools node (codec, type checker ...) reachable from ``root``, each once."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        for value in vars(node).values():
+            if isinstance(value, list):
+                stack.extend(v for v in value if _is_node(v))
+            elif _is_node(value):
+                stack.append(value)
+
+
+def _patch(spec) -> None:
+    for compiled in spec.types.values():
+        for node in walk_types(compiled.type):
+            if type(node) is _ber.Choice:
+                node.__class__ = PreservingChoice
+        for node in walk_types(compiled.type_checker._type):
+            if type(node) is _type_checker.Choice:
+                node.__class__ = PreservingChoiceChecker
+
+
+def _compile():
+    spec = asn1tools.compile_files([str(f) for f in schema_files()], CODEC)
+    _patch(spec)
+    return spec
+
+
+@lru_cache(maxsize=1)
+def specification():
+    """The compiled specification (cached on disk, compiled at most once per process)."""
+    files = schema_files()
+    key = _cache_key(files)
+    directory = cache_dir()
+    path = directory / f"asn1-{key}.pickle"
+    try:
+        with path.open("rb") as fh:
+            spec = pickle.load(fh)
+        log.debug("loaded compiled ASN.1 from %s", path)
+        return spec
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # a stale or damaged cache file: recompile and overwrite
+        log.warning("ignoring unreadable ASN.1 cache %s: %s", path, exc)
+    spec = _compile()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        data = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".asn1-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        log.debug("cached compiled ASN.1 at %s", path)
+    except Exception as exc:  # read-only home, full disk, unpicklable: just keep the in-memory spec
+        log.info("not caching compiled ASN.1 (%s)", exc)
+    return spec
