@@ -1,0 +1,225 @@
+"""ESipa over HTTP(S): ``POST /gsma/rsp2/asn1`` (SGP.32 v1.2 §6.1 "ESipa ASN.1 binding over HTTPS").
+
+Body = DER ``EsipaMessageFromIpaToEim``, answer = DER ``EsipaMessageFromEimToIpa``, both with
+``Content-Type: application/x-gsma-rsp-asn1`` and ``X-Admin-Protocol: gsma/rsp/v2.1.0``. This is the binding
+third-party IPAs speak, so it is kept strict on the wire and lenient on what does not matter:
+
+====================================================  ==============================================
+request                                               answer
+====================================================  ==============================================
+POST, right content type, handler returns bytes       200, the handler's bytes verbatim
+POST, right content type, handler returns ``None``    204 (``no_body_status``; 200 with 0 bytes if configured)
+handler raises ``EsipaRejected(status, message)``     ``status`` (400), ``text/plain`` message
+content type missing or not the ESipa one             415, ``text/plain`` message
+body over ``max_body_size``                           413, ``text/plain`` message (body not read)
+method other than POST                                405 with ``Allow: POST``
+any other path (standalone app)                       404 (or the ``fallback`` app)
+handler fails unexpectedly                            500, logged with the traceback (a bug, not bad input)
+====================================================  ==============================================
+
+The request's ``X-Admin-Protocol`` and ``User-Agent`` are not required (``curl`` sends neither); they are only
+logged at debug level. The hot path is a plain ASGI callable: ~2x cheaper than a Starlette route and ~4x cheaper
+than a FastAPI route on this machine (``../shared/docs/performance.md``). Two ways to serve it:
+
+* ``EsipaHttpApp(handler, fallback=rest_app)`` in front of the operator API: ESipa requests never reach the
+  framework's router; everything else is passed to ``fallback`` unchanged (lifespan included).
+* ``esipa_route(handler)``: a Starlette ``Route`` to put first in a Starlette/FastAPI app's routes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from eim.bindings import ESIPA_CONTENT_TYPE, ESIPA_PATH, X_ADMIN_PROTOCOL
+from eim.interfaces import EsipaHandler, EsipaRejected, RequestContext
+from rsp.errors import RspError
+
+log = logging.getLogger("eim.esipa.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Largest accepted request body. IPA->eIM messages are small (a ProvideEimPackageResult with a notification
+#: list and certificates is a few KB); the large messages (bound profile packages) flow eIM->IPA.
+DEFAULT_MAX_BODY = 256 * 1024
+
+_CT = ESIPA_CONTENT_TYPE.encode()
+_XAP = X_ADMIN_PROTOCOL.encode()
+_TEXT = b"text/plain; charset=utf-8"
+
+
+def _media_type(value: bytes) -> bytes:
+    return value.split(b";", 1)[0].strip().lower()
+
+
+class EsipaHttpApp:
+    """The ESipa HTTP binding as a plain ASGI application.
+
+    ``handler``: the ESipa dispatcher. ``max_body_size``: requests above it get 413. ``no_body_status``: 204
+    (SGP.22 convention, default) or 200 (what onomondo-eim does) for answers without a body.
+    ``fallback``: ASGI app for every other path and for the lifespan protocol; without it they get 404 and the
+    lifespan is acknowledged. ``path=None`` serves every path (used by :func:`esipa_route`, whose router has
+    already matched it).
+    """
+
+    def __init__(
+        self,
+        handler: EsipaHandler,
+        *,
+        max_body_size: int = DEFAULT_MAX_BODY,
+        no_body_status: int = 204,
+        fallback: AsgiApp | None = None,
+        path: str | None = ESIPA_PATH,
+    ) -> None:
+        if no_body_status not in (200, 204):
+            raise ValueError("no_body_status must be 200 or 204")
+        self.handler = handler
+        self.max_body_size = max_body_size
+        self.no_body_status = no_body_status
+        self.fallback = fallback
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and (self.path is None or scope["path"] == self.path):
+            await self._esipa(scope, receive, send)
+        elif self.fallback is not None:
+            await self.fallback(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "http":
+            await _text(send, 404, f"not found: ESipa is served at {self.path}")
+
+    async def _esipa(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await _text(send, 405, "ESipa accepts POST only", extra=[(b"allow", b"POST")])
+            return
+        content_type = None
+        content_length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                content_length = value
+        if content_type is None or _media_type(content_type) != _CT:
+            shown = content_type.decode("latin-1") if content_type is not None else "none"
+            await _text(send, 415, f"Content-Type must be {ESIPA_CONTENT_TYPE} (got {shown})")
+            return
+        if content_length is not None:
+            try:
+                declared = int(content_length)
+            except ValueError:
+                await _text(send, 400, "invalid Content-Length")
+                return
+            if declared > self.max_body_size:
+                await _text(send, 413, f"request body over {self.max_body_size} bytes")
+                return
+        body = await self._read_body(receive)
+        if body is None:
+            await _text(send, 413, f"request body over {self.max_body_size} bytes")
+            return
+        if body is _DISCONNECTED:
+            return
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else None
+        try:
+            answer = await self.handler.handle(body, RequestContext("http", peer))
+        except EsipaRejected as exc:
+            status = exc.http_status if 400 <= exc.http_status < 500 else 400
+            log.info("ESipa request rejected", extra={"peer": peer, "status": status, "reason": exc.message})
+            await _text(send, status, exc.message)
+            return
+        except RspError as exc:  # a decoder error that escaped the dispatcher: still the input's fault
+            log.warning("ESipa request undecodable", extra={"peer": peer, "reason": str(exc)})
+            await _text(send, 400, f"undecodable ESipa message: {exc}")
+            return
+        except Exception:
+            log.exception("ESipa handler failed", extra={"peer": peer})
+            await _text(send, 500, "internal error")
+            return
+        if answer is None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.no_body_status,
+                    "headers": [(b"x-admin-protocol", _XAP), (b"content-length", b"0")]
+                    if self.no_body_status == 200
+                    else [(b"x-admin-protocol", _XAP)],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", _CT),
+                    (b"x-admin-protocol", _XAP),
+                    (b"content-length", str(len(answer)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    async def _read_body(self, receive: Receive) -> bytes | object | None:
+        """The whole body, ``None`` when it grows past the limit, ``_DISCONNECTED`` if the client left."""
+        first = await receive()
+        if first["type"] != "http.request":
+            return _DISCONNECTED
+        body = first.get("body", b"")
+        if not first.get("more_body", False):
+            return body if len(body) <= self.max_body_size else None
+        parts = [body]
+        size = len(body)
+        while True:
+            if size > self.max_body_size:
+                return None
+            message = await receive()
+            if message["type"] != "http.request":
+                return _DISCONNECTED
+            chunk = message.get("body", b"")
+            parts.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        if size > self.max_body_size:
+            return None
+        return b"".join(parts)
+
+
+_DISCONNECTED = object()
+
+
+async def _text(send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = message.encode()
+    headers = [(b"content-type", _TEXT), (b"x-admin-protocol", _XAP), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def esipa_route(handler: EsipaHandler, **options: Any):
+    """A Starlette ``Route`` for ``POST /gsma/rsp2/asn1``; put it first in the app's routes.
+
+    ``options`` go to :class:`EsipaHttpApp` (``max_body_size``, ``no_body_status``).
+    """
+    from starlette.routing import Route
+
+    return Route(ESIPA_PATH, endpoint=EsipaHttpApp(handler, path=None, **options), methods=["POST"], name="esipa")
