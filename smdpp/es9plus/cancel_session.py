@@ -1,0 +1,129 @@
+"""ES9+.CancelSession (SGP.22 v2.5 §5.6.5, procedure §3.1.4 / §3.1.5).
+
+Input: ``transactionId``, ``cancelSessionResponse`` (BF41 from ES10b.CancelSession, signed by the eUICC).
+The SM-DP+ verifies euiccCancelSessionSignature over the received ``euiccCancelSessionSigned`` bytes with the
+eUICC key of the session (when the session got that far), the signed transactionId and the smdpOid (from
+CERT.DPauth), ends the session and moves the order according to the reason:
+
+============================== =========================================================
+reason                         order afterwards
+============================== =========================================================
+postponed (1), timeout (2)     back to ``released``: the same matchingId may be used again
+endUserRejection (0),          ``error``: the order is over (the matchingId is refused)
+pprNotAllowed (3),
+metadataMismatch (4),
+loadBppExecutionError (5),
+undefinedReason (127)
+============================== =========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rsp import crypto, tlv
+from rsp.errors import DecodeError, RspError
+from smdpp import errors
+from smdpp.certs import smdp_oid
+from smdpp.es9plus.common import SmdpContext, b64_field, log, session_for, transaction_id_field
+from smdpp.store import StoreError
+
+REASONS = {
+    0: "endUserRejection",
+    1: "postponed",
+    2: "timeout",
+    3: "pprNotAllowed",
+    4: "metadataMismatch",
+    5: "loadBppExecutionError",
+    127: "undefinedReason",
+}
+KEEP_ORDER = (1, 2)
+
+
+def decode_oid(value: bytes) -> str:
+    if not value:
+        raise DecodeError("OBJECT IDENTIFIER", "empty")
+    arcs: list[int] = []
+    n = 0
+    for i, b in enumerate(value):
+        n = (n << 7) | (b & 0x7F)
+        if not b & 0x80:
+            arcs.append(n)
+            n = 0
+        elif i == len(value) - 1:
+            raise DecodeError("OBJECT IDENTIFIER", "truncated arc")
+    first = arcs[0]
+    head = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
+    return ".".join(str(a) for a in head + arcs[1:])
+
+
+def cancel_session(ctx: SmdpContext, request: dict[str, Any]) -> dict[str, Any]:
+    transaction_id = transaction_id_field(request)
+    raw = b64_field(request, "cancelSessionResponse", max_len=4096)
+    session = session_for(ctx, transaction_id)
+    try:
+        top = tlv.parse_exact(raw, what="CancelSessionResponse")
+        if top.tag != 0xBF41:
+            raise DecodeError("CancelSessionResponse", f"expected tag BF41, got {top.tag:X}", 0)
+        inner = tlv.children(top, what="CancelSessionResponse")
+        if len(inner) != 1:
+            raise DecodeError("CancelSessionResponse", "must hold exactly one CHOICE alternative")
+        if inner[0].tag == 0x81:
+            code = int.from_bytes(inner[0].value, "big")
+            raise errors.REQUEST_INVALID.error(f"cancelSessionResponse is cancelSessionResponseError {code}")
+        if inner[0].tag != 0xA0:
+            raise DecodeError("CancelSessionResponse", f"unknown alternative {inner[0].tag:X}")
+        parts = tlv.children(inner[0], what="CancelSessionResponseOk")
+        if len(parts) < 2 or parts[0].tag != 0x30 or parts[1].tag != 0x5F37:
+            raise DecodeError("CancelSessionResponseOk", "must be 30 euiccCancelSessionSigned, 5F37 signature")
+        signed, sig = parts[0], parts[1]
+        f = {c.tag: c.value for c in tlv.children(signed, what="EuiccCancelSessionSigned")}
+        for tag, name in ((0x80, "transactionId"), (0x06, "smdpOid"), (0x81, "reason")):
+            if tag not in f:
+                raise DecodeError("EuiccCancelSessionSigned", f"missing {name} ({tag:X})")
+        oid = decode_oid(f[0x06])
+        reason = int.from_bytes(f[0x81], "big")
+    except DecodeError as exc:
+        raise errors.REQUEST_INVALID.error(f"cancelSessionResponse: {exc}") from None
+
+    if session.euicc_certificate is not None:
+        try:
+            crypto.verify(session.euicc_certificate, signed.raw, sig.value, what="euiccCancelSessionSignature")
+        except RspError as exc:
+            raise errors.EUICC_SIGNATURE_INVALID.error(f"eUICC - Verification failed: {exc}") from None
+    if f[0x80] != session.transaction_id:
+        raise errors.TRANSACTION_ID_UNKNOWN.error(
+            "TransactionId - Unknown: the transactionId signed by the eUICC differs from the session's"
+        )
+    expected_oid = smdp_oid(ctx.credentials.sets[session.ci_pkid].dpauth_cert)
+    if expected_oid is not None and oid != expected_oid:
+        raise errors.SMDP_OID_INVALID.error(
+            f"SM-DP+ - Invalid Association: smdpOid {oid}, this SM-DP+ is {expected_oid}"
+        )
+    if reason not in REASONS:
+        raise errors.REQUEST_INVALID.error(f"cancelSessionResponse: unknown reason {reason}")
+
+    ctx.sessions.remove(session.transaction_id)
+    name = REASONS[reason]
+    if session.matching_id:
+        try:
+            if reason in KEEP_ORDER:
+                ctx.store.update(
+                    session.matching_id,
+                    expect=("released", "downloaded"),
+                    state="released",
+                    transaction_id=None,
+                    detail=f"session cancelled ({name}); order kept",
+                )
+            else:
+                ctx.store.update(
+                    session.matching_id,
+                    expect=("released", "downloaded"),
+                    state="error",
+                    last_error=f"cancelled: {name}",
+                    detail=f"session cancelled ({name})",
+                )
+        except StoreError as exc:
+            log.warning("cancelSession: order %s not updated: %s", session.matching_id, exc)
+    log.info("cancelSession: session %s cancelled (%s)", session.transaction_id_hex, name)
+    return {}

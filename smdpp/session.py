@@ -1,0 +1,98 @@
+"""RSP sessions of the SM-DP+ (SGP.22 v2.5 §3.1.3: one session per transactionId, from InitiateAuthentication to
+the ProfileInstallationResult or CancelSession).
+
+Sessions live in memory (a lab SM-DP+ runs one process); they expire after ``ttl`` seconds without activity.
+What must survive a restart (order states, the eUICC certificates learned, notifications) is in the store.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+# session states
+INITIATED = "initiated"  # after InitiateAuthentication
+AUTHENTICATED = "authenticated"  # after AuthenticateClient
+BOUND = "bound"  # after GetBoundProfilePackage
+
+
+@dataclass
+class Session:
+    transaction_id: bytes
+    euicc_challenge: bytes
+    server_challenge: bytes
+    ci_pkid: bytes
+    curve: str
+    state: str = INITIATED
+    created: float = field(default_factory=time.monotonic)
+    touched: float = field(default_factory=time.monotonic)
+    # learned in AuthenticateClient
+    eid: str | None = None
+    euicc_certificate: x509.Certificate | None = None
+    matching_id: str | None = None
+    iccid: str | None = None
+    profile: str | None = None
+    cc_required: bool = False
+    smdp_signature2_tlv: bytes | None = None  # the whole 5F37 TLV, as sent
+    # learned in GetBoundProfilePackage
+    euicc_otpk: bytes | None = None
+
+    @property
+    def transaction_id_hex(self) -> str:
+        return self.transaction_id.hex().upper()
+
+
+class SessionStore:
+    """Thread-safe map transactionId -> :class:`Session` with idle expiry."""
+
+    def __init__(self, ttl: float = 900.0, max_sessions: int = 100_000):
+        self.ttl = ttl
+        self.max_sessions = max_sessions
+        self._lock = threading.Lock()
+        self._sessions: dict[bytes, Session] = {}
+
+    def new_transaction_id(self) -> bytes:
+        """16 random bytes, unique among live sessions (SGP.22: unique within the SM-DP+)."""
+        while True:
+            txid = secrets.token_bytes(16)
+            with self._lock:
+                if txid not in self._sessions:
+                    return txid
+
+    def add(self, session: Session) -> None:
+        with self._lock:
+            self._expire_locked()
+            if len(self._sessions) >= self.max_sessions:
+                oldest = min(self._sessions.values(), key=lambda s: s.touched)
+                del self._sessions[oldest.transaction_id]
+            self._sessions[session.transaction_id] = session
+
+    def get(self, transaction_id: bytes) -> Session | None:
+        with self._lock:
+            s = self._sessions.get(transaction_id)
+            if s is None:
+                return None
+            now = time.monotonic()
+            if now - s.touched > self.ttl:
+                del self._sessions[transaction_id]
+                return None
+            s.touched = now
+            return s
+
+    def remove(self, transaction_id: bytes) -> Session | None:
+        with self._lock:
+            return self._sessions.pop(transaction_id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def _expire_locked(self) -> None:
+        now = time.monotonic()
+        dead = [k for k, s in self._sessions.items() if now - s.touched > self.ttl]
+        for k in dead:
+            del self._sessions[k]
