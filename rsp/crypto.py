@@ -230,7 +230,7 @@ def load_certificate(source: bytes | str | os.PathLike[str]) -> x509.Certificate
         if _is_pem(data):
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise KeyLoadError(f"not an X.509 certificate (PEM or DER): {exc}") from exc
 
 
@@ -253,7 +253,7 @@ def load_public_key(source: bytes | str | os.PathLike[str], curve: str | None = 
         except (ValueError, UnsupportedAlgorithm):
             try:
                 return _cert_public_key(x509.load_der_x509_certificate(data))
-            except ValueError as exc:
+            except (ValueError, x509.InvalidVersion) as exc:
                 raise KeyLoadError("neither SubjectPublicKeyInfo nor certificate DER") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise KeyLoadError(f"public key is a {type(key).__name__}, not an EC key")

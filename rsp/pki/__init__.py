@@ -1,0 +1,63 @@
+"""RSP PKI (SGP.22 v2.5 §4.5, SGP.32 v1.2): certificates, chain verification by role, lab PKI generator.
+
+- :mod:`rsp.pki.certs`: loading (PEM/DER), ``subject_key_id`` / ``authority_key_id``, roles by policy OID,
+  ``eid_of`` and EID check digits.
+- :mod:`rsp.pki.chain`: ``verify_chain(leaf, intermediates, trusted_cis, role, at=None)`` -> ``VerifiedChain``
+  or ``ChainError`` naming the reason.
+- :mod:`rsp.pki.lab`: ``create_lab_pki(dir, ...)`` -> ``LabPki`` and ``LabPki.load(dir)``; layout in
+  ``docs/pki.md``; command line ``rsp pki init|show`` (:mod:`rsp.pki_cli`).
+"""
+
+from rsp.crypto import load_certificate
+from rsp.pki.certs import (
+    ID_RSP_ROLE,
+    LAB_EIM_POLICY,
+    LAB_EIM_TLS_POLICY,
+    LAB_SMDP_OID,
+    POLICY_OF_ROLE,
+    Role,
+    as_certificate,
+    authority_key_id,
+    eid_check_digits,
+    eid_of,
+    is_valid_eid,
+    lab_eid,
+    load_certificates,
+    policies_of,
+    role_of,
+    roles_of,
+    subject_key_id,
+)
+from rsp.pki.chain import REASONS, ChainError, VerifiedChain, verify_chain
+from rsp.pki.lab import DEFAULT_EID, LabPki, LabPkiError, create_lab_pki, issue_certificate, make_ci
+
+__all__ = [
+    "DEFAULT_EID",
+    "ID_RSP_ROLE",
+    "LAB_EIM_POLICY",
+    "LAB_EIM_TLS_POLICY",
+    "LAB_SMDP_OID",
+    "POLICY_OF_ROLE",
+    "REASONS",
+    "ChainError",
+    "LabPki",
+    "LabPkiError",
+    "Role",
+    "VerifiedChain",
+    "as_certificate",
+    "authority_key_id",
+    "create_lab_pki",
+    "eid_check_digits",
+    "eid_of",
+    "is_valid_eid",
+    "issue_certificate",
+    "lab_eid",
+    "load_certificate",
+    "load_certificates",
+    "make_ci",
+    "policies_of",
+    "role_of",
+    "roles_of",
+    "subject_key_id",
+    "verify_chain",
+]
