@@ -1,0 +1,261 @@
+"""ESipa over CoAP (SGP.32 v1.2 §6.1: the ASN.1 binding carried by CoAP, RFC 7252 + RFC 7959 block-wise).
+
+The same DER as the HTTP binding on ``POST coap://<eim>/gsma/rsp2/asn1``:
+
+=======================================================  =================================================
+request                                                  answer
+=======================================================  =================================================
+POST, handler returns bytes                              2.04 Changed, payload = the handler's bytes,
+                                                         Content-Format 42 (application/octet-stream)
+POST, handler returns ``None`` (HandleNotification)      2.04 Changed, empty payload
+handler raises ``EsipaRejected``                         4.00 Bad Request, diagnostic payload (UTF-8 text)
+Content-Format set and not 42 / experimental 65000+      4.15 Unsupported Content-Format
+request (all Block1 blocks together) > max_body_size     4.13 Request Entity Too Large
+GET/PUT/DELETE/...                                       4.05 Method Not Allowed
+other paths                                              4.04 Not Found
+=======================================================  =================================================
+
+There is no registered CoAP Content-Format for ``application/x-gsma-rsp-asn1``, so requests may carry none
+(normal), 42, or a number from the experimental range 65000-65535; anything else is refused.
+
+Block-wise transfer (RFC 7959) is aiocoap's: Block1 requests are reassembled before the handler sees them
+(bounded by ``max_body_size``, checked on every block), large answers are served as Block2 from aiocoap's
+response cache.
+
+**Duplicate-request cache.** aiocoap remembers every received request for EXCHANGE_LIFETIME (247 s), with one
+timer handle per request, to answer retransmitted CONs from a cache. At thousands of requests per second that is
+~10^6 live objects and the garbage collector pauses for hundreds of milliseconds (``performance.md``). The binding
+replaces that cache on its own message managers with :class:`BoundedDedupCache`: an insertion-ordered dict
+without timers, entries kept ``dedup_lifetime`` seconds (default 60 s: a client's last retransmission comes at
+most MAX_TRANSMIT_SPAN = 45 s after the first) and at most ``dedup_max_entries`` (default 50 000, oldest dropped
+first). Dropping an entry early only means that a very late retransmission is handled as a new request; every
+ESipa request is safe to handle twice (the eIM hands out the same package again, results are idempotent).
+
+**DTLS.** ``psk`` (identity -> key) turns on CoAPS with pre-shared keys through aiocoap's ``tinydtls_server``
+transport; it needs the DTLSSocket package (a native build). Without it, ``start()`` raises a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from eim.bindings import ESIPA_PATH
+from eim.interfaces import EsipaHandler, EsipaRejected, RequestContext
+from rsp.errors import RspError
+
+log = logging.getLogger("eim.esipa.coap")
+
+DEFAULT_MAX_BODY = 256 * 1024
+RESOURCE_PATH = tuple(ESIPA_PATH.strip("/").split("/"))  # ("gsma", "rsp2", "asn1")
+OCTET_STREAM = 42
+
+
+class BoundedDedupCache:
+    """Replacement for aiocoap's per-MessageManager duplicate-request cache: bounded in time and size, no timers.
+
+    Installed with :meth:`install`; keeps the semantics of ``MessageManager._deduplicate_message`` (a duplicate
+    CON is answered with the stored response, or ignored while the response is pending) and of
+    ``_store_response_for_duplicates``.
+    """
+
+    def __init__(self, lifetime: float, max_entries: int) -> None:
+        if lifetime <= 0 or max_entries <= 0:
+            raise ValueError("dedup lifetime and size must be positive")
+        self.lifetime = lifetime
+        self.max_entries = max_entries
+        self.entries: OrderedDict[tuple[Any, int], list[Any]] = OrderedDict()  # key -> [deadline, response]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def install(self, message_manager: Any) -> None:
+        from aiocoap.numbers.types import CON
+
+        entries = self.entries
+        loop = message_manager.loop
+        lifetime = self.lifetime
+        max_entries = self.max_entries
+
+        def deduplicate(message: Any) -> bool:
+            now = loop.time()
+            # purge expired entries from the old end (insertion order == deadline order)
+            while entries:
+                first = next(iter(entries.values()))
+                if first[0] > now:
+                    break
+                entries.popitem(last=False)
+            key = (message.remote, message.mid)
+            entry = entries.get(key)
+            if entry is not None:
+                if message.mtype is CON and entry[1] is not None:
+                    message_manager._send_initially(entry[1])
+                return True
+            entries[key] = [now + lifetime, None]
+            if len(entries) > max_entries:
+                entries.popitem(last=False)
+            return False
+
+        def store_response(message: Any) -> None:
+            entry = entries.get((message.remote, message.mid))
+            if entry is not None:
+                entry[1] = message
+
+        message_manager._recent_messages = entries  # anything left reading it sees the live entries
+        message_manager._deduplicate_message = deduplicate
+        message_manager._store_response_for_duplicates = store_response
+
+
+def _resource_class():
+    from aiocoap import Message, error, resource
+    from aiocoap.numbers.codes import Code
+
+    class EsipaResource(resource.Resource):
+        """``/gsma/rsp2/asn1``: POST only."""
+
+        def __init__(self, handler: EsipaHandler, max_body_size: int) -> None:
+            super().__init__()
+            self.handler = handler
+            self.max_body_size = max_body_size
+
+        def get_link_description(self) -> dict[str, Any] | None:
+            return None  # not advertised in /.well-known/core
+
+        async def render_to_pipe(self, pipe: Any) -> None:
+            request = pipe.request
+            block1 = request.opt.block1
+            size = (block1.start if block1 is not None else 0) + len(request.payload)
+            if size > self.max_body_size:
+                raise error.RequestEntityTooLarge(f"request over {self.max_body_size} bytes")
+            await super().render_to_pipe(pipe)
+
+        async def render_post(self, request: Any) -> Any:
+            cf = request.opt.content_format
+            if cf is not None and int(cf) != OCTET_STREAM and not 65000 <= int(cf) <= 65535:
+                raise error.UnsupportedContentFormat(
+                    "ESipa payload is DER (no Content-Format, 42, or an experimental number)"
+                )
+            peer = _peer(request)
+            try:
+                answer = await self.handler.handle(request.payload, RequestContext("coap", peer))
+            except EsipaRejected as exc:
+                log.info("ESipa request rejected", extra={"peer": peer, "reason": exc.message})
+                raise error.BadRequest(exc.message) from None
+            except RspError as exc:
+                log.warning("ESipa request undecodable", extra={"peer": peer, "reason": str(exc)})
+                raise error.BadRequest(f"undecodable ESipa message: {exc}") from None
+            except Exception:
+                log.exception("ESipa handler failed", extra={"peer": peer})
+                raise error.InternalServerError("internal error") from None
+            if answer is None:
+                return Message(code=Code.CHANGED)
+            return Message(code=Code.CHANGED, payload=answer, content_format=OCTET_STREAM)
+
+    return EsipaResource
+
+
+def _peer(request: Any) -> str | None:
+    try:
+        return str(request.remote.hostinfo)
+    except Exception:
+        return None
+
+
+class CoapBinding:
+    """The eIM's CoAP server for ESipa.
+
+    ``transport``: ``"auto"`` uses aiocoap's ``simplesocketserver`` (~25 % cheaper per request) when ``host`` is
+    one address and ``udp6`` for a wildcard bind; ``psk`` switches to ``tinydtls_server`` (DTLS PSK).
+    """
+
+    def __init__(
+        self,
+        handler: EsipaHandler,
+        host: str = "127.0.0.1",
+        port: int = 5683,
+        *,
+        max_body_size: int = DEFAULT_MAX_BODY,
+        transport: str = "auto",
+        dedup_lifetime: float = 60.0,
+        dedup_max_entries: int = 50_000,
+        psk: Mapping[bytes, bytes] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.max_body_size = max_body_size
+        self.transport = transport
+        self.psk = dict(psk) if psk else None
+        self.dedup_caches: list[BoundedDedupCache] = []
+        self._dedup = (dedup_lifetime, dedup_max_entries)
+        self._context: Any = None
+
+    def _transports(self) -> list[str]:
+        if self.psk:
+            return ["tinydtls_server"]
+        if self.transport != "auto":
+            return [self.transport]
+        if self.host in ("", "0.0.0.0", "::"):
+            return ["udp6"]
+        return ["simplesocketserver"]
+
+    async def start(self) -> None:
+        from aiocoap import Context, resource
+
+        if self._context is not None:
+            return
+        site = resource.Site()
+        site.add_resource(RESOURCE_PATH, _resource_class()(self.handler, self.max_body_size))
+        credentials = None
+        if self.psk:
+            credentials = _psk_credentials(self.psk)
+        self._context = await Context.create_server_context(
+            site,
+            bind=(self.host, self.port),
+            transports=self._transports(),
+            server_credentials=credentials,
+            loggername="eim.esipa.coap.aiocoap",
+        )
+        for interface in self._context.request_interfaces:
+            manager = getattr(interface, "token_interface", None)
+            if manager is not None and hasattr(manager, "_deduplicate_message"):
+                cache = BoundedDedupCache(*self._dedup)
+                cache.install(manager)
+                self.dedup_caches.append(cache)
+        log.info("CoAP ESipa binding listening", extra={"host": self.host, "port": self.port})
+
+    async def stop(self) -> None:
+        if self._context is not None:
+            context, self._context = self._context, None
+            await context.shutdown()
+
+    async def __aenter__(self) -> CoapBinding:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _psk_credentials(psk: Mapping[bytes, bytes]) -> Any:
+    try:
+        import DTLSSocket  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(
+            "CoAP DTLS (PSK) needs the DTLSSocket package (pip install DTLSSocket; it builds with Debian's "
+            "autoconf, automake and libtool)"
+        ) from exc
+    from aiocoap.credentials import CredentialsMap
+
+    creds = CredentialsMap()
+    creds.load_from_dict(
+        {
+            ":server": [
+                {"dtls": {"psk": {"hex": key.hex()}, "client-identity": {"hex": identity.hex()}}}
+                for identity, key in psk.items()
+            ]
+        }
+    )
+    return creds
