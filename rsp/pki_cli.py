@@ -17,7 +17,16 @@ import sys
 import time
 
 from rsp import crypto
-from rsp.pki.certs import Role, eid_check_digits, eid_of, is_valid_eid, lab_eid, load_certificates, policies_of
+from rsp.pki.certs import (
+    Role,
+    eid_check_digits,
+    eid_of,
+    is_valid_eid,
+    lab_eid,
+    load_certificates,
+    policies_of,
+    subject_text,
+)
 from rsp.pki.chain import ChainError, verify_chain
 from rsp.pki.lab import LabPki, LabPkiError, create_lab_pki
 
@@ -98,7 +107,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 "label": label,
                 "role": role.value,
                 "curve": crypto.curve_name(cert),
-                "subject": cert.subject.rfc4514_string(),
+                "subject": subject_text(cert),
                 "eid": eid_of(cert) if role is Role.EUICC else None,
                 "policies": policies_of(cert),
                 "not_before": cert.not_valid_before_utc.isoformat(),

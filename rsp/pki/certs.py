@@ -210,10 +210,15 @@ def eid_of(euicc_cert: CertLike) -> str:
     return eid
 
 
+def subject_text(cert: x509.Certificate) -> str:
+    """RFC 4514 subject with ``serialNumber`` spelled out (the EID of an eUICC certificate)."""
+    return cert.subject.rfc4514_string({NameOID.SERIAL_NUMBER: "serialNumber"})
+
+
 def describe(cert: x509.Certificate) -> str:
     """Short human name of a certificate for error messages: role and subject."""
     role = role_of(cert)
-    subject = cert.subject.rfc4514_string() or "(empty subject)"
+    subject = subject_text(cert) or "(empty subject)"
     return f"{role.label if role else 'certificate'} '{subject}'"
 
 
