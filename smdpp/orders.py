@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from rsp.activation_code import ActivationCode, ActivationCodeError
+from rsp.pki import is_valid_eid
 from smdpp import profiles
 from smdpp.store import Order, OrderStore, StoreError
 
@@ -70,8 +71,8 @@ def create_order(
     ):
         if value is not None and not isinstance(value, str):
             raise OrderError(f"{name}: must be a string")
-    if eid is not None and (len(eid) != 32 or not eid.isdigit()):
-        raise OrderError(f"eid: must be 32 decimal digits, got {eid!r}")
+    if eid is not None and not is_valid_eid(eid):
+        raise OrderError(f"eid: must be 32 decimal digits with valid check digits, got {eid!r}")
     if confirmation_code is not None and not (1 <= len(confirmation_code) <= 64):
         raise OrderError("confirmation_code: 1..64 characters")
     try:

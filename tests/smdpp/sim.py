@@ -53,6 +53,7 @@ class SimEuicc:
     cert_der: bytes = b""
     eum_der: bytes = b""
     ci_pkids: list[bytes] = field(default_factory=list)
+    trusted: list = field(default_factory=list)  # CI certificates the card trusts (default: its own PKI's)
     profiles: dict[str, Installed] = field(default_factory=dict)
     seq: int = 0
     # session state
@@ -72,6 +73,8 @@ class SimEuicc:
         self.eum_der = self.pki.eum_cert(self.curve).public_bytes(serialization.Encoding.DER)
         if not self.ci_pkids:
             self.ci_pkids = [self.pki.ci_key_id(self.curve)]
+        if not self.trusted:
+            self.trusted = self.pki.ci_certs()
 
     # ES10b.GetEuiccInfo1 / GetEuiccChallenge
     def euicc_info1(self) -> bytes:
@@ -90,7 +93,7 @@ class SimEuicc:
         pkid_tlv = tlv.parse_exact(unb64(resp["euiccCiPKIdToBeUsed"]))
         assert pkid_tlv.tag == 0x04 and pkid_tlv.value in self.ci_pkids
         cert = crypto.load_certificate(unb64(resp["serverCertificate"]))
-        verify_chain(cert, (), self.pki.ci_certs(), Role.DP_AUTH, ci_key_id=pkid_tlv.value)
+        verify_chain(cert, (), self.trusted, Role.DP_AUTH, ci_key_id=pkid_tlv.value)
         crypto.verify(cert, signed1, sig_tlv.value, what="serverSignature1")
         f = {c.tag: c.value for c in tlv.children(signed1)}
         if f[0x81] != self.challenge:
@@ -122,7 +125,7 @@ class SimEuicc:
         sig2_tlv = unb64(resp["smdpSignature2"])
         assert sig2_tlv[:3] == b"\x5f\x37\x40"
         cert = crypto.load_certificate(unb64(resp["smdpCertificate"]))
-        verify_chain(cert, (), self.pki.ci_certs(), Role.DP_PB)
+        verify_chain(cert, (), self.trusted, Role.DP_PB)
         crypto.verify(cert, signed2 + T(0x5F37, self.signature1), sig2_tlv[3:], what="smdpSignature2")
         f = {c.tag: c.value for c in tlv.children(signed2)}
         assert f[0x80] == self.txid

@@ -1,0 +1,5 @@
+import sys
+
+from smdpp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""``smdpp``: the lab SM-DP+ command line.
+
+    smdpp serve --pki DIR --data DIR [--host H] [--port P] [--address ADDR] [--insecure-http] [--sgp26]
+                [--curve nist|brainpool|both]
+    smdpp order create --data DIR --profile NAME [--eid EID] [--confirmation-code CC] [--expires 2h|ISO]
+                       [--host ADDR] [--hold] [--matching-id ID] [--json]
+    smdpp order show MATCHING_ID --data DIR [--json]
+    smdpp order list --data DIR [--state STATE] [--eid EID] [--json]
+    smdpp order release MATCHING_ID --data DIR
+    smdpp order cancel MATCHING_ID --data DIR [--final available|unavailable]
+    smdpp profile list [--json]
+    smdpp notifications --data DIR [--json]
+
+Exit codes: 0 done, 1 the step failed (message names it), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from smdpp import orders, profiles
+from smdpp.store import STATES, OrderStore, StoreError
+
+DEFAULT_ADDRESS = "127.0.0.1:8443"
+CURVES = {"nist": ("nist",), "brainpool": ("brainpool",), "both": ("nist", "brainpool")}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smdpp", description="Lab SM-DP+ (SGP.22 v2.5 ES9+ over HTTPS)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the SM-DP+")
+    s.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8443, help="listen port (default 8443, 0 = any free port)")
+    s.add_argument("--pki", type=Path, help="lab PKI directory (rsp pki init)")
+    s.add_argument("--data", type=Path, required=True, help="data directory (order store)")
+    s.add_argument("--address", default="", help="SM-DP+ address in activation codes (default HOST:PORT)")
+    s.add_argument("--insecure-http", action="store_true", help="plain HTTP, for debugging only")
+    s.add_argument("--sgp26", action="store_true", help="present the GSMA SGP.26 test DPauth/DPpb/TLS credentials")
+    s.add_argument("--curve", choices=sorted(CURVES), default="both", help="credential sets to offer")
+    s.add_argument("-v", "--verbose", action="count", default=0)
+
+    o = sub.add_parser("order", help="download orders").add_subparsers(dest="order_cmd", required=True)
+    c = o.add_parser("create", help="create a download order and print its activation code")
+    c.add_argument("--data", type=Path, required=True)
+    c.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="test profile name (smdpp profile list)")
+    c.add_argument("--eid", help="link the order to this EID")
+    c.add_argument("--confirmation-code", help="require this confirmation code")
+    c.add_argument("--expires", help="expiry: a duration (30m, 2h, 7d) or an ISO 8601 date-time")
+    c.add_argument("--host", default=DEFAULT_ADDRESS, help=f"SM-DP+ address for the code (default {DEFAULT_ADDRESS})")
+    c.add_argument("--hold", action="store_true", help="confirm but do not release (state confirmed)")
+    c.add_argument("--matching-id", help="use this matchingId instead of a random one")
+    c.add_argument("--json", action="store_true")
+    for name in ("show", "release", "cancel"):
+        x = o.add_parser(name)
+        x.add_argument("matching_id")
+        x.add_argument("--data", type=Path, required=True)
+        x.add_argument("--json", action="store_true")
+        if name == "cancel":
+            x.add_argument("--final", choices=("available", "unavailable"), default="unavailable")
+    ls = o.add_parser("list")
+    ls.add_argument("--data", type=Path, required=True)
+    ls.add_argument("--state", choices=STATES)
+    ls.add_argument("--eid")
+    ls.add_argument("--json", action="store_true")
+
+    pr = sub.add_parser("profile", help="test profiles").add_subparsers(dest="profile_cmd", required=True)
+    pl = pr.add_parser("list")
+    pl.add_argument("--json", action="store_true")
+
+    n = sub.add_parser("notifications", help="notifications received")
+    n.add_argument("--data", type=Path, required=True)
+    n.add_argument("--json", action="store_true")
+    return p
+
+
+def _print_order(d: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(d))
+        return
+    print(f"activation code: {d['activation_code']}")
+    for key in ("matching_id", "state", "profile", "iccid", "eid", "bound_eid", "expires_at", "cc_required",
+                "cc_attempts", "download_attempts", "last_error"):
+        if d.get(key) not in (None, False, 0) or key in ("state", "matching_id"):
+            print(f"  {key}: {d[key]}")
+    for ev in d.get("history", []):
+        print(f"  {ev['at']}  {ev['state']:<11} {ev['detail']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "serve":
+        return _serve(args)
+    if args.cmd == "profile":
+        if args.json:
+            for p in profiles.PROFILES.values():
+                print(json.dumps(p.to_json()))
+        else:
+            for p in profiles.PROFILES.values():
+                print(f"{p.name:<11} {p.size:>7} bytes  class {p.profile_class:<11} {p.description}")
+        return 0
+    store = OrderStore.in_dir(args.data)
+    try:
+        if args.cmd == "notifications":
+            for note in store.notifications(1000):
+                d = note.to_json()
+                print(json.dumps(d) if args.json else
+                      f"{d['received_at']} {d['kind']:<5} {d['event'] or '-':<8} ICCID {d['iccid'] or '-'} "
+                      f"verified={d['verified']} {d['detail']}")
+            return 0
+        if args.order_cmd == "create":
+            try:
+                order = orders.create_order(
+                    store, profile=args.profile, smdp_address=args.host, eid=args.eid,
+                    confirmation_code=args.confirmation_code, expires=args.expires, hold=args.hold,
+                    matching_id=args.matching_id,
+                )
+            except orders.OrderError as exc:
+                print(f"smdpp order create: {exc}", file=sys.stderr)
+                return 2
+            _print_order(orders.order_json(store, order), args.json)
+            return 0
+        if args.order_cmd == "list":
+            for order in store.list(args.state, args.eid):
+                d = orders.order_json(store, order)
+                print(json.dumps(d) if args.json else
+                      f"{d['matching_id']}  {d['state']:<11} {d['profile']:<10} ICCID {d['iccid']}  "
+                      f"EID {d['eid'] or '-'}")
+            return 0
+        try:
+            if args.order_cmd == "show":
+                order = store.require(args.matching_id)
+            elif args.order_cmd == "release":
+                order = store.release(args.matching_id)
+            else:
+                order = store.cancel(args.matching_id, args.final)
+        except StoreError as exc:
+            print(f"smdpp order {args.order_cmd}: {exc}", file=sys.stderr)
+            return 1
+        _print_order(orders.order_json(store, order, history=args.order_cmd == "show"), args.json)
+        return 0
+    finally:
+        store.close()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from smdpp.config import SmdppConfig
+    from smdpp.credentials import CredentialsError
+    from smdpp.server import serve
+
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.pki is None and not args.sgp26:
+        print("smdpp serve: give --pki DIR (a lab PKI from `rsp pki init`) or --sgp26", file=sys.stderr)
+        return 2
+    config = SmdppConfig(data_dir=args.data, pki_dir=args.pki, host=args.host, port=args.port, address=args.address,
+                         insecure_http=args.insecure_http, sgp26=args.sgp26, curves=CURVES[args.curve])
+    try:
+        serve(config)
+    except CredentialsError as exc:
+        print(f"smdpp serve: loading credentials failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"smdpp serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
