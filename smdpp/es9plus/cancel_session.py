@@ -78,11 +78,14 @@ def cancel_session(ctx: SmdpContext, request: dict[str, Any]) -> dict[str, Any]:
             raise DecodeError("CancelSessionResponseOk", "must be 30 euiccCancelSessionSigned, 5F37 signature")
         signed, sig = parts[0], parts[1]
         f = {c.tag: c.value for c in tlv.children(signed, what="EuiccCancelSessionSigned")}
-        for tag, name in ((0x80, "transactionId"), (0x06, "smdpOid"), (0x81, "reason")):
+        # AUTOMATIC TAGS: 80 transactionId, 81 smdpOid, 82 reason (also accepted: a universal 06 smdpOid
+        # followed by 81 reason, as some implementations encode it)
+        oid_tag, reason_tag = (0x81, 0x82) if 0x82 in f else (0x06, 0x81)
+        for tag, name in ((0x80, "transactionId"), (oid_tag, "smdpOid"), (reason_tag, "reason")):
             if tag not in f:
                 raise DecodeError("EuiccCancelSessionSigned", f"missing {name} ({tag:X})")
-        oid = decode_oid(f[0x06])
-        reason = int.from_bytes(f[0x81], "big")
+        oid = decode_oid(f[oid_tag])
+        reason = int.from_bytes(f[reason_tag], "big")
     except DecodeError as exc:
         raise errors.REQUEST_INVALID.error(f"cancelSessionResponse: {exc}") from None
 

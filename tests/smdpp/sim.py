@@ -105,12 +105,19 @@ class SimEuicc:
         ctx = T(0xA1, T(0x80, b"\x35\x29\x06\x11") + T(0xA1, b""))
         if matching_id is not None:
             ctx = T(0x80, matching_id.encode()) + ctx
+        ids = T(0x04, self.ci_pkids[0])
         info2 = T(
             0xBF22,
-            T(0x81, b"\x02\x03\x00")
-            + T(0x82, b"\x02\x05\x00")
-            + T(0xA9, T(0x04, self.ci_pkids[0]))
-            + T(0xAA, T(0x04, self.ci_pkids[0])),
+            T(0x81, b"\x02\x03\x00")  # profileVersion
+            + T(0x82, b"\x02\x05\x00")  # svn
+            + T(0x83, b"\x01\x00\x00")  # euiccFirmwareVer
+            + T(0x84, b"\x81\x01\x00")  # extCardResource
+            + T(0x85, b"\x07\x80")  # uiccCapability
+            + T(0x88, b"\x07\x80")  # rspCapability
+            + T(0xA9, ids)
+            + T(0xAA, ids)
+            + T(0x04, b"\x00\x00\x01")  # ppVersion
+            + T(0x0C, b"LAB-SIM"),  # sasAcreditationNumber
         )
         euicc_signed1 = T(0x30, T(0x80, self.txid) + T(0x83, f[0x83]) + T(0x84, f[0x84]) + info2 + T(0xA0, ctx))
         signature = crypto.sign(self.key, euicc_signed1)
@@ -209,7 +216,7 @@ class SimEuicc:
     def cancel_session(self, reason: int, smdp_oid: str | None = None) -> bytes:
         if smdp_oid is None:
             smdp_oid = self.server_oid()
-        signed = T(0x30, T(0x80, self.txid) + T(0x06, encode_oid(smdp_oid)) + T(0x81, bytes([reason])))
+        signed = T(0x30, T(0x80, self.txid) + T(0x81, encode_oid(smdp_oid)) + T(0x82, bytes([reason])))
         return T(0xBF41, T(0xA0, signed + T(0x5F37, crypto.sign(self.key, signed))))
 
     def other_notification(self, event_bit: int, iccid: str, address: str) -> bytes:
