@@ -1,25 +1,40 @@
 """ES10 client: ES10a/b/c and SGP.32 ES10b functions over any :class:`ApduChannel` (SGP.22 §5.7, SGP.32 §5.9).
 
 ``Es10Client.call`` sends one ES10 command (a DER TLV) as a STORE DATA chain and returns the card's DER answer.
-Typed functions build on it.
+The typed functions below build on it: each builds its request, checks the answer's tag, names the card's error
+code (``ProfileRollback: rollbackNotAllowed(1)``) and returns a frozen dataclass. Signed answers keep their raw
+bytes (``.raw``) so they can be forwarded without re-encoding.
+
+After a REFRESH (profile state change) the modem resets the card and the logical channel is gone; every typed
+call first checks ``channel.reset_detected`` and re-opens (MANAGE CHANNEL + SELECT ISD-R) when set.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from enum import IntEnum
 
 from firmware_bridge.interfaces import ApduChannel
-from rsp import apdu
+from ipa import codes
+from ipa import messages as m
+from rsp import apdu, tlv
+from rsp.errors import DecodeError
 
 log = logging.getLogger("ipa.es10")
 
 
 class Es10Error(Exception):
-    """An ES10 command failed at the APDU level; ``step`` names the ES10 function."""
+    """An ES10 command failed; ``step`` names the ES10 function, ``sw`` the status word or ``code`` the card's
+    result code (``code_name`` its name)."""
 
-    def __init__(self, step: str, message: str, sw: int | None = None) -> None:
+    def __init__(
+        self, step: str, message: str, sw: int | None = None, code: int | None = None, code_name: str | None = None
+    ) -> None:
         self.step = step
         self.sw = sw
+        self.code = code
+        self.code_name = code_name
         super().__init__(f"{step}: {message}")
 
 
@@ -29,6 +44,8 @@ class Es10Client:
             raise ValueError("block size must be 1..255")
         self.channel = channel
         self.block_size = block_size
+        self.reopens = 0
+        self._open = False
 
     async def call(self, command: bytes, step: str = "ES10") -> bytes:
         """Send one ES10 command; return the response data (may be empty)."""
@@ -43,3 +60,718 @@ class Es10Client:
             if i == len(blocks) - 1:
                 return resp.data
         raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ channel life cycle
+    async def open(self) -> None:
+        await self.channel.open()
+        self._open = True
+
+    async def reopen(self) -> None:
+        """Re-open the logical channel after a card reset (REFRESH)."""
+        log.info("card was reset: re-opening the channel to ISD-R")
+        try:
+            await self.channel.close()
+        except Exception as exc:  # the channel may already be gone with the reset
+            log.debug("close before re-open failed: %s", exc)
+        await self.channel.open()
+        self.reopens += 1
+        self._open = True
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            await self.channel.close()
+
+    async def ensure_open(self) -> None:
+        if not self._open:
+            await self.open()
+        elif self.channel.reset_detected:
+            await self.reopen()
+
+    async def _cmd(self, command: bytes, step: str, expect_tag: int | None = None, *, idempotent: bool = True) -> bytes:
+        """One typed call: re-open after a reset; an idempotent (read-only) command that fails because the card was
+        reset under it is sent once more on the re-opened channel."""
+        await self.ensure_open()
+        try:
+            data = await self.call(command, step)
+        except Exception:
+            if not (idempotent and self.channel.reset_detected):
+                raise
+            await self.reopen()
+            data = await self.call(command, step)
+        if expect_tag is not None:
+            try:
+                t = tlv.parse_exact(data, what=step)
+            except DecodeError as exc:
+                raise Es10Error(step, f"malformed answer: {exc}") from None
+            if t.tag != expect_tag:
+                raise Es10Error(step, f"answer tag {t.tag:X}, expected {expect_tag:X}")
+        return data
+
+    # ------------------------------------------------------------------ identification
+    async def get_eid(self) -> bytes:
+        """ES10c.GetEID (GetEuiccData tagList 5A): the 16-byte EID."""
+        data = await self._cmd(bytes.fromhex("BF3E035C015A"), "GetEID", 0xBF3E)
+        found = tlv.find(data, m.TAG_EID)
+        if found is None or len(found.value) != 16:
+            raise Es10Error("GetEID", "no 16-byte EID (5A) in the answer")
+        return found.value
+
+    async def get_euicc_info1(self) -> bytes:
+        """ES10b.GetEUICCInfo1: the BF20 TLV (verbatim, it goes into InitiateAuthentication)."""
+        return await self._cmd(b"\xbf\x20\x00", "GetEUICCInfo1", 0xBF20)
+
+    async def get_euicc_info2(self) -> EuiccInfo2:
+        data = await self._cmd(b"\xbf\x22\x00", "GetEUICCInfo2", 0xBF22)
+        return EuiccInfo2.parse(data)
+
+    async def get_euicc_challenge(self) -> bytes:
+        data = await self._cmd(b"\xbf\x2e\x00", "GetEUICCChallenge", 0xBF2E)
+        found = tlv.find(data, 0x80)
+        if found is None or len(found.value) != 16:
+            raise Es10Error("GetEUICCChallenge", "no 16-byte challenge (80)")
+        return found.value
+
+    async def get_euicc_configured_addresses(self) -> ConfiguredAddresses:
+        data = await self._cmd(b"\xbf\x3c\x00", "EuiccConfiguredAddresses", 0xBF3C)
+        f = m.child_map(tlv.parse_exact(data), "EuiccConfiguredAddresses")
+        return ConfiguredAddresses(
+            default_dp_address=m.dec_utf8(f[0x80].value, "defaultDpAddress") if 0x80 in f else None,
+            root_ds_address=m.dec_utf8(f[0x81].value, "rootDsAddress") if 0x81 in f else None,
+        )
+
+    async def get_certs(self, euicc_ci_pkid: bytes | None = None) -> Certs:
+        """SGP.32 ES10b.GetCerts: EUM and eUICC certificates (A5/A6 contents are the certificates)."""
+        body = tlv.encode(0x80, euicc_ci_pkid) if euicc_ci_pkid else b""
+        data = await self._cmd(tlv.encode(0xBF56, body), "GetCerts", 0xBF56)
+        alt = tlv.children(data)[0] if tlv.children(data) else None
+        if alt is not None and alt.tag == 0x81:
+            raise _code_error("GetCerts", codes.GetCertsError, m.dec_int(alt.value))
+        if alt is None or alt.tag != 0xA0:
+            raise Es10Error("GetCerts", "no certs in the answer")
+        f = m.child_map(alt, "GetCerts")
+        if 0xA5 not in f or 0xA6 not in f:
+            raise Es10Error("GetCerts", "eumCertificate (A5) or euiccCertificate (A6) missing")
+        # [5]/[6] IMPLICIT over Certificate: the value is the certificate's contents; rebuild the 30 TLV.
+        return Certs(
+            eum_certificate=tlv.encode(0x30, f[0xA5].value),
+            euicc_certificate=tlv.encode(0x30, f[0xA6].value),
+            raw=data,
+        )
+
+    async def get_rat(self) -> bytes:
+        return await self._cmd(b"\xbf\x43\x00", "GetRAT", 0xBF43)
+
+    # ------------------------------------------------------------------ profiles
+    async def get_profiles_info(self, iccid: str | None = None) -> list[ProfileInfo]:
+        body = b""
+        if iccid:
+            body = tlv.encode(0xA0, tlv.encode(m.TAG_EID, m.iccid_to_bytes(iccid)))
+        data = await self._cmd(tlv.encode(0xBF2D, body), "GetProfilesInfo", 0xBF2D)
+        kids = tlv.children(data)
+        if kids and kids[0].tag == 0x81:
+            raise _code_error("GetProfilesInfo", codes.ProfileInfoListError, m.dec_int(kids[0].value))
+        if not kids or kids[0].tag != 0xA0:
+            raise Es10Error("GetProfilesInfo", "no profileInfoListOk (A0)")
+        return [ProfileInfo.parse(p) for p in tlv.children(kids[0]) if p.tag == 0xE3]
+
+    # ------------------------------------------------------------------ eIM configuration
+    async def get_eim_configuration_data(self, eim_id: str | None = None) -> list[EimConfiguration]:
+        body = tlv.encode(0xA0, tlv.encode(0x80, eim_id.encode())) if eim_id else b""
+        data = await self._cmd(tlv.encode(0xBF55, body), "GetEimConfigurationData", 0xBF55)
+        lst = tlv.find(data, 0xA0)
+        if lst is None:
+            return []
+        return [EimConfiguration.parse(c) for c in tlv.children(lst) if c.tag == 0x30]
+
+    async def add_initial_eim(self, request: bytes) -> AddInitialEimResult:
+        """SGP.32 ES10b.AddInitialEim: ``request`` is the whole BF57 AddInitialEimRequest."""
+        if request[:2] != b"\xbf\x57":
+            raise Es10Error("AddInitialEim", "request is not a BF57 AddInitialEimRequest")
+        data = await self._cmd(request, "AddInitialEim", 0xBF57, idempotent=False)
+        alt = tlv.children(data)
+        if alt and alt[0].tag == 0x81:
+            raise _code_error("AddInitialEim", codes.AddInitialEimError, m.dec_int(alt[0].value))
+        if not alt or alt[0].tag != 0xA0:
+            raise Es10Error("AddInitialEim", "unexpected answer")
+        tokens: list[int | None] = []
+        for c in tlv.children(alt[0]):
+            tokens.append(m.dec_int(c.value) if c.tag == 0x84 else None)
+        return AddInitialEimResult(tuple(tokens), data)
+
+    # ------------------------------------------------------------------ eUICC packages
+    async def load_euicc_package(self, package: bytes) -> m.EuiccPackageResult:
+        """SGP.32 ES10b.LoadEuiccPackage: ``package`` is the eIM's BF51 verbatim."""
+        data = await self._cmd(package, "LoadEuiccPackage", 0xBF51, idempotent=False)
+        try:
+            return m.parse_euicc_package_result(data)
+        except DecodeError as exc:
+            raise Es10Error("LoadEuiccPackage", f"malformed EuiccPackageResult: {exc}") from None
+
+    async def profile_rollback(self, refresh: bool = True) -> RollbackResult:
+        data = await self._cmd(
+            bytes.fromhex("BF58038001") + (b"\xff" if refresh else b"\x00"), "ProfileRollback", 0xBF58, idempotent=False
+        )
+        f = m.child_map(tlv.parse_exact(data), "ProfileRollback")
+        if 0x02 not in f:
+            raise Es10Error("ProfileRollback", "cmdResult missing")
+        code = m.dec_int(f[0x02].value)
+        epr = m.parse_euicc_package_result(f[0xBF51]) if 0xBF51 in f else None
+        if code != 0:
+            raise _code_error("ProfileRollback", codes.ProfileRollbackCmdResult, code)
+        return RollbackResult(code, epr)
+
+    async def retrieve_notifications_list(
+        self, seq_number: int | None = None, event_bits: set[int] | None = None
+    ) -> list[m.PendingNotification]:
+        """SGP.32 RetrieveNotificationsList (BF2B): pending notifications (PIR BF37 / otherSignedNotification 30)."""
+        crit = b""
+        if seq_number is not None:
+            crit = tlv.encode(0xA0, m.enc_int(0x80, seq_number))
+        elif event_bits is not None:
+            crit = tlv.encode(0xA0, m.enc_bitstring(0x81, event_bits))
+        data = await self._cmd(tlv.encode(0xBF2B, crit), "RetrieveNotificationsList", 0xBF2B)
+        alt = tlv.children(data)
+        if not alt:
+            return []
+        if alt[0].tag == 0x81:
+            raise Es10Error("RetrieveNotificationsList", f"notificationsListResultError {m.dec_int(alt[0].value)}")
+        if alt[0].tag != 0xA0:
+            raise Es10Error("RetrieveNotificationsList", f"unexpected alternative {alt[0].tag:X}")
+        out = []
+        for n in tlv.children(alt[0]):
+            try:
+                out.append(m.parse_pending_notification(n))
+            except DecodeError as exc:
+                log.warning("skipping an unreadable pending notification: %s", exc)
+        return out
+
+    async def retrieve_euicc_package_results(self) -> list[m.EuiccPackageResult]:
+        """RetrieveNotificationsList with searchCriteria euiccPackageResults: the card's pending EPR list."""
+        data = await self._cmd(bytes.fromhex("BF2B04A0028200"), "RetrieveNotificationsList(EPR)", 0xBF2B)
+        alt = tlv.children(data)
+        if not alt:
+            return []
+        if alt[0].tag == 0x81:
+            raise Es10Error("RetrieveNotificationsList(EPR)", f"error {m.dec_int(alt[0].value)}")
+        out = []
+        for e in tlv.children(alt[0]):
+            if e.tag == m.TAG_EUICC_PACKAGE:
+                try:
+                    out.append(m.parse_euicc_package_result(e))
+                except DecodeError as exc:
+                    log.warning("skipping an unreadable pending EPR: %s", exc)
+        return out
+
+    async def list_notification(self) -> list[NotificationMetadata]:
+        """ES10b.ListNotification (BF28): metadata of the pending notifications."""
+        data = await self._cmd(b"\xbf\x28\x00", "ListNotification", 0xBF28)
+        alt = tlv.children(data)
+        if not alt:
+            return []
+        if alt[0].tag == 0x81:
+            raise Es10Error("ListNotification", f"listNotificationsResultError {m.dec_int(alt[0].value)}")
+        out = []
+        for md in tlv.children(alt[0]):
+            if md.tag == 0xBF2F:
+                seq, events, addr, iccid = m.parse_notification_metadata(md)
+                out.append(NotificationMetadata(seq, tuple(sorted(events)), addr, iccid))
+        return out
+
+    async def remove_notification_from_list(self, seq_number: int) -> int:
+        """ES10b.RemoveNotificationFromList (BF30): 0 ok, 1 nothingToDelete (an earlier removal succeeded)."""
+        data = await self._cmd(tlv.encode(0xBF30, m.enc_int(0x80, seq_number)), "RemoveNotificationFromList", 0xBF30)
+        f = m.child_map(tlv.parse_exact(data), "RemoveNotificationFromList")
+        code = m.dec_int(f[0x80].value) if 0x80 in f else 127
+        if code not in (0, 1):
+            raise _code_error("RemoveNotificationFromList", codes.RemoveNotificationResult, code)
+        return code
+
+    # ------------------------------------------------------------------ SGP.32 local functions
+    async def _refresh_cmd(self, tag: int, step: str, enum: type[IntEnum], refresh: bool) -> int:
+        req = tlv.encode(tag, b"\x80\x01" + (b"\xff" if refresh else b"\x00"))
+        data = await self._cmd(req, step, tag, idempotent=False)
+        f = m.child_map(tlv.parse_exact(data), step)
+        if 0x80 not in f:
+            raise Es10Error(step, "result (80) missing")
+        code = m.dec_int(f[0x80].value)
+        if code != 0:
+            raise _code_error(step, enum, code)
+        return code
+
+    async def immediate_enable(self, refresh: bool = True) -> int:
+        return await self._refresh_cmd(0xBF5A, "ImmediateEnable", codes.ImmediateEnableResult, refresh)
+
+    async def execute_fallback_mechanism(self, refresh: bool = True) -> int:
+        return await self._refresh_cmd(
+            0xBF5D, "ExecuteFallbackMechanism", codes.ExecuteFallbackMechanismResult, refresh
+        )
+
+    async def return_from_fallback(self, refresh: bool = True) -> int:
+        return await self._refresh_cmd(0xBF5E, "ReturnFromFallback", codes.ReturnFromFallbackResult, refresh)
+
+    async def enable_emergency_profile(self, refresh: bool = True) -> int:
+        return await self._refresh_cmd(0xBF5B, "EnableEmergencyProfile", codes.EnableEmergencyProfileResult, refresh)
+
+    async def disable_emergency_profile(self, refresh: bool = True) -> int:
+        return await self._refresh_cmd(0xBF5C, "DisableEmergencyProfile", codes.DisableEmergencyProfileResult, refresh)
+
+    async def configure_immediate_profile_enabling(self, enable: bool, default_smdp_address: str | None = None) -> int:
+        body = b"\x80\x00" if enable else b""
+        if default_smdp_address:
+            body += tlv.encode(0x82, default_smdp_address.encode())
+        data = await self._cmd(tlv.encode(0xBF59, body), "ConfigureImmediateProfileEnabling", 0xBF59)
+        f = m.child_map(tlv.parse_exact(data), "ConfigureImmediateProfileEnabling")
+        code = m.dec_int(f[0x80].value) if 0x80 in f else 127
+        if code != 0:
+            raise _code_error("ConfigureImmediateProfileEnabling", codes.ConfigImmediateEnableResult, code)
+        return code
+
+    async def get_connectivity_parameters(self) -> bytes | None:
+        data = await self._cmd(b"\xbf\x5f\x00", "GetConnectivityParameters", 0xBF5F)
+        alt = tlv.children(data)
+        if alt and alt[0].tag == 0x81:
+            code = m.dec_int(alt[0].value)
+            if code == codes.ConnectivityParametersError.parametersNotAvailable:
+                return None
+            raise _code_error("GetConnectivityParameters", codes.ConnectivityParametersError, code)
+        found = tlv.find(alt[0], 0x81) if alt else None
+        return found.value if found else None
+
+    async def set_default_dp_address(self, address: str) -> int:
+        data = await self._cmd(tlv.encode(0xBF65, tlv.encode(0x80, address.encode())), "SetDefaultDpAddress", 0xBF65)
+        f = m.child_map(tlv.parse_exact(data), "SetDefaultDpAddress")
+        code = m.dec_int(f[0x80].value) if 0x80 in f else 127
+        if code != 0:
+            raise _code_error("SetDefaultDpAddress", codes.SetDefaultDpAddressResult, code)
+        return code
+
+    async def euicc_memory_reset(self, options: set[int]) -> int:
+        data = await self._cmd(tlv.encode(0xBF64, m.enc_bitstring(0x82, options)), "EuiccMemoryReset", 0xBF64)
+        kids = tlv.children(data)
+        code = m.dec_int(kids[0].value) if kids else 127
+        if code != 0:
+            raise _code_error("EuiccMemoryReset", codes.EuiccMemoryResetResult, code)
+        return code
+
+    # ------------------------------------------------------------------ SGP.22 download (ES10b)
+    async def authenticate_server(
+        self,
+        server_signed1: bytes,
+        server_signature1: bytes,
+        euicc_ci_pkid_to_be_used: bytes,
+        server_certificate: bytes,
+        ctx_params1: bytes,
+    ) -> AuthenticateServerResult:
+        """ES10b.AuthenticateServer (BF38); ``ctx_params1`` is the CtxParams1 TLV (A0 ...)."""
+        req = tlv.encode(
+            0xBF38,
+            server_signed1
+            + tlv.encode(0x5F37, server_signature1)
+            + tlv.encode(0x04, euicc_ci_pkid_to_be_used)
+            + server_certificate
+            + ctx_params1,
+        )
+        data = await self._cmd(req, "AuthenticateServer", 0xBF38, idempotent=False)
+        return AuthenticateServerResult.parse(data)
+
+    async def prepare_download(
+        self, smdp_signed2: bytes, smdp_signature2: bytes, smdp_certificate: bytes, hash_cc: bytes | None = None
+    ) -> PrepareDownloadResult:
+        body = smdp_signed2 + tlv.encode(0x5F37, smdp_signature2)
+        if hash_cc is not None:
+            body += tlv.encode(0x04, hash_cc)
+        body += smdp_certificate
+        data = await self._cmd(tlv.encode(0xBF21, body), "PrepareDownload", 0xBF21, idempotent=False)
+        return PrepareDownloadResult.parse(data)
+
+    async def load_bound_profile_package(self, bpp: bytes, progress=None) -> bytes:
+        """ES10b.LoadBoundProfilePackage: send the BPP in its segments (protocol brief §7.5); return the PIR (BF37).
+
+        Raises :class:`Es10Error` if a segment is refused; a BF37 earlier than the last segment ends the load and
+        is returned (its finalResult says what failed).
+        """
+        segments = bpp_segments(bpp)
+        await self.ensure_open()
+        for i, seg in enumerate(segments):
+            data = await self.call(seg, f"LoadBoundProfilePackage(segment {i + 1}/{len(segments)})")
+            if progress is not None:
+                progress(i + 1, len(segments))
+            if data:
+                if data[:2] != b"\xbf\x37":
+                    raise Es10Error("LoadBoundProfilePackage", f"segment {i + 1} answered {data[:4].hex()}...")
+                return data
+        raise Es10Error("LoadBoundProfilePackage", "no ProfileInstallationResult after the last segment")
+
+    async def cancel_session(self, transaction_id: bytes, reason: int) -> bytes:
+        """ES10b.CancelSession (BF41): the card's signed BF41 answer, verbatim."""
+        req = tlv.encode(0xBF41, tlv.encode(0x80, transaction_id) + m.enc_int(0x81, reason))
+        data = await self._cmd(req, "CancelSession", 0xBF41, idempotent=False)
+        alt = tlv.children(data)
+        if alt and alt[0].tag == 0x81:
+            raise Es10Error(
+                "CancelSession", f"cancelSessionResponseError {m.dec_int(alt[0].value)}", code=m.dec_int(alt[0].value)
+            )
+        return data
+
+
+def _code_error(step: str, enum: type[IntEnum], code: int) -> Es10Error:
+    name = codes.code_name(enum, code)
+    return Es10Error(step, f"card answered {name}", code=code, code_name=name)
+
+
+def bpp_segments(bpp: bytes) -> list[bytes]:
+    """Split a BoundProfilePackage (BF36) into the ES10b.LoadBoundProfilePackage commands (protocol brief §7.5)."""
+    what = "BoundProfilePackage"
+    outer = m.expect(bpp, 0xBF36, what)
+    kids = tlv.children(outer, what=what)
+    if not kids or kids[0].tag != 0xBF23:
+        raise DecodeError(what, "initialiseSecureChannelRequest (BF23) must come first")
+    segs = [outer.raw[: outer.header_len] + kids[0].raw]
+    for k in kids[1:]:
+        if k.tag in (0xA0, 0xA2):
+            segs.append(k.raw)
+        elif k.tag in (0xA1, 0xA3):
+            segs.append(k.raw[: k.header_len])
+            segs.extend(c.raw for c in tlv.children(k, what=what))
+        else:
+            raise DecodeError(what, f"unexpected part {k.tag:X}")
+    return segs
+
+
+# ------------------------------------------------------------------ typed results
+@dataclass(frozen=True)
+class ConfiguredAddresses:
+    default_dp_address: str | None
+    root_ds_address: str | None
+
+
+@dataclass(frozen=True)
+class Certs:
+    eum_certificate: bytes
+    euicc_certificate: bytes
+    raw: bytes
+
+
+def _version(value: bytes) -> str:
+    return ".".join(str(b) for b in value)
+
+
+@dataclass(frozen=True)
+class EuiccInfo2:
+    raw: bytes
+    profile_version: str | None = None
+    svn: str | None = None
+    firmware_version: str | None = None
+    ext_card_resource: bytes | None = None
+    ci_pkids_verification: tuple[bytes, ...] = ()
+    ci_pkids_signing: tuple[bytes, ...] = ()
+    pp_version: str | None = None
+    sas_accreditation_number: str | None = None
+    ipa_mode: int | None = None
+    iot_versions: tuple[str, ...] = ()
+    ecall_supported: bool = False
+    fallback_supported: bool = False
+    free_nvm: int | None = None
+
+    @classmethod
+    def parse(cls, data: bytes) -> EuiccInfo2:
+        t = tlv.parse_exact(data, what="EUICCInfo2")
+        kids = tlv.children(t, what="EUICCInfo2")
+        f: dict[int, tlv.Tlv] = {}
+        for k in kids:
+            f.setdefault(k.tag, k)
+        ext = f[0x84].value if 0x84 in f else None
+        free_nvm = None
+        if ext:
+            try:  # ETSI TS 102 226 ext card resource: 81 apps, 82 free NVM, 83 free RAM
+                for r in tlv.iter_tlvs(ext):
+                    if r.tag == 0x82:
+                        free_nvm = int.from_bytes(r.value, "big")
+            except DecodeError:
+                pass
+        # ppVersion (04) and sasAcreditationNumber (0C) are untagged universals after the tagged fields
+        pp = next((k for k in kids if k.tag == 0x04), None)
+        sas = next((k for k in kids if k.tag == 0x0C), None)
+        iot = f.get(0xB4)
+        iot_versions: tuple[str, ...] = ()
+        ecall = fallback = False
+        if iot is not None:
+            im = m.child_map(iot, "IoTSpecificInfo")
+            if 0xA0 in im:
+                iot_versions = tuple(_version(v.value) for v in tlv.children(im[0xA0]))
+            ecall = 0x81 in im
+            fallback = 0x82 in im
+        return cls(
+            raw=data,
+            profile_version=_version(f[0x81].value) if 0x81 in f else None,
+            svn=_version(f[0x82].value) if 0x82 in f else None,
+            firmware_version=_version(f[0x83].value) if 0x83 in f else None,
+            ext_card_resource=ext,
+            ci_pkids_verification=tuple(c.value for c in tlv.children(f[0xA9])) if 0xA9 in f else (),
+            ci_pkids_signing=tuple(c.value for c in tlv.children(f[0xAA])) if 0xAA in f else (),
+            pp_version=_version(pp.value) if pp else None,
+            sas_accreditation_number=m.dec_utf8(sas.value, "EUICCInfo2") if sas else None,
+            ipa_mode=m.dec_int(f[0x90].value) if 0x90 in f else None,
+            iot_versions=iot_versions,
+            ecall_supported=ecall,
+            fallback_supported=fallback,
+            free_nvm=free_nvm,
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "profileVersion": self.profile_version,
+            "svn": self.svn,
+            "euiccFirmwareVer": self.firmware_version,
+            "ppVersion": self.pp_version,
+            "sasAcreditationNumber": self.sas_accreditation_number,
+            "ipaMode": {0: "ipad", 1: "ipae"}.get(self.ipa_mode, self.ipa_mode) if self.ipa_mode is not None else None,
+            "iotVersion": list(self.iot_versions),
+            "ecallSupported": self.ecall_supported,
+            "fallbackSupported": self.fallback_supported,
+            "freeNonVolatileMemory": self.free_nvm,
+            "euiccCiPKIdListForVerification": [k.hex() for k in self.ci_pkids_verification],
+            "euiccCiPKIdListForSigning": [k.hex() for k in self.ci_pkids_signing],
+        }
+
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    iccid: str | None
+    isdp_aid: str | None
+    state: int | None
+    nickname: str | None
+    service_provider_name: str | None
+    profile_name: str | None
+    profile_class: int | None
+    fallback_attribute: bool = False
+
+    @classmethod
+    def parse(cls, t: tlv.Tlv) -> ProfileInfo:
+        f = m.child_map(t, "ProfileInfo")
+
+        def s(tag: int) -> str | None:
+            return m.dec_utf8(f[tag].value, "ProfileInfo") if tag in f else None
+
+        return cls(
+            iccid=m.iccid_to_str(f[0x5A].value) if 0x5A in f else None,
+            isdp_aid=f[0x4F].value.hex().upper() if 0x4F in f else None,
+            state=m.dec_int(f[0x9F70].value) if 0x9F70 in f else None,
+            nickname=s(0x90),
+            service_provider_name=s(0x91),
+            profile_name=s(0x92),
+            profile_class=m.dec_int(f[0x95].value) if 0x95 in f else None,
+            fallback_attribute=bool(f[0x9F26].value and f[0x9F26].value[0]) if 0x9F26 in f else False,
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "iccid": self.iccid,
+            "isdpAid": self.isdp_aid,
+            "profileState": {0: "disabled", 1: "enabled"}.get(self.state, self.state)
+            if self.state is not None
+            else None,
+            "profileNickname": self.nickname,
+            "serviceProviderName": self.service_provider_name,
+            "profileName": self.profile_name,
+            "profileClass": {0: "test", 1: "provisioning", 2: "operational"}.get(self.profile_class, self.profile_class)
+            if self.profile_class is not None
+            else None,
+            "fallbackAttribute": self.fallback_attribute,
+        }
+
+
+@dataclass(frozen=True)
+class EimConfiguration:
+    raw: bytes
+    eim_id: str
+    fqdn: str | None = None
+    id_type: int | None = None
+    counter_value: int | None = None
+    association_token: int | None = None
+    public_key_data: bytes | None = None  # the A5 contents (A0 SPKI | A1 certificate)
+    tls_trust: bytes | None = None  # A6 contents: A0 SPKI | A1 certificate (DER, re-tagged 30)
+    tls_trust_is_certificate: bool = False
+    supported_protocols: frozenset[int] = field(default_factory=frozenset)
+    euicc_ci_pkid: bytes | None = None
+    indirect_profile_download: bool = False
+
+    PROTOCOL_NAMES = ("eimRetrieveHttps", "eimRetrieveCoaps", "eimInjectHttps", "eimInjectCoaps", "eimProprietary")
+
+    @classmethod
+    def parse(cls, t: tlv.Tlv) -> EimConfiguration:
+        what = "EimConfigurationData"
+        f = m.child_map(t, what)
+        if 0x80 not in f:
+            raise DecodeError(what, "eimId missing")
+        tls = None
+        tls_cert = False
+        if 0xA6 in f:
+            inner = tlv.children(f[0xA6], what=what)
+            if inner:
+                tls = tlv.encode(0x30, inner[0].value)
+                tls_cert = inner[0].tag == 0xA1
+        return cls(
+            raw=t.raw,
+            eim_id=m.dec_utf8(f[0x80].value, what),
+            fqdn=m.dec_utf8(f[0x81].value, what) if 0x81 in f else None,
+            id_type=m.dec_int(f[0x82].value) if 0x82 in f else None,
+            counter_value=m.dec_int(f[0x83].value) if 0x83 in f else None,
+            association_token=m.dec_int(f[0x84].value) if 0x84 in f else None,
+            public_key_data=f[0xA5].value if 0xA5 in f else None,
+            tls_trust=tls,
+            tls_trust_is_certificate=tls_cert,
+            supported_protocols=frozenset(m.dec_bitstring(f[0x87].value)) if 0x87 in f else frozenset(),
+            euicc_ci_pkid=f[0x88].value if 0x88 in f else None,
+            indirect_profile_download=0x89 in f,
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "eimId": self.eim_id,
+            "eimFqdn": self.fqdn,
+            "eimIdType": self.id_type,
+            "counterValue": self.counter_value,
+            "associationToken": self.association_token,
+            "eimSupportedProtocol": [
+                self.PROTOCOL_NAMES[b] if b < len(self.PROTOCOL_NAMES) else f"bit{b}"
+                for b in sorted(self.supported_protocols)
+            ],
+            "euiccCiPKId": self.euicc_ci_pkid.hex() if self.euicc_ci_pkid else None,
+            "indirectProfileDownload": self.indirect_profile_download,
+            "trustedTls": ("certificate" if self.tls_trust_is_certificate else "publicKey") if self.tls_trust else None,
+        }
+
+
+@dataclass(frozen=True)
+class AddInitialEimResult:
+    association_tokens: tuple[int | None, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    code: int
+    euicc_package_result: m.EuiccPackageResult | None
+
+
+@dataclass(frozen=True)
+class NotificationMetadata:
+    seq_number: int
+    events: tuple[str, ...]
+    address: str | None
+    iccid: str | None
+
+    def to_json(self) -> dict:
+        return {
+            "seqNumber": self.seq_number,
+            "profileManagementOperation": list(self.events),
+            "notificationAddress": self.address,
+            "iccid": self.iccid,
+        }
+
+
+@dataclass(frozen=True)
+class AuthenticateServerResult:
+    """BF38 answer: ``raw`` goes verbatim into AuthenticateClient; ``error`` is the card's code when it failed."""
+
+    raw: bytes
+    transaction_id: bytes | None
+    error: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def parse(cls, data: bytes) -> AuthenticateServerResult:
+        alt = tlv.children(data)
+        if not alt:
+            raise Es10Error("AuthenticateServer", "empty answer")
+        a = alt[0]
+        if a.tag == 0xA1:
+            f = m.child_map(a, "AuthenticateResponseError")
+            return cls(data, f[0x80].value if 0x80 in f else None, m.dec_int(f[0x02].value) if 0x02 in f else 127)
+        signed = tlv.find(a, 0x30)
+        txid = tlv.find(signed, 0x80) if signed is not None else None
+        return cls(data, txid.value if txid else None)
+
+
+@dataclass(frozen=True)
+class PrepareDownloadResult:
+    raw: bytes
+    transaction_id: bytes | None
+    error: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def parse(cls, data: bytes) -> PrepareDownloadResult:
+        alt = tlv.children(data)
+        if not alt:
+            raise Es10Error("PrepareDownload", "empty answer")
+        a = alt[0]
+        if a.tag == 0xA1:
+            f = m.child_map(a, "PrepareDownloadResponseError")
+            return cls(data, f[0x80].value if 0x80 in f else None, m.dec_int(f[0x02].value) if 0x02 in f else 127)
+        signed = tlv.find(a, 0x30)
+        txid = tlv.find(signed, 0x80) if signed is not None else None
+        return cls(data, txid.value if txid else None)
+
+
+@dataclass(frozen=True)
+class ProfileInstallationResult:
+    """What the IPA reads from a PIR (BF37), raw kept for forwarding."""
+
+    raw: bytes
+    transaction_id: bytes | None
+    seq_number: int | None
+    iccid: str | None
+    success: bool
+    aid: str | None = None
+    bpp_command_id: int | None = None
+    error_reason: int | None = None
+
+    @classmethod
+    def parse(cls, data: bytes) -> ProfileInstallationResult:
+        what = "ProfileInstallationResult"
+        data_t = tlv.require(data, 0xBF27, what=what)
+        f = m.child_map(data_t, what)
+        seq = iccid = None
+        if 0xBF2F in f:
+            seq, _events, _addr, iccid = m.parse_notification_metadata(f[0xBF2F])
+        final = f.get(0xA2)
+        if final is None:
+            raise DecodeError(what, "finalResult (A2) missing")
+        alt = tlv.children(final, what=what)[0]
+        if alt.tag == 0xA0:
+            sf = m.child_map(alt, what)
+            return cls(
+                data,
+                f[0x80].value if 0x80 in f else None,
+                seq,
+                iccid,
+                True,
+                sf[0x4F].value.hex() if 0x4F in sf else None,
+            )
+        ef = m.child_map(alt, what)
+        return cls(
+            data,
+            f[0x80].value if 0x80 in f else None,
+            seq,
+            iccid,
+            False,
+            bpp_command_id=m.dec_int(ef[0x80].value) if 0x80 in ef else None,
+            error_reason=m.dec_int(ef[0x81].value) if 0x81 in ef else None,
+        )
+
+    def describe(self) -> str:
+        if self.success:
+            return "success"
+        return (
+            f"{codes.code_name(codes.BppCommandId, self.bpp_command_id or 0)} failed: "
+            f"{codes.code_name(codes.BppErrorReason, self.error_reason or 127)}"
+        )

@@ -1,0 +1,156 @@
+"""The IPA agent: wires card, state, eIM transport and procedures; the caller owns the loop.
+
+    agent = Agent(config, channel)
+    await agent.start()                 # open the card, read EID and eIM configuration, bootstrap, recover
+    result = await agent.poll_once()    # one eIM Package Retrieval step (see ipa.procedures.eim_package_retrieval)
+    delay = agent.next_delay(result)    # 0 after work, poll.interval when idle, backoff + jitter on failure
+    ...
+    await agent.close()
+
+:meth:`Agent.run` is the daemon loop built from these (``ipa run``): it stops cleanly when ``stop`` is set (the CLI
+sets it on SIGTERM/SIGINT), finishing the step in progress first so the state file stays consistent. With the MQTT
+binding it also handles packages pushed by the eIM while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from firmware_bridge.interfaces import ApduChannel
+from ipa.config import IpaConfig
+from ipa.es10 import EimConfiguration, Es10Client
+from ipa.esipa import EsipaTransport, choose_binding, open_transport
+from ipa.procedures import eim_package_retrieval, fallback
+from ipa.procedures.context import IpaContext, ProgressFn
+from ipa.procedures.eim_package_retrieval import Outcome, PollResult
+from ipa.state import StateStore
+
+log = logging.getLogger("ipa.agent")
+
+
+class Agent:
+    def __init__(
+        self,
+        config: IpaConfig,
+        channel: ApduChannel,
+        *,
+        transport_factory: Any = None,
+        es9_factory: Any = None,
+        state_path: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.config = config
+        self.es10 = Es10Client(channel, config.device.block_size)
+        self.store = StateStore(state_path if state_path is not None else (config.ipa.state_file or None))
+        self._transport_factory = transport_factory
+        self.ctx = IpaContext(
+            config=config,
+            es10=self.es10,
+            store=self.store,
+            progress=progress,
+            es9_factory=es9_factory or self._default_es9,
+        )
+        self._lock = asyncio.Lock()
+        self.last: PollResult | None = None
+
+    # ------------------------------------------------------------------ life cycle
+    async def start(self, *, bootstrap: bool = True) -> None:
+        self.store.load()
+        await self.es10.open()
+        self.ctx.eid = await self.es10.get_eid()
+        log.info("eUICC %s", self.ctx.eid.hex().upper())
+        eims = await self.es10.get_eim_configuration_data()
+        if not eims and bootstrap and self.config.eim.provisioning_file:
+            from ipa.procedures.add_initial_eim import add_initial_eim, load_provisioning
+
+            log.info("no eIM configured: AddInitialEim from %s", self.config.eim.provisioning_file)
+            await add_initial_eim(self.ctx, load_provisioning(self.config.eim.provisioning_file))
+            eims = await self.es10.get_eim_configuration_data()
+        self.ctx.eim = self._pick_eim(eims)
+        self.ctx.transport_factory = self._transport_factory or self._default_transport
+        if self.ctx.eim is None and not self.config.eim.url:
+            log.warning("no eIM configured on the eUICC and no eim.url: the agent cannot poll")
+
+    def _pick_eim(self, eims: list[EimConfiguration]) -> EimConfiguration | None:
+        if self.config.eim.id:
+            for e in eims:
+                if e.eim_id == self.config.eim.id:
+                    return e
+            log.warning("preferred eIM %r is not configured on the eUICC", self.config.eim.id)
+        return eims[0] if eims else None
+
+    async def _default_transport(self) -> EsipaTransport:
+        endpoint = choose_binding(self.config, self.ctx.eim)
+        log.info("ESipa over %s to %s", endpoint.binding, endpoint.url)
+        return await open_transport(endpoint, self.config, self.ctx.eid, self.ctx.eim)
+
+    def _default_es9(self):
+        from ipa.es9 import Es9Client
+        from ipa.esipa import tls_context
+
+        c = self.config.es9
+        return Es9Client(verify=tls_context(c.ca_file, None, c.insecure), timeout=c.timeout)
+
+    async def close(self) -> None:
+        await self.ctx.close_transport()
+        with contextlib.suppress(Exception):
+            await self.es10.close()
+
+    # ------------------------------------------------------------------ one step
+    async def poll_once(self) -> PollResult:
+        async with self._lock:
+            result = await eim_package_retrieval.poll_once(self.ctx)
+            await fallback.check(self.ctx)
+        self.last = result
+        log.info("poll: %s %s", result.outcome.value, result.detail)
+        return result
+
+    def next_delay(self, result: PollResult | None = None) -> float:
+        r = result or self.last
+        outcome = r.outcome if r else Outcome.IDLE
+        return eim_package_retrieval.next_delay(self.config.poll, outcome, self.store.state.failures)
+
+    async def handle_push(self, push) -> str:
+        async with self._lock:
+            t = self.ctx.transport
+            return await eim_package_retrieval.handle_push(self.ctx, push, t.answer_push)  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ daemon loop
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set; handle pushed packages (MQTT) while waiting."""
+        while not stop.is_set():
+            result = await self.poll_once()
+            delay = self.next_delay(result)
+            await self._wait(stop, delay)
+        log.info("stopping: state saved, %d result(s) queued", len(self.store.state.results))
+
+    async def _wait(self, stop: asyncio.Event, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while not stop.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            t = self.ctx.transport
+            waiters = [asyncio.ensure_future(stop.wait())]
+            push_wait = None
+            if t is not None and hasattr(t, "next_push"):
+                push_wait = asyncio.ensure_future(t.next_push(remaining))
+                waiters.append(push_wait)
+            done, pending = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await p
+            if push_wait is not None and push_wait in done:
+                push = push_wait.result()
+                if push is not None:
+                    try:
+                        what = await self.handle_push(push)
+                        log.info("push: %s", what)
+                    except Exception as exc:  # keep serving: a failed push is retried by the eIM
+                        log.error("pushed package failed: %s", exc)
+                    return  # poll again at once after work

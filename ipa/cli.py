@@ -1,0 +1,374 @@
+"""``ipa``: the IoT Profile Assistant command line (daemon and field-technician commands).
+
+    ipa [--config FILE] [--json] [--port /dev/ttyUSB2 [--route auto|csim|cgla] [--block-size N] | --card STATE]
+        run | poll --once | chip info | profile list | notification list|process|remove SEQ
+        | download -a 'LPA:1$...' [--confirmation-code CODE] | eim add-initial FILE | eim list
+
+``--json`` prints one JSON object per line in the de-facto LPA shape: ``{"type":"progress","payload":{...}}``
+while working and one ``{"type":"lpa","payload":{"code":0,"message":"success","data":...}}`` at the end; an error
+is ``{"type":"lpa","payload":{"code":-1,"message":"<step>: <reason>","data":{...}}}`` and a non-zero exit.
+This module is the only place that imports concrete channels (``firmware_bridge``, ``euicc`` for ``--card``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from ipa.config import ConfigError, IpaConfig, load_config
+
+log = logging.getLogger("ipa.cli")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class Output:
+    def __init__(self, json_mode: bool, stream=None) -> None:
+        self.json = json_mode
+        self.stream = stream or sys.stdout
+
+    def _line(self, obj: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(obj, separators=(",", ":"), default=_default) + "\n")
+        self.stream.flush()
+
+    def progress(self, step: str, data: dict[str, Any]) -> None:
+        if self.json:
+            self._line({"type": "progress", "payload": {"code": 0, "message": step, "data": data}})
+        else:
+            detail = " ".join(f"{k}={v}" for k, v in data.items() if v is not None)
+            print(f"... {step} {detail}".rstrip(), file=sys.stderr, flush=True)
+
+    def success(self, data: Any, human: str | None = None) -> int:
+        if self.json:
+            self._line({"type": "lpa", "payload": {"code": 0, "message": "success", "data": data}})
+        else:
+            print(human if human is not None else json.dumps(data, indent=2, default=_default), file=self.stream)
+        return EXIT_OK
+
+    def error(self, message: str, data: dict[str, Any] | None = None) -> int:
+        if self.json:
+            self._line({"type": "lpa", "payload": {"code": -1, "message": message, "data": data or {}}})
+        else:
+            print(f"error: {message}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, bytes):
+        return o.hex().upper()
+    if isinstance(o, set | frozenset | tuple):
+        return list(o)
+    return str(o)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ipa", description="SGP.32 IoT Profile Assistant (IPAd)")
+    p.add_argument("--config", help="TOML configuration file (default: $IPA_CONFIG)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (LPA shape)")
+    p.add_argument("--port", help="AT port of the modem (overrides device.port)")
+    p.add_argument("--route", choices=["auto", "csim", "cgla"], help="APDU route (overrides device.route)")
+    p.add_argument("--block-size", type=int, help="STORE DATA block size 1..255 (overrides device.block_size)")
+    p.add_argument("--card", help="lab: state file of an in-process software eUICC instead of a modem")
+    p.add_argument("--state", help="IPA state file (overrides ipa.state_file)")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="the daemon: poll the eIM, run procedures, until SIGTERM")
+    poll = sub.add_parser("poll", help="one eIM poll step")
+    poll.add_argument("--once", action="store_true", required=True)
+    chip = sub.add_parser("chip", help="eUICC information")
+    chip.add_argument("action", choices=["info"])
+    prof = sub.add_parser("profile", help="profiles on the eUICC")
+    prof.add_argument("action", choices=["list"])
+    notif = sub.add_parser("notification", help="pending notifications")
+    notif.add_argument("action", choices=["list", "process", "remove"])
+    notif.add_argument("seq", nargs="?", type=int, help="sequence number (remove)")
+    dl = sub.add_parser("download", help="direct profile download from an SM-DP+ (ES9+)")
+    dl.add_argument("-a", "--activation-code", required=True)
+    dl.add_argument("-c", "--confirmation-code")
+    eim = sub.add_parser("eim", help="eIM configuration on the eUICC")
+    eim.add_argument("action", choices=["add-initial", "list"])
+    eim.add_argument("file", nargs="?", help="provisioning file (DER AddInitialEimRequest or TOML)")
+    return p
+
+
+def make_channel(config: IpaConfig):
+    """The ApduChannel for the configured device (modem port or lab software eUICC)."""
+    if config.device.card:
+        from euicc.channel import LocalApduChannel
+
+        from euicc.card import SoftEuicc
+
+        return LocalApduChannel(SoftEuicc.load(config.device.card)), None
+    if not config.device.port:
+        raise ConfigError("no device: give --port /dev/ttyUSBx (device.port) or --card STATE_FILE (device.card)")
+    from firmware_bridge.at import AtEngine
+    from firmware_bridge.channel import AtApduChannel
+
+    engine = AtEngine(config.device.port, baudrate=config.device.baudrate, long_timeout=config.device.apdu_timeout)
+    return AtApduChannel(engine, config.device.modem or None, config.device.route), engine
+
+
+def _setup_logging(verbose: int, json_mode: bool) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(name)s: %(message)s"  # systemd adds time and priority
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+
+
+async def _with_agent(config: IpaConfig, out: Output, fn, *, bootstrap: bool = True, state: str | None = None):
+    from ipa.agent import Agent
+
+    channel, engine = make_channel(config)
+    if engine is not None:
+        await engine.open()
+    agent = Agent(config, channel, progress=out.progress, state_path=state)
+    try:
+        await agent.start(bootstrap=bootstrap)
+        return await fn(agent)
+    finally:
+        await agent.close()
+        if engine is not None:
+            await engine.close()
+
+
+async def _cmd_chip_info(agent) -> tuple[Any, str]:
+    es10 = agent.es10
+    info2 = await es10.get_euicc_info2()
+    addrs = await es10.get_euicc_configured_addresses()
+    eims = await es10.get_eim_configuration_data()
+    data = {
+        "eidValue": agent.ctx.eid.hex().upper(),
+        "EuiccConfiguredAddresses": {
+            "defaultDpAddress": addrs.default_dp_address,
+            "rootDsAddress": addrs.root_ds_address,
+        },
+        "EUICCInfo2": info2.to_json(),
+        "eimConfigurationData": [e.to_json() for e in eims],
+    }
+    human = (
+        f"EID        {data['eidValue']}\nSVN        {info2.svn}\nfirmware   {info2.firmware_version}\n"
+        f"IoT        {', '.join(info2.iot_versions) or '-'}\ndefault DP {addrs.default_dp_address or '-'}\n"
+        f"eIMs       {', '.join(e.eim_id for e in eims) or '-'}"
+    )
+    return data, human
+
+
+def _profiles_human(profiles) -> str:
+    if not profiles:
+        return "no profiles"
+    return "\n".join(
+        f"{p.iccid}  {p.to_json()['profileState']:<8}  {p.to_json()['profileClass'] or '-':<12}  "
+        f"{p.service_provider_name or ''} {p.profile_name or ''}".rstrip()
+        for p in profiles
+    )
+
+
+async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) -> int:
+    from ipa.es9 import Es9Error
+    from ipa.es10 import Es10Error
+    from ipa.esipa import EsipaError
+    from ipa.procedures.add_initial_eim import ProvisioningError
+    from ipa.procedures.context import ProcedureError
+
+    cmd = args.command
+    try:
+        if cmd == "run":
+            return await _run_daemon(config, out, args.state)
+        if cmd == "poll":
+
+            async def poll(agent):
+                r = await agent.poll_once()
+                return r
+
+            r = await _with_agent(config, out, poll, state=args.state)
+            data = {"outcome": r.outcome.value, "detail": r.detail, "package": r.package}
+            if r.outcome.value == "failed":
+                return out.error(f"GetEimPackage: {r.detail}", data)
+            return out.success(data, f"poll: {r.outcome.value} ({r.detail})")
+        if cmd == "chip":
+            data, human = await _with_agent(config, out, _cmd_chip_info, bootstrap=False, state=args.state)
+            return out.success(data, human)
+        if cmd == "profile":
+            profiles = await _with_agent(
+                config, out, lambda a: a.es10.get_profiles_info(), bootstrap=False, state=args.state
+            )
+            return out.success([p.to_json() for p in profiles], _profiles_human(profiles))
+        if cmd == "notification":
+            return await _notification(args, config, out)
+        if cmd == "download":
+            return await _download(args, config, out)
+        if cmd == "eim":
+            return await _eim(args, config, out)
+    except ConfigError as exc:
+        return out.error(f"configuration: {exc}")
+    except ProvisioningError as exc:
+        return out.error(f"provisioning file: {exc}")
+    except Es10Error as exc:
+        return out.error(
+            str(exc),
+            {"step": exc.step, "sw": f"{exc.sw:04X}" if exc.sw else None, "code": exc.code, "codeName": exc.code_name},
+        )
+    except EsipaError as exc:
+        return out.error(str(exc), {"step": exc.step, "status": exc.status})
+    except Es9Error as exc:
+        return out.error(str(exc), {"step": exc.step, "subjectCode": exc.subject_code, "reasonCode": exc.reason_code})
+    except ProcedureError as exc:
+        return out.error(str(exc), {"step": exc.step, "code": exc.code, "codeName": exc.code_name})
+    except OSError as exc:
+        return out.error(f"device: {exc}")
+    except Exception as exc:  # the firmware bridge's own errors name their step; keep the message
+        log.debug("unexpected error", exc_info=True)
+        return out.error(f"{type(exc).__name__}: {exc}")
+    return EXIT_USAGE
+
+
+async def _notification(args, config: IpaConfig, out: Output) -> int:
+    action = args.action
+    if action == "list":
+        metas = await _with_agent(config, out, lambda a: a.es10.list_notification(), bootstrap=False, state=args.state)
+        human = (
+            "\n".join(
+                f"{n.seq_number:>5}  {','.join(n.events):<8}  {n.iccid or '-':<20}  {n.address or '-'}" for n in metas
+            )
+            or "no pending notifications"
+        )
+        return out.success([n.to_json() for n in metas], human)
+    if action == "remove":
+        if args.seq is None:
+            return out.error("notification remove: give the sequence number (SEQ)")
+        code = await _with_agent(
+            config, out, lambda a: a.es10.remove_notification_from_list(args.seq), bootstrap=False, state=args.state
+        )
+        if code == 1:
+            return out.error(
+                f"RemoveNotificationFromList: nothingToDelete(1) for seq {args.seq}",
+                {"step": "RemoveNotificationFromList", "code": 1, "codeName": "nothingToDelete(1)"},
+            )
+        return out.success({"seqNumber": args.seq, "removed": True}, f"removed notification {args.seq}")
+
+    async def process(agent):
+        from ipa.procedures.notification_delivery import deliver_notifications
+
+        return await deliver_notifications(agent.ctx)
+
+    delivered, pending = await _with_agent(config, out, process, state=args.state)
+    data = {"delivered": delivered, "pending": pending}
+    if pending:
+        return out.error(f"HandleNotification: {pending} notification(s) not delivered", data)
+    return out.success(data, f"delivered {delivered} notification(s)")
+
+
+async def _download(args, config: IpaConfig, out: Output) -> int:
+    from ipa.procedures import direct_profile_download
+    from ipa.procedures.profile_download import DownloadFailed, parse_activation_code
+
+    data = parse_activation_code(args.activation_code)
+
+    async def dl(agent):
+        try:
+            return await direct_profile_download.download(agent.ctx, data, args.confirmation_code), None
+        except DownloadFailed as exc:
+            return None, exc
+
+    pir, err = await _with_agent(config, out, dl, bootstrap=False, state=args.state)
+    if err is not None:
+        return out.error(
+            str(err),
+            {"step": err.step, "code": err.code, "codeName": err.code_name, "cancelSessionReason": err.cancel_reason},
+        )
+    return out.success(
+        {"iccid": pir.iccid, "isdpAid": pir.aid, "seqNumber": pir.seq_number}, f"profile {pir.iccid} installed"
+    )
+
+
+async def _eim(args, config: IpaConfig, out: Output) -> int:
+    if args.action == "list":
+        eims = await _with_agent(
+            config, out, lambda a: a.es10.get_eim_configuration_data(), bootstrap=False, state=args.state
+        )
+        human = "\n".join(f"{e.eim_id:<24} {e.fqdn or '-':<28} token={e.association_token}" for e in eims) or "no eIM"
+        return out.success([e.to_json() for e in eims], human)
+    if not args.file:
+        return out.error("eim add-initial: give the provisioning FILE")
+    from ipa.procedures.add_initial_eim import add_initial_eim, load_provisioning
+
+    request = load_provisioning(args.file)
+    result = await _with_agent(
+        config, out, lambda a: add_initial_eim(a.ctx, request), bootstrap=False, state=args.state
+    )
+    return out.success(
+        {"associationToken": list(result.association_tokens)},
+        f"eIM added, association token(s): {list(result.association_tokens)}",
+    )
+
+
+async def _run_daemon(config: IpaConfig, out: Output, state: str | None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    async def daemon(agent):
+        log.warning("ipa running: EID %s", agent.ctx.eid.hex().upper())
+        if os.environ.get("NOTIFY_SOCKET"):
+            _sd_notify("READY=1")
+        await agent.run(stop)
+        return None
+
+    await _with_agent(config, out, daemon, state=state)
+    log.warning("ipa stopped")
+    return EXIT_OK
+
+
+def _sd_notify(msg: str) -> None:
+    import socket
+
+    addr = os.environ.get("NOTIFY_SOCKET", "")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(addr)
+        s.send(msg.encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Output(args.json)
+    _setup_logging(args.verbose, args.json)
+    try:
+        config = load_config(args.config)
+        if args.port:
+            config.device.port, config.device.card = args.port, ""
+        if args.card:
+            config.device.card = args.card
+        if args.route:
+            config.device.route = args.route
+        if args.block_size is not None:
+            if not 1 <= args.block_size <= 255:
+                raise ConfigError("--block-size must be 1..255")
+            config.device.block_size = args.block_size
+        if args.state:
+            config.ipa.state_file = args.state
+    except ConfigError as exc:
+        return out.error(f"configuration: {exc}")
+    try:
+        return asyncio.run(run_command(args, config, out))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""IPA configuration: a TOML file (``--config FILE``) with environment overrides ``IPA_<SECTION>_<KEY>``.
+
+Every key has a default, so ``ipa --card lab.cbor chip info`` runs with no file at all. Unknown sections or keys
+and values of the wrong type are refused with a message naming the key (a typo must not be ignored silently).
+See ``deploy/ipa.example.toml`` for every key with a comment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, unknown or of the wrong type; the message names the key."""
+
+
+@dataclass
+class DeviceConfig:
+    port: str = ""  # AT port of the modem, e.g. /dev/ttyUSB2
+    route: str = "auto"  # auto | csim | cgla
+    block_size: int = 120
+    baudrate: int = 115200
+    modem: str = ""  # modem profile name (firmware_bridge), empty = generic
+    card: str = ""  # lab: state file of an in-process software eUICC instead of a modem
+    apdu_timeout: float = 30.0
+
+
+@dataclass
+class EimConfig:
+    id: str = ""  # preferred eimId when several are configured on the eUICC (empty: the first)
+    binding: str = "auto"  # auto | http | coap | mqtt
+    url: str = ""  # overrides the eUICC's eimFqdn: https://host:port, coap://host:port, mqtt://host:port
+    ca_file: str = ""  # CA bundle to verify the eIM's TLS certificate (plus trustedPublicKeyDataTls on the eUICC)
+    insecure: bool = False  # lab only: do not verify TLS
+    timeout: float = 30.0
+    provisioning_file: str = ""  # AddInitialEim bootstrap when the eUICC has no eIM (DER BF57 or TOML)
+
+
+@dataclass
+class MqttConfig:
+    host: str = ""  # default: host of eim.url / eimFqdn
+    port: int = 0  # default 1883 (8883 with tls)
+    tls: bool = False
+    client_id: str = ""  # default ipa-<EID>
+    username: str = ""
+    password: str = ""
+    keepalive: int = 60
+    session_expiry: int = 7 * 24 * 3600  # persistent session: the broker keeps pushed packages while we sleep
+    topic_prefix: str = "esipa"
+    notification_wait: float = 5.0  # how long to wait for the eIM's (optional) answer to HandleNotification
+
+
+@dataclass
+class PollConfig:
+    interval: float = 60.0  # idle poll interval
+    min_interval: float = 1.0
+    max_backoff: float = 3600.0
+    jitter: float = 0.2  # +-20 %
+    rollback_after: int = 3  # failed result deliveries after an enable with rollbackFlag before ProfileRollback
+    fallback_after: float = 0.0  # seconds without eIM contact before ExecuteFallbackMechanism (0 = never)
+    return_from_fallback_after: float = 0.0  # seconds in fallback before ReturnFromFallback (0 = never)
+
+
+@dataclass
+class Es9Config:
+    ca_file: str = ""  # CA bundle for SM-DP+ TLS (default: system store)
+    insecure: bool = False
+    timeout: float = 60.0
+
+
+@dataclass
+class IpaFeatures:
+    direct_download: bool = True
+    indirect_download: bool = True
+    immediate_enable: bool = False  # ES10b.ImmediateEnable after a successful download (if the eUICC allows it)
+    tac: str = "35290611"  # DeviceInfo.tac (8 hex digits)
+    imei: str = ""  # DeviceInfo.imei (16 hex digits, BCD) - optional
+    device_capabilities: str = (
+        "85030f0000"  # DeviceCapabilities contents (hex) - default: eutranEpcSupportedRelease 15.0.0
+    )
+    state_file: str = "/var/lib/ipa/state.cbor"
+
+
+@dataclass
+class IpaConfig:
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    eim: EimConfig = field(default_factory=EimConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    poll: PollConfig = field(default_factory=PollConfig)
+    es9: Es9Config = field(default_factory=Es9Config)
+    ipa: IpaFeatures = field(default_factory=IpaFeatures)
+
+
+SECTIONS = {f.name for f in fields(IpaConfig)}
+
+
+def _coerce(section: str, key: str, current: Any, value: Any, *, from_env: bool) -> Any:
+    name = f"{section}.{key}"
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if (
+            from_env
+            and isinstance(value, str)
+            and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off")
+        ):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_env and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if isinstance(current, float):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if from_env and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"{name} must be a string, got {value!r}")
+
+
+def _apply(cfg: IpaConfig, section: str, key: str, value: Any, *, from_env: bool) -> None:
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown section [{section}] (known: {', '.join(sorted(SECTIONS))})")
+    sect = getattr(cfg, section)
+    known = {f.name for f in fields(sect)}
+    if key not in known:
+        raise ConfigError(f"unknown key {section}.{key} (known: {', '.join(sorted(known))})")
+    setattr(sect, key, _coerce(section, key, getattr(sect, key), value, from_env=from_env))
+
+
+def validate(cfg: IpaConfig) -> IpaConfig:
+    if cfg.device.route not in ("auto", "csim", "cgla"):
+        raise ConfigError(f"device.route must be auto, csim or cgla, got {cfg.device.route!r}")
+    if not 1 <= cfg.device.block_size <= 255:
+        raise ConfigError(f"device.block_size must be 1..255, got {cfg.device.block_size}")
+    if cfg.eim.binding not in ("auto", "http", "coap", "mqtt"):
+        raise ConfigError(f"eim.binding must be auto, http, coap or mqtt, got {cfg.eim.binding!r}")
+    if not 0 <= cfg.poll.jitter < 1:
+        raise ConfigError("poll.jitter must be in [0, 1)")
+    if cfg.poll.interval <= 0 or cfg.poll.min_interval <= 0 or cfg.poll.max_backoff < cfg.poll.min_interval:
+        raise ConfigError("poll.interval/min_interval must be > 0 and max_backoff >= min_interval")
+    try:
+        tac = bytes.fromhex(cfg.ipa.tac)
+        bytes.fromhex(cfg.ipa.device_capabilities)
+        imei = bytes.fromhex(cfg.ipa.imei) if cfg.ipa.imei else b"\x00" * 8
+    except ValueError as exc:
+        raise ConfigError(f"ipa.tac / ipa.imei / ipa.device_capabilities must be hex: {exc}") from None
+    if len(tac) != 4 or len(imei) != 8:
+        raise ConfigError("ipa.tac is 4 bytes (8 hex digits), ipa.imei 8 bytes (16 hex digits)")
+    return cfg
+
+
+def parse_config(text: str, env: dict[str, str] | None = None) -> IpaConfig:
+    """Parse TOML text, then apply ``IPA_<SECTION>_<KEY>`` overrides from ``env``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    cfg = IpaConfig()
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"top-level key {section!r} must be a [section]")
+        for key, value in values.items():
+            _apply(cfg, section, key, value, from_env=False)
+    for name, value in (env or {}).items():
+        if not name.startswith("IPA_") or name in ("IPA_CONFIG",):
+            continue
+        rest = name[4:].lower()
+        section, _, key = rest.partition("_")
+        if not key:
+            raise ConfigError(f"environment override {name} must be IPA_<SECTION>_<KEY>")
+        _apply(cfg, section, key, value, from_env=True)
+    return validate(cfg)
+
+
+def load_config(path: str | None, env: dict[str, str] | None = None) -> IpaConfig:
+    env = dict(os.environ) if env is None else env
+    path = path or env.get("IPA_CONFIG") or None
+    text = ""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        return parse_config(text, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{path or 'environment'}: {exc}") from None

@@ -1,0 +1,155 @@
+"""Profile Download triggered by the eIM (SGP.32 v1.2 §3.2.3): ProfileDownloadTriggerRequest (BF54) ->
+direct (§3.2.3.1, the IPA talks ES9+ to the SM-DP+) or indirect (§3.2.3.2, ES9+ relayed by the eIM over ESipa).
+
+Choice: indirect when the eIM configuration on the eUICC has ``indirectProfileDownload`` and the IPA supports it
+(``ipa.indirect_download``), or when the trigger carries no download data (the eIM handles it); else direct.
+
+Reporting: direct -> ProvideEimPackageResult(profileDownloadTriggerResult {eimTransactionId, PIR or
+profileDownloadError}); indirect -> the PIR goes to the eIM with HandleNotification (on a failure before a PIR
+exists: CancelSession over ESipa and, when nothing could be cancelled, profileDownloadTriggerResult with the error).
+
+Shared here: download data from the trigger, ctxParams1, CancelSession with the reason of the failure path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from ipa import messages as m
+from ipa.codes import CancelSessionReason, ProfileDownloadErrorReason, code_name
+from ipa.config import IpaConfig
+from ipa.procedures.context import IpaContext, ProcedureError
+from ipa.procedures.euicc_data_request import device_info
+from rsp import tlv
+
+log = logging.getLogger("ipa.procedures.profile_download")
+
+
+class DownloadFailed(ProcedureError):
+    """A download failed at ``step``; ``cancel_reason`` is the CancelSessionReason used (None: nothing to cancel)."""
+
+    def __init__(
+        self,
+        step: str,
+        message: str,
+        *,
+        code: int | str | None = None,
+        code_name: str | None = None,
+        cancel_reason: int | None = None,
+        error_response: bytes | None = None,
+    ) -> None:
+        super().__init__("profile download", step, message, code, code_name)
+        self.cancel_reason = cancel_reason
+        self.error_response = error_response
+
+
+@dataclass(frozen=True)
+class DownloadData:
+    smdp_address: str | None
+    matching_id: str | None
+    confirmation_code_required: bool = False
+    smdp_oid: str | None = None
+
+
+def parse_activation_code(text: str) -> DownloadData:
+    from rsp.activation_code import ActivationCodeError, parse
+
+    try:
+        ac = parse(text)
+    except ActivationCodeError as exc:
+        raise DownloadFailed("activation code", str(exc)) from None
+    return DownloadData(ac.smdp_address, ac.matching_id or None, ac.confirmation_code_required, ac.smdp_oid)
+
+
+def ctx_params1(matching_id: str | None, config: IpaConfig) -> bytes:
+    """CtxParams1 ``A0 { [80 matchingId], A1 deviceInfo }`` (ctxParamsForCommonAuthentication)."""
+    body = tlv.encode(0x80, matching_id.encode()) if matching_id else b""
+    body += tlv.encode(0xA1, device_info(config))
+    return tlv.encode(0xA0, body)
+
+
+def hash_confirmation_code(code: str, transaction_id: bytes) -> bytes:
+    """SGP.22 §3.1.3: SHA256(SHA256(confirmation code) || transactionId)."""
+    return hashlib.sha256(hashlib.sha256(code.encode()).digest() + transaction_id).digest()
+
+
+def cc_required(smdp_signed2: bytes) -> bool:
+    found = tlv.find(smdp_signed2, 0x01)
+    return bool(found and found.value and found.value[0])
+
+
+async def download_data_from_trigger(ctx: IpaContext, trig: m.ProfileDownloadTriggerRequest) -> DownloadData | None:
+    """None means "the eIM supplies the download data" (indirect, eimDownloadDataHandling)."""
+    if trig.activation_code is not None:
+        return parse_activation_code(trig.activation_code)
+    if trig.contact_default_smdp:
+        addrs = await ctx.es10.get_euicc_configured_addresses()
+        if not addrs.default_dp_address:
+            raise DownloadFailed("EuiccConfiguredAddresses", "contactDefaultSmdp but no default SM-DP+ address set")
+        return DownloadData(addrs.default_dp_address, None)
+    if trig.contact_smds:
+        raise DownloadFailed("contactSmds", "SM-DS event retrieval (ES11) is not supported by this IPA")
+    return None
+
+
+async def cancel_on_card(ctx: IpaContext, transaction_id: bytes | None, reason: int) -> bytes | None:
+    """ES10b.CancelSession with ``reason``; the card's signed answer, or None if it could not be cancelled."""
+    if not transaction_id:
+        return None
+    ctx.report("CancelSession", reason=code_name(CancelSessionReason, reason))
+    try:
+        return await ctx.es10.cancel_session(transaction_id, reason)
+    except Exception as exc:
+        log.warning("CancelSession(%s) on the eUICC failed: %s", code_name(CancelSessionReason, reason), exc)
+        return None
+
+
+def use_indirect(ctx: IpaContext, data: DownloadData | None) -> bool:
+    if data is None:
+        return True
+    feats = ctx.config.ipa
+    eim_indirect = ctx.eim is not None and ctx.eim.indirect_profile_download
+    if eim_indirect and feats.indirect_download:
+        return True
+    return not feats.direct_download
+
+
+async def run(ctx: IpaContext, trig: m.ProfileDownloadTriggerRequest) -> None:
+    """Handle a ProfileDownloadTriggerRequest end to end, including the report to the eIM."""
+    from ipa.procedures import direct_profile_download, indirect_profile_download
+    from ipa.procedures.result_delivery import deliver_results, queue_provide_result
+
+    txid = trig.eim_transaction_id
+    try:
+        data = await download_data_from_trigger(ctx, trig)
+    except DownloadFailed as exc:
+        log.error("%s", exc)
+        queue_provide_result(
+            ctx, m.profile_download_trigger_result(txid, error_reason=ProfileDownloadErrorReason.undefinedError)
+        )
+        await deliver_results(ctx)
+        return
+    if use_indirect(ctx, data):
+        await indirect_profile_download.run(ctx, data, eim_transaction_id=txid)
+    else:
+        pir = None
+        err: DownloadFailed | None = None
+        try:
+            pir = await direct_profile_download.download(ctx, data)
+        except DownloadFailed as exc:
+            err = exc
+            log.error("%s", exc)
+        if pir is not None:
+            result = m.profile_download_trigger_result(txid, pir=pir.raw)
+            seqs = [pir.seq_number] if pir.seq_number is not None else []
+        else:
+            result = m.profile_download_trigger_result(
+                txid,
+                error_reason=ProfileDownloadErrorReason.undefinedError,
+                error_response=err.error_response if err else None,
+            )
+            seqs = []
+        queue_provide_result(ctx, result, seq_numbers=seqs)
+        await deliver_results(ctx)

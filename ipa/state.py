@@ -1,0 +1,256 @@
+"""Persistent IPA state: what must survive a crash, in one small CBOR file written atomically.
+
+Held here:
+- ``results``: undelivered ESipa results (the DER of the message to send, e.g. a ProvideEimPackageResult), in
+  order, each with a unique id. A result is appended *before* anything else is done with it and removed only in
+  the same write that records what the eIM acknowledged.
+- ``remove_seqs``: sequence numbers the eIM acknowledged that are still to be removed from the eUICC with
+  ES10b.RemoveNotificationFromList (a crash between the acknowledgement and the removal must not re-deliver them).
+- ``inflight``: the procedure in flight (name + what recovery needs: e.g. the BF51 bytes sent to
+  LoadEuiccPackage and the notification sequence numbers that existed before it).
+- ``backoff``: consecutive poll failures and when the next poll is due; ``last_contact`` (wall clock) of the eIM.
+- ``state_change``: a pending ``stateChangeCause`` to announce with ``notifyStateChange`` in the next poll.
+- ``association_tokens``: tokens returned by AddInitialEim, per eimId.
+- ``fallback``: whether the IPA executed the fallback mechanism and when.
+
+Writes go to a temporary file in the same directory, are fsync'ed, renamed over the old file, and the directory is
+fsync'ed: a crash leaves either the old or the new state, never a torn file. A damaged file is kept aside
+(``.corrupt``) and the IPA starts from an empty state (the card's pending EPR list is the second source of truth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ipa.state")
+
+STATE_VERSION = 1
+
+
+class StateError(Exception):
+    """The state file cannot be decoded (the message says which part is wrong)."""
+
+
+@dataclass
+class PendingResult:
+    """One ESipa message waiting to be delivered to the eIM."""
+
+    id: str
+    kind: str  # "provide_eim_package_result" | "handle_notification"
+    der: bytes
+    eim_id: str | None = None
+    seq_numbers: list[int] = field(default_factory=list)  # card sequence numbers carried (EPR, notifications)
+    attempts: int = 0
+    created: float = 0.0
+    rollback: dict[str, Any] | None = None  # {"allowed": bool, "done": bool} for enable-with-rollbackFlag results
+
+    def to_obj(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "der": self.der,
+            "seq": list(self.seq_numbers),
+            "attempts": self.attempts,
+            "created": self.created,
+        }
+        if self.eim_id is not None:
+            out["eim"] = self.eim_id
+        if self.rollback is not None:
+            out["rollback"] = dict(self.rollback)
+        return out
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> PendingResult:
+        if not isinstance(obj, dict):
+            raise StateError("result entry is not a map")
+        rid, kind, der = obj.get("id"), obj.get("kind"), obj.get("der")
+        if not isinstance(rid, str) or not isinstance(kind, str) or not isinstance(der, bytes):
+            raise StateError("result entry needs id (text), kind (text) and der (bytes)")
+        seq = obj.get("seq", [])
+        if not isinstance(seq, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seq):
+            raise StateError("result entry seq must be a list of integers")
+        eim = obj.get("eim")
+        if eim is not None and not isinstance(eim, str):
+            raise StateError("result entry eim must be text")
+        attempts = obj.get("attempts", 0)
+        created = obj.get("created", 0.0)
+        if not isinstance(attempts, int) or isinstance(attempts, bool) or not isinstance(created, int | float):
+            raise StateError("result entry attempts/created have the wrong type")
+        rollback = obj.get("rollback")
+        if rollback is not None and not isinstance(rollback, dict):
+            raise StateError("result entry rollback must be a map")
+        return cls(rid, kind, der, eim, list(seq), attempts, float(created), rollback)
+
+
+@dataclass
+class IpaState:
+    results: list[PendingResult] = field(default_factory=list)
+    remove_seqs: list[int] = field(default_factory=list)
+    inflight: dict[str, Any] | None = None
+    failures: int = 0
+    next_poll: float = 0.0
+    last_contact: float = 0.0
+    state_change: int | None = None
+    association_tokens: dict[str, int] = field(default_factory=dict)
+    fallback: dict[str, Any] | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "results": [r.to_obj() for r in self.results],
+            "remove_seqs": list(self.remove_seqs),
+            "inflight": self.inflight,
+            "backoff": {"failures": self.failures, "next_poll": self.next_poll},
+            "last_contact": self.last_contact,
+            "state_change": self.state_change,
+            "tokens": dict(self.association_tokens),
+            "fallback": self.fallback,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> IpaState:
+        if not isinstance(obj, dict):
+            raise StateError("top level is not a map")
+        version = obj.get("v")
+        if version != STATE_VERSION:
+            raise StateError(f"unsupported state version {version!r} (this IPA writes {STATE_VERSION})")
+        results = obj.get("results", [])
+        if not isinstance(results, list):
+            raise StateError("results is not a list")
+        remove = obj.get("remove_seqs", [])
+        if not isinstance(remove, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in remove):
+            raise StateError("remove_seqs must be a list of integers")
+        inflight = obj.get("inflight")
+        if inflight is not None and not (isinstance(inflight, dict) and isinstance(inflight.get("procedure"), str)):
+            raise StateError("inflight must be a map naming its procedure")
+        backoff = obj.get("backoff", {})
+        if not isinstance(backoff, dict):
+            raise StateError("backoff is not a map")
+        failures = backoff.get("failures", 0)
+        next_poll = backoff.get("next_poll", 0.0)
+        last_contact = obj.get("last_contact", 0.0)
+        if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
+            raise StateError("backoff.failures must be a non-negative integer")
+        if not isinstance(next_poll, int | float) or not isinstance(last_contact, int | float):
+            raise StateError("backoff.next_poll / last_contact must be numbers")
+        cause = obj.get("state_change")
+        if cause is not None and (not isinstance(cause, int) or isinstance(cause, bool)):
+            raise StateError("state_change must be an integer")
+        tokens = obj.get("tokens", {})
+        if not isinstance(tokens, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in tokens.items()
+        ):
+            raise StateError("tokens must map eimId to an integer")
+        fallback = obj.get("fallback")
+        if fallback is not None and not isinstance(fallback, dict):
+            raise StateError("fallback must be a map")
+        return cls(
+            results=[PendingResult.from_obj(r) for r in results],
+            remove_seqs=list(remove),
+            inflight=inflight,
+            failures=failures,
+            next_poll=float(next_poll),
+            last_contact=float(last_contact),
+            state_change=cause,
+            association_tokens=dict(tokens),
+            fallback=fallback,
+        )
+
+
+def encode_state(state: IpaState) -> bytes:
+    import cbor2
+
+    return cbor2.dumps(state.to_obj())
+
+
+def decode_state(data: bytes) -> IpaState:
+    """Decode a state file; raise :class:`StateError` for anything malformed."""
+    import cbor2
+
+    try:
+        obj = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, RecursionError...)
+        raise StateError(f"not CBOR: {exc}") from None
+    return IpaState.from_obj(obj)
+
+
+class StateStore:
+    """The state file. ``state`` is the in-memory copy; call :meth:`save` after every change."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.state = IpaState()
+        self.writes = 0
+
+    def load(self) -> IpaState:
+        if self.path is None or not self.path.exists():
+            self.state = IpaState()
+            return self.state
+        data = self.path.read_bytes()
+        try:
+            self.state = decode_state(data)
+        except StateError as exc:
+            aside = self.path.with_suffix(self.path.suffix + ".corrupt")
+            log.error("state file %s is damaged (%s); kept as %s, starting empty", self.path, exc, aside)
+            with contextlib.suppress(OSError):
+                os.replace(self.path, aside)
+            self.state = IpaState()
+        return self.state
+
+    def save(self) -> None:
+        self.writes += 1
+        if self.path is None:
+            return
+        data = encode_state(self.state)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    # ------------------------------------------------------------------ helpers used by the procedures
+    def add_result(
+        self,
+        kind: str,
+        der: bytes,
+        *,
+        eim_id: str | None = None,
+        seq_numbers: list[int] | None = None,
+        rollback: dict[str, Any] | None = None,
+        clear_inflight: bool = False,
+    ) -> PendingResult:
+        """Queue a result and (optionally) end the procedure in flight, in one atomic write."""
+        r = PendingResult(secrets.token_hex(8), kind, der, eim_id, list(seq_numbers or []), 0, time.time(), rollback)
+        self.state.results.append(r)
+        if clear_inflight:
+            self.state.inflight = None
+        self.save()
+        return r
+
+    def result_delivered(self, result_id: str, acknowledged: list[int]) -> None:
+        """Drop a delivered result and remember the acknowledged sequence numbers to remove, in one write."""
+        self.state.results = [r for r in self.state.results if r.id != result_id]
+        for s in acknowledged:
+            if s not in self.state.remove_seqs:
+                self.state.remove_seqs.append(s)
+        self.save()
+
+    def set_inflight(self, procedure: str | None, **data: Any) -> None:
+        self.state.inflight = None if procedure is None else {"procedure": procedure, **data}
+        self.save()
