@@ -25,7 +25,8 @@ class Session:
     transaction_id: bytes
     euicc_challenge: bytes
     server_challenge: bytes
-    ci_pkid: bytes
+    ci_pkid: bytes  # euiccCiPKIdToBeUsed: the CI the eUICC chain must end at
+    cred_pkid: bytes  # the CI of the DPauth/DPpb credentials presented
     curve: str
     state: str = INITIATED
     created: float = field(default_factory=time.monotonic)

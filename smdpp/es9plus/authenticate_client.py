@@ -147,7 +147,7 @@ def _authenticate(ctx: SmdpContext, session: Session, response: bytes) -> dict[s
     profile = profiles.get_profile(order.profile)
     ctx.store.remember_euicc(eid, euicc_cert.public_bytes(serialization.Encoding.DER))
 
-    creds = ctx.credentials.sets[session.ci_pkid]
+    creds = ctx.credentials.sets[session.cred_pkid]
     metadata = profiles.store_metadata_request(profile, order.iccid, ctx.config.effective_notification_address)
     signed2 = smdp_signed2(session.transaction_id, order.cc_required)
     signature2 = crypto.sign(creds.dppb_key, signed2 + ok.euicc_signature1.raw)

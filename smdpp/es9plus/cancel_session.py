@@ -98,7 +98,7 @@ def cancel_session(ctx: SmdpContext, request: dict[str, Any]) -> dict[str, Any]:
         raise errors.TRANSACTION_ID_UNKNOWN.error(
             "TransactionId - Unknown: the transactionId signed by the eUICC differs from the session's"
         )
-    expected_oid = smdp_oid(ctx.credentials.sets[session.ci_pkid].dpauth_cert)
+    expected_oid = smdp_oid(ctx.credentials.sets[session.cred_pkid].dpauth_cert)
     if expected_oid is not None and oid != expected_oid:
         raise errors.SMDP_OID_INVALID.error(
             f"SM-DP+ - Invalid Association: smdpOid {oid}, this SM-DP+ is {expected_oid}"

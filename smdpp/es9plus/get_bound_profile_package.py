@@ -138,7 +138,7 @@ def _bind(ctx: SmdpContext, session: Session, response: bytes) -> dict[str, Any]
             )
     profile = profiles.get_profile(order.profile)
     metadata = profiles.store_metadata_request(profile, order.iccid, ctx.config.effective_notification_address)
-    creds = ctx.credentials.sets[session.ci_pkid]
+    creds = ctx.credentials.sets[session.cred_pkid]
     try:
         bound = binding.bind(
             profile=profile,

@@ -76,17 +76,23 @@ def initiate_authentication(ctx: SmdpContext, request: dict[str, Any]) -> dict[s
     svn, ci_verification, ci_signing = parse_euicc_info1(euicc_info1)
     if svn < MIN_SVN:
         raise errors.SVN_NOT_SUPPORTED.error(f"SVN {'.'.join(map(str, svn))} not supported (need 2.x)")
-    supported = [pkid for pkid in ci_signing if pkid in ctx.credentials.sets]
-    if not supported:
+    # euiccCiPKIdToBeUsed: the CI of the eUICC's own chain (its signing list), which the SM-DP+ must trust;
+    # CERT.DPauth: one issued under a CI the eUICC can verify (its verification list) - usually the same CI.
+    trusted = [pkid for pkid in ci_signing if pkid in ctx.credentials.trusted_cis]
+    if not trusted:
         raise errors.CI_PKID_NOT_SUPPORTED.error(
             "None of the proposed Public Key Identifiers is supported by the SM-DP+: eUICC signs with "
             + (", ".join(p.hex().upper() for p in ci_signing) or "nothing")
         )
-    chosen = [pkid for pkid in supported if pkid in ci_verification]
-    if not chosen:
-        raise errors.NO_DPAUTH_FOR_CI.error()
-    ci_pkid = chosen[0]
-    creds = ctx.credentials.sets[ci_pkid]
+    usable = [pkid for pkid in ci_verification if pkid in ctx.credentials.sets]
+    if not usable:
+        raise errors.NO_DPAUTH_FOR_CI.error(
+            "The SM-DP+ has no CERT.DPauth.SIG under a CI the eUICC verifies ("
+            + (", ".join(p.hex().upper() for p in ci_verification) or "none") + ")"
+        )
+    ci_pkid = next((p for p in trusted if p in usable), trusted[0])
+    cred_pkid = ci_pkid if ci_pkid in usable else usable[0]
+    creds = ctx.credentials.sets[cred_pkid]
 
     transaction_id = ctx.sessions.new_transaction_id()
     server_challenge = secrets.token_bytes(16)
@@ -98,10 +104,12 @@ def initiate_authentication(ctx: SmdpContext, request: dict[str, Any]) -> dict[s
             euicc_challenge=euicc_challenge,
             server_challenge=server_challenge,
             ci_pkid=ci_pkid,
+            cred_pkid=cred_pkid,
             curve=creds.curve,
         )
     )
-    log.info("initiateAuthentication: session %s, CI %s (%s)", transaction_id.hex().upper(), ci_pkid.hex(), creds.curve)
+    log.info("initiateAuthentication: session %s, eUICC CI %s, DPauth under %s (%s)", transaction_id.hex().upper(),
+             ci_pkid.hex(), cred_pkid.hex(), creds.curve)
     return {
         "transactionId": transaction_id.hex().upper(),
         "serverSigned1": b64(signed1),

@@ -52,7 +52,8 @@ class SimEuicc:
     key: object = None
     cert_der: bytes = b""
     eum_der: bytes = b""
-    ci_pkids: list[bytes] = field(default_factory=list)
+    ci_pkids: list[bytes] = field(default_factory=list)  # euiccCiPKIdListForSigning (the card's own chain)
+    verify_pkids: list[bytes] = field(default_factory=list)  # euiccCiPKIdListForVerification (default: the same)
     trusted: list = field(default_factory=list)  # CI certificates the card trusts (default: its own PKI's)
     profiles: dict[str, Installed] = field(default_factory=dict)
     seq: int = 0
@@ -73,13 +74,16 @@ class SimEuicc:
         self.eum_der = self.pki.eum_cert(self.curve).public_bytes(serialization.Encoding.DER)
         if not self.ci_pkids:
             self.ci_pkids = [self.pki.ci_key_id(self.curve)]
+        if not self.verify_pkids:
+            self.verify_pkids = list(self.ci_pkids)
         if not self.trusted:
             self.trusted = self.pki.ci_certs()
 
     # ES10b.GetEuiccInfo1 / GetEuiccChallenge
     def euicc_info1(self) -> bytes:
-        ids = b"".join(T(0x04, k) for k in self.ci_pkids)
-        return T(0xBF20, T(0x82, b"\x02\x05\x00") + T(0xA9, ids) + T(0xAA, ids))
+        verify = b"".join(T(0x04, k) for k in self.verify_pkids)
+        sign = b"".join(T(0x04, k) for k in self.ci_pkids)
+        return T(0xBF20, T(0x82, b"\x02\x05\x00") + T(0xA9, verify) + T(0xAA, sign))
 
     def get_challenge(self) -> bytes:
         self.challenge = secrets.token_bytes(16)
@@ -93,7 +97,7 @@ class SimEuicc:
         pkid_tlv = tlv.parse_exact(unb64(resp["euiccCiPKIdToBeUsed"]))
         assert pkid_tlv.tag == 0x04 and pkid_tlv.value in self.ci_pkids
         cert = crypto.load_certificate(unb64(resp["serverCertificate"]))
-        verify_chain(cert, (), self.trusted, Role.DP_AUTH, ci_key_id=pkid_tlv.value)
+        verify_chain(cert, (), self.trusted, Role.DP_AUTH)
         crypto.verify(cert, signed1, sig_tlv.value, what="serverSignature1")
         f = {c.tag: c.value for c in tlv.children(signed1)}
         if f[0x81] != self.challenge:
