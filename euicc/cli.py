@@ -1,0 +1,220 @@
+"""``euicc`` command line: create, inspect and poke a software eUICC (state file).
+
+::
+
+    euicc new   --pki DIR --eid EID --state FILE [--curve nist|brainpool] [--trust-ci PEM ...] [--default-dp ADDR]
+    euicc show  --state FILE [--json]
+    euicc apdu  --state FILE HEX [HEX ...]     # raw APDUs in one card session (channels live within the call)
+    euicc es10  --state FILE HEX [--block-size N]  # one ES10 command: open channel, SELECT ISD-R, STORE DATA
+
+Errors exit with status 2 and a message naming the step that failed. ``show`` never prints the private key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from euicc import state as state_mod
+from euicc.state import CLASS_NAMES, EVENT_NAMES, EuiccState
+from rsp.errors import RspError
+
+
+class CliError(Exception):
+    pass
+
+
+def _hex(text: str, what: str) -> bytes:
+    cleaned = "".join(text.split())
+    try:
+        data = bytes.fromhex(cleaned)
+    except ValueError:
+        raise CliError(f"{what}: {text!r} is not hexadecimal") from None
+    if not data:
+        raise CliError(f"{what}: empty")
+    return data
+
+
+def summary(st: EuiccState) -> dict:
+    """Everything ``euicc show`` prints (no key material)."""
+    from euicc.identity import Identity
+
+    ident = Identity.from_state(st)
+    return {
+        "eid": st.eid.hex().upper(),
+        "curve": st.curve,
+        "ci_key_ids_verification": [k.hex().upper() for k in ident.ci_pkids_for_verification()],
+        "ci_key_ids_signing": [k.hex().upper() for k in ident.ci_pkids_for_signing()],
+        "default_dp_address": st.default_dp_address,
+        "root_ds_address": st.root_ds_address,
+        "profiles": [
+            {
+                "iccid": p.iccid.hex().upper(),
+                "isdp_aid": p.isdp_aid.hex().upper(),
+                "state": "enabled" if p.enabled else "disabled",
+                "class": CLASS_NAMES.get(p.profile_class, str(p.profile_class)),
+                "name": p.profile_name,
+                "service_provider": p.service_provider_name,
+                "fallback": p.fallback_attribute,
+                "emergency": p.ecall_indication,
+            }
+            for p in st.profiles
+        ],
+        "eims": [
+            {
+                "eim_id": e.eim_id,
+                "fqdn": e.fqdn,
+                "counter": e.counter,
+                "association_token": e.association_token,
+                "key": "certificate" if (e.public_key_data or b"")[:1] == b"\xa1" else "spki",
+            }
+            for e in st.eims
+        ],
+        "pending_notifications": [
+            {
+                "seq": n.seq,
+                "kind": n.kind,
+                "event": EVENT_NAMES.get(n.event) if n.event is not None else None,
+                "address": n.address,
+                "iccid": n.iccid.hex().upper() if n.iccid else None,
+                "eim_id": n.eim_id,
+            }
+            for n in sorted(st.notifications, key=lambda n: n.seq)
+        ],
+        "next_seq": st.next_seq,
+        "immediate_enable": {
+            "enabled": st.immediate_enable.flag,
+            "smdp_address": st.immediate_enable.smdp_address,
+            "smdp_oid": st.immediate_enable.smdp_oid,
+        },
+        "rollback_authorised": st.rollback is not None,
+        "fallback_active": st.fallback_active,
+        "emergency_active": st.emergency_active,
+    }
+
+
+def _print_human(info: dict) -> None:
+    print(f"EID {info['eid']} ({info['curve']})")
+    print(f"  default SM-DP+: {info['default_dp_address'] or '-'}   root SM-DS: {info['root_ds_address']}")
+    print(f"profiles ({len(info['profiles'])}):")
+    for p in info["profiles"]:
+        flags = [f for f, on in (("fallback", p["fallback"]), ("emergency", p["emergency"])) if on]
+        extra = f"  [{', '.join(flags)}]" if flags else ""
+        print(f"  {p['iccid']}  {p['state']:8}  {p['class']:12}  {p['name']!r}{extra}")
+    print(f"eIMs ({len(info['eims'])}):")
+    for e in info["eims"]:
+        print(f"  {e['eim_id']!r}  counter {e['counter']}  token {e['association_token']}  fqdn {e['fqdn'] or '-'}")
+    print(f"pending notifications ({len(info['pending_notifications'])}):")
+    for n in info["pending_notifications"]:
+        what = n["event"] or ""
+        print(f"  seq {n['seq']:<5} {n['kind']:5} {what:8} {n['address'] or n['eim_id'] or ''}")
+    print(f"next seqNumber {info['next_seq']}; rollback authorised: {info['rollback_authorised']}; "
+          f"fallback active: {info['fallback_active']}; emergency active: {info['emergency_active']}")
+
+
+def cmd_new(args) -> int:
+    from euicc.card import SoftEuicc
+
+    card = SoftEuicc.create(args.pki, args.eid, args.state, curve=args.curve, trusted_ci_paths=args.trust_ci or (),
+                            default_dp_address=args.default_dp)
+    print(f"created eUICC {card.state.eid.hex().upper()} ({card.state.curve}) in {args.state}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    info = summary(state_mod.load(args.state))
+    if args.json:
+        print(json.dumps(info))
+    else:
+        _print_human(info)
+    return 0
+
+
+def cmd_apdu(args) -> int:
+    from euicc.card import SoftEuicc
+
+    card = SoftEuicc.load(args.state)
+    for text in args.hex:
+        command = _hex(text, "APDU")
+        print(card.process(command).hex().upper())
+        if card.take_refresh():
+            print("# card raised REFRESH: card reset, all logical channels closed", file=sys.stderr)
+            card.reset()
+    return 0
+
+
+def cmd_es10(args) -> int:
+    from euicc.card import SoftEuicc
+    from euicc.channel import ChannelError, LocalApduChannel
+    from ipa.es10 import Es10Client, Es10Error
+
+    card = SoftEuicc.load(args.state)
+    command = _hex(args.hex, "ES10 command")
+
+    async def run() -> bytes:
+        channel = LocalApduChannel(card)
+        await channel.open()
+        try:
+            return await Es10Client(channel, block_size=args.block_size).call(command)
+        finally:
+            if not channel.reset_detected:
+                await channel.close()
+
+    try:
+        data = asyncio.run(run())
+    except (ChannelError, Es10Error) as exc:
+        raise CliError(f"ES10 command: {exc}") from None
+    print(data.hex().upper())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="euicc", description="software SGP.32 eUICC (lab card)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("new", help="create a card from the lab PKI")
+    p.add_argument("--pki", required=True, help="lab PKI directory (rsp pki init)")
+    p.add_argument("--eid", required=True, help="32-digit EID")
+    p.add_argument("--state", required=True, help="state file to create")
+    p.add_argument("--curve", default="nist", choices=["nist", "brainpool"])
+    p.add_argument("--trust-ci", nargs="+", metavar="PEM", help="extra trusted CI certificates (e.g. SGP.26 test CI)")
+    p.add_argument("--default-dp", metavar="ADDR", help="default SM-DP+ address")
+    p.add_argument("--force", action="store_true", help="overwrite an existing state file")
+    p.set_defaults(func=cmd_new)
+    p = sub.add_parser("show", help="print EID, profiles, eIMs, counters and pending notifications")
+    p.add_argument("--state", required=True)
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("apdu", help="send raw APDUs (one card session)")
+    p.add_argument("--state", required=True)
+    p.add_argument("hex", nargs="+", help="command APDU in hex")
+    p.set_defaults(func=cmd_apdu)
+    p = sub.add_parser("es10", help="send one ES10 command through a logical channel to the ISD-R")
+    p.add_argument("--state", required=True)
+    p.add_argument("hex", help="ES10 command TLV in hex, e.g. BF2200")
+    p.add_argument("--block-size", type=int, default=120, choices=range(1, 256), metavar="1..255")
+    p.set_defaults(func=cmd_es10)
+    return parser
+
+
+STEPS = {"new": "create card", "show": "show card", "apdu": "send APDU", "es10": "send ES10 command"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    step = STEPS.get(args.command, args.command)
+    try:
+        if args.command == "new" and not args.force:
+            from pathlib import Path
+
+            if Path(args.state).exists():
+                raise CliError(f"state file {args.state} exists (use --force to overwrite)")
+        return args.func(args)
+    except (CliError, RspError, OSError) as exc:
+        print(f"euicc: {step}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
