@@ -11,6 +11,10 @@ Topics (``prefix`` = ``esipa``):
   Pushed ``TransferEimPackageRequest`` (BF4E) messages come here too, QoS 1 without Correlation Data; a device
   with a persistent session (clean_start=False, session expiry > 0) gets them when it wakes up.
 
+A request published without a Response Topic (the IPA's TransferEimPackageResponse to a push) expects no
+answer: it gets one only when the handler returns an ESipa message (then on ``esipa/{EID}/down``); empty
+answers and errors are not published.
+
 Error answers (no ESipa answer possible) carry Content Type ``text/plain; charset=utf-8``, the reason as payload
 and the user property ``esipa-status`` = the HTTP-like status (400 rejected, 413 too large, 500 internal error).
 
@@ -232,6 +236,7 @@ class MqttBinding:
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        asked = bool(response_topic)
         own = f"{self.prefix}/{segment}/"
         if not response_topic or not response_topic.startswith(own) or "+" in response_topic or "#" in response_topic:
             if response_topic:
@@ -245,6 +250,7 @@ class MqttBinding:
         if correlation is not None:
             reply.CorrelationData = correlation
         answer: bytes
+        failed = True
         if len(payload) > self.max_body_size:
             answer = self._error(reply, 413, f"request over {self.max_body_size} bytes")
         else:
@@ -252,6 +258,7 @@ class MqttBinding:
                 result = await self.handler.handle(payload, RequestContext("mqtt", peer=topic, eid_hint=eid))
                 reply.ContentType = ESIPA_CONTENT_TYPE
                 answer = result if result is not None else b""
+                failed = False
             except EsipaRejected as exc:
                 status = exc.http_status if 400 <= exc.http_status < 500 else 400
                 log.info("ESipa request rejected", extra={"topic": topic, "reason": exc.message})
@@ -262,6 +269,8 @@ class MqttBinding:
             except Exception:
                 log.exception("ESipa handler failed", extra={"topic": topic})
                 answer = self._error(reply, 500, "internal error")
+        if not asked and (failed or not answer):
+            return  # no Response Topic: the sender expects no answer (e.g. a TransferEimPackageResponse)
         try:
             await client.publish(response_topic, answer, qos=1, properties=reply)
         except aiomqtt.MqttError as exc:

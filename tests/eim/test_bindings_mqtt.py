@@ -285,6 +285,30 @@ def test_push_reaches_sleeping_device_when_it_wakes(lab, worker, broker):
     assert str(first.topic) == f"esipa/{EID2}/down"
 
 
+def test_answer_to_a_push_without_response_topic_gets_no_reply(lab, worker, broker):
+    """The IPA answers a push with a TransferEimPackageResponse on its up topic and no Response Topic: the eIM
+    handles it (eid_hint from the topic) and publishes nothing back; a request without Response Topic whose
+    answer has a body still gets it on the canonical down topic."""
+    response = asn1.encode("EsipaMessageFromIpaToEim", ("transferEimPackageResponse", ("eimPackageReceived", None)))
+
+    async def go():
+        async with Device(broker.host, broker.port, EID) as dev:
+            await worker.push(EID, TRANSFER)
+            await asyncio.wait_for(dev.unsolicited.get(), 10)
+            await dev.client.publish(f"esipa/{EID}/up", response, qos=1)
+            await dev.client.publish(f"esipa/{EID}/up", get_eim_package_request(EID), qos=1)
+            answered = await asyncio.wait_for(dev.unsolicited.get(), 10)
+            await asyncio.sleep(0.3)
+            return answered, dev.unsolicited.qsize()
+
+    before = len(worker.handler.notifications)
+    answered, extra = lab.run(go())
+    assert worker.handler.notifications[before:] == [response]
+    assert worker.handler.calls[-1][1].eid_hint == EID
+    assert answered.payload == NO_PACKAGE and str(answered.topic) == f"esipa/{EID}/down"
+    assert extra == 0  # nothing was published for the TransferEimPackageResponse
+
+
 def test_push_refuses_non_eids(lab, worker):
     for bad in ("+", "#", "a/b", "89044045118427484800000000011628/x", ""):
         with pytest.raises(ValueError):
