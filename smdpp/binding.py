@@ -49,6 +49,12 @@ def _protected_86(profile_name: str, iccid: str) -> tuple[bytes, ...]:
     return tuple(protector.protect_segment(0x86, chunk) for chunk in profiles.package_segments(profile_name, iccid))
 
 
+def prepare(profile: profiles.TestProfile, iccid: str) -> None:
+    """Protect a pre-protected profile's package for ``iccid`` ahead of the download (fills the cache)."""
+    if profile.pre_protected:
+        _protected_86(profile.name, iccid)
+
+
 def _seq(tag: int, segments: list[bytes] | tuple[bytes, ...]) -> bytes:
     return tlv.encode(tag, b"".join(segments))
 

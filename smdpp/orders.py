@@ -11,7 +11,7 @@ from typing import Any
 
 from rsp.activation_code import ActivationCode, ActivationCodeError
 from rsp.pki import is_valid_eid
-from smdpp import profiles
+from smdpp import binding, profiles
 from smdpp.store import Order, OrderStore, StoreError
 
 
@@ -82,7 +82,7 @@ def create_order(
     expires_at = parse_expiry(expires) if expires else None
     try:
         iccid = store.next_iccid(p.name, p.iccid_prefix)
-        return store.create_order(
+        order = store.create_order(
             profile=p.name,
             iccid=iccid,
             smdp_address=smdp_address,
@@ -94,6 +94,9 @@ def create_order(
         )
     except StoreError as exc:
         raise OrderError(str(exc)) from None
+    if p.pre_protected:
+        binding.prepare(p, iccid)  # protect the package now (ES2+ DownloadOrder), not during the download
+    return order
 
 
 def order_json(store: OrderStore, order: Order, *, history: bool = False) -> dict[str, Any]:

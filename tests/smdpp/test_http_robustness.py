@@ -157,3 +157,15 @@ def test_operator_api(es9, smdp):
     assert {p["name"] for p in http.get("/v1/profiles").json()} >= {"ts48", "large"}
     assert len(smdp.ctx.store.list()) == 2
     assert status  # the helper module is importable alongside
+
+
+def test_smdp_address_aliases_of_the_tls_names(es9, smdp, lab_pki):
+    port = smdp.config.port
+    for alias in (f"localhost:{port}", f"LOCALHOST:{port}", f"127.0.0.1:{port}"):
+        dl = Download(es9, SimEuicc(lab_pki), alias, "X")
+        resp = dl.initiate()
+        assert status(resp) == "Executed-Success"
+        signed1 = base64.b64decode(resp["serverSigned1"])
+        assert alias.encode() in signed1  # serverAddress echoes the address the LPA used
+    dl = Download(es9, SimEuicc(lab_pki), f"localhost:{port + 1}", "X")
+    assert status(dl.initiate())[:2] == ("8.8.1", "3.8")
