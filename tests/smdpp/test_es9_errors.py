@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import pytest
 
 from smdpp import orders
+from smdpp.config import SmdppConfig
+from smdpp.server import running_server
 from tests.smdpp.conftest import EID1, EID2
-from tests.smdpp.sim import Download, SimEuicc, b64, status
+from tests.smdpp.sim import Download, Es9Client, SimEuicc, b64, status
 
 
 def _order(smdp, **kw):
@@ -251,3 +254,47 @@ def test_other_signed_notifications_are_verified_and_recorded(es9, smdp, lab_pki
     assert code == 204
     assert not smdp.ctx.store.notifications()[0].verified
     assert smdp.ctx.store.get(order.matching_id).state == "installed"
+
+
+def test_rebinding_same_eid_only(es9, smdp, lab_pki):
+    order = _order(smdp)
+    first = Download(es9, SimEuicc(lab_pki, eid=EID1), smdp.address, order.matching_id)
+    first.initiate()
+    first.authenticate()
+    assert status(first.get_bpp()) == "Executed-Success"
+    assert smdp.ctx.store.get(order.matching_id).state == "downloaded"
+    # the BPP never got installed: the same eUICC may download again, with fresh keys
+    other = Download(es9, SimEuicc(lab_pki, eid=EID2), smdp.address, order.matching_id)
+    other.initiate()
+    assert _codes(other.authenticate()) == ("8.1.1", "3.8")
+    card = SimEuicc(lab_pki, eid=EID1)
+    again = Download(es9, card, smdp.address, order.matching_id)
+    again.run()
+    assert order.iccid in card.profiles
+    assert first.bpp_resp["boundProfilePackage"] != again.bpp_resp["boundProfilePackage"]
+    assert smdp.ctx.store.get(order.matching_id).state == "installed"
+    # the late PIR of the first session verifies but changes nothing any more
+    assert first.notify(first.card.pir(success=True, iccid=order.iccid, address=smdp.address)) == 204
+    assert smdp.ctx.store.get(order.matching_id).state == "installed"
+
+
+def test_pir_after_a_server_restart_still_verifies(lab_pki, tmp_path):
+    config = SmdppConfig(data_dir=tmp_path, pki_dir=lab_pki.root, port=0)
+    with running_server(config) as srv:
+        order = orders.create_order(srv.ctx.store, profile="small", smdp_address=srv.address)
+        client = Es9Client(srv.base_url, verify=ssl.create_default_context(cafile=str(srv.ca_bundle)))
+        card = SimEuicc(lab_pki)
+        dl = Download(client, card, srv.address, order.matching_id)
+        dl.initiate()
+        dl.authenticate()
+        dl.get_bpp()
+        pir = dl.install()
+        client.close()
+    with running_server(config) as srv:  # new process state: no sessions, same store
+        assert len(srv.ctx.sessions) == 0
+        client = Es9Client(srv.base_url, verify=ssl.create_default_context(cafile=str(srv.ca_bundle)))
+        code, _ = client.call("handleNotification", pendingNotification=b64(pir))
+        client.close()
+        assert code == 204
+        assert srv.ctx.store.get(order.matching_id).state == "installed"
+        assert srv.ctx.store.notifications()[0].verified
