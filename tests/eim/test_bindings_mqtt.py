@@ -48,6 +48,8 @@ class Device:
         persistent: bool = False,
         username: str | None = None,
         password: str | None = None,
+        tls_context=None,
+        client_id: str | None = None,
     ) -> None:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600 if persistent else 0
@@ -55,13 +57,14 @@ class Device:
         self.client = aiomqtt.Client(
             host,
             port,
-            identifier=f"ipa-{eid}",
+            identifier=client_id or f"ipa-{eid}",
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=not persistent,
             properties=props,
             username=username,
             password=password,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            tls_context=tls_context,
         )
         self.pending: dict[bytes, asyncio.Future] = {}
         self.unsolicited: asyncio.Queue = asyncio.Queue()
