@@ -117,7 +117,9 @@ def delete(ctx: Context, node: tlv.Tlv, run: PackageRun) -> bytes:
     if 2 in p.ppr_bits():
         return der.integer(0x85, DISALLOWED_BY_POLICY)
     rb = ctx.state.rollback
-    if rb is not None and rb.previous_iccid == iccid:
+    if (rb is not None and rb.previous_iccid == iccid) or (
+        run.rollback_from is not None and run.rollback_from[0] == iccid
+    ):
         return der.integer(0x85, ROLLBACK_NOT_AVAILABLE)
     if ctx.state.fallback_active and ctx.state.fallback_from == iccid:
         return der.integer(0x85, RETURN_FALLBACK_PROFILE)
