@@ -68,6 +68,7 @@ def create_order(
         ("confirmation_code", confirmation_code),
         ("expires", expires),
         ("matching_id", matching_id),
+        ("smdp_address", smdp_address),
     ):
         if value is not None and not isinstance(value, str):
             raise OrderError(f"{name}: must be a string")

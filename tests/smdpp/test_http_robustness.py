@@ -140,7 +140,9 @@ def test_operator_api(es9, smdp):
     assert [o["matching_id"] for o in http.get("/v1/orders").json()] == [order["matching_id"]]
     assert http.get("/v1/orders", params={"state": "installed"}).json() == []
     for bad, word in (({"profile": "nope"}, "profile"), ({"eid": "123"}, "eid"), ({"expires": "yesterday"}, "expires"),
-                      ({"hold": "yes"}, "hold"), ({"colour": "red"}, "unknown"), ({"matching_id": "a$b"}, "matching")):
+                      ({"hold": "yes"}, "hold"), ({"colour": "red"}, "unknown"), ({"matching_id": "a$b"}, "matching"),
+                      ({"smdp_address": 5}, "smdp_address"), ({"smdp_address": "a b"}, "smdp address"),
+                      ({"confirmation_code": ""}, "confirmation_code"), ({"profile": None}, "profile")):
         r = http.post("/v1/orders", json=bad)
         assert r.status_code == 400 and word in r.json()["error"], (bad, r.text)
     assert http.post("/v1/orders", content=b"{oops", headers={"Content-Type": "application/json"}).status_code == 400
@@ -169,3 +171,20 @@ def test_smdp_address_aliases_of_the_tls_names(es9, smdp, lab_pki):
         assert alias.encode() in signed1  # serverAddress echoes the address the LPA used
     dl = Download(es9, SimEuicc(lab_pki), f"localhost:{port + 1}", "X")
     assert status(dl.initiate())[:2] == ("8.8.1", "3.8")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(
+    st.sampled_from(["profile", "eid", "confirmation_code", "expires", "hold", "matching_id", "smdp_address", "x"]),
+    _json_values, max_size=5))
+def test_fuzz_operator_api(es9, smdp, body):
+    before = smdp.ctx.store.list()
+    r = es9.http.post("/v1/orders", json=body)
+    assert r.status_code in (201, 400), r.text
+    after = smdp.ctx.store.list()
+    if r.status_code == 400:
+        assert r.json()["error"]
+        assert after == before
+    else:
+        assert len(after) == len(before) + 1
+        assert r.json()["activation_code"].startswith("1$")
