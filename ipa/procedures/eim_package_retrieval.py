@@ -149,6 +149,9 @@ async def poll_once(ctx: IpaContext) -> PollResult:
         log.error("eUICC error during the procedure: %s", exc)
         _failed(ctx)
         return PollResult(Outcome.FAILED, str(exc))
+    if ctx.store.state.results:  # processed, but the result could not be delivered: the eIM is not reachable
+        _failed(ctx)
+        return PollResult(Outcome.FAILED, f"{what}: result queued, not delivered yet", what)
     ctx.store.state.failures = 0
     ctx.store.save()
     return PollResult(Outcome.WORK, what, what)

@@ -1,0 +1,141 @@
+"""Profile download: direct (ES9+ to the lab SM-DP+ over HTTPS) and indirect (ES9+ relayed by the eIM over ESipa),
+triggered by the eIM; failure paths end with CancelSession with the right reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipa import messages as m
+from ipa.codes import CancelSessionReason
+from ipa.procedures import direct_profile_download
+from ipa.procedures.profile_download import DownloadFailed, parse_activation_code
+from rsp import asn1, tlv
+from smdpp.config import SmdppConfig
+from smdpp.orders import create_order
+from smdpp.server import running_server
+from tests.ipa.peer import Es9Relay
+
+
+@pytest.fixture
+def smdp(lab_pki, tmp_path):
+    with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=lab_pki.root, port=0)) as srv:
+        yield srv
+
+
+def trigger(ac: str, txid: bytes = b"\x11\x22") -> bytes:
+    return tlv.encode(0xBF54, tlv.encode(0xA0, tlv.encode(0x80, ac.encode())) + tlv.encode(0x82, txid))
+
+
+def order_state(smdp, ac: str) -> str:
+    return smdp.ctx.store.get(ac.split("$")[2]).state
+
+
+@pytest.mark.parametrize("binding", ["http", "mqtt"])
+async def test_direct_download_triggered_by_eim(make_rig, smdp, binding):
+    rig = await make_rig(binding, profiles=False)
+    rig.config.es9.ca_file = str(smdp.ca_bundle)
+    rig.config.ipa.indirect_download = False
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac))
+        r = await agent.poll_once()
+        assert r.package == "profileDownloadTriggerRequest"
+        assert [m.iccid_to_str(p.iccid) for p in rig.card.state.profiles] == ["8949000013000000011"]
+        # PIR accepted (signature verified) by the SM-DP+, order done
+        notes = smdp.ctx.store.notifications()
+        assert [(n.kind, n.verified) for n in notes] == [("pir", True)]
+        assert order_state(smdp, ac) == "installed"
+        # the eIM got profileDownloadTriggerResult with the PIR and the eIM transaction id
+        v = asn1.decode("EsipaMessageFromIpaToEim", rig.peer.results[-1])[1]
+        kind, res = v["eimPackageResult"]
+        assert kind == "profileDownloadTriggerResult" and res["eimTransactionId"] == b"\x11\x22"
+        assert res["profileDownloadTriggerResultData"][0] == "profileInstallationResult"
+        assert rig.card.state.notifications == []  # PIR removed after delivery
+    finally:
+        await agent.close()
+
+
+async def test_indirect_download_relayed_by_eim(make_rig, smdp):
+    rig = await make_rig("http", profiles=False)
+    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
+    rig.peer.relay = relay
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.config.ipa.direct_download = False
+        rig.peer.queue(trigger(ac, b"\x33"))
+        await agent.poll_once()
+        names = [r.name for r in rig.peer.received]
+        assert names[names.index("initiateAuthenticationRequestEsipa"):] [:4] == [
+            "initiateAuthenticationRequestEsipa", "authenticateClientRequestEsipa",
+            "getBoundProfilePackageRequestEsipa", "handleNotificationEsipa"]
+        init = next(r for r in rig.peer.received if r.name == "initiateAuthenticationRequestEsipa").value
+        assert init["eimTransactionId"] == b"\x33" and init["smdpAddress"] == smdp.address
+        assert [m.iccid_to_str(p.iccid) for p in rig.card.state.profiles] == ["8949000013000000011"]
+        pir = asn1.decode("EsipaMessageFromIpaToEim", rig.peer.notifications[-1])[1]
+        assert pir[0] == "pendingNotification" and pir[1][0] == "profileInstallationResult"
+        assert rig.card.state.notifications == []
+        assert relay.calls == ["initiateAuthentication", "authenticateClient", "getBoundProfilePackage"]
+    finally:
+        await agent.close()
+        await relay.close()
+
+
+async def test_indirect_download_eim_error_cancels_session(make_rig, smdp):
+    rig = await make_rig("http", profiles=False)
+    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
+    relay.fail["getBoundProfilePackage"] = 6  # downloadOrderExpired
+    rig.peer.relay = relay
+    rig.config.ipa.direct_download = False
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac))
+        await agent.poll_once()
+        cancel = next(r for r in rig.peer.received if r.name == "cancelSessionRequestEsipa")
+        inner = tlv.find(cancel.der, 0xA1)
+        signed = tlv.find(tlv.encode(0xBF41, inner.value), 0xA0, 0x30)
+        assert tlv.find(signed, 0x82).value == bytes([CancelSessionReason.undefinedReason])  # reason [2]
+        assert relay.calls[-1] == "cancelSession"
+        assert rig.card.state.profiles == []
+    finally:
+        await agent.close()
+        await relay.close()
+
+
+async def test_direct_download_missing_confirmation_code_postponed(make_rig, smdp):
+    rig = await make_rig("http", profiles=False)
+    rig.config.es9.ca_file = str(smdp.ca_bundle)
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address,
+                          confirmation_code="1234").activation_code
+        with pytest.raises(DownloadFailed) as err:
+            await direct_profile_download.download(agent.ctx, parse_activation_code(ac))
+        assert err.value.step == "PrepareDownload" and err.value.cancel_reason == CancelSessionReason.postponed
+        assert rig.card.state.profiles == []
+        # with the code it works
+        ac2 = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address,
+                           confirmation_code="1234").activation_code
+        pir = await direct_profile_download.download(agent.ctx, parse_activation_code(ac2), "1234")
+        assert pir.success and order_state(smdp, ac2) == "installed"
+        assert order_state(smdp, ac) != "installed"
+    finally:
+        await agent.close()
+
+
+async def test_direct_download_unreachable_smdp_names_the_step(make_rig):
+    rig = await make_rig("http", profiles=False)
+    agent = rig.agent()
+    await agent.start()
+    try:
+        with pytest.raises(DownloadFailed) as err:
+            await direct_profile_download.download(agent.ctx, parse_activation_code("1$127.0.0.1:1$X"))
+        assert err.value.step == "initiateAuthentication"
+    finally:
+        await agent.close()

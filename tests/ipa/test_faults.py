@@ -1,0 +1,217 @@
+"""Faults: the eIM drops the result after an enable with rollbackFlag (ProfileRollback), the modem resets the SIM
+after an enable (re-open, still delivered), the process dies between LoadEuiccPackage and ProvideEimPackageResult
+(delivered exactly once after restart: in-process crash points and a real SIGKILL of ``ipa run``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from euicc.card import SoftEuicc
+from firmware_bridge.at import AtEngine
+from firmware_bridge.channel import AtApduChannel
+from firmware_bridge.virtual_modem import VirtualModem
+from ipa import messages as m
+from ipa.procedures import euicc_package
+from ipa.procedures.eim_package_retrieval import Outcome
+from ipa.state import StateStore
+from rsp import asn1
+from tests.ipa.conftest import ICCID_A, ICCID_B
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def states(card) -> dict[str, int]:
+    return {m.iccid_to_str(p.iccid): p.state for p in card.state.profiles}
+
+
+def epr_results(der: bytes) -> list[tuple[str, int]]:
+    v = asn1.decode("EsipaMessageFromIpaToEim", der)[1]["eimPackageResult"]
+    epr = v[1]["euiccPackageResult"] if v[0] == "ePRAndNotifications" else v[1]
+    data = epr[1]["euiccPackageResultDataSigned"]
+    return [(r[0], r[1]) for r in data["euiccResult"]]
+
+
+@pytest.mark.parametrize("binding", ["http", "coap"])
+async def test_unreachable_eim_after_enable_with_rollback_flag_rolls_back(make_rig, binding):
+    rig = await make_rig(binding)
+    rig.config.poll.rollback_after = 2
+    agent = rig.agent()
+    await agent.start()
+    try:
+        await agent.poll_once()
+        # the new profile has no way to the eIM: every ProvideEimPackageResult is dropped while B is enabled
+        rig.peer.drop = lambda name, der: name == "provideEimPackageResult" and states(rig.card)[ICCID_B] == 1
+        rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B, rollback=True)))
+        r = await agent.poll_once()
+        assert r.outcome is Outcome.FAILED and states(rig.card) == {ICCID_A: 0, ICCID_B: 1}
+        assert len(agent.store.state.results) == 1
+        r = await agent.poll_once()  # second failed delivery -> ProfileRollback
+        assert states(rig.card) == {ICCID_A: 1, ICCID_B: 0}
+        await agent.poll_once()  # back on A: the rollback's result goes through
+        assert len(rig.peer.results) == 1 and rig.peer.epr_verified == [True]
+        assert epr_results(rig.peer.results[0]) == [("enableResult", 0), ("rollbackResult", 0)]
+        assert agent.store.state.results == [] and rig.card.state.notifications == []
+    finally:
+        await agent.close()
+
+
+async def test_rollback_not_used_without_flag(make_rig):
+    rig = await make_rig("http")
+    rig.config.poll.rollback_after = 1
+    agent = rig.agent()
+    await agent.start()
+    try:
+        rig.peer.drop = lambda name, der: name == "provideEimPackageResult" and states(rig.card)[ICCID_B] == 1
+        rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
+        for _ in range(3):
+            await agent.poll_once()
+        assert states(rig.card) == {ICCID_A: 0, ICCID_B: 1} and len(agent.store.state.results) == 1
+    finally:
+        await agent.close()
+
+
+async def test_modem_resets_sim_after_enable_result_still_delivered(make_rig):
+    """Through the virtual modem on a real pseudo-terminal: REFRESH resets the SIM, logical channels are lost."""
+    rig = await make_rig("http")
+    with VirtualModem(rig.card, quirks="refresh-reset=0.3") as vm:
+        engine = AtEngine(vm.path)
+        await engine.open()
+        channel = AtApduChannel(engine, route="auto")
+        from ipa.agent import Agent
+
+        agent = Agent(rig.config, channel)
+        await agent.start()
+        try:
+            rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
+            r = await agent.poll_once()
+            assert r.package == "euiccPackageRequest"
+            for _ in range(5):
+                if rig.peer.results:
+                    break
+                await asyncio.sleep(0.3)
+                await agent.poll_once()
+            assert states(rig.card) == {ICCID_A: 0, ICCID_B: 1}
+            assert len(rig.peer.results) == 1 and rig.peer.epr_verified == [True]
+            assert agent.es10.reopens >= 1
+            assert rig.card.state.notifications == []
+        finally:
+            await agent.close()
+            await engine.close()
+
+
+@pytest.mark.parametrize("point", ["before_load", "after_load", "after_queue"])
+async def test_crash_between_load_and_provide_delivered_exactly_once(make_rig, point, monkeypatch):
+    rig = await make_rig("http")
+    agent = rig.agent()
+    await agent.start()
+
+    def crash(at):
+        if at == point:
+            raise euicc_package.CrashPoint(at)
+
+    monkeypatch.setattr(euicc_package, "crash_hook", crash)
+    rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
+    with pytest.raises(euicc_package.CrashPoint):
+        await agent.poll_once()
+    # the process is gone: nothing is closed cleanly, the card keeps its state file
+    monkeypatch.setattr(euicc_package, "crash_hook", None)
+    assert rig.peer.results == []
+    rig.reload_card()
+    again = rig.agent()
+    await again.start()
+    try:
+        await again.poll_once()
+        await again.poll_once()
+        assert len(rig.peer.results) == 1 and rig.peer.epr_verified == [True]
+        assert epr_results(rig.peer.results[0]) == [("enableResult", 0)]
+        assert states(rig.card) == {ICCID_A: 0, ICCID_B: 1}
+        assert again.store.state.results == [] and again.store.state.inflight is None
+        assert rig.card.state.notifications == []
+    finally:
+        await again.close()
+
+
+async def test_cancelled_during_delivery_then_restart_delivers_once(make_rig):
+    """Cancellation (as on SIGKILL of the event loop's task) while the eIM holds ProvideEimPackageResult."""
+    rig = await make_rig("http")
+    gate = asyncio.Event()
+    original = rig.peer.handle
+
+    async def slow(der):
+        if der[:2] == b"\xbf\x50" and not gate.is_set():
+            gate.set()
+            await asyncio.sleep(30)
+        return await original(der)
+
+    rig.peer.handle = slow
+    agent = rig.agent()
+    await agent.start()
+    rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
+    task = asyncio.create_task(agent.poll_once())
+    await asyncio.wait_for(gate.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(StateStore(rig.config.ipa.state_file).load().results) == 1
+    rig.reload_card()
+    again = rig.agent()
+    await again.start()
+    try:
+        await again.poll_once()
+        assert len(rig.peer.results) == 1 and again.store.state.results == []
+    finally:
+        await again.close()
+
+
+async def test_sigkill_of_ipa_run_then_restart_delivers_exactly_once(make_rig, tmp_path):
+    """A real ``ipa run`` process, killed with SIGKILL while its result is queued (the eIM refused it), restarted."""
+    rig = await make_rig("http")
+    agent = rig.agent()
+    await agent.start()  # AddInitialEim through the IPA, then hand the card over to the subprocess
+    await agent.close()
+    rig.peer.drop = lambda name, der: name == "provideEimPackageResult"
+    rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
+    env = dict(os.environ, IPA_EIM_URL=rig.config.eim.url, IPA_IPA_STATE_FILE=rig.config.ipa.state_file,
+               IPA_POLL_INTERVAL="0.2", IPA_POLL_MIN_INTERVAL="0.1", IPA_POLL_MAX_BACKOFF="0.2")
+    cmd = [sys.executable, "-m", "ipa.cli", "--card", str(rig.card.state_path), "run"]
+
+    def start():
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    proc = start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(r.name == "provideEimPackageResult" for r in rig.peer.received):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert rig.peer.results == []
+        assert len(StateStore(rig.config.ipa.state_file).load().results) == 1
+        assert states(SoftEuicc.load(rig.card.state_path)) == {ICCID_A: 0, ICCID_B: 1}
+        rig.peer.drop = None
+        proc = start()
+        deadline = time.monotonic() + 30
+        while not rig.peer.results:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # several more polls: nothing delivered twice
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0  # clean shutdown on SIGTERM
+        assert len(rig.peer.results) == 1 and rig.peer.epr_verified == [True]
+        assert StateStore(rig.config.ipa.state_file).load().results == []
+        assert SoftEuicc.load(rig.card.state_path).state.notifications == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
