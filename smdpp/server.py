@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -97,13 +96,28 @@ def serve(config: SmdppConfig) -> None:
     uvicorn.Server(uvicorn_config(config, credentials, app)).run()
 
 
-@dataclass
-class RunningServer:
-    base_url: str
+class RunningServer(str):
+    """The base URL of a running SM-DP+ (it *is* the URL string), with what a test or the demo needs besides:
+    ``address`` (the SM-DP+ address for activation codes), ``ca_bundle`` (PEM to verify its TLS certificate),
+    ``config``, ``credentials`` and ``ctx`` (the store, the sessions)."""
+
     address: str
     config: SmdppConfig
     credentials: Credentials
     ctx: SmdpContext
+
+    def __new__(cls, base_url: str, address: str, config: SmdppConfig, credentials: Credentials,
+                ctx: SmdpContext) -> RunningServer:
+        obj = super().__new__(cls, base_url)
+        obj.address = address
+        obj.config = config
+        obj.credentials = credentials
+        obj.ctx = ctx
+        return obj
+
+    @property
+    def base_url(self) -> str:
+        return str.__str__(self)
 
     @property
     def ca_bundle(self) -> Path | None:
@@ -112,7 +126,8 @@ class RunningServer:
 
 @contextlib.contextmanager
 def running_server(config: SmdppConfig, credentials: Credentials | None = None) -> Iterator[RunningServer]:
-    """Run the SM-DP+ in a background thread; yields once it accepts connections, stops it on exit."""
+    """Run the SM-DP+ in a background thread; yields its base URL (a :class:`RunningServer`) once it accepts
+    connections, stops it on exit."""
     credentials = credentials or load_credentials(config)
     config = finalize(config, credentials)
     app = create_app(config, credentials)

@@ -135,3 +135,13 @@ def test_profile_list_cli():
     r = _smdpp("profile", "list", "--json")
     names = [json.loads(line)["name"] for line in r.stdout.splitlines()]
     assert {"ts48", "ts48-ppk", "large"} <= set(names)
+
+
+def test_running_server_is_its_base_url(lab_pki, tmp_path):
+    config = SmdppConfig(data_dir=tmp_path, pki_dir=lab_pki.root, port=0)
+    with running_server(config) as url:
+        assert isinstance(url, str) and url == url.base_url and url.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cafile=str(url.ca_bundle))
+        assert httpx.get(url + "/healthz", verify=ctx).json()["address"] == url.address
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/healthz", verify=ctx, timeout=2)
