@@ -152,7 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
     from smdpp.credentials import CredentialsError
     from smdpp.server import serve
 
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.pki is None and not args.sgp26:
         print("smdpp serve: give --pki DIR (a lab PKI from `rsp pki init`) or --sgp26", file=sys.stderr)
