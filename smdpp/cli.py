@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--pki", type=Path, help="lab PKI directory (rsp pki init)")
     s.add_argument("--data", type=Path, required=True, help="data directory (order store)")
     s.add_argument("--address", default="", help="SM-DP+ address in activation codes (default HOST:PORT)")
+    s.add_argument("--alias", action="append", default=[], metavar="ADDR",
+                   help="another SM-DP+ address to accept in InitiateAuthentication (repeatable)")
     s.add_argument("--insecure-http", action="store_true", help="plain HTTP, for debugging only")
     s.add_argument("--sgp26", action="store_true", help="present the GSMA SGP.26 test DPauth/DPpb/TLS credentials")
     s.add_argument("--curve", choices=sorted(CURVES), default="both", help="credential sets to offer")
@@ -158,6 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("smdpp serve: give --pki DIR (a lab PKI from `rsp pki init`) or --sgp26", file=sys.stderr)
         return 2
     config = SmdppConfig(data_dir=args.data, pki_dir=args.pki, host=args.host, port=args.port, address=args.address,
+                         aliases=tuple(args.alias),
                          insecure_http=args.insecure_http, sgp26=args.sgp26, curves=CURVES[args.curve])
     try:
         serve(config)

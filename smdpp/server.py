@@ -52,11 +52,6 @@ def finalize(config: SmdppConfig, credentials: Credentials) -> SmdppConfig:
     if not config.address:
         host = config.host if config.host not in ("", "0.0.0.0", "::") else credentials.tls_host
         config = dataclasses.replace(config, address=f"{host}:{config.port}")
-    if not config.aliases:
-        # the names the TLS certificate answers to, with the port: an LPA may dial any of them
-        hosts = dict.fromkeys([credentials.tls_host, "localhost", "127.0.0.1", config.host])
-        aliases = tuple(f"{h}:{config.port}" for h in hosts if h and h not in ("0.0.0.0", "::"))
-        config = dataclasses.replace(config, aliases=aliases)
     return config
 
 

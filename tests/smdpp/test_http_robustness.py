@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smdpp import orders
+from smdpp.config import SmdppConfig
 from smdpp.es9plus import FUNCTIONS
-from tests.smdpp.sim import Download, SimEuicc, status
+from smdpp.server import running_server
+from tests.smdpp.sim import Download, Es9Client, SimEuicc, status
 
 FIELDS = {
     "initiateAuthentication": ["euiccChallenge", "euiccInfo1", "smdpAddress"],
@@ -161,16 +164,23 @@ def test_operator_api(es9, smdp):
     assert status  # the helper module is importable alongside
 
 
-def test_smdp_address_aliases_of_the_tls_names(es9, smdp, lab_pki):
+def test_smdp_address_is_exact_unless_aliased(es9, smdp, lab_pki, tmp_path):
     port = smdp.config.port
-    for alias in (f"localhost:{port}", f"LOCALHOST:{port}", f"127.0.0.1:{port}"):
-        dl = Download(es9, SimEuicc(lab_pki), alias, "X")
-        resp = dl.initiate()
-        assert status(resp) == "Executed-Success"
-        signed1 = base64.b64decode(resp["serverSigned1"])
-        assert alias.encode() in signed1  # serverAddress echoes the address the LPA used
-    dl = Download(es9, SimEuicc(lab_pki), f"localhost:{port + 1}", "X")
-    assert status(dl.initiate())[:2] == ("8.8.1", "3.8")
+    for other in (f"localhost:{port}", f"127.0.0.1:{port + 1}", "127.0.0.1"):
+        dl = Download(es9, SimEuicc(lab_pki), other, "X")
+        assert status(dl.initiate())[:2] == ("8.8.1", "3.8")
+    dl = Download(es9, SimEuicc(lab_pki), smdp.address.upper(), "X")
+    assert status(dl.initiate()) == "Executed-Success"  # case-insensitive compare
+    config = SmdppConfig(data_dir=tmp_path, pki_dir=lab_pki.root, port=0, aliases=("LOCALHOST:9", "smdp.lab:9"))
+    with running_server(config) as url:
+        client = Es9Client(url, verify=ssl.create_default_context(cafile=str(url.ca_bundle)))
+        try:
+            for alias in ("localhost:9", "smdp.lab:9", url.address):
+                resp = Download(client, SimEuicc(lab_pki), alias, "X").initiate()
+                assert status(resp) == "Executed-Success"
+                assert alias.encode() in base64.b64decode(resp["serverSigned1"])  # serverAddress echoes it
+        finally:
+            client.close()
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
