@@ -22,8 +22,8 @@ from tests.ipa.peer import MqttEim, ScriptedEim, start_coap, start_http
 
 EID_TEXT = lab_eid(1)
 EID = bytes.fromhex(EID_TEXT)
-ICCID_A = "8949000013000000011"
-ICCID_B = "8949000013000000029"
+ICCID_A = "8944000000000000011"
+ICCID_B = "8944000000000000029"
 
 
 @pytest.fixture(scope="session")
@@ -78,11 +78,27 @@ async def make_rig(lab_pki, tmp_path, request):
     """``await make_rig("http"|"coap"|"mqtt")``: card + peer + server + config; everything stopped afterwards."""
     stack = contextlib.AsyncExitStack()
 
-    async def make(binding: str = "http", *, profiles: bool = True, provision: bool = True) -> Rig:
+    async def make(binding: str = "http", *, profiles: bool = True, provision: bool = True,
+                   device: str = "local") -> Rig:
+        """``device``: ``local`` (LocalApduChannel) or ``modem`` (virtual modem on a real pty, AT+CCHO/CGLA or
+        AT+CSIM through firmware_bridge.AtApduChannel)."""
         card = SoftEuicc.create(lab_pki.root, EID_TEXT, tmp_path / "card.cbor")
         if profiles:
             seed_profiles(card)
-        channel = LocalApduChannel(card)
+        if device == "modem":
+            from firmware_bridge.at import AtEngine
+            from firmware_bridge.channel import AtApduChannel
+            from firmware_bridge.virtual_modem import VirtualModem
+
+            vm = VirtualModem(card, quirks="refresh-reset=0.1")
+            vm.start()
+            stack.callback(vm.stop)
+            engine = AtEngine(vm.path)
+            await engine.open()
+            stack.push_async_callback(engine.close)
+            channel = AtApduChannel(engine, route="auto")
+        else:
+            channel = LocalApduChannel(card)
         peer = ScriptedEim(lab_pki.eim_key(), lab_pki.euicc_cert(EID_TEXT), EID)
         config = IpaConfig()
         config.ipa.state_file = str(tmp_path / "ipa-state.cbor")

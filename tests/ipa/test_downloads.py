@@ -30,9 +30,9 @@ def order_state(smdp, ac: str) -> str:
     return smdp.ctx.store.get(ac.split("$")[2]).state
 
 
-@pytest.mark.parametrize("binding", ["http", "mqtt"])
-async def test_direct_download_triggered_by_eim(make_rig, smdp, binding):
-    rig = await make_rig(binding, profiles=False)
+@pytest.mark.parametrize(("binding", "device"), [("http", "modem"), ("mqtt", "local"), ("coap", "modem")])
+async def test_direct_download_triggered_by_eim(make_rig, smdp, binding, device):
+    rig = await make_rig(binding, profiles=False, device=device)
     rig.config.es9.ca_file = str(smdp.ca_bundle)
     rig.config.ipa.indirect_download = False
     agent = rig.agent()
@@ -57,8 +57,9 @@ async def test_direct_download_triggered_by_eim(make_rig, smdp, binding):
         await agent.close()
 
 
-async def test_indirect_download_relayed_by_eim(make_rig, smdp):
-    rig = await make_rig("http", profiles=False)
+@pytest.mark.parametrize(("binding", "device"), [("http", "modem"), ("coap", "local"), ("mqtt", "modem")])
+async def test_indirect_download_relayed_by_eim(make_rig, smdp, binding, device):
+    rig = await make_rig(binding, profiles=False, device=device)
     relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
     rig.peer.relay = relay
     agent = rig.agent()
@@ -137,5 +138,30 @@ async def test_direct_download_unreachable_smdp_names_the_step(make_rig):
         with pytest.raises(DownloadFailed) as err:
             await direct_profile_download.download(agent.ctx, parse_activation_code("1$127.0.0.1:1$X"))
         assert err.value.step == "initiateAuthentication"
+    finally:
+        await agent.close()
+
+
+async def test_immediate_enable_after_download_announced_with_cause_5(make_rig, smdp):
+    rig = await make_rig("http", device="modem")
+    rig.config.es9.ca_file = str(smdp.ca_bundle)
+    rig.config.ipa.indirect_download = False
+    rig.config.ipa.immediate_enable = True
+    agent = rig.agent()
+    await agent.start()
+    try:
+        # the eIM allows immediate enabling (PSMO configureImmediateEnable with the flag)
+        rig.peer.queue(rig.peer.psmo(tlv.encode(0xA7, b"\x80\x00")))
+        await agent.poll_once()
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac))
+        await agent.poll_once()
+        new = next(p for p in rig.card.state.profiles if m.iccid_to_str(p.iccid) == "8949000013000000011")
+        assert new.state == 1  # enabled right after the download
+        assert agent.store.state.state_change == 5
+        await agent.poll_once()  # the next GetEimPackage announces the local change
+        assert agent.store.state.state_change is None
+        req = [r for r in rig.peer.received if r.name == "getEimPackageRequest"][-1].value
+        assert req["notifyStateChange"] is None and req["stateChangeCause"] == 5
     finally:
         await agent.close()

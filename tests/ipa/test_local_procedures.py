@@ -31,9 +31,10 @@ def delivered_seqs(peer) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("binding", ["http", "coap", "mqtt"])
-async def test_notifications_delivered_then_removed_seq0_included(make_rig, binding):
-    rig = await make_rig(binding)
+@pytest.mark.parametrize(("binding", "device"), [("http", "local"), ("http", "modem"), ("coap", "modem"),
+                                               ("mqtt", "modem")])
+async def test_notifications_delivered_then_removed_seq0_included(make_rig, binding, device):
+    rig = await make_rig(binding, device=device)
     assert add_notifications(rig.card, 3) == [0, 1, 2]
     state = {"dropped": 0}
 
@@ -97,7 +98,7 @@ async def test_mqtt_push_answered_then_result_provided(make_rig):
 
 
 async def test_fallback_then_return_and_state_change_announced(make_rig):
-    rig = await make_rig("http")
+    rig = await make_rig("http", device="modem")
     rig.card.state.profile(m.iccid_to_bytes(ICCID_B)).fallback_attribute = True
     rig.card.save()
     rig.config.poll.fallback_after = 0.2

@@ -9,7 +9,8 @@ from ipa.procedures.eim_package_retrieval import Outcome
 from rsp import asn1, tlv
 from tests.ipa.conftest import EID, ICCID_A, ICCID_B
 
-BINDINGS = ["http", "coap", "mqtt"]
+# every binding through the virtual modem on a real pseudo-terminal, and HTTP also in-process
+SETUPS = [("http", "local"), ("http", "modem"), ("coap", "modem"), ("mqtt", "modem")]
 
 
 async def started(rig):
@@ -22,9 +23,9 @@ def profile_states(card) -> dict[str, int]:
     return {m.iccid_to_str(p.iccid): p.state for p in card.state.profiles}
 
 
-@pytest.mark.parametrize("binding", BINDINGS)
-async def test_bootstrap_poll_idle_then_enable_with_notifications(make_rig, binding):
-    rig = await make_rig(binding)
+@pytest.mark.parametrize(("binding", "device"), SETUPS)
+async def test_bootstrap_poll_idle_then_enable_with_notifications(make_rig, binding, device):
+    rig = await make_rig(binding, device=device)
     agent = await started(rig)
     try:
         assert [e.eim_id for e in await agent.es10.get_eim_configuration_data()] == ["lab-eim"]
@@ -54,9 +55,9 @@ async def test_bootstrap_poll_idle_then_enable_with_notifications(make_rig, bind
         await agent.close()
 
 
-@pytest.mark.parametrize("binding", BINDINGS)
-async def test_euicc_data_request_every_tag(make_rig, binding):
-    rig = await make_rig(binding)
+@pytest.mark.parametrize(("binding", "device"), SETUPS)
+async def test_euicc_data_request_every_tag(make_rig, binding, device):
+    rig = await make_rig(binding, device=device)
     agent = await started(rig)
     try:
         tags = bytes.fromhex("A081A2BF20BF228384A5A6A8A9")
@@ -83,9 +84,9 @@ async def test_euicc_data_request_every_tag(make_rig, binding):
         await agent.close()
 
 
-@pytest.mark.parametrize("binding", BINDINGS)
-async def test_malformed_and_unknown_packages_get_errors_and_agent_keeps_running(make_rig, binding):
-    rig = await make_rig(binding)
+@pytest.mark.parametrize(("binding", "device"), SETUPS)
+async def test_malformed_and_unknown_packages_get_errors_and_agent_keeps_running(make_rig, binding, device):
+    rig = await make_rig(binding, device=device)
     agent = await started(rig)
     try:
         rig.peer.queue(tlv.encode(0xBF51, b"\x30\x03\x80\x01"))  # truncated inside: malformed
