@@ -430,6 +430,9 @@ class Logic:
             if op.expires_at is not None and op.expires_at <= now:
                 closed.append((yield from self._close_op(op, OpStatus.EXPIRED, now, "eim", None)))
                 continue
+            if op.status is OpStatus.IN_PROGRESS and (op.result or {}).get("hold"):
+                # the eUICC refused a re-handed copy as a replay: its first result is still on its way
+                return Claim(ClaimOutcome.NONE, euicc=euicc, closed=closed)
             if op.status is OpStatus.IN_PROGRESS and op.package is not None:
                 n = yield Q(
                     "UPDATE operations SET attempts = attempts + 1, handed_out_at = ?, updated_at = ?"
@@ -595,27 +598,29 @@ class Logic:
             "INSERT INTO batches (id, created_at, created_by, kind, params) VALUES (?, ?, ?, ?, ?)",
             (batch.id, batch.created_at, batch.created_by, batch.kind.value, _dumps(batch.params)),
         )
-        by_id = {op.id: op for op in ops}
+        refused: dict[str, str] = {}
+        for op in ops:
+            if op.eid in refused:
+                continue
+            exists = yield Q("SELECT eid FROM euiccs WHERE eid = ?", (op.eid,), "one")
+            if exists is None:
+                refused[op.eid] = f"eUICC {op.eid} is not registered"
+                continue
+            yield from self._insert_op(op)
+            yield self._audit(
+                at=op.created_at,
+                who=who,
+                action="create",
+                outcome="queued",
+                eid=op.eid,
+                operation_id=op.id,
+                detail={"kind": op.kind.value, "batch_id": batch.id},
+            )
         items = []
         for item in batch.items:
-            error = item.error
-            op_id = item.operation_id
-            if op_id is not None:
-                op = by_id[op_id]
-                exists = yield Q("SELECT eid FROM euiccs WHERE eid = ?", (op.eid,), "one")
-                if exists is None:
-                    op_id, error = None, f"eUICC {op.eid} is not registered"
-                else:
-                    yield from self._insert_op(op)
-                    yield self._audit(
-                        at=op.created_at,
-                        who=who,
-                        action="create",
-                        outcome="queued",
-                        eid=op.eid,
-                        operation_id=op.id,
-                        detail={"kind": op.kind.value, "batch_id": batch.id},
-                    )
+            op_id, error = item.operation_id, item.error
+            if op_id is not None and item.eid in refused:
+                op_id, error = None, refused[item.eid]
             yield Q(
                 "INSERT INTO batch_items (batch_id, idx, eid, operation_id, error) VALUES (?, ?, ?, ?, ?)",
                 (batch.id, item.index, item.eid, op_id, error),

@@ -1,0 +1,70 @@
+"""ESipa.ProvideEimPackageResult (SGP.32 v1.2 §6.3.2 ESipa functions, "ProvideEimPackageResult"; protocol brief §2.3).
+
+``BF50 { [5A eidValue], eimPackageResult }`` with every alternative: ``euiccPackageResult`` (BF51),
+``ePRAndNotifications`` (30 { BF51, A0 notifications }), ``ipaEuiccDataResponse`` (BF52),
+``profileDownloadTriggerResult`` (BF54) and ``eimPackageResultResponseError`` (A0).
+
+Answer: ``eimAcknowledgements`` (BF53, the EPR's seqNumber and the seqNumbers of the notifications handled) when
+there is something for the IPA to delete, else ``emptyResponse`` (``BF50 02 30 00``). ``provideEimPackageResultError``:
+``invalidEid`` (3) for a malformed eidValue, ``eidNotFound`` (2) for an unknown one, ``missingEid`` (4) when no EID
+is given and nothing in the result names the operation, ``undefinedError`` (127) when the result is refused
+(signature, echo, no matching operation): the operation stays open and nothing is acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eim.esipa import codec
+from eim.esipa.results import Handled, ResultProcessor
+from eim.interfaces import RequestContext
+from eim.packages.common import eid_from_bytes
+from rsp import tlv
+
+
+async def process(
+    rp: ResultProcessor, value: dict[str, Any], raw: bytes, ctx: RequestContext
+) -> tuple[int | None, Handled]:
+    """Shared by ProvideEimPackageResult and HandleNotification(provideEimPackageResult).
+
+    Returns ``(error code or None, handled)``."""
+    eid = ctx.eid_hint
+    if "eidValue" in value:
+        eid = eid_from_bytes(value["eidValue"])
+        if eid is None or (ctx.eid_hint is not None and eid != ctx.eid_hint):
+            return codec.INVALID_EID, Handled()
+        if await rp.store.get_euicc(eid) is None:
+            return codec.EID_NOT_FOUND, Handled()
+    alt, body = value["eimPackageResult"]
+    children = tlv.children(raw, what="ProvideEimPackageResult")
+    part = children[-1]  # the eimPackageResult alternative, as received
+    if alt == "euiccPackageResult":
+        handled = await rp.euicc_package_result(part.raw, eid)
+    elif alt == "ePRAndNotifications":
+        epr, notes = tlv.children(part)
+        handled = await rp.euicc_package_result(epr.raw, eid)
+        if handled.refused is None:
+            owner = handled.operation.eid if handled.operation else eid
+            handled.acks += await rp.notifications([n.raw for n in tlv.children(notes)], owner)
+    elif alt == "ipaEuiccDataResponse":
+        handled = await rp.euicc_data(body, part.raw, eid)
+    elif alt == "profileDownloadTriggerResult":
+        handled = await rp.trigger_result(body, part.raw, eid)
+    elif alt == "eimPackageResultResponseError":
+        handled = await rp.package_error(body.get("eimTransactionId"), body["eimPackageResultErrorCode"], eid)
+    else:
+        handled = Handled(refused="unknown eimPackageResult alternative")
+    if handled.refused is not None and eid is None and handled.operation is None:
+        return codec.MISSING_EID, handled
+    if handled.refused is not None:
+        return codec.UNDEFINED, handled
+    return None, handled
+
+
+async def provide_eim_package_result(
+    rp: ResultProcessor, value: dict[str, Any], raw: bytes, ctx: RequestContext
+) -> bytes:
+    error, handled = await process(rp, value, raw, ctx)
+    if error is not None:
+        return codec.provide_result_error(error)
+    return codec.provide_result_response(handled.acks)

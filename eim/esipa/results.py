@@ -1,0 +1,471 @@
+"""What the eIM does with results coming back from the IPA, whatever the ESipa function that carried them
+(ProvideEimPackageResult, TransferEimPackageResponse, HandleNotification).
+
+Rules (SGP.32 v1.2 §3.3 / §3.4 and protocol brief §3.3-§3.5, §10):
+- An EuiccPackageResult is matched to its operation by eimTransactionId (else by EID + counterValue), verified
+  over the RECEIVED bytes with the eUICC's key (certificate chained to a trusted CI, EID in the certificate), and
+  its eimId / counterValue / eimTransactionId echo checked. A result that fails any check changes nothing (the
+  operation stays open) and is not acknowledged. A replay of an accepted result changes nothing and is
+  acknowledged again (the IPA may not have received the first acknowledgement).
+- A signed ``replayError`` for a package that was handed out more than once means the eUICC already ran the
+  first copy: the operation stays in progress, on hold, until that first result arrives (or the window ends).
+- Notifications (PIR, other signed notifications) are forwarded to the SM-DP+ through the relay and then
+  acknowledged; PIRs also close indirect-download operations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from eim.interfaces import DownloadRelay
+from eim.model import Euicc, Operation, OpKind, OpStatus
+from eim.operations import OperationService
+from eim.packages import download, euicc_data, psmo
+from eim.packages.euicc_package import (
+    EUICC_PACKAGE_ERROR_CODES,
+    REPLAY_ERROR,
+    EuiccKeys,
+    EuiccPackageOutcome,
+    ResultRejected,
+    parse_euicc_package_result,
+    verify_outcome,
+)
+from eim.store import ResultUpdate, Store
+from rsp import asn1, crypto, tlv
+from rsp.errors import RspError
+
+log = logging.getLogger("eim.esipa")
+
+
+@dataclass
+class Handled:
+    """Outcome of processing one result: sequence numbers to acknowledge, and why it was refused (if so)."""
+
+    acks: list[int] = field(default_factory=list)
+    refused: str | None = None
+    operation: Operation | None = None
+
+
+class ResultProcessor:
+    def __init__(
+        self,
+        store: Store,
+        service: OperationService,
+        keys: EuiccKeys,
+        relay: DownloadRelay | None = None,
+        *,
+        metrics: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.service = service
+        self.keys = keys
+        self.relay = relay
+        self.metrics = metrics
+        self.clock = clock
+
+    # ------------------------------------------------------------------ helpers
+    def euicc_public_key(self, euicc: Euicc):
+        if euicc.euicc_certificate is None:
+            raise ResultRejected(f"the certificate of eUICC {euicc.eid} is not known yet (run an eUICC data request)")
+        ci = bytes.fromhex(euicc.trusted_ci) if euicc.trusted_ci else None
+        return self.keys.public_key(euicc.eid, euicc.euicc_certificate, euicc.eum_certificate, ci)
+
+    async def _record(self, op: Operation, update: ResultUpdate) -> Operation | None:
+        changed = await self.store.record_result(update)
+        if changed is not None:
+            if self.metrics and changed.status.final:
+                self.metrics.operation_finished(changed.kind.value, changed.status.value)
+            log.info(
+                "operation result",
+                extra={
+                    "operation": op.id,
+                    "kind": op.kind.value,
+                    "status": changed.status.value,
+                    "result_code": changed.result_code,
+                },
+            )
+            if changed.status.final:
+                euicc = await self.store.get_euicc(op.eid)
+                if euicc is not None:
+                    self.service.kick(euicc)
+        return changed
+
+    async def _open_op_of(self, eid: str | None, kind: OpKind) -> Operation | None:
+        if eid is None:
+            return None
+        ops = await self.store.list_operations(eid=eid, status=OpStatus.IN_PROGRESS, kind=kind, limit=1)
+        return ops[0] if ops else None
+
+    # ------------------------------------------------------------------ EuiccPackageResult
+    async def euicc_package_result(self, raw: bytes, eid_hint: str | None, who: str = "ipa") -> Handled:
+        try:
+            outcome = parse_euicc_package_result(raw)
+        except RspError as exc:
+            return Handled(refused=f"undecodable EuiccPackageResult: {exc}")
+        op = None
+        if outcome.eim_transaction_id is not None:
+            op = await self.store.find_operation_by_eim_transaction_id(outcome.eim_transaction_id)
+        elif eid_hint is not None and outcome.counter_value is not None:
+            for cand in await self.store.list_operations(eid=eid_hint, limit=1000):
+                if cand.counter_value == outcome.counter_value and cand.kind in (OpKind.PSMO, OpKind.ECO):
+                    op = cand
+        if op is None:
+            return await self._orphan_result(outcome, eid_hint)
+        if op.kind not in (OpKind.PSMO, OpKind.ECO):
+            return Handled(refused="eimTransactionId belongs to an operation that is not an eUICC package")
+        if eid_hint is not None and op.eid != eid_hint:
+            return Handled(refused=f"result for eUICC {op.eid} arrived with EID {eid_hint}")
+        euicc = await self.store.get_euicc(op.eid)
+        if euicc is None:
+            return Handled(refused="eUICC no longer registered")
+        try:
+            key = self.euicc_public_key(euicc) if outcome.signed else None
+            verify_outcome(
+                outcome,
+                public_key=key,
+                association_token=euicc.association_token,
+                eim_id=euicc.eim_id,
+                counter_value=op.counter_value,
+                eim_transaction_id=op.eim_transaction_id,
+            )
+        except ResultRejected as exc:
+            log.warning("result refused", extra={"operation": op.id, "reason": exc.reason})
+            await self.store.add_audit(
+                who=who,
+                action="result",
+                outcome="refused",
+                eid=op.eid,
+                operation_id=op.id,
+                detail={"reason": exc.reason},
+            )
+            if self.metrics:
+                self.metrics.result_refused()
+            return Handled(refused=exc.reason, operation=op)
+        update = self._update_for(op, outcome, who)
+        changed = await self._record(op, update)
+        acks = [outcome.seq_number] if outcome.seq_number is not None else []
+        return Handled(acks=acks, operation=changed or op)
+
+    def _update_for(self, op: Operation, outcome: EuiccPackageOutcome, who: str) -> ResultUpdate:
+        now = self.clock()
+        common = dict(operation_id=op.id, eid=op.eid, who=who, now=now, eim_transaction_id=op.eim_transaction_id)
+        if outcome.kind == "result":
+            entries, failure, profiles = psmo.describe_results(outcome.results)
+            fields: dict[str, Any] = {"last_seq_number": outcome.seq_number}
+            if profiles is not None:
+                fields["profiles"] = profiles
+            result = {"seqNumber": outcome.seq_number, "results": entries}
+            if failure is None:
+                return ResultUpdate(status=OpStatus.DONE, result=result, euicc_fields=fields, **common)
+            return ResultUpdate(
+                status=OpStatus.FAILED,
+                result=result,
+                result_code=failure,
+                euicc_fields=fields,
+                error=f"eUICC result {entries_error(entries)}",
+                **common,
+            )
+        if outcome.kind == "error_signed":
+            code = outcome.error_code
+            name = EUICC_PACKAGE_ERROR_CODES.get(code, str(code))
+            result = {"euiccPackageError": code, "name": name}
+            if code == REPLAY_ERROR and op.attempts > 1:
+                return ResultUpdate(
+                    status=OpStatus.IN_PROGRESS,
+                    result={**result, "hold": True},
+                    action="replay_of_rehanded_package",
+                    **common,
+                )
+            return ResultUpdate(
+                status=OpStatus.FAILED,
+                result=result,
+                result_code=code,
+                error=f"eUICC refused the package: {name}",
+                **common,
+            )
+        return ResultUpdate(
+            status=OpStatus.FAILED,
+            result={"euiccPackageErrorUnsigned": True, "associationToken": outcome.association_token},
+            error="eUICC refused the package without signing (eimId or eIM signature not accepted)",
+            **common,
+        )
+
+    async def _orphan_result(self, outcome: EuiccPackageOutcome, eid_hint: str | None) -> Handled:
+        """A result for no known operation: acknowledged only when the eUICC's signature proves it genuine."""
+        if not outcome.signed or eid_hint is None:
+            return Handled(refused="no operation matches this result")
+        euicc = await self.store.get_euicc(eid_hint)
+        if euicc is None:
+            return Handled(refused="no operation matches this result")
+        try:
+            verify_outcome(
+                outcome,
+                public_key=self.euicc_public_key(euicc),
+                association_token=euicc.association_token,
+                eim_id=euicc.eim_id,
+                counter_value=None,
+                eim_transaction_id=None,
+            )
+        except ResultRejected as exc:
+            return Handled(refused=exc.reason)
+        await self.store.add_audit(
+            who="ipa",
+            action="result",
+            outcome="orphan",
+            eid=eid_hint,
+            detail={"counter_value": outcome.counter_value, "seqNumber": outcome.seq_number},
+        )
+        return Handled(acks=[outcome.seq_number] if outcome.seq_number is not None else [])
+
+    # ------------------------------------------------------------------ notifications
+    async def notifications(self, items: list[bytes], eid: str | None) -> list[int]:
+        """Forward each pending notification (PIR BF37 / other signed 30) and return the seq numbers to delete."""
+        acks = []
+        for raw in items:
+            seq = notification_seq(raw)
+            if raw[:2] == b"\xbf\x37":
+                handled = await self.pir(raw, eid, None)
+                if handled.refused is None and seq is not None:
+                    acks.append(seq)
+                continue
+            if await self.forward(eid, raw) and seq is not None:
+                acks.append(seq)
+        return acks
+
+    async def forward(self, eid: str | None, notification: bytes) -> bool:
+        """Hand a notification to the relay for its SM-DP+. Without a relay it is logged and dropped."""
+        if self.relay is None:
+            log.info("notification not forwarded: no relay configured", extra={"eid": eid})
+            return True
+        who = eid or notification_eid(notification) or ""
+        try:
+            await self.relay.forward_notification(who, notification)
+        except Exception as exc:
+            log.warning("notification forwarding failed", extra={"eid": who, "error": str(exc)})
+            if self.metrics:
+                self.metrics.notification_forwarded("failed")
+            return False
+        if self.metrics:
+            self.metrics.notification_forwarded("ok")
+        return True
+
+    async def pir(self, pir: bytes, eid_hint: str | None, op: Operation | None, *, forward: bool = True) -> Handled:
+        """A ProfileInstallationResult: closes its download operation, then goes to the SM-DP+."""
+        try:
+            summary = download.pir_summary(pir)
+            signed, signature = download.pir_signed_part(pir)
+        except RspError as exc:
+            return Handled(refused=f"undecodable ProfileInstallationResult: {exc}")
+        if op is None:
+            op = await self.store.find_operation_by_smdp_transaction_id(bytes.fromhex(summary["transactionId"]))
+        if op is None:
+            op = await self._open_op_of(eid_hint, OpKind.DOWNLOAD)
+        eid = op.eid if op is not None else eid_hint
+        euicc = await self.store.get_euicc(eid) if eid else None
+        verified = False
+        if euicc is not None and euicc.euicc_certificate is not None:
+            try:
+                crypto.verify(self.euicc_public_key(euicc), signed, signature, what="euiccSignPIR")
+                verified = True
+            except (RspError, ResultRejected) as exc:
+                reason = getattr(exc, "reason", None) or str(exc)
+                log.warning("PIR refused", extra={"eid": eid, "reason": reason})
+                if op is not None:
+                    await self.store.add_audit(
+                        who="ipa",
+                        action="pir",
+                        outcome="refused",
+                        eid=eid,
+                        operation_id=op.id,
+                        detail={"reason": reason},
+                    )
+                return Handled(refused=reason, operation=op)
+        summary["verified"] = verified
+        changed = None
+        if op is not None and op.kind is OpKind.DOWNLOAD:
+            ok = summary["ok"]
+            update = ResultUpdate(
+                operation_id=op.id,
+                eid=op.eid,
+                who="ipa",
+                now=self.clock(),
+                status=OpStatus.DONE if ok else OpStatus.FAILED,
+                result={"profileInstallationResult": summary},
+                result_code=None if ok else summary.get("errorReason"),
+                error=None if ok else f"profile installation failed: {summary.get('name')}",
+                action="pir",
+            )
+            changed = await self._record(op, update)
+            await self.store.delete_download_session(session_key(bytes.fromhex(summary["transactionId"])))
+        if forward and not await self.forward(eid, pir):
+            return Handled(refused="could not forward the PIR to the SM-DP+", operation=changed or op)
+        return Handled(acks=[summary["seqNumber"]], operation=changed or op)
+
+    # ------------------------------------------------------------------ other results
+    async def trigger_result(self, value: dict[str, Any], raw: bytes, eid: str | None) -> Handled:
+        """ProfileDownloadTriggerResult (direct download finished, or could not start)."""
+        txid = value.get("eimTransactionId")
+        op = await self.store.find_operation_by_eim_transaction_id(txid) if txid else None
+        if op is None:
+            op = await self._open_op_of(eid, OpKind.DOWNLOAD)
+        if op is None or op.kind is not OpKind.DOWNLOAD:
+            return Handled(refused="no download operation matches this result")
+        if eid is not None and op.eid != eid:
+            return Handled(refused=f"result for eUICC {op.eid} arrived with EID {eid}")
+        alt, _ = value["profileDownloadTriggerResultData"]
+        if alt == "profileInstallationResult":
+            pir = tlv.require(raw, 0xBF37, what="ProfileDownloadTriggerResult").raw
+            # direct download: the IPA delivers the PIR to the SM-DP+ itself
+            handled = await self.pir(pir, op.eid, op, forward=False)
+            return Handled(refused=handled.refused, operation=handled.operation)
+        summary = download.trigger_result_summary(value)
+        update = ResultUpdate(
+            operation_id=op.id,
+            eid=op.eid,
+            who="ipa",
+            now=self.clock(),
+            eim_transaction_id=op.eim_transaction_id,
+            status=OpStatus.FAILED,
+            result={"profileDownloadError": summary},
+            result_code=summary["profileDownloadErrorReason"],
+            error=f"profile download failed: {summary['name']}",
+        )
+        return Handled(operation=await self._record(op, update) or op)
+
+    async def euicc_data(self, value: tuple[str, Any], raw: bytes, eid: str | None) -> Handled:
+        """IpaEuiccDataResponse: learn what the eUICC/IPA reported; results and notifications inside are handled."""
+        alt, body = value
+        txid = body.get("eimTransactionId")
+        op = await self.store.find_operation_by_eim_transaction_id(txid) if txid else None
+        if op is None:
+            op = await self._open_op_of(eid, OpKind.EUICC_DATA)
+        if op is None or op.kind is not OpKind.EUICC_DATA:
+            return Handled(refused="no eUICC data request matches this response")
+        if eid is not None and op.eid != eid:
+            return Handled(refused=f"response for eUICC {op.eid} arrived with EID {eid}")
+        now = self.clock()
+        common = dict(operation_id=op.id, eid=op.eid, who="ipa", now=now, eim_transaction_id=op.eim_transaction_id)
+        if alt == "ipaEuiccDataResponseError":
+            code = body["ipaEuiccDataErrorCode"]
+            name = euicc_data.ERROR_NAMES.get(code, str(code))
+            update = ResultUpdate(
+                status=OpStatus.FAILED,
+                result={"ipaEuiccDataError": code, "name": name},
+                result_code=code,
+                error=f"eUICC data request refused: {name}",
+                **common,
+            )
+            return Handled(operation=await self._record(op, update) or op)
+        fields, summary = euicc_data.learned(body)
+        acks: list[int] = []
+        status, error = OpStatus.DONE, None
+        inner = tlv.find(raw, 0xA0)  # ipaEuiccData as received
+        certs = _certificates(inner)
+        if certs is not None:
+            euicc_der, eum_der = certs
+            try:
+                self.keys.public_key(op.eid, euicc_der, eum_der, None)
+                fields["euicc_certificate"], fields["eum_certificate"] = euicc_der, eum_der
+                summary["certificates"] = "verified"
+            except ResultRejected as exc:
+                status, error = OpStatus.FAILED, exc.reason
+                summary["certificates"] = f"refused: {exc.reason}"
+        euicc = await self.store.get_euicc(op.eid)
+        if "associationToken" in body and euicc is not None and euicc.association_token is None:
+            fields["association_token"] = body["associationToken"]
+        update = ResultUpdate(status=status, result=summary, error=error, euicc_fields=fields, **common)
+        changed = await self._record(op, update)
+        if inner is not None:
+            for child in tlv.children(inner):
+                if child.tag == 0xA2:  # euiccPackageResultList: recover results that were never delivered
+                    for epr in tlv.children(child):
+                        acks += (await self.euicc_package_result(epr.raw, op.eid)).acks
+                elif child.tag == 0xA0:  # notificationsList
+                    acks += await self.notifications([n.raw for n in tlv.children(child)], op.eid)
+        return Handled(acks=acks, operation=changed or op)
+
+    async def package_error(self, txid: bytes | None, code: int, eid: str | None) -> Handled:
+        """The IPA could not use a package (eimPackageResultResponseError / TransferEimPackageResponse error)."""
+        op = await self.store.find_operation_by_eim_transaction_id(txid) if txid else None
+        if op is None and txid is None and eid is not None:
+            ops = await self.store.list_operations(eid=eid, status=OpStatus.IN_PROGRESS, limit=1)
+            op = ops[0] if ops else None
+        if op is None:
+            return Handled(refused="no operation matches this error")
+        if eid is not None and op.eid != eid:
+            return Handled(refused=f"error for eUICC {op.eid} arrived with EID {eid}")
+        name = {1: "invalidPackageFormat", 2: "unknownPackage", 127: "undefinedError"}.get(code, str(code))
+        update = ResultUpdate(
+            operation_id=op.id,
+            eid=op.eid,
+            who="ipa",
+            now=self.clock(),
+            eim_transaction_id=op.eim_transaction_id,
+            status=OpStatus.FAILED,
+            result={"eimPackageError": code, "name": name},
+            result_code=code,
+            error=f"the IPA could not use the package: {name}",
+        )
+        return Handled(operation=await self._record(op, update) or op)
+
+
+def entries_error(entries: list[dict[str, Any]]) -> str:
+    for e in entries:
+        if "code" in e and (e["code"] != 0 or e.get("type") == "processingTerminated"):
+            return f"{e.get('type')}={e.get('name')}"
+    return "failure"
+
+
+def session_key(transaction_id: bytes) -> str:
+    """Download-session key under which the dispatcher maps an ES9+ transactionId to its EID and operation."""
+    return "dispatch:tx:" + transaction_id.hex().upper()
+
+
+def notification_seq(raw: bytes) -> int | None:
+    """seqNumber of a pending notification (PIR BF37 or otherSignedNotification 30), from its metadata."""
+    try:
+        if raw[:2] == b"\xbf\x37":
+            meta = tlv.require(raw, 0xBF27, 0xBF2F)
+        elif raw[:1] == b"\x30":
+            meta = tlv.require(raw, 0xBF2F)
+        else:
+            return None
+        seq = tlv.find(meta, 0x80)
+        return None if seq is None else int.from_bytes(seq.value, "big", signed=True)
+    except RspError:
+        return None
+
+
+def notification_eid(raw: bytes) -> str | None:
+    """The EID of an otherSignedNotification (from its eUICC certificate), if any."""
+    try:
+        from rsp.pki.certs import eid_of
+
+        value = asn1.decode("SGP32-PendingNotification", raw)
+        if value[0] == "otherSignedNotification":
+            cert = tlv.children(raw)[2].raw
+            return eid_of(cert)
+    except (RspError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _certificates(ipa_euicc_data: tlv.Tlv | None) -> tuple[bytes, bytes | None] | None:
+    """``(euiccCertificate DER, eumCertificate DER)`` cut from IpaEuiccData (A6 / A5 carry the certificate
+    SEQUENCE with an implicit tag: the DER is ``30`` + the same length and content)."""
+    if ipa_euicc_data is None:
+        return None
+    euicc = tlv.find(ipa_euicc_data, 0xA6)
+    if euicc is None:
+        return None
+    eum = tlv.find(ipa_euicc_data, 0xA5)
+
+    def der(t: tlv.Tlv) -> bytes:
+        return b"\x30" + t.raw[1:]
+
+    return der(euicc), der(eum) if eum is not None else None

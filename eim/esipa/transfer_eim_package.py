@@ -1,0 +1,43 @@
+"""ESipa.TransferEimPackage (SGP.32 v1.2 §6.3.2 ESipa functions, "TransferEimPackage"; protocol brief §2.3):
+the IPA's answer to a package the eIM pushed (MQTT binding).
+
+``BF4E { BF51 EPR | 30 ePRAndNotifications | BF52 ipaEuiccDataResponse | eimPackageReceived NULL |
+eimPackageError INTEGER }``. Results are processed as in ProvideEimPackageResult; the answer is a
+TransferEimPackageRequest carrying ``eimAcknowledgements`` (``BF4E BF53 {...}``) when there is something to delete,
+else no body. ``eimPackageReceived`` leaves the operation in progress (the result follows); ``eimPackageError``
+fails the eUICC's operation in progress (the EID comes from the MQTT topic).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eim.esipa import codec
+from eim.esipa.results import Handled, ResultProcessor
+from eim.interfaces import RequestContext
+from rsp import tlv
+
+
+async def transfer_eim_package_response(
+    rp: ResultProcessor, value: tuple[str, Any], raw: bytes, ctx: RequestContext
+) -> bytes | None:
+    alt, body = value
+    eid = ctx.eid_hint
+    part = tlv.children(raw, what="TransferEimPackageResponse")[0]
+    if alt == "euiccPackageResult":
+        handled = await rp.euicc_package_result(part.raw, eid)
+    elif alt == "ePRAndNotifications":
+        epr, notes = tlv.children(part)
+        handled = await rp.euicc_package_result(epr.raw, eid)
+        if handled.refused is None:
+            owner = handled.operation.eid if handled.operation else eid
+            handled.acks += await rp.notifications([n.raw for n in tlv.children(notes)], owner)
+    elif alt == "ipaEuiccDataResponse":
+        handled = await rp.euicc_data(body, part.raw, eid)
+    elif alt == "eimPackageError":
+        handled = await rp.package_error(None, body, eid)
+    else:  # eimPackageReceived: the result comes later
+        handled = Handled()
+    if handled.acks:
+        return codec.transfer_acknowledgements(handled.acks)
+    return None

@@ -1,0 +1,230 @@
+"""eUICC Packages (ESep, SGP.32 v1.2 §2.5 / §5.9.1 LoadEuiccPackage): build and sign an EuiccPackageRequest, verify
+an EuiccPackageResult.
+
+Signing (protocol brief §3.3): ``eimSignature = Sign_SK.eIM( DER(EuiccPackageSigned) || 84 L associationToken )``.
+The result signatures follow the same rule: ``euiccSignEPR`` over ``DER(EuiccPackageResultDataSigned) || 84 L
+token`` and ``euiccSignEPE`` over ``DER(EuiccPackageErrorDataSigned) || 84 L token``, both cut from the RECEIVED
+bytes (never re-encoded) and verified with the eUICC's key, whose certificate must chain to a trusted CI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from eim.packages.common import association_token_tlv, eid_to_bytes
+from rsp import asn1, crypto, tlv
+from rsp.errors import DecodeError, RspError
+
+EUICC_PACKAGE_ERROR_CODES = {
+    3: "invalidEid",
+    4: "replayError",
+    6: "counterValueOutOfRange",
+    15: "sizeOverflow",
+    104: "ecallActive",
+    127: "undefinedError",
+}
+REPLAY_ERROR = 4
+
+
+@dataclass(frozen=True)
+class EimKey:
+    """The eIM's package-signing identity: its eimId and private key (NIST P-256 or brainpoolP256r1)."""
+
+    eim_id: str
+    private_key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate | None = None
+
+    @property
+    def curve(self) -> str:
+        return crypto.curve_name(self.private_key)
+
+    def public_key_spki(self) -> bytes:
+        return crypto.public_key_spki_der(self.private_key.public_key())
+
+
+def euicc_package_signed(
+    eim_id: str, eid: str, counter_value: int, eim_transaction_id: bytes, euicc_package: tuple[str, list]
+) -> bytes:
+    """DER of EuiccPackageSigned (our own encoding; these bytes are signed and then sent unchanged)."""
+    return asn1.encode(
+        "EuiccPackageSigned",
+        {
+            "eimId": eim_id,
+            "eidValue": eid_to_bytes(eid),
+            "counterValue": counter_value,
+            "eimTransactionId": eim_transaction_id,
+            "euiccPackage": euicc_package,
+        },
+    )
+
+
+def sign_euicc_package(key: EimKey, signed_der: bytes, association_token: int | None) -> bytes:
+    """eimSignature (64-byte r||s) over ``DER(EuiccPackageSigned) || 84 L associationToken``."""
+    return crypto.sign(key.private_key, signed_der + association_token_tlv(association_token))
+
+
+def euicc_package_request(
+    key: EimKey,
+    eid: str,
+    counter_value: int,
+    eim_transaction_id: bytes,
+    euicc_package: tuple[str, list],
+    association_token: int | None,
+    *,
+    eim_id: str | None = None,
+) -> bytes:
+    """A complete EuiccPackageRequest ``BF51 { 30 EuiccPackageSigned, 5F37 eimSignature }``.
+
+    ``eim_id`` is the eimId of the association (default: the key's)."""
+    signed = euicc_package_signed(eim_id or key.eim_id, eid, counter_value, eim_transaction_id, euicc_package)
+    signature = sign_euicc_package(key, signed, association_token)
+    return tlv.encode(0xBF51, signed + tlv.encode(0x5F37, signature))
+
+
+# ---------------------------------------------------------------------------------------------------- results
+class ResultRejected(Exception):
+    """A result that must not change the operation: ``reason`` says why (bad signature, echo mismatch...)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class EuiccPackageOutcome:
+    """What an EuiccPackageResult says, once parsed (and, for the signed kinds, verified)."""
+
+    kind: str  # "result" | "error_signed" | "error_unsigned"
+    eim_id: str
+    eim_transaction_id: bytes | None
+    counter_value: int | None = None
+    seq_number: int | None = None
+    results: list[Any] = field(default_factory=list)  # decoded EuiccResultData list (kind "result")
+    error_code: int | None = None  # EuiccPackageErrorCode (kind "error_signed")
+    association_token: int | None = None
+    signed_part: bytes = b""  # the exact received bytes the signature covers (without the token)
+    signature: bytes = b""
+
+    @property
+    def signed(self) -> bool:
+        return self.kind != "error_unsigned"
+
+
+def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
+    """Parse a received ``BF51`` EuiccPackageResult TLV; the signed part is cut from ``raw``.
+
+    Raises :class:`rsp.errors.DecodeError` for malformed input."""
+    value = asn1.decode("EuiccPackageResult", raw)
+    alt, body = value
+    outer = tlv.parse_exact(raw, what="EuiccPackageResult")
+    first = tlv.children(outer, what="EuiccPackageResult")
+    if len(first) != 1:
+        raise DecodeError("EuiccPackageResult", "expected exactly one alternative")
+    inner = first[0]
+    if alt == "euiccPackageResultSigned":
+        data = body["euiccPackageResultDataSigned"]
+        return EuiccPackageOutcome(
+            kind="result",
+            eim_id=data["eimId"],
+            eim_transaction_id=data.get("eimTransactionId"),
+            counter_value=data["counterValue"],
+            seq_number=data["seqNumber"],
+            results=list(data["euiccResult"]),
+            signed_part=tlv.require(inner, 0x30, what="EuiccPackageResultSigned").raw,
+            signature=body["euiccSignEPR"],
+        )
+    if alt == "euiccPackageErrorSigned":
+        data = body["euiccPackageErrorDataSigned"]
+        return EuiccPackageOutcome(
+            kind="error_signed",
+            eim_id=data["eimId"],
+            eim_transaction_id=data.get("eimTransactionId"),
+            counter_value=data["counterValue"],
+            error_code=data["euiccPackageErrorCode"],
+            signed_part=tlv.require(inner, 0x30, what="EuiccPackageErrorSigned").raw,
+            signature=body["euiccSignEPE"],
+        )
+    if alt == "euiccPackageErrorUnsigned":
+        return EuiccPackageOutcome(
+            kind="error_unsigned",
+            eim_id=body["eimId"],
+            eim_transaction_id=body.get("eimTransactionId"),
+            association_token=body.get("associationToken"),
+        )
+    raise DecodeError("EuiccPackageResult", f"unknown alternative ({inner.tag:X})")
+
+
+class EuiccKeys:
+    """eUICC public keys taken from certificates verified up to a trusted CI (cached per certificate pair)."""
+
+    def __init__(self, trusted_cis: Iterable[x509.Certificate]) -> None:
+        self.trusted_cis = list(trusted_cis)
+        self._cache: dict[bytes, ec.EllipticCurvePublicKey] = {}
+
+    def public_key(
+        self, eid: str, euicc_cert: bytes, eum_cert: bytes | None, ci_key_id: bytes | None = None
+    ) -> ec.EllipticCurvePublicKey:
+        """The verified key of ``eid``'s eUICC certificate. Raises :class:`ResultRejected` naming the fault."""
+        from rsp.pki.certs import eid_of
+        from rsp.pki.chain import verify_chain
+
+        ident = hashlib.sha256(euicc_cert + b"|" + (eum_cert or b"") + b"|" + (ci_key_id or b"")).digest()
+        key = self._cache.get(ident)
+        if key is not None:
+            return key
+        if not self.trusted_cis:
+            raise ResultRejected("no trusted CI is configured, the eUICC certificate cannot be verified")
+        try:
+            chain = verify_chain(
+                euicc_cert,
+                [eum_cert] if eum_cert else [],
+                self.trusted_cis,
+                "euicc",
+                dt.datetime.now(dt.UTC),
+                ci_key_id=ci_key_id,
+            )
+            cert_eid = eid_of(chain.leaf)
+        except (RspError, ValueError) as exc:
+            raise ResultRejected(f"eUICC certificate refused: {exc}") from None
+        if cert_eid != eid:
+            raise ResultRejected(f"the eUICC certificate belongs to EID {cert_eid}, not {eid}")
+        self._cache[ident] = chain.public_key
+        return chain.public_key
+
+
+def verify_outcome(
+    outcome: EuiccPackageOutcome,
+    *,
+    public_key: ec.EllipticCurvePublicKey,
+    association_token: int | None,
+    eim_id: str,
+    counter_value: int | None,
+    eim_transaction_id: bytes | None,
+) -> None:
+    """Check the signature over the received bytes and the echo of eimId / counterValue / eimTransactionId.
+
+    Raises :class:`ResultRejected`. Unsigned errors cannot be verified: only the echo is checked."""
+    if outcome.eim_id != eim_id:
+        raise ResultRejected(f"eimId {outcome.eim_id!r} is not ours ({eim_id!r})")
+    if eim_transaction_id is not None and outcome.eim_transaction_id not in (None, eim_transaction_id):
+        raise ResultRejected("eimTransactionId does not match the package sent")
+    if not outcome.signed:
+        if outcome.eim_transaction_id != eim_transaction_id:
+            raise ResultRejected("unsigned error without the package's eimTransactionId")
+        return
+    if counter_value is not None and outcome.counter_value != counter_value:
+        raise ResultRejected(f"counterValue {outcome.counter_value} does not match the package sent ({counter_value})")
+    what = "euiccSignEPR" if outcome.kind == "result" else "euiccSignEPE"
+    try:
+        crypto.verify(
+            public_key, outcome.signed_part + association_token_tlv(association_token), outcome.signature, what=what
+        )
+    except RspError as exc:
+        raise ResultRejected(str(exc)) from None
