@@ -46,7 +46,7 @@ def test_get_eid_challenge_and_certs(lab_pki):
     c2 = asn1.decode("GetEuiccChallengeResponse", driver.call(bytes.fromhex("BF2E00")))["euiccChallenge"]
     assert len(c1) == 16 and c1 != c2
     certs = driver.call(bytes.fromhex("BF5600"))
-    alt, value = asn1.decode("GetCertsResponse", certs)
+    alt, _ = asn1.decode("GetCertsResponse", certs)
     assert alt == "certs"
     eum = tlv.require(certs, 0xA0, 0xA5)
     euicc = tlv.require(certs, 0xA0, 0xA6)

@@ -93,7 +93,7 @@ def test_corrupt_or_missing_state_file_is_a_clear_error(tmp_path):
     path.write_text(json.dumps({"version": 1, "eid": "00"}))
     with pytest.raises(state_mod.StateError, match="malformed"):
         SoftEuicc.load(path)
-    with pytest.raises(state_mod.StateError, match="missing.json"):
+    with pytest.raises(state_mod.StateError, match=r"missing\.json"):
         SoftEuicc.load(tmp_path / "missing.json")
 
 
