@@ -35,7 +35,7 @@ def test_new_show_apdu_es10(lab_pki, tmp_path, capsys):
                        "81E2910006BF3E035C015A", "81C0000015")
     assert code == 0
     assert out.split() == ["019000", "9000", "6115", f"BF3E125A10{REAL_EID}9000"]
-    set_dp = "BF65 12 80 10 " + "new.smdp.example".encode().hex(" ")
+    set_dp = "BF65 12 80 10 " + b"new.smdp.example".hex(" ")
     code, out, _ = run(capsys, "es10", "--state", state, set_dp)
     assert code == 0 and out.strip() == "BF6503800100"
     code, out, _ = run(capsys, "show", "--state", state)
