@@ -1,0 +1,328 @@
+"""The AT command engine: one command at a time over a serial port, with a deadline on every exchange.
+
+asyncio over pyserial through pyserial-asyncio-fast (the port is non-blocking and watched by the loop; opening and
+closing run in the executor), so nothing here blocks the event loop.
+
+- one command in flight (an :class:`asyncio.Lock`), each with a deadline: ``timeout`` (short, 10 s) or, inside
+  :meth:`AtEngine.long_mode`, ``long_timeout`` (minutes, while a package loads);
+- final results ``OK`` / ``ERROR`` / ``+CME ERROR: n|text`` / ``+CMS ERROR: n`` end an exchange; echo is dropped;
+- unsolicited result codes go to the listeners (:meth:`add_urc_listener`) and never into an answer;
+- the port is locked exclusively (``flock`` through pyserial ``exclusive=True``) for the whole session;
+- when the device disappears (USB re-enumeration after a profile switch, a modem reset) the exchange in flight
+  fails with :class:`PortGone` at once, and the next command reopens the port with backoff for up to
+  ``reopen_timeout`` seconds; port listeners hear ``"lost"`` and ``"reopened"``;
+- after a timeout or a reopen the engine resynchronises (``AT+CMEE?`` until its own answer comes back) before the
+  next command, so a late answer is never taken for the next command's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import serial
+import serial_asyncio_fast
+
+from firmware_bridge.at_parser import AtResponse, Exchange, LineSplitter, final_result, is_urc
+from firmware_bridge.errors import AtError, AtTimeout, PortBusy, PortGone
+
+log = logging.getLogger("firmware_bridge.at")
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_LONG_TIMEOUT = 600.0
+DEFAULT_REOPEN_TIMEOUT = 30.0
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, engine: AtEngine) -> None:
+        self.engine = engine
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.engine._on_data(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self.engine._on_lost(self, exc)
+
+
+class AtEngine:
+    """AT commands over one serial port. Use as ``async with AtEngine(port) as at: await at.command("AT")``."""
+
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 115200,
+        timeout: float = DEFAULT_TIMEOUT,
+        long_timeout: float = DEFAULT_LONG_TIMEOUT,
+        reopen_timeout: float = DEFAULT_REOPEN_TIMEOUT,
+        exclusive: bool = True,
+    ) -> None:
+        self.port = port
+        self.baudrate = baudrate
+        self.timeout = timeout
+        self.long_timeout = long_timeout
+        self.reopen_timeout = reopen_timeout
+        self.exclusive = exclusive
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.commands = 0
+        self.generation = 0  # how many times the port was opened
+        self._transport: serial_asyncio_fast.SerialTransport | None = None
+        self._protocol: _Protocol | None = None
+        self._splitter = LineSplitter()
+        self._lock = asyncio.Lock()
+        self._exchange: Exchange | None = None
+        self._future: asyncio.Future[AtResponse] | None = None
+        self._urc_listeners: list[Callable[[str], None]] = []
+        self._port_listeners: list[Callable[[str], None]] = []
+        self._long = 0
+        self._needs_sync = False
+        self._closed = False
+        self._lost_reason = ""
+        # The last exchange, for diagnostics (the probe reports the exact command and answer of a failure).
+        self.last_command: str | None = None
+        self.last_answer: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ life cycle
+    async def __aenter__(self) -> AtEngine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None
+
+    async def open(self) -> None:
+        """Open and lock the port. :class:`PortBusy` if another program holds it, :class:`PortGone` if missing."""
+        self._closed = False
+        if self._transport is None:
+            await self._open_once()
+
+    async def _open_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, protocol = await serial_asyncio_fast.create_serial_connection(
+                loop,
+                lambda: _Protocol(self),
+                self.port,
+                baudrate=self.baudrate,
+                exclusive=self.exclusive,
+                rtscts=False,
+                xonxoff=False,
+            )
+        except serial.SerialException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise PortBusy(self.port, text) from exc
+            raise PortGone(self.port, text) from exc
+        except OSError as exc:
+            raise PortGone(self.port, str(exc)) from exc
+        with contextlib.suppress(Exception):
+            transport.serial.reset_input_buffer()
+        self._transport = transport
+        self._protocol = protocol
+        self._splitter.clear()
+        self.generation += 1
+        if self.generation > 1:
+            self._needs_sync = True
+            log.info("port %s reopened (generation %d)", self.port, self.generation)
+            self._notify_port("reopened")
+
+    async def close(self) -> None:
+        """Release the port (and its lock). Safe to call twice."""
+        self._closed = True
+        transport, protocol = self._transport, self._protocol
+        self._transport = None
+        if transport is not None and protocol is not None:
+            transport.abort()  # no tcdrain: a stuck peer must not keep us here
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(protocol.lost), 5.0)
+
+    async def _ensure_open(self, command: str) -> None:
+        if self._transport is not None:
+            return
+        if self._closed:
+            raise PortGone(self.port, "engine closed", command)
+        deadline = time.monotonic() + self.reopen_timeout
+        delay = 0.05
+        last: Exception | None = None
+        while True:
+            try:
+                await self._open_once()
+                return
+            except PortBusy:
+                raise
+            except PortGone as exc:
+                last = exc
+            if time.monotonic() + delay > deadline:
+                reason = f"not back after {self.reopen_timeout:g} s ({last.reason if last else 'unknown'})"
+                raise PortGone(self.port, reason, command) from last
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    # ------------------------------------------------------------------ listeners
+    def add_urc_listener(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(line)`` for every unsolicited result code. Returns a function that unsubscribes."""
+        self._urc_listeners.append(callback)
+        return lambda: self._urc_listeners.remove(callback) if callback in self._urc_listeners else None
+
+    def add_port_listener(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` with ``"lost"`` / ``"reopened"``. Returns a function that unsubscribes."""
+        self._port_listeners.append(callback)
+        return lambda: self._port_listeners.remove(callback) if callback in self._port_listeners else None
+
+    def urc_queue(self, maxsize: int = 256) -> tuple[asyncio.Queue[str], Callable[[], None]]:
+        """A queue that receives URCs (oldest dropped when full) and its unsubscribe function."""
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize)
+
+        def put(line: str) -> None:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(line)
+
+        return queue, self.add_urc_listener(put)
+
+    def _notify_port(self, event: str) -> None:
+        for cb in list(self._port_listeners):
+            try:
+                cb(event)
+            except Exception:
+                log.exception("port listener failed on %s", event)
+
+    def _dispatch_urc(self, line: str) -> None:
+        log.debug("URC %r", line)
+        for cb in list(self._urc_listeners):
+            try:
+                cb(line)
+            except Exception:
+                log.exception("URC listener failed on %r", line)
+
+    # ------------------------------------------------------------------ transport callbacks
+    def _on_data(self, protocol: _Protocol, data: bytes) -> None:
+        if protocol is not self._protocol:
+            return
+        self.bytes_in += len(data)
+        for line in self._splitter.feed(data):
+            self._on_line(line)
+
+    def _on_line(self, line: str) -> None:
+        ex, fut = self._exchange, self._future
+        if ex is not None and fut is not None and not fut.done():
+            if not ex.feed(line):
+                if ex.done:
+                    fut.set_result(ex.response())
+                return
+            self._dispatch_urc(line)
+            return
+        if is_urc(line):
+            self._dispatch_urc(line)
+        elif final_result(line) is not None:
+            log.debug("stray final result %r (late answer?)", line)
+        else:
+            log.debug("stray line %r", line)
+
+    def _on_lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+        if protocol is not self._protocol:
+            return
+        self._protocol = None
+        self._transport = None
+        self._lost_reason = str(exc) if exc else "closed"
+        if self._closed:
+            return
+        log.warning("port %s lost: %s", self.port, self._lost_reason)
+        fut = self._future
+        if fut is not None and not fut.done():
+            cmd = self._exchange.command if self._exchange else None
+            fut.set_exception(PortGone(self.port, self._lost_reason, cmd))
+        self._notify_port("lost")
+
+    # ------------------------------------------------------------------ commands
+    @contextlib.contextmanager
+    def long_mode(self) -> Iterator[None]:
+        """Inside this block the default deadline is ``long_timeout`` (package or profile loading)."""
+        self._long += 1
+        try:
+            yield
+        finally:
+            self._long -= 1
+
+    @property
+    def default_timeout(self) -> float:
+        return self.long_timeout if self._long else self.timeout
+
+    async def command(
+        self,
+        command: str,
+        *,
+        expect: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the deadline of one AT exchange is part of the contract
+        check: bool = True,
+    ) -> AtResponse:
+        """Send one command line and wait for its final result.
+
+        ``expect`` is the answer prefix (``"+CSIM:"``). Raises :class:`AtTimeout` when no final result comes within
+        the deadline, :class:`AtError` for an error final result (unless ``check=False``), :class:`PortGone` when
+        the device disappears.
+        """
+        async with self._lock:
+            await self._ensure_open(command)
+            if self._needs_sync:
+                await self._sync(timeout)
+            return await self._exchange_once(command, expect, timeout, check)
+
+    async def _exchange_once(
+        self, command: str, expect: str | None, limit: float | None, check: bool, require: str | None = None
+    ) -> AtResponse:
+        deadline = self.default_timeout if limit is None else limit
+        transport = self._transport
+        if transport is None:
+            raise PortGone(self.port, self._lost_reason or "not open", command)
+        loop = asyncio.get_running_loop()
+        self._exchange = Exchange(command, expect, require=require)
+        self._future = fut = loop.create_future()
+        data = (command + "\r").encode("latin-1")
+        self.commands += 1
+        self.bytes_out += len(data)
+        self.last_command, self.last_answer = command, ()
+        log.debug("-> %s", command)
+        try:
+            transport.write(data)
+            async with asyncio.timeout(deadline):
+                resp = await fut
+        except TimeoutError:
+            self._needs_sync = True
+            self.last_answer = (*self._exchange.lines, f"<no final result within {deadline:g} s>")
+            raise AtTimeout(command, deadline, self._exchange.lines) from None
+        except PortGone as exc:
+            self.last_answer = (*self._exchange.lines, f"<port gone: {exc.reason}>")
+            raise
+        finally:
+            if self._exchange is not None and self._exchange.skipped:
+                log.info("resync: skipped %d late answer(s)", self._exchange.skipped)
+            self._exchange = None
+            self._future = None
+        self.last_answer = (*resp.lines, resp.final)
+        log.debug("<- %s %s", list(resp.lines), resp.final)
+        if check and not resp.ok:
+            raise AtError(command, resp.final, resp.lines)
+        return resp
+
+    async def _sync(self, limit: float | None) -> None:
+        """Make sure the next answer belongs to the next command.
+
+        After a timeout the modem may still answer the old command. ``AT+CMEE?`` is sent once; every final result
+        that comes before a ``+CMEE:`` line closes a late answer and is skipped with its lines.
+        """
+        per_try = min(self.timeout if limit is None else limit, 2.0)
+        self._splitter.clear()
+        await self._exchange_once("AT+CMEE?", "+CMEE:", per_try, False, require="+CMEE:")
+        self._needs_sync = False
