@@ -105,8 +105,9 @@ class SoftEuicc:
         ``state_path`` the state file is written now and after every state-changing command."""
         from euicc.provision import new_state
 
-        st = new_state(pki_dir, eid, curve=curve, trusted_ci_paths=trusted_ci_paths,
-                       default_dp_address=default_dp_address)
+        st = new_state(
+            pki_dir, eid, curve=curve, trusted_ci_paths=trusted_ci_paths, default_dp_address=default_dp_address
+        )
         card = cls(st, state_path)
         if card.state_path is not None:
             state_mod.save(st, card.state_path)

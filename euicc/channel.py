@@ -38,8 +38,9 @@ class ChannelError(Exception):
 
 
 class LocalApduChannel:
-    def __init__(self, card: CardLink, block_style: str = "lpac", *, channel: int | None = None,
-                 max_get_response: int = 64) -> None:
+    def __init__(
+        self, card: CardLink, block_style: str = "lpac", *, channel: int | None = None, max_get_response: int = 64
+    ) -> None:
         if block_style not in STYLES:
             raise ValueError(f"block_style must be one of {STYLES}, got {block_style!r}")
         self.card = card

@@ -110,15 +110,23 @@ def _print_human(info: dict) -> None:
     for n in info["pending_notifications"]:
         what = n["event"] or ""
         print(f"  seq {n['seq']:<5} {n['kind']:5} {what:8} {n['address'] or n['eim_id'] or ''}")
-    print(f"next seqNumber {info['next_seq']}; rollback authorised: {info['rollback_authorised']}; "
-          f"fallback active: {info['fallback_active']}; emergency active: {info['emergency_active']}")
+    print(
+        f"next seqNumber {info['next_seq']}; rollback authorised: {info['rollback_authorised']}; "
+        f"fallback active: {info['fallback_active']}; emergency active: {info['emergency_active']}"
+    )
 
 
 def cmd_new(args) -> int:
     from euicc.card import SoftEuicc
 
-    card = SoftEuicc.create(args.pki, args.eid, args.state, curve=args.curve, trusted_ci_paths=args.trust_ci or (),
-                            default_dp_address=args.default_dp)
+    card = SoftEuicc.create(
+        args.pki,
+        args.eid,
+        args.state,
+        curve=args.curve,
+        trusted_ci_paths=args.trust_ci or (),
+        default_dp_address=args.default_dp,
+    )
     print(f"created eUICC {card.state.eid.hex().upper()} ({card.state.curve}) in {args.state}")
     return 0
 

@@ -243,9 +243,28 @@ class EuiccState:
 # JSON mapping: bytes as hex strings under keys listed in _BYTES, nested dataclasses as objects
 
 _BYTES = {
-    "eid", "euicc_cert", "eum_cert", "iccid", "isdp_aid", "icon", "profile_owner", "dp_proprietary_data", "ppr",
-    "metadata", "elements", "public_key_data", "tls_data", "supported_protocol", "euicc_ci_pkid", "data",
-    "transaction_id", "previous_iccid", "enabled_iccid", "results", "fallback_from", "emergency_from",
+    "eid",
+    "euicc_cert",
+    "eum_cert",
+    "iccid",
+    "isdp_aid",
+    "icon",
+    "profile_owner",
+    "dp_proprietary_data",
+    "ppr",
+    "metadata",
+    "elements",
+    "public_key_data",
+    "tls_data",
+    "supported_protocol",
+    "euicc_ci_pkid",
+    "data",
+    "transaction_id",
+    "previous_iccid",
+    "enabled_iccid",
+    "results",
+    "fallback_from",
+    "emergency_from",
 }
 
 

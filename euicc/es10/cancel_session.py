@@ -25,8 +25,9 @@ def handle(ctx: Context, request: tlv.Tlv) -> bytes:
     auth = ctx.session.auth
     if auth is None or auth.transaction_id != txid or auth.smdp_oid is None:
         return tlv.encode(TAG, der.integer(0x81, INVALID_TRANSACTION_ID))
-    signed = tlv.encode(0x30, tlv.encode(0x80, txid) + tlv.encode(0x81, der.oid_bytes(auth.smdp_oid))
-                        + der.integer(0x82, reason))
+    signed = tlv.encode(
+        0x30, tlv.encode(0x80, txid) + tlv.encode(0x81, der.oid_bytes(auth.smdp_oid)) + der.integer(0x82, reason)
+    )
     signature = ctx.identity.sign(signed)
     ctx.session.clear()
     return tlv.encode(TAG, tlv.encode(0xA0, signed + tlv.encode(0x5F37, signature)))

@@ -31,8 +31,11 @@ def ext_card_resource(ctx: Context) -> bytes:
     """ETSI TS 102 226 §8.2.1.7.2 ``81 installed applications, 82 free NVM, 83 free RAM``."""
     used = sum(len(p.elements) + len(p.metadata) for p in ctx.state.profiles)
     free = max(0, NVM_SIZE - used)
-    return (tlv.encode(0x81, bytes([min(len(ctx.state.profiles), 255)])) + tlv.encode(0x82, free.to_bytes(4, "big"))
-            + tlv.encode(0x83, (32 * 1024).to_bytes(2, "big")))
+    return (
+        tlv.encode(0x81, bytes([min(len(ctx.state.profiles), 255)]))
+        + tlv.encode(0x82, free.to_bytes(4, "big"))
+        + tlv.encode(0x83, (32 * 1024).to_bytes(2, "big"))
+    )
 
 
 def euicc_info2(ctx: Context) -> bytes:

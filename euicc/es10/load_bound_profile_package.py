@@ -245,8 +245,9 @@ def _continue(ctx: Context, loader: BppLoader, command: bytes, tag: int, hl: int
     stage = loader.stage
     loader.bpp_remaining -= len(command)
     if loader.bpp_remaining < 0:
-        raise BppFailure(_COMMAND_OF_STAGE.get(stage, LOAD_PROFILE_ELEMENTS), SCP03T_STRUCTURE_ERROR,
-                         "segments overrun BF36")
+        raise BppFailure(
+            _COMMAND_OF_STAGE.get(stage, LOAD_PROFILE_ELEMENTS), SCP03T_STRUCTURE_ERROR, "segments overrun BF36"
+        )
     if stage == "A0" and tag == 0xA0:
         _whole(command, hl, length, CONFIGURE_ISDP)
         _configure_isdp(loader, command, hl)
@@ -287,13 +288,22 @@ def _continue(ctx: Context, loader: BppLoader, command: bytes, tag: int, hl: int
                 raise BppFailure(LOAD_PROFILE_ELEMENTS, SCP03T_STRUCTURE_ERROR, "BF36 length does not match")
             return _install(ctx, loader)
     else:
-        raise BppFailure(_COMMAND_OF_STAGE.get(stage, LOAD_PROFILE_ELEMENTS), SCP03T_STRUCTURE_ERROR,
-                         f"segment {tag:X} out of order (expecting {stage})")
+        raise BppFailure(
+            _COMMAND_OF_STAGE.get(stage, LOAD_PROFILE_ELEMENTS),
+            SCP03T_STRUCTURE_ERROR,
+            f"segment {tag:X} out of order (expecting {stage})",
+        )
     return b""
 
 
-_COMMAND_OF_STAGE = {"A0": CONFIGURE_ISDP, "A1": STORE_METADATA, "88": STORE_METADATA,
-                     "A2|A3": REPLACE_SESSION_KEYS, "A3": LOAD_PROFILE_ELEMENTS, "86": LOAD_PROFILE_ELEMENTS}
+_COMMAND_OF_STAGE = {
+    "A0": CONFIGURE_ISDP,
+    "A1": STORE_METADATA,
+    "88": STORE_METADATA,
+    "A2|A3": REPLACE_SESSION_KEYS,
+    "A3": LOAD_PROFILE_ELEMENTS,
+    "86": LOAD_PROFILE_ELEMENTS,
+}
 
 
 def _sequence_of(command: bytes, hl: int, tag: int, command_id: int) -> list[tlv.Tlv]:
@@ -307,8 +317,9 @@ def _sequence_of(command: bytes, hl: int, tag: int, command_id: int) -> list[tlv
 
 
 def _configure_isdp(loader: BppLoader, command: bytes, hl: int) -> None:
-    plain = b"".join(_unprotect(loader, s.raw, 0x87, CONFIGURE_ISDP)
-                     for s in _sequence_of(command, hl, 0x87, CONFIGURE_ISDP))
+    plain = b"".join(
+        _unprotect(loader, s.raw, 0x87, CONFIGURE_ISDP) for s in _sequence_of(command, hl, 0x87, CONFIGURE_ISDP)
+    )
     try:
         req = tlv.parse_exact(plain, what="ConfigureISDPRequest")
         if req.tag != 0xBF24:
@@ -321,8 +332,10 @@ def _configure_isdp(loader: BppLoader, command: bytes, hl: int) -> None:
 
 
 def _replace_session_keys(loader: BppLoader, command: bytes, hl: int) -> None:
-    plain = b"".join(_unprotect(loader, s.raw, 0x87, REPLACE_SESSION_KEYS)
-                     for s in _sequence_of(command, hl, 0x87, REPLACE_SESSION_KEYS))
+    plain = b"".join(
+        _unprotect(loader, s.raw, 0x87, REPLACE_SESSION_KEYS)
+        for s in _sequence_of(command, hl, 0x87, REPLACE_SESSION_KEYS)
+    )
     try:
         keys = bsp.decode_replace_session_keys(plain)
     except bsp.BspError as exc:

@@ -58,21 +58,33 @@ def unsigned_error(eim_id_tlv: bytes, txid: bytes | None, token: int | None) -> 
     return tlv.encode(TAG, tlv.encode(0xA2, body))
 
 
-def signed_error(ctx: Context, eim_id_tlv: bytes, counter: int, txid: bytes | None, token: int | None,
-                 code: int) -> bytes:
-    data = tlv.encode(0x30, eim_id_tlv + der.integer(0x81, counter)
-                      + (tlv.encode(0x82, txid) if txid is not None else b"") + der.integer(0x02, code))
+def signed_error(
+    ctx: Context, eim_id_tlv: bytes, counter: int, txid: bytes | None, token: int | None, code: int
+) -> bytes:
+    data = tlv.encode(
+        0x30,
+        eim_id_tlv
+        + der.integer(0x81, counter)
+        + (tlv.encode(0x82, txid) if txid is not None else b"")
+        + der.integer(0x02, code),
+    )
     sig = ctx.identity.sign(data + eim_config.token_tlv(token))
     return tlv.encode(TAG, tlv.encode(0xA1, data + tlv.encode(0x5F37, sig)))
 
 
-def signed_result(ctx: Context, eim_id_tlv: bytes, counter: int, txid: bytes | None, token: int | None,
-                  results: bytes) -> tuple[int, bytes]:
+def signed_result(
+    ctx: Context, eim_id_tlv: bytes, counter: int, txid: bytes | None, token: int | None, results: bytes
+) -> tuple[int, bytes]:
     """Sign and store an EuiccPackageResultSigned; returns (seqNumber, BF51 bytes)."""
     seq = ctx.state.take_seq()
-    data = tlv.encode(0x30, eim_id_tlv + der.integer(0x81, counter)
-                      + (tlv.encode(0x82, txid) if txid is not None else b"") + der.integer(0x83, seq)
-                      + tlv.encode(0x30, results))
+    data = tlv.encode(
+        0x30,
+        eim_id_tlv
+        + der.integer(0x81, counter)
+        + (tlv.encode(0x82, txid) if txid is not None else b"")
+        + der.integer(0x83, seq)
+        + tlv.encode(0x30, results),
+    )
     sig = ctx.identity.sign(data + eim_config.token_tlv(token))
     epr = tlv.encode(TAG, tlv.encode(0xA0, data + tlv.encode(0x5F37, sig)))
     notifications.store_epr(ctx, seq, epr, der.decode_utf8(tlv.parse_exact(eim_id_tlv).value))
@@ -113,8 +125,11 @@ def handle(ctx: Context, request: tlv.Tlv) -> bytes:
 
     # authenticated: the structure is the eIM's responsibility from here on
     tags = [i.tag for i in items]
-    if tags[:3] != [0x80, 0x5A, 0x81] or tags[-1] not in (0xA0, 0xA1) or len(tags) not in (4, 5) or (
-        len(tags) == 5 and tags[3] != 0x82
+    if (
+        tags[:3] != [0x80, 0x5A, 0x81]
+        or tags[-1] not in (0xA0, 0xA1)
+        or len(tags) not in (4, 5)
+        or (len(tags) == 5 and tags[3] != 0x82)
     ):
         raise Es10Reject(SW_WRONG_DATA, STEP, f"EuiccPackageSigned fields {[f'{t:X}' for t in tags]}")
     try:
@@ -156,8 +171,14 @@ def handle(ctx: Context, request: tlv.Tlv) -> bytes:
     if run.rollback_from is not None:
         previous, enabled = run.rollback_from
         ctx.state.rollback = RollbackInfo(
-            eim_id=eim_id, counter=counter, transaction_id=txid, association_token=token,
-            previous_iccid=previous, enabled_iccid=enabled, epr_seq=seq, results=results,
+            eim_id=eim_id,
+            counter=counter,
+            transaction_id=txid,
+            association_token=token,
+            previous_iccid=previous,
+            enabled_iccid=enabled,
+            epr_seq=seq,
+            results=results,
         )
     log.info("package from eIM %r counter %d executed, result seq %d", eim_id, counter, seq)
     return epr

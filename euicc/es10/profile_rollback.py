@@ -35,7 +35,13 @@ def handle(ctx: Context, request: tlv.Tlv) -> bytes:
     original = ctx.state.notification(rb.epr_seq)
     if original is not None:
         ctx.state.notifications.remove(original)
-    _, epr = signed_result(ctx, der.utf8(0x80, rb.eim_id), rb.counter, rb.transaction_id, rb.association_token,
-                           rb.results + der.integer(0x8C, 0))
+    _, epr = signed_result(
+        ctx,
+        der.utf8(0x80, rb.eim_id),
+        rb.counter,
+        rb.transaction_id,
+        rb.association_token,
+        rb.results + der.integer(0x8C, 0),
+    )
     ctx.state.rollback = None
     return tlv.encode(TAG, der.integer(0x02, 0) + epr)

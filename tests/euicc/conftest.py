@@ -69,8 +69,16 @@ def driver(card):
     return Es10Driver(card)
 
 
-def eim_config(eim_id: str, key_data: bytes, *, counter: int | None = 0, token: int | None = -1,
-               fqdn: str | None = "eim.lab.example", certificate: bool = False, extra: bytes = b"") -> bytes:
+def eim_config(
+    eim_id: str,
+    key_data: bytes,
+    *,
+    counter: int | None = 0,
+    token: int | None = -1,
+    fqdn: str | None = "eim.lab.example",
+    certificate: bool = False,
+    extra: bytes = b"",
+) -> bytes:
     """EimConfigurationData content (no outer tag). ``key_data``: SPKI DER or certificate DER."""
     body = T(0x80, eim_id.encode())
     if fqdn is not None:
@@ -93,11 +101,26 @@ def add_initial_eim(driver: Es10Driver, *configs: bytes) -> bytes:
     return driver.call(T(0xBF57, T(0xA0, b"".join(T(0x30, c) for c in configs))))
 
 
-def eim_package(key, eim_id: str, eid: bytes, counter: int, operations: bytes, *, token: int | None = 1,
-                txid: bytes | None = None, eco: bool = False) -> bytes:
+def eim_package(
+    key,
+    eim_id: str,
+    eid: bytes,
+    counter: int,
+    operations: bytes,
+    *,
+    token: int | None = 1,
+    txid: bytes | None = None,
+    eco: bool = False,
+) -> bytes:
     """A signed EuiccPackageRequest (BF51) as an eIM builds it (protocol brief §3)."""
-    signed = T(0x30, T(0x80, eim_id.encode()) + T(0x5A, eid) + T(0x81, _int(counter))
-               + (T(0x82, txid) if txid is not None else b"") + T(0xA1 if eco else 0xA0, operations))
+    signed = T(
+        0x30,
+        T(0x80, eim_id.encode())
+        + T(0x5A, eid)
+        + T(0x81, _int(counter))
+        + (T(0x82, txid) if txid is not None else b"")
+        + T(0xA1 if eco else 0xA0, operations),
+    )
     suffix = T(0x84, _int(token)) if token is not None else b""
     return T(0xBF51, signed + T(0x5F37, crypto.sign(key, signed + suffix)))
 

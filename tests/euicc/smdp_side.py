@@ -54,8 +54,9 @@ class TestProfile:
         if self.profile_class is not None:
             body += T(0x95, bytes([self.profile_class]))
         if self.notifications:
-            body += T(0xB6, b"".join(T(0x30, T(0x80, bits(*ev)) + T(0x81, addr.encode()))
-                                     for ev, addr in self.notifications))
+            body += T(
+                0xB6, b"".join(T(0x30, T(0x80, bits(*ev)) + T(0x81, addr.encode())) for ev, addr in self.notifications)
+            )
         if self.ppr is not None:
             body += T(0x99, self.ppr)
         if self.ecall is not None:
@@ -94,8 +95,17 @@ def segments(bpp: bytes) -> list[bytes]:
 
 
 class SmdpSide:
-    def __init__(self, pki: LabPki, curve: str = "nist", address: str = "smdp.lab.example",
-                 ci_pkid: bytes | None = None, dpauth=None, dpauth_key=None, dppb=None, dppb_key=None) -> None:
+    def __init__(
+        self,
+        pki: LabPki,
+        curve: str = "nist",
+        address: str = "smdp.lab.example",
+        ci_pkid: bytes | None = None,
+        dpauth=None,
+        dpauth_key=None,
+        dppb=None,
+        dppb_key=None,
+    ) -> None:
         self.pki = pki
         self.curve = curve
         self.address = address
@@ -117,16 +127,33 @@ class SmdpSide:
         return cert.public_bytes(serialization.Encoding.DER)
 
     # ---------------------------------------------------------------------------------------------- step 1
-    def authenticate_server_request(self, challenge: bytes, *, matching_id: str = "LAB-MATCHING-ID",
-                                    signature: bytes | None = None, cert_der: bytes | None = None,
-                                    server_challenge: bytes | None = None) -> bytes:
-        signed1 = T(0x30, T(0x80, self.txid) + T(0x81, challenge) + T(0x83, self.address.encode())
-                    + T(0x84, server_challenge or os.urandom(16)))
+    def authenticate_server_request(
+        self,
+        challenge: bytes,
+        *,
+        matching_id: str = "LAB-MATCHING-ID",
+        signature: bytes | None = None,
+        cert_der: bytes | None = None,
+        server_challenge: bytes | None = None,
+    ) -> bytes:
+        signed1 = T(
+            0x30,
+            T(0x80, self.txid)
+            + T(0x81, challenge)
+            + T(0x83, self.address.encode())
+            + T(0x84, server_challenge or os.urandom(16)),
+        )
         sig = signature if signature is not None else crypto.sign(self.dpauth_key, signed1)
         device_info = T(0xA1, T(0x80, bytes.fromhex("35290611")) + T(0xA1, b""))
         ctx_params = T(0xA0, T(0x80, matching_id.encode()) + device_info)
-        return T(0xBF38, signed1 + T(0x5F37, sig) + T(0x04, self.ci_pkid)
-                 + (cert_der if cert_der is not None else self.der(self.dpauth)) + ctx_params)
+        return T(
+            0xBF38,
+            signed1
+            + T(0x5F37, sig)
+            + T(0x04, self.ci_pkid)
+            + (cert_der if cert_der is not None else self.der(self.dpauth))
+            + ctx_params,
+        )
 
     def check_authenticate_response(self, response: bytes) -> tlv.Tlv:
         """Verify the card's euiccSignature1 and certificate chain (what ES9+ AuthenticateClient does)."""
@@ -142,13 +169,22 @@ class SmdpSide:
         return signed1
 
     # ---------------------------------------------------------------------------------------------- step 2
-    def prepare_download_request(self, *, cc_required: bool = False, hash_cc: bytes | None = None,
-                                 signature: bytes | None = None, cert_der: bytes | None = None,
-                                 txid: bytes | None = None) -> bytes:
+    def prepare_download_request(
+        self,
+        *,
+        cc_required: bool = False,
+        hash_cc: bytes | None = None,
+        signature: bytes | None = None,
+        cert_der: bytes | None = None,
+        txid: bytes | None = None,
+    ) -> bytes:
         assert self.euicc_signature1 is not None
         signed2 = T(0x30, T(0x80, txid or self.txid) + T(0x01, b"\xff" if cc_required else b"\x00"))
-        sig = signature if signature is not None else crypto.sign(
-            self.dppb_key, signed2 + T(0x5F37, self.euicc_signature1))
+        sig = (
+            signature
+            if signature is not None
+            else crypto.sign(self.dppb_key, signed2 + T(0x5F37, self.euicc_signature1))
+        )
         self.smdp_signature2 = sig
         body = signed2 + T(0x5F37, sig)
         if hash_cc is not None:
@@ -158,24 +194,37 @@ class SmdpSide:
     def check_prepare_response(self, response: bytes) -> bytes:
         ok = tlv.require(response, 0xA0)
         signed2, sig2 = tlv.children(ok)
-        crypto.verify(self.euicc_cert, signed2.raw + T(0x5F37, self.smdp_signature2), sig2.value,
-                      what="euiccSignature2")
+        crypto.verify(
+            self.euicc_cert, signed2.raw + T(0x5F37, self.smdp_signature2), sig2.value, what="euiccSignature2"
+        )
         self.euicc_otpk = tlv.require(signed2, 0x5F49).value
         return self.euicc_otpk
 
     # ---------------------------------------------------------------------------------------------- step 3
-    def bind(self, profile: TestProfile, eid: bytes, *, ppk: bool = False, smdp_sign: bytes | None = None,
-             remote_op: int = 1, txid: bytes | None = None) -> bytes:
+    def bind(
+        self,
+        profile: TestProfile,
+        eid: bytes,
+        *,
+        ppk: bool = False,
+        smdp_sign: bytes | None = None,
+        remote_op: int = 1,
+        txid: bytes | None = None,
+    ) -> bytes:
         """A Bound Profile Package for the card's euiccOtpk (BF36 bytes)."""
         assert self.euicc_otpk is not None
         otsk = crypto.generate_key(crypto.curve_name(self.dppb))
         otpk = crypto.public_point(otsk)
         host_id = b"LAB-HOST"
         keys = bsp.derive_session_keys(crypto.ecdh(otsk, self.euicc_otpk), host_id, eid)
-        signed_part = bsp.initialise_secure_channel_signed_part(txid or self.txid, host_id, otpk,
-                                                                remote_op_id=remote_op)
-        sign = smdp_sign if smdp_sign is not None else crypto.sign(
-            self.dppb_key, bsp.smdp_sign_input(signed_part, self.euicc_otpk))
+        signed_part = bsp.initialise_secure_channel_signed_part(
+            txid or self.txid, host_id, otpk, remote_op_id=remote_op
+        )
+        sign = (
+            smdp_sign
+            if smdp_sign is not None
+            else crypto.sign(self.dppb_key, bsp.smdp_sign_input(signed_part, self.euicc_otpk))
+        )
         isc = bsp.initialise_secure_channel(signed_part, sign)
         p = bsp.BspProtector(keys)
         a0 = T(0xA0, b"".join(p.protect(0x87, T(0xBF24, b""))))

@@ -23,16 +23,36 @@ def run(capsys, *args) -> tuple[int, str, str]:
 
 def test_new_show_apdu_es10(lab_pki, tmp_path, capsys):
     state = str(tmp_path / "card.json")
-    code, out, _ = run(capsys, "new", "--pki", str(lab_pki.root), "--eid", REAL_EID, "--state", state,
-                       "--trust-ci", str(SGP26_CI), "--default-dp", "smdp.lab.example")
+    code, out, _ = run(
+        capsys,
+        "new",
+        "--pki",
+        str(lab_pki.root),
+        "--eid",
+        REAL_EID,
+        "--state",
+        state,
+        "--trust-ci",
+        str(SGP26_CI),
+        "--default-dp",
+        "smdp.lab.example",
+    )
     assert code == 0 and REAL_EID in out
     code, out, _ = run(capsys, "show", "--state", state, "--json")
     info = json.loads(out)
     assert info["eid"] == REAL_EID and info["default_dp_address"] == "smdp.lab.example"
     assert "F54172BDF98A95D65CBEB88A38A1C11D800A85C3" in info["ci_key_ids_verification"]
     assert info["profiles"] == [] and info["eims"] == [] and info["pending_notifications"] == []
-    code, out, _ = run(capsys, "apdu", "--state", state, "0070000001", "01A4040C10A0000005591010FFFFFFFF8900000100",
-                       "81E2910006BF3E035C015A", "81C0000015")
+    code, out, _ = run(
+        capsys,
+        "apdu",
+        "--state",
+        state,
+        "0070000001",
+        "01A4040C10A0000005591010FFFFFFFF8900000100",
+        "81E2910006BF3E035C015A",
+        "81C0000015",
+    )
     assert code == 0
     assert out.split() == ["019000", "9000", "6115", f"BF3E125A10{REAL_EID}9000"]
     set_dp = "BF65 12 80 10 " + b"new.smdp.example".hex(" ")
@@ -46,8 +66,9 @@ def test_new_show_apdu_es10(lab_pki, tmp_path, capsys):
 
 def test_errors_exit_2_naming_the_step(lab_pki, tmp_path, capsys):
     state = str(tmp_path / "card.json")
-    code, _, err = run(capsys, "new", "--pki", str(lab_pki.root), "--eid", "89044045118427484800000000011627",
-                       "--state", state)
+    code, _, err = run(
+        capsys, "new", "--pki", str(lab_pki.root), "--eid", "89044045118427484800000000011627", "--state", state
+    )
     assert code == 2 and "create card: EID" in err and "check-digit" in err
     code, _, err = run(capsys, "new", "--pki", str(tmp_path / "nope"), "--eid", LAB_EID, "--state", state)
     assert code == 2 and "create card: lab PKI" in err
@@ -67,8 +88,12 @@ def test_console_script(lab_pki, tmp_path):
     script = shutil.which("euicc", path=str(Path(sys.executable).parent)) or shutil.which("euicc")
     assert script, "the euicc console script is not installed (pip install -e .)"
     state = str(tmp_path / "card.json")
-    done = subprocess.run([script, "new", "--pki", str(lab_pki.root), "--eid", LAB_EID, "--state", state,
-                           "--curve", "brainpool"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [script, "new", "--pki", str(lab_pki.root), "--eid", LAB_EID, "--state", state, "--curve", "brainpool"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     shown = subprocess.run([script, "show", "--state", state, "--json"], capture_output=True, text=True, timeout=60)
     assert json.loads(shown.stdout)["curve"] == "brainpool"

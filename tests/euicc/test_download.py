@@ -52,8 +52,10 @@ def test_full_download_installs_a_disabled_profile_with_a_signed_pir(lab_pki, cu
     assert stored.elements == profile.elements()
     # the PIR is pending under its seqNumber, retrievable and listed
     listed = asn1.decode("SGP32-RetrieveNotificationsListResponse", driver.call(bytes.fromhex("BF2B00")))
-    assert listed[0] == "notificationList" and listed[1][0] == ("profileInstallationResult",
-                                                              asn1.decode("ProfileInstallationResult", pir))
+    assert listed[0] == "notificationList" and listed[1][0] == (
+        "profileInstallationResult",
+        asn1.decode("ProfileInstallationResult", pir),
+    )
 
 
 def test_download_with_replace_session_keys(lab_pki):
@@ -116,8 +118,12 @@ def test_authenticate_server_refusals(lab_pki):
     forged = issue_certificate(Role.DP_AUTH, smdp.dpauth_key.public_key(), rogue_ci, rogue_key)
     assert auth_error(driver.call(smdp.authenticate_server_request(challenge(), cert_der=SmdpSide.der(forged)))) == 1
     # a DPpb certificate offered as DPauth (wrong role)
-    assert auth_error(driver.call(smdp.authenticate_server_request(
-        challenge(), cert_der=SmdpSide.der(lab_pki.dppb_cert("nist"))))) == 1
+    assert (
+        auth_error(
+            driver.call(smdp.authenticate_server_request(challenge(), cert_der=SmdpSide.der(lab_pki.dppb_cert("nist"))))
+        )
+        == 1
+    )
     # one flipped byte in the certificate signature
     cert = bytearray(SmdpSide.der(smdp.dpauth))
     cert[-10] ^= 0x40
@@ -166,8 +172,12 @@ def test_prepare_download_refusals(lab_pki):
     ok = driver.call(smdp.prepare_download_request(cc_required=True, hash_cc=b"\x22" * 32))
     assert tlv.require(ok, 0xA0, 0x30, 0x04).value == b"\x22" * 32
     fresh = Es10Driver(make_card(lab_pki))
-    no_session = T(0xBF21, T(0x30, T(0x80, b"\x01") + T(0x01, b"\x00")) + T(0x5F37, b"\x00" * 64)
-                   + SmdpSide.der(lab_pki.dppb_cert("nist")))
+    no_session = T(
+        0xBF21,
+        T(0x30, T(0x80, b"\x01") + T(0x01, b"\x00"))
+        + T(0x5F37, b"\x00" * 64)
+        + SmdpSide.der(lab_pki.dppb_cert("nist")),
+    )
     assert download_error(fresh.call(no_session)) == 4  # noSessionContext
 
 

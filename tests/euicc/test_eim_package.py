@@ -99,8 +99,12 @@ def test_wrong_eim_key_gives_the_unsigned_error(lab_pki, vectors):
 def test_any_flipped_byte_gives_the_unsigned_error(lab_pki, vectors, where):
     card, driver = card_with_sample_eim(lab_pki)
     raw = bytearray(real_request(vectors))
-    offset = {"signature": len(raw) - 5, "eid": raw.find(bytes.fromhex("8904404511")) + 3,
-              "counter": raw.find(bytes.fromhex("810203EE")) + 3, "psmo": raw.find(bytes.fromhex("989444")) + 1}[where]
+    offset = {
+        "signature": len(raw) - 5,
+        "eid": raw.find(bytes.fromhex("8904404511")) + 3,
+        "counter": raw.find(bytes.fromhex("810203EE")) + 3,
+        "psmo": raw.find(bytes.fromhex("989444")) + 1,
+    }[where]
     raw[offset] ^= 0x01
     result = driver.call(bytes(raw))
     assert tlv.parse_exact(result).value[:1] == b"\xa2"
@@ -112,8 +116,12 @@ def test_wrong_eid_gives_signed_invalid_eid(lab_pki, vectors):
     result = driver.call(real_request(vectors))
     signed = tlv.require(result, 0xA1, 0x30)
     assert signed.raw == T(0x30, T(0x80, b"eIM") + T(0x81, bytes.fromhex("03EE")) + T(0x82, TXID) + T(0x02, b"\x03"))
-    crypto.verify(card.identity.euicc_cert, signed.raw + bytes.fromhex("840101"),
-                  tlv.require(result, 0xA1, 0x5F37).value, what="euiccSignEPE")
+    crypto.verify(
+        card.identity.euicc_cert,
+        signed.raw + bytes.fromhex("840101"),
+        tlv.require(result, 0xA1, 0x5F37).value,
+        what="euiccSignEPE",
+    )
     assert asn1.decode("EuiccPackageResult", result)[1]["euiccPackageErrorDataSigned"]["euiccPackageErrorCode"] == 3
     assert card.state.eim("eIM").counter == 1000 and not card.state.notifications
 
@@ -149,10 +157,12 @@ def test_counter_beyond_the_maximum_is_out_of_range(lab_pki):
     pkg = eim_package(lab_pki.eim_key("nist"), "lab-eim", card.state.eid, COUNTER_MAX + 1, T(0xA6, b""), token=token)
     result = driver.call(pkg)
     assert tlv.require(result, 0xA1, 0x30, 0x02).value == b"\x06"
-    ok = driver.call(eim_package(lab_pki.eim_key("nist"), "lab-eim", card.state.eid, COUNTER_MAX, T(0xA6, b""),
-                                 token=token))
+    ok = driver.call(
+        eim_package(lab_pki.eim_key("nist"), "lab-eim", card.state.eid, COUNTER_MAX, T(0xA6, b""), token=token)
+    )
     assert asn1.decode("EuiccPackageResult", ok)[1]["euiccPackageResultDataSigned"]["euiccResult"] == [
-        ("getRATResult", [])]
+        ("getRATResult", [])
+    ]
 
 
 def test_add_initial_eim_generates_tokens_and_only_once(lab_pki):
@@ -160,11 +170,14 @@ def test_add_initial_eim_generates_tokens_and_only_once(lab_pki):
     driver = Es10Driver(card)
     spki = crypto.public_key_spki_der(lab_pki.eim_cert("nist").public_key())
     cert_der = SmdpDer.der(lab_pki.eim_cert("brainpool"))
-    answer = add_initial_eim(driver, eim_config("a", spki, token=-1), eim_config("b", cert_der, certificate=True,
-                                                                                  token=-1, counter=None))
+    answer = add_initial_eim(
+        driver, eim_config("a", spki, token=-1), eim_config("b", cert_der, certificate=True, token=-1, counter=None)
+    )
     assert answer == bytes.fromhex("BF5708A006840101840102")
-    assert asn1.decode("AddInitialEimResponse", answer) == ("addInitialEimOk", [("associationToken", 1),
-                                                                                 ("associationToken", 2)])
+    assert asn1.decode("AddInitialEimResponse", answer) == (
+        "addInitialEimOk",
+        [("associationToken", 1), ("associationToken", 2)],
+    )
     assert add_initial_eim(driver, eim_config("c", spki)) == bytes.fromhex("BF5703810102")
     configs = asn1.decode("GetEimConfigurationDataResponse", driver.call(bytes.fromhex("BF5500")))
     listed = configs["eimConfigurationDataList"]
@@ -207,8 +220,20 @@ def test_add_initial_eim_refusals(lab_pki, config, code):
 def test_onomondo_sample_add_initial_eim_request(lab_pki):
     """The AddInitialEim of onomondo-ipa's sample (protocol brief §4): token -1, counter 1, SPKI."""
     spki = sample_spki()
-    request = T(0xBF57, T(0xA0, T(0x30, T(0x80, b"eIM") + T(0x81, b"127.0.0.1:8000") + T(0x83, b"\x01")
-                                  + T(0x84, b"\xff") + T(0xA5, T(0xA0, tlv.parse_exact(spki).value)))))
+    request = T(
+        0xBF57,
+        T(
+            0xA0,
+            T(
+                0x30,
+                T(0x80, b"eIM")
+                + T(0x81, b"127.0.0.1:8000")
+                + T(0x83, b"\x01")
+                + T(0x84, b"\xff")
+                + T(0xA5, T(0xA0, tlv.parse_exact(spki).value)),
+            ),
+        ),
+    )
     assert request[:4] == bytes.fromhex("BF577CA0")
     card = make_card(lab_pki, eid=REAL_EID)
     answer = Es10Driver(card).call(request)
@@ -235,14 +260,17 @@ def test_eco_add_update_delete_list(lab_pki):
     assert run(12, add) == [("addEimResult", ("addEimResultCode", 2))]  # associatedEimAlreadyExists
     assert run(13, T(0xAA, eim_config("second", spki2, counter=4, token=None))) == [("updateEimResult", 6)]
     assert run(14, T(0xAA, eim_config("second", spki2, counter=50, token=None, fqdn="new.example"))) == [
-        ("updateEimResult", 0)]
+        ("updateEimResult", 0)
+    ]
     assert card.state.eim("second").counter == 50 and card.state.eim("second").fqdn == "new.example"
     assert run(15, T(0xAA, eim_config("nobody", spki2))) == [("updateEimResult", 1)]
     assert run(16, T(0xA9, T(0x80, b"nobody"))) == [("deleteEimResult", 1)]
     assert run(17, T(0xA9, T(0x80, b"second"))) == [("deleteEimResult", 0)]
     # an unknown eCO ends processing
     assert run(18, T(0xAB, b"") + T(0xBF7F, b"") + T(0xAB, b"")) == [
-        ("listEimResult", ("eimIdList", [{"eimId": "lab-eim"}])), ("processingTerminated", 2)]
+        ("listEimResult", ("eimIdList", [{"eimId": "lab-eim"}])),
+        ("processingTerminated", 2),
+    ]
     assert run(19, T(0xA9, T(0x80, b"lab-eim"))) == [("deleteEimResult", 2)]  # the last one: lastEimDeleted
     assert card.state.eims == []
 
@@ -251,8 +279,9 @@ def test_psmo_list_without_profiles(lab_pki, vectors):
     card = make_card(lab_pki)
     driver = Es10Driver(card)
     token = lab_eim(lab_pki, card, driver)
-    ops = bytes.fromhex(vectors["esipa_encodings"][
-        "psmo_list_listProfileInfo_getRAT_configureImmediateEnable_setDefaultDpAddress_a.b"])
+    ops = bytes.fromhex(
+        vectors["esipa_encodings"]["psmo_list_listProfileInfo_getRAT_configureImmediateEnable_setDefaultDpAddress_a.b"]
+    )
     signed = T(0x30, T(0x80, b"lab-eim") + T(0x5A, card.state.eid) + T(0x81, b"\x07") + ops)
     pkg = T(0xBF51, signed + T(0x5F37, crypto.sign(lab_pki.eim_key("nist"), signed + T(0x84, bytes([token])))))
     res = asn1.decode("EuiccPackageResult", driver.call(pkg))[1]["euiccPackageResultDataSigned"]
@@ -264,7 +293,7 @@ def test_psmo_list_without_profiles(lab_pki, vectors):
     ]
     assert card.state.default_dp_address == "a.b"
     assert card.state.immediate_enable.flag is True
-    assert driver.call(bytes.fromhex("BF3C00")).startswith(bytes.fromhex("BF3C") )
+    assert driver.call(bytes.fromhex("BF3C00")).startswith(bytes.fromhex("BF3C"))
     addresses = asn1.decode("EuiccConfiguredAddressesResponse", driver.call(bytes.fromhex("BF3C00")))
     assert addresses["defaultDpAddress"] == "a.b"
 

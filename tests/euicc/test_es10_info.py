@@ -28,8 +28,11 @@ def test_euicc_info_1_and_2(lab_pki, curve):
     info2 = asn1.decode("SGP32-EUICCInfo2", raw2)
     assert asn1.encode("SGP32-EUICCInfo2", info2) == raw2  # hand-built DER is canonical
     assert info2["ipaMode"] == 0  # ipad
-    assert info2["iotSpecificInfo"] == {"iotVersion": [bytes([1, 2, 0])], "ecallSupported": None,
-                                        "fallbackSupported": None}
+    assert info2["iotSpecificInfo"] == {
+        "iotVersion": [bytes([1, 2, 0])],
+        "ecallSupported": None,
+        "fallbackSupported": None,
+    }
     assert raw2.endswith(bytes.fromhex("900100B40BA005040301020081008200"))
     assert info2["euiccCiPKIdListForSigning"] == info1["euiccCiPKIdListForSigning"]
     ext = {t.tag: t.value for t in tlv.iter_tlvs(info2["extCardResource"])}
@@ -40,7 +43,8 @@ def test_get_eid_challenge_and_certs(lab_pki):
     card = make_card(lab_pki)
     driver = Es10Driver(card)
     assert asn1.decode("GetEuiccDataResponse", driver.call(bytes.fromhex("BF3E035C015A"))) == {
-        "eidValue": bytes.fromhex(LAB_EID)}
+        "eidValue": bytes.fromhex(LAB_EID)
+    }
     assert driver.call_sw(bytes.fromhex("BF3E035C014F"))[1] == 0x6A80
     c1 = asn1.decode("GetEuiccChallengeResponse", driver.call(bytes.fromhex("BF2E00")))["euiccChallenge"]
     c2 = asn1.decode("GetEuiccChallengeResponse", driver.call(bytes.fromhex("BF2E00")))["euiccChallenge"]
@@ -64,9 +68,12 @@ def test_rat_and_empty_lists(lab_pki):
     driver = Es10Driver(make_card(lab_pki))
     assert asn1.decode("GetRatResponse", driver.call(bytes.fromhex("BF4300"))) == {"rat": []}
     assert asn1.decode("ListNotificationResponse", driver.call(bytes.fromhex("BF2800"))) == (
-        "notificationMetadataList", [])
+        "notificationMetadataList",
+        [],
+    )
     assert asn1.decode("GetEimConfigurationDataResponse", driver.call(bytes.fromhex("BF5500"))) == {
-        "eimConfigurationDataList": []}
+        "eimConfigurationDataList": []
+    }
     assert driver.call(bytes.fromhex("BF2B05A0038001FF")) == bytes.fromhex("BF2B02A000")  # seq -1: no such entry
 
 
@@ -100,9 +107,12 @@ def _policy_der(oid: str) -> bytes:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([]))
-           .add_extension(x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(oid), None)]),
-                          critical=False)
-           .sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(
+            x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(oid), None)]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
     return csr.public_bytes(serialization.Encoding.DER)

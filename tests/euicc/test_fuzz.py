@@ -13,9 +13,41 @@ from tests.euicc.conftest import REAL_EID, Es10Driver, add_initial_eim, eim_conf
 
 T = tlv.encode
 ISDR = bytes.fromhex("A0000005591010FFFFFFFF8900000100")
-ES10_TAGS = [0xBF20, 0xBF22, 0xBF2E, 0xBF38, 0xBF21, 0xBF41, 0xBF2D, 0xBF3C, 0xBF3E, 0xBF43, 0xBF28, 0xBF2B, 0xBF30,
-             0xBF51, 0xBF55, 0xBF56, 0xBF57, 0xBF58, 0xBF59, 0xBF5A, 0xBF5B, 0xBF5C, 0xBF5D, 0xBF5E, 0xBF5F, 0xBF64,
-             0xBF65, 0xBF42, 0xBF36, 0xA0, 0xA1, 0x86, 0x88]
+ES10_TAGS = [
+    0xBF20,
+    0xBF22,
+    0xBF2E,
+    0xBF38,
+    0xBF21,
+    0xBF41,
+    0xBF2D,
+    0xBF3C,
+    0xBF3E,
+    0xBF43,
+    0xBF28,
+    0xBF2B,
+    0xBF30,
+    0xBF51,
+    0xBF55,
+    0xBF56,
+    0xBF57,
+    0xBF58,
+    0xBF59,
+    0xBF5A,
+    0xBF5B,
+    0xBF5C,
+    0xBF5D,
+    0xBF5E,
+    0xBF5F,
+    0xBF64,
+    0xBF65,
+    0xBF42,
+    0xBF36,
+    0xA0,
+    0xA1,
+    0x86,
+    0x88,
+]
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -23,8 +55,11 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 def fuzz_card(lab_pki, tmp_path_factory):
     path = tmp_path_factory.mktemp("fuzz") / "card.json"
     card = make_card(lab_pki, eid=REAL_EID, state_path=path)
-    spki = crypto.public_key_spki_der(crypto.load_certificate(
-        __import__("tests.euicc.conftest", fromlist=["SAMPLE_EIM_CERT"]).SAMPLE_EIM_CERT).public_key())
+    spki = crypto.public_key_spki_der(
+        crypto.load_certificate(
+            __import__("tests.euicc.conftest", fromlist=["SAMPLE_EIM_CERT"]).SAMPLE_EIM_CERT
+        ).public_key()
+    )
     add_initial_eim(Es10Driver(card), eim_config("eIM", spki, counter=1000, token=1))
     return card, path
 
@@ -59,9 +94,16 @@ def test_random_apdus_never_crash_and_never_write_unless_successful(fuzz_card, c
 
 def payloads():
     tagged = st.tuples(st.sampled_from(ES10_TAGS), st.binary(max_size=400)).map(lambda t: T(t[0], t[1]))
-    nested = st.tuples(st.sampled_from(ES10_TAGS), st.lists(
-        st.tuples(st.sampled_from([0x80, 0x81, 0x82, 0x5A, 0x5C, 0xA0, 0x30, 0x04, 0x5F37, 0x83, 0x84]),
-                  st.binary(max_size=40)), max_size=6)).map(lambda t: T(t[0], b"".join(T(a, b) for a, b in t[1])))
+    nested = st.tuples(
+        st.sampled_from(ES10_TAGS),
+        st.lists(
+            st.tuples(
+                st.sampled_from([0x80, 0x81, 0x82, 0x5A, 0x5C, 0xA0, 0x30, 0x04, 0x5F37, 0x83, 0x84]),
+                st.binary(max_size=40),
+            ),
+            max_size=6,
+        ),
+    ).map(lambda t: T(t[0], b"".join(T(a, b) for a, b in t[1])))
     return tagged | nested | st.binary(min_size=1, max_size=600)
 
 
@@ -78,8 +120,21 @@ def test_random_store_data_payloads(fuzz_card, payload, block_size):
         assert data == b"" and card.state == before_state and path.read_bytes() == before_file
     elif path.read_bytes() != before_file:
         assert SoftEuicc.load(path).state == card.state
-        assert data and tlv.parse_exact(data).tag in (0xBF65, 0xBF59, 0xBF57, 0xBF30, 0xBF64, 0xBF5A, 0xBF5B, 0xBF5C,
-                                                      0xBF5D, 0xBF5E, 0xBF58, 0xBF51, 0xBF37)
+        assert data and tlv.parse_exact(data).tag in (
+            0xBF65,
+            0xBF59,
+            0xBF57,
+            0xBF30,
+            0xBF64,
+            0xBF5A,
+            0xBF5B,
+            0xBF5C,
+            0xBF5D,
+            0xBF5E,
+            0xBF58,
+            0xBF51,
+            0xBF37,
+        )
     else:
         assert card.state == before_state
 

@@ -25,16 +25,19 @@ class Lab:
         self.driver = Es10Driver(self.card)
         for p in profiles:
             pir = download(self.driver, SmdpSide(lab_pki), p)
-            assert asn1.decode("ProfileInstallationResult", pir)["profileInstallationResultData"]["finalResult"][
-                0] == "successResult"
+            assert (
+                asn1.decode("ProfileInstallationResult", pir)["profileInstallationResultData"]["finalResult"][0]
+                == "successResult"
+            )
         spki = crypto.public_key_spki_der(lab_pki.eim_cert("nist").public_key())
         answer = add_initial_eim(self.driver, eim_config("lab-eim", spki, counter=0, token=-1))
         self.token = tlv.require(answer, 0xA0, 0x84).value[0]
         self.counter = itertools.count(1)
 
     def package(self, ops: bytes) -> bytes:
-        return eim_package(self.pki.eim_key("nist"), "lab-eim", self.card.state.eid, next(self.counter), ops,
-                           token=self.token)
+        return eim_package(
+            self.pki.eim_key("nist"), "lab-eim", self.card.state.eid, next(self.counter), ops, token=self.token
+        )
 
     def psmo(self, ops: bytes) -> list:
         """Run PSMOs; re-open the channel if the card was reset by a REFRESH; return the decoded results."""
@@ -68,7 +71,8 @@ def test_enable_raises_refresh_and_the_channel_is_reset(lab_pki):
     channel = lab.driver.channel
     result = lab.driver.call(lab.package(op(ENABLE, P1.iccid)))
     assert asn1.decode("EuiccPackageResult", result)[1]["euiccPackageResultDataSigned"]["euiccResult"] == [
-        ("enableResult", 0)]
+        ("enableResult", 0)
+    ]
     assert channel.reset_detected and not channel.is_open
     # the old channel is gone on the card: a STORE DATA there is answered 6881
     assert apdu.parse_response(channel.transmit_sync(bytes.fromhex("80E2910003BF2000"))).sw == 0x6881
@@ -82,8 +86,11 @@ def test_enable_raises_refresh_and_the_channel_is_reset(lab_pki):
     tbs = tlv.require(other[0].data, 0xBF2F)
     crypto.verify(lab.card.identity.euicc_cert, tbs.raw, tlv.require(other[0].data, 0x5F37).value)
     decoded = asn1.decode("SGP32-RetrieveNotificationsListResponse", lab.es10(bytes.fromhex("BF2B00")))
-    assert [alt for alt, _ in decoded[1]] == ["profileInstallationResult", "profileInstallationResult",
-                                              "otherSignedNotification"]
+    assert [alt for alt, _ in decoded[1]] == [
+        "profileInstallationResult",
+        "profileInstallationResult",
+        "otherSignedNotification",
+    ]
     listed = asn1.decode("ListNotificationResponse", lab.es10(bytes.fromhex("BF280481020640")))  # enable only
     assert [m["notificationAddress"] for m in listed[1]] == ["mno.example"]
 
@@ -92,7 +99,10 @@ def test_psmo_result_codes(lab_pki):
     lab = Lab(lab_pki, P1, P2)
     unknown = new_profile(99).iccid
     assert lab.psmo(op(ENABLE, unknown) + op(DISABLE, unknown) + op(DELETE, unknown)) == [
-        ("enableResult", 1), ("disableResult", 1), ("deleteResult", 1)]
+        ("enableResult", 1),
+        ("disableResult", 1),
+        ("deleteResult", 1),
+    ]
     assert lab.psmo(op(DISABLE, P1.iccid)) == [("disableResult", 2)]  # profileNotInEnabledState
     assert lab.psmo(op(ENABLE, P1.iccid)) == [("enableResult", 0)]
     assert lab.psmo(op(ENABLE, P1.iccid)) == [("enableResult", 2)]  # profileNotInDisabledState
@@ -111,8 +121,15 @@ def test_psmo_result_codes(lab_pki):
 def test_listprofileinfo_psmo_with_search_and_taglist(lab_pki):
     lab = Lab(lab_pki, P1, P2)
     request = T(0xBF2D, T(0xA0, T(0x5A, P2.iccid)) + T(0x5C, bytes.fromhex("5A929F70")))
-    assert lab.psmo(request) == [("listProfileInfoResult", ("profileInfoListOk", [
-        {"iccid": P2.iccid, "profileState": 0, "profileName": "Lab profile 2", "fallbackAttribute": False}]))]
+    assert lab.psmo(request) == [
+        (
+            "listProfileInfoResult",
+            (
+                "profileInfoListOk",
+                [{"iccid": P2.iccid, "profileState": 0, "profileName": "Lab profile 2", "fallbackAttribute": False}],
+            ),
+        )
+    ]
     bad = T(0xBF2D, T(0xA0, T(0x5A, b"\x01\x02")))
     assert lab.psmo(bad) == [("listProfileInfoResult", ("profileInfoListError", 1))]
     by_class = asn1.decode("SGP32-ProfileInfoListResponse", lab.es10(T(0xBF2D, T(0xA0, T(0x95, b"\x02")))))
@@ -136,8 +153,9 @@ def test_rollback_after_enable_with_rollback_flag(lab_pki):
     assert data["euiccResult"] == [("enableResult", 0), ("rollbackResult", 0)]
     assert data["counterValue"] == 2 and data["seqNumber"] > original_seq
     signed = tlv.require(epr, 0xA0, 0x30)
-    crypto.verify(lab.card.identity.euicc_cert, signed.raw + T(0x84, bytes([lab.token])),
-                  tlv.require(epr, 0xA0, 0x5F37).value)
+    crypto.verify(
+        lab.card.identity.euicc_cert, signed.raw + T(0x84, bytes([lab.token])), tlv.require(epr, 0xA0, 0x5F37).value
+    )
     assert lab.states() == {P1.iccid: 1, P2.iccid: 0}
     pending_eprs = [n.seq for n in lab.card.state.notifications if n.kind == "epr"]
     assert original_seq not in pending_eprs and data["seqNumber"] in pending_eprs
@@ -166,11 +184,12 @@ def test_delete_of_the_rollback_target_is_refused(lab_pki):
     assert P1.iccid in lab.states()  # rollback target kept (rollbackNotAvailable in the same package)
     rb = lab.card.state.rollback
     assert rb is not None and rb.previous_iccid == P1.iccid
-    result = asn1.decode("SGP32-RetrieveNotificationsListResponse", lab.driver.call(T(0xBF2B, T(0xA0, T(0x80, bytes(
-        [lab.card.state.rollback.epr_seq]))))))
+    result = asn1.decode(
+        "SGP32-RetrieveNotificationsListResponse",
+        lab.driver.call(T(0xBF2B, T(0xA0, T(0x80, bytes([lab.card.state.rollback.epr_seq]))))),
+    )
     assert result[0] == "euiccPackageResultList"
-    assert result[1][0][1]["euiccPackageResultDataSigned"]["euiccResult"] == [("enableResult", 0),
-                                                                              ("deleteResult", 20)]
+    assert result[1][0][1]["euiccPackageResultDataSigned"]["euiccResult"] == [("enableResult", 0), ("deleteResult", 20)]
 
 
 def test_fallback_mechanism(lab_pki):
@@ -180,7 +199,9 @@ def test_fallback_mechanism(lab_pki):
     assert lab.psmo(T(0xA8, T(0x5A, no_fallback.iccid))) == [("setFallbackAttributeResult", 2)]
     assert lab.psmo(T(0xA9, b"")) == [("unsetFallbackAttributeResult", 2)]  # noFallbackAttribute
     assert lab.psmo(op(ENABLE, P1.iccid) + T(0xA8, T(0x5A, P2.iccid))) == [
-        ("enableResult", 0), ("setFallbackAttributeResult", 0)]
+        ("enableResult", 0),
+        ("setFallbackAttributeResult", 0),
+    ]
     info = asn1.decode("SGP32-ProfileInfoListResponse", lab.es10(T(0xBF2D, T(0xA0, T(0x5A, P2.iccid)))))
     assert info[1][0]["fallbackAttribute"] is True
     assert lab.es10(bytes.fromhex("BF5E038001FF")) == bytes.fromhex("BF5E03800107")  # not in fallback
@@ -260,6 +281,8 @@ def test_set_default_dp_address_and_configured_addresses(lab_pki):
     driver = Es10Driver(card)
     assert driver.call(T(0xBF65, T(0x80, b"smdp.lab.example"))) == bytes.fromhex("BF6503800100")
     assert asn1.decode("EuiccConfiguredAddressesResponse", driver.call(bytes.fromhex("BF3C00"))) == {
-        "defaultDpAddress": "smdp.lab.example", "rootDsAddress": "lpa.ds.gsma.com"}
+        "defaultDpAddress": "smdp.lab.example",
+        "rootDsAddress": "lpa.ds.gsma.com",
+    }
     assert driver.call(bytes.fromhex("BF5F00")) == bytes.fromhex("BF5F03810101")
     assert driver.call(bytes.fromhex("BF420480020780")) == bytes.fromhex("BF4203800101")

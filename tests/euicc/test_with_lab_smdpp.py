@@ -31,12 +31,15 @@ def unb64(text: str) -> bytes:
 
 class Es9:
     def __init__(self, srv) -> None:
-        self.http = httpx.Client(base_url=srv.base_url, timeout=30,
-                                 verify=ssl.create_default_context(cafile=str(srv.ca_bundle)))
+        self.http = httpx.Client(
+            base_url=srv.base_url, timeout=30, verify=ssl.create_default_context(cafile=str(srv.ca_bundle))
+        )
 
     def __call__(self, function: str, **fields) -> dict | None:
-        body = {"header": {"functionRequesterIdentifier": "euicc-test", "functionCallIdentifier": str(uuid.uuid4())},
-                **fields}
+        body = {
+            "header": {"functionRequesterIdentifier": "euicc-test", "functionCallIdentifier": str(uuid.uuid4())},
+            **fields,
+        }
         r = self.http.post(f"/gsma/rsp2/es9plus/{function}", json=body, headers={"X-Admin-Protocol": "gsma/rsp/v2.5.0"})
         if r.status_code == 204:
             return None
@@ -55,16 +58,26 @@ def test_download_from_the_lab_smdpp(lab_pki, tmp_path, curve, profile):
         card = make_card(lab_pki, eid=LAB_EID, curve=curve)
         driver = Es10Driver(card, block_size=255)
         challenge = tlv.require(driver.call(bytes.fromhex("BF2E00")), 0x80).value
-        init = es9("initiateAuthentication", euiccChallenge=b64(challenge), smdpAddress=srv.address,
-                   euiccInfo1=b64(driver.call(bytes.fromhex("BF2000"))))
+        init = es9(
+            "initiateAuthentication",
+            euiccChallenge=b64(challenge),
+            smdpAddress=srv.address,
+            euiccInfo1=b64(driver.call(bytes.fromhex("BF2000"))),
+        )
         device = T(0xA1, T(0x80, bytes.fromhex("35290611")) + T(0xA1, b""))
-        request = T(0xBF38, unb64(init["serverSigned1"]) + unb64(init["serverSignature1"])
-                    + unb64(init["euiccCiPKIdToBeUsed"]) + unb64(init["serverCertificate"])
-                    + T(0xA0, T(0x80, order.matching_id.encode()) + device))
+        request = T(
+            0xBF38,
+            unb64(init["serverSigned1"])
+            + unb64(init["serverSignature1"])
+            + unb64(init["euiccCiPKIdToBeUsed"])
+            + unb64(init["serverCertificate"])
+            + T(0xA0, T(0x80, order.matching_id.encode()) + device),
+        )
         auth = driver.call(request)
         client = es9("authenticateClient", transactionId=init["transactionId"], authenticateServerResponse=b64(auth))
-        prepare = driver.call(T(0xBF21, unb64(client["smdpSigned2"]) + unb64(client["smdpSignature2"])
-                                + unb64(client["smdpCertificate"])))
+        prepare = driver.call(
+            T(0xBF21, unb64(client["smdpSigned2"]) + unb64(client["smdpSignature2"]) + unb64(client["smdpCertificate"]))
+        )
         bpp = es9("getBoundProfilePackage", transactionId=init["transactionId"], prepareDownloadResponse=b64(prepare))
         answer = b""
         for seg in segments(unb64(bpp["boundProfilePackage"])):
