@@ -101,11 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
 def make_channel(config: IpaConfig):
     """The ApduChannel for the configured device (modem port or lab software eUICC)."""
     if config.device.card:
+        from euicc.card import SoftEuicc
         from euicc.channel import LocalApduChannel
 
-        from euicc.card import SoftEuicc
-
-        return LocalApduChannel(SoftEuicc.load(config.device.card)), None
+        try:
+            card = SoftEuicc.load(config.device.card)
+        except Exception as exc:  # the eUICC's own state errors
+            raise ConfigError(f"device: cannot load the software eUICC {config.device.card}: {exc}") from None
+        return LocalApduChannel(card), None
     if not config.device.port:
         raise ConfigError("no device: give --port /dev/ttyUSBx (device.port) or --card STATE_FILE (device.card)")
     from firmware_bridge.at import AtEngine

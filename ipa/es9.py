@@ -91,10 +91,12 @@ class Es9Address:
 
 
 class Es9Client:
-    def __init__(self, *, verify: ssl.SSLContext | bool = True, timeout: float = 60.0) -> None:
+    def __init__(self, *, verify: ssl.SSLContext | bool = True, timeout: float = 60.0, transport=None) -> None:
+        """``transport``: an httpx transport to use instead of the network (tests, proxies)."""
         import httpx
 
         self._client = httpx.AsyncClient(
+            transport=transport,
             verify=verify,
             timeout=timeout,
             headers={

@@ -32,13 +32,18 @@ def lab_pki(tmp_path_factory):
 
 
 def write_provisioning(pki, directory: Path, fqdn: str = "127.0.0.1:1", protocols=("retrieveHttps",)) -> Path:
-    pem = pki.eim_key().public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = (
+        pki.eim_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     (directory / "eim-signing.pem").write_bytes(pem)
     prot = ", ".join(f'"{p}"' for p in protocols)
     path = directory / "provisioning.toml"
-    path.write_text(f'[[eim]]\nid = "lab-eim"\nfqdn = "{fqdn}"\nid_type = "fqdn"\ncounter_value = 0\n'
-                    f'public_key_pem = "eim-signing.pem"\nprotocols = [{prot}]\n')
+    path.write_text(
+        f'[[eim]]\nid = "lab-eim"\nfqdn = "{fqdn}"\nid_type = "fqdn"\ncounter_value = 0\n'
+        f'public_key_pem = "eim-signing.pem"\nprotocols = [{prot}]\n'
+    )
     return path
 
 
@@ -47,10 +52,16 @@ def seed_profiles(card: SoftEuicc, enabled: str | None = ICCID_A, others=(ICCID_
     n = 0
     for iccid in ([enabled] if enabled else []) + list(others):
         n += 1
-        card.state.profiles.append(Profile(
-            iccid=m.iccid_to_bytes(iccid), isdp_aid=bytes.fromhex(f"A0000005591010FFFFFFFF89000010{n:02X}"),
-            state=PROFILE_ENABLED if iccid == enabled else PROFILE_DISABLED, service_provider_name="Lab",
-            profile_name=f"Profile {n}", notification_config=[([1, 2, 3], "smdp.lab.example")]))
+        card.state.profiles.append(
+            Profile(
+                iccid=m.iccid_to_bytes(iccid),
+                isdp_aid=bytes.fromhex(f"A0000005591010FFFFFFFF89000010{n:02X}"),
+                state=PROFILE_ENABLED if iccid == enabled else PROFILE_DISABLED,
+                service_provider_name="Lab",
+                profile_name=f"Profile {n}",
+                notification_config=[([1, 2, 3], "smdp.lab.example")],
+            )
+        )
     card.state.next_isdp = n + 1
     card.save()
 
@@ -78,8 +89,9 @@ async def make_rig(lab_pki, tmp_path, request):
     """``await make_rig("http"|"coap"|"mqtt")``: card + peer + server + config; everything stopped afterwards."""
     stack = contextlib.AsyncExitStack()
 
-    async def make(binding: str = "http", *, profiles: bool = True, provision: bool = True,
-                   device: str = "local") -> Rig:
+    async def make(
+        binding: str = "http", *, profiles: bool = True, provision: bool = True, device: str = "local"
+    ) -> Rig:
         """``device``: ``local`` (LocalApduChannel) or ``modem`` (virtual modem on a real pty, AT+CCHO/CGLA or
         AT+CSIM through firmware_bridge.AtApduChannel)."""
         card = SoftEuicc.create(lab_pki.root, EID_TEXT, tmp_path / "card.cbor")

@@ -56,8 +56,14 @@ class ScriptedEim:
         """EuiccPackageRequest BF51 around ``package`` (A0 psmoList / A1 ecoList)."""
         self.counter += 1
         txid = txid if txid is not None else os.urandom(16)
-        signed = tlv.encode(0x30, tlv.encode(0x80, self.eim_id.encode()) + tlv.encode(0x5A, eid or self.eid)
-                            + m.enc_int(0x81, self.counter) + tlv.encode(0x82, txid) + package)
+        signed = tlv.encode(
+            0x30,
+            tlv.encode(0x80, self.eim_id.encode())
+            + tlv.encode(0x5A, eid or self.eid)
+            + m.enc_int(0x81, self.counter)
+            + tlv.encode(0x82, txid)
+            + package,
+        )
         sig = crypto.sign(self.eim_key, signed + m.enc_int(0x84, self.association_token))
         return tlv.encode(0xBF51, signed + tlv.encode(0x5F37, sig))
 
@@ -153,8 +159,9 @@ class Es9Relay:
 
     async def _post(self, fn: str, body: dict) -> dict:
         body = {"header": {"functionRequesterIdentifier": "eim", "functionCallIdentifier": "1"}, **body}
-        r = await self.client.post(f"{self.base}/gsma/rsp2/es9plus/{fn}", json=body,
-                                   headers={"X-Admin-Protocol": "gsma/rsp/v2.1.0"})
+        r = await self.client.post(
+            f"{self.base}/gsma/rsp2/es9plus/{fn}", json=body, headers={"X-Admin-Protocol": "gsma/rsp/v2.1.0"}
+        )
         self.calls.append(fn)
         return r.json() if r.content else {}
 
@@ -166,35 +173,53 @@ class Es9Relay:
         if name == "initiateAuthenticationRequestEsipa":
             if "initiateAuthentication" in self.fail:
                 return tlv.encode(0xBF39, m.enc_int(0x81, self.fail["initiateAuthentication"]))
-            d = await self._post("initiateAuthentication", {"euiccChallenge": b64(f[0x81].value),
-                                                            "euiccInfo1": b64(f[0xBF20].raw),
-                                                            "smdpAddress": f[0x83].value.decode()})
-            ok = (tlv.encode(0x80, bytes.fromhex(d["transactionId"])) + unb(d["serverSigned1"])
-                  + tlv.encode(0x5F37, tlv.parse_exact(unb(d["serverSignature1"])).value)
-                  + tlv.encode(0x04, tlv.parse_exact(unb(d["euiccCiPKIdToBeUsed"])).value)
-                  + unb(d["serverCertificate"]))
+            d = await self._post(
+                "initiateAuthentication",
+                {
+                    "euiccChallenge": b64(f[0x81].value),
+                    "euiccInfo1": b64(f[0xBF20].raw),
+                    "smdpAddress": f[0x83].value.decode(),
+                },
+            )
+            ok = (
+                tlv.encode(0x80, bytes.fromhex(d["transactionId"]))
+                + unb(d["serverSigned1"])
+                + tlv.encode(0x5F37, tlv.parse_exact(unb(d["serverSignature1"])).value)
+                + tlv.encode(0x04, tlv.parse_exact(unb(d["euiccCiPKIdToBeUsed"])).value)
+                + unb(d["serverCertificate"])
+            )
             return tlv.encode(0xBF39, tlv.encode(0xA0, ok))
         if name == "authenticateClientRequestEsipa":
             txid = f[0x80].value
             if "authenticateClient" in self.fail:
                 return tlv.encode(0xBF3B, m.enc_int(0x82, self.fail["authenticateClient"]))
-            d = await self._post("authenticateClient", {"transactionId": txid.hex().upper(),
-                                                        "authenticateServerResponse": b64(f[0xBF38].raw)})
-            ok = (tlv.encode(0x80, txid) + unb(d["profileMetadata"]) + unb(d["smdpSigned2"])
-                  + tlv.encode(0x5F37, tlv.parse_exact(unb(d["smdpSignature2"])).value) + unb(d["smdpCertificate"]))
+            d = await self._post(
+                "authenticateClient",
+                {"transactionId": txid.hex().upper(), "authenticateServerResponse": b64(f[0xBF38].raw)},
+            )
+            ok = (
+                tlv.encode(0x80, txid)
+                + unb(d["profileMetadata"])
+                + unb(d["smdpSigned2"])
+                + tlv.encode(0x5F37, tlv.parse_exact(unb(d["smdpSignature2"])).value)
+                + unb(d["smdpCertificate"])
+            )
             return tlv.encode(0xBF3B, tlv.encode(0xA0, ok))
         if name == "getBoundProfilePackageRequestEsipa":
             txid = f[0x80].value
             if "getBoundProfilePackage" in self.fail:
                 return tlv.encode(0xBF3A, m.enc_int(0x81, self.fail["getBoundProfilePackage"]))
-            d = await self._post("getBoundProfilePackage", {"transactionId": txid.hex().upper(),
-                                                            "prepareDownloadResponse": b64(f[0xBF21].raw)})
+            d = await self._post(
+                "getBoundProfilePackage",
+                {"transactionId": txid.hex().upper(), "prepareDownloadResponse": b64(f[0xBF21].raw)},
+            )
             return tlv.encode(0xBF3A, tlv.encode(0xA0, tlv.encode(0x80, txid) + unb(d["boundProfilePackage"])))
         if name == "cancelSessionRequestEsipa":
             txid = f[0x80].value
             card_answer = tlv.encode(0xBF41, f[0xA1].value)
-            await self._post("cancelSession", {"transactionId": txid.hex().upper(),
-                                               "cancelSessionResponse": b64(card_answer)})
+            await self._post(
+                "cancelSession", {"transactionId": txid.hex().upper(), "cancelSessionResponse": b64(card_answer)}
+            )
             return bytes.fromhex("BF4102A000")
         raise AssertionError(f"relay: unexpected {name}")
 
@@ -301,8 +326,9 @@ class MqttEim:
     async def start(self) -> None:
         import aiomqtt
 
-        self.client = aiomqtt.Client(self.host, self.port, identifier=f"eim-{os.getpid()}-{id(self)}",
-                                     protocol=aiomqtt.ProtocolVersion.V5)
+        self.client = aiomqtt.Client(
+            self.host, self.port, identifier=f"eim-{os.getpid()}-{id(self)}", protocol=aiomqtt.ProtocolVersion.V5
+        )
         await self.client.__aenter__()
         await self.client.subscribe("$share/eim/esipa/+/up", qos=1)
         self.task = asyncio.create_task(self._serve())

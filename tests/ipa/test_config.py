@@ -22,8 +22,13 @@ def test_defaults_without_file():
 def test_file_and_env_overrides():
     cfg = parse_config(
         '[device]\nport = "/dev/ttyUSB2"\nblock_size = 200\n[eim]\nurl = "https://eim:8443"\n[poll]\ninterval = 30\n',
-        {"IPA_DEVICE_BLOCK_SIZE": "64", "IPA_EIM_INSECURE": "true", "IPA_POLL_JITTER": "0.1", "HOME": "/x",
-         "IPA_CONFIG": "/ignored"},
+        {
+            "IPA_DEVICE_BLOCK_SIZE": "64",
+            "IPA_EIM_INSECURE": "true",
+            "IPA_POLL_JITTER": "0.1",
+            "HOME": "/x",
+            "IPA_CONFIG": "/ignored",
+        },
     )
     assert cfg.device.port == "/dev/ttyUSB2" and cfg.device.block_size == 64
     assert cfg.eim.url == "https://eim:8443" and cfg.eim.insecure is True

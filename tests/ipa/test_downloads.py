@@ -70,9 +70,12 @@ async def test_indirect_download_relayed_by_eim(make_rig, smdp, binding, device)
         rig.peer.queue(trigger(ac, b"\x33"))
         await agent.poll_once()
         names = [r.name for r in rig.peer.received]
-        assert names[names.index("initiateAuthenticationRequestEsipa"):] [:4] == [
-            "initiateAuthenticationRequestEsipa", "authenticateClientRequestEsipa",
-            "getBoundProfilePackageRequestEsipa", "handleNotificationEsipa"]
+        assert names[names.index("initiateAuthenticationRequestEsipa") :][:4] == [
+            "initiateAuthenticationRequestEsipa",
+            "authenticateClientRequestEsipa",
+            "getBoundProfilePackageRequestEsipa",
+            "handleNotificationEsipa",
+        ]
         init = next(r for r in rig.peer.received if r.name == "initiateAuthenticationRequestEsipa").value
         assert init["eimTransactionId"] == b"\x33" and init["smdpAddress"] == smdp.address
         assert [m.iccid_to_str(p.iccid) for p in rig.card.state.profiles] == ["8949000013000000011"]
@@ -114,15 +117,17 @@ async def test_direct_download_missing_confirmation_code_postponed(make_rig, smd
     agent = rig.agent()
     await agent.start()
     try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address,
-                          confirmation_code="1234").activation_code
+        ac = create_order(
+            smdp.ctx.store, profile="small", smdp_address=smdp.address, confirmation_code="1234"
+        ).activation_code
         with pytest.raises(DownloadFailed) as err:
             await direct_profile_download.download(agent.ctx, parse_activation_code(ac))
         assert err.value.step == "PrepareDownload" and err.value.cancel_reason == CancelSessionReason.postponed
         assert rig.card.state.profiles == []
         # with the code it works
-        ac2 = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address,
-                           confirmation_code="1234").activation_code
+        ac2 = create_order(
+            smdp.ctx.store, profile="small", smdp_address=smdp.address, confirmation_code="1234"
+        ).activation_code
         pir = await direct_profile_download.download(agent.ctx, parse_activation_code(ac2), "1234")
         assert pir.success and order_state(smdp, ac2) == "installed"
         assert order_state(smdp, ac) != "installed"

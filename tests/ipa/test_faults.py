@@ -179,8 +179,14 @@ async def test_sigkill_of_ipa_run_then_restart_delivers_exactly_once(make_rig, t
     await agent.close()
     rig.peer.drop = lambda name, der: name == "provideEimPackageResult"
     rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
-    env = dict(os.environ, IPA_EIM_URL=rig.config.eim.url, IPA_IPA_STATE_FILE=rig.config.ipa.state_file,
-               IPA_POLL_INTERVAL="0.2", IPA_POLL_MIN_INTERVAL="0.1", IPA_POLL_MAX_BACKOFF="0.2")
+    env = dict(
+        os.environ,
+        IPA_EIM_URL=rig.config.eim.url,
+        IPA_IPA_STATE_FILE=rig.config.ipa.state_file,
+        IPA_POLL_INTERVAL="0.2",
+        IPA_POLL_MIN_INTERVAL="0.1",
+        IPA_POLL_MAX_BACKOFF="0.2",
+    )
     cmd = [sys.executable, "-m", "ipa.cli", "--card", str(rig.card.state_path), "run"]
 
     def start():

@@ -16,8 +16,10 @@ from tests.ipa.conftest import EID, ICCID_A, ICCID_B
 
 
 def add_notifications(card, count: int) -> list[int]:
-    seqs = [card_notifications.other_signed(card.ctx, EVENT_DISABLE, "smdp.lab.example",
-                                            m.iccid_to_bytes(ICCID_A)).seq for _ in range(count)]
+    seqs = [
+        card_notifications.other_signed(card.ctx, EVENT_DISABLE, "smdp.lab.example", m.iccid_to_bytes(ICCID_A)).seq
+        for _ in range(count)
+    ]
     card.save()
     return seqs
 
@@ -25,14 +27,15 @@ def add_notifications(card, count: int) -> list[int]:
 def delivered_seqs(peer) -> list[int]:
     out = []
     for der in peer.notifications:
-        kind, alt = asn1.decode("EsipaMessageFromIpaToEim", der)[1]
+        kind, _alt = asn1.decode("EsipaMessageFromIpaToEim", der)[1]
         assert kind == "pendingNotification"
         out.append(m.parse_pending_notification(tlv.children(tlv.find(der, 0xA0))[0]).seq_number)
     return out
 
 
-@pytest.mark.parametrize(("binding", "device"), [("http", "local"), ("http", "modem"), ("coap", "modem"),
-                                               ("mqtt", "modem")])
+@pytest.mark.parametrize(
+    ("binding", "device"), [("http", "local"), ("http", "modem"), ("coap", "modem"), ("mqtt", "modem")]
+)
 async def test_notifications_delivered_then_removed_seq0_included(make_rig, binding, device):
     rig = await make_rig(binding, device=device)
     assert add_notifications(rig.card, 3) == [0, 1, 2]

@@ -48,7 +48,9 @@ def test_real_package_parsed_and_kept_verbatim(vectors):
 
 
 def test_no_package_available(vectors):
-    assert m.parse_get_eim_package_response(bytes.fromhex(vectors["esipa_encodings"]["no_eim_package_available"])) == m.NoPackage(1)
+    assert m.parse_get_eim_package_response(
+        bytes.fromhex(vectors["esipa_encodings"]["no_eim_package_available"])
+    ) == m.NoPackage(1)
 
 
 def test_real_result_in_provide_eim_package_result(vectors):
@@ -57,7 +59,7 @@ def test_real_result_in_provide_eim_package_result(vectors):
     assert parsed.kind == "signed" and parsed.seq_number == 20 and parsed.counter_value == 1006
     assert [(r.name, r.code) for r in parsed.results] == [("enableResult", 1)]
     der = m.provide_eim_package_result(EID, epr)
-    assert der[-len(epr):] == epr  # carried verbatim
+    assert der[-len(epr) :] == epr  # carried verbatim
     name, value = both_ways("EsipaMessageFromIpaToEim", der)
     assert name == "provideEimPackageResult" and value["eidValue"] == EID
     assert value["eimPackageResult"][0] == "euiccPackageResult"
@@ -71,13 +73,16 @@ def test_epr_and_notifications_and_errors_decode():
     assert v["eimPackageResult"][0] == "ePRAndNotifications"
     der = m.provide_eim_package_result(EID, m.eim_package_result_error(1, b"\x01\x02"))
     v = both_ways("EsipaMessageFromIpaToEim", der)[1]
-    assert v["eimPackageResult"] == ("eimPackageResultResponseError",
-                                     {"eimTransactionId": b"\x01\x02", "eimPackageResultErrorCode": 1})
+    assert v["eimPackageResult"] == (
+        "eimPackageResultResponseError",
+        {"eimTransactionId": b"\x01\x02", "eimPackageResultErrorCode": 1},
+    )
 
 
 def test_profile_download_trigger_result_both_alternatives():
-    der = m.provide_eim_package_result(EID, m.profile_download_trigger_result(b"\x09", error_reason=127,
-                                                                               error_response=b"\x01"))
+    der = m.provide_eim_package_result(
+        EID, m.profile_download_trigger_result(b"\x09", error_reason=127, error_response=b"\x01")
+    )
     v = both_ways("EsipaMessageFromIpaToEim", der)[1]
     kind, res = v["eimPackageResult"]
     assert kind == "profileDownloadTriggerResult" and res["eimTransactionId"] == b"\x09"
@@ -86,10 +91,13 @@ def test_profile_download_trigger_result_both_alternatives():
 
 def test_acknowledgements_and_empty_response(vectors):
     enc = vectors["esipa_encodings"]
-    assert m.parse_provide_eim_package_result_response(bytes.fromhex(enc["provide_eim_package_result_ack_seq20"])) == \
-        m.ProvideResultAnswer((20,))
-    assert m.parse_provide_eim_package_result_response(bytes.fromhex(enc["provide_eim_package_result_empty_response"])) == \
-        m.ProvideResultAnswer()
+    assert m.parse_provide_eim_package_result_response(
+        bytes.fromhex(enc["provide_eim_package_result_ack_seq20"])
+    ) == m.ProvideResultAnswer((20,))
+    assert (
+        m.parse_provide_eim_package_result_response(bytes.fromhex(enc["provide_eim_package_result_empty_response"]))
+        == m.ProvideResultAnswer()
+    )
     assert m.parse_provide_eim_package_result_response(bytes.fromhex("BF5003020102")).error == 2
     seq0 = asn1.encode("EsipaMessageFromEimToIpa", ("provideEimPackageResultResponse", ("eimAcknowledgements", [0, 1])))
     assert m.parse_provide_eim_package_result_response(seq0).acknowledgements == (0, 1)
@@ -109,8 +117,13 @@ def test_indirect_download_requests_decode():
     v = both_ways("EsipaMessageFromIpaToEim", der)[1]
     assert v["smdpAddress"] == "smdp.example:8443" and v["eimTransactionId"] == b"\x05"
     # CancelSessionRequestEsipa: the card's BF41 answer rides as the implicit [1]
-    card_answer = tlv.encode(0xBF41, tlv.encode(0xA0, tlv.encode(0x30, bytes.fromhex("80011081010E") + b"\x06\x03\x2b\x06\x01")
-                                                + tlv.encode(0x5F37, bytes(64))))
+    card_answer = tlv.encode(
+        0xBF41,
+        tlv.encode(
+            0xA0,
+            tlv.encode(0x30, bytes.fromhex("80011081010E") + b"\x06\x03\x2b\x06\x01") + tlv.encode(0x5F37, bytes(64)),
+        ),
+    )
     der = m.cancel_session_request(b"\x10", card_answer)
     assert der[:2] == b"\xbf\x41" and tlv.find(der, 0xA1).value == tlv.parse_exact(card_answer).value
 
@@ -125,14 +138,27 @@ def test_transfer_requests_and_unknown_packages():
 
 
 def test_ipa_euicc_data_request_and_trigger():
-    der = asn1.encode("GetEimPackageResponse", ("ipaEuiccDataRequest", {
-        "tagList": bytes.fromhex("BF20BF22A5A6A8A9"), "searchCriteriaNotification": ("seqNumber", 0),
-        "eimTransactionId": b"\x07"}))
+    der = asn1.encode(
+        "GetEimPackageResponse",
+        (
+            "ipaEuiccDataRequest",
+            {
+                "tagList": bytes.fromhex("BF20BF22A5A6A8A9"),
+                "searchCriteriaNotification": ("seqNumber", 0),
+                "eimTransactionId": b"\x07",
+            },
+        ),
+    )
     req = m.parse_get_eim_package_response(der)
     assert req.tag_list == (0xBF20, 0xBF22, 0xA5, 0xA6, 0xA8, 0xA9)
     assert req.search_notification_seq == 0 and req.eim_transaction_id == b"\x07"
-    der = asn1.encode("GetEimPackageResponse", ("profileDownloadTriggerRequest", {
-        "profileDownloadData": ("activationCode", "1$smdp.example$ABC"), "eimTransactionId": b"\x01"}))
+    der = asn1.encode(
+        "GetEimPackageResponse",
+        (
+            "profileDownloadTriggerRequest",
+            {"profileDownloadData": ("activationCode", "1$smdp.example$ABC"), "eimTransactionId": b"\x01"},
+        ),
+    )
     trig = m.parse_get_eim_package_response(der)
     assert trig.activation_code == "1$smdp.example$ABC" and trig.eim_transaction_id == b"\x01"
 
@@ -161,10 +187,16 @@ def test_iccid_round_trip():
     assert m.iccid_to_str(m.iccid_to_bytes("8949449999999990920")) == "8949449999999990920"
 
 
-parsers = [m.parse_get_eim_package_response, m.parse_transfer_eim_package_request,
-           m.parse_provide_eim_package_result_response, m.parse_initiate_authentication_response,
-           m.parse_authenticate_client_response, m.parse_get_bound_profile_package_response,
-           m.parse_cancel_session_response, m.parse_euicc_package_result]
+parsers = [
+    m.parse_get_eim_package_response,
+    m.parse_transfer_eim_package_request,
+    m.parse_provide_eim_package_result_response,
+    m.parse_initiate_authentication_response,
+    m.parse_authenticate_client_response,
+    m.parse_get_bound_profile_package_response,
+    m.parse_cancel_session_response,
+    m.parse_euicc_package_result,
+]
 
 
 @given(st.binary(max_size=200), st.sampled_from(parsers))
@@ -175,8 +207,11 @@ def test_parsers_raise_only_decode_error_or_unknown_package(data, parser):
         pass
 
 
-@given(st.sampled_from([0xBF4F, 0xBF4E]), st.sampled_from([0xBF51, 0xBF52, 0xBF54, 0xBF53, 0x02, 0x30]),
-       st.binary(max_size=120))
+@given(
+    st.sampled_from([0xBF4F, 0xBF4E]),
+    st.sampled_from([0xBF51, 0xBF52, 0xBF54, 0xBF53, 0x02, 0x30]),
+    st.binary(max_size=120),
+)
 def test_package_parsers_on_well_framed_garbage(outer, inner, body):
     data = tlv.encode(outer, tlv.encode(inner, body))
     fn = m.parse_get_eim_package_response if outer == 0xBF4F else m.parse_transfer_eim_package_request

@@ -67,9 +67,19 @@ async def test_euicc_data_request_every_tag(make_rig, binding, device):
         v = asn1.decode("EsipaMessageFromIpaToEim", rig.peer.results[-1])[1]
         kind, (alt, data) = v["eimPackageResult"]
         assert kind == "ipaEuiccDataResponse" and alt == "ipaEuiccData"
-        assert set(data) >= {"notificationsList", "euiccPackageResultList", "euiccInfo1", "euiccInfo2",
-                             "rootSmdsAddress", "associationToken", "eumCertificate", "euiccCertificate",
-                             "ipaCapabilities", "deviceInfo", "eimTransactionId"}
+        assert set(data) >= {
+            "notificationsList",
+            "euiccPackageResultList",
+            "euiccInfo1",
+            "euiccInfo2",
+            "rootSmdsAddress",
+            "associationToken",
+            "eumCertificate",
+            "euiccCertificate",
+            "ipaCapabilities",
+            "deviceInfo",
+            "eimTransactionId",
+        }
         assert data["associationToken"] == 1 and data["eimTransactionId"] == b"\x42"
         assert data["deviceInfo"]["tac"] == bytes.fromhex("35290611")
         assert asn1.certificate_der(data["euiccCertificate"]) == rig.card.state.euicc_cert
@@ -78,8 +88,10 @@ async def test_euicc_data_request_every_tag(make_rig, binding, device):
         rig.peer.queue(tlv.encode(0xBF52, tlv.encode(0x5C, b"\x99") + tlv.encode(0x83, b"\x43")))
         await agent.poll_once()
         v = asn1.decode("EsipaMessageFromIpaToEim", rig.peer.results[-1])[1]
-        assert v["eimPackageResult"][1] == ("ipaEuiccDataResponseError",
-                                            {"eimTransactionId": b"\x43", "ipaEuiccDataErrorCode": 1})
+        assert v["eimPackageResult"][1] == (
+            "ipaEuiccDataResponseError",
+            {"eimTransactionId": b"\x43", "ipaEuiccDataErrorCode": 1},
+        )
     finally:
         await agent.close()
 
@@ -96,8 +108,10 @@ async def test_malformed_and_unknown_packages_get_errors_and_agent_keeps_running
         await agent.poll_once()
         errs = [asn1.decode("EsipaMessageFromIpaToEim", d)[1]["eimPackageResult"] for d in rig.peer.results]
         assert errs[0] == ("eimPackageResultResponseError", {"eimPackageResultErrorCode": 1})
-        assert errs[1] == ("eimPackageResultResponseError", {"eimTransactionId": b"\x07",
-                                                              "eimPackageResultErrorCode": 2})
+        assert errs[1] == (
+            "eimPackageResultResponseError",
+            {"eimTransactionId": b"\x07", "eimPackageResultErrorCode": 2},
+        )
         # still serving: a real package after the bad ones runs
         rig.peer.queue(rig.peer.psmo(rig.peer.list_profiles()))
         assert (await agent.poll_once()).package == "euiccPackageRequest"

@@ -15,8 +15,13 @@ from ipa.state import IpaState, PendingResult, StateError, StateStore, decode_st
 def test_round_trip_every_field(tmp_path):
     store = StateStore(tmp_path / "s.cbor")
     store.load()
-    r = store.add_result("provide_eim_package_result", b"\xbf\x50\x00", eim_id="eim", seq_numbers=[0, 7],
-                         rollback={"allowed": True, "done": False})
+    r = store.add_result(
+        "provide_eim_package_result",
+        b"\xbf\x50\x00",
+        eim_id="eim",
+        seq_numbers=[0, 7],
+        rollback={"allowed": True, "done": False},
+    )
     store.state.remove_seqs = [3]
     store.state.failures = 2
     store.state.state_change = 5
@@ -83,15 +88,37 @@ def test_decoder_never_raises_anything_but_state_error_on_bytes(data):
 
 
 cbor_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
     | st.binary(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
 
 
-@given(st.dictionaries(st.sampled_from(["v", "results", "remove_seqs", "inflight", "backoff", "last_contact",
-                                        "state_change", "tokens", "fallback", "x"]), cbor_values, max_size=9))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "v",
+                "results",
+                "remove_seqs",
+                "inflight",
+                "backoff",
+                "last_contact",
+                "state_change",
+                "tokens",
+                "fallback",
+                "x",
+            ]
+        ),
+        cbor_values,
+        max_size=9,
+    )
+)
 def test_decoder_on_structured_garbage(obj):
     obj.setdefault("v", 1)
     try:
