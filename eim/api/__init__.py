@@ -1,0 +1,351 @@
+"""The operator REST API (FastAPI, OpenAPI at ``/openapi.json``, docs at ``/docs``).
+
+Every error answer has the same body, ``{"error": {"code": ..., "message": ...}}``: 400 for values the eIM cannot
+use (``message`` names the field), 401 without the configured bearer token, 404 for unknown eUICCs / operations /
+batches, 409 for a state conflict (cancelling a finished operation), 422 for a body that is not the expected JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import math
+import re
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eim.metrics import CONTENT_TYPE, Metrics
+from eim.model import Batch, Euicc, Operation, OpKind, OpStatus
+from eim.operations import Conflict, NotFound, OperationService
+from eim.packages.common import ParamError, normalise_eid
+from eim.store import Store, StoreError
+
+log = logging.getLogger("eim.api")
+
+INT32 = 2**31
+_OPERATOR = re.compile(r"^[A-Za-z0-9._@:+-]{1,64}$")
+_HEX = re.compile(r"^[0-9A-Fa-f]{2,64}$")
+
+
+# ----------------------------------------------------------------------------------------------- models
+class EuiccIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eid: str = Field(description="32 decimal digits with valid check digits")
+    eim_id: str | None = Field(None, min_length=1, max_length=128, description="default: this eIM's eimId")
+    association_token: int | None = Field(None, ge=-INT32, lt=INT32)
+    counter_value: int = Field(0, ge=0, lt=INT32, description="last counter value the eUICC has seen")
+    trusted_ci: str | None = Field(None, description="CI SubjectKeyIdentifier (hex) the eUICC chains to")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class OperationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: OpKind
+    params: dict[str, Any] = Field(default_factory=dict)
+    validity_s: float | None = Field(None, gt=0, description="seconds from not_before (or now) until expiry")
+    not_before: dt.datetime | None = None
+
+
+class BatchIn(OperationIn):
+    eids: list[str] = Field(min_length=1, max_length=10000)
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def euicc_view(e: Euicc) -> dict[str, Any]:
+    import base64
+
+    return {
+        "eid": e.eid,
+        "eim_id": e.eim_id,
+        "association_token": e.association_token,
+        "counter_value": e.counter_value,
+        "trusted_ci": e.trusted_ci,
+        "certificate_known": e.euicc_certificate is not None,
+        "euicc_certificate": base64.b64encode(e.euicc_certificate).decode() if e.euicc_certificate else None,
+        "eum_certificate": base64.b64encode(e.eum_certificate).decode() if e.eum_certificate else None,
+        "last_contact": _iso(e.last_contact),
+        "binding": e.binding,
+        "profiles": e.profiles,
+        "ipa_capabilities": e.ipa_capabilities,
+        "info": e.info,
+        "labels": e.labels,
+        "last_seq_number": e.last_seq_number,
+        "created_at": _iso(e.created_at),
+    }
+
+
+def operation_view(o: Operation) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "eid": o.eid,
+        "kind": o.kind.value,
+        "params": o.params,
+        "status": o.status.value,
+        "created_at": _iso(o.created_at),
+        "updated_at": _iso(o.updated_at),
+        "not_before": _iso(o.not_before),
+        "expires_at": _iso(o.expires_at),
+        "created_by": o.created_by,
+        "batch_id": o.batch_id,
+        "attempts": o.attempts,
+        "counter_value": o.counter_value,
+        "eim_transaction_id": o.eim_transaction_id.hex().upper() if o.eim_transaction_id else None,
+        "result": o.result,
+        "result_code": o.result_code,
+        "error": o.error,
+    }
+
+
+def batch_view(b: Batch, ops: dict[str, Operation]) -> dict[str, Any]:
+    items = []
+    summary: dict[str, int] = {}
+    for it in b.items:
+        op = ops.get(it.operation_id) if it.operation_id else None
+        status = op.status.value if op else "refused"
+        summary[status] = summary.get(status, 0) + 1
+        items.append(
+            {
+                "index": it.index,
+                "eid": it.eid,
+                "operation_id": it.operation_id,
+                "status": status,
+                "result_code": op.result_code if op else None,
+                "error": (op.error if op else it.error),
+            }
+        )
+    return {
+        "id": b.id,
+        "kind": b.kind.value,
+        "params": b.params,
+        "created_at": _iso(b.created_at),
+        "created_by": b.created_by,
+        "summary": summary,
+        "items": items,
+    }
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"code": code, "message": message, **extra}}
+    return JSONResponse(body, status_code=status)
+
+
+def _check_uuid(value: str, what: str) -> None:
+    try:
+        uuid.UUID(value)
+    except (ValueError, AttributeError):
+        raise NotFound(f"{what} {value[:80]!r} not found") from None
+
+
+def _eid(value: str) -> str:
+    try:
+        return normalise_eid(value)
+    except ParamError as exc:
+        raise NotFound(f"eUICC {value[:80]!r} not found ({exc.reason})") from None
+
+
+def _window(body: OperationIn) -> tuple[float | None, float | None]:
+    nb = None
+    if body.not_before is not None:
+        t = body.not_before
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=dt.UTC)
+        nb = t.timestamp()
+        if not math.isfinite(nb):
+            raise ParamError("not_before", "not a usable time")
+    if body.validity_s is not None and not math.isfinite(body.validity_s):
+        raise ParamError("validity_s", "must be a finite number of seconds")
+    return nb, body.validity_s
+
+
+# ----------------------------------------------------------------------------------------------- app
+def create_api(
+    service: OperationService,
+    store: Store,
+    *,
+    metrics: Metrics | None = None,
+    token: str | None = None,
+    title: str = "eIM operator API",
+) -> FastAPI:
+    """The REST API over ``service``. ``token``: require ``Authorization: Bearer <token>`` on ``/v1``."""
+    app = FastAPI(
+        title=title,
+        version="1.0",
+        description="SGP.32 v1.2 eIM: register eUICCs, queue operations (PSMO, eCO, profile download, eUICC data), "
+        'follow them, run batches. Errors: {"error": {"code", "message"}}.',
+    )
+    app.state.service = service
+    app.state.store = store
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        path = request.url.path
+        if token and path.startswith("/v1"):
+            given = request.headers.get("authorization", "")
+            expected = f"Bearer {token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return _error(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)")
+        try:
+            response = await call_next(request)
+        except (StoreError, OSError) as exc:
+            log.error("store unavailable", extra={"path": path, "error": str(exc)})
+            response = _error(503, "store_unavailable", f"the store is not available: {exc}")
+        if metrics is not None:
+            route = request.scope.get("route")
+            metrics.api_request(request.method, getattr(route, "path", "unmatched"), response.status_code)
+        return response
+
+    def who(request: Request) -> str:
+        name = request.headers.get("x-operator", "")
+        return f"operator:{name}" if _OPERATOR.match(name) else "operator"
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        details = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            details.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
+        return _error(422, "invalid_request", "; ".join(details)[:2000] or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(ParamError)
+    async def bad_param(_request: Request, exc: ParamError):
+        return _error(400, "invalid_parameter", str(exc), field=exc.field)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound):
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(_request: Request, exc: Conflict):
+        return _error(409, "conflict", str(exc))
+
+    # -------------------------------------------------------------------------------- registry
+    @app.post("/v1/euiccs", status_code=201, tags=["eUICCs"], summary="Register an eUICC")
+    async def register(body: EuiccIn, request: Request, response: Response):
+        if body.eim_id is not None and not body.eim_id.isprintable():
+            raise ParamError("eim_id", "must be printable text")
+        if body.trusted_ci is not None and not _HEX.match(body.trusted_ci):
+            raise ParamError("trusted_ci", "must be a CI SubjectKeyIdentifier in hex")
+        for k, v in body.labels.items():
+            if not (0 < len(k) <= 64 and len(v) <= 256 and k.isprintable() and v.isprintable()):
+                raise ParamError("labels", "keys 1..64 and values up to 256 printable characters")
+        e, created = await service.register_euicc(
+            body.eid,
+            eim_id=body.eim_id,
+            association_token=body.association_token,
+            counter_value=body.counter_value,
+            trusted_ci=body.trusted_ci,
+            labels=body.labels,
+            who=who(request),
+        )
+        if not created:
+            response.status_code = 200
+        response.headers["Location"] = f"/v1/euiccs/{e.eid}"
+        return {"created": created, "euicc": euicc_view(e)}
+
+    @app.get("/v1/euiccs", tags=["eUICCs"], summary="List eUICCs (by EID, paged)")
+    async def list_euiccs(limit: int = Query(100, ge=1, le=1000), after: str | None = Query(None)):
+        if after is not None:
+            after = _eid(after)
+        items = await store.list_euiccs(limit=limit, after=after)
+        return {"items": [euicc_view(e) for e in items], "next": items[-1].eid if len(items) == limit else None}
+
+    @app.get("/v1/euiccs/{eid}", tags=["eUICCs"], summary="One eUICC with what the eIM learned about it")
+    async def show_euicc(eid: str):
+        return euicc_view(await service.get_euicc(_eid(eid)))
+
+    # -------------------------------------------------------------------------------- operations
+    @app.post("/v1/euiccs/{eid}/operations", status_code=202, tags=["operations"], summary="Queue an operation")
+    async def create_operation(eid: str, body: OperationIn, request: Request, response: Response):
+        nb, validity = _window(body)
+        op = await service.create(
+            _eid(eid), body.kind, body.params, validity_s=validity, not_before=nb, who=who(request)
+        )
+        response.headers["Location"] = f"/v1/operations/{op.id}"
+        return {"id": op.id, "status": op.status.value, "operation": operation_view(op)}
+
+    @app.get("/v1/operations/{op_id}", tags=["operations"], summary="One operation with its audit trail")
+    async def show_operation(op_id: str):
+        _check_uuid(op_id, "operation")
+        op = await service.get(op_id)
+        audit = await store.list_audit(operation_id=op_id, limit=1000)
+        view = operation_view(op)
+        view["audit"] = [
+            {"at": _iso(a.at), "who": a.who, "action": a.action, "outcome": a.outcome, "detail": a.detail}
+            for a in audit
+        ]
+        return view
+
+    @app.get("/v1/operations", tags=["operations"], summary="List operations (filters combine)")
+    async def list_operations(
+        eid: str | None = None,
+        status: OpStatus | None = None,
+        kind: OpKind | None = None,
+        batch_id: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        after: int | None = Query(None, ge=0, lt=2**62, description="the 'next' cursor of the previous page"),
+    ):
+        if eid is not None:
+            eid = _eid(eid)
+        if batch_id is not None:
+            _check_uuid(batch_id, "batch")
+        ops = await store.list_operations(
+            eid=eid, status=status, kind=kind, batch_id=batch_id, limit=limit, after_seq=after
+        )
+        return {"items": [operation_view(o) for o in ops], "next": ops[-1].seq if len(ops) == limit else None}
+
+    @app.post("/v1/operations/{op_id}/cancel", tags=["operations"], summary="Cancel a queued or running operation")
+    async def cancel(op_id: str, request: Request):
+        _check_uuid(op_id, "operation")
+        return operation_view(await service.cancel(op_id, who=who(request)))
+
+    # -------------------------------------------------------------------------------- batches
+    @app.post("/v1/batches", status_code=202, tags=["batches"], summary="Queue one operation for many eUICCs")
+    async def create_batch(body: BatchIn, request: Request, response: Response):
+        nb, validity = _window(body)
+        batch = await service.create_batch(
+            body.eids, body.kind, body.params, validity_s=validity, not_before=nb, who=who(request)
+        )
+        response.headers["Location"] = f"/v1/batches/{batch.id}"
+        _, ops = await service.get_batch(batch.id)
+        return batch_view(batch, ops)
+
+    @app.get("/v1/batches/{batch_id}", tags=["batches"], summary="A batch with per-item results")
+    async def show_batch(batch_id: str):
+        _check_uuid(batch_id, "batch")
+        batch, ops = await service.get_batch(batch_id)
+        return batch_view(batch, ops)
+
+    # -------------------------------------------------------------------------------- plumbing
+    @app.get("/metrics", tags=["plumbing"], summary="Prometheus metrics", response_class=Response)
+    async def metrics_endpoint():
+        if metrics is None:
+            return Response(b"", media_type=CONTENT_TYPE)
+        await metrics.refresh(store)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/healthz", tags=["plumbing"], summary="Liveness and store reachability")
+    async def health():
+        try:
+            await store.schema_version()
+        except Exception as exc:
+            return _error(503, "store_unavailable", str(exc))
+        return {"status": "ok", "store": store.dialect}
+
+    return app

@@ -1,0 +1,202 @@
+"""Wiring of one eIM worker: keys, store, operations, ESipa dispatcher, relay, REST API, metrics.
+
+``create_app(config, store, handler)`` returns the ASGI application: the ESipa HTTP binding (``POST
+/gsma/rsp2/asn1``, a plain ASGI app from ``eim.bindings.http``) in front, the FastAPI operator API behind it as
+its fallback, so ESipa requests never go through FastAPI's router (``docs/performance.md``).
+``build(config)`` makes everything ``eim serve`` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from eim.config import Config, ConfigError
+from eim.esipa.dispatcher import EsipaDispatcher
+from eim.esipa.results import ResultProcessor
+from eim.interfaces import DownloadRelay, EsipaHandler
+from eim.metrics import Metrics
+from eim.operations import OperationService, OperationSettings
+from eim.packages import EimKey, PackageFactory
+from eim.packages.euicc_package import EuiccKeys
+from eim.store import Store, open_store
+
+log = logging.getLogger("eim.app")
+
+
+def lab_pki_dir(config: Config) -> Path | None:
+    """The lab PKI in use: ``[eim] lab_pki``, or ``<data_dir>/pki`` when no signing key is configured."""
+    if config.eim.lab_pki:
+        return Path(config.eim.lab_pki)
+    if config.eim.signing_key:
+        return None
+    return Path(config.eim.data_dir) / "pki"
+
+
+def ensure_lab_pki(config: Config):
+    """Load (or, for the default ``<data_dir>/pki``, create) the lab PKI."""
+    from rsp.pki import LabPki, LabPkiError, create_lab_pki
+
+    path = lab_pki_dir(config)
+    if path is None:
+        return None
+    if (path / "manifest.json").exists():
+        return LabPki.load(path)
+    if config.eim.lab_pki:
+        raise ConfigError(f"[eim] lab_pki: {path} is not a lab PKI (create one with `rsp pki init {path}`)")
+    log.info("creating a lab PKI", extra={"path": str(path)})
+    try:
+        return create_lab_pki(path, curves=("nist", "brainpool"), hosts=("localhost",))
+    except LabPkiError as exc:
+        raise ConfigError(f"cannot create a lab PKI in {path}: {exc}") from None
+
+
+def load_signing_key(config: Config, lab: Any = None) -> EimKey:
+    from rsp import crypto
+
+    if config.eim.signing_key:
+        try:
+            key = crypto.load_private_key(config.eim.signing_key)
+            cert = crypto.load_certificate(config.eim.signing_cert) if config.eim.signing_cert else None
+        except (OSError, crypto.CryptoError, ValueError) as exc:
+            raise ConfigError(f"[eim] signing_key/signing_cert: {exc}") from None
+        return EimKey(config.eim.eim_id, key, cert)
+    if lab is None:
+        raise ConfigError("[eim] signing_key or lab_pki is required")
+    try:
+        return EimKey(config.eim.eim_id, lab.eim_key(config.eim.curve), lab.eim_cert(config.eim.curve))
+    except Exception as exc:
+        raise ConfigError(f"[eim] curve {config.eim.curve!r}: not in the lab PKI ({exc})") from None
+
+
+def load_trusted_cis(config: Config, lab: Any = None) -> list[x509.Certificate]:
+    from rsp.pki import load_certificates
+
+    out: list[x509.Certificate] = []
+    for path in config.eim.trusted_ci:
+        try:
+            out.extend(load_certificates(path))
+        except Exception as exc:
+            raise ConfigError(f"[eim] trusted_ci {path}: {exc}") from None
+    if not out and lab is not None:
+        out = list(lab.ci_certs())
+    return out
+
+
+def operation_settings(config: Config) -> OperationSettings:
+    o = config.operations
+    return OperationSettings(
+        default_validity_s=o.default_validity_s,
+        max_validity_s=o.max_validity_s,
+        default_download_mode=o.default_download_mode,
+        auto_learn_certificates=o.auto_learn_certificates,
+        push_retry_s=o.push_retry_s,
+    )
+
+
+def create_app(
+    config: Config,
+    store: Store,
+    handler: EsipaHandler,
+    *,
+    service: OperationService | None = None,
+    metrics: Metrics | None = None,
+):
+    """The worker's ASGI app: ESipa HTTP binding first, the operator API (FastAPI) behind it."""
+    from eim.api import create_api
+
+    if metrics is None:
+        metrics = getattr(handler, "metrics", None)
+    if service is None:
+        lab = ensure_lab_pki(config)
+        service = OperationService(
+            store, PackageFactory(load_signing_key(config, lab)), operation_settings(config), metrics=metrics
+        )
+    api = create_api(service, store, metrics=metrics, token=config.api.token or None)
+    try:
+        from eim.bindings.http import EsipaHttpApp
+    except ImportError:  # the binding is missing: the API still runs, ESipa answers 404
+        log.error("eim.bindings.http is not available: ESipa over HTTP is off")
+        return api
+    return EsipaHttpApp(handler, fallback=api)
+
+
+@dataclass
+class Runtime:
+    """Everything one worker runs (built by :func:`build`, closed by :meth:`aclose`)."""
+
+    config: Config
+    store: Store
+    key: EimKey
+    service: OperationService
+    results: ResultProcessor
+    dispatcher: EsipaDispatcher
+    metrics: Metrics
+    relay: DownloadRelay | None = None
+    closers: list[Any] = field(default_factory=list)
+    app: Any = None
+
+    async def aclose(self) -> None:
+        await self.service.aclose()
+        for c in reversed(self.closers):
+            try:
+                await c()
+            except Exception as exc:  # closing must not hide the first error
+                log.warning("close failed", extra={"error": str(exc)})
+        await self.store.close()
+
+
+def make_relay(config: Config, store: Store, lab: Any) -> tuple[DownloadRelay | None, Any]:
+    """The ES9+ relay (``eim.relay``) if enabled; ``(relay, closer)``."""
+    if not config.relay.enabled:
+        return None, None
+    try:
+        from eim.relay import Es9PlusClient, Es9Relay, tls_context
+    except ImportError as exc:
+        raise ConfigError(f"[relay] enabled but eim.relay cannot be imported: {exc}") from None
+    ca_files = list(config.relay.ca_files)
+    if not ca_files and lab is not None:
+        ca_files = [str(lab.ca_bundle_path)]
+    try:
+        ctx = tls_context(ca_files, use_system_store=config.relay.use_system_store)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"[relay] ca_files: {exc}") from None
+    client = Es9PlusClient(ctx, timeout=config.relay.timeout_s, requester_id=config.eim.eim_id)
+    relay = Es9Relay(
+        store,
+        client,
+        default_smdp_address=config.relay.default_smdp_address or None,
+        allowed_smdp_addresses=config.relay.allowed_smdp_addresses or None,
+    )
+    return relay, client.aclose
+
+
+async def build(config: Config, *, store: Store | None = None, metrics: Metrics | None = None) -> Runtime:
+    """Open the store (migrations) and wire one worker."""
+    lab = ensure_lab_pki(config)
+    key = load_signing_key(config, lab)
+    cis = load_trusted_cis(config, lab)
+    if not cis:
+        log.warning("no trusted CI configured: eUICC results cannot be verified ([eim] trusted_ci)")
+    metrics = metrics or Metrics()
+    store = store or open_store(config.store_url, **_store_options(config))
+    await store.open()
+    relay, closer = make_relay(config, store, lab)
+    service = OperationService(store, PackageFactory(key), operation_settings(config), metrics=metrics)
+    results = ResultProcessor(store, service, EuiccKeys(cis), relay, metrics=metrics)
+    dispatcher = EsipaDispatcher(results, metrics=metrics)
+    rt = Runtime(config, store, key, service, results, dispatcher, metrics, relay)
+    if closer is not None:
+        rt.closers.append(closer)
+    rt.app = create_app(config, store, dispatcher, service=service, metrics=metrics)
+    return rt
+
+
+def _store_options(config: Config) -> dict[str, Any]:
+    if config.store_url.startswith(("postgresql:", "postgres:")):
+        return {"max_size": config.store.pool_size}
+    return {}

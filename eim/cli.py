@@ -1,0 +1,314 @@
+"""``eim``: run an eIM worker, and drive a running one through its REST API.
+
+    eim serve [--config FILE]
+    eim [--url URL] [--token TOKEN] [--json] euicc register EID [--association-token N] [--counter N] ...
+    eim euicc list | show EID
+    eim op create EID KIND [--params JSON|@FILE] [--activation-code AC] [--validity SECONDS] [--not-before ISO]
+    eim op list [--eid EID] [--status S] [--kind K] [--batch ID] | show ID | cancel ID
+    eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID
+
+Operator commands talk to the REST API (``--url``, default ``[api] url`` of the configuration, else
+``http://127.0.0.1:8080``), so they work against any worker of a fleet. ``--json`` prints one JSON object per
+line. Exit codes: 0 ok, 1 the eIM refused the request (its message is printed), 2 bad command line,
+3 the eIM could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+KINDS = ("psmo", "eco", "download", "euicc_data")
+STATUSES = ("queued", "in_progress", "done", "failed", "expired", "cancelled")
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+# ------------------------------------------------------------------------------------------------ HTTP
+class Api:
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+        import httpx
+
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        operator = os.environ.get("EIM_OPERATOR") or os.environ.get("USER") or ""
+        if operator:
+            headers["X-Operator"] = operator[:64]
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def call(self, method: str, path: str, step: str, **kw: Any) -> Any:
+        import httpx
+
+        try:
+            r = self.client.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise CliError(f"{step}: cannot reach the eIM at {self.url}: {exc}", 3) from None
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        if r.status_code >= 400:
+            msg = body.get("error", {}).get("message") if isinstance(body, dict) else None
+            raise CliError(f"{step}: the eIM answered {r.status_code}: {msg or r.text[:300]}", 1)
+        return body
+
+
+# ------------------------------------------------------------------------------------------------ output
+def emit(args: argparse.Namespace, obj: Any, human: str) -> None:
+    if args.json:
+        print(json.dumps(obj, separators=(",", ":"), sort_keys=True))
+    else:
+        print(human)
+
+
+def op_line(o: dict[str, Any]) -> str:
+    tail = ""
+    if o.get("result_code") is not None:
+        tail += f" code={o['result_code']}"
+    if o.get("error"):
+        tail += f" ({o['error']})"
+    return f"{o['id']}  {o['eid']}  {o['kind']:<10} {o['status']:<11} attempts={o['attempts']}{tail}"
+
+
+def euicc_line(e: dict[str, Any]) -> str:
+    return (
+        f"{e['eid']}  eim={e['eim_id']}  counter={e['counter_value']}  cert={'yes' if e['certificate_known'] else 'no'}"
+        f"  binding={e['binding'] or '-'}  last_contact={e['last_contact'] or '-'}"
+    )
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if args.params:
+        text = args.params
+        if text.startswith("@"):
+            try:
+                text = Path(text[1:]).read_text()
+            except OSError as exc:
+                raise CliError(f"--params: {exc}", 2) from None
+        try:
+            params = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--params: not JSON: {exc}", 2) from None
+        if not isinstance(params, dict):
+            raise CliError("--params: must be a JSON object", 2)
+    if getattr(args, "activation_code", None):
+        params["activationCode"] = args.activation_code
+    return params
+
+
+def _window(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.validity is not None:
+        out["validity_s"] = args.validity
+    if args.not_before:
+        out["not_before"] = args.not_before
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def cmd_serve(args: argparse.Namespace) -> int:
+    from eim import logs
+    from eim.config import ConfigError, load_config
+    from eim.serve import run
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise CliError(f"configuration: {exc}", 2) from None
+    logs.setup(config.log.level, config.log.json)
+    try:
+        run(config)
+    except ConfigError as exc:
+        raise CliError(f"serve: {exc}", 2) from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_euicc(args: argparse.Namespace, api: Api) -> int:
+    if args.action == "register":
+        body: dict[str, Any] = {"eid": args.eid, "counter_value": args.counter}
+        if args.eim_id:
+            body["eim_id"] = args.eim_id
+        if args.association_token is not None:
+            body["association_token"] = args.association_token
+        if args.trusted_ci:
+            body["trusted_ci"] = args.trusted_ci
+        labels = {}
+        for item in args.label or []:
+            k, sep, v = item.partition("=")
+            if not sep:
+                raise CliError(f"--label {item!r}: expected key=value", 2)
+            labels[k] = v
+        if labels:
+            body["labels"] = labels
+        r = api.call("POST", "/v1/euiccs", "register eUICC", json=body)
+        emit(args, r, ("registered " if r["created"] else "already registered ") + euicc_line(r["euicc"]))
+    elif args.action == "list":
+        after = None
+        while True:
+            params: dict[str, Any] = {"limit": 1000}
+            if after:
+                params["after"] = after
+            r = api.call("GET", "/v1/euiccs", "list eUICCs", params=params)
+            for e in r["items"]:
+                emit(args, e, euicc_line(e))
+            after = r.get("next")
+            if not after:
+                break
+    else:
+        r = api.call("GET", f"/v1/euiccs/{args.eid}", "show eUICC")
+        emit(args, r, json.dumps(r, indent=2))
+    return 0
+
+
+def cmd_op(args: argparse.Namespace, api: Api) -> int:
+    if args.action == "create":
+        body = {"kind": args.kind, "params": _params(args), **_window(args)}
+        r = api.call("POST", f"/v1/euiccs/{args.eid}/operations", "create operation", json=body)
+        emit(args, r["operation"], "queued " + op_line(r["operation"]))
+    elif args.action == "list":
+        params: dict[str, Any] = {"limit": min(args.limit, 1000)}
+        for key in ("eid", "status", "kind"):
+            if getattr(args, key):
+                params[key] = getattr(args, key)
+        if args.batch:
+            params["batch_id"] = args.batch
+        shown = 0
+        while shown < args.limit:
+            r = api.call("GET", "/v1/operations", "list operations", params=params)
+            for o in r["items"][: args.limit - shown]:
+                emit(args, o, op_line(o))
+                shown += 1
+            if not r.get("next"):
+                break
+            params["after"] = r["next"]
+    elif args.action == "show":
+        r = api.call("GET", f"/v1/operations/{args.id}", "show operation")
+        emit(args, r, json.dumps(r, indent=2))
+    else:
+        r = api.call("POST", f"/v1/operations/{args.id}/cancel", "cancel operation")
+        emit(args, r, "cancelled " + op_line(r))
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace, api: Api) -> int:
+    if args.action == "create":
+        eids = list(args.eid or [])
+        if args.eids_file:
+            try:
+                eids += [ln.strip() for ln in Path(args.eids_file).read_text().splitlines() if ln.strip()]
+            except OSError as exc:
+                raise CliError(f"--eids-file: {exc}", 2) from None
+        if not eids:
+            raise CliError("batch create: give --eid (repeatable) or --eids-file", 2)
+        body = {"kind": args.kind, "params": _params(args), "eids": eids, **_window(args)}
+        r = api.call("POST", "/v1/batches", "create batch", json=body)
+    else:
+        r = api.call("GET", f"/v1/batches/{args.id}", "show batch")
+    if args.json:
+        emit(args, r, "")
+    else:
+        print(f"batch {r['id']}  kind={r['kind']}  " + " ".join(f"{k}={v}" for k, v in sorted(r["summary"].items())))
+        for it in r["items"]:
+            print(
+                f"  {it['index']:>5}  {it['eid']}  {it['status']:<11} {it['operation_id'] or '-'}"
+                + (f"  ({it['error']})" if it.get("error") else "")
+            )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ parser
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eim", description="SGP.32 eIM: server and operator commands")
+    p.add_argument("--config", help="TOML configuration (also EIM_CONFIG)")
+    p.add_argument("--url", help="REST API of a running eIM (default: [api] url, else http://127.0.0.1:8080)")
+    p.add_argument("--token", help="operator bearer token (default: [api] token / EIM_API_TOKEN)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run an eIM worker (HTTP + enabled CoAP/MQTT bindings)")
+
+    e = sub.add_parser("euicc", help="the eUICC registry").add_subparsers(dest="action", required=True)
+    reg = e.add_parser("register", help="register an eUICC")
+    reg.add_argument("eid")
+    reg.add_argument("--eim-id")
+    reg.add_argument("--association-token", type=int)
+    reg.add_argument("--counter", type=int, default=0, help="last counter value the eUICC has seen (default 0)")
+    reg.add_argument("--trusted-ci", help="CI SubjectKeyIdentifier (hex)")
+    reg.add_argument("--label", action="append", help="key=value (repeatable)")
+    e.add_parser("list", help="list registered eUICCs")
+    show = e.add_parser("show", help="one eUICC")
+    show.add_argument("eid")
+
+    o = sub.add_parser("op", help="operations").add_subparsers(dest="action", required=True)
+    c = o.add_parser("create", help="queue an operation for one eUICC")
+    c.add_argument("eid")
+    c.add_argument("kind", choices=KINDS)
+    _op_args(c)
+    ls = o.add_parser("list", help="list operations")
+    ls.add_argument("--eid")
+    ls.add_argument("--status", choices=STATUSES)
+    ls.add_argument("--kind", choices=KINDS)
+    ls.add_argument("--batch")
+    ls.add_argument("--limit", type=int, default=100)
+    for name in ("show", "cancel"):
+        x = o.add_parser(name, help=f"{name} an operation")
+        x.add_argument("id")
+
+    b = sub.add_parser("batch", help="bulk operations").add_subparsers(dest="action", required=True)
+    bc = b.add_parser("create", help="queue one operation for many eUICCs")
+    bc.add_argument("kind", choices=KINDS)
+    bc.add_argument("--eid", action="append", help="repeatable")
+    bc.add_argument("--eids-file", help="one EID per line")
+    _op_args(bc)
+    bs = b.add_parser("show", help="a batch with per-item results")
+    bs.add_argument("id")
+    return p
+
+
+def _op_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", help="operation parameters: JSON text or @file (see docs/eim.md)")
+    p.add_argument("--activation-code", help="download: shortcut for --params '{\"activationCode\": ...}'")
+    p.add_argument("--validity", type=float, help="seconds until the operation expires")
+    p.add_argument("--not-before", help="ISO 8601 time before which it is not handed out")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        url, token = args.url, args.token
+        if url is None or token is None:
+            from eim.config import ConfigError, load_config
+
+            try:
+                cfg = load_config(args.config)
+            except ConfigError as exc:
+                raise CliError(f"configuration: {exc}", 2) from None
+            url = url or cfg.api_url
+            token = token if token is not None else (cfg.api.token or None)
+        api = Api(url, token)
+        handler = {"euicc": cmd_euicc, "op": cmd_op, "batch": cmd_batch}[args.command]
+        return handler(args, api)
+    except CliError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc), "exit": exc.code}))
+        print(f"eim: {exc}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

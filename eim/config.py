@@ -1,0 +1,201 @@
+"""eIM configuration: TOML file, then environment overrides ``EIM_<SECTION>_<KEY>`` (e.g. ``EIM_STORE_URL``,
+``EIM_HTTP_PORT``, ``EIM_API_TOKEN``, ``EIM_MQTT_ENABLED=false``). Every key has a default, so ``eim serve`` with
+no file at all runs a lab eIM on loopback with SQLite in ``./eim-data``.
+
+Keys and certificates: ``[eim] signing_key`` / ``signing_cert`` (PEM or DER files of the operator's own PKI), or
+``[eim] lab_pki`` (a lab PKI directory made by ``rsp pki init``; the key is ``LabPki.eim_key(curve)``). With
+neither, ``eim serve`` creates a lab PKI under the data directory on first start. ``trusted_ci`` lists the CI
+certificate files eUICC certificates must chain to (default: the lab PKI's CIs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; names the key."""
+
+
+@dataclass
+class EimSection:
+    eim_id: str = "eim.lab"
+    data_dir: str = "eim-data"
+    signing_key: str = ""
+    signing_cert: str = ""
+    lab_pki: str = ""
+    curve: str = "nist"
+    trusted_ci: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StoreSection:
+    url: str = ""  # default: sqlite:///<data_dir>/eim.db
+    pool_size: int = 10
+
+
+@dataclass
+class HttpSection:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tls_cert: str = ""
+    tls_key: str = ""
+    workers_note: str = ""  # free text shown in logs (e.g. "worker 2 of 3")
+
+
+@dataclass
+class CoapSection:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5683
+    psk_identity: str = ""
+    psk_key_hex: str = ""
+
+
+@dataclass
+class MqttSection:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = ""  # default: eim-<hostname>-<pid>
+    shared_group: str = "eim"
+    prefix: str = "esipa"
+    username: str = ""
+    password: str = ""
+    push: bool = True
+
+
+@dataclass
+class ApiSection:
+    token: str = ""  # operator bearer token; empty = no authentication (lab)
+    url: str = ""  # what the CLI talks to; default http://<http.host>:<http.port>
+
+
+@dataclass
+class OperationsSection:
+    default_validity_s: float = 7 * 24 * 3600.0
+    max_validity_s: float = 365 * 24 * 3600.0
+    default_download_mode: str = "indirect"
+    auto_learn_certificates: bool = True
+    push_retry_s: float = 300.0
+    sweep_interval_s: float = 5.0
+
+
+@dataclass
+class RelaySection:
+    enabled: bool = True
+    ca_files: list[str] = field(default_factory=list)  # CAs that SM-DP+ TLS certificates must chain to
+    use_system_store: bool = False
+    default_smdp_address: str = ""
+    allowed_smdp_addresses: list[str] = field(default_factory=list)  # empty = any
+    timeout_s: float = 30.0
+
+
+@dataclass
+class LogSection:
+    level: str = "INFO"
+    json: bool = True
+
+
+@dataclass
+class Config:
+    eim: EimSection = field(default_factory=EimSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    http: HttpSection = field(default_factory=HttpSection)
+    coap: CoapSection = field(default_factory=CoapSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    operations: OperationsSection = field(default_factory=OperationsSection)
+    relay: RelaySection = field(default_factory=RelaySection)
+    log: LogSection = field(default_factory=LogSection)
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{Path(self.eim.data_dir) / 'eim.db'}"
+
+    @property
+    def api_url(self) -> str:
+        if self.api.url:
+            return self.api.url.rstrip("/")
+        host = "127.0.0.1" if self.http.host in ("0.0.0.0", "::", "") else self.http.host
+        scheme = "https" if self.http.tls_cert else "http"
+        return f"{scheme}://{host}:{self.http.port}"
+
+
+def _coerce(section: str, key: str, default: Any, value: Any) -> Any:
+    where = f"[{section}] {key}"
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{where}: must be true or false, got {value!r}")
+    if isinstance(default, int):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: must be an integer, got {value!r}") from None
+    if isinstance(default, float):
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: must be a number, got {value!r}") from None
+    if isinstance(default, list):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        raise ConfigError(f"{where}: must be a list of strings")
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string, got {value!r}")
+    return value
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file (if any), then ``EIM_*`` environment variables."""
+    env = dict(os.environ if env is None else env)
+    data: dict[str, Any] = {}
+    if path is None and env.get("EIM_CONFIG"):
+        path = env["EIM_CONFIG"]
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path}: {exc}") from None
+    cfg = Config()
+    for sec_field in dataclasses.fields(cfg):
+        name = sec_field.name
+        section = getattr(cfg, name)
+        given = data.pop(name, {})
+        if not isinstance(given, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        known = {f.name for f in dataclasses.fields(section)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ConfigError(f"[{name}]: unknown key(s) {', '.join(unknown)}")
+        for f in dataclasses.fields(section):
+            default = getattr(section, f.name)
+            if f.name in given:
+                setattr(section, f.name, _coerce(name, f.name, default, given[f.name]))
+            env_key = f"EIM_{name.upper()}_{f.name.upper()}"
+            if env_key in env:
+                setattr(section, f.name, _coerce(name, f.name, default, env[env_key]))
+    if data:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(data))}")
+    if cfg.operations.default_download_mode not in ("direct", "indirect"):
+        raise ConfigError("[operations] default_download_mode: must be direct or indirect")
+    if not 0 < cfg.http.port < 65536 or not 0 < cfg.coap.port < 65536 or not 0 < cfg.mqtt.port < 65536:
+        raise ConfigError("ports must be between 1 and 65535")
+    return cfg

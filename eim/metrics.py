@@ -1,0 +1,112 @@
+"""Prometheus metrics of the eIM (``GET /metrics``). Labels never carry an EID, ICCID or operation id.
+
+=========================================  ===========================================================
+metric                                     labels
+=========================================  ===========================================================
+``eim_operations_created_total``           ``kind``
+``eim_operations_finished_total``          ``kind``, ``status`` (done / failed / expired / cancelled)
+``eim_operations``  (gauge, from store)    ``kind``, ``status`` - queue depth = status "queued"
+``eim_packages_handed_out_total``          ``kind``, ``again`` (true when the same bytes went out again)
+``eim_packages_pushed_total``              ``kind``
+``eim_results_refused_total``              -
+``eim_notifications_forwarded_total``      ``outcome``
+``eim_esipa_requests_total``               ``function``, ``binding``, ``outcome`` (ok / error / rejected)
+``eim_esipa_request_seconds`` (histogram)  ``function``, ``binding``
+``eim_api_requests_total``                 ``method``, ``route`` (the route template), ``status``
+=========================================  ===========================================================
+
+The gauges are read from the store when ``/metrics`` is scraped, so every worker on a shared PostgreSQL reports
+the fleet's queue, and counters are per worker (Prometheus sums them).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from eim.model import OpKind, OpStatus
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """One registry per process (or per app in tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.created = Counter("eim_operations_created", "Operations created", ["kind"], registry=r)
+        self.finished = Counter("eim_operations_finished", "Operations ended", ["kind", "status"], registry=r)
+        self.depth = Gauge(
+            "eim_operations", "Operations in the store by kind and status", ["kind", "status"], registry=r
+        )
+        self.handed = Counter("eim_packages_handed_out", "Packages handed to IPAs", ["kind", "again"], registry=r)
+        self.pushed = Counter("eim_packages_pushed", "Packages pushed over MQTT", ["kind"], registry=r)
+        self.refused = Counter("eim_results_refused", "Results refused (signature, echo, no operation)", registry=r)
+        self.forwarded = Counter(
+            "eim_notifications_forwarded", "Notifications handed to the relay", ["outcome"], registry=r
+        )
+        self.esipa = Counter("eim_esipa_requests", "ESipa requests", ["function", "binding", "outcome"], registry=r)
+        self.esipa_latency = Histogram(
+            "eim_esipa_request_seconds",
+            "ESipa request handling time",
+            ["function", "binding"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.api = Counter("eim_api_requests", "Operator API requests", ["method", "route", "status"], registry=r)
+        self.scrape_errors = Counter("eim_metrics_store_errors", "Store reads that failed during a scrape", registry=r)
+        for k in OpKind:
+            self.created.labels(k.value)
+
+    # hooks called by the core
+    def operation_created(self, kind: str) -> None:
+        self.created.labels(kind).inc()
+
+    def operation_finished(self, kind: str, status: str) -> None:
+        self.finished.labels(kind, status).inc()
+
+    def operations_expired(self, n: int) -> None:
+        self.finished.labels("any", OpStatus.EXPIRED.value).inc(n)
+
+    def package_handed_out(self, kind: str, again: bool) -> None:
+        self.handed.labels(kind, "true" if again else "false").inc()
+
+    def package_pushed(self, kind: str) -> None:
+        self.pushed.labels(kind).inc()
+
+    def result_refused(self) -> None:
+        self.refused.inc()
+
+    def notification_forwarded(self, outcome: str) -> None:
+        self.forwarded.labels(outcome).inc()
+
+    def esipa_request(self, function: str, binding: str, outcome: str, seconds: float) -> None:
+        binding = binding if binding in ("http", "coap", "mqtt") else "other"
+        self.esipa.labels(function, binding, outcome).inc()
+        self.esipa_latency.labels(function, binding).observe(seconds)
+
+    def api_request(self, method: str, route: str, status: int) -> None:
+        self.api.labels(method, route, str(status)).inc()
+
+    async def refresh(self, store: Any) -> None:
+        """Read the queue gauges from the store (called before each scrape)."""
+        try:
+            counts = await store.count_operations_by_status()
+        except Exception:
+            self.scrape_errors.inc()
+            return
+        for k in OpKind:
+            for s in OpStatus:
+                self.depth.labels(k.value, s.value).set(counts.get((k.value, s.value), 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def now() -> float:
+    return time.perf_counter()

@@ -1,0 +1,155 @@
+"""``eim serve``: one eIM worker. Several workers may run on one PostgreSQL store (and one MQTT broker, where the
+shared subscription spreads ESipa requests over them); SQLite suits one worker.
+
+Starts, in order: the store (migrations), the relay, the HTTP server (uvicorn on uvloop/httptools: ESipa at
+``POST /gsma/rsp2/asn1`` plus the operator API), then, each if enabled in the configuration, the CoAP binding
+(``eim.bindings.coap.CoapBinding``) and the MQTT binding (``eim.bindings.mqtt.MqttBinding``, also the pusher of
+packages to MQTT devices), and a sweeper that expires operations past their window and pushes queued work to
+MQTT devices. SIGTERM/SIGINT stop everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from eim.app import Runtime, build
+from eim.config import Config, ConfigError
+
+log = logging.getLogger("eim.serve")
+
+
+def _binding(module: str, cls: str) -> Any:
+    try:
+        mod = __import__(f"eim.bindings.{module}", fromlist=[cls])
+        return getattr(mod, cls)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"[{module}] enabled but eim.bindings.{module}.{cls} is not available ({exc}); "
+            f"install the server extras (pip install 'sgp32-stack[server]') or set {module}.enabled = false"
+        ) from None
+
+
+async def start_bindings(config: Config, rt: Runtime) -> list[Any]:
+    started: list[Any] = []
+    if config.coap.enabled:
+        CoapBinding = _binding("coap", "CoapBinding")
+        kw: dict[str, Any] = {}
+        if config.coap.psk_identity:
+            kw["psk"] = {config.coap.psk_identity.encode(): bytes.fromhex(config.coap.psk_key_hex)}
+        coap = CoapBinding(rt.dispatcher, config.coap.host, config.coap.port, **kw)
+        await coap.start()
+        started.append(coap)
+        log.info("CoAP binding listening", extra={"host": config.coap.host, "port": config.coap.port})
+    if config.mqtt.enabled:
+        MqttBinding = _binding("mqtt", "MqttBinding")
+        m = config.mqtt
+        mqtt = MqttBinding(
+            rt.dispatcher,
+            m.host,
+            m.port,
+            client_id=m.client_id or f"eim-{socket.gethostname()}-{os.getpid()}",
+            shared_group=m.shared_group,
+            prefix=m.prefix,
+            username=m.username or None,
+            password=m.password or None,
+        )
+        await mqtt.start()
+        started.append(mqtt)
+        if m.push:
+            rt.service.pusher = mqtt
+        log.info("MQTT binding connected", extra={"host": m.host, "port": m.port, "push": m.push})
+    return started
+
+
+async def sweeper(rt: Runtime, interval: float) -> None:
+    while True:
+        try:
+            await rt.service.expire()
+            await rt.service.push_pending()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a store outage: try again next round
+            log.warning("sweep failed", extra={"error": str(exc)})
+        await asyncio.sleep(interval)
+
+
+async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
+    import uvicorn
+
+    rt = await build(config)
+    bindings: list[Any] = []
+    sweep: asyncio.Task | None = None
+    server = None
+    try:
+        kw: dict[str, Any] = {}
+        if config.http.tls_cert:
+            kw.update(ssl_certfile=config.http.tls_cert, ssl_keyfile=config.http.tls_key)
+        uv = uvicorn.Config(
+            rt.app,
+            host=config.http.host,
+            port=config.http.port,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            **kw,
+        )
+        server = uvicorn.Server(uv)
+        if config.http.enabled:
+            uv.load()
+            server.lifespan = uv.lifespan_class(uv)
+            await server.startup()
+            if server.should_exit:
+                raise ConfigError(f"[http] cannot listen on {config.http.host}:{config.http.port}")
+            log.info(
+                "HTTP listening", extra={"host": config.http.host, "port": config.http.port, "store": rt.store.dialect}
+            )
+        bindings = await start_bindings(config, rt)
+        sweep = asyncio.create_task(sweeper(rt, config.operations.sweep_interval_s))
+        if ready is not None:
+            ready.set()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        if config.http.enabled:
+            waiter = asyncio.create_task(stop.wait())
+            main = asyncio.create_task(server.main_loop())
+            await asyncio.wait({waiter, main}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            server.should_exit = True
+            await main
+        else:
+            await stop.wait()
+    finally:
+        if sweep is not None:
+            sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep
+        for b in reversed(bindings):
+            with contextlib.suppress(Exception):
+                await b.stop()
+        if server is not None and config.http.enabled and server.started:
+            await server.shutdown()
+        await rt.aclose()
+        log.info("stopped")
+
+
+def run(config: Config) -> None:
+    """Run a worker until SIGTERM/SIGINT, on uvloop when available."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - Windows
+        runner = asyncio.run
+    runner(serve(config))
