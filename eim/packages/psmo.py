@@ -126,7 +126,7 @@ def _one(i: int, item: Any) -> tuple[str, Any]:
     d = require_dict(raw, field)
     if name == "enable":
         only_keys(d, {"iccid", "rollback"}, field)
-        value: dict[str, Any] = {"iccid": _iccid({"iccid": d.get("iccid")}, field)}
+        value: dict[str, Any] = {"iccid": _iccid({k: v for k, v in d.items() if k == "iccid"}, field)}
         if bool_param(d, "rollback", field):
             value["rollbackFlag"] = None
         return ("enable", value)
