@@ -20,8 +20,11 @@ the modem no longer knows) sets :attr:`reset_detected`; ``transmit`` then raises
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
+from pathlib import Path
 
 from firmware_bridge.at import AtEngine
 from firmware_bridge.at_parser import format_apdu_command, is_sim_reset_urc, parse_apdu_answer, parse_session_id
@@ -81,6 +84,11 @@ class _Route:
     def handle(self) -> str:
         raise NotImplementedError
 
+    @property
+    def ident(self) -> str:
+        """The channel number or session id, as the AT commands write it."""
+        raise NotImplementedError
+
     async def open(self) -> None:
         raise NotImplementedError
 
@@ -134,6 +142,10 @@ class _CsimRoute(_Route):
     def handle(self) -> str:
         return f"channel {self.channel}"
 
+    @property
+    def ident(self) -> str:
+        return str(self.channel)
+
     def _cla(self, apdu: bytes) -> bytes:
         ch = self.channel or 0
         cla = apdu[0]
@@ -159,26 +171,17 @@ class _CsimRoute(_Route):
     async def _manage_channel_open(self) -> int:
         step = "MANAGE CHANNEL open"
         cmd = self.owner.profile.manage_channel_open
-        for attempt in range(2):
-            raw = await self._csim(cmd)
-            sw = int.from_bytes(raw[-2:], "big")
-            if sw == 0x9000 and len(raw) == 3 and 1 <= raw[0] <= apdus.MAX_CHANNEL:
-                return raw[0]
-            if sw in _NO_FREE_CHANNEL and attempt == 0:
-                log.warning("%s answered %04X: closing stale logical channels 1..3", step, sw)
-                for ch in (1, 2, 3):
-                    try:
-                        await self._csim(apdus.manage_channel_close(ch))
-                    except BridgeError as exc:
-                        log.info("closing stale channel %d: %s", ch, exc)
-                continue
-            raise ChannelError(
-                step,
-                f"answered {raw.hex().upper()} ({apdus.sw_name(sw)}), expected <ch> 9000",
-                sw=sw,
-                **self.owner._last_at(),
-            )
-        raise AssertionError("unreachable")
+        raw = await self._csim(cmd)
+        sw = int.from_bytes(raw[-2:], "big")
+        if sw == 0x9000 and len(raw) == 3 and 1 <= raw[0] <= apdus.MAX_CHANNEL:
+            return raw[0]
+        hint = " (no free logical channel)" if sw in _NO_FREE_CHANNEL else ""
+        raise ChannelError(
+            step,
+            f"answered {raw.hex().upper()} ({apdus.sw_name(sw)}), expected <ch> 9000{hint}",
+            sw=sw,
+            **self.owner._last_at(),
+        )
 
     async def send(self, apdu: bytes, limit: float | None) -> bytes:
         return await self._csim(self._cla(apdu), limit)
@@ -189,7 +192,8 @@ class _CsimRoute(_Route):
             try:
                 await self._csim(apdus.manage_channel_close(ch))
             except BridgeError as exc:
-                log.info("MANAGE CHANNEL close %d: %s", ch, exc)
+                log.info("MANAGE CHANNEL close %d: %s (will retry before the next open)", ch, exc)
+                self.owner._stale.append(("csim", str(ch)))
 
     async def close(self) -> None:
         await self._close_quietly()
@@ -208,23 +212,12 @@ class _CglaRoute(_Route):
     def handle(self) -> str:
         return f"session {self.session}"
 
+    @property
+    def ident(self) -> str:
+        return str(self.session)
+
     async def open(self) -> None:
-        await self.owner._close_stale_sessions()
-        aid = apdus.ISDR_AID.hex().upper()
-        command = f'AT+CCHO="{aid}"'
-        try:
-            resp = await self.engine.command(command, expect="+CCHO:")
-        except AtError as err:
-            if _sim_gone(err) or "csim" not in self.owner.profile.routes:
-                raise
-            # A crashed run may have left channels open: free them over AT+CSIM and try once more.
-            log.warning("%s answered %s: closing stale logical channels 1..3 over AT+CSIM", command, err.final)
-            for ch in (1, 2, 3):
-                try:
-                    await self.engine.command(format_apdu_command(apdus.manage_channel_close(ch)), expect="+CSIM:")
-                except BridgeError as exc:
-                    log.info("closing stale channel %d: %s", ch, exc)
-            resp = await self.engine.command(command, expect="+CCHO:")
+        resp = await self.engine.command(f'AT+CCHO="{apdus.ISDR_AID.hex().upper()}"', expect="+CCHO:")
         self.session = parse_session_id(resp)
         log.info("AT+CCHO: ISD-R on session %s", self.session)
 
@@ -241,8 +234,8 @@ class _CglaRoute(_Route):
         try:
             await self.engine.command(f"AT+CCHC={sid}")
         except BridgeError as exc:
-            log.info("AT+CCHC=%s: %s (will retry before the next AT+CCHO)", sid, exc)
-            self.owner._stale_sessions.append(sid)
+            log.info("AT+CCHC=%s: %s (will retry before the next open)", sid, exc)
+            self.owner._stale.append(("cgla", sid))
 
 
 class AtApduChannel:
@@ -259,6 +252,7 @@ class AtApduChannel:
         route: str = "auto",
         *,
         sim_ready_timeout: float = 20.0,
+        session_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if route not in ("auto", *ROUTES):
             raise ValueError(f"route must be auto, cgla or csim, not {route!r}")
@@ -268,7 +262,10 @@ class AtApduChannel:
         self.sim_ready_timeout = sim_ready_timeout
         self._route: _Route | None = None
         self._reset = False
-        self._stale_sessions: list[str] = []
+        # Channels/sessions to close before the next open: failed closes, and what a previous run recorded in
+        # ``session_file`` and never closed (a crash, a power cut).
+        self._stale: list[tuple[str, str]] = []
+        self.session_file = Path(session_file) if session_file is not None else None
         self._learned_limit: int | None = None
         self._chain_tag: int | None = None
         self._lock = asyncio.Lock()
@@ -351,6 +348,8 @@ class AtApduChannel:
                 log.info("re-opening the ISD-R channel after a reset (%s was lost)", self._route.handle)
                 self._route = None
                 self.reopens += 1
+                await self._record(None)  # gone with the reset: nothing to close
+            await self._close_stale()
             if self._profile is None:
                 ident = await identify(self.engine)
                 self._profile = ident.profile
@@ -371,6 +370,7 @@ class AtApduChannel:
                 self._last_route = name
                 self._reset = False
                 self._reset_event.clear()
+                await self._record(route)
                 self._chain_tag = None
                 log.info("ISD-R open over %s (%s)", name, route.handle)
                 return
@@ -408,20 +408,61 @@ class AtApduChannel:
             raise ChannelError("SELECT ISD-R", f"answered {sw:04X} ({apdus.sw_name(sw)})", sw=sw, **self._last_at())
         self.select_response = raw[:-2]
 
-    async def _close_stale_sessions(self) -> None:
-        while self._stale_sessions:
-            sid = self._stale_sessions.pop(0)
+    # ------------------------------------------------------------------ stale channels
+    def _read_session_file(self) -> tuple[str, str] | None:
+        try:
+            rec = json.loads(self.session_file.read_text()) if self.session_file else None
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("session file %s unreadable: %s", self.session_file, exc)
+            return None
+        if isinstance(rec, dict) and rec.get("route") in ROUTES and isinstance(rec.get("id"), str):
+            return rec["route"], rec["id"]
+        return None
+
+    def _write_session_file(self, record: dict | None) -> None:
+        if self.session_file is None:
+            return
+        if record is None:
+            self.session_file.unlink(missing_ok=True)
+            return
+        tmp = self.session_file.with_name(self.session_file.name + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.session_file)
+
+    async def _record(self, route: _Route | None) -> None:
+        record = None if route is None else {"route": route.name, "id": route.ident, "port": self.engine.port}
+        await asyncio.to_thread(self._write_session_file, record)
+
+    async def _close_stale(self) -> None:
+        """Close what an earlier run left open (recorded in ``session_file``) and what failed to close."""
+        previous = await asyncio.to_thread(self._read_session_file)
+        if previous is not None and previous not in self._stale:
+            log.info("closing the %s %s a previous run left open", *previous)
+            self._stale.append(previous)
+        while self._stale:
+            route, ident = self._stale.pop(0)
+            if route == "cgla":
+                command, expect = f"AT+CCHC={ident}", None
+            else:
+                command, expect = format_apdu_command(apdus.manage_channel_close(int(ident))), "+CSIM:"
             try:
-                await self.engine.command(f"AT+CCHC={sid}")
+                await self.engine.command(command, expect=expect)
             except BridgeError as exc:
-                log.info("closing stale session %s: %s", sid, exc)
+                log.info("closing stale %s %s: %s", route, ident, exc)
+        await self._record(None)
 
     async def close(self) -> None:
         """Close the logical channel (nothing to close after a reset: the modem already dropped it)."""
         async with self._lock:
             route, self._route = self._route, None
             if route is not None and not self._reset:
+                record = (route.name, route.ident)
                 await route.close()
+                if record in self._stale:
+                    return  # not closed: the session file keeps it for the next run
+            await self._record(None)
 
     def detach(self) -> None:
         """Stop listening to the engine (the channel object is being discarded)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -267,15 +268,39 @@ async def test_channels_above_3_use_the_further_interindustry_class(modem_factor
 
 
 @pytest.mark.parametrize("route", ["cgla", "csim"])
-async def test_stale_channels_are_closed_when_none_is_free(modem_factory, route):
+async def test_a_channel_left_open_by_a_crashed_run_is_closed_by_the_next(modem_factory, route, tmp_path):
+    card = MiniCard()
+    for _ in range(2):
+        card.process(bytes.fromhex("0070000001"))  # channels 1 and 2 belong to someone else
+    vm = modem_factory(card)
+    session_file = tmp_path / "fwbridge-session.json"
+    async with engine_for(vm.path) as at:
+        crashed = AtApduChannel(at, "generic", route, session_file=session_file)
+        await crashed.open()  # takes channel 3, the last free one ...
+        assert json.loads(session_file.read_text())["route"] == route
+        crashed.detach()  # ... and is never closed
+    async with engine_for(vm.path) as at:
+        with pytest.raises(RouteUnavailable):  # without the record there is no free channel
+            await AtApduChannel(at, "generic", route).open()
+        channel = AtApduChannel(at, "generic", route, session_file=session_file)
+        await channel.open()  # closes the recorded one, then opens
+        await read_eid_and_chain(channel, card)
+        assert set(card.channels) == {0, 1, 2, 3}  # the other program's channels were not touched
+        await channel.close()
+        assert not session_file.exists() and set(card.channels) == {0, 1, 2}
+
+
+async def test_no_free_channel_is_a_clear_error(modem_factory):
     card = MiniCard()
     for _ in range(3):
-        card.process(bytes.fromhex("0070000001"))  # a crashed run left every channel open
+        card.process(bytes.fromhex("0070000001"))
     vm = modem_factory(card)
     async with engine_for(vm.path) as at:
-        channel = AtApduChannel(at, "generic", route)
-        await channel.open()
-        await read_eid_and_chain(channel, card)
+        with pytest.raises(RouteUnavailable) as info:
+            await AtApduChannel(at, "generic", "csim").open()
+        err = info.value.failures["csim"]
+        assert err.sw == 0x6A81 and "no free logical channel" in str(err)
+        assert err.command == 'AT+CSIM=10,"0070000001"'
 
 
 async def test_basic_channel_only_modem(modem_factory):
