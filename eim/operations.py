@@ -334,6 +334,11 @@ class OperationService:
                 n += 1
         return n
 
+    async def drain(self) -> None:
+        """Wait for the pushes started by :meth:`kick` (tests, orderly shutdown)."""
+        while self._push_tasks:
+            await asyncio.gather(*list(self._push_tasks), return_exceptions=True)
+
     async def aclose(self) -> None:
         for t in list(self._push_tasks):
             t.cancel()
