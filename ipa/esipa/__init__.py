@@ -186,7 +186,8 @@ async def open_transport(
     if endpoint.binding == "http":
         from ipa.esipa.http import HttpTransport
 
-        verify = tls_context(config.eim.ca_file, trust, config.eim.insecure) if endpoint.scheme == "https" else True
+        # plain http (lab): no TLS, so no CA store is loaded at all
+        verify = tls_context(config.eim.ca_file, trust, config.eim.insecure) if endpoint.scheme == "https" else False
         return HttpTransport(endpoint.url, verify=verify, timeout=config.eim.timeout)
     if endpoint.binding == "coap":
         from ipa.esipa.coap import CoapTransport

@@ -41,28 +41,56 @@ class ProvisioningError(Exception):
     """The provisioning file is malformed; the message names the field."""
 
 
-def _pem_der(text_or_path: str, base: Path, kind: str, field: str) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
+def _pem_blocks(text: str) -> list[tuple[str, bytes]]:
+    """``(label, DER)`` of each PEM block (RFC 7468), without loading a crypto library."""
+    import base64
+    import binascii
+    import re
 
+    out = []
+    for label, body in re.findall(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", text, re.S):
+        try:
+            out.append((label, base64.b64decode("".join(body.split()), validate=True)))
+        except (binascii.Error, ValueError):
+            raise ProvisioningError(f"PEM block {label}: not base64") from None
+    return out
+
+
+def _spki_of_certificate(cert: bytes) -> bytes:
+    """subjectPublicKeyInfo of an X.509 certificate (7th field of tbsCertificate, 6th without [0] version)."""
+    tbs = tlv.children(tlv.parse_exact(cert, what="Certificate"), what="Certificate")[0]
+    fields = tlv.children(tbs, what="tbsCertificate")
+    if fields and fields[0].tag == 0xA0:
+        fields = fields[1:]
+    if len(fields) < 6 or fields[5].tag != 0x30:
+        raise DecodeError("Certificate", "no subjectPublicKeyInfo")
+    return fields[5].raw
+
+
+def _pem_der(text_or_path: str, base: Path, kind: str, field: str) -> bytes:
+    """DER of a PEM public key (SPKI) or certificate, given inline or as a path relative to the file."""
     text = text_or_path
     if "-----BEGIN" not in text:
         try:
             text = (base / text_or_path).read_text()
-        except OSError as exc:
-            raise ProvisioningError(f"{field}: cannot read {text_or_path}: {exc.strerror}") from None
-    try:
-        if kind == "cert":
-            return x509.load_pem_x509_certificate(text.encode()).public_bytes(serialization.Encoding.DER)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProvisioningError(f"{field}: cannot read {text_or_path}: {exc}") from None
+    blocks = _pem_blocks(text)
+    wanted = ("CERTIFICATE",) if kind == "cert" else ("PUBLIC KEY", "CERTIFICATE")
+    for label, der in blocks:
+        if label not in wanted:
+            continue
         try:
-            key = serialization.load_pem_public_key(text.encode())
-        except ValueError:
-            key = x509.load_pem_x509_certificate(text.encode()).public_key()
-        return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    except ValueError as exc:
-        raise ProvisioningError(
-            f"{field}: not a PEM {'certificate' if kind == 'cert' else 'public key'}: {exc}"
-        ) from None
+            tlv.parse_exact(der, what=label)
+            if label == "CERTIFICATE" and kind == "key":
+                return _spki_of_certificate(der)
+            if label == "PUBLIC KEY" and len(tlv.children(der)) != 2:
+                raise DecodeError(label, "SubjectPublicKeyInfo needs algorithm and key")
+        except DecodeError as exc:
+            raise ProvisioningError(f"{field}: {exc}") from None
+        return der
+    what = "certificate" if kind == "cert" else "public key or certificate"
+    raise ProvisioningError(f"{field}: no PEM {what} found")
 
 
 def _choice(tag: int, spki_or_cert: bytes, alt: int) -> bytes:

@@ -168,6 +168,26 @@ def test_provisioning_toml_and_der(lab_pki, tmp_path):
     eim = v["eimConfigurationDataList"][0]
     assert eim["eimId"] == "lab-eim" and eim["eimFqdn"] == "eim.example:8443" and eim["associationToken"] == -1
     assert eim["eimPublicKeyData"][0] == "eimPublicKey" and eim["eimSupportedProtocol"] == (b"\x88", 5)
+    # the same key given as the eIM certificate (eimCertificate) and as a certificate for eimPublicKey
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path = lab_pki.cert_path("eim")
+    spki = (
+        lab_pki.eim_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (tmp_path / "c.toml").write_text(
+        f'[[eim]]\nid = "a"\ncertificate_pem = "{cert_path}"\n[[eim]]\nid = "b"\npublic_key_pem = "{cert_path}"\n'
+        f'tls_certificate_pem = "{lab_pki.eimtls_cert_path}"\nindirect_profile_download = true\n'
+    )
+    a, b = asn1.decode("AddInitialEimRequest", load_provisioning(tmp_path / "c.toml"))["eimConfigurationDataList"]
+    assert a["eimPublicKeyData"][0] == "eimCertificate"
+    assert asn1.certificate_der(a["eimPublicKeyData"][1]) == lab_pki.cert("eim").public_bytes(
+        serialization.Encoding.DER
+    )
+    assert asn1.encode("SubjectPublicKeyInfo", b["eimPublicKeyData"][1]) == spki
+    assert b["trustedPublicKeyDataTls"][0] == "trustedCertificateTls" and b["indirectProfileDownload"] is None
     (tmp_path / "req.der").write_bytes(der)
     assert load_provisioning(tmp_path / "req.der") == der
     (tmp_path / "bad.der").write_bytes(der[:-3])
