@@ -294,18 +294,21 @@ class AtEngine:
         self.bytes_out += len(data)
         self.last_command, self.last_answer = command, ()
         log.debug("-> %s", command)
+        answered = False
         try:
             transport.write(data)
             async with asyncio.timeout(deadline):
                 resp = await fut
+            answered = True
         except TimeoutError:
-            self._needs_sync = True
             self.last_answer = (*self._exchange.lines, f"<no final result within {deadline:g} s>")
             raise AtTimeout(command, deadline, self._exchange.lines) from None
         except PortGone as exc:
             self.last_answer = (*self._exchange.lines, f"<port gone: {exc.reason}>")
             raise
         finally:
+            if not answered:  # timed out, cancelled or port gone: an answer may still be on its way
+                self._needs_sync = True
             if self._exchange is not None and self._exchange.skipped:
                 log.info("resync: skipped %d late answer(s)", self._exchange.skipped)
             self._exchange = None

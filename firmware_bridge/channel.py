@@ -147,10 +147,7 @@ class _CsimRoute(_Route):
         return str(self.channel)
 
     def _cla(self, apdu: bytes) -> bytes:
-        ch = self.channel or 0
-        cla = apdu[0]
-        new = cla | ch if ch <= 3 else apdus.cla_for_channel(cla & 0x80, ch)
-        return bytes([new]) + apdu[1:]
+        return bytes([apdus.cla_for_channel(apdu[0] & 0x80, self.channel or 0)]) + apdu[1:]
 
     async def _csim(self, apdu: bytes, limit: float | None = None) -> bytes:
         self._check_length(apdu)
@@ -483,8 +480,8 @@ class AtApduChannel:
                 cmd = apdus.parse_command(apdu)
             except DecodeError as exc:
                 raise ValueError(f"not a command APDU: {exc}") from exc
-            if cmd.cla & 0x43:
-                raise ValueError(f"transmit takes basic-channel APDUs (CLA {cmd.cla:02X} names a logical channel)")
+            if cmd.cla & 0x7F:
+                raise ValueError(f"transmit takes basic-channel APDUs of class 00 or 80, not CLA {cmd.cla:02X}")
             is_store_data = cmd.ins == apdus.INS_STORE_DATA
             last_block = is_store_data and bool(cmd.p1 & 0x80)
             if is_store_data and cmd.p2 == 0:

@@ -208,3 +208,12 @@ async def test_byte_counters_match_on_both_ends(modem_factory):
     assert vm.stats.bytes_in == at.bytes_out
     assert vm.stats.bytes_out == at.bytes_in
     assert vm.stats.wire_seconds == pytest.approx((at.bytes_in + at.bytes_out) * 10 / 9600)
+
+
+async def test_a_cancelled_command_does_not_leave_its_answer_to_the_next(modem_factory):
+    vm = modem_factory(quirks="slow=0.4")
+    async with engine_for(vm.path) as at:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(at.command('AT+CSIM=10,"0070000001"', expect="+CSIM:"), 0.1)
+        resp = await at.command('AT+CSIM=10,"0070800100"', expect="+CSIM:", timeout=3.0)
+        assert resp.with_prefix("+CSIM:") == ['+CSIM: 4,"9000"']  # its own answer (close), not "019000"
