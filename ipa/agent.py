@@ -72,7 +72,7 @@ class Agent:
         self.ctx.eim = self._pick_eim(eims)
         self.ctx.transport_factory = self._transport_factory or self._default_transport
         if self.ctx.eim is None and not self.config.eim.url:
-            log.warning("no eIM configured on the eUICC and no eim.url: the agent cannot poll")
+            log.info("no eIM configured on the eUICC and no eim.url: polling is not possible yet")
 
     def _pick_eim(self, eims: list[EimConfiguration]) -> EimConfiguration | None:
         if self.config.eim.id:

@@ -127,13 +127,15 @@ def _setup_logging(verbose: int, json_mode: bool) -> None:
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
 
 
-async def _with_agent(config: IpaConfig, out: Output, fn, *, bootstrap: bool = True, state: str | None = None):
+async def _with_agent(
+    config: IpaConfig, out: Output, fn, *, bootstrap: bool = True, state: str | None = None, progress: bool = True
+):
     from ipa.agent import Agent
 
     channel, engine = make_channel(config)
     if engine is not None:
         await engine.open()
-    agent = Agent(config, channel, progress=out.progress, state_path=state)
+    agent = Agent(config, channel, progress=out.progress if progress else None, state_path=state)
     try:
         await agent.start(bootstrap=bootstrap)
         return await fn(agent)
@@ -328,7 +330,7 @@ async def _run_daemon(config: IpaConfig, out: Output, state: str | None) -> int:
         await agent.run(stop)
         return None
 
-    await _with_agent(config, out, daemon, state=state)
+    await _with_agent(config, out, daemon, state=state, progress=False)  # the daemon logs, it prints no progress
     log.warning("ipa stopped")
     return EXIT_OK
 

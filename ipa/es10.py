@@ -755,7 +755,7 @@ class ProfileInstallationResult:
                 seq,
                 iccid,
                 True,
-                sf[0x4F].value.hex() if 0x4F in sf else None,
+                sf[0x4F].value.hex().upper() if 0x4F in sf else None,
             )
         ef = m.child_map(alt, what)
         return cls(
