@@ -14,7 +14,7 @@ from typing import Any
 
 from eim.esipa import provide_eim_package_result
 from eim.esipa.results import ResultProcessor
-from eim.interfaces import RequestContext
+from eim.interfaces import EsipaRejected, RequestContext
 from rsp import tlv
 
 log = logging.getLogger("eim.esipa")
@@ -22,6 +22,8 @@ log = logging.getLogger("eim.esipa")
 
 async def handle_notification(rp: ResultProcessor, value: tuple[str, Any], raw: bytes, ctx: RequestContext) -> None:
     alt, body = value
+    if alt is None:
+        raise EsipaRejected(400, "handleNotification: unknown alternative")
     inner = tlv.children(raw, what="HandleNotificationEsipa")[0]
     if alt == "pendingNotification":
         note = tlv.children(inner)[0]  # explicit [0]: the notification TLV inside A0

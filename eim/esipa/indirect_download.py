@@ -165,6 +165,8 @@ async def cancel_session(rp: ResultProcessor, value: dict[str, Any], raw: bytes,
 
 def _cancel_reason(value: dict[str, Any]) -> int | None:
     alt, body = value["cancelSessionResponse"]
+    if not isinstance(body, dict):
+        return None
     if alt == "cancelSessionResponseOk":
         signed = body.get("euiccCancelSessionSigned") or {}
         return signed.get("reason")

@@ -36,12 +36,13 @@ async def process(
         if await rp.store.get_euicc(eid) is None:
             return codec.EID_NOT_FOUND, Handled()
     alt, body = value["eimPackageResult"]
-    children = tlv.children(raw, what="ProvideEimPackageResult")
-    part = children[-1]  # the eimPackageResult alternative, as received
+    # the eimPackageResult alternative as received: the first member that is not the eidValue
+    part = next(c for c in tlv.children(raw, what="ProvideEimPackageResult") if c.tag != 0x5A)
     if alt == "euiccPackageResult":
         handled = await rp.euicc_package_result(part.raw, eid)
     elif alt == "ePRAndNotifications":
-        epr, notes = tlv.children(part)
+        epr = tlv.require(part, 0xBF51, what="ePRAndNotifications")
+        notes = tlv.require(part, 0xA0, what="ePRAndNotifications")
         handled = await rp.euicc_package_result(epr.raw, eid)
         if handled.refused is None:
             owner = handled.operation.eid if handled.operation else eid

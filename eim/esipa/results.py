@@ -318,6 +318,8 @@ class ResultProcessor:
         if eid is not None and op.eid != eid:
             return Handled(refused=f"result for eUICC {op.eid} arrived with EID {eid}")
         alt, _ = value["profileDownloadTriggerResultData"]
+        if alt is None:
+            return Handled(refused="unknown ProfileDownloadTriggerResult alternative")
         if alt == "profileInstallationResult":
             pir = tlv.require(raw, 0xBF37, what="ProfileDownloadTriggerResult").raw
             # direct download: the IPA delivers the PIR to the SM-DP+ itself
@@ -340,6 +342,8 @@ class ResultProcessor:
     async def euicc_data(self, value: tuple[str, Any], raw: bytes, eid: str | None) -> Handled:
         """IpaEuiccDataResponse: learn what the eUICC/IPA reported; results and notifications inside are handled."""
         alt, body = value
+        if alt is None:
+            return Handled(refused="unknown IpaEuiccDataResponse alternative")
         txid = body.get("eimTransactionId")
         op = await self.store.find_operation_by_eim_transaction_id(txid) if txid else None
         if op is None:

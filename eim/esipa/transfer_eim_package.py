@@ -14,7 +14,7 @@ from typing import Any
 
 from eim.esipa import codec
 from eim.esipa.results import Handled, ResultProcessor
-from eim.interfaces import RequestContext
+from eim.interfaces import EsipaRejected, RequestContext
 from rsp import tlv
 
 
@@ -22,12 +22,15 @@ async def transfer_eim_package_response(
     rp: ResultProcessor, value: tuple[str, Any], raw: bytes, ctx: RequestContext
 ) -> bytes | None:
     alt, body = value
+    if alt is None:
+        raise EsipaRejected(400, "transferEimPackage: unknown alternative")
     eid = ctx.eid_hint
     part = tlv.children(raw, what="TransferEimPackageResponse")[0]
     if alt == "euiccPackageResult":
         handled = await rp.euicc_package_result(part.raw, eid)
     elif alt == "ePRAndNotifications":
-        epr, notes = tlv.children(part)
+        epr = tlv.require(part, 0xBF51, what="ePRAndNotifications")
+        notes = tlv.require(part, 0xA0, what="ePRAndNotifications")
         handled = await rp.euicc_package_result(epr.raw, eid)
         if handled.refused is None:
             owner = handled.operation.eid if handled.operation else eid
