@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from asn1tools.codecs.ber import TAG_MISMATCH as _TAG_MISMATCH
+
 from rsp.asn1.catalog import ALIASES, ES9_TYPES, ES10_TYPES, ESIPA_TYPES, TOP_LEVEL_TYPES
 from rsp.errors import DecodeError, EncodeError
 
@@ -79,8 +81,17 @@ def _unknown_type(type_name: str, error_cls):
     return error_cls(type_name, "unknown type name (see `rsp types`)")
 
 
+class _Mismatch(Exception):
+    pass
+
+
 def _normalise(value):
-    """asn1tools returns bytearray for ANY and some OCTET STRINGs; make every byte value immutable bytes."""
+    """asn1tools returns bytearray for ANY and some OCTET STRINGs; make every byte value immutable bytes.
+
+    Also catches asn1tools' internal "tag mismatch" marker, which it can leave inside a value on malformed input.
+    """
+    if value is _TAG_MISMATCH:
+        raise _Mismatch
     if isinstance(value, bytearray):
         return bytes(value)
     if isinstance(value, dict):
@@ -92,10 +103,15 @@ def _normalise(value):
     return value
 
 
-def _error_text(exc: BaseException) -> str:
+def _error_text(exc: BaseException, compiled_name: str) -> str:
     message = getattr(exc, "message", None)
     location = getattr(exc, "location_str", "")
     if isinstance(message, str):
+        # asn1tools' location starts with the type name, which our error already carries.
+        if location == compiled_name:
+            location = ""
+        elif location.startswith(compiled_name + "."):
+            location = location[len(compiled_name) + 1 :]
         return f"{location}: {message}" if location else message
     text = str(exc) or type(exc).__name__
     if isinstance(exc, RecursionError):
@@ -121,10 +137,13 @@ def decode_prefix(type_name: str, data: bytes, *, strict: bool = False):
         value, length = specification().decode_with_length(name, data, check_constraints=strict)
     except Exception as exc:  # asn1tools raises many kinds (IndexError, ValueError, ...) on malformed input
         offset = getattr(exc, "offset", None)
-        raise DecodeError(type_name, _error_text(exc), offset if isinstance(offset, int) else None) from exc
+        raise DecodeError(type_name, _error_text(exc, name), offset if isinstance(offset, int) else None) from exc
     if not isinstance(length, int) or length > len(data):
         raise DecodeError(type_name, "truncated: the TLV runs past the end of the data", len(data))
-    return _normalise(value), length
+    try:
+        return _normalise(value), length
+    except _Mismatch:
+        raise DecodeError(type_name, "a component has an unexpected tag") from None
 
 
 def _is_untagged_choice(type_name: str) -> bool:
@@ -157,7 +176,7 @@ def encode(type_name: str, value, *, strict: bool = True) -> bytes:
     try:
         return bytes(specification().encode(name, value, check_types=True, check_constraints=strict))
     except Exception as exc:  # wrong types, missing members, bad bit strings ...
-        raise EncodeError(type_name, _error_text(exc)) from exc
+        raise EncodeError(type_name, _error_text(exc, name)) from exc
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import asn1tools
 from asn1tools.codecs import ber as _ber
-from asn1tools.codecs import der as _der  # noqa: F401  (der re-exports ber.Choice)
+from asn1tools.codecs import der as _der
 from asn1tools.codecs import type_checker as _type_checker
 
 log = logging.getLogger("rsp.asn1")
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 # Bump when the post-compile patching below changes (invalidates old caches).
-_PATCH_LEVEL = "3"
+_PATCH_LEVEL = "5"
 CODEC = "der"
 
 
@@ -64,6 +64,36 @@ class PreservingChoice(_ber.Choice):
             encoded.extend(raw)
             return
         super().encode(data, encoded, values)
+
+
+class _SafeArrayMixin:
+    """SEQUENCE OF / SET OF decoding that cannot loop forever.
+
+    asn1tools 0.169 appends its internal TAG_MISMATCH marker without advancing when an element has the wrong tag,
+    so a corrupted SEQUENCE OF spins forever eating memory. We stop with a DecodeError instead.
+    """
+
+    def decode_content(self, data, offset, length):
+        decoded = []
+        start = offset
+        while offset - start < length:
+            element, new_offset = self.element_type.decode(data, offset)
+            if element is _ber.TAG_MISMATCH or new_offset <= offset:
+                tag = bytes(data[offset : offset + 3]).hex().upper()
+                raise _ber.DecodeError(f"unexpected element starting {tag} in SEQUENCE OF", offset=offset)
+            decoded.append(element)
+            offset = new_offset
+        if offset - start != length:
+            raise _ber.DecodeError("SEQUENCE OF element runs past the end of its container", offset=offset)
+        return decoded, offset
+
+
+class SafeSequenceOf(_SafeArrayMixin, _der.SequenceOf):
+    pass
+
+
+class SafeSetOf(_SafeArrayMixin, _der.SetOf):
+    pass
 
 
 class PreservingChoiceChecker(_type_checker.Choice):
@@ -121,19 +151,39 @@ def walk_types(root):
                 stack.append(value)
 
 
-def _patch(spec) -> None:
+def _named_numbers(parsed: dict) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for module in parsed.values():
+        for name, definition in module.get("types", {}).items():
+            if definition.get("named-numbers"):
+                out[name] = definition["named-numbers"]
+    return out
+
+
+def _patch(spec, named_numbers: dict[str, dict[str, int]]) -> None:
     for compiled in spec.types.values():
         for node in walk_types(compiled.type):
             if type(node) is _ber.Choice:
                 node.__class__ = PreservingChoice
+            elif type(node) is _der.SequenceOf:
+                node.__class__ = SafeSequenceOf
+            elif type(node) is _der.SetOf:
+                node.__class__ = SafeSetOf
+            elif isinstance(node, _der.Integer) and isinstance(getattr(node, "default", None), str):
+                # asn1tools keeps `DEFAULT operational` as the identifier and hands it out on decode; we want
+                # the number (profileClass DEFAULT operational -> 2).
+                numbers = named_numbers.get(getattr(node, "type_name", None) or "", {})
+                if node.default in numbers:
+                    node.default = numbers[node.default]
         for node in walk_types(compiled.type_checker._type):
             if type(node) is _type_checker.Choice:
                 node.__class__ = PreservingChoiceChecker
 
 
 def _compile():
-    spec = asn1tools.compile_files([str(f) for f in schema_files()], CODEC)
-    _patch(spec)
+    parsed = asn1tools.parse_files([str(f) for f in schema_files()])
+    spec = asn1tools.compile_dict(parsed, CODEC)
+    _patch(spec, _named_numbers(parsed))
     return spec
 
 
