@@ -58,7 +58,9 @@ class BoundedDedupCache:
 
     Installed with :meth:`install`; keeps the semantics of ``MessageManager._deduplicate_message`` (a duplicate
     CON is answered with the stored response, or ignored while the response is pending) and of
-    ``_store_response_for_duplicates``.
+    ``_store_response_for_duplicates``. An entry is two small containers (key tuple, ``[deadline, encoded
+    response]``) instead of a timer handle plus a whole response ``Message``; the stored answer is decoded again
+    only when a duplicate actually arrives.
     """
 
     def __init__(self, lifetime: float, max_entries: int) -> None:
@@ -72,7 +74,14 @@ class BoundedDedupCache:
         return len(self.entries)
 
     def install(self, message_manager: Any) -> None:
+        from aiocoap import Message
+        from aiocoap.message import Direction
         from aiocoap.numbers.types import CON
+
+        def replay(raw: bytes, remote: Any) -> Any:
+            again = Message.decode(raw, remote)
+            again.direction = Direction.OUTGOING  # the very bytes we sent, sent again
+            return again
 
         entries = self.entries
         loop = message_manager.loop
@@ -91,7 +100,7 @@ class BoundedDedupCache:
             entry = entries.get(key)
             if entry is not None:
                 if message.mtype is CON and entry[1] is not None:
-                    message_manager._send_initially(entry[1])
+                    message_manager._send_via_transport(replay(entry[1], message.remote))
                 return True
             entries[key] = [now + lifetime, None]
             if len(entries) > max_entries:
@@ -101,7 +110,7 @@ class BoundedDedupCache:
         def store_response(message: Any) -> None:
             entry = entries.get((message.remote, message.mid))
             if entry is not None:
-                entry[1] = message
+                entry[1] = message.encode()  # bytes: not tracked by the garbage collector, unlike a Message
 
         message_manager._recent_messages = entries  # anything left reading it sees the live entries
         message_manager._deduplicate_message = deduplicate

@@ -142,11 +142,9 @@ def test_duplicate_cache_is_bounded_and_in_use(lab):
 
 
 async def test_bounded_dedup_cache_expires_evicts_and_replays():
-    """Drive the cache directly with a fake message manager: duplicates are caught, answers replayed, bounds kept."""
-
-    class Msg:
-        def __init__(self, remote, mid, mtype):
-            self.remote, self.mid, self.mtype = remote, mid, mtype
+    """Drive the cache with a stand-in message manager: duplicates are caught, answers replayed byte for byte,
+    time and size bounds kept."""
+    from aiocoap.numbers.types import ACK, CON
 
     class Clock:
         now = 0.0
@@ -154,29 +152,52 @@ async def test_bounded_dedup_cache_expires_evicts_and_replays():
         def time(self):
             return self.now
 
-    from aiocoap.numbers.types import CON
-
     sent = []
 
     class Manager:
         loop = Clock()
 
-        def _send_initially(self, m):
+        def _send_via_transport(self, m):
             sent.append(m)
+
+    def request(mid):
+        m = Message(code=Code.POST, payload=b"req")
+        m.mid, m.mtype, m.remote = mid, CON, "peer-a"
+        return m
 
     cache = BoundedDedupCache(lifetime=10.0, max_entries=3)
     mgr = Manager()
     cache.install(mgr)
-    assert mgr._deduplicate_message(Msg("a", 1, CON)) is False
-    assert mgr._deduplicate_message(Msg("a", 1, CON)) is True and sent == []  # no answer stored yet
-    mgr._store_response_for_duplicates(Msg("a", 1, "ACK"))
-    assert mgr._deduplicate_message(Msg("a", 1, CON)) is True and len(sent) == 1  # answer replayed
+    assert mgr._deduplicate_message(request(1)) is False
+    assert mgr._deduplicate_message(request(1)) is True and sent == []  # no answer stored yet
+    answer = Message(code=Code.CHANGED, payload=NO_PACKAGE)
+    answer.mid, answer.token, answer.mtype, answer.remote = 1, b"\x07", ACK, "peer-a"
+    mgr._store_response_for_duplicates(answer)
+    assert mgr._deduplicate_message(request(1)) is True
+    assert len(sent) == 1 and sent[0].encode() == answer.encode() and sent[0].remote == "peer-a"  # replayed
     for mid in (2, 3, 4):
-        assert mgr._deduplicate_message(Msg("a", mid, CON)) is False
-    assert len(cache) == 3 and ("a", 1) not in cache.entries  # oldest evicted at the size bound
+        assert mgr._deduplicate_message(request(mid)) is False
+    assert len(cache) == 3 and ("peer-a", 1) not in cache.entries  # oldest evicted at the size bound
     Manager.loop.now = 11.0
-    assert mgr._deduplicate_message(Msg("a", 5, CON)) is False
-    assert list(cache.entries) == [("a", 5)]  # everything older than the lifetime purged
+    assert mgr._deduplicate_message(request(5)) is False
+    assert list(cache.entries) == [("peer-a", 5)]  # everything older than the lifetime purged
+
+
+def test_retransmitted_con_is_answered_from_the_cache(lab):
+    """A CON sent twice (the client missed our ACK): the same answer bytes twice, the handler runs once."""
+    path = b"".join(bytes([0xB4 if i == 0 else 0x04]) + part for i, part in enumerate((b"gsma", b"rsp2", b"asn1")))
+    datagram = bytes([0x41, 0x02, 0x12, 0x34, 0x5A]) + path + b"\xff" + get_eim_package_request(EID2)
+    before = len(lab.handler.calls)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(datagram, ("127.0.0.1", lab.port))
+        first = s.recv(2048)
+        s.sendto(datagram, ("127.0.0.1", lab.port))
+        second = s.recv(2048)
+    assert first == second
+    assert first[:5] == bytes([0x61, 0x44, 0x12, 0x34, 0x5A])  # ACK, 2.04, same message id and token
+    assert first.endswith(b"\xff" + NO_PACKAGE)
+    assert len(lab.handler.calls) == before + 1
 
 
 def test_two_requests_in_parallel(lab):
