@@ -132,6 +132,8 @@ class MqttTransport:
                 )
         except aiomqtt.MqttError as exc:
             log.warning("MQTT connection lost: %s", exc)
+            with contextlib.suppress(Exception):  # collect the client's disconnect error, free its resources
+                await client.__aexit__(None, None, None)
         finally:
             if self._client is client:
                 self._client = None
@@ -175,12 +177,12 @@ class MqttTransport:
         return answer or None
 
     async def close(self) -> None:
+        client, self._client = self._client, None  # taken first: the reader forgets it when it ends
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
             self._reader = None
-        client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
