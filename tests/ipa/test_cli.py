@@ -127,6 +127,21 @@ def test_direct_download_through_the_virtual_modem(lab_pki, tmp_path):
         assert [(n.kind, n.verified) for n in smdp.ctx.store.notifications()] == [("pir", True)]
         assert smdp.ctx.store.get(ac.split("$")[2]).state == "installed"
         assert card.state.notifications == []  # PIR removed after the SM-DP+ took it
+        rc, lines, err = ipa(
+            "--json",
+            "--port",
+            vm.path,
+            "--route",
+            "csim",
+            "--block-size",
+            "16",
+            "--state",
+            str(tmp_path / "ipa.cbor"),
+            "profile",
+            "list",
+        )
+        assert rc == 0, err
+        assert [p["iccid"] for p in lines[-1]["payload"]["data"]] == ["8949000013000000011"]
         # the same activation code again: the SM-DP+ refuses, the error names the step and the server's codes
         rc, lines, _ = ipa(
             "--json",

@@ -111,6 +111,27 @@ async def test_indirect_download_eim_error_cancels_session(make_rig, smdp):
         await relay.close()
 
 
+async def test_indirect_download_eim_unreachable_cancels_with_timeout(make_rig, smdp):
+    rig = await make_rig("http", profiles=False)
+    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
+    rig.peer.relay = relay
+    rig.peer.drop = lambda name, der: name == "getBoundProfilePackageRequestEsipa"
+    rig.config.ipa.direct_download = False
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac))
+        await agent.poll_once()
+        cancel = next(r for r in rig.peer.received if r.name == "cancelSessionRequestEsipa")
+        signed = tlv.find(tlv.encode(0xBF41, tlv.find(cancel.der, 0xA1).value), 0xA0, 0x30)
+        assert tlv.find(signed, 0x82).value == bytes([CancelSessionReason.timeout])
+        assert relay.calls[-1] == "cancelSession" and rig.card.state.profiles == []
+    finally:
+        await agent.close()
+        await relay.close()
+
+
 async def test_direct_download_missing_confirmation_code_postponed(make_rig, smdp):
     rig = await make_rig("http", profiles=False)
     rig.config.es9.ca_file = str(smdp.ca_bundle)

@@ -130,3 +130,30 @@ async def test_fallback_then_return_and_state_change_announced(make_rig):
         assert req.get("stateChangeCause") == 1
     finally:
         await agent.close()
+
+
+async def test_mqtt_push_while_offline_delivered_by_the_persistent_session(make_rig):
+    rig = await make_rig("mqtt")
+    agent = rig.agent()
+    await agent.start()
+    stop = asyncio.Event()
+    try:
+        await agent.poll_once()  # first connection: session created, down topic subscribed
+        await agent.ctx.close_transport()  # the device goes to sleep
+        await rig.server.push(EID, tlv.encode(0xBF4E, rig.peer.psmo(rig.peer.enable(ICCID_B))), correlation=b"p")
+        await asyncio.sleep(0.2)
+        assert rig.peer.results == []
+        rig.config.poll.interval = 30
+        runner = asyncio.create_task(agent.run(stop))  # wakes up: reconnects with clean start off
+        for _ in range(200):
+            if rig.peer.results:
+                break
+            await asyncio.sleep(0.05)
+        assert rig.server.answers_to_pushes[0][1] == b"p"
+        assert rig.peer.result_kinds() == ["ePRAndNotifications"]
+        assert {m.iccid_to_str(p.iccid): p.state for p in rig.card.state.profiles} == {ICCID_A: 0, ICCID_B: 1}
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+    finally:
+        stop.set()
+        await agent.close()
