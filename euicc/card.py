@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,7 @@ class SoftEuicc:
         self._refresh_in_command = False
         self._channels: dict[int, _Channel] = {0: _Channel()}
         self.terminal_capability: bytes | None = None
+        self._lock = threading.RLock()  # a carrier may call from several threads (virtual modem, CLI, tests)
         self.ctx = Context(state, self.identity, self.session, self._request_refresh)
 
     # ------------------------------------------------------------------------------------------ construction
@@ -126,22 +128,25 @@ class SoftEuicc:
     def reset(self) -> None:
         """SIM reset (ATR): every logical channel closed, selections, pending responses and the RSP session
         (RAM) cleared. Persistent state is untouched."""
-        self._channels = {0: _Channel()}
-        self.terminal_capability = None
-        self.session.clear()
+        with self._lock:
+            self._channels = {0: _Channel()}
+            self.terminal_capability = None
+            self.session.clear()
         log.debug("card reset")
 
     def take_refresh(self) -> bool:
-        pending = self._refresh_pending
-        self._refresh_pending = False
-        return pending
+        with self._lock:
+            pending = self._refresh_pending
+            self._refresh_pending = False
+            return pending
 
     def _request_refresh(self) -> None:
         self._refresh_in_command = True
 
     def process(self, raw: bytes) -> bytes:
         try:
-            return self._process(bytes(raw))
+            with self._lock:
+                return self._process(bytes(raw))
         except Exception:  # never let a malformed APDU take the card down
             log.exception("internal error while processing an APDU")
             return _sw(SW_UNKNOWN)

@@ -150,7 +150,7 @@ class LastDownload:
 class EuiccState:
     eid: bytes
     curve: str
-    private_key_pem: str
+    private_key_pem: str = field(repr=False)  # never shown: lab key, kept in the state file only
     euicc_cert: bytes
     eum_cert: bytes
     ci_certs: list[bytes]

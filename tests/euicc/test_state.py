@@ -106,7 +106,7 @@ def test_show_never_prints_the_private_key(lab_pki, tmp_path, capsys):
         out = capsys.readouterr().out
         assert key_body not in out and "PRIVATE" not in out
         assert LAB_EID in out
-    assert key_body not in repr(card.identity) and key_body not in repr(card)
+    assert key_body not in repr(card.identity) and key_body not in repr(card) and key_body not in repr(card.state)
 
 
 CRASH_CHILD = r"""
