@@ -105,7 +105,7 @@ async def test_fallback_then_return_and_state_change_announced(make_rig):
     rig.card.state.profile(m.iccid_to_bytes(ICCID_B)).fallback_attribute = True
     rig.card.save()
     rig.config.poll.fallback_after = 0.2
-    rig.config.poll.return_from_fallback_after = 0.4
+    rig.config.poll.return_from_fallback_after = 1.5  # long enough that a slow poll cannot reach it early
     agent = rig.agent()
     await agent.start()
     try:
@@ -121,7 +121,7 @@ async def test_fallback_then_return_and_state_change_announced(make_rig):
         req = [r for r in rig.peer.received if r.name == "getEimPackageRequest"][-1].value
         assert req == {"eidValue": EID, "notifyStateChange": None, "stateChangeCause": 1}
         assert agent.store.state.state_change is None
-        await asyncio.sleep(0.45)
+        await asyncio.sleep(1.5)
         await agent.poll_once()
         states = {m.iccid_to_str(p.iccid): p.state for p in rig.card.state.profiles}
         assert states == {ICCID_A: 1, ICCID_B: 0}  # back from fallback
