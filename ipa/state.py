@@ -12,6 +12,8 @@ Held here:
 - ``state_change``: a pending ``stateChangeCause`` to announce with ``notifyStateChange`` in the next poll.
 - ``association_tokens``: tokens returned by AddInitialEim, per eimId.
 - ``fallback``: whether the IPA executed the fallback mechanism and when.
+- ``delivered``: the last sequence numbers the eIM received (so the card's pending EPR list, swept at start,
+  only yields results that were never delivered).
 
 Writes go to a temporary file in the same directory, are fsync'ed, renamed over the old file, and the directory is
 fsync'ed: a crash leaves either the old or the new state, never a torn file. A damaged file is kept aside
@@ -32,6 +34,7 @@ from typing import Any
 log = logging.getLogger("ipa.state")
 
 STATE_VERSION = 1
+MAX_DELIVERED = 512
 
 
 class StateError(Exception):
@@ -100,6 +103,7 @@ class IpaState:
     state_change: int | None = None
     association_tokens: dict[str, int] = field(default_factory=dict)
     fallback: dict[str, Any] | None = None
+    delivered_seqs: list[int] = field(default_factory=list)  # EPR/notification seqs the eIM received (recent)
 
     def to_obj(self) -> dict[str, Any]:
         return {
@@ -112,6 +116,7 @@ class IpaState:
             "state_change": self.state_change,
             "tokens": dict(self.association_tokens),
             "fallback": self.fallback,
+            "delivered": list(self.delivered_seqs),
         }
 
     @classmethod
@@ -151,6 +156,11 @@ class IpaState:
         fallback = obj.get("fallback")
         if fallback is not None and not isinstance(fallback, dict):
             raise StateError("fallback must be a map")
+        delivered = obj.get("delivered", [])
+        if not isinstance(delivered, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in delivered
+        ):
+            raise StateError("delivered must be a list of integers")
         return cls(
             results=[PendingResult.from_obj(r) for r in results],
             remove_seqs=list(remove),
@@ -161,6 +171,7 @@ class IpaState:
             state_change=cause,
             association_tokens=dict(tokens),
             fallback=fallback,
+            delivered_seqs=list(delivered),
         )
 
 
@@ -245,6 +256,9 @@ class StateStore:
 
     def result_delivered(self, result_id: str, acknowledged: list[int]) -> None:
         """Drop a delivered result and remember the acknowledged sequence numbers to remove, in one write."""
+        for r in self.state.results:
+            if r.id == result_id:
+                self.state.delivered_seqs = (self.state.delivered_seqs + r.seq_numbers)[-MAX_DELIVERED:]
         self.state.results = [r for r in self.state.results if r.id != result_id]
         for s in acknowledged:
             if s not in self.state.remove_seqs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ipa.config import IpaConfig
@@ -44,7 +44,7 @@ class IpaContext:
     progress: ProgressFn | None = None
     clock: Callable[[], float] = time.time
     transport: EsipaTransport | None = None
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    swept: bool = False  # the card's pending EPR list was checked for undelivered results since start
 
     def report(self, step: str, **data: Any) -> None:
         """Progress of a procedure (CLI progress lines, logs)."""

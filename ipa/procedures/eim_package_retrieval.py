@@ -94,7 +94,8 @@ async def handle_package(ctx: IpaContext, pkg_or_error: m.EimPackage | Exception
 
 
 async def recover_and_flush(ctx: IpaContext) -> bool:
-    """Step 0: recover the procedure in flight and deliver queued results. True when nothing is left queued."""
+    """Step 0: recover the procedure in flight, sweep the card's pending EPR list (once per start) and deliver
+    queued results. True when nothing is left queued."""
     if ctx.store.state.inflight:
         proc = ctx.store.state.inflight.get("procedure")
         if proc == euicc_package.PROCEDURE:
@@ -102,6 +103,9 @@ async def recover_and_flush(ctx: IpaContext) -> bool:
         else:
             log.warning("dropping unknown procedure in flight %r", proc)
             ctx.store.set_inflight(None)
+    if not ctx.swept and not ctx.store.state.inflight:
+        await euicc_package.sweep_card_results(ctx)
+        ctx.swept = True
     if ctx.store.state.results or ctx.store.state.remove_seqs:
         return await deliver_results(ctx)
     return True

@@ -124,7 +124,8 @@ async def recover(ctx: IpaContext) -> bool:
         if attempts >= MAX_RECOVERY_ATTEMPTS:
             _give_up(ctx, inflight)
         return False
-    already = {s for r in ctx.store.state.results for s in r.seq_numbers} | set(ctx.store.state.remove_seqs)
+    st = ctx.store.state
+    already = {s for r in st.results for s in r.seq_numbers} | set(st.remove_seqs) | set(st.delivered_seqs)
     for epr in eprs:
         if (
             epr.eim_id == inflight.get("eim")
@@ -148,6 +149,28 @@ async def recover(ctx: IpaContext) -> bool:
     return True
 
 
+async def sweep_card_results(ctx: IpaContext) -> int:
+    """The card's pending EPR list as the second source of truth (after a lost or damaged state file): queue every
+    EuiccPackageResult of this IPA's eIM that was neither delivered, nor queued, nor acknowledged. Returns how many."""
+    if ctx.eim_id is None:
+        return 0
+    st = ctx.store.state
+    known = set(st.delivered_seqs) | set(st.remove_seqs) | {s for r in st.results for s in r.seq_numbers}
+    try:
+        eprs = await ctx.es10.retrieve_euicc_package_results()
+    except Exception as exc:
+        log.warning("cannot read the pending EPR list: %s", exc)
+        return 0
+    found = 0
+    for epr in sorted(eprs, key=lambda e: e.seq_number if e.seq_number is not None else -1):
+        if epr.eim_id != ctx.eim_id or epr.seq_number is None or epr.seq_number in known:
+            continue
+        log.warning("the eUICC holds an undelivered result (seq %d): queued for delivery", epr.seq_number)
+        queue_provide_result(ctx, epr.raw, seq_numbers=[epr.seq_number])
+        found += 1
+    return found
+
+
 def _give_up(ctx: IpaContext, inflight: dict[str, Any]) -> None:
     log.error(
         "giving up on the interrupted package (eIM %s counter %s): reporting undefinedError",
@@ -161,4 +184,4 @@ def _give_up(ctx: IpaContext, inflight: dict[str, Any]) -> None:
     )
 
 
-__all__ = ["Es10Error", "execute", "finish", "new_notifications", "recover"]
+__all__ = ["Es10Error", "execute", "finish", "new_notifications", "recover", "sweep_card_results"]

@@ -28,6 +28,14 @@ from tests.ipa.conftest import ICCID_A, ICCID_B
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def replace_state(path: str, data: bytes | None) -> None:
+    """Lose (None) or damage the IPA state file, as a broken SD card would."""
+    if data is None:
+        Path(path).unlink()
+    else:
+        Path(path).write_bytes(data)
+
+
 def states(card) -> dict[str, int]:
     return {m.iccid_to_str(p.iccid): p.state for p in card.state.profiles}
 
@@ -221,3 +229,72 @@ async def test_sigkill_of_ipa_run_then_restart_delivers_exactly_once(make_rig, t
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+async def test_lost_state_file_card_epr_list_is_the_second_source(make_rig, monkeypatch):
+    """Crash after the result was queued, then the state file is lost: the card's pending EPR list still yields the
+    result, delivered once; results already delivered are not sent again."""
+    rig = await make_rig("http")
+    agent = rig.agent()
+    await agent.start()
+    rig.peer.queue(rig.peer.psmo(rig.peer.list_profiles()))
+    await agent.poll_once()  # delivered and acknowledged normally
+    rig.peer.ack = False  # the eIM stops acknowledging: its results stay on the card
+    rig.peer.queue(rig.peer.psmo(rig.peer.list_profiles()))
+    await agent.poll_once()  # delivered, not acknowledged: stays on the card, remembered as delivered
+    assert len(rig.peer.results) == 2
+
+    def crash(at):
+        if at == "after_queue":
+            raise euicc_package.CrashPoint(at)
+
+    monkeypatch.setattr(euicc_package, "crash_hook", crash)
+    rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
+    with pytest.raises(euicc_package.CrashPoint):
+        await agent.poll_once()
+    monkeypatch.setattr(euicc_package, "crash_hook", None)
+    # restart with the state intact: the unacknowledged result of package 2 is not sent again
+    rig.reload_card()
+    again = rig.agent()
+    await again.start()
+    await again.poll_once()
+    assert len(rig.peer.results) == 3 and epr_results(rig.peer.results[2]) == [("enableResult", 0)]
+    # now the state file is lost: what was delivered but never acknowledged cannot be told from what was never
+    # delivered, so those come again (no loss; the eIM deduplicates by counterValue/seqNumber)
+    replace_state(rig.config.ipa.state_file, None)
+    rig.reload_card()
+    third = rig.agent()
+    await third.start()
+    await third.poll_once()
+    assert len(rig.peer.results) == 3 + 2  # without the state the unacknowledged ones (2 and 3) are re-sent
+    await third.close()
+
+
+async def test_lost_state_file_after_crash_delivers_from_the_card(make_rig, monkeypatch):
+    rig = await make_rig("http")
+    agent = rig.agent()
+    await agent.start()
+
+    def crash(at):
+        if at == "after_queue":
+            raise euicc_package.CrashPoint(at)
+
+    monkeypatch.setattr(euicc_package, "crash_hook", crash)
+    rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
+    with pytest.raises(euicc_package.CrashPoint):
+        await agent.poll_once()
+    monkeypatch.setattr(euicc_package, "crash_hook", None)
+    replace_state(rig.config.ipa.state_file, b"\xff garbage")  # damaged state file
+    rig.reload_card()
+    again = rig.agent()
+    await again.start()
+    try:
+        await again.poll_once()
+        await again.poll_once()
+        assert len(rig.peer.results) == 1 and rig.peer.epr_verified == [True]
+        assert epr_results(rig.peer.results[0]) == [("enableResult", 0)]
+        assert rig.peer.result_kinds() == ["euiccPackageResult"]  # the EPR from the card's list...
+        assert len(rig.peer.notifications) == 2  # ...and the disable/enable notifications by HandleNotification
+        assert rig.card.state.notifications == []
+    finally:
+        await again.close()
