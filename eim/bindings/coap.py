@@ -31,15 +31,14 @@ most MAX_TRANSMIT_SPAN = 45 s after the first) and at most ``dedup_max_entries``
 first). Dropping an entry early only means that a very late retransmission is handled as a new request; every
 ESipa request is safe to handle twice (the eIM hands out the same package again, results are idempotent).
 
-**DTLS.** ``psk`` (identity -> key) turns on CoAPS with pre-shared keys through aiocoap's ``tinydtls_server``
-transport; it needs the DTLSSocket package (a native build). Without it, ``start()`` raises a clear error.
+**DTLS** (CoAPS with pre-shared keys) is not implemented: aiocoap's ``tinydtls_server`` transport needs the
+DTLSSocket package, a native build that is not among the project's dependencies (docs/esipa-bindings.md).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
 from typing import Any
 
 from eim.bindings import ESIPA_PATH
@@ -176,7 +175,7 @@ class CoapBinding:
     """The eIM's CoAP server for ESipa.
 
     ``transport``: ``"auto"`` uses aiocoap's ``simplesocketserver`` (~25 % cheaper per request) when ``host`` is
-    one address and ``udp6`` for a wildcard bind; ``psk`` switches to ``tinydtls_server`` (DTLS PSK).
+    one address and ``udp6`` for a wildcard bind.
     """
 
     def __init__(
@@ -189,21 +188,17 @@ class CoapBinding:
         transport: str = "auto",
         dedup_lifetime: float = 60.0,
         dedup_max_entries: int = 50_000,
-        psk: Mapping[bytes, bytes] | None = None,
     ) -> None:
         self.handler = handler
         self.host = host
         self.port = port
         self.max_body_size = max_body_size
         self.transport = transport
-        self.psk = dict(psk) if psk else None
         self.dedup_caches: list[BoundedDedupCache] = []
         self._dedup = (dedup_lifetime, dedup_max_entries)
         self._context: Any = None
 
     def _transports(self) -> list[str]:
-        if self.psk:
-            return ["tinydtls_server"]
         if self.transport != "auto":
             return [self.transport]
         if self.host in ("", "0.0.0.0", "::"):
@@ -217,14 +212,10 @@ class CoapBinding:
             return
         site = resource.Site()
         site.add_resource(RESOURCE_PATH, _resource_class()(self.handler, self.max_body_size))
-        credentials = None
-        if self.psk:
-            credentials = _psk_credentials(self.psk)
         self._context = await Context.create_server_context(
             site,
             bind=(self.host, self.port),
             transports=self._transports(),
-            server_credentials=credentials,
             loggername="eim.esipa.coap.aiocoap",
         )
         for interface in self._context.request_interfaces:
@@ -246,25 +237,3 @@ class CoapBinding:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-def _psk_credentials(psk: Mapping[bytes, bytes]) -> Any:
-    try:
-        import DTLSSocket  # noqa: F401
-    except ImportError as exc:
-        raise RuntimeError(
-            "CoAP DTLS (PSK) needs the DTLSSocket package (pip install DTLSSocket; it builds with Debian's "
-            "autoconf, automake and libtool)"
-        ) from exc
-    from aiocoap.credentials import CredentialsMap
-
-    creds = CredentialsMap()
-    creds.load_from_dict(
-        {
-            ":server": [
-                {"dtls": {"psk": {"hex": key.hex()}, "client-identity": {"hex": identity.hex()}}}
-                for identity, key in psk.items()
-            ]
-        }
-    )
-    return creds

@@ -53,7 +53,6 @@ ERRORS: dict[tuple[str, str], int] = {
     ("8.11.1", "3.9"): CI_PK_UNKNOWN,
     ("8.10.1", "3.9"): INVALID_TRANSACTION_ID,
     ("8.10.1", "2.1"): INVALID_TRANSACTION_ID,
-    ("8.2.1", "3.8"): PPR_NOT_ALLOWED,  # Profile Policy Rules not allowed
 }
 
 
