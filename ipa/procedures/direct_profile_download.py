@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from ipa import messages as m
 from ipa.codes import AuthenticateErrorCode, CancelSessionReason, DownloadErrorCode, code_name
 from ipa.es9 import Es9Error
 from ipa.es10 import Es10Error, ProfileInstallationResult
@@ -28,6 +29,7 @@ from ipa.procedures.profile_download import (
     ctx_params1,
     hash_confirmation_code,
 )
+from rsp import tlv
 
 log = logging.getLogger("ipa.procedures.direct_profile_download")
 
@@ -155,26 +157,20 @@ async def _cancel(ctx: IpaContext, es9, addr: str, txid: bytes, reason: int) -> 
 
 
 async def _deliver_pir(ctx: IpaContext, es9, addr: str, pir: ProfileInstallationResult) -> None:
-    """ES9+ handleNotification to the SM-DP+, then remove the PIR from the eUICC (kept pending on failure)."""
-    from ipa.procedures.notification_delivery import log as nlog
-
+    """ES9+ handleNotification to the PIR's notificationAddress (default: the SM-DP+), then remove the PIR from the
+    eUICC. On failure it stays pending there and the notification procedure delivers it through the eIM later."""
     target = addr
+    md = tlv.find(pir.raw, 0xBF27, 0xBF2F)
+    if md is not None:
+        target = m.parse_notification_metadata(md)[2] or addr
     try:
-        meta_addr = None
-        from ipa import messages as m
-        from rsp import tlv
-
-        md = tlv.find(pir.raw, 0xBF27, 0xBF2F)
-        if md is not None:
-            _seq, _ev, meta_addr, _iccid = m.parse_notification_metadata(md)
-        target = meta_addr or addr
         await es9.handle_notification(target, pir.raw)
     except Es9Error as exc:
-        nlog.warning("PIR not delivered to the SM-DP+ (%s); it stays pending on the eUICC", exc)
+        log.warning("PIR not delivered to the SM-DP+ (%s); it stays pending on the eUICC", exc)
         return
     ctx.report("handleNotification", seqNumber=pir.seq_number, notificationAddress=target)
     if pir.seq_number is not None:
         try:
             await ctx.es10.remove_notification_from_list(pir.seq_number)
         except Es10Error as exc:
-            nlog.warning("RemoveNotificationFromList(%d) failed: %s", pir.seq_number, exc)
+            log.warning("RemoveNotificationFromList(%d) failed: %s", pir.seq_number, exc)
