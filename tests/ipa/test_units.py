@@ -259,3 +259,26 @@ def test_import_footprint_no_server_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_architecture_ipa_imports_only_rsp_and_bridge_interfaces():
+    """ipa/ imports rsp and firmware_bridge.interfaces; concrete channels only in ipa/cli.py; never eim/smdpp."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "ipa").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top in ("eim", "smdpp", "tests"):
+                    offenders.append(f"{path.name}: {name}")
+                elif top in ("euicc", "firmware_bridge") and name != "firmware_bridge.interfaces":
+                    if path.name != "cli.py":
+                        offenders.append(f"{path.name}: {name}")
+    assert offenders == []
