@@ -5,7 +5,8 @@ ESipa in:  ``BF39 { 81 euiccChallenge, [83 smdpAddress], [BF20 euiccInfo1], [82 
 ES9+ out:  ``{euiccChallenge, euiccInfo1, smdpAddress}``
 ES9+ in:   ``{transactionId (hex), serverSigned1, serverSignature1 (5F37 TLV), euiccCiPKIdToBeUsed (04 TLV),
            serverCertificate}``
-ESipa out: ``BF39 { A0 { 80 transactionId, 30 serverSigned1, 5F37 <sig value>, 04 <key id value>, 30 cert } }``
+ESipa out: ``BF39 { A0 { 80 transactionId, 30 serverSigned1, 5F37 <sig value>, 04 <key id value>, 30 cert,
+           [0C matchingId] } }`` (matchingId when the IPA sent no SM-DP+ address: the eIM holds the download data)
            or ``BF39 { 81 code }``.
 """
 
@@ -93,9 +94,14 @@ def parse_answer(answer: dict[str, Any]) -> Answer:
     return Answer(txid, signed1, sig, pkid, cert)
 
 
-def ok_response(a: Answer) -> bytes:
+def ok_response(a: Answer, matching_id: str | None = None) -> bytes:
+    """InitiateAuthenticationOkEsipa. ``matching_id`` is supplied by the eIM when it handles the download data
+    itself (the IPA came without an activation code: eimDownloadDataHandling), so the IPA can build ctxParams1."""
     body = T(0x80, a.transaction_id) + a.server_signed1 + T(0x5F37, a.server_signature1) + T(0x04, a.ci_pkid)
-    return T(TAG, T(0xA0, body + a.server_certificate))
+    body += a.server_certificate
+    if matching_id:
+        body += T(0x0C, matching_id.encode("utf-8"))
+    return T(TAG, T(0xA0, body))
 
 
 def error_response(code: int) -> bytes:

@@ -140,7 +140,9 @@ class Es9Relay:
             if op_oid and _certificate_oid(parsed.server_certificate) != op_oid:
                 log.warning("SM-DP+ OID mismatch", extra={"eid": eid, "address": address})
                 return ia.error_response(ia.SMDP_OID_MISMATCH)
-            out = self._valid(ia.ok_response(parsed), ia.FUNCTION)
+            # The IPA came without download data (no SM-DP+ address): the eIM supplies the matchingId.
+            matching_id = _matching_id(op.params) if op is not None and not req.smdp_address else None
+            out = self._valid(ia.ok_response(parsed, matching_id), ia.FUNCTION)
         except RelayError as exc:
             return self._failed(ia, exc, eid, tls_code=ia.INVALID_DP_ADDRESS)
         await self._save(
@@ -288,6 +290,19 @@ def _download_target(params: dict[str, Any]) -> tuple[str | None, str | None]:
             address = address or code.smdp_address
             oid = code.smdp_oid
     return (address if isinstance(address, str) and address else None), oid
+
+
+def _matching_id(params: dict[str, Any]) -> str | None:
+    """The matchingId of a download operation's activation code, if it has one."""
+    text = params.get("activationCode")
+    if not isinstance(text, str):
+        return None
+    from rsp import activation_code
+
+    try:
+        return activation_code.parse(text).matching_id or None
+    except RspError:
+        return None
 
 
 def _certificate_oid(certificate: bytes) -> str | None:

@@ -129,7 +129,10 @@ class Ipa:
     def auth_json(self, answer: bytes) -> dict[str, str]:
         assert asn1.decode("EsipaMessageFromEimToIpa", answer)[1][0] == "initiateAuthenticationOkEsipa"
         ok = tlv.children(tlv.children(answer)[0])
-        assert [c.tag for c in ok] == [0x80, 0x30, 0x5F37, 0x04, 0x30]
+        assert [c.tag for c in ok[:5]] == [0x80, 0x30, 0x5F37, 0x04, 0x30]
+        # matchingId (0C) only when the eIM holds the download data (the IPA sent no SM-DP+ address)
+        self.supplied_matching_id = ok[5].value.decode() if len(ok) > 5 and ok[5].tag == 0x0C else None
+        assert len(ok) == (6 if self.supplied_matching_id else 5)
         self.txid = ok[0].value
         assert len(ok[2].value) == 64  # a bare signature value, header stripped
         return {
@@ -173,6 +176,11 @@ class Ipa:
 
     async def download(self, address: str | None, matching_id: str, eim_txid: bytes | None = None) -> bytes:
         auth = self.auth_json(await self.initiate(address, eim_txid))
+        if address is None:  # eimDownloadDataHandling: the matchingId comes from the eIM
+            assert self.supplied_matching_id == matching_id
+            matching_id = self.supplied_matching_id
+        else:
+            assert self.supplied_matching_id is None
         client = self.client_json(await self.authenticate(auth, matching_id))
         pir = self.card.load_bpp(self.bpp(await self.get_bpp(client)))
         await self.relay.forward_notification(self.eid, pir)
