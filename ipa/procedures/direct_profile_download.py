@@ -122,7 +122,10 @@ async def download(
         ctx.report("ProfileInstallationResult", result=pir.describe(), iccid=pir.iccid, seqNumber=pir.seq_number)
         await _deliver_pir(ctx, es9, addr, pir)
         if not pir.success:
-            raise DownloadFailed("LoadBoundProfilePackage", pir.describe(), code=pir.error_reason, error_response=None)
+            failed = DownloadFailed("LoadBoundProfilePackage", pir.describe(), code=pir.error_reason)
+            failed.pir = pir
+            raise failed
+
         if ctx.config.ipa.immediate_enable:
             from ipa.procedures.immediate_enable import immediate_enable
 

@@ -43,6 +43,7 @@ class DownloadFailed(ProcedureError):
         super().__init__("profile download", step, message, code, code_name)
         self.cancel_reason = cancel_reason
         self.error_response = error_response
+        self.pir = None  # the eUICC's PIR when the installation itself failed (finalResult error)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ async def run(ctx: IpaContext, trig: m.ProfileDownloadTriggerRequest) -> None:
         except DownloadFailed as exc:
             err = exc
             log.error("%s", exc)
+        if pir is None and err is not None and err.pir is not None:
+            pir = err.pir  # a failed installation is reported with its (error) PIR
         if pir is not None:
             result = m.profile_download_trigger_result(txid, pir=pir.raw)
             seqs = [pir.seq_number] if pir.seq_number is not None else []

@@ -191,3 +191,29 @@ async def test_immediate_enable_after_download_announced_with_cause_5(make_rig, 
         assert req["notifyStateChange"] is None and req["stateChangeCause"] == 5
     finally:
         await agent.close()
+
+
+async def test_failed_installation_reported_with_its_error_pir(make_rig, smdp):
+    rig = await make_rig("http", profiles=False)
+    from tests.ipa.conftest import seed_profiles
+
+    seed_profiles(rig.card, enabled=None, others=("8949000013000000011",))  # the ICCID the order will carry
+    rig.config.es9.ca_file = str(smdp.ca_bundle)
+    rig.config.ipa.indirect_download = False
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac, b"\x44"))
+        await agent.poll_once()
+        v = asn1.decode("EsipaMessageFromIpaToEim", rig.peer.results[-1])[1]
+        kind, res = v["eimPackageResult"]
+        assert kind == "profileDownloadTriggerResult" and res["eimTransactionId"] == b"\x44"
+        alt, pir = res["profileDownloadTriggerResultData"]
+        assert alt == "profileInstallationResult"
+        final = pir["profileInstallationResultData"]["finalResult"]
+        assert final[0] == "errorResult" and final[1]["errorReason"] == 9  # iccidAlreadyExistsOnEuicc
+        assert [n.kind for n in smdp.ctx.store.notifications()] == ["pir"]  # the SM-DP+ got the error PIR too
+        assert len(rig.card.state.profiles) == 1
+    finally:
+        await agent.close()
