@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eim import failpoints
 from eim.esipa import codec
 from eim.esipa.results import ResultProcessor
 from eim.interfaces import RequestContext
@@ -49,6 +50,7 @@ async def get_eim_package(rp: ResultProcessor, value: dict[str, Any], ctx: Reque
     if claim.outcome is ClaimOutcome.UNKNOWN_EID:
         return codec.get_eim_package_error(codec.EID_NOT_FOUND)
     if claim.outcome is ClaimOutcome.PACKAGE and claim.operation is not None and claim.operation.package:
+        await failpoints.pause("after_claim")
         if rp.metrics:
             rp.metrics.package_handed_out(claim.operation.kind.value, claim.rehanded)
         return codec.get_eim_package_response(claim.operation.package)

@@ -1,0 +1,126 @@
+"""Start real ``eim serve`` processes for tests (free port, own config file, log file) and stop them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.services import free_port
+
+
+def eim_command() -> list[str]:
+    script = Path(sys.executable).parent / "eim"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "eim.cli"]
+
+
+@dataclass
+class EimServer:
+    proc: subprocess.Popen
+    port: int
+    config: Path
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def esipa(self) -> str:
+        return self.url + "/gsma/rsp2/asn1"
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (a crash)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def write_config(path: Path, *, store_url: str, lab_pki: Path, port: int, data_dir: Path, extra: str = "") -> None:
+    path.write_text(
+        f"""[eim]
+eim_id = "eim.lab.test"
+data_dir = "{data_dir}"
+lab_pki = "{lab_pki}"
+
+[store]
+url = "{store_url}"
+
+[http]
+host = "127.0.0.1"
+port = {port}
+
+[operations]
+sweep_interval_s = 0.5
+
+[relay]
+enabled = false
+
+[log]
+level = "INFO"
+json = true
+{extra}
+"""
+    )
+
+
+def start_eim(
+    tmp: Path,
+    *,
+    store_url: str,
+    lab_pki: Path,
+    name: str = "eim",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    extra_config: str = "",
+    timeout: float = 30.0,
+) -> EimServer:
+    port = port or free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = tmp / f"{name}.toml"
+    write_config(
+        cfg, store_url=store_url, lab_pki=lab_pki, port=port, data_dir=tmp / f"{name}-data", extra=extra_config
+    )
+    log = tmp / f"{name}.log"
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("EIM_CONFIG", None)
+    with log.open("ab") as out:
+        proc = subprocess.Popen([*eim_command(), "--config", str(cfg), "serve"], stdout=out, stderr=out, env=full_env)
+    server = EimServer(proc, port, cfg, log, env or {})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"eim serve exited with {proc.returncode}:\n{server.log_text()[-3000:]}")
+        try:
+            if httpx.get(server.url + "/healthz", timeout=1.0).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.kill()
+    raise RuntimeError(f"eim serve did not come up on {port}:\n{server.log_text()[-3000:]}")
+
+
+def run_cli(server: EimServer | None, *args: str, url: str | None = None) -> subprocess.CompletedProcess:
+    base = [*eim_command()]
+    if server is not None or url is not None:
+        base += ["--url", url or server.url]
+    return subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
