@@ -1,0 +1,139 @@
+"""``python -m bench`` (``make bench``): run the benchmark suite and write the Markdown report.
+
+    python -m bench [--quick] [--only NAME[,NAME...]] [--fleet N] [--out docs/performance.md]
+
+Benchmarks (names for ``--only``): eim (ESipa throughput per binding and store, worker scaling), variants (the
+SQLite store's fsync cost: shipped store vs what-if variants, before/after), fleet (registry
+size), serial (profile download over the serial line), air (bytes on the air per operation), ipa (IPA footprint),
+smdpp (lab SM-DP+ downloads/s). The report goes to ``--out`` (default ``docs/performance.md``; with ``--only`` or
+``--quick`` the default is ``build/performance-partial.md`` so a partial run never overwrites the published one)
+and is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bench.common import REPO, Section, load, machine
+
+NAMES = ("eim", "variants", "fleet", "serial", "air", "ipa", "smdpp")
+
+HOW_TO = """\
+## How to run
+
+    make bench                                   # the whole suite (~8 min on 2 cores), rewrites this file
+    .venv/bin/python -m bench --quick            # small sizes, short runs (~2 min), report in build/
+    .venv/bin/python -m bench --only eim,serial  # some benchmarks only
+    .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~20 s)
+
+Benchmarks start their own services on loopback (a private Mosquitto and PostgreSQL exactly like the tests,
+`tests/services.py`), run the load in a separate process, and stop by themselves. Tests never assert timings;
+`tests/bench/` only checks that every benchmark runs in a tiny configuration and reports its figures.
+Figures move from machine to machine: compare ratios measured in one run.
+"""
+
+
+def run_one(name: str, args: argparse.Namespace) -> Section:
+    quick = args.quick
+    if name == "eim":
+        from bench.eim import throughput
+
+        return throughput(quick)
+    if name == "variants":
+        from bench.eim import store_variants
+
+        return store_variants(quick)
+    if name == "fleet":
+        from bench.eim import fleet_scale
+
+        return fleet_scale(quick, size=args.fleet or (10_000 if quick else 1_000_000))
+    if name == "serial":
+        from bench.serial_download import run
+
+        return run(quick)
+    if name == "air":
+        from bench.air import run
+
+        return run(quick)
+    if name == "ipa":
+        from bench.ipa_footprint import run
+
+        return run(quick)
+    if name == "smdpp":
+        from bench.smdpp_download import run
+
+        return run(quick)
+    raise SystemExit(f"unknown benchmark {name!r}: choose from {', '.join(NAMES)}")
+
+
+def report(sections: list[Section], info: dict[str, str], args: argparse.Namespace, seconds: float,
+           extra: str = "") -> str:
+    mode = "quick" if args.quick else "full"
+    head = [
+        "# Performance",
+        "",
+        "The figures of the benchmark suite (`bench/`, issue 9) against the bars of the issue, from the latest run of "
+        "`make bench`. Ceilings of the bare building blocks on this kind of machine are in "
+        "`../shared/docs/performance.md`.",
+        "",
+        HOW_TO,
+        "## Machine and run",
+        "",
+        f"- {info['nproc']} CPUs (`nproc`), {info['cpu']}, {info['memory']} RAM, Linux {info['kernel']}, "
+        f"Python {info['python']}",
+        f"- commit {info['commit']}, {info['date']}, {mode} run, {seconds / 60:.1f} min"
+        + (f", only {args.only}" if args.only else ""),
+        f"- load average at the start: {info['load']} (1/5/15 min); per benchmark: "
+        + ", ".join(f"{s.name} {s.figures.get('_load', '?')}" for s in sections),
+        "- The load generator, the servers, PostgreSQL and Mosquitto share the 2 cores: every throughput figure is "
+        "server + client on one machine, and other work on the machine (the load average above) lowers them.",
+        "",
+    ]
+    body = [s.markdown() for s in sections]
+    return "\n".join(head) + "\n" + "\n".join(body) + (("\n" + extra) if extra else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes and short runs")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(NAMES)}")
+    ap.add_argument("--fleet", type=int, default=0, help="registered eUICCs for the fleet benchmark "
+                    "(default 1000000; 10000 with --quick)")
+    ap.add_argument("--out", default="", help="report file (default docs/performance.md for a full run)")
+    ap.add_argument("--append", default="", help="Markdown file appended verbatim to the report (recorded runs)")
+    args = ap.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the services and workers started so far are stopped (no orphans)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(NAMES)
+    for n in names:
+        if n not in NAMES:
+            ap.error(f"unknown benchmark {n!r}: choose from {', '.join(NAMES)}")
+    out = Path(args.out) if args.out else (REPO / "docs" / "performance.md" if not (args.quick or args.only)
+                                           else REPO / "build" / "performance-partial.md")
+    info = machine()
+    print(f"bench: {', '.join(names)} on {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}", flush=True)
+    t0 = time.perf_counter()
+    sections = []
+    for n in names:
+        t = time.perf_counter()
+        print(f"[{n}]", flush=True)
+        section = run_one(n, args)
+        section.figures["_load"] = load()
+        sections.append(section)
+        print(f"[{n}] {time.perf_counter() - t:.0f} s", flush=True)
+    extra = Path(args.append).read_text() if args.append else ""
+    text = report(sections, info, args, time.perf_counter() - t0, extra)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print()
+    print(text)
+    print(f"report written to {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Shared helpers of the benchmark suite: percentiles, process RSS/CPU, the machine description, report tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of ``values``; 0.0 for an empty list."""
+    if not values:
+        return 0.0
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, round(q / 100 * len(s) + 0.5) - 1))
+    return s[k]
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of ``pid`` (default: this process) in MiB, from /proc."""
+    return _status_kb(pid, "VmRSS") / 1024
+
+
+def peak_rss_mb(pid: int | None = None) -> float:
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+def _status_kb(pid: int | None, key: str) -> int:
+    path = f"/proc/{pid or 'self'}/status"
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds consumed by ``pid`` (default: this process)."""
+    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def machine() -> dict[str, str]:
+    """nproc, CPU model, memory, kernel and Python version of this machine."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "memory": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "commit": commit or "unknown",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load": load(),
+    }
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages (other work on the machine skews every figure)."""
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+@dataclass
+class Section:
+    """One benchmark's part of the report: Markdown text plus machine-readable figures."""
+
+    name: str
+    title: str
+    lines: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, text: str = "") -> None:
+        self.lines.append(text)
+
+    def table(self, header: list[str], rows: list[list[Any]]) -> None:
+        self.lines.append("| " + " | ".join(header) + " |")
+        self.lines.append("|" + "---|" * len(header))
+        for r in rows:
+            self.lines.append("| " + " | ".join(fmt(c) for c in r) + " |")
+        self.lines.append("")
+
+    def markdown(self) -> str:
+        return f"## {self.title}\n\n" + "\n".join(self.lines).rstrip() + "\n"
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}" if abs(value) >= 0.01 else f"{value:.2g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def versus(value: float, bar: float, *, higher_is_better: bool = True) -> str:
+    """``"0.62x bar 500 - MISSED"`` style verdict: the figure's ratio to its bar."""
+    ratio = value / bar if bar else 0.0
+    ok = ratio >= 1.0 if higher_is_better else ratio <= 1.0
+    return f"{ratio:.2f}× bar ({fmt(bar)}) {'met' if ok else '**missed**'}"

@@ -1,0 +1,116 @@
+"""Smoke tests of the benchmark suite: every benchmark runs in a tiny configuration and reports figures with the
+right keys. No timing is asserted (house rule 6): only that the figures exist, are numbers, and that the work was
+really done (requests answered without errors, downloads installed, bytes counted)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+LOAD_KEYS = {"count", "elapsed", "rate", "p50_ms", "p99_ms", "requests", "errors", "server_cpu_s",
+             "server_cpu_per_req_us", "server_rss_mb", "server_peak_rss_mb"}
+
+
+def _numbers(d: dict, keys: set[str]) -> None:
+    missing = keys - d.keys()
+    assert not missing, f"missing figures {missing}"
+    for k in keys:
+        assert isinstance(d[k], int | float) and math.isfinite(d[k]), (k, d[k])
+
+
+@pytest.mark.parametrize("binding", ["http", "coap", "mqtt"])
+def test_eim_throughput_tiny_sqlite(binding):
+    from bench.eim import throughput
+
+    sec = throughput(True, stores=("sqlite",), bindings=(binding,), sizes=(5,), duration=1.0, active=2, per_card=2,
+                     concurrency=2)
+    fig = sec.figures[f"{binding}/sqlite/N=5"]
+    for mode in ("poll", "psmo"):
+        _numbers(fig[mode], LOAD_KEYS)
+        assert fig[mode]["errors"] == 0, fig[mode]["first_error"]
+        assert fig[mode]["count"] > 0
+    assert fig["queued"] == 4
+    assert "| " + binding + " | sqlite | 5 |" in sec.markdown()
+
+
+def test_eim_throughput_tiny_postgresql_two_workers():
+    from bench.eim import throughput
+
+    sec = throughput(True, stores=("postgresql",), bindings=("http",), sizes=(5,), duration=1.0, active=2,
+                     per_card=2, concurrency=2)
+    for key in ("http/postgresql/N=5", "http/postgresql/N=5/workers=2"):
+        for mode in ("poll", "psmo"):
+            _numbers(sec.figures[key][mode], LOAD_KEYS)
+            assert sec.figures[key][mode]["errors"] == 0, sec.figures[key][mode]["first_error"]
+    assert "two workers on PostgreSQL vs one" in sec.markdown()
+
+
+def test_store_variants_tiny():
+    from bench.eim import store_variants
+
+    sec = store_variants(True, n=6, duration=1.0, active=2, per_card=2, concurrency=2)
+    for variant in ("default", "normal-sync", "group-commit"):
+        for mode in ("poll", "psmo"):
+            _numbers(sec.figures[variant][mode], LOAD_KEYS)
+            assert sec.figures[variant][mode]["errors"] == 0, sec.figures[variant][mode]["first_error"]
+            assert sec.figures[variant][mode]["count"] > 0
+
+
+def test_fleet_tiny():
+    from bench.eim import fleet_scale
+
+    sec = fleet_scale(True, size=50, baseline=10, duration=1.0, concurrency=2)
+    for n in ("10", "50"):
+        _numbers(sec.figures[n], LOAD_KEYS | {"rss_start_mb", "register_s", "db_mb"})
+        assert sec.figures[n]["errors"] == 0
+
+
+def test_serial_download_tiny():
+    from bench.serial_download import run
+
+    sec = run(True, baud=2_000_000, profiles=("ts48",), routes=("csim", "cgla"), blocks=(255,))
+    for key in ("ts48/csim/255", "ts48/cgla/255"):
+        f = sec.figures[key]
+        _numbers(f, {"bpp_bytes", "es10_s", "apdus", "line_bytes", "payload_bytes", "lower_bound_s", "ratio",
+                     "line_ratio"})
+        assert f["bpp_bytes"] > 10_000 and f["apdus"] > f["bpp_bytes"] // 255
+        assert f["line_bytes"] > 2 * f["payload_bytes"]  # hex on the line
+
+
+def test_air_bytes():
+    from bench.air import run
+
+    sec = run(True)
+    for binding in ("http", "coap", "mqtt"):
+        for op in ("PSMO (getRAT)", "eUICC data request", "no-work poll"):
+            f = sec.figures[f"{binding}/{op}"]
+            _numbers(f, {"up", "down", "der_up", "der_down", "chunks", "connections"})
+            assert f["up"] >= f["der_up"] and f["down"] >= f["der_down"]
+
+
+def test_ipa_footprint_tiny():
+    from bench.ipa_footprint import run
+
+    sec = run(True, window=1.0)
+    _numbers(sec.figures, {"rss_mb", "peak_rss_mb", "uss_mb", "polls", "cpu_per_poll_s", "import_s", "first_poll_s"})
+    assert sec.figures["polls"] > 0
+
+
+def test_smdpp_tiny():
+    from bench.smdpp_download import run
+
+    sec = run(True, downloads=1)
+    for profile in ("ts48", "ts48-ppk", "large"):
+        _numbers(sec.figures[profile], {"bpp_bytes", "per_s", "server_ms", "card_ms", "server_only_per_s"})
+
+
+def test_report_and_cli(tmp_path):
+    from bench.__main__ import main
+
+    out = tmp_path / "perf.md"
+    assert main(["--only", "smdpp", "--quick", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## How to run" in text and "nproc" in text and "## 6. Lab SM-DP+" in text
