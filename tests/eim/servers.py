@@ -54,7 +54,9 @@ class EimServer:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def write_config(path: Path, *, store_url: str, lab_pki: Path, port: int, data_dir: Path, extra: str = "") -> None:
+def write_config(
+    path: Path, *, store_url: str, lab_pki: Path, port: int, data_dir: Path, extra: str = "", relay: bool = False
+) -> None:
     path.write_text(
         f"""[eim]
 eim_id = "eim.lab.test"
@@ -72,7 +74,7 @@ port = {port}
 sweep_interval_s = 0.5
 
 [relay]
-enabled = false
+enabled = {"true" if relay else "false"}
 
 [log]
 level = "INFO"
@@ -91,6 +93,7 @@ def start_eim(
     port: int | None = None,
     env: dict[str, str] | None = None,
     extra_config: str = "",
+    relay: bool = False,
     timeout: float = 30.0,
 ) -> EimServer:
     port = port or free_port()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import shutil
+import socket
 import subprocess
 
 import httpx
@@ -19,7 +20,7 @@ from rsp import asn1, tlv
 from rsp.pki import create_lab_pki, lab_eid
 from tests.eim.helpers import EIM_ID, Card, get_eim_package_request, provide_result
 from tests.eim.servers import run_cli, start_eim
-from tests.services import missing_service
+from tests.services import free_port, missing_service
 
 EIDS = [lab_eid(i) for i in range(41, 47)]
 CT = {"Content-Type": "application/x-gsma-rsp-asn1"}
@@ -123,11 +124,26 @@ def queue(url: str, eid: str, params: dict, kind: str = "psmo") -> str:
     return r.json()["id"]
 
 
+async def coap_post(port: int, payload: bytes) -> bytes:
+    import aiocoap
+
+    ctx = await aiocoap.Context.create_client_context()
+    try:
+        msg = aiocoap.Message(code=aiocoap.POST, uri=f"coap://127.0.0.1:{port}/gsma/rsp2/asn1", payload=payload)
+        response = await asyncio.wait_for(ctx.request(msg).response, 10)
+        assert response.code == aiocoap.CHANGED, response
+        return response.payload
+    finally:
+        await ctx.shutdown()
+
+
 # --------------------------------------------------------------------------------------------------- tests
 def test_curl_and_cli(store_url, lab, tmp_path):
     if shutil.which("curl") is None:
         missing_service("curl", "apt-get install curl")
-    server = start_eim(tmp_path, store_url=store_url, lab_pki=lab.root)
+    coap_port = free_port(socket.SOCK_DGRAM)
+    coap = f'[coap]\nenabled = true\nhost = "127.0.0.1"\nport = {coap_port}\n'
+    server = start_eim(tmp_path, store_url=store_url, lab_pki=lab.root, relay=True, extra_config=coap)
     try:
         eid = EIDS[0]
         r = run_cli(server, "--json", "euicc", "register", eid, "--association-token", "1", "--label", "site=lab")
@@ -157,6 +173,9 @@ def test_curl_and_cli(store_url, lab, tmp_path):
         )
         assert cp.stdout == "200"
         assert out.read_bytes() == bytes.fromhex("BF4F03020101")  # noEimPackageAvailable, byte for byte
+
+        # the same over CoAP (eim serve started the CoAP binding)
+        assert asyncio.run(coap_post(coap_port, request.read_bytes())) == bytes.fromhex("BF4F03020101")
 
         r = run_cli(server, "--json", "op", "create", eid, "download", "--activation-code", "1$smdp.example.com$X1")
         assert r.returncode == 0, r.stderr
