@@ -102,8 +102,15 @@ class Agent:
     # ------------------------------------------------------------------ one step
     async def poll_once(self) -> PollResult:
         async with self._lock:
-            result = await eim_package_retrieval.poll_once(self.ctx)
-            await fallback.check(self.ctx)
+            try:
+                result = await eim_package_retrieval.poll_once(self.ctx)
+                await fallback.check(self.ctx)
+            except Exception as exc:  # a modem/channel error or a bug: log it, back off, keep serving
+                log.exception("poll step failed: %s", exc)
+                self.store.state.failures += 1
+                self.store.save()
+                await self.ctx.close_transport()
+                result = PollResult(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
         self.last = result
         log.info("poll: %s %s", result.outcome.value, result.detail)
         return result

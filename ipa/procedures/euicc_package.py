@@ -31,8 +31,9 @@ PROCEDURE = "euicc_package"
 MAX_RECOVERY_ATTEMPTS = 3
 
 
-class CrashPoint(Exception):
-    """Raised by test hooks to simulate a crash at a named point."""
+class CrashPoint(BaseException):
+    """Raised by test hooks to simulate a crash (the process dying) at a named point: a BaseException, so that no
+    error handling of the agent catches it, as nothing would run after a kill."""
 
 
 # test hook: a callable(point_name) that may raise to simulate a crash (kill) at that point
@@ -156,11 +157,7 @@ async def sweep_card_results(ctx: IpaContext) -> int:
         return 0
     st = ctx.store.state
     known = set(st.delivered_seqs) | set(st.remove_seqs) | {s for r in st.results for s in r.seq_numbers}
-    try:
-        eprs = await ctx.es10.retrieve_euicc_package_results()
-    except Exception as exc:
-        log.warning("cannot read the pending EPR list: %s", exc)
-        return 0
+    eprs = await ctx.es10.retrieve_euicc_package_results()  # errors go up: the sweep is retried next poll
     found = 0
     for epr in sorted(eprs, key=lambda e: e.seq_number if e.seq_number is not None else -1):
         if epr.eim_id != ctx.eim_id or epr.seq_number is None or epr.seq_number in known:

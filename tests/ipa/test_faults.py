@@ -298,3 +298,54 @@ async def test_lost_state_file_after_crash_delivers_from_the_card(make_rig, monk
         assert rig.card.state.notifications == []
     finally:
         await again.close()
+
+
+class FlakyChannel:
+    """Wraps a channel; the listed transmit calls fail like a modem that vanished for a moment (or answer garbage)."""
+
+    def __init__(self, inner, fail_at: set[int], garbage_at: set[int] = frozenset()) -> None:
+        self.inner, self.fail_at, self.garbage_at, self.n = inner, fail_at, garbage_at, 0
+
+    @property
+    def reset_detected(self) -> bool:
+        return self.inner.reset_detected
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def transmit(self, apdu: bytes) -> bytes:
+        self.n += 1
+        if self.n in self.fail_at:
+            raise OSError(5, "Input/output error")
+        answer = await self.inner.transmit(apdu)
+        if self.n in self.garbage_at:
+            return b"\xbf\x2b\x05\x01\x90\x00"  # truncated TLV with a good status word
+        return answer
+
+
+async def test_agent_keeps_serving_after_modem_io_errors_and_garbage(make_rig):
+    rig = await make_rig("http")
+    from ipa.agent import Agent
+
+    boot = rig.agent()
+    await boot.start()  # provision the eIM
+    await boot.poll_once()
+    await boot.close()
+    flaky = FlakyChannel(rig.channel, set(), set())
+    agent = Agent(rig.config, flaky)
+    await agent.start()
+    try:
+        flaky.fail_at = {flaky.n + 1}
+        r = await agent.poll_once()
+        assert r.outcome is Outcome.FAILED and "Input/output error" in r.detail
+        flaky.garbage_at = {flaky.n + 1}
+        r = await agent.poll_once()
+        assert r.outcome is Outcome.FAILED
+        rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
+        r = await agent.poll_once()
+        assert r.package == "euiccPackageRequest" and rig.peer.result_kinds() == ["ePRAndNotifications"]
+    finally:
+        await agent.close()
