@@ -253,12 +253,13 @@ class OperationService:
         return op
 
     async def cancel(self, op_id: str, *, who: str = "operator") -> Operation:
+        before = await self.store.get_operation(op_id)
         op = await self.store.cancel_operation(op_id, who=who, now=self.clock())
         if op is None:
             raise NotFound(f"operation {op_id} not found")
         if op.status is not OpStatus.CANCELLED:
             raise Conflict(f"operation {op_id} is already {op.status.value}")
-        if self.metrics:
+        if self.metrics and before is not None and before.status is not OpStatus.CANCELLED:
             self.metrics.operation_finished(op.kind.value, op.status.value)
         return op
 

@@ -99,18 +99,13 @@ def learned(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     if "euiccInfo2" in data:
         e2 = data["euiccInfo2"]
         view = {
-            k: to_json(e2[k])
-            for k in (
-                "profileVersion",
-                "svn",
-                "euiccFirmwareVer",
-                "ipaMode",
-                "sasAcreditationNumber",
-                "euiccCiPKIdListForSigning",
-                "euiccCiPKIdListForVerification",
-            )
-            if k in e2
+            k: ".".join(str(b) for b in e2[k])  # VersionType: 3 bytes major.minor.revision
+            for k in ("profileVersion", "svn", "euiccFirmwareVer")
+            if isinstance(e2.get(k), bytes | bytearray)
         }
+        for k in ("ipaMode", "sasAcreditationNumber", "euiccCiPKIdListForSigning", "euiccCiPKIdListForVerification"):
+            if k in e2:
+                view[k] = to_json(e2[k])
         info["euiccInfo2"] = view
     if "euiccInfo1" in data:
         info["euiccInfo1"] = to_json(data["euiccInfo1"])
