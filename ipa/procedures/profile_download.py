@@ -1,8 +1,8 @@
 """Profile Download triggered by the eIM (SGP.32 v1.2 §3.2.3): ProfileDownloadTriggerRequest (BF54) ->
 direct (§3.2.3.1, the IPA talks ES9+ to the SM-DP+) or indirect (§3.2.3.2, ES9+ relayed by the eIM over ESipa).
 
-Choice: indirect when the eIM configuration on the eUICC has ``indirectProfileDownload`` and the IPA supports it
-(``ipa.indirect_download``), or when the trigger carries no download data (the eIM handles it); else direct.
+Choice (:func:`use_indirect`): indirect when the trigger carries no download data (the eIM holds it and relays),
+or when the IPA may not contact SM-DP+ servers itself (``ipa.direct_download = false``); else direct.
 
 Reporting: direct -> ProvideEimPackageResult(profileDownloadTriggerResult {eimTransactionId, PIR or
 profileDownloadError}); indirect -> the PIR goes to the eIM with HandleNotification (on a failure before a PIR
@@ -108,13 +108,17 @@ async def cancel_on_card(ctx: IpaContext, transaction_id: bytes | None, reason: 
 
 
 def use_indirect(ctx: IpaContext, data: DownloadData | None) -> bool:
+    """Direct or indirect (SGP.32 v1.2 §3.2.3).
+
+    The trigger itself says what the eIM wants: without download data the eIM holds it (eimDownloadDataHandling)
+    and relays the download, so indirect; with an activation code the IPA contacts the SM-DP+ itself when it may
+    (``ipa.direct_download``), else it asks the eIM to relay (indirect). The eIM configuration's
+    ``indirectProfileDownload`` says the eIM *can* relay; it does not force the relay on an IPA that was handed an
+    activation code.
+    """
     if data is None:
         return True
-    feats = ctx.config.ipa
-    eim_indirect = ctx.eim is not None and ctx.eim.indirect_profile_download
-    if eim_indirect and feats.indirect_download:
-        return True
-    return not feats.direct_download
+    return not ctx.config.ipa.direct_download
 
 
 async def run(ctx: IpaContext, trig: m.ProfileDownloadTriggerRequest) -> None:

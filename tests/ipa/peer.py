@@ -156,6 +156,8 @@ class Es9Relay:
         self.client = httpx.AsyncClient(verify=ssl.create_default_context(cafile=ca_file), timeout=30)
         self.calls: list[str] = []
         self.fail: dict[str, int] = {}  # function -> ESipa error code to answer instead of relaying
+        # eimDownloadDataHandling: (SM-DP+ address, matchingId) the eIM holds when its trigger carries no data
+        self.download_data: tuple[str, str] | None = None
 
     async def _post(self, fn: str, body: dict) -> dict:
         body = {"header": {"functionRequesterIdentifier": "eim", "functionCallIdentifier": "1"}, **body}
@@ -178,7 +180,7 @@ class Es9Relay:
                 {
                     "euiccChallenge": b64(f[0x81].value),
                     "euiccInfo1": b64(f[0xBF20].raw),
-                    "smdpAddress": f[0x83].value.decode(),
+                    "smdpAddress": f[0x83].value.decode() if 0x83 in f else self.download_data[0],
                 },
             )
             ok = (
@@ -188,6 +190,8 @@ class Es9Relay:
                 + tlv.encode(0x04, tlv.parse_exact(unb(d["euiccCiPKIdToBeUsed"])).value)
                 + unb(d["serverCertificate"])
             )
+            if 0x83 not in f and self.download_data is not None:  # the eIM supplies the matchingId
+                ok += tlv.encode(0x0C, self.download_data[1].encode())
             return tlv.encode(0xBF39, tlv.encode(0xA0, ok))
         if name == "authenticateClientRequestEsipa":
             txid = f[0x80].value

@@ -88,6 +88,54 @@ async def test_indirect_download_relayed_by_eim(make_rig, smdp, binding, device)
         await relay.close()
 
 
+async def test_trigger_without_download_data_is_relayed_with_the_eims_matching_id(make_rig, smdp):
+    """eimDownloadDataHandling: a trigger without profileDownloadData means the eIM holds the download data; the
+    IPA goes indirect even though it could download directly, sends no SM-DP+ address, and builds ctxParams1 with
+    the matchingId the eIM returns in InitiateAuthenticationOkEsipa."""
+    rig = await make_rig("http", profiles=False)
+    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
+    rig.peer.relay = relay
+    assert rig.config.ipa.direct_download  # it could go direct, but the trigger says otherwise
+    agent = rig.agent()
+    await agent.start()
+    try:
+        order = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address)
+        relay.download_data = (smdp.address, order.matching_id)
+        rig.peer.queue(tlv.encode(0xBF54, tlv.encode(0x82, b"\x44")))
+        await agent.poll_once()
+        init = next(r for r in rig.peer.received if r.name == "initiateAuthenticationRequestEsipa").value
+        assert "smdpAddress" not in init and init["eimTransactionId"] == b"\x44"
+        assert relay.calls[:3] == ["initiateAuthentication", "authenticateClient", "getBoundProfilePackage"]
+        assert [m.iccid_to_str(p.iccid) for p in rig.card.state.profiles] == ["8949000013000000011"]
+        pir = asn1.decode("EsipaMessageFromIpaToEim", rig.peer.notifications[-1])[1]
+        assert pir[0] == "pendingNotification" and pir[1][0] == "profileInstallationResult"
+        assert order_state(smdp, order.activation_code) == "downloaded"  # the eIM forwards the PIR, not the IPA
+    finally:
+        await agent.close()
+        await relay.close()
+
+
+async def test_activation_code_goes_direct_even_when_the_eim_offers_indirect(make_rig, smdp):
+    """An IPA handed an activation code contacts the SM-DP+ itself when it may (ipa.direct_download), whatever
+    the eIM configuration's indirectProfileDownload says; nothing is relayed."""
+    rig = await make_rig("http", profiles=False)
+    rig.config.es9.ca_file = str(smdp.ca_bundle)
+    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
+    rig.peer.relay = relay
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac, b"\x55"))
+        await agent.poll_once()
+        names = [r.name for r in rig.peer.received]
+        assert "initiateAuthenticationRequestEsipa" not in names and relay.calls == []
+        assert order_state(smdp, ac) == "installed"
+    finally:
+        await agent.close()
+        await relay.close()
+
+
 async def test_indirect_download_eim_error_cancels_session(make_rig, smdp):
     rig = await make_rig("http", profiles=False)
     relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
