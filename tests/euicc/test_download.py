@@ -290,3 +290,26 @@ def test_bpp_segment_without_session_is_refused(lab_pki):
     for seg in segs[:3]:
         assert driver.call_sw(seg)[1] == 0x6985
     assert card.state.notifications == []
+
+
+def test_cross_curve_brainpool_card_with_a_nist_smdp(lab_pki):
+    """The card signs under its brainpool CI while the SM-DP+ authenticates with NIST certificates (a CI the card
+    verifies); the one-time key follows the curve of CERT.DPpb."""
+    card = make_card(lab_pki, curve="brainpool")
+    driver = Es10Driver(card)
+    smdp = SmdpSide(lab_pki, "nist", ci_pkid=lab_pki.ci_key_id("brainpool"))
+    pir = download(driver, smdp, new_profile(13))
+    assert pir_data(pir)["finalResult"][0] == "successResult"
+    assert len(smdp.euicc_otpk) == 65
+    crypto.public_key_from_point(smdp.euicc_otpk, "nist")  # on P-256
+
+
+def test_cancel_session_in_the_middle_of_a_bpp(lab_pki):
+    profile = new_profile(14)
+    card, driver, smdp, segs = prepared_bpp(lab_pki, profile)
+    for seg in segs[:4]:
+        assert driver.call(seg) == b""
+    answer = driver.call(T(0xBF41, T(0x80, smdp.txid) + T(0x81, b"\x05")))  # loadBppExecutionError
+    assert asn1.decode("SGP32-CancelSessionResponse", answer)[0] == "cancelSessionResponseOk"
+    assert driver.call_sw(segs[4])[1] == 0x6985  # the BPP is gone with the session
+    assert card.state.profiles == [] and card.state.notifications == []

@@ -304,3 +304,20 @@ def test_malformed_packages_get_status_words(lab_pki):
     assert driver.call_sw(bytes.fromhex("BF5100"))[1] == 0x6A80
     assert driver.call_sw(T(0xBF51, T(0x30, T(0x5A, b"\x00" * 16)) + T(0x5F37, b"\x00" * 64)))[1] == 0x6A80
     assert driver.call_sw(T(0xBF51, T(0x30, T(0x80, b"\xff")) + T(0x5F37, b"")))[1] == 0x6A80  # eimId not UTF-8
+
+
+def test_association_without_token_and_package_without_transaction_id(lab_pki):
+    """Without an association token both signatures cover the signed SEQUENCE alone; without an
+    eimTransactionId the result carries none."""
+    card = make_card(lab_pki)
+    driver = Es10Driver(card)
+    spki = crypto.public_key_spki_der(lab_pki.eim_cert("nist").public_key())
+    assert add_initial_eim(driver, eim_config("nt", spki, token=None)) == bytes.fromhex("BF5704A0020500")
+    pkg = eim_package(lab_pki.eim_key("nist"), "nt", card.state.eid, 1, T(0xA6, b""), token=None)
+    result = driver.call(pkg)
+    signed = tlv.require(result, 0xA0, 0x30)
+    assert tlv.find(signed, 0x82) is None
+    crypto.verify(card.identity.euicc_cert, signed.raw, tlv.require(result, 0xA0, 0x5F37).value)
+    # the same package signed with a token suffix does not verify on this association
+    wrong = eim_package(lab_pki.eim_key("nist"), "nt", card.state.eid, 2, T(0xA6, b""), token=0)
+    assert driver.call(wrong) == T(0xBF51, T(0xA2, T(0x80, b"nt")))
