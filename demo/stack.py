@@ -21,6 +21,11 @@ BINDINGS = ("http", "coap", "mqtt")
 PROTOCOL_BITS = {"http": "retrieveHttps", "coap": "retrieveCoaps", "mqtt": "proprietary"}
 
 
+def iccid_from_card(value: str) -> str:
+    """The card stores ICCIDs as in EF ICCID (BCD, nibbles swapped, F-padded): give the printed form."""
+    return "".join(value[i + 1] + value[i] for i in range(0, len(value) - 1, 2)).rstrip("Ff")
+
+
 @dataclass
 class LabStack:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
@@ -262,9 +267,29 @@ state_file = "{self.workdir / "ipa-state.cbor"}"
             {"eid": self.eid, "eim_id": self.eim_id, "association_token": self.association_token, "counter_value": 0},
         )
 
-    def start_ipa(self) -> None:
-        svc = Service("ipa", [tool("ipa"), "--config", str(self.ipa_config()), "run"], self.log("ipa")).start()
+    def start_ipa(self, *, env: dict[str, str] | None = None, verbose: bool = False) -> None:
+        """``ipa run`` on the modem; ``env`` adds ``IPA_<SECTION>_<KEY>`` overrides, ``verbose`` logs at INFO."""
+        argv = [tool("ipa"), "--config", str(self.ipa_config()), *(["-v"] if verbose else []), "run"]
+        svc = Service("ipa", argv, self.log("ipa"), env=dict(env or {})).start()
         self.services["ipa"] = svc
+
+    def restart_eim(self, *, env: dict[str, str] | None = None) -> None:
+        """Stop ``eim serve`` (SIGTERM) and start it again on the same ports, store and configuration."""
+        old = self.services.get("eim")
+        if old is not None:
+            old.stop()
+        cfg = self.workdir / "eim.toml"
+        svc = Service("eim", [tool("eim"), "--config", str(cfg), "serve"], self.log("eim"), env=dict(env or {}))
+        self.services["eim"] = svc.start()
+        wait_port(self.ports["eim_http"], proc=svc.proc)
+        self.wait_eim_ready()
+
+    def log_count(self, name: str, text: str) -> int:
+        """How many lines of a component's log contain ``text``."""
+        try:
+            return sum(text in line for line in self.log(name).read_text(errors="replace").splitlines())
+        except OSError:
+            return 0
 
     # ------------------------------------------------------------------ operator side (REST API)
     def api(self, method: str, path: str, body: Any = None) -> Any:
@@ -301,6 +326,27 @@ state_file = "{self.workdir / "ipa-state.cbor"}"
         return json.loads(
             run("read the card state", [tool("euicc"), "show", "--state", str(self.card_state), "--json"])
         )
+
+    def card_profiles(self) -> dict[str, str]:
+        """ICCID (as the SM-DP+ and the eIM write it) -> state, for every profile on the card."""
+        return {iccid_from_card(p["iccid"]): p["state"] for p in self.card().get("profiles", [])}
+
+    # ------------------------------------------------------------------ SM-DP+ side
+    def smdp_notifications(self) -> list[dict[str, Any]]:
+        """Every notification the SM-DP+ received (`smdpp notifications --json`), oldest first."""
+        out = run(
+            "list the SM-DP+ notifications",
+            [tool("smdpp"), "notifications", "--data", str(self.workdir / "smdpp"), "--json"],
+        )
+        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        return sorted(rows, key=lambda r: r["id"])
+
+    def smdp_order_show(self, matching_id: str) -> dict[str, Any]:
+        out = run(
+            "show an SM-DP+ order",
+            [tool("smdpp"), "order", "show", "--data", str(self.workdir / "smdpp"), matching_id, "--json"],
+        )
+        return json.loads(out.strip().splitlines()[-1])
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, *, with_ipa: bool = True) -> LabStack:
