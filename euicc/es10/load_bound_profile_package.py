@@ -158,7 +158,8 @@ def handle_segment(ctx: Context, command: bytes) -> bytes:
     except DecodeError as exc:
         loader = ctx.session.bpp
         if isinstance(loader, BppLoader):
-            return _fail(ctx, loader, BppFailure(LOAD_PROFILE_ELEMENTS, SCP03T_STRUCTURE_ERROR, str(exc)))
+            command_id = _COMMAND_OF_STAGE.get(loader.stage, LOAD_PROFILE_ELEMENTS)
+            return _fail(ctx, loader, BppFailure(command_id, SCP03T_STRUCTURE_ERROR, str(exc)))
         raise Es10Reject(SW_CONDITIONS, STEP, str(exc)) from None
     if tag == 0xBF36:
         return _start(ctx, command, hl, length)

@@ -313,3 +313,14 @@ def test_cancel_session_in_the_middle_of_a_bpp(lab_pki):
     assert asn1.decode("SGP32-CancelSessionResponse", answer)[0] == "cancelSessionResponseOk"
     assert driver.call_sw(segs[4])[1] == 0x6985  # the BPP is gone with the session
     assert card.state.profiles == [] and card.state.notifications == []
+
+
+def test_truncated_segment_during_a_bpp_is_a_structure_error(lab_pki):
+    profile = new_profile(15)
+    card, driver, _smdp, segs = prepared_bpp(lab_pki, profile)
+    a3 = next(i for i, s in enumerate(segs) if s[0] == 0xA3)
+    for seg in segs[: a3 + 1]:
+        assert driver.call(seg) == b""
+    answer = driver.call(b"\x86")  # a tag without a length
+    assert pir_data(answer)["finalResult"] == ("errorResult", {"bppCommandId": 5, "errorReason": 7})
+    assert card.state.profiles == []
