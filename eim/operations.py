@@ -118,7 +118,10 @@ class OperationService:
     def _prepare(self, euicc: Euicc, kind: OpKind, params: dict[str, Any]) -> dict[str, Any]:
         if kind is OpKind.DOWNLOAD:
             feats = (euicc.ipa_capabilities or {}).get("ipaFeatures")
+            explicit = "mode" in params  # the operator asked for this mode
             params = {**params, "mode": download.choose_mode(params, feats, self.settings.default_download_mode)}
+            if download.eim_holds_data(params, explicit=explicit, feats=feats):
+                params["eimHoldsData"] = True
         return params
 
     def _new_op(

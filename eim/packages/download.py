@@ -10,7 +10,10 @@ Parameters (JSON), exactly one source::
 
 ``mode`` is what the eIM expects the IPA to do: ``indirect`` when the IPA's last reported capabilities offer
 only indirectRspServerCommunication, ``direct`` when they offer only direct; when both or none are known, the
-configured default. It is recorded in the operation (``params.mode``); the request on the wire is the same.
+configured default. It is recorded in the operation (``params.mode``). An explicit ``"mode": "indirect"`` (or an
+indirect mode for an IPA that reported eimDownloadDataHandling) makes the eIM keep the download data: the trigger
+goes out without profileDownloadData (``params.eimHoldsData``), and the relay supplies the SM-DP+ address and the
+matchingId, so the download is relayed; with the activation code in the trigger an IPA goes direct when it can.
 Direct downloads end with a ProfileDownloadTriggerResult in ProvideEimPackageResult; indirect ones end with
 the PIR that the IPA hands over with HandleNotification (the eIM relays the download itself). Both are accepted
 in either mode.
@@ -101,8 +104,24 @@ def choose_mode(params: dict[str, Any], ipa_features: list[str] | None, default:
     return default
 
 
+def eim_holds_data(params: dict[str, Any], *, explicit: bool, feats: list[str] | None) -> bool:
+    """Whether the eIM keeps the download data itself (eimDownloadDataHandling) and sends a trigger without it.
+
+    That is how the eIM asks for an indirect download on the wire: an IPA handed an activation code goes direct
+    when it can. Done when the operator asked for ``mode: indirect`` explicitly, or when the mode is indirect and
+    the IPA's last reported capabilities include eimDownloadDataHandling. Only for activation codes (the relay
+    needs the SM-DP+ address and the matchingId).
+    """
+    if params.get("mode") != "indirect" or "activationCode" not in params:
+        return False
+    return explicit or "eimDownloadDataHandling" in set(feats or [])
+
+
 def request(params: dict[str, Any], eim_transaction_id: bytes) -> bytes:
-    """ProfileDownloadTriggerRequest ``BF54 { A0 { 80 | 81 | A2 }, 82 eimTransactionId }``."""
+    """ProfileDownloadTriggerRequest ``BF54 { [A0 { 80 | 81 | A2 }], 82 eimTransactionId }``; without
+    profileDownloadData when the eIM holds the download data (:func:`eim_holds_data`)."""
+    if params.get("eimHoldsData"):
+        return asn1.encode("ProfileDownloadTriggerRequest", {"eimTransactionId": eim_transaction_id})
     if "activationCode" in params:
         data: tuple[str, Any] = ("activationCode", params["activationCode"])
     elif params.get("defaultSmdp"):

@@ -177,6 +177,27 @@ async def test_direct_download_result(store, lab):
     assert failed.status is OpStatus.FAILED and failed.result_code == 127
 
 
+async def test_explicit_indirect_download_keeps_the_download_data_at_the_eim(store, lab):
+    """mode=indirect asked by the operator: the trigger goes out without profileDownloadData (the eIM holds the
+    data, eimDownloadDataHandling); mode=direct and the default carry the activation code."""
+    env = make_env(store, lab)
+    eid = EIDS[2]
+    await env.service.register_euicc(eid)
+    held = await env.service.create(eid, OpKind.DOWNLOAD, {"activationCode": f"1${SMDP}$MATCH-H", "mode": "indirect"})
+    assert held.params["eimHoldsData"] is True and held.params["smdpAddress"] == SMDP
+    value = asn1.decode("ProfileDownloadTriggerRequest", unwrap_package(await env.handle(get_eim_package_request(eid))))
+    assert "profileDownloadData" not in value and len(value["eimTransactionId"]) == 16
+    await env.service.cancel(held.id)
+    for params in ({"activationCode": f"1${SMDP}$MATCH-D", "mode": "direct"}, {"activationCode": f"1${SMDP}$MATCH-X"}):
+        op = await env.service.create(eid, OpKind.DOWNLOAD, params)
+        assert "eimHoldsData" not in op.params
+        value = asn1.decode(
+            "ProfileDownloadTriggerRequest", unwrap_package(await env.handle(get_eim_package_request(eid)))
+        )
+        assert value["profileDownloadData"] == ("activationCode", params["activationCode"])
+        await env.service.cancel(op.id)
+
+
 async def test_indirect_download_through_the_relay(store, lab):
     relay = RecordingRelay(lab)
     env = make_env(store, lab, relay=relay)
