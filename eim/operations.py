@@ -333,7 +333,11 @@ class OperationService:
         if self.pusher is None:
             return 0
         n = 0
-        for eid in await self.store.eids_with_queued_work(binding="mqtt", now=self.clock(), limit=limit):
+        now = self.clock()
+        eids = await self.store.eids_with_queued_work(
+            binding="mqtt", now=now, limit=limit, stale_before=now - self.settings.push_retry_s
+        )
+        for eid in eids:
             if await self.push(eid):
                 n += 1
         return n

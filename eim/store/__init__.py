@@ -95,7 +95,12 @@ class Store(Protocol):
         """``{(kind, status): count}``."""
         ...
 
-    async def eids_with_queued_work(self, *, binding: str, now: float, limit: int = 100) -> list[str]: ...
+    async def eids_with_queued_work(
+        self, *, binding: str, now: float, limit: int = 100, stale_before: float | None = None
+    ) -> list[str]:
+        """eUICCs last reached over ``binding`` with queued work due, or a package handed out before
+        ``stale_before`` still without a result (to push again)."""
+        ...
 
     # ---- batches
     async def add_batch(self, batch: Batch, ops: list[Operation], *, who: str) -> Batch: ...

@@ -104,8 +104,10 @@ class SqlStore:
     async def count_operations_by_status(self) -> dict[tuple[str, str], int]:
         return await self._run(self.logic.count_operations_by_status, write=False)
 
-    async def eids_with_queued_work(self, *, binding: str, now: float, limit: int = 100) -> list[str]:
-        return await self._run(lambda: self.logic.eids_with_queued_work(binding, now, limit), write=False)
+    async def eids_with_queued_work(
+        self, *, binding: str, now: float, limit: int = 100, stale_before: float | None = None
+    ) -> list[str]:
+        return await self._run(lambda: self.logic.eids_with_queued_work(binding, now, limit, stale_before), write=False)
 
     # ---- batches
     async def add_batch(self, batch: Batch, ops: list[Operation], *, who: str) -> Batch:

@@ -582,12 +582,17 @@ class Logic:
         rows = yield Q("SELECT kind, status, COUNT(*) AS n FROM operations GROUP BY kind, status", (), "all")
         return {(r["kind"], r["status"]): int(r["n"]) for r in rows}
 
-    def eids_with_queued_work(self, binding: str, now: float, limit: int) -> Gen:
+    def eids_with_queued_work(self, binding: str, now: float, limit: int, stale_before: float | None) -> Gen:
+        """eUICCs reached over ``binding`` with a queued operation due, or (``stale_before``) a package handed
+        out before that time and still without a result."""
+        stale = " OR (o.status = 'in_progress' AND o.handed_out_at <= ?)" if stale_before is not None else ""
+        args: tuple = (binding, now) + ((stale_before,) if stale_before is not None else ()) + (limit,)
         rows = yield Q(
             "SELECT DISTINCT o.eid FROM operations o JOIN euiccs e ON e.eid = o.eid"
-            " WHERE o.status = 'queued' AND e.binding = ? AND (o.not_before IS NULL OR o.not_before <= ?)"
-            " ORDER BY o.eid LIMIT ?",
-            (binding, now, limit),
+            " WHERE e.binding = ? AND ((o.status = 'queued' AND (o.not_before IS NULL OR o.not_before <= ?))"
+            + stale
+            + ") ORDER BY o.eid LIMIT ?",
+            args,
             "all",
         )
         return [r["eid"] for r in rows]

@@ -367,8 +367,13 @@ async def test_answers_to_pushed_packages(store, lab):
     assert eid == card.eid and message[:2] == b"\xbf\x4e"
     package = tlv.children(message)[0].raw
     assert package[:2] == b"\xbf\x51"
-    # not pushed again before push_retry_s
+    # not pushed again before push_retry_s; after it, the sweep pushes the same bytes again
     assert await env.service.push(card.eid) is False
+    assert await env.service.push_pending() == 0
+    env.service.settings = OperationSettings(push_retry_s=0.0)
+    assert await env.service.push_pending() == 1
+    assert pushed[-1] == pushed[0]
+    env.service.settings = OperationSettings()
     from eim.interfaces import RequestContext
 
     mqtt = RequestContext("mqtt", f"esipa/{card.eid}/up", card.eid)

@@ -305,3 +305,17 @@ async def test_concurrent_claims_never_reuse_a_counter(store_url):
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_eids_with_work_to_push(store):
+    await store.add_euicc(euicc(), who="t")
+    await store.add_euicc(euicc(EID2), who="t")
+    await store.update_euicc(EID, binding="mqtt")
+    await store.update_euicc(EID2, binding="http")
+    await store.add_operations([op(EID), op(EID2)], who="t")
+    assert await store.eids_with_queued_work(binding="mqtt", now=2000.0) == [EID]
+    await store.claim_next(EID, 2000.0, signing_builder())  # handed out at 2000, no result yet
+    assert await store.eids_with_queued_work(binding="mqtt", now=2100.0) == []
+    assert await store.eids_with_queued_work(binding="mqtt", now=2400.0, stale_before=1999.0) == []
+    assert await store.eids_with_queued_work(binding="mqtt", now=2400.0, stale_before=2100.0) == [EID]
+    assert await store.eids_with_queued_work(binding="http", now=2400.0) == [EID2]
