@@ -117,7 +117,11 @@ class SoftEuicc:
 
     @classmethod
     def load(cls, state_path: str | os.PathLike[str]) -> SoftEuicc:
-        return cls(state_mod.load(state_path), state_path)
+        st = state_mod.load(state_path)
+        try:
+            return cls(st, state_path)
+        except RspError as exc:
+            raise StateError(f"load state {state_path}: identity unusable: {exc}") from None
 
     @classmethod
     def in_memory(cls, state: EuiccState) -> SoftEuicc:

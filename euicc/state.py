@@ -17,6 +17,8 @@ import copy
 import json
 import os
 import tempfile
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,7 +237,7 @@ class EuiccState:
             raise StateError(f"state file: unsupported version {version!r} (expected {STATE_VERSION})")
         try:
             return _decode_state(data)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise StateError(f"state file: malformed content ({type(exc).__name__}: {exc})") from None
 
 
@@ -307,7 +309,7 @@ def _decode_state(data: dict[str, Any]) -> EuiccState:
     profiles = []
     for p in data.get("profiles", []):
         kw = _fields(Profile, p)
-        kw["notification_config"] = [(list(ev), str(addr)) for ev, addr in p.get("notification_config", [])]
+        kw["notification_config"] = [(ev, addr) for ev, addr in p.get("notification_config", [])]
         profiles.append(Profile(**kw))
     base["profiles"] = profiles
     base["eims"] = [EimConfig(**_fields(EimConfig, e)) for e in data.get("eims", [])]
@@ -318,9 +320,58 @@ def _decode_state(data: dict[str, Any]) -> EuiccState:
         None if data.get("last_download") is None else LastDownload(**_fields(LastDownload, data["last_download"]))
     )
     state = EuiccState(**base)
+    _check_types(state, "state")
     if len(state.eid) != 16:
         raise ValueError(f"EID of {len(state.eid)} bytes")
     return state
+
+
+def _check_value(value: Any, hint: Any, where: str) -> None:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                _check_value(value, option, where)
+                return
+            except TypeError:
+                continue
+        raise TypeError(f"{where}: {type(value).__name__} does not fit {hint}")
+    if hint is type(None):
+        if value is not None:
+            raise TypeError(f"{where}: expected null")
+        return
+    if origin is list:
+        if not isinstance(value, list):
+            raise TypeError(f"{where}: expected a list")
+        (item,) = typing.get_args(hint)
+        for i, v in enumerate(value):
+            _check_value(v, item, f"{where}[{i}]")
+        return
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple) or len(value) != len(args):
+            raise TypeError(f"{where}: expected a pair")
+        for i, (v, a) in enumerate(zip(value, args, strict=True)):
+            _check_value(v, a, f"{where}[{i}]")
+        return
+    if hasattr(hint, "__dataclass_fields__"):
+        if not isinstance(value, hint):
+            raise TypeError(f"{where}: expected {hint.__name__}")
+        _check_types(value, where)
+        return
+    if hint is int and isinstance(value, bool):
+        raise TypeError(f"{where}: expected an integer")
+    if not isinstance(value, hint):
+        raise TypeError(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
+
+
+def _check_types(obj: Any, where: str) -> None:
+    """Every field of a decoded dataclass has the type its annotation says (a hand-edited file may not)."""
+    hints = typing.get_type_hints(type(obj))
+    for name in obj.__dataclass_fields__:
+        _check_value(getattr(obj, name), hints[name], f"{where}.{name}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -149,3 +149,61 @@ def test_kill_at_any_moment_leaves_a_consistent_state(lab_pki, tmp_path):
         seen = counter
         assert [f for f in os.listdir(tmp_path) if not f.startswith(".")] == ["card.json"]
     assert seen > 0, "the child never got a package through"
+
+
+def _mutations():
+    from hypothesis import strategies as st
+
+    leaf = (
+        st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5) | st.sampled_from(["zz", "00", "f" * 20])
+    )
+    return st.lists(st.tuples(st.integers(0, 10_000), leaf | st.lists(leaf, max_size=2)), min_size=1, max_size=4)
+
+
+def _paths(obj, prefix=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield (*prefix, k)
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield (*prefix, i)
+            yield from _paths(v, (*prefix, i))
+
+
+def test_mutated_state_files_load_or_fail_with_state_error(lab_pki, tmp_path):
+    from hypothesis import given, settings
+
+    card = make_card(lab_pki)
+    driver = Es10Driver(card)
+    download(driver, SmdpSide(lab_pki), new_profile(1, notifications=[((1,), "x.example")]))
+    spki = crypto.public_key_spki_der(lab_pki.eim_cert("nist").public_key())
+    add_initial_eim(driver, eim_config("a", spki))
+    good = card.state.to_json()
+    paths = list(_paths(good))
+
+    @settings(max_examples=200, deadline=None)
+    @given(_mutations())
+    def check(mutations):
+        doc = json.loads(json.dumps(good))
+        for index, value in mutations:
+            path = paths[index % len(paths)]
+            node = doc
+            try:
+                for key in path[:-1]:
+                    node = node[key]
+                node[path[-1]] = value
+            except (KeyError, IndexError, TypeError):
+                continue
+        path = tmp_path / "mutated.json"
+        path.write_text(json.dumps(doc))
+        try:
+            mutated = SoftEuicc.load(path)
+        except state_mod.StateError:
+            return
+        # a state that loads is usable: every command gets a proper answer, never an internal error
+        mutated_driver = Es10Driver(mutated)
+        for command in ("BF2200", "BF2D00", "BF2B00", "BF5500", "BF3C00", "BF2800"):
+            assert mutated_driver.call_sw(bytes.fromhex(command))[1] != 0x6F00
+
+    check()
