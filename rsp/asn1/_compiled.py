@@ -37,7 +37,7 @@ log = logging.getLogger("rsp.asn1")
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 # Bump when the post-compile patching below changes (invalidates old caches).
-_PATCH_LEVEL = "5"
+_PATCH_LEVEL = "5+oid"
 CODEC = "der"
 
 
@@ -86,6 +86,32 @@ class _SafeArrayMixin:
         if offset - start != length:
             raise _ber.DecodeError("SEQUENCE OF element runs past the end of its container", offset=offset)
         return decoded, offset
+
+
+class CorrectObjectIdentifier(_ber.ObjectIdentifier):
+    """X.690 §8.19.4: the first subidentifier is 40*X + Y with X in 0..2, so a value of 80 or more is X = 2,
+    Y = value - 80 (2.999.32.10 starts 88 37). asn1tools divides by 40 and decodes it as 26.39.32.10."""
+
+    def decode_content(self, data, offset, length):
+        end = offset + length
+        arcs: list[int] = []
+        value = 0
+        started = False
+        for pos in range(offset, end):
+            byte = data[pos]
+            if not started and byte == 0x80:
+                raise _ber.DecodeError("OBJECT IDENTIFIER subidentifier with a leading 0x80 byte")
+            started = True
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                arcs.append(value)
+                value = 0
+                started = False
+        if started or not arcs:
+            raise _ber.DecodeError("OBJECT IDENTIFIER truncated or empty")
+        first = arcs[0]
+        head = [first // 40, first % 40] if first < 80 else [2, first - 80]
+        return ".".join(str(v) for v in head + arcs[1:]), end
 
 
 class SafeSequenceOf(_SafeArrayMixin, _der.SequenceOf):
@@ -165,6 +191,8 @@ def _patch(spec, named_numbers: dict[str, dict[str, int]]) -> None:
         for node in walk_types(compiled.type):
             if type(node) is _ber.Choice:
                 node.__class__ = PreservingChoice
+            elif type(node) is _ber.ObjectIdentifier:
+                node.__class__ = CorrectObjectIdentifier
             elif type(node) is _der.SequenceOf:
                 node.__class__ = SafeSequenceOf
             elif type(node) is _der.SetOf:

@@ -212,3 +212,24 @@ def test_top_level_types_all_known():
     names = set(asn1.type_names())
     assert set(asn1.TOP_LEVEL_TYPES) <= names
     assert not any(n.endswith("-Body") for n in names)
+
+
+@pytest.mark.parametrize(
+    ("oid", "content_hex"),
+    [
+        ("2.999.32.10", "8837200a"),  # first subidentifier 1079 >= 80: arc 2, second arc 999 (X.690 8.19.4)
+        ("2.40.1", "7801"),
+        ("1.3.6.1.4.1.31746", "2b0601040181f802"),
+        ("0.39", "27"),
+        ("2.23.146.1.2.1.4", "67811201020104"),
+    ],
+)
+def test_object_identifiers_decode_per_x690(oid, content_hex):
+    der = asn1.encode("ConfigureImmediateProfileEnablingRequest", {"defaultSmdpOid": oid})
+    assert der.hex().endswith("81" + f"{len(content_hex) // 2:02x}" + content_hex)
+    assert asn1.decode("ConfigureImmediateProfileEnablingRequest", der)["defaultSmdpOid"] == oid
+
+
+def test_object_identifier_with_padding_byte_is_refused():
+    with pytest.raises(DecodeError):
+        asn1.decode("ConfigureImmediateProfileEnablingRequest", bytes.fromhex("BF590481028001"))
