@@ -50,15 +50,36 @@ class Timeline:
         return "\n".join(lines)
 
 
+def iccid_digits(value: str) -> str:
+    """ICCID as printed: digits, whether given as digits or as the swapped-BCD hex of the wire."""
+    if value.isdigit():
+        return value
+    if len(value) == 20:
+        swapped = "".join(value[i + 1] + value[i] for i in range(0, 20, 2))
+        return swapped.rstrip("Ff")
+    return value
+
+
 def op_outcome(op: dict[str, Any]) -> str:
-    res = op.get("result")
-    detail = ""
-    if isinstance(res, dict):
-        for key in ("results", "summary", "iccid", "outcome"):
-            if key in res:
-                detail = f" {key}={res[key]}"
-                break
-    return f"operation {op['id']} {op['status']}{detail}"
+    """One line: operation status and what the eUICC answered."""
+    res = op.get("result") or {}
+    parts: list[str] = []
+    for item in res.get("results", []):
+        kind = str(item.get("type", "")).removesuffix("Result")
+        if "profiles" in item:
+            profs = ", ".join(f"{p['iccid']}:{p['state']}" for p in item["profiles"])
+            parts.append(f"{kind} [{profs}]")
+        else:
+            parts.append(f"{kind}={item.get('name', item.get('code'))}")
+    pir = res.get("profileInstallationResult")
+    if isinstance(pir, dict):
+        parts.append(f"installed {pir.get('iccid')} (PIR {'verified' if pir.get('verified') else 'unverified'})")
+    if "certificates" in res:
+        parts.append(f"certificates {res['certificates']}")
+    if isinstance(res.get("ipaCapabilities"), dict):
+        parts.append("ipaCapabilities " + ",".join(res["ipaCapabilities"].get("ipaFeatures", [])))
+    detail = "; ".join(parts)
+    return f"{op['status']}" + (f": {detail}" if detail else "")
 
 
 def require_done(op: dict[str, Any]) -> dict[str, Any]:
@@ -95,11 +116,18 @@ def story(stack: LabStack, tl: Timeline) -> None:
         lambda: stack.smdp_order("ts48"),
         describe=lambda o: f"activation code {o['activation_code']}",
     )
+
+    def download(order: dict[str, Any], mode: str) -> dict[str, Any]:
+        before = stack.relayed_downloads()
+        op = require_done(stack.run_op("download", {"activationCode": order["activation_code"], "mode": mode}))
+        relayed = stack.relayed_downloads() - before
+        if relayed != (1 if mode == "indirect" else 0):
+            raise RuntimeError(f"{mode} download: the eIM relayed {relayed} ES9+ sessions")
+        return op
+
     tl.step(
-        "download profile 1 (indirect, relayed by the eIM)",
-        lambda: require_done(
-            stack.run_op("download", {"activationCode": order1["activation_code"], "mode": "indirect"})
-        ),
+        "download profile 1 (indirect: ES9+ relayed by the eIM)",
+        lambda: download(order1, "indirect"),
         describe=op_outcome,
     )
     iccid1 = order1["iccid"]
@@ -119,8 +147,8 @@ def story(stack: LabStack, tl: Timeline) -> None:
         describe=lambda o: f"activation code {o['activation_code']}",
     )
     tl.step(
-        "download profile 2 (direct, IPA to SM-DP+)",
-        lambda: require_done(stack.run_op("download", {"activationCode": order2["activation_code"], "mode": "direct"})),
+        "download profile 2 (direct: IPA to SM-DP+ over HTTPS)",
+        lambda: download(order2, "direct"),
         describe=op_outcome,
     )
     iccid2 = order2["iccid"]
@@ -147,7 +175,7 @@ def story(stack: LabStack, tl: Timeline) -> None:
     tl.step(
         "card state (euicc show)",
         lambda: profiles_on_card(stack),
-        describe=lambda ps: ", ".join(f"{p.get('iccid')}={p.get('state')}" for p in ps) or "no profiles",
+        describe=lambda ps: ", ".join(f"{iccid_digits(p['iccid'])}:{p['state']}" for p in ps) or "no profiles",
     )
 
 

@@ -320,6 +320,10 @@ state_file = "{self.workdir / "ipa-state.cbor"}"
         op = self.operation(kind, params)
         return self.wait_operation(op["id"], timeout)
 
+    def relayed_downloads(self) -> int:
+        """How many ES9+ sessions the eIM relayed (indirect downloads), from its structured log."""
+        return self.log("eim").read_text(errors="replace").count("ES9+ session started")
+
     # ------------------------------------------------------------------ card side
     def card(self) -> dict[str, Any]:
         """The card's state as `euicc show --json` prints it (read from the state file)."""

@@ -28,7 +28,7 @@ log = logging.getLogger("ipa.procedures.euicc_data_request")
 ORDER = (0xA0, 0x81, 0xA2, 0xBF20, 0xBF22, 0x83, 0x84, 0xA5, 0xA6, 0xA8, 0xA9)
 
 # IpaCapabilities bits
-FEATURE_DIRECT, FEATURE_INDIRECT = 0, 1
+FEATURE_DIRECT, FEATURE_INDIRECT, FEATURE_EIM_DOWNLOAD_DATA = 0, 1, 2
 
 
 def ipa_capabilities(config: IpaConfig, binding: str | None = None) -> bytes:
@@ -38,6 +38,8 @@ def ipa_capabilities(config: IpaConfig, binding: str | None = None) -> bytes:
         feats.add(FEATURE_DIRECT)
     if config.ipa.indirect_download:
         feats.add(FEATURE_INDIRECT)
+        # a trigger without download data is relayed with the eIM's data (profile_download.use_indirect)
+        feats.add(FEATURE_EIM_DOWNLOAD_DATA)
     protos = {0}  # ipaRetrieveHttps
     protos.add(1)  # ipaRetrieveCoaps (coap:// without DTLS in this build)
     protos.add(4)  # ipaProprietary: ESipa over MQTT

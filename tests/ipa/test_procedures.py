@@ -83,7 +83,7 @@ async def test_euicc_data_request_every_tag(make_rig, binding, device):
         assert data["associationToken"] == 1 and data["eimTransactionId"] == b"\x42"
         assert data["deviceInfo"]["tac"] == bytes.fromhex("35290611")
         assert asn1.certificate_der(data["euiccCertificate"]) == rig.card.state.euicc_cert
-        assert data["ipaCapabilities"]["ipaFeatures"][0][0] & 0xC0 == 0xC0  # direct + indirect
+        assert data["ipaCapabilities"]["ipaFeatures"][0][0] & 0xE0 == 0xE0  # direct, indirect, eimDownloadDataHandling
         # an unknown tag -> incorrectTagList(1)
         rig.peer.queue(tlv.encode(0xBF52, tlv.encode(0x5C, b"\x99") + tlv.encode(0x83, b"\x43")))
         await agent.poll_once()
