@@ -46,6 +46,9 @@ def start_stack(workdir: Path, binding: str = "http", *, with_ipa: bool = True, 
 
 def stop_stack(stack: LabStack) -> None:
     try:
+        for name, svc in stack.services.items():  # extra services a test added (a second eIM ...) first:
+            if name not in ("ipa", "eim", "modem", "smdpp"):  # they may hold connections to the SM-DP+
+                svc.stop()
         stack.stop()
     finally:
         if stack in LIVE:
