@@ -66,6 +66,15 @@ def handle(ctx: Context, request: tlv.Tlv) -> bytes:
         raise Es10Reject(SW_WRONG_DATA, STEP, f"serverSigned1 malformed: {exc}") from None
     if not 1 <= len(txid) <= 16 or len(server_challenge_tlv.value) != 16:
         raise Es10Reject(SW_WRONG_DATA, STEP, "transactionId or serverChallenge of the wrong size")
+    try:  # ctxParamsForCommonAuthentication {[80 matchingId], A1 deviceInfo {80 tac, A1 capabilities, [82 imei]}}
+        cp = der.fields(ctx_params, "ctxParams1")
+        device = der.fields(cp[0xA1], "deviceInfo")
+        if len(device[0x80].value) != 4 or 0xA1 not in device:
+            raise DecodeError("deviceInfo", "needs 80 tac (4 bytes) and A1 deviceCapabilities")
+        if 0x80 in cp:
+            der.decode_utf8(cp[0x80].value, "matchingId")
+    except (KeyError, DecodeError) as exc:
+        raise Es10Reject(SW_WRONG_DATA, STEP, f"ctxParams1 malformed: {exc}") from None
 
     challenge = ctx.session.challenge
     ctx.session.challenge = None  # single use, whatever the outcome

@@ -324,3 +324,14 @@ def test_truncated_segment_during_a_bpp_is_a_structure_error(lab_pki):
     answer = driver.call(b"\x86")  # a tag without a length
     assert pir_data(answer)["finalResult"] == ("errorResult", {"bppCommandId": 5, "errorReason": 7})
     assert card.state.profiles == []
+
+
+def test_malformed_authenticate_server_requests_are_6a80(lab_pki):
+    driver = Es10Driver(make_card(lab_pki))
+    smdp = SmdpSide(lab_pki)
+    challenge = tlv.require(driver.call(bytes.fromhex("BF2E00")), 0x80).value
+    good = tlv.children(tlv.parse_exact(smdp.authenticate_server_request(challenge)))
+    no_device_info = T(0xA0, T(0x80, b"MATCH"))
+    assert driver.call_sw(T(0xBF38, b"".join(c.raw for c in good[:4]) + no_device_info))[1] == 0x6A80
+    assert driver.call_sw(T(0xBF38, b"".join(c.raw for c in good[:3])))[1] == 0x6A80  # no certificate
+    assert driver.call_sw(T(0xBF38, b"".join(c.raw for c in good[1:])))[1] == 0x6A80  # no serverSigned1
