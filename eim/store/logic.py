@@ -106,6 +106,7 @@ EUICC_UPDATABLE = (
     "last_seq_number",
 )
 OP_JSON = ("params", "result")
+CONTACT_GRANULARITY_S = 5.0  # last_contact is recorded to within this many seconds
 OPEN = ("queued", "in_progress")
 
 Gen = Generator[Q, Any, Any]
@@ -414,7 +415,10 @@ class Logic:
                     return Claim(ClaimOutcome.BUSY)
             return Claim(ClaimOutcome.UNKNOWN_EID)
         euicc = row_to_euicc(row)
-        if binding is not None:
+        if binding is not None and (
+            binding != euicc.binding or euicc.last_contact is None or now - euicc.last_contact >= CONTACT_GRANULARITY_S
+        ):
+            # Written at most every CONTACT_GRANULARITY_S per eUICC: an idle poll is then a read-only transaction.
             yield Q("UPDATE euiccs SET last_contact = ?, binding = ? WHERE eid = ?", (now, binding, eid))
             euicc = replace(euicc, last_contact=now, binding=binding)
         closed: list[Operation] = []

@@ -99,6 +99,11 @@ async def test_claim_in_order_counter_and_same_bytes_again(store):
     assert c2.operation.attempts == 2
     e = await store.get_euicc(EID)
     assert e.counter_value == 11 and e.binding == "coap" and e.last_contact == 2001.0
+    # last contact is recorded to within 5 s (an idle poll is a read-only transaction), binding changes at once
+    await store.claim_next(EID, 2003.0, build, binding="coap")
+    assert (await store.get_euicc(EID)).last_contact == 2001.0
+    await store.claim_next(EID, 2006.5, build, binding="coap")
+    assert (await store.get_euicc(EID)).last_contact == 2006.5
     # Result arrives: done; next poll moves to the second operation with the next counter value.
     done = await store.record_result(
         ResultUpdate(
