@@ -48,7 +48,12 @@ _TIMES = {"UTCTime", "GeneralizedTime", "Date", "TimeOfDay", "DateTime"}
 
 
 # our patched asn1tools node classes (rsp.asn1._compiled) -> the asn1tools kind they stand for
-_PATCHED = {"PreservingChoice": "Choice", "SafeSequenceOf": "SequenceOf", "SafeSetOf": "SetOf"}
+_PATCHED = {
+    "PreservingChoice": "Choice",
+    "SafeSequenceOf": "SequenceOf",
+    "SafeSetOf": "SetOf",
+    "CorrectObjectIdentifier": "ObjectIdentifier",
+}
 
 
 class _Bad(Exception):
