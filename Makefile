@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m demo --binding $(BINDING)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow"
