@@ -1,6 +1,7 @@
 """Fallback (set/unset the attribute with PSMOs, the IPA executing and leaving the fallback mechanism after losing
 the eIM), immediate enable after a download (PSMO configureImmediateEnable + ipa.immediate_enable) and eUICC memory
-reset (ES10b.EuiccMemoryReset through the modem), all on one stack, in this order."""
+reset (ES10b.EuiccMemoryReset through the modem), all on one stack, in this order: one test (``make test`` runs
+under pytest-xdist, which may hand tests of one module to different workers), one step function per feature."""
 
 from __future__ import annotations
 
@@ -21,15 +22,22 @@ from tests.e2e.conftest import (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def stack(tmp_path_factory: pytest.TempPathFactory):
     s = start_stack(tmp_path_factory.mktemp("features"), "http")
     yield s
     stop_stack(s)
 
 
-@pytest.fixture(scope="module")
-def profiles(stack: LabStack) -> dict[str, str]:
+def test_fallback_immediate_enable_memory_reset(stack: LabStack) -> None:
+    two = two_profiles(stack)
+    step_fallback_attribute_set_unset(stack, two)
+    step_fallback_executed_when_the_eim_is_gone_and_returned(stack, two)
+    step_immediate_enable_after_download(stack, two)
+    step_euicc_memory_reset(stack)
+
+
+def two_profiles(stack: LabStack) -> dict[str, str]:
     """Two profiles: "main" enabled, "spare" disabled."""
     out = {}
     for name in ("main", "spare"):
@@ -57,7 +65,7 @@ def restart_ipa(stack: LabStack, **env: str) -> None:
     stack.start_ipa(env=env)
 
 
-def test_fallback_attribute_set_unset(stack: LabStack, profiles: dict[str, str]) -> None:
+def step_fallback_attribute_set_unset(stack: LabStack, profiles: dict[str, str]) -> None:
     main, spare = profiles["main"], profiles["spare"]
     op = done(stack, "psmo", {"psmos": [{"setFallbackAttribute": {"iccid": spare}}, {"listProfileInfo": {}}]})
     assert op["result"]["results"][0] == {"type": "setFallbackAttributeResult", "code": 0, "name": "ok"}
@@ -78,7 +86,7 @@ def test_fallback_attribute_set_unset(stack: LabStack, profiles: dict[str, str])
     assert_counters_agree(stack)
 
 
-def test_fallback_executed_when_the_eim_is_gone_and_returned(stack: LabStack, profiles: dict[str, str]) -> None:
+def step_fallback_executed_when_the_eim_is_gone_and_returned(stack: LabStack, profiles: dict[str, str]) -> None:
     main, spare = profiles["main"], profiles["spare"]
     assert fallback_flags(stack)[spare] is True
     restart_ipa(stack, IPA_POLL_FALLBACK_AFTER="1.0")
@@ -102,7 +110,7 @@ def test_fallback_executed_when_the_eim_is_gone_and_returned(stack: LabStack, pr
     assert_counters_agree(stack)
 
 
-def test_immediate_enable_after_download(stack: LabStack, profiles: dict[str, str]) -> None:
+def step_immediate_enable_after_download(stack: LabStack, profiles: dict[str, str]) -> None:
     op = done(
         stack,
         "psmo",
@@ -153,7 +161,7 @@ async def _memory_reset(stack: LabStack, options: set[int]) -> int:
         await engine.close()
 
 
-def test_euicc_memory_reset(stack: LabStack) -> None:
+def step_euicc_memory_reset(stack: LabStack) -> None:
     assert len(stack.card_profiles()) == 3 and stack.card()["immediate_enable"]["enabled"]
     stack.services["ipa"].stop()  # the modem has one AT port: the IPA lets go of it
     # deleteOperationalProfiles(0), resetDefaultSmdpAddress(2), resetImmediateEnableConfig(6)

@@ -1,6 +1,7 @@
 """Resilience as real processes: the eIM killed and restarted in the middle of a download, the IPA killed (-9) after
 the card ran a package but before the result reached the eIM, a modem that resets the SIM after every enable, and
-the MQTT broker restarting. Every operation ends done, with the card and the eIM agreeing."""
+the MQTT broker restarting. Every operation ends done, with the card and the eIM agreeing. The first two tests
+share a stack (per xdist worker) but do not depend on each other's order."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ def agree(stack: LabStack) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    # slow=0.01: every APDU answered after 10 ms, so a download takes long enough to be interrupted
-    s = start_stack(tmp_path_factory.mktemp("resilience"), "http", quirks="slow=0.01")
+    # slow=0.01: every APDU answered after 10 ms, so a download takes long enough to be interrupted;
+    # refresh-reset=2: after an enable the modem resets the SIM, which stays busy for 2 s
+    s = start_stack(tmp_path_factory.mktemp("resilience"), "http", quirks="slow=0.01,refresh-reset=2")
     s.services["ipa"].stop()
     s.start_ipa(verbose=True)  # INFO logs: the test watches the IPA's steps
     yield s
@@ -52,29 +54,28 @@ def test_eim_killed_and_restarted_mid_download(stack: LabStack) -> None:
     final = stack.wait_operation(op["id"], timeout=90)
     assert final["status"] == "done", final
     assert order["iccid"] in str(final["result"])
-    assert stack.card_profiles() == {order["iccid"]: "disabled"}
+    assert stack.card_profiles()[order["iccid"]] == "disabled"
     wait_smdp_event(stack, "install", order["iccid"])
     agree(stack)
 
 
 def test_ipa_killed_after_the_card_ran_the_package_before_reporting(stack: LabStack) -> None:
-    (iccid,) = stack.card_profiles()
+    order = stack.smdp_order("ts48")
+    done(stack, "download", {"activationCode": order["activation_code"], "mode": "indirect"})
+    iccid = order["iccid"]
     ipa_log = stack.log("ipa")
     seen = ipa_log.read_text().count("EuiccPackageResult")
-    loads = ipa_log.read_text().count("LoadEuiccPackage")
     op = stack.operation("psmo", {"psmos": [{"enable": {"iccid": iccid}}]})
-    wait_until("the IPA loading the package", lambda: ipa_log.read_text().count("LoadEuiccPackage") > loads, 30, 0.005)
-    stack.services["eim"].kill()  # the result cannot be reported
-    wait_until("the card's result", lambda: ipa_log.read_text().count("EuiccPackageResult") > seen, 30, 0.02)
-    assert stack.card_profiles() == {iccid: "enabled"}  # the card ran it
-    stack.services["ipa"].kill()  # kill -9 with the result not reported
-    stack.restart_eim()
+    # the card answered; the modem now resets the SIM (busy 2 s) and the IPA waits for it before reporting
+    wait_until("the card's result", lambda: ipa_log.read_text().count("EuiccPackageResult") > seen, 30, 0.01)
+    stack.services["ipa"].kill()  # kill -9 with the package run on the card and its result not reported
+    assert stack.card_profiles()[iccid] == "enabled"
     assert stack.api("GET", f"/v1/operations/{op['id']}")["status"] == "in_progress"  # the eIM does not know yet
-    stack.start_ipa(verbose=True)
+    stack.start_ipa(verbose=True)  # finds the package in flight, reads its result from the card, reports it
     final = stack.wait_operation(op["id"], timeout=60)
     assert final["status"] == "done", final
     assert_codes(final, ("enableResult", 0))
-    assert stack.card_profiles() == {iccid: "enabled"}
+    assert stack.card_profiles()[iccid] == "enabled"
     wait_smdp_event(stack, "enable", iccid)
     agree(stack)
     # the eIM received the result exactly once
