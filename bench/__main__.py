@@ -4,7 +4,8 @@
 
 Benchmarks (names for ``--only``): eim (ESipa throughput per binding and store, worker scaling), variants (the
 SQLite store's fsync cost: shipped store vs what-if variants, before/after), fleet (registry
-size), serial (profile download over the serial line), air (bytes on the air per operation), ipa (IPA footprint),
+size), serial (profile download over the serial line), air (bytes on the air per operation), air_download (bytes on
+the air of an indirect 12 KB profile download through the whole lab), ipa (IPA footprint),
 smdpp (lab SM-DP+ downloads/s). The report goes to ``--out`` (default ``docs/performance.md``; with ``--only`` or
 ``--quick`` the default is ``build/performance-partial.md`` so a partial run never overwrites the published one)
 and is printed.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from bench.common import REPO, Section, load, machine
 
-NAMES = ("eim", "variants", "fleet", "serial", "air", "ipa", "smdpp")
+NAMES = ("eim", "variants", "fleet", "serial", "air", "air_download", "ipa", "smdpp")
 
 HOW_TO = """\
 ## How to run
@@ -59,6 +60,10 @@ def run_one(name: str, args: argparse.Namespace) -> Section:
         from bench.air import run
 
         return run(quick)
+    if name == "air_download":
+        from bench.air_download import run
+
+        return run(quick)
     if name == "ipa":
         from bench.ipa_footprint import run
 
@@ -93,6 +98,10 @@ def report(sections: list[Section], info: dict[str, str], args: argparse.Namespa
         "server + client on one machine, and other work on the machine (the load average above) lowers them.",
         "",
     ]
+    bars = [f"- {s.title.split('. ', 1)[0]}: " + line[2:].replace("Bar, ", "", 1)
+            for s in sections for line in s.lines if line.startswith("- Bar,")]
+    if bars:
+        head += ["## Bars at a glance", "", *bars, ""]
     body = [s.markdown() for s in sections]
     return "\n".join(head) + "\n" + "\n".join(body) + (("\n" + extra) if extra else "")
 
@@ -125,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         section.figures["_load"] = load()
         sections.append(section)
         print(f"[{n}] {time.perf_counter() - t:.0f} s", flush=True)
-    extra = Path(args.append).read_text() if args.append else ""
+    findings = Path(__file__).with_name("findings.md")
+    extra = findings.read_text() if findings.exists() and not args.quick else ""
+    if args.append:
+        extra += "\n" + Path(args.append).read_text()
     text = report(sections, info, args, time.perf_counter() - t0, extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -55,12 +55,14 @@ async def serve(args: argparse.Namespace) -> None:
 
         from eim.bindings.http import EsipaHttpApp
 
-        kw = {"fd": args.fd} if args.fd is not None else {"host": "127.0.0.1", "port": args.port}
-        config = uvicorn.Config(EsipaHttpApp(dispatcher), loop="none", http="httptools", log_level="warning",
-                                lifespan="off", access_log=False, backlog=4096, **kw)
+        config = uvicorn.Config(EsipaHttpApp(dispatcher), host="127.0.0.1", port=args.port, loop="none",
+                                http="httptools", log_level="warning", lifespan="off", access_log=False, backlog=4096)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # we handle SIGTERM ourselves
-        task = asyncio.create_task(server.serve())
+        # An inherited listening socket is wrapped with its real family (uvicorn's own ``fd=`` treats every fd as
+        # AF_UNIX, so the event loop would not set TCP_NODELAY and small answers would wait for delayed ACKs).
+        sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
+        task = asyncio.create_task(server.serve(sockets=sockets))
         while not server.started:
             if task.done():
                 task.result()
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fd", type=int)
     p.add_argument("--mqtt-port", type=int, default=1883)
     p.add_argument("--worker", type=int, default=0)
-    p.add_argument("--store-variant", choices=["default", "normal-sync", "group-commit"], default="default",
+    p.add_argument("--store-variant", choices=["default", "normal-sync", "group-commit", "contact-batch",
+                                                     "group-commit+contact-batch"], default="default",
                    help="what-if store variants of bench.whatif (SQLite only)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
@@ -113,7 +116,6 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         pass
     asyncio.run(serve(args))
-    _ = socket  # (imported for the type of --fd users)
 
 
 if __name__ == "__main__":

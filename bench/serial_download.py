@@ -154,4 +154,7 @@ def run(quick: bool = False, *, baud: int = BAUD, profiles: tuple[str, ...] | No
     sec.add("")
     sec.table(["profile", "BPP bytes", "route", "block", "time s", "APDUs", "line bytes", "ES10 payload bytes",
                "lower bound s", "ratio", "line ratio", "bar (255-byte blocks: ≤ 1.25)"], rows)
+    worst = max((f["ratio"] for f in figures.values() if f["block"] == 255), default=0.0)
+    sec.add(f"- Bar, serial download time / wire-time lower bound with 255-byte blocks (worst case): {worst:.2f} → "
+            f"{versus(worst, 1.25, higher_is_better=False)}")
     return sec

@@ -52,7 +52,7 @@ def test_store_variants_tiny():
     from bench.eim import store_variants
 
     sec = store_variants(True, n=6, duration=1.0, active=2, per_card=2, concurrency=2)
-    for variant in ("default", "normal-sync", "group-commit"):
+    for variant in ("default", "normal-sync", "group-commit", "contact-batch", "group-commit+contact-batch"):
         for mode in ("poll", "psmo"):
             _numbers(sec.figures[variant][mode], LOAD_KEYS)
             assert sec.figures[variant][mode]["errors"] == 0, sec.figures[variant][mode]["first_error"]
@@ -63,7 +63,7 @@ def test_fleet_tiny():
     from bench.eim import fleet_scale
 
     sec = fleet_scale(True, size=50, baseline=10, duration=1.0, concurrency=2)
-    for n in ("10", "50"):
+    for n in ("10", "50", "10/contact-batch", "50/contact-batch"):
         _numbers(sec.figures[n], LOAD_KEYS | {"rss_start_mb", "register_s", "db_mb"})
         assert sec.figures[n]["errors"] == 0
 
@@ -91,11 +91,22 @@ def test_air_bytes():
             assert f["up"] >= f["der_up"] and f["down"] >= f["der_down"]
 
 
+def test_air_indirect_download_http():
+    from bench.air_download import run
+
+    sec = run(True, bindings=("http",))
+    f = sec.figures["http"]
+    _numbers(f, {"up", "down", "der_up", "der_down", "messages", "idle_polls_removed"})
+    assert f["der_down"] > 12_000  # the bound profile package crossed
+    assert f["up"] > f["der_up"] and f["down"] > f["der_down"]
+
+
 def test_ipa_footprint_tiny():
     from bench.ipa_footprint import run
 
     sec = run(True, window=1.0)
-    _numbers(sec.figures, {"rss_mb", "peak_rss_mb", "uss_mb", "polls", "cpu_per_poll_s", "import_s", "first_poll_s"})
+    _numbers(sec.figures, {"rss_mb", "peak_rss_mb", "uss_mb", "polls", "cpu_per_poll_s", "import_s", "first_poll_s",
+                           "run_imports_s", "run_modules"})
     assert sec.figures["polls"] > 0
 
 
