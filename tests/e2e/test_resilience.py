@@ -68,13 +68,14 @@ def test_ipa_killed_after_the_card_ran_the_package_before_reporting(stack: LabSt
     op = stack.operation("psmo", {"psmos": [{"enable": {"iccid": iccid}}]})
     # the card answered; the modem now resets the SIM (busy 2 s) and the IPA waits for it before reporting
     wait_until("the card's result", lambda: ipa_log.read_text().count("EuiccPackageResult") > seen, 30, 0.01)
-    stack.services["ipa"].kill()  # kill -9 with the package run on the card and its result not reported
+    stack.services["ipa"].kill()  # kill -9: the package ran on the card, its result neither queued nor reported
     assert stack.card_profiles()[iccid] == "enabled"
     assert stack.api("GET", f"/v1/operations/{op['id']}")["status"] == "in_progress"  # the eIM does not know yet
     stack.start_ipa(verbose=True)  # finds the package in flight, reads its result from the card, reports it
     final = stack.wait_operation(op["id"], timeout=60)
     assert final["status"] == "done", final
     assert_codes(final, ("enableResult", 0))
+    assert stack.log_count("ipa", "recovered the result of the interrupted package from the eUICC") == 1
     assert stack.card_profiles()[iccid] == "enabled"
     wait_smdp_event(stack, "enable", iccid)
     agree(stack)
