@@ -101,7 +101,7 @@ def read_header(data: bytes, offset: int = 0, *, what: str = "TLV") -> tuple[int
         length = int.from_bytes(data[pos : pos + cnt], "big")
         pos += cnt
     if pos + length > n:
-        raise DecodeError(what, f"value of {length} bytes runs past the end ({n - pos} left)", offset)
+        raise DecodeError(what, f"value of {length} bytes runs past the end ({n - pos} left)", pos)
     return tag, pos - offset, length
 
 
@@ -156,3 +156,25 @@ def require(data: Tlv | bytes, *path: int, what: str = "TLV") -> Tlv:
     if found is None:
         raise DecodeError(what, "missing " + "/".join(f"{t:02X}" for t in path))
     return found
+
+
+MAX_DEPTH = 32
+
+
+def check_structure(data: bytes, offset: int = 0, *, what: str = "TLV", max_depth: int = MAX_DEPTH) -> Tlv:
+    """Check that the TLV at ``offset`` is well formed all the way down and return it.
+
+    Every constructed TLV must hold exactly a sequence of TLVs that ends where it ends (definite DER lengths),
+    at most ``max_depth`` levels deep. Cheap (one walk, no copies of primitive values); run before handing
+    untrusted bytes to a schema decoder, which may misbehave on a nested length that overruns its parent.
+    """
+    top = parse_one(data, offset, what=what)
+    stack = [(top, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not node.constructed or not node.value:
+            continue
+        if depth >= max_depth:
+            raise DecodeError(what, f"nested deeper than {max_depth} levels", node.offset)
+        stack.extend((child, depth + 1) for child in iter_tlvs(node.value, what=what))
+    return top

@@ -61,17 +61,11 @@ MAX_DEPTH = 24
 
 def check_structure(data: bytes) -> None:
     """Every constructed TLV must hold exactly a sequence of TLVs that ends where it ends (DER), at most
-    ``MAX_DEPTH`` levels deep. Checked before any ASN.1 decoding: asn1tools 0.169 loops forever on a nested
-    length that runs past its parent's end (e.g. ``30 02 A6 01`` followed by more bytes), so such input must
-    never reach it. Raises :class:`rsp.errors.DecodeError`."""
-    stack = [(tlv.parse_exact(data, what="EsipaMessageFromIpaToEim"), 0)]
-    while stack:
-        node, depth = stack.pop()
-        if not node.constructed:
-            continue
-        if depth >= MAX_DEPTH:
-            raise DecodeError("EsipaMessageFromIpaToEim", f"nested deeper than {MAX_DEPTH} levels")
-        stack.extend((child, depth + 1) for child in tlv.iter_tlvs(node.value, what="EsipaMessageFromIpaToEim"))
+    ``MAX_DEPTH`` levels deep (:func:`rsp.tlv.check_structure`), and nothing may follow the message. Raises
+    :class:`rsp.errors.DecodeError`."""
+    top = tlv.check_structure(data, what="EsipaMessageFromIpaToEim", max_depth=MAX_DEPTH)
+    if len(top.raw) != len(data):
+        raise DecodeError("EsipaMessageFromIpaToEim", f"{len(data) - len(top.raw)} trailing bytes", len(top.raw))
 
 
 def _fallback(tag: int, raw: bytes) -> bytes | None:

@@ -28,6 +28,7 @@ from functools import lru_cache
 
 from asn1tools.codecs.ber import TAG_MISMATCH as _TAG_MISMATCH
 
+from rsp import tlv
 from rsp.asn1.catalog import ALIASES, ES9_TYPES, ES10_TYPES, ESIPA_TYPES, TOP_LEVEL_TYPES
 from rsp.errors import DecodeError, EncodeError
 
@@ -133,6 +134,8 @@ def decode_prefix(type_name: str, data: bytes, *, strict: bool = False):
     data = bytes(data)
     if not data:
         raise DecodeError(type_name, "no data", 0)
+    # A structural walk first: a nested length that overruns its parent must never reach asn1tools.
+    tlv.check_structure(data, what=type_name)
     try:
         value, length = specification().decode_with_length(name, data, check_constraints=strict)
     except Exception as exc:  # asn1tools raises many kinds (IndexError, ValueError, ...) on malformed input

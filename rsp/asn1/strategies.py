@@ -37,7 +37,8 @@ def _tlv(tag: int, body: bytes) -> bytes:
 
 _ANY = st.one_of(
     st.binary(max_size=40).map(lambda b: _tlv(0x04, b)),  # OCTET STRING
-    st.binary(max_size=40).map(lambda b: _tlv(0x30, b)),  # an opaque SEQUENCE (e.g. tbsCertificate)
+    # an opaque SEQUENCE (e.g. tbsCertificate): constructed, so its content is TLVs, as DER requires
+    st.lists(st.binary(max_size=12).map(lambda b: _tlv(0x04, b)), max_size=4).map(lambda p: _tlv(0x30, b"".join(p))),
     st.just(b"\x05\x00"),  # NULL (AlgorithmIdentifier parameters)
     st.just(bytes.fromhex("06082A8648CE3D030107")),  # prime256v1 OID
 )
