@@ -23,3 +23,37 @@ def test_tlv_cut_signed_part_from_real_result(vectors):
     signed = tlv.require(raw, 0xA0, 0x30)
     expected = bytes.fromhex(vectors["real_euicc_package_result"]["signed_input_hex"])
     assert signed.raw + bytes.fromhex("840101") == expected
+
+
+def test_check_structure_refuses_nested_overruns_and_deep_nesting():
+    import pytest
+
+    from rsp.errors import DecodeError
+
+    assert tlv.check_structure(bytes.fromhex("BF4F03020101")).tag == 0xBF4F
+    with pytest.raises(DecodeError, match="runs past the end"):
+        tlv.check_structure(bytes.fromhex("30 04 30 02 A6 05 00 00".replace(" ", "")))  # child overruns parent
+    with pytest.raises(DecodeError):
+        tlv.check_structure(bytes.fromhex("3003300101"))  # grandchild length 1 with no byte left
+    deep = b"\x05\x00"
+    for _ in range(40):
+        deep = tlv.encode(0x30, deep)
+    with pytest.raises(DecodeError, match="nested deeper"):
+        tlv.check_structure(deep)
+
+
+def test_check_structure_on_random_bytes_raises_only_decode_error():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from rsp.errors import DecodeError
+
+    @given(st.binary(max_size=64))
+    def check(data):
+        try:
+            top = tlv.check_structure(data)
+        except DecodeError:
+            return
+        assert data.startswith(top.raw)
+
+    check()
