@@ -65,6 +65,8 @@ def uvicorn_config(config: SmdppConfig, credentials: Credentials, app) -> uvicor
         "access_log": False,
         "log_level": "warning",
         "server_header": False,
+        # an idle keep-alive TLS client (an eIM relay's connection pool) would otherwise hold SIGTERM forever
+        "timeout_graceful_shutdown": 5,
     }
     if not config.insecure_http:
         kwargs["ssl_certfile"] = str(credentials.tls_cert_file)

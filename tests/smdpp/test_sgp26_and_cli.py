@@ -117,6 +117,29 @@ def test_cli_serve_order_download(lab_pki, tmp_path):
             proc.wait(5)
 
 
+def test_cli_serve_stops_on_sigterm_while_a_client_keeps_a_connection_open(lab_pki, tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smdpp", "serve", "--pki", str(lab_pki.root), "--data", str(tmp_path), "--port",
+         str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = httpx.Client(verify=ssl.create_default_context(cafile=str(lab_pki.ca_bundle_path)))
+    try:
+        assert wait_port(port, 20), "smdpp serve did not listen"
+        assert client.get(f"https://127.0.0.1:{port}/healthz").status_code == 200  # kept alive, idle
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)  # before the fix it never exited while the idle TLS connection stayed open
+        except subprocess.TimeoutExpired:
+            pytest.fail("smdpp serve ignored SIGTERM while a keep-alive client was connected")
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
 def test_cli_serve_refuses_without_credentials(tmp_path):
     r = _smdpp("serve", "--data", str(tmp_path))
     assert r.returncode == 2 and "--pki" in r.stderr
