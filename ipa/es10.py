@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import ClassVar, Self
 
 from firmware_bridge.interfaces import ApduChannel
 from ipa import codes
@@ -673,25 +674,29 @@ class NotificationMetadata:
 
 
 @dataclass(frozen=True)
-class AuthenticateServerResult:
-    """BF38 answer: ``raw`` goes verbatim into AuthenticateClient; ``error`` is the card's code when it failed."""
+class _SignedOrErrorResult:
+    """An ES10b answer ``{ A0 { 30 signed {80 transactionId ...}, 5F37 sig } | A1 { [80 transactionId], 02 code } }``:
+    ``raw`` goes verbatim to the server; ``error`` is the card's code when it failed."""
 
     raw: bytes
     transaction_id: bytes | None
     error: int | None = None
+
+    STEP: ClassVar[str] = ""
+    ERROR_TYPE: ClassVar[str] = ""
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     @classmethod
-    def parse(cls, data: bytes) -> AuthenticateServerResult:
+    def parse(cls, data: bytes) -> Self:
         alt = tlv.children(data)
         if not alt:
-            raise Es10Error("AuthenticateServer", "empty answer")
+            raise Es10Error(cls.STEP, "empty answer")
         a = alt[0]
         if a.tag == 0xA1:
-            f = m.child_map(a, "AuthenticateResponseError")
+            f = m.child_map(a, cls.ERROR_TYPE)
             return cls(data, f[0x80].value if 0x80 in f else None, m.dec_int(f[0x02].value) if 0x02 in f else 127)
         signed = tlv.find(a, 0x30)
         txid = tlv.find(signed, 0x80) if signed is not None else None
@@ -699,27 +704,19 @@ class AuthenticateServerResult:
 
 
 @dataclass(frozen=True)
-class PrepareDownloadResult:
-    raw: bytes
-    transaction_id: bytes | None
-    error: int | None = None
+class AuthenticateServerResult(_SignedOrErrorResult):
+    """BF38 answer (AuthenticateServerResponse)."""
 
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+    STEP: ClassVar[str] = "AuthenticateServer"
+    ERROR_TYPE: ClassVar[str] = "AuthenticateResponseError"
 
-    @classmethod
-    def parse(cls, data: bytes) -> PrepareDownloadResult:
-        alt = tlv.children(data)
-        if not alt:
-            raise Es10Error("PrepareDownload", "empty answer")
-        a = alt[0]
-        if a.tag == 0xA1:
-            f = m.child_map(a, "PrepareDownloadResponseError")
-            return cls(data, f[0x80].value if 0x80 in f else None, m.dec_int(f[0x02].value) if 0x02 in f else 127)
-        signed = tlv.find(a, 0x30)
-        txid = tlv.find(signed, 0x80) if signed is not None else None
-        return cls(data, txid.value if txid else None)
+
+@dataclass(frozen=True)
+class PrepareDownloadResult(_SignedOrErrorResult):
+    """BF21 answer (PrepareDownloadResponse)."""
+
+    STEP: ClassVar[str] = "PrepareDownload"
+    ERROR_TYPE: ClassVar[str] = "PrepareDownloadResponseError"
 
 
 @dataclass(frozen=True)
