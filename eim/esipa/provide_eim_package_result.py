@@ -20,6 +20,7 @@ from eim.esipa.results import Handled, ResultProcessor
 from eim.interfaces import RequestContext
 from eim.packages.common import eid_from_bytes
 from rsp import tlv
+from rsp.errors import RspError
 
 
 async def process(
@@ -29,21 +30,28 @@ async def process(
 
     Returns ``(error code or None, handled)``."""
     eid = ctx.eid_hint
+    prefetched = None
     if "eidValue" in value:
         eid = eid_from_bytes(value["eidValue"])
         if eid is None or (ctx.eid_hint is not None and eid != ctx.eid_hint):
             return codec.INVALID_EID, Handled()
-        if await rp.store.get_euicc(eid) is None:
+        epr_raw = _epr_of(value, raw)
+        if epr_raw is not None:
+            # one store call: the EID's registration, the result's operation and its eUICC
+            prefetched = await rp.prefetch(epr_raw, eid)
+            if not prefetched[1].eid_known:
+                return codec.EID_NOT_FOUND, Handled()
+        elif await rp.store.get_euicc(eid) is None:
             return codec.EID_NOT_FOUND, Handled()
     alt, body = value["eimPackageResult"]
     # the eimPackageResult alternative as received: the first member that is not the eidValue
     part = next(c for c in tlv.children(raw, what="ProvideEimPackageResult") if c.tag != 0x5A)
     if alt == "euiccPackageResult":
-        handled = await rp.euicc_package_result(part.raw, eid)
+        handled = await rp.euicc_package_result(part.raw, eid, prefetched=prefetched)
     elif alt == "ePRAndNotifications":
         epr = tlv.require(part, 0xBF51, what="ePRAndNotifications")
         notes = tlv.require(part, 0xA0, what="ePRAndNotifications")
-        handled = await rp.euicc_package_result(epr.raw, eid)
+        handled = await rp.euicc_package_result(epr.raw, eid, prefetched=prefetched)
         if handled.refused is None:
             owner = handled.operation.eid if handled.operation else eid
             handled.acks += await rp.notifications([n.raw for n in tlv.children(notes)], owner)
@@ -60,6 +68,19 @@ async def process(
     if handled.refused is not None:
         return codec.UNDEFINED, handled
     return None, handled
+
+
+def _epr_of(value: dict[str, Any], raw: bytes) -> bytes | None:
+    """The EuiccPackageResult (BF51) as received, for the two alternatives that carry one; ``None`` otherwise
+    (or when the bytes do not have the expected shape: the caller then takes the generic path)."""
+    alt = value["eimPackageResult"][0]
+    if alt not in ("euiccPackageResult", "ePRAndNotifications"):
+        return None
+    try:
+        part = next(c for c in tlv.children(raw, what="ProvideEimPackageResult") if c.tag != 0x5A)
+        return part.raw if alt == "euiccPackageResult" else tlv.require(part, 0xBF51, what="ePRAndNotifications").raw
+    except (RspError, StopIteration):
+        return None
 
 
 async def provide_eim_package_result(

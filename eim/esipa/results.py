@@ -34,7 +34,7 @@ from eim.packages.euicc_package import (
     parse_euicc_package_result,
     verify_outcome,
 )
-from eim.store import ResultUpdate, Store
+from eim.store import ResultContext, ResultUpdate, Store
 from rsp import asn1, crypto, tlv
 from rsp.errors import RspError
 
@@ -89,7 +89,7 @@ class ResultProcessor:
                     "result_code": changed.result_code,
                 },
             )
-            if changed.status.final:
+            if changed.status.final and self.service.pusher is not None:  # kick pushes over MQTT only
                 euicc = await self.store.get_euicc(op.eid)
                 if euicc is not None:
                     self.service.kick(euicc)
@@ -102,25 +102,55 @@ class ResultProcessor:
         return ops[0] if ops else None
 
     # ------------------------------------------------------------------ EuiccPackageResult
-    async def euicc_package_result(self, raw: bytes, eid_hint: str | None, who: str = "ipa") -> Handled:
+    async def prefetch(self, raw: bytes, eid: str) -> tuple[EuiccPackageOutcome | RspError, ResultContext]:
+        """Decode an EuiccPackageResult that came with ``eid`` and read, in one store call, the eUICC of ``eid``
+        (``context.eid_known`` is False when it is not registered), the result's operation and its eUICC."""
         try:
-            outcome = parse_euicc_package_result(raw)
+            outcome: EuiccPackageOutcome | RspError = parse_euicc_package_result(raw)
         except RspError as exc:
-            return Handled(refused=f"undecodable EuiccPackageResult: {exc}")
+            outcome = exc
+        txid = outcome.eim_transaction_id if isinstance(outcome, EuiccPackageOutcome) else None
+        return outcome, await self.store.result_context(eid, txid)
+
+    async def euicc_package_result(
+        self,
+        raw: bytes,
+        eid_hint: str | None,
+        who: str = "ipa",
+        *,
+        prefetched: tuple[EuiccPackageOutcome | RspError, ResultContext] | None = None,
+    ) -> Handled:
+        """Match, verify and record one EuiccPackageResult. ``prefetched``: :meth:`prefetch` of the same bytes."""
+        context = None
+        if prefetched is not None:
+            outcome_or_error, context = prefetched
+        else:
+            try:
+                outcome_or_error = parse_euicc_package_result(raw)
+            except RspError as exc:
+                outcome_or_error = exc
+        if isinstance(outcome_or_error, RspError):
+            return Handled(refused=f"undecodable EuiccPackageResult: {outcome_or_error}")
+        outcome = outcome_or_error
         op = None
         if outcome.eim_transaction_id is not None:
-            op = await self.store.find_operation_by_eim_transaction_id(outcome.eim_transaction_id)
+            if context is None:
+                context = await self.store.result_context(None, outcome.eim_transaction_id)
+            op = context.operation
         elif eid_hint is not None and outcome.counter_value is not None:
             for cand in await self.store.list_operations(eid=eid_hint, limit=1000):
                 if cand.counter_value == outcome.counter_value and cand.kind in (OpKind.PSMO, OpKind.ECO):
                     op = cand
         if op is None:
-            return await self._orphan_result(outcome, eid_hint)
+            return await self._orphan_result(outcome, eid_hint, context)
         if op.kind not in (OpKind.PSMO, OpKind.ECO):
             return Handled(refused="eimTransactionId belongs to an operation that is not an eUICC package")
         if eid_hint is not None and op.eid != eid_hint:
             return Handled(refused=f"result for eUICC {op.eid} arrived with EID {eid_hint}")
-        euicc = await self.store.get_euicc(op.eid)
+        if context is not None and context.operation is op:
+            euicc = context.operation_euicc
+        else:
+            euicc = await self.store.get_euicc(op.eid)
         if euicc is None:
             return Handled(refused="eUICC no longer registered")
         try:
@@ -195,11 +225,16 @@ class ResultProcessor:
             **common,
         )
 
-    async def _orphan_result(self, outcome: EuiccPackageOutcome, eid_hint: str | None) -> Handled:
+    async def _orphan_result(
+        self, outcome: EuiccPackageOutcome, eid_hint: str | None, context: ResultContext | None = None
+    ) -> Handled:
         """A result for no known operation: acknowledged only when the eUICC's signature proves it genuine."""
         if not outcome.signed or eid_hint is None:
             return Handled(refused="no operation matches this result")
-        euicc = await self.store.get_euicc(eid_hint)
+        if context is not None and context.euicc is not None and context.euicc.eid == eid_hint:
+            euicc: Euicc | None = context.euicc
+        else:
+            euicc = await self.store.get_euicc(eid_hint)
         if euicc is None:
             return Handled(refused="no operation matches this result")
         try:

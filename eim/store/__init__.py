@@ -11,12 +11,13 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from eim.model import AuditEntry, Batch, BatchItem, Euicc, Operation, OpKind, OpStatus
-from eim.store.logic import Built, Claim, ClaimOutcome, ResultUpdate, StoreError
+from eim.store.logic import Built, Claim, ClaimOutcome, ResultContext, ResultUpdate, StoreError
 
 __all__ = [
     "Built",
     "Claim",
     "ClaimOutcome",
+    "ResultContext",
     "ResultUpdate",
     "Store",
     "StoreError",
@@ -74,6 +75,11 @@ class Store(Protocol):
     async def find_operation_by_eim_transaction_id(self, eim_transaction_id: bytes) -> Operation | None: ...
 
     async def find_operation_by_smdp_transaction_id(self, transaction_id: bytes) -> Operation | None: ...
+
+    async def result_context(self, eid: str | None, eim_transaction_id: bytes | None) -> ResultContext:
+        """In one read transaction: the eUICC of ``eid`` (if given; stops there when it is not registered), the
+        operation with ``eim_transaction_id`` (if given) and that operation's eUICC."""
+        ...
 
     async def link_smdp_transaction(self, op_id: str, transaction_id: bytes) -> bool: ...
 

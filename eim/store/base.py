@@ -8,7 +8,7 @@ from importlib import resources
 from typing import Any
 
 from eim.model import AuditEntry, Batch, Euicc, Operation, OpKind, OpStatus
-from eim.store.logic import Built, Claim, Gen, Logic, ResultUpdate
+from eim.store.logic import Built, Claim, Gen, Logic, ResultContext, ResultUpdate
 
 Factory = Callable[[], Gen]
 
@@ -82,6 +82,10 @@ class SqlStore:
     async def find_operation_by_smdp_transaction_id(self, transaction_id: bytes) -> Operation | None:
         value = bytes(transaction_id)
         return await self._run(lambda: self.logic.find_by_column("smdp_transaction_id", value), write=False)
+
+    async def result_context(self, eid: str | None, eim_transaction_id: bytes | None) -> ResultContext:
+        value = None if eim_transaction_id is None else bytes(eim_transaction_id)
+        return await self._run(lambda: self.logic.result_context(eid, value), write=False)
 
     async def link_smdp_transaction(self, op_id: str, transaction_id: bytes) -> bool:
         value = bytes(transaction_id)

@@ -74,6 +74,16 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class ResultContext:
+    """What handling a result needs from the store, read in one transaction (:meth:`Logic.result_context`)."""
+
+    eid_known: bool  # False: the EID the result came with is not registered (nothing else was read)
+    euicc: Euicc | None = None  # the eUICC of that EID (None when no EID came with the result)
+    operation: Operation | None = None  # the operation with the result's eimTransactionId
+    operation_euicc: Euicc | None = None  # the eUICC that operation belongs to
+
+
+@dataclass(frozen=True)
 class ResultUpdate:
     """A verified outcome for one operation."""
 
@@ -353,6 +363,25 @@ class Logic:
     def get_operation(self, op_id: str) -> Gen:
         r = yield Q("SELECT * FROM operations WHERE id = ?", (op_id,), "one")
         return None if r is None else row_to_op(r)
+
+    def result_context(self, eid: str | None, eim_transaction_id: bytes | None) -> Gen:
+        euicc = None
+        if eid is not None:
+            r = yield Q("SELECT * FROM euiccs WHERE eid = ?", (eid,), "one")
+            if r is None:
+                return ResultContext(eid_known=False)
+            euicc = row_to_euicc(r)
+        op = op_euicc = None
+        if eim_transaction_id is not None:
+            r = yield Q("SELECT * FROM operations WHERE eim_transaction_id = ?", (eim_transaction_id,), "one")
+            op = None if r is None else row_to_op(r)
+        if op is not None:
+            if euicc is not None and euicc.eid == op.eid:
+                op_euicc = euicc
+            else:
+                r = yield Q("SELECT * FROM euiccs WHERE eid = ?", (op.eid,), "one")
+                op_euicc = None if r is None else row_to_euicc(r)
+        return ResultContext(eid_known=True, euicc=euicc, operation=op, operation_euicc=op_euicc)
 
     def find_by_column(self, column: str, value: bytes) -> Gen:
         r = yield Q(f"SELECT * FROM operations WHERE {column} = ?", (value,), "one")

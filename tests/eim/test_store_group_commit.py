@@ -1,0 +1,178 @@
+"""SQLite group commit: write transactions share one COMMIT, each in its own savepoint, and nobody is answered
+before that COMMIT - so a counter value handed to a caller is never handed out again, even after SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from eim.model import Euicc, Operation, OpKind, OpStatus
+from eim.store import Built, ClaimOutcome, StoreError
+from eim.store.logic import new_id
+from eim.store.sqlite import SqliteStore
+
+EIDS = [f"8904903212345123451234567890{n:04d}" for n in range(12)]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def euicc(eid: str, counter: int = 10) -> Euicc:
+    return Euicc(eid=eid, eim_id="eim.test", association_token=1, counter_value=counter, created_at=1000.0)
+
+
+def op(eid: str, op_id: str | None = None) -> Operation:
+    return Operation(
+        id=op_id or new_id(),
+        eid=eid,
+        kind=OpKind.PSMO,
+        params={"psmos": [{"getRAT": {}}]},
+        status=OpStatus.QUEUED,
+        created_at=1000.0,
+        updated_at=1000.0,
+    )
+
+
+def build(e: Euicc, o: Operation, next_counter: int) -> Built:
+    txid = os.urandom(16)
+    return Built(b"\xbf\x51" + next_counter.to_bytes(4, "big") + txid, txid, next_counter)
+
+
+async def test_concurrent_writes_share_commits_and_a_failure_stays_its_own(tmp_path):
+    s = SqliteStore(str(tmp_path / "eim.db"))
+    await s.open()
+    try:
+        assert all(await asyncio.gather(*(s.add_euicc(euicc(eid), who="t") for eid in EIDS)))
+        assert s.grouped == len(EIDS) and s.groups < len(EIDS)  # queued together: fewer COMMITs than writes
+        dup = op(EIDS[0])
+        await s.add_operations([dup], who="t")
+        # the same batch again in the middle of a group: its savepoint is rolled back, the others are kept
+        calls = [s.add_operations([op(eid)], who="t") for eid in EIDS[1:4]]
+        calls.insert(1, s.add_operations([dup, op(EIDS[0])], who="t"))
+        out = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(out[1], StoreError) and "constraint" in str(out[1])
+        assert all(isinstance(r, list) and len(r) == 1 for i, r in enumerate(out) if i != 1)
+        assert len(await s.list_operations(eid=EIDS[0])) == 1  # the second op of the failed call is not there
+        for eid in EIDS[1:4]:
+            assert len(await s.list_operations(eid=eid)) == 1
+
+        # claims in one group: a builder failing for one eUICC leaves its counter alone, the others advance
+        def bad_build(e: Euicc, o: Operation, n: int) -> Built:
+            if e.eid == EIDS[2]:
+                raise ValueError("HSM unavailable")
+            return build(e, o, n)
+
+        claims = await asyncio.gather(
+            *(s.claim_next(eid, 2000.0, bad_build, binding="http") for eid in EIDS[:4]), return_exceptions=True
+        )
+        assert isinstance(claims[2], ValueError)
+        for i in (0, 1, 3):
+            assert claims[i].outcome is ClaimOutcome.PACKAGE and claims[i].operation.counter_value == 11
+        assert (await s.get_euicc(EIDS[2])).counter_value == 10
+        assert (await s.get_euicc(EIDS[2])).last_contact is None  # its whole transaction was undone
+        assert (await s.get_euicc(EIDS[1])).counter_value == 11
+        # two claims of one eUICC in the same group see each other: the second re-hands the same package
+        a, b = await asyncio.gather(*(s.claim_next(EIDS[1], 2001.0, build) for _ in range(2)))
+        assert a.operation.counter_value == b.operation.counter_value == 11 and a.rehanded and b.rehanded
+    finally:
+        await s.close()
+
+
+async def test_writes_after_close_are_refused(tmp_path):
+    s = SqliteStore(str(tmp_path / "eim.db"))
+    await s.open()
+    await s.close()
+    with pytest.raises(StoreError):
+        await s.add_euicc(euicc(EIDS[0]), who="t")
+
+
+# A process that allocates counter values as fast as it can with 12 concurrent callers (one per eUICC): claim
+# (allocates the counter and records the signed package), print the value once the call returned, then close the
+# operation and queue the next one. Every printed value was handed to a caller.
+CHILD = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    sys.path.insert(0, sys.argv[2])
+    from tests.eim.test_store_group_commit import EIDS, build, euicc, op
+    from eim.model import OpStatus
+    from eim.store import ClaimOutcome, ResultUpdate
+    from eim.store.sqlite import SqliteStore
+
+    async def worker(s, eid):
+        while True:
+            c = await s.claim_next(eid, 2000.0, build)
+            if c.outcome is not ClaimOutcome.PACKAGE:
+                await s.add_operations([op(eid)], who="t")
+                continue
+            if not c.rehanded:
+                sys.stdout.write(f"{eid} {c.operation.counter_value}\\n")
+                sys.stdout.flush()
+            await s.record_result(ResultUpdate(operation_id=c.operation.id, eid=eid, status=OpStatus.DONE,
+                                               who="t", now=2000.0))
+
+    async def main():
+        s = SqliteStore(sys.argv[1])
+        await s.open()
+        for eid in EIDS:
+            await s.add_euicc(euicc(eid), who="t")
+        sys.stdout.write("ready\\n")
+        sys.stdout.flush()
+        await asyncio.gather(*(worker(s, eid) for eid in EIDS))
+
+    asyncio.run(main())
+    """
+)
+
+
+def run_and_kill(path: Path, rng: random.Random) -> list[tuple[str, int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), str(REPO)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n", proc.stderr.read() if proc.stderr else ""
+        # kill after a random number of handed-out values (0-400): a random point in the group cycle
+        want, got = rng.randrange(0, 400), []
+        deadline = time.monotonic() + 30
+        while len(got) < want and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            got.append(line)
+        os.kill(proc.pid, signal.SIGKILL)
+        got += proc.stdout.readlines()  # written before the kill: handed out too
+    finally:
+        proc.kill()
+        proc.wait()
+    out = []
+    for line in got:
+        eid, value = line.split()
+        out.append((eid, int(value)))
+    return out
+
+
+async def test_counter_values_handed_out_are_never_reused_after_sigkill(tmp_path):
+    path = tmp_path / "eim.db"
+    rng = random.Random(os.urandom(8))
+    handed: list[tuple[str, int]] = []
+    for _round in range(8):
+        handed += await asyncio.to_thread(run_and_kill, path, rng)
+        s = SqliteStore(str(path))
+        await s.open()
+        try:
+            # everything handed out is durable: the stored counter is at least the highest value handed out
+            for eid in EIDS:
+                seen = [v for e, v in handed if e == eid]
+                if seen:
+                    assert (await s.get_euicc(eid)).counter_value >= max(seen)
+        finally:
+            await s.close()
+    assert len(handed) > 100
+    assert len(set(handed)) == len(handed), "a counter value was handed out twice"
