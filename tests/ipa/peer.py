@@ -313,7 +313,9 @@ async def start_coap(peer: ScriptedEim) -> CoapServer:
     site = resource.Site()
     site.add_resource(["gsma", "rsp2", "asn1"], Asn1())
     port = free_port(__import__("socket").SOCK_DGRAM)
-    ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port))
+    # UDP only: aiocoap's default server transports also listen on TCP at the same port number, which a free UDP
+    # port does not guarantee (a parallel test's client socket may hold it)
+    ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port), transports=["simplesocketserver"])
     return CoapServer(f"coap://127.0.0.1:{port}", ctx, sizes)
 
 
