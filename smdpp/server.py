@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import random
 import socket
 import threading
 import time
@@ -39,8 +40,19 @@ def load_credentials(config: SmdppConfig) -> Credentials:
 
 
 def _free_port(host: str) -> int:
+    """A free port for ``--port 0``, chosen below the kernel's ephemeral range: a port the kernel hands out for
+    port 0 can be taken by an outgoing client socket before the server binds it."""
+    addr = host if host not in ("", "0.0.0.0") else "127.0.0.1"
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((addr, port))
+        except OSError:
+            continue
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host if host not in ("", "0.0.0.0") else "127.0.0.1", 0))
+        s.bind((addr, 0))
         return s.getsockname()[1]
 
 
