@@ -44,8 +44,9 @@ class PackageBuildError(Exception):
 @dataclass(frozen=True)
 class Q:
     sql: str
-    args: tuple[Any, ...] = ()
-    mode: str = "exec"  # "one" -> dict | None, "all" -> list[dict], "exec" -> affected row count
+    args: tuple[Any, ...] | list[tuple[Any, ...]] = ()
+    mode: str = "exec"  # "one" -> dict | None, "all" -> list[dict], "exec" -> affected row count,
+    # "many" -> the statement once per tuple in ``args`` (executemany), affected row count
 
 
 @dataclass(frozen=True)
@@ -383,6 +384,15 @@ class Logic:
                 op_euicc = None if r is None else row_to_euicc(r)
         return ResultContext(eid_known=True, euicc=euicc, operation=op, operation_euicc=op_euicc)
 
+    def record_contacts(self, contacts: list[tuple[str, float]]) -> Gen:
+        """``last_contact`` of many eUICCs in one statement (``executemany``); never moves a contact backwards."""
+        n = yield Q(
+            "UPDATE euiccs SET last_contact = ? WHERE eid = ? AND (last_contact IS NULL OR last_contact < ?)",
+            [(at, eid, at) for eid, at in contacts],
+            "many",
+        )
+        return n
+
     def find_by_column(self, column: str, value: bytes) -> Gen:
         r = yield Q(f"SELECT * FROM operations WHERE {column} = ?", (value,), "one")
         return None if r is None else row_to_op(r)
@@ -434,8 +444,15 @@ class Logic:
         return replace(op, status=status, updated_at=now, error=error or op.error)
 
     def claim_next(
-        self, eid: str, now: float, build: Callable[[Euicc, Operation, int], Built], binding: str | None
+        self,
+        eid: str,
+        now: float,
+        build: Callable[[Euicc, Operation, int], Built],
+        binding: str | None,
+        defer_contact: bool = False,
     ) -> Gen:
+        """``defer_contact``: the caller records ``last_contact`` itself later (batched); only a new or changed
+        binding is written here."""
         row = yield Q("SELECT * FROM euiccs WHERE eid = ?" + self._lock(skip=True), (eid,), "one")
         if row is None:
             if self.pg:
@@ -445,11 +462,13 @@ class Logic:
             return Claim(ClaimOutcome.UNKNOWN_EID)
         euicc = row_to_euicc(row)
         if binding is not None and (
-            binding != euicc.binding or euicc.last_contact is None or now - euicc.last_contact >= CONTACT_GRANULARITY_S
+            binding != euicc.binding
+            or (not defer_contact and (euicc.last_contact is None or now - euicc.last_contact >= CONTACT_GRANULARITY_S))
         ):
             # Written at most every CONTACT_GRANULARITY_S per eUICC: an idle poll is then a read-only transaction.
             yield Q("UPDATE euiccs SET last_contact = ?, binding = ? WHERE eid = ?", (now, binding, eid))
             euicc = replace(euicc, last_contact=now, binding=binding)
+        # deferred and not written: the claim's eUICC keeps the stored last_contact (the caller compares)
         closed: list[Operation] = []
         while True:
             head = yield Q(

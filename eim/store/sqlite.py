@@ -9,6 +9,11 @@ transaction, each inside its own ``SAVEPOINT`` (a :class:`Retry` or a constraint
 and share one ``COMMIT`` - one fsync with ``synchronous = FULL``. No caller gets its answer before that COMMIT
 has returned, so nothing is acknowledged (no counter value handed out, no result acknowledged) before it is
 durable; if the COMMIT fails, every caller of the group gets the error. Reads run alone, between groups.
+
+Batched contacts: a poll does not write ``last_contact`` in its own transaction (a new or changed binding still
+is). Contacts are kept in memory and written once a second with one ``executemany``, so a poll that finds no work
+writes nothing; reads through this store object see the pending values. A crash loses at most the last second
+of ``last_contact`` values (informational only: nothing the eIM decides depends on them).
 """
 
 from __future__ import annotations
@@ -18,17 +23,21 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from eim.model import Euicc, Operation
 from eim.store.base import Factory, SqlStore, migrations, split_statements
-from eim.store.logic import Q, Retry, StoreError
+from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Q, Retry, StoreError
 
 log = logging.getLogger("eim.store")
 
 MAX_RETRIES = 20
 MAX_GROUP = 256  # write transactions sharing one COMMIT at most
+CONTACT_FLUSH_S = 1.0  # pending last_contact values are written this often
 
 
 class SqliteStore(SqlStore):
@@ -42,6 +51,9 @@ class SqliteStore(SqlStore):
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[tuple[Factory, asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
+        self._contacts: dict[str, float] = {}  # eid -> last_contact not yet written
+        self._flushing: dict[str, float] = {}  # being written right now
+        self._flusher: asyncio.Task[None] | None = None
         self.groups = 0  # COMMITs of grouped write transactions (for benchmarks and tests)
         self.grouped = 0  # write transactions committed in those groups
 
@@ -90,6 +102,8 @@ class SqliteStore(SqlStore):
         return self._conn
 
     def _execute(self, conn: sqlite3.Connection, q: Q) -> Any:
+        if q.mode == "many":
+            return conn.executemany(q.sql, q.args).rowcount
         cur = conn.execute(q.sql, q.args)
         if q.mode == "one":
             r = cur.fetchone()
@@ -107,6 +121,8 @@ class SqliteStore(SqlStore):
             try:
                 q = next(gen)
                 while True:
+                    if not write and q.mode not in ("one", "all"):
+                        raise StoreError("a read may not change anything")
                     q = gen.send(self._execute(conn, q))
             except StopIteration as stop:
                 conn.execute("COMMIT")
@@ -192,6 +208,11 @@ class SqliteStore(SqlStore):
     async def close(self) -> None:
         if self._pool is None:
             return
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush_contacts()
         while self._drainer is not None and not self._drainer.done():
             await asyncio.shield(self._drainer)
         if self._conn is not None:
@@ -242,6 +263,64 @@ class SqliteStore(SqlStore):
                     fut.set_exception(r)
                 else:
                     fut.set_result(r)
+
+    # ------------------------------------------------------------------ batched contacts
+    async def claim_next(
+        self, eid: str, now: float, build: Callable[[Euicc, Operation, int], Built], *, binding: str | None = None
+    ) -> Claim:
+        claim = await self._run(lambda: self.logic.claim_next(eid, now, build, binding, defer_contact=True))
+        e = claim.euicc
+        if binding is not None and e is not None:
+            # the same granularity as when written in the claim (CONTACT_GRANULARITY_S): the values seen are too
+            known = max(
+                e.last_contact if e.last_contact is not None else float("-inf"),
+                self._contacts.get(eid, float("-inf")),
+                self._flushing.get(eid, float("-inf")),
+            )
+            if now - known < CONTACT_GRANULARITY_S:
+                return claim
+            self._contacts[eid] = now
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="eim-sqlite-contacts")
+        return claim
+
+    async def _flush_loop(self) -> None:
+        while self._contacts:
+            await asyncio.sleep(CONTACT_FLUSH_S)
+            await self.flush_contacts()
+
+    async def flush_contacts(self) -> None:
+        """Write the pending ``last_contact`` values now (one transaction, one ``executemany``)."""
+        if not self._contacts or self._pool is None:
+            return
+        rows, self._contacts = self._contacts, {}
+        self._flushing = rows
+        try:
+            await self._run(lambda: self.logic.record_contacts(sorted(rows.items())))
+        except StoreError as exc:
+            log.warning("last_contact batch not written", extra={"count": len(rows), "error": str(exc)})
+            for eid, at in rows.items():  # kept for the next attempt
+                if at > self._contacts.get(eid, float("-inf")):
+                    self._contacts[eid] = at
+        finally:
+            self._flushing = {}
+
+    def _with_contact(self, e: Euicc | None) -> Euicc | None:
+        if e is None:
+            return None
+        pending = max(self._contacts.get(e.eid, float("-inf")), self._flushing.get(e.eid, float("-inf")))
+        if e.last_contact is None or pending > e.last_contact:
+            return replace(e, last_contact=pending) if pending != float("-inf") else e
+        return e
+
+    async def get_euicc(self, eid: str) -> Euicc | None:
+        return self._with_contact(await super().get_euicc(eid))
+
+    async def list_euiccs(self, *, limit: int = 100, after: str | None = None) -> list[Euicc]:
+        out = await super().list_euiccs(limit=limit, after=after)
+        if not (self._contacts or self._flushing):
+            return out
+        return [e for e in (self._with_contact(e) for e in out) if e is not None]
 
 
 def _schema_version():

@@ -176,3 +176,50 @@ async def test_counter_values_handed_out_are_never_reused_after_sigkill(tmp_path
             await s.close()
     assert len(handed) > 100
     assert len(set(handed)) == len(handed), "a counter value was handed out twice"
+
+
+async def test_contacts_are_batched_and_visible_at_once(tmp_path):
+    """A poll that finds no work writes nothing (not even last_contact); the contact is visible through the store
+    at once and in the database after the next flush (at most a second later, and at close)."""
+    import sqlite3
+
+    path = tmp_path / "eim.db"
+    s = SqliteStore(str(path))
+    await s.open()
+    other = sqlite3.connect(path)
+    try:
+        await s.add_euicc(euicc(EIDS[0]), who="t")
+        first = await s.claim_next(EIDS[0], 2000.0, build, binding="http")  # first contact, binding: written at once
+        assert first.outcome is ClaimOutcome.NONE
+        row = other.execute("SELECT last_contact, binding FROM euiccs WHERE eid = ?", (EIDS[0],)).fetchone()
+        assert row == (2000.0, "http")
+        version = other.execute("PRAGMA data_version").fetchone()[0]
+        await s.claim_next(EIDS[0], 2010.0, build, binding="http")
+        assert other.execute("PRAGMA data_version").fetchone()[0] == version  # nothing committed
+        assert (await s.get_euicc(EIDS[0])).last_contact == 2010.0
+        assert [e.last_contact for e in await s.list_euiccs()] == [2010.0]
+        await s.claim_next(EIDS[0], 2012.0, build, binding="http")  # within 5 s of the last: not recorded
+        assert (await s.get_euicc(EIDS[0])).last_contact == 2010.0
+        await s.flush_contacts()
+        assert other.execute("SELECT last_contact FROM euiccs WHERE eid = ?", (EIDS[0],)).fetchone() == (2010.0,)
+        # a contact older than the stored one never moves it back
+        s._contacts[EIDS[0]] = 1990.0
+        await s.flush_contacts()
+        assert other.execute("SELECT last_contact FROM euiccs WHERE eid = ?", (EIDS[0],)).fetchone() == (2010.0,)
+        # the batch is written by itself within about a second, and by close
+        await s.claim_next(EIDS[0], 2020.0, build, binding="http")
+        for _ in range(100):
+            if other.execute("SELECT last_contact FROM euiccs WHERE eid = ?", (EIDS[0],)).fetchone() == (2020.0,):
+                break
+            await asyncio.sleep(0.05)
+        assert other.execute("SELECT last_contact FROM euiccs WHERE eid = ?", (EIDS[0],)).fetchone() == (2020.0,)
+        await s.claim_next(EIDS[0], 2030.0, build, binding="coap")  # a binding change is written at once
+        assert other.execute("SELECT last_contact, binding FROM euiccs WHERE eid = ?", (EIDS[0],)).fetchone() == (
+            2030.0,
+            "coap",
+        )
+        await s.claim_next(EIDS[0], 2040.0, build, binding="coap")
+    finally:
+        await s.close()
+    assert other.execute("SELECT last_contact FROM euiccs WHERE eid = ?", (EIDS[0],)).fetchone() == (2040.0,)
+    other.close()

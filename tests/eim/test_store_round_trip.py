@@ -125,3 +125,23 @@ async def test_result_context_on_both_stores(store, lab):
     await store.add_euicc(Euicc(eid=UNKNOWN, eim_id="x", association_token=1, counter_value=1, created_at=1.0), who="t")
     ctx = await store.result_context(UNKNOWN, txid)  # the operation belongs to another eUICC: both are read
     assert ctx.euicc.eid == UNKNOWN and ctx.operation_euicc.eid == card.eid
+
+
+async def test_reads_change_nothing(store):
+    """Reads take no write lock (PostgreSQL: no BEGIN/COMMIT at all): a read that tries to write is refused and
+    nothing changes; a read of several statements still answers."""
+    from eim.store import StoreError
+    from eim.store.logic import Q
+
+    await store.add_euicc(Euicc(eid=UNKNOWN, eim_id="x", association_token=1, counter_value=1, created_at=1.0), who="t")
+
+    def sneaky():
+        yield Q("SELECT eid FROM euiccs WHERE eid = ?", (UNKNOWN,), "one")
+        yield Q("UPDATE euiccs SET counter_value = 99 WHERE eid = ?", (UNKNOWN,))
+        return None
+
+    with pytest.raises(StoreError):
+        await store._run(sneaky, write=False)
+    assert (await store.get_euicc(UNKNOWN)).counter_value == 1
+    ctx = await store.result_context(UNKNOWN, b"\x02" * 16)  # two statements
+    assert ctx.eid_known and ctx.euicc.eid == UNKNOWN and ctx.operation is None
