@@ -33,7 +33,7 @@ from tests.eim.test_bindings_common import (
     large_provide_result,
     provide_result,
 )
-from tests.services import free_port
+from tests.services import free_port, missing_service
 
 CT = {"Content-Type": ESIPA_CONTENT_TYPE}
 
@@ -77,7 +77,7 @@ def client(base) -> Iterator[httpx.Client]:
 def test_curl_get_eim_package_gets_no_package_byte_for_byte(base, tmp_path):
     """The acceptance check: a raw DER GetEimPackageRequest posted by curl gets BF4F03020101 back."""
     if shutil.which("curl") is None:
-        pytest.skip("curl is not installed (apt-get install curl)")
+        missing_service("the curl command", "apt-get install curl")
     req = tmp_path / "req.der"
     req.write_bytes(get_eim_package_request(EID))
     headers = tmp_path / "headers.txt"
