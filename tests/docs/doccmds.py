@@ -179,9 +179,9 @@ def doc_cmd(doc: str, text: str) -> DocCommand:
 
 def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("EIM_CONFIG", None)
     env.update(extra or {})
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
@@ -214,6 +214,14 @@ def run(
             f"docs/{cmd.doc}:{cmd.line}: {script}\nexit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc
+
+
+def run_together(cmds: list[DocCommand], cwd: Path, subs: dict[str, str] | None = None) -> str:
+    """Run shown commands in one shell, one after the other (``$ echo $?`` after a command); return stdout."""
+    script = "\n".join(substitute(c.text, subs) for c in cmds)
+    proc = subprocess.run(["bash", "-c", script], cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{script}\nexit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
 
 
 def start(
