@@ -1,0 +1,56 @@
+"""Every command shown in docs/*.md is run by a test in tests/docs (registered with ``doc_cmd``), or listed below
+with the reason it is not. A new command in the docs fails this test until it is run or listed; a listed command
+that left the docs fails it too."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from tests.docs.doccmds import REGISTERED, all_commands
+
+PERF_FIGURES = "names the program measured in a table of figures; run in test_ipa.py / test_eim.py"
+ALLOWLIST: dict[tuple[str, str], str] = {
+    ("ipa.md", "sudo useradd --system --home /var/lib/ipa --groups dialout ipa"): "system install on the device (root)",
+    ("ipa.md", "sudo python3 -m venv /opt/ipa/venv"): "system install on the device (root)",
+    ("ipa.md", "sudo /opt/ipa/venv/bin/pip install './sgp32-stack[ipa]'"): "system install on the device (root, pip)",
+    ("esipa-bindings.md", "mosquitto_passwd -c /etc/mosquitto/eim/passwd eim"): (
+        "prompts twice for the password on the terminal; the -b form next to it is run (test_esipa_bindings.py)"
+    ),
+    ("performance.md", "make bench"): (
+        "~8 min and rewrites docs/performance.md; every benchmark runs at tiny sizes in tests/bench/test_bench.py"
+    ),
+    ("performance.md", "eim serve"): PERF_FIGURES,
+    ("performance.md", "ipa run"): PERF_FIGURES,
+}
+
+
+def test_every_shown_command_is_run_or_listed() -> None:
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        importlib.import_module(f"tests.docs.{path.stem}")  # each registers the commands it runs
+    shown = all_commands()
+    uncovered = [
+        f"docs/{c.doc}:{c.line}: {c.text}" for key, c in shown.items() if key not in REGISTERED and key not in ALLOWLIST
+    ]
+    assert not uncovered, "commands shown in the docs but neither run nor allowlisted:\n" + "\n".join(uncovered)
+    stale = [key for key in ALLOWLIST if key not in shown]
+    assert not stale, f"allowlisted commands no longer in the docs: {stale}"
+    both = [key for key in ALLOWLIST if key in REGISTERED]
+    assert not both, f"allowlisted but run by a test (remove from the allowlist): {both}"
+
+
+def test_the_extractor_sees_the_docs() -> None:
+    shown = all_commands()
+    docs = {doc for doc, _ in shown}
+    assert docs >= {
+        "asn1.md",
+        "eim.md",
+        "esipa-bindings.md",
+        "euicc.md",
+        "firmware_bridge.md",
+        "ipa.md",
+        "performance.md",
+        "pki.md",
+        "smdpp.md",
+    }
+    assert len(shown) > 100

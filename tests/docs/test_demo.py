@@ -1,0 +1,18 @@
+"""``make demo`` (docs/performance.md names it as the lab of its measurements): the demo's story, run for real.
+
+``-o .venv/.installed`` tells make the venv is up to date, so the test never reinstalls the environment.
+"""
+
+from __future__ import annotations
+
+from tests.docs.doccmds import ROOT, doc_cmd, run
+
+MAKE_DEMO = doc_cmd("performance.md", "make demo")
+
+
+def test_make_demo() -> None:
+    out = run(MAKE_DEMO, ROOT, {"make demo": "make -o .venv/.installed demo"}, timeout=120).stdout
+    for step in ("download profile 2 (direct", "switch to profile 2", "delete profile 1", "eUICC data request"):
+        line = next((ln for ln in out.splitlines() if ln.startswith(step)), "")
+        assert "done" in line, f"{step!r}: {line!r}\n{out}"
+    assert "over ESipa/http" in out and "eIM REST API: http://127.0.0.1:" in out
