@@ -69,7 +69,7 @@ def test_esipa_over_http_coap_and_mqtt(tmp_path: Path, mosquitto) -> None:
     sub = None
     try:
         wait_port(http, proc=eim)
-        wait_logged(tmp_path / "eim.log", "MQTT", eim)
+        wait_logged(tmp_path / "eim.log", "MQTT ESipa binding subscribed", eim)
         # the test peer knows this eUICC and has nothing queued for it: register it here (an unknown EID gets 02)
         reg = [str(BIN / "eim"), "--url", f"http://127.0.0.1:{http}", "euicc", "register", EID]
         subprocess.run([*reg, "--association-token", "1"], check=True, capture_output=True, env=tool_env())
@@ -95,9 +95,14 @@ def test_esipa_over_http_coap_and_mqtt(tmp_path: Path, mosquitto) -> None:
         assert COAP_405.output[0] in (wrong.stdout + wrong.stderr).splitlines()
 
         sub = start(MQTT_SUB, tmp_path, tmp_path / "sub.out", subs)
-        time.sleep(0.5)  # the subscription is in place (the shell's `&` does not wait either)
-        run(MQTT_PUB, tmp_path, subs)
-        assert sub.wait(20) == 0
+        for _ in range(20):  # the shell's `&` does not wait for the subscription either: publish until answered
+            run(MQTT_PUB, tmp_path, subs)
+            try:
+                sub.wait(1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        assert sub.poll() == 0
         assert (tmp_path / "sub.out").read_text().strip() == MQTT_PUB.output[0]
         rr = run(MQTT_RR, tmp_path, subs, timeout=20).stdout.strip()
         assert rr.startswith(MQTT_RR.output[0].removesuffix("...").rstrip()), rr
@@ -109,8 +114,8 @@ def test_esipa_over_http_coap_and_mqtt(tmp_path: Path, mosquitto) -> None:
 
 def wait_logged(log: Path, text: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    while text not in log.read_text() and time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
+    while text not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
 
 

@@ -119,6 +119,8 @@ def test_field_technician_commands(tmp_path: Path, mosquitto) -> None:
             ("eim.lab", f"127.0.0.1:{eim_port}", 0, 1)
         ]
         assert eims[0]["eimSupportedProtocol"] == ["eimRetrieveHttps"]
+        human = tool(tmp_path, "ipa", "--port", str(modem_link), "eim", "list", env=env)  # "Human mode (...)"
+        assert human.split() == ["eim.lab", f"127.0.0.1:{eim_port}", "token=1"], human
 
         tool(
             tmp_path,
@@ -138,6 +140,8 @@ def test_field_technician_commands(tmp_path: Path, mosquitto) -> None:
             (iccid, "disabled", "operational")
         ]
         assert profiles[0]["serviceProviderName"] == "Lab Operator"
+        human = tool(tmp_path, "ipa", "--port", str(modem_link), "profile", "list", env=env)  # "/ human mode"
+        assert human.split()[:5] == [iccid, "disabled", "operational", "Lab", "Operator"], human
 
         # the doc's prose steps: register the eUICC and queue the enable
         tool(tmp_path, "eim", "euicc", "register", EID, "--eim-id", "eim.lab", "--association-token", "1", env=env)
@@ -179,10 +183,9 @@ def test_field_technician_commands(tmp_path: Path, mosquitto) -> None:
         ipa = start(RUN_MQTT, tmp_path, tmp_path / "ipa-mqtt.log", subs, env)
         procs.append(ipa)
         deadline = time.monotonic() + 20
-        while "MQTT connected" not in (tmp_path / "ipa-mqtt.log").read_text() and time.monotonic() < deadline:
-            assert ipa.poll() is None, (tmp_path / "ipa-mqtt.log").read_text()
+        while "poll: idle" not in (tmp_path / "ipa-mqtt.log").read_text():  # connected, first poll done: idle
+            assert ipa.poll() is None and time.monotonic() < deadline, (tmp_path / "ipa-mqtt.log").read_text()
             time.sleep(0.1)
-        time.sleep(0.5)  # the first (idle) poll
         disable = {"psmos": [{"disable": {"iccid": iccid}}]}
         created = tool(tmp_path, "eim", "--json", "op", "create", EID, "psmo", "--params", json.dumps(disable), env=env)
         assert wait_done(tmp_path, json.loads(created.splitlines()[-1])["id"], env, timeout=20)["status"] == "done"
