@@ -61,12 +61,13 @@ def encode(tag: int, value: bytes) -> bytes:
     return tag_bytes(tag) + encode_length(len(value)) + value
 
 
-def read_header(data: bytes, offset: int = 0, *, what: str = "TLV") -> tuple[int, int, int]:
+def read_header(data: bytes, offset: int = 0, *, what: str = "TLV", end: int | None = None) -> tuple[int, int, int]:
     """Parse the tag and length at ``offset``. Returns ``(tag, header_len, length)``.
 
-    Raises :class:`DecodeError` for truncated or indefinite/over-long lengths.
+    ``end`` bounds the TLV (default: the end of ``data``). Raises :class:`DecodeError` for truncated or
+    indefinite/over-long lengths; positions are offsets into ``data``.
     """
-    n = len(data)
+    n = len(data) if end is None else end
     if offset >= n:
         raise DecodeError(what, "no tag (data ended)", offset)
     pos = offset
@@ -165,16 +166,27 @@ def check_structure(data: bytes, offset: int = 0, *, what: str = "TLV", max_dept
     """Check that the TLV at ``offset`` is well formed all the way down and return it.
 
     Every constructed TLV must hold exactly a sequence of TLVs that ends where it ends (definite DER lengths),
-    at most ``max_depth`` levels deep. Cheap (one walk, no copies of primitive values); run before handing
-    untrusted bytes to a schema decoder, which may misbehave on a nested length that overruns its parent.
+    at most ``max_depth`` levels deep. Cheap (one walk over the buffer, no copies); run before handing untrusted
+    bytes to a schema decoder, which may misbehave on a nested length that overruns its parent. Errors give the
+    absolute byte position and the path of tags to the faulty TLV.
     """
     top = parse_one(data, offset, what=what)
-    stack = [(top, 0)]
+    # (start of contents, end of contents, tag, path of tags)
+    stack: list[tuple[int, int, int, tuple[int, ...]]] = [(offset + top.header_len, offset + len(top.raw), top.tag, ())]
     while stack:
-        node, depth = stack.pop()
-        if not node.constructed or not node.value:
+        start, end, tag, path = stack.pop()
+        if not tag_first_byte(tag) & 0x20 or start == end:
             continue
-        if depth >= max_depth:
-            raise DecodeError(what, f"nested deeper than {max_depth} levels", node.offset)
-        stack.extend((child, depth + 1) for child in iter_tlvs(node.value, what=what))
+        path = (*path, tag)
+        if len(path) > max_depth:
+            raise DecodeError(what, f"nested deeper than {max_depth} levels", start)
+        pos = start
+        while pos < end:
+            try:
+                ctag, hl, length = read_header(data, pos, what=what, end=end)
+            except DecodeError as exc:
+                where = "/".join(f"{t:X}" for t in path)
+                raise DecodeError(what, f"inside {where}: {exc.reason}", exc.position) from None
+            stack.append((pos + hl, pos + hl + length, ctag, path))
+            pos += hl + length
     return top
