@@ -30,8 +30,14 @@ __all__ = ["PREFIX", "ActivationCode", "ActivationCodeError", "format_activation
 
 PREFIX = "LPA:"
 MAX_LENGTH = 255 * 4  # generous bound; QR codes of real ACs are well below 256 characters
-_FIELDS = ("AC_Format", "SM-DP+ Address", "AC_Token", "SM-DP+ OID", "Confirmation Code Required Flag",
-           "eSIM CA RootCA Public Key Indicator")
+_FIELDS = (
+    "AC_Format",
+    "SM-DP+ Address",
+    "AC_Token",
+    "SM-DP+ OID",
+    "Confirmation Code Required Flag",
+    "eSIM CA RootCA Public Key Indicator",
+)
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 
@@ -91,8 +97,11 @@ class ActivationCode:
     def __post_init__(self) -> None:
         _check_printable("SM-DP+ Address", self.smdp_address)
         _check_address(self.smdp_address)
-        for field, value in (("AC_Token", self.matching_id), ("SM-DP+ OID", self.smdp_oid),
-                             ("eSIM CA RootCA Public Key Indicator", self.ci_pk_indicator)):
+        for field, value in (
+            ("AC_Token", self.matching_id),
+            ("SM-DP+ OID", self.smdp_oid),
+            ("eSIM CA RootCA Public Key Indicator", self.ci_pk_indicator),
+        ):
             if value is None:
                 continue
             if not isinstance(value, str):
@@ -131,7 +140,7 @@ def parse(text: str) -> ActivationCode:
             raise ActivationCodeError("activation code", "not ASCII text") from None
     if not isinstance(text, str):
         raise ActivationCodeError("activation code", f"must be text, got {type(text).__name__}")
-    body = text[len(PREFIX):] if text[:len(PREFIX)].upper() == PREFIX else text
+    body = text[len(PREFIX) :] if text[: len(PREFIX)].upper() == PREFIX else text
     if not body:
         raise ActivationCodeError("activation code", "empty")
     if len(body) > MAX_LENGTH:
@@ -160,9 +169,7 @@ def parse(text: str) -> ActivationCode:
     if len(fields) > 4:
         flag = fields[4]
         if flag not in ("", "1"):
-            raise ActivationCodeError(
-                "Confirmation Code Required Flag", f"must be '1' or empty, got {flag!r}"
-            )
+            raise ActivationCodeError("Confirmation Code Required Flag", f"must be '1' or empty, got {flag!r}")
         cc_required = flag == "1"
     indicator = None
     if len(fields) > 5:

@@ -116,11 +116,7 @@ def derive_session_keys(
     host_id = bytes(host_id)
     eid = bytes(eid)
     shared_info = (
-        bytes([key_type, key_length])
-        + tlv.encode_length(len(host_id))
-        + host_id
-        + tlv.encode_length(len(eid))
-        + eid
+        bytes([key_type, key_length]) + tlv.encode_length(len(host_id)) + host_id + tlv.encode_length(len(eid)) + eid
     )
     out = x963_kdf(shared_secret, shared_info, 3 * key_length)
     return SessionKeys(initial_mcv=out[0:16], s_enc=out[16:32], s_mac=out[32:48])
@@ -268,8 +264,9 @@ class BspUnprotector(_State):
 def encode_replace_session_keys(keys: SessionKeys) -> bytes:
     """``ReplaceSessionKeysRequest ::= [38] SEQUENCE { initialMacChainingValue, ppkEnc, ppkCmac }``
     (automatic tags 80/81/82) as the ``BF26`` TLV that goes, protected as ``87``, in secondSequenceOf87."""
-    return tlv.encode(0xBF26, tlv.encode(0x80, keys.initial_mcv) + tlv.encode(0x81, keys.s_enc)
-                      + tlv.encode(0x82, keys.s_mac))
+    return tlv.encode(
+        0xBF26, tlv.encode(0x80, keys.initial_mcv) + tlv.encode(0x81, keys.s_enc) + tlv.encode(0x82, keys.s_mac)
+    )
 
 
 def decode_replace_session_keys(data: bytes) -> SessionKeys:
@@ -281,26 +278,35 @@ def decode_replace_session_keys(data: bytes) -> SessionKeys:
         fields = {c.tag: c.value for c in tlv.children(t, what="ReplaceSessionKeysRequest")}
     except DecodeError as exc:
         raise BspError("structure", str(exc)) from None
-    missing = [name for tag, name in ((0x80, "initialMacChainingValue"), (0x81, "ppkEnc"), (0x82, "ppkCmac"))
-               if tag not in fields]
+    missing = [
+        name
+        for tag, name in ((0x80, "initialMacChainingValue"), (0x81, "ppkEnc"), (0x82, "ppkCmac"))
+        if tag not in fields
+    ]
     if missing:
         raise BspError("structure", "ReplaceSessionKeysRequest lacks " + ", ".join(missing))
     return SessionKeys(initial_mcv=fields[0x80], s_enc=fields[0x81], s_mac=fields[0x82])
 
 
-def control_ref_template(host_id: bytes, *, key_type: int = KEY_TYPE_AES,
-                         key_length: int = KEY_LENGTH_AES128) -> bytes:
+def control_ref_template(host_id: bytes, *, key_type: int = KEY_TYPE_AES, key_length: int = KEY_LENGTH_AES128) -> bytes:
     """``controlRefTemplate [6] { keyType [0] 88, keyLen [1] 10, hostId [4] }`` = ``A6 {80 01 88 81 01 10 84 ..}``."""
-    return tlv.encode(0xA6, tlv.encode(0x80, bytes([key_type])) + tlv.encode(0x81, bytes([key_length]))
-                      + tlv.encode(0x84, bytes(host_id)))
+    return tlv.encode(
+        0xA6,
+        tlv.encode(0x80, bytes([key_type])) + tlv.encode(0x81, bytes([key_length])) + tlv.encode(0x84, bytes(host_id)),
+    )
 
 
-def initialise_secure_channel_signed_part(transaction_id: bytes, host_id: bytes, smdp_otpk: bytes,
-                                          *, remote_op_id: int = 1) -> bytes:
+def initialise_secure_channel_signed_part(
+    transaction_id: bytes, host_id: bytes, smdp_otpk: bytes, *, remote_op_id: int = 1
+) -> bytes:
     """The InitialiseSecureChannelRequest content before smdpSign:
     ``82 01 <remoteOpId> || 80 transactionId || A6 CRT || 5F49 smdpOtpk``."""
-    return (tlv.encode(0x82, bytes([remote_op_id])) + tlv.encode(0x80, bytes(transaction_id))
-            + control_ref_template(host_id) + tlv.encode(0x5F49, bytes(smdp_otpk)))
+    return (
+        tlv.encode(0x82, bytes([remote_op_id]))
+        + tlv.encode(0x80, bytes(transaction_id))
+        + control_ref_template(host_id)
+        + tlv.encode(0x5F49, bytes(smdp_otpk))
+    )
 
 
 def smdp_sign_input(signed_part: bytes, euicc_otpk: bytes) -> bytes:

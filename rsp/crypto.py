@@ -361,9 +361,7 @@ def ecdh(private_key: ec.EllipticCurvePrivateKey, peer: PublicKeyLike) -> bytes:
         raise CryptoError(f"ecdh needs an EC private key, got {type(private_key).__name__}")
     peer_key = as_public_key(peer, private_key.curve)
     if curve_name(peer_key) != curve_name(private_key):
-        raise CryptoError(
-            f"ECDH curve mismatch: own key {curve_name(private_key)}, peer key {curve_name(peer_key)}"
-        )
+        raise CryptoError(f"ECDH curve mismatch: own key {curve_name(private_key)}, peer key {curve_name(peer_key)}")
     return private_key.exchange(ec.ECDH(), peer_key)
 
 

@@ -39,12 +39,28 @@ def _parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="create a complete lab PKI in DIR")
     init.add_argument("dir")
-    init.add_argument("--curve", choices=("nist", "brainpool", "both"), default="nist",
-                      help="curve(s) of the CI/EUM/eUICC/DPauth/DPpb/eIM keys (default nist); TLS keys are NIST")
-    init.add_argument("--eid", action="extend", nargs="+", default=[], metavar="EID",
-                      help="32-digit EID with valid check digits; repeat for several (default: one lab EID)")
-    init.add_argument("--host", action="extend", nargs="+", default=[], metavar="NAME",
-                      help="DNS name for the TLS certificates (default localhost; 127.0.0.1 always added)")
+    init.add_argument(
+        "--curve",
+        choices=("nist", "brainpool", "both"),
+        default="nist",
+        help="curve(s) of the CI/EUM/eUICC/DPauth/DPpb/eIM keys (default nist); TLS keys are NIST",
+    )
+    init.add_argument(
+        "--eid",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="EID",
+        help="32-digit EID with valid check digits; repeat for several (default: one lab EID)",
+    )
+    init.add_argument(
+        "--host",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="DNS name for the TLS certificates (default localhost; 127.0.0.1 always added)",
+    )
 
     show = sub.add_parser("show", help="list the certificates of a lab PKI and verify each chain")
     show.add_argument("dir")
@@ -53,10 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="verify a certificate chain for an RSP role")
     ver.add_argument("cert", help="leaf certificate (PEM or DER)")
     ver.add_argument("--role", required=True, choices=[r.value for r in Role])
-    ver.add_argument("--ca", action="append", required=True, metavar="FILE",
-                     help="trusted CI certificate(s) (PEM bundle or DER); repeatable")
-    ver.add_argument("--untrusted", action="append", default=[], metavar="FILE",
-                     help="intermediate certificate(s), e.g. the EUM; repeatable")
+    ver.add_argument(
+        "--ca",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="trusted CI certificate(s) (PEM bundle or DER); repeatable",
+    )
+    ver.add_argument(
+        "--untrusted",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="intermediate certificate(s), e.g. the EUM; repeatable",
+    )
     ver.add_argument("--at", help="verification time (ISO 8601, default now)")
 
     eid = sub.add_parser("eid", help="compute EID check digits or make a valid lab EID")
@@ -103,29 +129,44 @@ def _cmd_show(args: argparse.Namespace) -> int:
             except ChainError as exc:
                 failed += 1
                 status = f"FAILED: {exc}"
-            rows.append({
-                "label": label,
-                "role": role.value,
-                "curve": crypto.curve_name(cert),
-                "subject": subject_text(cert),
-                "eid": eid_of(cert) if role is Role.EUICC else None,
-                "policies": policies_of(cert),
-                "not_before": cert.not_valid_before_utc.isoformat(),
-                "not_after": cert.not_valid_after_utc.isoformat(),
-                "cert": str(pki.cert_path(role, curve or "nist", eid)),
-                "key": str(pki.key_path(role, curve or "nist", eid)),
-                "status": status,
-            })
+            rows.append(
+                {
+                    "label": label,
+                    "role": role.value,
+                    "curve": crypto.curve_name(cert),
+                    "subject": subject_text(cert),
+                    "eid": eid_of(cert) if role is Role.EUICC else None,
+                    "policies": policies_of(cert),
+                    "not_before": cert.not_valid_before_utc.isoformat(),
+                    "not_after": cert.not_valid_after_utc.isoformat(),
+                    "cert": str(pki.cert_path(role, curve or "nist", eid)),
+                    "key": str(pki.key_path(role, curve or "nist", eid)),
+                    "status": status,
+                }
+            )
         except (LabPkiError, ValueError, crypto.CryptoError) as exc:
             failed += 1
             rows.append({"label": label, "role": role.value, "status": f"FAILED: {exc}"})
     if args.json:
-        print(json.dumps({"dir": str(pki.root), "curves": list(pki.curves), "eids": list(pki.eids),
-                          "hosts": list(pki.hosts), "ci_key_ids": pki.manifest["ci_key_ids"],
-                          "smdp_oid": pki.smdp_oid, "certificates": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "dir": str(pki.root),
+                    "curves": list(pki.curves),
+                    "eids": list(pki.eids),
+                    "hosts": list(pki.hosts),
+                    "ci_key_ids": pki.manifest["ci_key_ids"],
+                    "smdp_oid": pki.smdp_oid,
+                    "certificates": rows,
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"lab PKI {pki.root}: curves {', '.join(pki.curves)}; EIDs {', '.join(pki.eids)}; "
-              f"TLS hosts {', '.join(pki.hosts)}; SM-DP+ OID {pki.smdp_oid}")
+        print(
+            f"lab PKI {pki.root}: curves {', '.join(pki.curves)}; EIDs {', '.join(pki.eids)}; "
+            f"TLS hosts {', '.join(pki.hosts)}; SM-DP+ OID {pki.smdp_oid}"
+        )
         for row in rows:
             if "subject" not in row:
                 print(f"  {row['label']:50s} {row['status']}")
@@ -155,8 +196,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         chain = verify_chain(leaf, inter, cis, args.role, at)
     except ChainError as exc:
         return _fail("verify", exc)
-    print(f"{args.cert}: OK as {chain.role.label}; CI key id {chain.ci_key_id.hex().upper()}; "
-          f"chain of {len(chain.path)}; curve {chain.curve}")
+    print(
+        f"{args.cert}: OK as {chain.role.label}; CI key id {chain.ci_key_id.hex().upper()}; "
+        f"chain of {len(chain.path)}; curve {chain.curve}"
+    )
     if chain.role is Role.EUICC:
         print(f"EID {eid_of(leaf)}")
     return 0
@@ -174,8 +217,12 @@ def _cmd_eid(args: argparse.Namespace) -> int:
         if is_valid_eid(body):
             print(f"{body}: valid")
             return 0
-        return _fail("eid", f"{body}: check digits wrong (expected {eid_check_digits(body[:30])})"
-                     if body.isdigit() else f"{body}: not 32 digits")
+        return _fail(
+            "eid",
+            f"{body}: check digits wrong (expected {eid_check_digits(body[:30])})"
+            if body.isdigit()
+            else f"{body}: not 32 digits",
+        )
     try:
         print(body + eid_check_digits(body))
     except ValueError as exc:

@@ -183,9 +183,7 @@ def eid_check_digits(first30: str) -> str:
 
 def is_valid_eid(eid: str) -> bool:
     """32 decimal digits with correct check digits."""
-    return (
-        isinstance(eid, str) and len(eid) == 32 and eid.isdigit() and eid.isascii() and int(eid) % 97 == 1
-    )
+    return isinstance(eid, str) and len(eid) == 32 and eid.isdigit() and eid.isascii() and int(eid) % 97 == 1
 
 
 def lab_eid(serial: int = 1) -> str:

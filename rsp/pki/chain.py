@@ -58,8 +58,9 @@ class ChainError(RspError):
     """A certificate chain was refused. ``reason`` is one of :data:`REASONS`; ``certificate`` (may be ``None``)
     the certificate at fault; ``key_id`` the CI key id involved for ``untrusted-ci`` / ``wrong-ci``."""
 
-    def __init__(self, reason: str, message: str, certificate: x509.Certificate | None = None,
-                 key_id: bytes | None = None) -> None:
+    def __init__(
+        self, reason: str, message: str, certificate: x509.Certificate | None = None, key_id: bytes | None = None
+    ) -> None:
         assert reason in REASONS, reason
         self.reason = reason
         self.certificate = certificate
@@ -125,8 +126,9 @@ def _ext(cert: x509.Certificate, oid):
         raise ChainError("malformed", f"{describe(cert)}: bad extensions: {exc}", cert) from None
 
 
-def _find_issuer(cert: x509.Certificate, pool: dict[bytes, x509.Certificate],
-                 all_certs: list[x509.Certificate]) -> x509.Certificate | None:
+def _find_issuer(
+    cert: x509.Certificate, pool: dict[bytes, x509.Certificate], all_certs: list[x509.Certificate]
+) -> x509.Certificate | None:
     aki = authority_key_id(cert)
     if aki is not None:
         return pool.get(aki)
@@ -140,12 +142,14 @@ def _check_signature(cert: x509.Certificate, issuer: x509.Certificate) -> None:
     try:
         cert.verify_directly_issued_by(issuer)
     except InvalidSignature:
-        raise ChainError("bad-signature", f"signature of {describe(cert)} does not verify with the key of "
-                         f"{describe(issuer)}", cert) from None
+        raise ChainError(
+            "bad-signature", f"signature of {describe(cert)} does not verify with the key of {describe(issuer)}", cert
+        ) from None
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         # issuer name mismatch, unsupported signature algorithm ...
-        raise ChainError("bad-signature", f"{describe(cert)} is not validly issued by {describe(issuer)}: {exc}",
-                         cert) from None
+        raise ChainError(
+            "bad-signature", f"{describe(cert)} is not validly issued by {describe(issuer)}: {exc}", cert
+        ) from None
 
 
 def _check_validity(cert: x509.Certificate, at: dt.datetime) -> None:
@@ -160,11 +164,9 @@ def _check_ca(cert: x509.Certificate, below: int) -> None:
     """``below`` = number of CA certificates between this one and the leaf."""
     bc = _ext(cert, ExtensionOID.BASIC_CONSTRAINTS)
     if bc is None or not bc.ca:
-        raise ChainError("not-a-ca", f"{describe(cert)} issues certificates but is not a CA (basicConstraints)",
-                         cert)
+        raise ChainError("not-a-ca", f"{describe(cert)} issues certificates but is not a CA (basicConstraints)", cert)
     if bc.path_length is not None and below > bc.path_length:
-        raise ChainError("path-length", f"{describe(cert)} allows {bc.path_length} CA(s) below it, found {below}",
-                         cert)
+        raise ChainError("path-length", f"{describe(cert)} allows {bc.path_length} CA(s) below it, found {below}", cert)
     ku = _ext(cert, ExtensionOID.KEY_USAGE)
     if ku is not None and not ku.key_cert_sign:
         raise ChainError("key-usage", f"{describe(cert)} lacks keyUsage keyCertSign", cert)
@@ -222,8 +224,13 @@ def verify_chain(
         if nxt is None or nxt in path:
             if cert.issuer == cert.subject and (aki is None or aki == subject_key_id(cert)):
                 kid = subject_key_id(cert)
-                raise ChainError("untrusted-ci", f"chain ends at {describe(cert)}, a root that is not a trusted CI"
-                                 f" (key id {kid.hex().upper() if kid else 'none'})", cert, kid)
+                raise ChainError(
+                    "untrusted-ci",
+                    f"chain ends at {describe(cert)}, a root that is not a trusted CI"
+                    f" (key id {kid.hex().upper() if kid else 'none'})",
+                    cert,
+                    kid,
+                )
             known = ", ".join(k.hex().upper() for k in ci_by_id) or "none"
             if aki is not None:
                 raise ChainError(
@@ -233,8 +240,9 @@ def verify_chain(
                     cert,
                     aki,
                 )
-            raise ChainError("no-issuer", f"issuer '{cert.issuer.rfc4514_string()}' of {describe(cert)} not found",
-                             cert)
+            raise ChainError(
+                "no-issuer", f"issuer '{cert.issuer.rfc4514_string()}' of {describe(cert)} not found", cert
+            )
         path.append(nxt)
         cert = nxt
     else:
@@ -244,8 +252,13 @@ def verify_chain(
     if ci_id is None:
         raise ChainError("malformed", f"trusted {describe(ci)} has no SubjectKeyIdentifier", ci)
     if ci_key_id is not None and ci_id != bytes(ci_key_id):
-        raise ChainError("wrong-ci", f"chain leads to CI key id {ci_id.hex().upper()}, but CI key id "
-                         f"{bytes(ci_key_id).hex().upper()} is required", ci, ci_id)
+        raise ChainError(
+            "wrong-ci",
+            f"chain leads to CI key id {ci_id.hex().upper()}, but CI key id "
+            f"{bytes(ci_key_id).hex().upper()} is required",
+            ci,
+            ci_id,
+        )
     full = [*path, ci]
 
     # signatures, from the CI down
@@ -264,8 +277,7 @@ def verify_chain(
     if role is not Role.CI:
         bc = _ext(leaf_cert, ExtensionOID.BASIC_CONSTRAINTS)
         if bc is not None and bc.ca and role is not Role.EUM:
-            raise ChainError("wrong-role", f"{describe(leaf_cert)} is a CA certificate, not a {role.label}",
-                             leaf_cert)
+            raise ChainError("wrong-role", f"{describe(leaf_cert)} is a CA certificate, not a {role.label}", leaf_cert)
     _check_role(leaf_cert, role)
     ku = _ext(leaf_cert, ExtensionOID.KEY_USAGE)
     if role in (Role.CI, Role.EUM):

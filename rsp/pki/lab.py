@@ -77,8 +77,15 @@ def _policies(oid: str) -> x509.CertificatePolicies:
 
 def _ku(*, sign: bool = False, ca: bool = False) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=sign, content_commitment=False, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False,
+        digital_signature=sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -248,8 +255,14 @@ def create_lab_pki(
     ci_ids: dict[str, str] = {}
     cis: dict[str, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = {}
 
-    def save(role: Role, curve: str | None, eid: str | None, cert: x509.Certificate,
-             key: ec.EllipticCurvePrivateKey, chain: list[x509.Certificate]) -> None:
+    def save(
+        role: Role,
+        curve: str | None,
+        eid: str | None,
+        cert: x509.Certificate,
+        key: ec.EllipticCurvePrivateKey,
+        chain: list[x509.Certificate],
+    ) -> None:
         stem = _stem(role, curve, eid)
         entry = {"cert": f"{stem}.cert.pem", "cert_der": f"{stem}.cert.der", "key": f"{stem}.key.pem"}
         _write(root / entry["cert"], _pem(cert))
@@ -331,8 +344,11 @@ class LabPki:
         except (OSError, ValueError) as exc:
             raise LabPkiError(f"cannot read {root / 'manifest.json'}: {exc}") from None
         if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
-            raise LabPkiError(f"{root / 'manifest.json'}: unsupported manifest (version {manifest.get('version')!r})"
-                              if isinstance(manifest, dict) else f"{root / 'manifest.json'}: not an object")
+            raise LabPkiError(
+                f"{root / 'manifest.json'}: unsupported manifest (version {manifest.get('version')!r})"
+                if isinstance(manifest, dict)
+                else f"{root / 'manifest.json'}: not an object"
+            )
         for key in ("curves", "eids", "hosts", "files", "ci_key_ids"):
             if key not in manifest:
                 raise LabPkiError(f"{root / 'manifest.json'}: missing {key!r}")
