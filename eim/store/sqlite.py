@@ -242,10 +242,10 @@ class SqliteStore(SqlStore):
             batch, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             try:
                 results = await self._call(self._group, [f for f, _ in batch])
-            except asyncio.CancelledError:  # the loop is going away: nobody is told that anything is durable
+            except asyncio.CancelledError:  # the loop is going away: the group may or may not commit
                 for _f, fut in batch + self._pending:
                     if not fut.done():
-                        fut.set_exception(StoreError("store commit interrupted"))
+                        fut.set_exception(StoreError("store commit interrupted (its outcome is unknown)"))
                 self._pending = []
                 raise
             except Exception as exc:  # the group (or its COMMIT) failed: nothing of it is durable
