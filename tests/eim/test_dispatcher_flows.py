@@ -386,7 +386,10 @@ async def test_answers_to_pushed_packages(store, lab):
     assert (await env.service.get(op.id)).status is OpStatus.DONE
     # an eimPackageError for the next pushed package fails it
     op2 = await env.service.create(card.eid, OpKind.PSMO, {"psmos": [{"getRAT": {}}]})
-    await env.service.push(card.eid)
+    # creating it pushed it (kick); wait for that push rather than racing it with a second one
+    await env.service.drain()
+    assert (await env.service.get(op2.id)).status is OpStatus.IN_PROGRESS
+    assert tlv.children(pushed[-1][1])[0].raw != package  # op2's own package went out
     assert await env.dispatcher.handle(bytes.fromhex("BF4E03020101"), mqtt) is None
     assert (await env.service.get(op2.id)).status is OpStatus.FAILED
 
