@@ -25,7 +25,7 @@ GET_DER = doc_cmd("eim.md", f"printf 'BF4F125A10%s' {EID} | xxd -r -p > get.der"
 CURL_GET = doc_cmd(
     "eim.md",
     "curl -s --data-binary @get.der -H 'Content-Type: application/x-gsma-rsp-asn1' "
-    "http://127.0.0.1:8080/gsma/rsp2/asn1 | xxd -p",
+    "http://127.0.0.1:8080/gsma/rsp2/asn1 | xxd -p -c 256",
 )
 CARD = doc_cmd("eim.md", f"euicc new --pki eim-data/pki --eid {EID} --state card.cbor")
 MODEM = doc_cmd("eim.md", "fwbridge virtual-modem --card card.cbor --link /tmp/eimdoc/modem &")
@@ -36,6 +36,7 @@ EUICC_LIST = doc_cmd("eim.md", "eim euicc list")
 DOWNLOAD = doc_cmd(
     "eim.md", f"eim --json op create {EID} download --activation-code '1$smdp.example.com$04386-AGYFT-A74Y8-3F815'"
 )
+REGISTER_SECOND = doc_cmd("eim.md", "eim euicc register 89999000000000000000000000010218")
 BATCH = doc_cmd(
     "eim.md",
     f"eim batch create psmo --eid {EID} --eid 89999000000000000000000000010218 "
@@ -81,7 +82,7 @@ def test_eim_guide_section_1(tmp_path: Path) -> None:
         ], listed
 
         run(GET_DER, tmp_path, subs, env)
-        answer = "".join(run(CURL_GET, tmp_path, subs, env).stdout.split())  # xxd -p wraps at 30 bytes
+        answer = run(CURL_GET, tmp_path, subs, env).stdout.strip()  # one line, as the doc shows it
         # BF4F { BF52 IpaEuiccDataRequest { 5C A5 A6 A8 BF22 81, 83 eimTransactionId } }: the id differs per run
         assert answer.startswith("bf4f1dbf521a5c06a5a6a8bf22818310") and len(answer) == 64, answer
 
@@ -118,14 +119,16 @@ def test_eim_guide_section_1(tmp_path: Path) -> None:
 
         created = json.loads(run(DOWNLOAD, tmp_path, subs, env).stdout)
         assert created["status"] == "queued"
-        assert {k: created["params"][k] for k in ("activationCode", "mode", "smdpAddress")} == {
+        # the device reported eimDownloadDataHandling in the data request above: the eIM keeps the download data
+        assert created["params"].get("eimHoldsData") is True, created["params"]
+        assert {k: created["params"].get(k) for k in ("activationCode", "mode", "smdpAddress")} == {
             "activationCode": "1$smdp.example.com$04386-AGYFT-A74Y8-3F815",
             "mode": "indirect",
             "smdpAddress": "smdp.example.com",
         }
 
-        # the doc's second eUICC was registered before the batch (not shown): register it the same way
-        run(REGISTER, tmp_path, {**subs, EID: "89999000000000000000000000010218"}, env)
+        out = run(REGISTER_SECOND, tmp_path, subs, env).stdout
+        assert out.startswith("registered 89999000000000000000000000010218  eim=eim.lab  counter=0"), out
         batch = run(BATCH, tmp_path, subs, env).stdout.splitlines()
         assert "kind=psmo  queued=2 refused=1" in batch[0], batch
         rows = [line.split() for line in batch[1:]]

@@ -22,16 +22,16 @@ QUEUE = doc_cmd(
     "-H 'Content-Type: application/json' "
     """-d '{"kind":"euicc_data","params":{"tags":["euiccInfo2","ipaCapabilities"]}}'""",
 )
-GET_DER = doc_cmd("eim.md", "printf 'BF4F125A10%s' 89999000000000000000000000010121 | xxd -r -p > get.der")
+GET_DER = doc_cmd("eim.md", "printf 'BF4F125A10%s' 89999000000000000000000000000130 | xxd -r -p > get.der")
 FETCH2 = doc_cmd(
     "eim.md",
     "curl -s --data-binary @get.der -H 'Content-Type: application/x-gsma-rsp-asn1' "
-    "http://127.0.0.1:8082/gsma/rsp2/asn1 | xxd -p",
+    "http://127.0.0.1:8082/gsma/rsp2/asn1 | xxd -p -c 256",
 )
 FETCH1 = doc_cmd(
     "eim.md",
     "curl -s --data-binary @get.der -H 'Content-Type: application/x-gsma-rsp-asn1' "
-    "http://127.0.0.1:8081/gsma/rsp2/asn1 | xxd -p",
+    "http://127.0.0.1:8081/gsma/rsp2/asn1 | xxd -p -c 256",
 )
 OP_LIST = doc_cmd("eim.md", "EIM_API_TOKEN=change-me eim --config eim.toml op list")
 NO_TOKEN = doc_cmd("eim.md", "curl -s http://127.0.0.1:8081/v1/euiccs")
@@ -61,8 +61,7 @@ def test_two_workers_on_postgresql(tmp_path: Path, postgres) -> None:
         assert out.startswith(f"registered {EID}  eim=eim.lab  counter=0  cert=no  binding=-"), out
         queued = json.loads(run(QUEUE, tmp_path, subs).stdout)
         assert queued["status"] == "queued"
-        # get.der for this section's eUICC: the section-1 command with this EID
-        run(GET_DER, tmp_path, {"89999000000000000000000000010121": EID})
+        run(GET_DER, tmp_path, subs)
         first = run(FETCH2, tmp_path, subs).stdout.strip()
         again = run(FETCH1, tmp_path, subs).stdout.strip()
         # BF4F { BF52 { 5C BF22 A8, 83 eimTransactionId } }, handed out again with the same bytes
