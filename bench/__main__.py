@@ -75,8 +75,9 @@ def run_one(name: str, args: argparse.Namespace) -> Section:
     raise SystemExit(f"unknown benchmark {name!r}: choose from {', '.join(NAMES)}")
 
 
-def report(sections: list[Section], info: dict[str, str], args: argparse.Namespace, seconds: float,
-           extra: str = "") -> str:
+def report(
+    sections: list[Section], info: dict[str, str], args: argparse.Namespace, seconds: float, extra: str = ""
+) -> str:
     mode = "quick" if args.quick else "full"
     head = [
         "# Performance",
@@ -98,8 +99,12 @@ def report(sections: list[Section], info: dict[str, str], args: argparse.Namespa
         "server + client on one machine, and other work on the machine (the load average above) lowers them.",
         "",
     ]
-    bars = [f"- {s.title.split('. ', 1)[0]}: " + line[2:].replace("Bar, ", "", 1)
-            for s in sections for line in s.lines if line.startswith("- Bar,")]
+    bars = [
+        f"- {s.title.split('. ', 1)[0]}: " + line[2:].replace("Bar, ", "", 1)
+        for s in sections
+        for line in s.lines
+        if line.startswith("- Bar,")
+    ]
     if bars:
         head += ["## Bars at a glance", "", *bars, ""]
     body = [s.markdown() for s in sections]
@@ -110,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and short runs")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(NAMES)}")
-    ap.add_argument("--fleet", type=int, default=0, help="registered eUICCs for the fleet benchmark "
-                    "(default 1000000; 10000 with --quick)")
+    ap.add_argument(
+        "--fleet",
+        type=int,
+        default=0,
+        help="registered eUICCs for the fleet benchmark (default 1000000; 10000 with --quick)",
+    )
     ap.add_argument("--out", default="", help="report file (default docs/performance.md for a full run)")
     ap.add_argument("--append", default="", help="Markdown file appended verbatim to the report (recorded runs)")
     args = ap.parse_args(argv)
@@ -121,8 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         if n not in NAMES:
             ap.error(f"unknown benchmark {n!r}: choose from {', '.join(NAMES)}")
-    out = Path(args.out) if args.out else (REPO / "docs" / "performance.md" if not (args.quick or args.only)
-                                           else REPO / "build" / "performance-partial.md")
+    out = (
+        Path(args.out)
+        if args.out
+        else (
+            REPO / "docs" / "performance.md"
+            if not (args.quick or args.only)
+            else REPO / "build" / "performance-partial.md"
+        )
+    )
     info = machine()
     print(f"bench: {', '.join(names)} on {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}", flush=True)
     t0 = time.perf_counter()

@@ -95,8 +95,12 @@ async def _ipa_ops(binding: str, port: int, eid: str, card_path: str, fleet: Any
         txid = asn1.decode("IpaEuiccDataRequest", req)["eimTransactionId"]
         certs = await es10.get_certs()
         caps = tlv.encode(0xA8, tlv.encode(0x80, bytes([6, 0x40])))
-        body = (tlv.encode(0xA5, tlv.parse_exact(certs.eum_certificate).value)
-                + tlv.encode(0xA6, tlv.parse_exact(certs.euicc_certificate).value) + caps + tlv.encode(0x87, txid))
+        body = (
+            tlv.encode(0xA5, tlv.parse_exact(certs.eum_certificate).value)
+            + tlv.encode(0xA6, tlv.parse_exact(certs.euicc_certificate).value)
+            + caps
+            + tlv.encode(0x87, txid)
+        )
         return provide_result(eid, tlv.encode(0xBF52, tlv.encode(0xA0, body)))
 
     async def psmo(answer: bytes) -> bytes:
@@ -147,21 +151,54 @@ def run(quick: bool = False) -> Section:
                 ip = (c.up_chunks + c.down_chunks) * per
                 total = c.up + c.down
                 der = der_up + der_down
-                figures[f"{binding}/{name}"] = {"up": c.up, "down": c.down, "der_up": der_up, "der_down": der_down,
-                                                "chunks": c.up_chunks + c.down_chunks, "connections": c.connections}
-                rows.append([binding, name, der_up, der_down, c.up, c.down, total - der if der else "-",
-                             f"{total / der:.2f}" if der else "-", c.up_chunks + c.down_chunks, total + ip])
+                figures[f"{binding}/{name}"] = {
+                    "up": c.up,
+                    "down": c.down,
+                    "der_up": der_up,
+                    "der_down": der_down,
+                    "chunks": c.up_chunks + c.down_chunks,
+                    "connections": c.connections,
+                }
+                rows.append(
+                    [
+                        binding,
+                        name,
+                        der_up,
+                        der_down,
+                        c.up,
+                        c.down,
+                        total - der if der else "-",
+                        f"{total / der:.2f}" if der else "-",
+                        c.up_chunks + c.down_chunks,
+                        total + ip,
+                    ]
+                )
                 print(f"  air {binding} {name}: socket {c.up}+{c.down} B, DER {der_up}+{der_down} B", flush=True)
     sec.figures = figures
-    sec.add("Counted by a loopback proxy at the socket level (application bytes of TCP/UDP, both directions). "
-            "*IP estimate* adds 40 bytes (IPv4+TCP) per TCP read or 28 bytes (IPv4+UDP) per datagram seen by the "
-            "proxy; TCP handshakes and bare ACKs are not seen by a socket and are not included. HTTP: a new "
-            "connection per operation, no TLS (TLS 1.3 would add ~5 KB of handshake with certificates, or ~0.5 KB "
-            "resumed, plus 22 bytes per record). CoAP: no DTLS. MQTT: QoS 1 both ways (PUBLISH + PUBACK), "
-            "Response Topic and Correlation Data properties on every request.")
+    sec.add(
+        "Counted by a loopback proxy at the socket level (application bytes of TCP/UDP, both directions). "
+        "*IP estimate* adds 40 bytes (IPv4+TCP) per TCP read or 28 bytes (IPv4+UDP) per datagram seen by the "
+        "proxy; TCP handshakes and bare ACKs are not seen by a socket and are not included. HTTP: a new "
+        "connection per operation, no TLS (TLS 1.3 would add ~5 KB of handshake with certificates, or ~0.5 KB "
+        "resumed, plus 22 bytes per record). CoAP: no DTLS. MQTT: QoS 1 both ways (PUBLISH + PUBACK), "
+        "Response Topic and Correlation Data properties on every request."
+    )
     sec.add("")
-    sec.table(["binding", "operation", "DER up", "DER down", "socket up", "socket down", "overhead bytes",
-               "socket / DER", "reads/datagrams", "with IP estimate"], rows)
+    sec.table(
+        [
+            "binding",
+            "operation",
+            "DER up",
+            "DER down",
+            "socket up",
+            "socket down",
+            "overhead bytes",
+            "socket / DER",
+            "reads/datagrams",
+            "with IP estimate",
+        ],
+        rows,
+    )
     sec.add("- The indirect download of a 12 KB profile runs through the whole lab: section 4b.")
     return sec
 

@@ -58,11 +58,14 @@ def one_binding(binding: str, workdir: Path) -> dict[str, Any]:
         per_poll_up, per_poll_down = idle.up / polls, idle.down / polls
         n = window.idle_polls
         return {
-            "up": window.up - n * per_poll_up, "down": window.down - n * per_poll_down,
+            "up": window.up - n * per_poll_up,
+            "down": window.down - n * per_poll_down,
             "der_up": window.der_up - n * 21 if binding != "mqtt" or window.der_up else 0,
             "der_down": window.der_down - n * 6,
-            "messages": window.messages_up - n, "idle_polls_removed": n,
-            "chunks": window.up_chunks + window.down_chunks, "idle_poll_up": per_poll_up,
+            "messages": window.messages_up - n,
+            "idle_polls_removed": n,
+            "chunks": window.up_chunks + window.down_chunks,
+            "idle_poll_up": per_poll_up,
             "idle_poll_down": per_poll_down,
         }
     finally:
@@ -78,19 +81,46 @@ def run(quick: bool = False, *, bindings: tuple[str, ...] = ("http", "coap", "mq
             f = one_binding(binding, Path(tmp))
         figures[binding] = f
         total, der = f["up"] + f["down"], f["der_up"] + f["der_down"]
-        rows.append([binding, f["messages"], round(f["der_up"]), round(f["der_down"]), round(f["up"]),
-                     round(f["down"]), round(total - der), f"{total / der:.3f}" if der else "-",
-                     f["idle_polls_removed"]])
-        print(f"  air download {binding}: socket {f['up']:.0f}+{f['down']:.0f} B, DER {f['der_up']:.0f}+"
-              f"{f['der_down']:.0f} B", flush=True)
+        rows.append(
+            [
+                binding,
+                f["messages"],
+                round(f["der_up"]),
+                round(f["der_down"]),
+                round(f["up"]),
+                round(f["down"]),
+                round(total - der),
+                f"{total / der:.3f}" if der else "-",
+                f["idle_polls_removed"],
+            ]
+        )
+        print(
+            f"  air download {binding}: socket {f['up']:.0f}+{f['down']:.0f} B, DER {f['der_up']:.0f}+"
+            f"{f['der_down']:.0f} B",
+            flush=True,
+        )
     sec.figures = figures
-    sec.add("`make demo`'s lab as real processes (SM-DP+ over HTTPS, `eim serve` relaying ES9+, virtual modem, "
-            "`ipa run`, block size 255); the ts48 test profile (BPP ~12.7 KB). Counted between the IPA and the eIM "
-            "(MQTT: the IPA's broker connection) from the operator's request until the operation is done: "
-            "GetEimPackage with the download trigger, InitiateAuthentication, AuthenticateClient, "
-            "GetBoundProfilePackage, the result and the PIR notification. Idle polls in that window are removed "
-            "at their measured cost. No TLS/DTLS on the ESipa side in the lab.")
+    sec.add(
+        "`make demo`'s lab as real processes (SM-DP+ over HTTPS, `eim serve` relaying ES9+, virtual modem, "
+        "`ipa run`, block size 255); the ts48 test profile (BPP ~12.7 KB). Counted between the IPA and the eIM "
+        "(MQTT: the IPA's broker connection) from the operator's request until the operation is done: "
+        "GetEimPackage with the download trigger, InitiateAuthentication, AuthenticateClient, "
+        "GetBoundProfilePackage, the result and the PIR notification. Idle polls in that window are removed "
+        "at their measured cost. No TLS/DTLS on the ESipa side in the lab."
+    )
     sec.add("")
-    sec.table(["binding", "IPA messages with a body", "DER up", "DER down", "socket up", "socket down",
-               "overhead bytes", "socket / DER", "idle polls removed"], rows)
+    sec.table(
+        [
+            "binding",
+            "IPA messages with a body",
+            "DER up",
+            "DER down",
+            "socket up",
+            "socket down",
+            "overhead bytes",
+            "socket / DER",
+            "idle polls removed",
+        ],
+        rows,
+    )
     return sec

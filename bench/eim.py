@@ -119,9 +119,20 @@ class Fleet:
             card = SoftEuicc.create(lab.root, eid, None)
             es10 = Es10Client(LocalApduChannel(card))
             await es10.open()
-            request = asn1.encode("AddInitialEimRequest", {"eimConfigurationDataList": [{
-                "eimId": EIM_ID, "eimFqdn": "127.0.0.1", "counterValue": 1, "associationToken": -1,
-                "eimPublicKeyData": ("eimPublicKey", spki)}]})
+            request = asn1.encode(
+                "AddInitialEimRequest",
+                {
+                    "eimConfigurationDataList": [
+                        {
+                            "eimId": EIM_ID,
+                            "eimFqdn": "127.0.0.1",
+                            "counterValue": 1,
+                            "associationToken": -1,
+                            "eimPublicKeyData": ("eimPublicKey", spki),
+                        }
+                    ]
+                },
+            )
             alt, value = asn1.decode("AddInitialEimResponse", await es10.call(request, "AddInitialEim"))
             if alt != "addInitialEimOk":
                 raise RuntimeError(f"AddInitialEim refused: {value}")
@@ -144,8 +155,11 @@ class Fleet:
         store = open_store(self.url)
         await store.open()
         key = EimKey(EIM_ID, lab.eim_key("nist"), lab.eim_cert("nist"))
-        return {"store": store, "key": key, "service": OperationService(store, PackageFactory(key),
-                                                                       OperationSettings())}
+        return {
+            "store": store,
+            "key": key,
+            "service": OperationService(store, PackageFactory(key), OperationSettings()),
+        }
 
     async def queue(self, per_card: int) -> tuple[int, float]:
         """Queue ``per_card`` PSMOs for every card through the operator path; returns (count, seconds)."""
@@ -161,8 +175,16 @@ class Fleet:
 
 # ------------------------------------------------------------------------------------------------ processes
 @contextlib.contextmanager
-def eim_workers(binding: str, url: str, pki_dir: Path, *, workers: int = 1, mqtt_port: int = 0,
-                variant: str = "default", impl: str = "serve") -> Iterator[dict]:
+def eim_workers(
+    binding: str,
+    url: str,
+    pki_dir: Path,
+    *,
+    workers: int = 1,
+    mqtt_port: int = 0,
+    variant: str = "default",
+    impl: str = "serve",
+) -> Iterator[dict]:
     """Start ``workers`` eIM processes serving ``binding``; yields {"ports", "pids"}.
 
     ``impl="serve"``: the real ``eim --config FILE serve`` (HTTP always on for the operator API, plus the CoAP or
@@ -188,8 +210,14 @@ def eim_workers(binding: str, url: str, pki_dir: Path, *, workers: int = 1, mqtt
                     f"[mqtt]\nenabled = {'true' if binding == 'mqtt' else 'false'}\nport = {mqtt_port or 1883}\n"
                     f'client_id = "eim-bench-{w}"\n[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
                 )
-                procs.append(subprocess.Popen([PY, "-m", "eim.cli", "--config", str(cfg), "serve"], cwd=REPO,
-                                              stdout=subprocess.DEVNULL, stderr=open(tmp / f"eim-{w}.log", "wb")))
+                procs.append(
+                    subprocess.Popen(
+                        [PY, "-m", "eim.cli", "--config", str(cfg), "serve"],
+                        cwd=REPO,
+                        stdout=subprocess.DEVNULL,
+                        stderr=open(tmp / f"eim-{w}.log", "wb"),
+                    )
+                )
                 ports.append(http_port)
             if binding == "coap":
                 ports = [coap_port]
@@ -197,8 +225,19 @@ def eim_workers(binding: str, url: str, pki_dir: Path, *, workers: int = 1, mqtt
                 ports = [mqtt_port]
             asyncio.run(_wait_serving(binding, ports, procs, tmp))
         else:
-            common = [PY, "-m", "bench.eim_server", "--store", url, "--pki", str(pki_dir), "--binding", binding,
-                      "--store-variant", variant]
+            common = [
+                PY,
+                "-m",
+                "bench.eim_server",
+                "--store",
+                url,
+                "--pki",
+                str(pki_dir),
+                "--binding",
+                binding,
+                "--store-variant",
+                variant,
+            ]
             if binding == "http":
                 listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -207,16 +246,27 @@ def eim_workers(binding: str, url: str, pki_dir: Path, *, workers: int = 1, mqtt
                 listener.set_inheritable(True)
                 ports = [listener.getsockname()[1]]
                 for w in range(workers):
-                    procs.append(subprocess.Popen([*common, "--fd", str(listener.fileno()), "--worker", str(w)],
-                                                  stdout=subprocess.PIPE, cwd=REPO, pass_fds=(listener.fileno(),)))
+                    procs.append(
+                        subprocess.Popen(
+                            [*common, "--fd", str(listener.fileno()), "--worker", str(w)],
+                            stdout=subprocess.PIPE,
+                            cwd=REPO,
+                            pass_fds=(listener.fileno(),),
+                        )
+                    )
             elif binding == "coap":
                 ports = [free_port(socket.SOCK_DGRAM)]
                 procs.append(subprocess.Popen([*common, "--port", str(ports[0])], stdout=subprocess.PIPE, cwd=REPO))
             else:
                 ports = [mqtt_port]
                 for w in range(workers):
-                    procs.append(subprocess.Popen([*common, "--mqtt-port", str(mqtt_port), "--worker", str(w)],
-                                                  stdout=subprocess.PIPE, cwd=REPO))
+                    procs.append(
+                        subprocess.Popen(
+                            [*common, "--mqtt-port", str(mqtt_port), "--worker", str(w)],
+                            stdout=subprocess.PIPE,
+                            cwd=REPO,
+                        )
+                    )
             for p in procs:
                 line = _readline(p, 60)
                 if line.strip() != "READY":
@@ -303,8 +353,13 @@ def run_load(cfg: dict[str, Any], pids: list[int]) -> dict[str, Any]:
     cpu0 = sum(cpu_seconds(p) for p in pids)
     t0 = time.perf_counter()
     try:
-        out = subprocess.run([PY, "-m", "bench.eim_load", f.name], capture_output=True, text=True, cwd=REPO,
-                             timeout=cfg["duration"] + 120)
+        out = subprocess.run(
+            [PY, "-m", "bench.eim_load", f.name],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=cfg["duration"] + 120,
+        )
     finally:
         os.unlink(f.name)
     wall = time.perf_counter() - t0
@@ -340,9 +395,17 @@ def services(stores: tuple[str, ...], bindings: tuple[str, ...]) -> Iterator[dic
         yield out
 
 
-def throughput(quick: bool = False, *, stores=("sqlite", "postgresql"), bindings=BINDINGS,
-               sizes=(100, 10_000), duration: float | None = None, active: int | None = None,
-               per_card: int | None = None, concurrency: int = 64) -> Section:
+def throughput(
+    quick: bool = False,
+    *,
+    stores=("sqlite", "postgresql"),
+    bindings=BINDINGS,
+    sizes=(100, 10_000),
+    duration: float | None = None,
+    active: int | None = None,
+    per_card: int | None = None,
+    concurrency: int = 64,
+) -> Section:
     from rsp.pki import create_lab_pki
 
     sec = Section("eim", "1. eIM ESipa throughput (per binding, per store)")
@@ -367,74 +430,148 @@ def throughput(quick: bool = False, *, stores=("sqlite", "postgresql"), bindings
                 poll_eids = fleet_eids[: n - len(fleet.cards)]
                 for binding in bindings:
                     mqtt_port = svc["broker"].port if binding == "mqtt" else 0
-                    worker_counts = (1, 2) if (store == "postgresql" and binding in ("http", "mqtt")
-                                               and n == sizes[-1]) else (1,)
+                    worker_counts = (
+                        (1, 2) if (store == "postgresql" and binding in ("http", "mqtt") and n == sizes[-1]) else (1,)
+                    )
                     for workers in worker_counts:
                         key = f"{binding}/{store}/N={n}" + (f"/workers={workers}" if workers > 1 else "")
                         with eim_workers(binding, url, pki.root, workers=workers, mqtt_port=mqtt_port) as w:
                             conc = concurrency
-                            poll = run_load({"binding": binding, "ports": w["ports"], "mode": "poll",
-                                             "eids": poll_eids, "concurrency": conc, "duration": duration}, w["pids"])
+                            poll = run_load(
+                                {
+                                    "binding": binding,
+                                    "ports": w["ports"],
+                                    "mode": "poll",
+                                    "eids": poll_eids,
+                                    "concurrency": conc,
+                                    "duration": duration,
+                                },
+                                w["pids"],
+                            )
                             queued, q_s = asyncio.run(fleet.queue(per_card))
-                            psmo = run_load({"binding": binding, "ports": w["ports"], "mode": "psmo",
-                                             "cards": fleet.cards, "concurrency": min(conc, len(fleet.cards)),
-                                             "duration": duration}, w["pids"])
-                        figures[key] = {"poll": poll, "psmo": psmo, "queued": queued, "queue_s": q_s,
-                                        "register_s": reg_s}
-                        rows.append([binding, store, n, workers, poll["rate"], poll["p50_ms"], poll["p99_ms"],
-                                     poll["server_cpu_per_req_us"], psmo["rate"], psmo["p50_ms"], psmo["p99_ms"],
-                                     psmo["server_cpu_per_req_us"], poll["errors"] + psmo["errors"],
-                                     poll["server_peak_rss_mb"]])
-                        print(f"  eim {key}: poll {poll['rate']:.0f}/s p99 {poll['p99_ms']:.1f} ms; "
-                              f"psmo {psmo['rate']:.0f}/s p99 {psmo['p99_ms']:.1f} ms; errors "
-                              f"{poll['errors']}+{psmo['errors']} {poll['first_error'] or psmo['first_error']}",
-                              flush=True)
+                            psmo = run_load(
+                                {
+                                    "binding": binding,
+                                    "ports": w["ports"],
+                                    "mode": "psmo",
+                                    "cards": fleet.cards,
+                                    "concurrency": min(conc, len(fleet.cards)),
+                                    "duration": duration,
+                                },
+                                w["pids"],
+                            )
+                        figures[key] = {
+                            "poll": poll,
+                            "psmo": psmo,
+                            "queued": queued,
+                            "queue_s": q_s,
+                            "register_s": reg_s,
+                        }
+                        rows.append(
+                            [
+                                binding,
+                                store,
+                                n,
+                                workers,
+                                poll["rate"],
+                                poll["p50_ms"],
+                                poll["p99_ms"],
+                                poll["server_cpu_per_req_us"],
+                                psmo["rate"],
+                                psmo["p50_ms"],
+                                psmo["p99_ms"],
+                                psmo["server_cpu_per_req_us"],
+                                poll["errors"] + psmo["errors"],
+                                poll["server_peak_rss_mb"],
+                            ]
+                        )
+                        print(
+                            f"  eim {key}: poll {poll['rate']:.0f}/s p99 {poll['p99_ms']:.1f} ms; "
+                            f"psmo {psmo['rate']:.0f}/s p99 {psmo['p99_ms']:.1f} ms; errors "
+                            f"{poll['errors']}+{psmo['errors']} {poll['first_error'] or psmo['first_error']}",
+                            flush=True,
+                        )
     sec.figures = figures
-    sec.add("The eIM is the real `eim --config FILE serve` process (store migrations, ESipa dispatcher, operator "
-            "API and metrics in the same worker, relay off), one per worker; two HTTP workers listen on a port each "
-            "and the load spreads its connections over both (what a load balancer does); two MQTT workers share the "
-            "`$share/eim/...` subscription. Store: SQLite file (WAL, synchronous FULL) or a fresh database on a "
-            "private PostgreSQL cluster started like the tests' (`fsync=off`: PostgreSQL figures exclude the WAL "
-            "flush that SQLite pays on every commit).")
+    sec.add(
+        "The eIM is the real `eim --config FILE serve` process (store migrations, ESipa dispatcher, operator "
+        "API and metrics in the same worker, relay off), one per worker; two HTTP workers listen on a port each "
+        "and the load spreads its connections over both (what a load balancer does); two MQTT workers share the "
+        "`$share/eim/...` subscription. Store: SQLite file (WAL, synchronous FULL) or a fresh database on a "
+        "private PostgreSQL cluster started like the tests' (`fsync=off`: PostgreSQL figures exclude the WAL "
+        "flush that SQLite pays on every commit)."
+    )
     sec.add("")
-    sec.add(f"Each cell: {duration:.0f} s of load after a 1 s warm-up, 64 concurrent simulated IPAs in one separate "
-            "process (HTTP: 64 keep-alive connections; CoAP: 64 raw-UDP endpoints; MQTT: 64 IPAs over 4 broker "
-            "connections, QoS 1). *no-work poll*: GetEimPackage for registered eUICCs with an empty queue. "
-            f"*PSMO round trip*: min({active}, N/2) software eUICCs with {per_card} more queued signed "
-            "PSMOs (getRAT) each: GetEimPackage (claim + eIM signature) -> LoadEuiccPackage on the card -> "
-            "ProvideEimPackageResult (signature verified with the eUICC certificate, result recorded) -> "
-            "acknowledgement checked; the round-trip rate counts complete round trips (2 ESipa requests each; the "
-            "card's work runs in the load process). Server CPU per request = eIM worker CPU / ESipa requests. "
-            "With 64 IPAs in flight the p50/p99 of a saturated worker are mostly queueing (64 / rate); section 2 "
-            "gives a poll's latency at light load.")
+    sec.add(
+        f"Each cell: {duration:.0f} s of load after a 1 s warm-up, 64 concurrent simulated IPAs in one separate "
+        "process (HTTP: 64 keep-alive connections; CoAP: 64 raw-UDP endpoints; MQTT: 64 IPAs over 4 broker "
+        "connections, QoS 1). *no-work poll*: GetEimPackage for registered eUICCs with an empty queue. "
+        f"*PSMO round trip*: min({active}, N/2) software eUICCs with {per_card} more queued signed "
+        "PSMOs (getRAT) each: GetEimPackage (claim + eIM signature) -> LoadEuiccPackage on the card -> "
+        "ProvideEimPackageResult (signature verified with the eUICC certificate, result recorded) -> "
+        "acknowledgement checked; the round-trip rate counts complete round trips (2 ESipa requests each; the "
+        "card's work runs in the load process). Server CPU per request = eIM worker CPU / ESipa requests. "
+        "With 64 IPAs in flight the p50/p99 of a saturated worker are mostly queueing (64 / rate); section 2 "
+        "gives a poll's latency at light load."
+    )
     sec.add("")
-    sec.table(["binding", "store", "N", "workers", "polls/s", "p50 ms", "p99 ms", "CPU µs/req",
-               "PSMO rt/s", "p50 ms", "p99 ms", "CPU µs/req", "errors", "peak RSS MB"], rows)
+    sec.table(
+        [
+            "binding",
+            "store",
+            "N",
+            "workers",
+            "polls/s",
+            "p50 ms",
+            "p99 ms",
+            "CPU µs/req",
+            "PSMO rt/s",
+            "p50 ms",
+            "p99 ms",
+            "CPU µs/req",
+            "errors",
+            "peak RSS MB",
+        ],
+        rows,
+    )
     http = figures.get(f"http/sqlite/N={sizes[0]}")
     if http:
-        sec.add(f"- Bar, no-work polls over HTTP + SQLite: {fmt(http['poll']['rate'])}/s → "
-                f"{versus(http['poll']['rate'], 2000)}")
-        sec.add(f"- Bar, PSMO round trips over HTTP + SQLite: {fmt(http['psmo']['rate'])}/s → "
-                f"{versus(http['psmo']['rate'], 500)}")
+        sec.add(
+            f"- Bar, no-work polls over HTTP + SQLite: {fmt(http['poll']['rate'])}/s → "
+            f"{versus(http['poll']['rate'], 2000)}"
+        )
+        sec.add(
+            f"- Bar, PSMO round trips over HTTP + SQLite: {fmt(http['psmo']['rate'])}/s → "
+            f"{versus(http['psmo']['rate'], 500)}"
+        )
     for b in ("http", "mqtt"):
         one = figures.get(f"{b}/postgresql/N={sizes[-1]}")
         two = figures.get(f"{b}/postgresql/N={sizes[-1]}/workers=2")
         if one and two:
             for mode in ("poll", "psmo"):
                 r = two[mode]["rate"] / max(1e-9, one[mode]["rate"])
-                sec.add(f"- Bar, two workers on PostgreSQL vs one ({mode}, {b.upper()}, N={sizes[-1]:,}): "
-                        f"{fmt(two[mode]['rate'])} / {fmt(one[mode]['rate'])} = {r:.2f}× → {versus(r, 1.6)}")
+                sec.add(
+                    f"- Bar, two workers on PostgreSQL vs one ({mode}, {b.upper()}, N={sizes[-1]:,}): "
+                    f"{fmt(two[mode]['rate'])} / {fmt(one[mode]['rate'])} = {r:.2f}× → {versus(r, 1.6)}"
+                )
     q = [f for f in figures.values()]
     if q:
         rate = sum(f["queued"] for f in q) / max(1e-9, sum(f["queue_s"] for f in q))
-        sec.add(f"- Queueing PSMOs through `OperationService.create_batch` (one batch per round over all cards): "
-                f"{fmt(rate)} operations/s on average.")
+        sec.add(
+            f"- Queueing PSMOs through `OperationService.create_batch` (one batch per round over all cards): "
+            f"{fmt(rate)} operations/s on average."
+        )
     return sec
 
 
-def fleet_scale(quick: bool = False, *, size: int = 1_000_000, baseline: int = 1_000,
-                duration: float | None = None, concurrency: int = 8,
-                variants: tuple[str, ...] = ("contact-batch",)) -> Section:
+def fleet_scale(
+    quick: bool = False,
+    *,
+    size: int = 1_000_000,
+    baseline: int = 1_000,
+    duration: float | None = None,
+    concurrency: int = 8,
+    variants: tuple[str, ...] = ("contact-batch",),
+) -> Section:
     """N registered eUICCs (bulk insert): eIM RSS and no-work poll p99 against a 1,000-eUICC registry.
 
     8 concurrent IPAs (not 64): the latency of a poll, not the queue in front of a saturated server. Each size is
@@ -462,43 +599,102 @@ def fleet_scale(quick: bool = False, *, size: int = 1_000_000, baseline: int = 1
             for variant in ("default", *variants):
                 with eim_workers("http", url, pki.root, variant=variant) as w:
                     rss_start = rss_mb(w["pids"][0])
-                    poll = run_load({"binding": "http", "ports": w["ports"], "mode": "poll", "eids": sample,
-                                     "concurrency": concurrency, "duration": duration}, w["pids"])
+                    poll = run_load(
+                        {
+                            "binding": "http",
+                            "ports": w["ports"],
+                            "mode": "poll",
+                            "eids": sample,
+                            "concurrency": concurrency,
+                            "duration": duration,
+                        },
+                        w["pids"],
+                    )
                 key = str(n) if variant == "default" else f"{n}/{variant}"
                 server = "eim serve" if variant == "default" else f"what-if: {variant}"
-                figures[key] = {**poll, "rss_start_mb": rss_start, "register_s": reg_s, "db_mb": db_mb,
-                                "eid_gen_s": gen_s}
-                rows.append([n, server, reg_s, db_mb, rss_start, poll["server_peak_rss_mb"], poll["rate"],
-                             poll["p50_ms"], poll["p99_ms"], poll["errors"]])
-                print(f"  fleet N={n} {variant}: insert {reg_s:.1f} s, RSS {rss_start:.0f}->"
-                      f"{poll['server_peak_rss_mb']:.0f} MB, polls {poll['rate']:.0f}/s p99 {poll['p99_ms']:.1f} ms",
-                      flush=True)
+                figures[key] = {
+                    **poll,
+                    "rss_start_mb": rss_start,
+                    "register_s": reg_s,
+                    "db_mb": db_mb,
+                    "eid_gen_s": gen_s,
+                }
+                rows.append(
+                    [
+                        n,
+                        server,
+                        reg_s,
+                        db_mb,
+                        rss_start,
+                        poll["server_peak_rss_mb"],
+                        poll["rate"],
+                        poll["p50_ms"],
+                        poll["p99_ms"],
+                        poll["errors"],
+                    ]
+                )
+                print(
+                    f"  fleet N={n} {variant}: insert {reg_s:.1f} s, RSS {rss_start:.0f}->"
+                    f"{poll['server_peak_rss_mb']:.0f} MB, polls {poll['rate']:.0f}/s p99 {poll['p99_ms']:.1f} ms",
+                    flush=True,
+                )
     sec.figures = figures
-    sec.add(f"SQLite store, HTTP, one eIM worker; the registry is bulk-inserted with one `executemany` "
-            f"transaction; the load polls {min(size, 20_000):,} EIDs drawn at random from the registry "
-            f"({concurrency} concurrent IPAs - fewer than in section 1, so that p99 is a poll's latency rather than "
-            f"the queue in front of a saturated worker - {duration:.0f} s). The what-if rows run the store variant "
-            "of section 1b in `bench/eim_server.py` (same dispatcher, no operator API).")
+    sec.add(
+        f"SQLite store, HTTP, one eIM worker; the registry is bulk-inserted with one `executemany` "
+        f"transaction; the load polls {min(size, 20_000):,} EIDs drawn at random from the registry "
+        f"({concurrency} concurrent IPAs - fewer than in section 1, so that p99 is a poll's latency rather than "
+        f"the queue in front of a saturated worker - {duration:.0f} s). The what-if rows run the store variant "
+        "of section 1b in `bench/eim_server.py` (same dispatcher, no operator API)."
+    )
     sec.add("")
-    sec.table(["registered eUICCs", "eIM", "bulk insert s", "DB MB", "RSS at start MB", "peak RSS MB",
-               "polls/s", "p50 ms", "p99 ms", "errors"], rows)
+    sec.table(
+        [
+            "registered eUICCs",
+            "eIM",
+            "bulk insert s",
+            "DB MB",
+            "RSS at start MB",
+            "peak RSS MB",
+            "polls/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+        ],
+        rows,
+    )
     base, big = figures[str(baseline)], figures[str(size)]
     ratio = big["p99_ms"] / max(1e-9, base["p99_ms"])
-    sec.add(f"- Bar, poll p99 with {size:,} vs {baseline:,} registered (`eim serve`): {fmt(big['p99_ms'])} ms vs "
-            f"{fmt(base['p99_ms'])} ms = {ratio:.2f}× → {versus(ratio, 1.0, higher_is_better=False)} "
-            "(p99 ratios within ~±10 % are noise on this VM).")
+    sec.add(
+        f"- Bar, poll p99 with {size:,} vs {baseline:,} registered (`eim serve`): {fmt(big['p99_ms'])} ms vs "
+        f"{fmt(base['p99_ms'])} ms = {ratio:.2f}× → {versus(ratio, 1.0, higher_is_better=False)} "
+        "(p99 ratios within ~±10 % are noise on this VM)."
+    )
     for variant in variants:
         b, g = figures[f"{baseline}/{variant}"], figures[f"{size}/{variant}"]
         r = g["p99_ms"] / max(1e-9, b["p99_ms"])
-        sec.add(f"- The same with the what-if store *{variant}*: {fmt(g['p99_ms'])} ms vs {fmt(b['p99_ms'])} ms = "
-                f"{r:.2f}× → {versus(r, 1.0, higher_is_better=False)}.")
+        sec.add(
+            f"- The same with the what-if store *{variant}*: {fmt(g['p99_ms'])} ms vs {fmt(b['p99_ms'])} ms = "
+            f"{r:.2f}× → {versus(r, 1.0, higher_is_better=False)}."
+        )
     return sec
 
 
-def store_variants(quick: bool = False, *, n: int = 10_000, duration: float | None = None, active: int | None = None,
-                   per_card: int | None = None, concurrency: int = 64,
-                   variants: tuple[str, ...] = ("default", "normal-sync", "group-commit", "contact-batch",
-                                                "group-commit+contact-batch")) -> Section:
+def store_variants(
+    quick: bool = False,
+    *,
+    n: int = 10_000,
+    duration: float | None = None,
+    active: int | None = None,
+    per_card: int | None = None,
+    concurrency: int = 64,
+    variants: tuple[str, ...] = (
+        "default",
+        "normal-sync",
+        "group-commit",
+        "contact-batch",
+        "group-commit+contact-batch",
+    ),
+) -> Section:
     """Before/after for the SQLite misses: the shipped store against the what-if variants of :mod:`bench.whatif`."""
     from rsp.pki import create_lab_pki
 
@@ -520,28 +716,64 @@ def store_variants(quick: bool = False, *, n: int = 10_000, duration: float | No
             asyncio.run(bulk_register(url, fleet_eids))
             asyncio.run(fleet.queue(per_card))
             with eim_workers("http", url, pki.root, variant=variant) as w:
-                poll = run_load({"binding": "http", "ports": w["ports"], "mode": "poll", "eids": fleet_eids,
-                                 "concurrency": concurrency, "duration": duration}, w["pids"])
-                psmo = run_load({"binding": "http", "ports": w["ports"], "mode": "psmo", "cards": fleet.cards,
-                                 "concurrency": min(concurrency, len(fleet.cards)), "duration": duration}, w["pids"])
+                poll = run_load(
+                    {
+                        "binding": "http",
+                        "ports": w["ports"],
+                        "mode": "poll",
+                        "eids": fleet_eids,
+                        "concurrency": concurrency,
+                        "duration": duration,
+                    },
+                    w["pids"],
+                )
+                psmo = run_load(
+                    {
+                        "binding": "http",
+                        "ports": w["ports"],
+                        "mode": "psmo",
+                        "cards": fleet.cards,
+                        "concurrency": min(concurrency, len(fleet.cards)),
+                        "duration": duration,
+                    },
+                    w["pids"],
+                )
             figures[variant] = {"poll": poll, "psmo": psmo}
-            rows.append([variant, poll["rate"], poll["p50_ms"], poll["p99_ms"], poll["server_cpu_per_req_us"],
-                         psmo["rate"], psmo["p50_ms"], psmo["p99_ms"], psmo["server_cpu_per_req_us"],
-                         poll["errors"] + psmo["errors"]])
-            print(f"  variant {variant}: poll {poll['rate']:.0f}/s p99 {poll['p99_ms']:.1f} ms; psmo "
-                  f"{psmo['rate']:.0f}/s p99 {psmo['p99_ms']:.1f} ms; errors {poll['errors']}+{psmo['errors']} "
-                  f"{poll['first_error'] or psmo['first_error']}", flush=True)
+            rows.append(
+                [
+                    variant,
+                    poll["rate"],
+                    poll["p50_ms"],
+                    poll["p99_ms"],
+                    poll["server_cpu_per_req_us"],
+                    psmo["rate"],
+                    psmo["p50_ms"],
+                    psmo["p99_ms"],
+                    psmo["server_cpu_per_req_us"],
+                    poll["errors"] + psmo["errors"],
+                ]
+            )
+            print(
+                f"  variant {variant}: poll {poll['rate']:.0f}/s p99 {poll['p99_ms']:.1f} ms; psmo "
+                f"{psmo['rate']:.0f}/s p99 {psmo['p99_ms']:.1f} ms; errors {poll['errors']}+{psmo['errors']} "
+                f"{poll['first_error'] or psmo['first_error']}",
+                flush=True,
+            )
     sec.figures = figures
-    sec.add(f"N = {n:,} registered, {duration:.0f} s per cell, 64 concurrent IPAs. *default* = the shipped "
-            "`eim.store.sqlite.SqliteStore` (WAL, `synchronous = FULL`, one transaction per store call on one "
-            "thread); *normal-sync* = the same with `synchronous = NORMAL` (no fsync per commit: NOT acceptable, a "
-            "power cut could lose a used counter value - it only measures what the fsyncs cost); *group-commit* = "
-            "`bench/whatif.py`: still `synchronous = FULL`, but the write transactions waiting for the store thread "
-            "run together in one transaction, each in its own SAVEPOINT, with one COMMIT (one fsync) for the group, "
-            "and every caller is answered only after that COMMIT; *contact-batch* = a poll no longer writes "
-            "`last_contact`/`binding` in its own transaction: contacts are batched in memory and written once a "
-            "second, so a no-work poll writes nothing; *group-commit+contact-batch* = both.")
+    sec.add(
+        f"N = {n:,} registered, {duration:.0f} s per cell, 64 concurrent IPAs. *default* = the shipped "
+        "`eim.store.sqlite.SqliteStore` (WAL, `synchronous = FULL`, one transaction per store call on one "
+        "thread); *normal-sync* = the same with `synchronous = NORMAL` (no fsync per commit: NOT acceptable, a "
+        "power cut could lose a used counter value - it only measures what the fsyncs cost); *group-commit* = "
+        "`bench/whatif.py`: still `synchronous = FULL`, but the write transactions waiting for the store thread "
+        "run together in one transaction, each in its own SAVEPOINT, with one COMMIT (one fsync) for the group, "
+        "and every caller is answered only after that COMMIT; *contact-batch* = a poll no longer writes "
+        "`last_contact`/`binding` in its own transaction: contacts are batched in memory and written once a "
+        "second, so a no-work poll writes nothing; *group-commit+contact-batch* = both."
+    )
     sec.add("")
-    sec.table(["store", "polls/s", "p50 ms", "p99 ms", "CPU µs/req", "PSMO rt/s", "p50 ms", "p99 ms", "CPU µs/req",
-               "errors"], rows)
+    sec.table(
+        ["store", "polls/s", "p50 ms", "p99 ms", "CPU µs/req", "PSMO rt/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"],
+        rows,
+    )
     return sec

@@ -139,10 +139,16 @@ class MqttPool:
         import aiomqtt
 
         for i in range(self.n):
-            c = aiomqtt.Client(self.host, self.port, identifier=f"bench-ipa-{os.getpid()}-{i}",
-                               protocol=aiomqtt.ProtocolVersion.V5,
-                               socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                               max_inflight_messages=1000, max_queued_incoming_messages=100000, timeout=10)
+            c = aiomqtt.Client(
+                self.host,
+                self.port,
+                identifier=f"bench-ipa-{os.getpid()}-{i}",
+                protocol=aiomqtt.ProtocolVersion.V5,
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                max_inflight_messages=1000,
+                max_queued_incoming_messages=100000,
+                timeout=10,
+            )
             c.pending_calls_threshold = 100000
             await c.__aenter__()
             await c.subscribe("esipa/+/down", qos=1)
@@ -206,8 +212,7 @@ class Run:
             return (lambda eid, body: c.request(body)), c.close
         if b == "coap":
             loop = asyncio.get_running_loop()
-            transport, ep = await loop.create_datagram_endpoint(CoapEndpoint,
-                                                                remote_addr=(host, self.cfg["ports"][0]))
+            transport, ep = await loop.create_datagram_endpoint(CoapEndpoint, remote_addr=(host, self.cfg["ports"][0]))
 
             async def close() -> None:
                 transport.close()

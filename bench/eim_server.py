@@ -55,8 +55,17 @@ async def serve(args: argparse.Namespace) -> None:
 
         from eim.bindings.http import EsipaHttpApp
 
-        config = uvicorn.Config(EsipaHttpApp(dispatcher), host="127.0.0.1", port=args.port, loop="none",
-                                http="httptools", log_level="warning", lifespan="off", access_log=False, backlog=4096)
+        config = uvicorn.Config(
+            EsipaHttpApp(dispatcher),
+            host="127.0.0.1",
+            port=args.port,
+            loop="none",
+            http="httptools",
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            backlog=4096,
+        )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # we handle SIGTERM ourselves
         # An inherited listening socket is wrapped with its real family (uvicorn's own ``fd=`` treats every fd as
@@ -104,9 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fd", type=int)
     p.add_argument("--mqtt-port", type=int, default=1883)
     p.add_argument("--worker", type=int, default=0)
-    p.add_argument("--store-variant", choices=["default", "normal-sync", "group-commit", "contact-batch",
-                                                     "group-commit+contact-batch"], default="default",
-                   help="what-if store variants of bench.whatif (SQLite only)")
+    p.add_argument(
+        "--store-variant",
+        choices=["default", "normal-sync", "group-commit", "contact-batch", "group-commit+contact-batch"],
+        default="default",
+        help="what-if store variants of bench.whatif (SQLite only)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     try:

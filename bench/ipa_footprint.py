@@ -19,6 +19,7 @@ from bench.common import PY, REPO, Section, cpu_seconds, fmt, peak_rss_mb, rss_m
 
 def import_time(module: str = "ipa.cli", runs: int = 5) -> tuple[float, float]:
     """(median seconds to start Python and import ``module``, median seconds for a bare ``python -c pass``)."""
+
     def timed(code: str) -> float:
         t = time.perf_counter()
         subprocess.run([PY, "-c", code], check=True, cwd=REPO)
@@ -47,8 +48,11 @@ def run(quick: bool = False, *, window: float | None = None) -> Section:
         fleet = Fleet(url, pki.root, tmp / "cards")
         asyncio.run(fleet.associate(eids_for(1)))
         card = SoftEuicc.load(fleet.cards[0][1])
-        with eim_workers("http", url, pki.root) as w, CountingProxy(w["ports"][0]) as proxy, \
-                VirtualModem(card, baud=115200) as vm:
+        with (
+            eim_workers("http", url, pki.root) as w,
+            CountingProxy(w["ports"][0]) as proxy,
+            VirtualModem(card, baud=115200) as vm,
+        ):
             cfg = tmp / "ipa.toml"
             cfg.write_text(
                 f'[device]\nport = "{vm.path}"\n'
@@ -58,9 +62,24 @@ def run(quick: bool = False, *, window: float | None = None) -> Section:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             t0 = time.perf_counter()
             errlog = tmp / "ipa.stderr"
-            p = subprocess.Popen([PY, "-X", "importtime", "-m", "ipa.cli", "--config", str(cfg), "--state",
-                                  str(tmp / "ipa.state"), "run"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=errlog.open("wb"))
+            p = subprocess.Popen(
+                [
+                    PY,
+                    "-X",
+                    "importtime",
+                    "-m",
+                    "ipa.cli",
+                    "--config",
+                    str(cfg),
+                    "--state",
+                    str(tmp / "ipa.state"),
+                    "run",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=errlog.open("wb"),
+            )
             try:
                 # wait for the first poll
                 deadline = time.monotonic() + 30
@@ -88,25 +107,44 @@ def run(quick: bool = False, *, window: float | None = None) -> Section:
     cpu_per_poll = (c1 - c0) / max(1, polls)
     imp, bare = import_time(runs=3 if quick else 7)
     figures.update({"run_imports_s": run_imports_s, "run_modules": run_modules})
-    figures.update({"rss_mb": rss, "peak_rss_mb": hwm, "uss_mb": uss, "polls": polls, "cpu_per_poll_s": cpu_per_poll,
-                    "import_s": imp, "python_bare_s": bare, "first_poll_s": first_poll, "window_s": window})
+    figures.update(
+        {
+            "rss_mb": rss,
+            "peak_rss_mb": hwm,
+            "uss_mb": uss,
+            "polls": polls,
+            "cpu_per_poll_s": cpu_per_poll,
+            "import_s": imp,
+            "python_bare_s": bare,
+            "first_poll_s": first_poll,
+            "window_s": window,
+        }
+    )
     sec.figures = figures
-    sec.add(f"`ipa run` (own process, `python -m ipa.cli`), AT to the virtual modem at 115200 baud, HTTP to an eIM "
-            f"worker, poll interval 0.2 s, nothing queued; measured over {window:.0f} s after the first poll.")
+    sec.add(
+        f"`ipa run` (own process, `python -m ipa.cli`), AT to the virtual modem at 115200 baud, HTTP to an eIM "
+        f"worker, poll interval 0.2 s, nothing queued; measured over {window:.0f} s after the first poll."
+    )
     sec.add("")
-    sec.table(["figure", "value", "bar"], [
-        ["RSS (VmRSS) MB", rss, versus(rss, 40, higher_is_better=False)],
-        ["peak RSS (VmHWM) MB", hwm, versus(hwm, 40, higher_is_better=False)],
-        ["USS (private) MB", uss, "-"],
-        ["import time of everything `ipa run` imports (`-X importtime`, top-level cumulative) s", run_imports_s,
-         "-"],
-        ["modules imported by `ipa run`", run_modules, "-"],
-        ["start + import of `ipa.cli` alone (the command line; the rest is imported lazily) s", imp, "-"],
-        ["bare `python -c pass` s", bare, "-"],
-        ["start to first poll s", first_poll, "-"],
-        ["polls in the window", polls, "-"],
-        ["CPU per poll ms (GetEimPackage over HTTP + ES10 work)", cpu_per_poll * 1000, "-"],
-    ])
+    sec.table(
+        ["figure", "value", "bar"],
+        [
+            ["RSS (VmRSS) MB", rss, versus(rss, 40, higher_is_better=False)],
+            ["peak RSS (VmHWM) MB", hwm, versus(hwm, 40, higher_is_better=False)],
+            ["USS (private) MB", uss, "-"],
+            [
+                "import time of everything `ipa run` imports (`-X importtime`, top-level cumulative) s",
+                run_imports_s,
+                "-",
+            ],
+            ["modules imported by `ipa run`", run_modules, "-"],
+            ["start + import of `ipa.cli` alone (the command line; the rest is imported lazily) s", imp, "-"],
+            ["bare `python -c pass` s", bare, "-"],
+            ["start to first poll s", first_poll, "-"],
+            ["polls in the window", polls, "-"],
+            ["CPU per poll ms (GetEimPackage over HTTP + ES10 work)", cpu_per_poll * 1000, "-"],
+        ],
+    )
     sec.add(f"- Bar, RSS of `ipa run`: {fmt(hwm)} MB peak → {versus(hwm, 40, higher_is_better=False)}")
     sec.add(f"- At one poll a minute (the default interval) that is {fmt(cpu_per_poll * 1440 * 1000)} ms of CPU a day.")
     return sec
@@ -118,7 +156,7 @@ def _importtime(text: str) -> tuple[float, int]:
     for line in text.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cumulative, name = line[len("import time:"):].split("|", 2)
+        _, cumulative, name = line[len("import time:") :].split("|", 2)
         entries.append((len(name) - len(name.lstrip(" ")), int(cumulative)))
     if not entries:
         return 0.0, 0

@@ -202,7 +202,8 @@ class CountingProxy:
                 up = upstreams.get(addr)
                 if up is None:
                     upstreams[addr] = up = asyncio.ensure_future(
-                        loop.create_datagram_endpoint(lambda: Upstream(addr), remote_addr=proxy.target))
+                        loop.create_datagram_endpoint(lambda: Upstream(addr), remote_addr=proxy.target)
+                    )
                     proxy.counts.connections += 1
 
                 def send(fut, data=data):

@@ -50,20 +50,37 @@ async def download(ctx: Any, es10: CountingEs10, matching_id: str) -> int:
     d = base64.b64decode
     info1 = await es10.call(b"\xbf\x20\x00", "GetEUICCInfo1")
     challenge = tlv.require(await es10.call(b"\xbf\x2e\x00", "GetEUICCChallenge"), 0x80).value
-    auth = FUNCTIONS["initiateAuthentication"](ctx, {"euiccChallenge": B64(challenge).decode(),
-                                                     "euiccInfo1": B64(info1).decode(), "smdpAddress": ctx.address})
-    ctx1 = asn1.encode("CtxParams1", ("ctxParamsForCommonAuthentication",
-                                      {"matchingId": matching_id,
-                                       "deviceInfo": {"tac": b"\x35\x29\x06\x11", "deviceCapabilities": {}}}))
-    asr = await es10.call(tlv.encode(0xBF38, d(auth["serverSigned1"]) + d(auth["serverSignature1"])
-                                     + d(auth["euiccCiPKIdToBeUsed"]) + d(auth["serverCertificate"]) + ctx1),
-                          "AuthenticateServer")
-    client = FUNCTIONS["authenticateClient"](ctx, {"transactionId": auth["transactionId"],
-                                                   "authenticateServerResponse": B64(asr).decode()})
-    pdr = await es10.call(tlv.encode(0xBF21, d(client["smdpSigned2"]) + d(client["smdpSignature2"])
-                                     + d(client["smdpCertificate"])), "PrepareDownload")
-    bpp = FUNCTIONS["getBoundProfilePackage"](ctx, {"transactionId": auth["transactionId"],
-                                                    "prepareDownloadResponse": B64(pdr).decode()})
+    auth = FUNCTIONS["initiateAuthentication"](
+        ctx, {"euiccChallenge": B64(challenge).decode(), "euiccInfo1": B64(info1).decode(), "smdpAddress": ctx.address}
+    )
+    ctx1 = asn1.encode(
+        "CtxParams1",
+        (
+            "ctxParamsForCommonAuthentication",
+            {"matchingId": matching_id, "deviceInfo": {"tac": b"\x35\x29\x06\x11", "deviceCapabilities": {}}},
+        ),
+    )
+    asr = await es10.call(
+        tlv.encode(
+            0xBF38,
+            d(auth["serverSigned1"])
+            + d(auth["serverSignature1"])
+            + d(auth["euiccCiPKIdToBeUsed"])
+            + d(auth["serverCertificate"])
+            + ctx1,
+        ),
+        "AuthenticateServer",
+    )
+    client = FUNCTIONS["authenticateClient"](
+        ctx, {"transactionId": auth["transactionId"], "authenticateServerResponse": B64(asr).decode()}
+    )
+    pdr = await es10.call(
+        tlv.encode(0xBF21, d(client["smdpSigned2"]) + d(client["smdpSignature2"]) + d(client["smdpCertificate"])),
+        "PrepareDownload",
+    )
+    bpp = FUNCTIONS["getBoundProfilePackage"](
+        ctx, {"transactionId": auth["transactionId"], "prepareDownloadResponse": B64(pdr).decode()}
+    )
     raw = d(bpp["boundProfilePackage"])
     pir = b""
     for segment in _segments(raw):
@@ -107,15 +124,31 @@ async def one_case(ctx: Any, store: Any, pki: Any, profile: str, route: str, blo
     if store.get(order.matching_id).state != "installed":
         raise RuntimeError("the order is not installed after the download")
     lb = 2 * (es10.cmd_bytes + es10.resp_bytes) * 10 / baud
-    return {"profile": profile, "route": route, "block": block, "bpp_bytes": size, "total_s": total,
-            "es10_s": es10.seconds, "apdus": apdus, "line_bytes": line,
-            "payload_bytes": es10.cmd_bytes + es10.resp_bytes, "lower_bound_s": lb,
-            "ratio": es10.seconds / lb, "line_time_s": line * 10 / baud,
-            "line_ratio": es10.seconds / (line * 10 / baud)}
+    return {
+        "profile": profile,
+        "route": route,
+        "block": block,
+        "bpp_bytes": size,
+        "total_s": total,
+        "es10_s": es10.seconds,
+        "apdus": apdus,
+        "line_bytes": line,
+        "payload_bytes": es10.cmd_bytes + es10.resp_bytes,
+        "lower_bound_s": lb,
+        "ratio": es10.seconds / lb,
+        "line_time_s": line * 10 / baud,
+        "line_ratio": es10.seconds / (line * 10 / baud),
+    }
 
 
-def run(quick: bool = False, *, baud: int = BAUD, profiles: tuple[str, ...] | None = None,
-        routes: tuple[str, ...] = ("csim", "cgla"), blocks: tuple[int, ...] = (120, 255)) -> Section:
+def run(
+    quick: bool = False,
+    *,
+    baud: int = BAUD,
+    profiles: tuple[str, ...] | None = None,
+    routes: tuple[str, ...] = ("csim", "cgla"),
+    blocks: tuple[int, ...] = (120, 255),
+) -> Section:
     from rsp.pki import create_lab_pki
     from smdpp.config import SmdppConfig
     from smdpp.es9plus import SmdpContext
@@ -139,22 +172,57 @@ def run(quick: bool = False, *, baud: int = BAUD, profiles: tuple[str, ...] | No
                     r = asyncio.run(one_case(ctx, store, pki, profile, route, block, baud))
                     key = f"{profile}/{route}/{block}"
                     figures[key] = r
-                    rows.append([profile, r["bpp_bytes"], route, block, r["es10_s"], r["apdus"], r["line_bytes"],
-                                 r["payload_bytes"], r["lower_bound_s"], r["ratio"], r["line_ratio"],
-                                 versus(r["ratio"], 1.25, higher_is_better=False) if block == 255 else "-"])
-                    print(f"  serial {key}: {r['es10_s']:.2f} s, {r['apdus']} APDUs, {r['line_bytes']} line bytes, "
-                          f"ratio {r['ratio']:.3f}", flush=True)
+                    rows.append(
+                        [
+                            profile,
+                            r["bpp_bytes"],
+                            route,
+                            block,
+                            r["es10_s"],
+                            r["apdus"],
+                            r["line_bytes"],
+                            r["payload_bytes"],
+                            r["lower_bound_s"],
+                            r["ratio"],
+                            r["line_ratio"],
+                            versus(r["ratio"], 1.25, higher_is_better=False) if block == 255 else "-",
+                        ]
+                    )
+                    print(
+                        f"  serial {key}: {r['es10_s']:.2f} s, {r['apdus']} APDUs, {r['line_bytes']} line bytes, "
+                        f"ratio {r['ratio']:.3f}",
+                        flush=True,
+                    )
         store.close()
     sec.figures = figures
-    sec.add(f"Virtual modem on a pty at {baud} baud (8N1, both directions throttled), software eUICC as the SIM, "
-            "`firmware_bridge.AtApduChannel` + `ipa.es10.Es10Client`. *time* = the ES10 work of the whole download "
-            "(the SM-DP+ runs in-process and is not on the line). *lower bound* = 2 hex characters × 10 bits for "
-            "every byte of every ES10 command and answer, / baud (see the module docstring). *line ratio* = time / "
-            "wire time of the bytes that really crossed the line (1.0 = the line never idles).")
+    sec.add(
+        f"Virtual modem on a pty at {baud} baud (8N1, both directions throttled), software eUICC as the SIM, "
+        "`firmware_bridge.AtApduChannel` + `ipa.es10.Es10Client`. *time* = the ES10 work of the whole download "
+        "(the SM-DP+ runs in-process and is not on the line). *lower bound* = 2 hex characters × 10 bits for "
+        "every byte of every ES10 command and answer, / baud (see the module docstring). *line ratio* = time / "
+        "wire time of the bytes that really crossed the line (1.0 = the line never idles)."
+    )
     sec.add("")
-    sec.table(["profile", "BPP bytes", "route", "block", "time s", "APDUs", "line bytes", "ES10 payload bytes",
-               "lower bound s", "ratio", "line ratio", "bar (255-byte blocks: ≤ 1.25)"], rows)
+    sec.table(
+        [
+            "profile",
+            "BPP bytes",
+            "route",
+            "block",
+            "time s",
+            "APDUs",
+            "line bytes",
+            "ES10 payload bytes",
+            "lower bound s",
+            "ratio",
+            "line ratio",
+            "bar (255-byte blocks: ≤ 1.25)",
+        ],
+        rows,
+    )
     worst = max((f["ratio"] for f in figures.values() if f["block"] == 255), default=0.0)
-    sec.add(f"- Bar, serial download time / wire-time lower bound with 255-byte blocks (worst case): {worst:.2f} → "
-            f"{versus(worst, 1.25, higher_is_better=False)}")
+    sec.add(
+        f"- Bar, serial download time / wire-time lower bound with 255-byte blocks (worst case): {worst:.2f} → "
+        f"{versus(worst, 1.25, higher_is_better=False)}"
+    )
     return sec

@@ -52,6 +52,7 @@ def _segments(bpp: bytes) -> list[bytes]:
 
 def one_download(ctx: SmdpContext, card: SoftEuicc, matching_id: str, timings: dict[str, float]) -> int:
     """One download; returns the size of the BPP."""
+
     def server(name: str, request: dict):
         t = time.perf_counter()
         result = FUNCTIONS[name](ctx, request)
@@ -60,20 +61,38 @@ def one_download(ctx: SmdpContext, card: SoftEuicc, matching_id: str, timings: d
 
     info1 = _card(card, b"\xbf\x20\x00")
     challenge = tlv.require(_card(card, b"\xbf\x2e\x00"), 0x80).value
-    auth = server("initiateAuthentication", {"euiccChallenge": B64(challenge).decode(),
-                                             "euiccInfo1": B64(info1).decode(), "smdpAddress": ctx.address})
-    ctx1 = asn1.encode("CtxParams1", ("ctxParamsForCommonAuthentication",
-                                      {"matchingId": matching_id,
-                                       "deviceInfo": {"tac": b"\x35\x29\x06\x11", "deviceCapabilities": {}}}))
+    auth = server(
+        "initiateAuthentication",
+        {"euiccChallenge": B64(challenge).decode(), "euiccInfo1": B64(info1).decode(), "smdpAddress": ctx.address},
+    )
+    ctx1 = asn1.encode(
+        "CtxParams1",
+        (
+            "ctxParamsForCommonAuthentication",
+            {"matchingId": matching_id, "deviceInfo": {"tac": b"\x35\x29\x06\x11", "deviceCapabilities": {}}},
+        ),
+    )
     d = base64.b64decode
-    asr = _card(card, tlv.encode(0xBF38, d(auth["serverSigned1"]) + d(auth["serverSignature1"])
-                                 + d(auth["euiccCiPKIdToBeUsed"]) + d(auth["serverCertificate"]) + ctx1))
-    client = server("authenticateClient", {"transactionId": auth["transactionId"],
-                                           "authenticateServerResponse": B64(asr).decode()})
-    pdr = _card(card, tlv.encode(0xBF21, d(client["smdpSigned2"]) + d(client["smdpSignature2"])
-                                 + d(client["smdpCertificate"])))
-    bpp = server("getBoundProfilePackage", {"transactionId": auth["transactionId"],
-                                            "prepareDownloadResponse": B64(pdr).decode()})
+    asr = _card(
+        card,
+        tlv.encode(
+            0xBF38,
+            d(auth["serverSigned1"])
+            + d(auth["serverSignature1"])
+            + d(auth["euiccCiPKIdToBeUsed"])
+            + d(auth["serverCertificate"])
+            + ctx1,
+        ),
+    )
+    client = server(
+        "authenticateClient", {"transactionId": auth["transactionId"], "authenticateServerResponse": B64(asr).decode()}
+    )
+    pdr = _card(
+        card, tlv.encode(0xBF21, d(client["smdpSigned2"]) + d(client["smdpSignature2"]) + d(client["smdpCertificate"]))
+    )
+    bpp = server(
+        "getBoundProfilePackage", {"transactionId": auth["transactionId"], "prepareDownloadResponse": B64(pdr).decode()}
+    )
     pir = b""
     raw_bpp = d(bpp["boundProfilePackage"])
     for segment in _segments(raw_bpp):
@@ -95,16 +114,20 @@ def main() -> None:
         store = OrderStore.in_dir(config.data_dir)
         ctx = SmdpContext(config=config, credentials=creds, store=store)
         print(f"SM-DP+ server-side cost per download, {args.downloads} downloads per profile, curve {args.curve}")
-        print(f"{'profile':<10} {'BPP bytes':>9} {'initAuth':>9} {'authCli':>9} {'getBPP':>9} {'notify':>9} "
-              f"{'total ms':>9} {'dl/s':>7}")
+        print(
+            f"{'profile':<10} {'BPP bytes':>9} {'initAuth':>9} {'authCli':>9} {'getBPP':>9} {'notify':>9} "
+            f"{'total ms':>9} {'dl/s':>7}"
+        )
         for profile in ("ts48", "ts48-ppk", "large"):
             card = SoftEuicc.create(pki.root, pki.eid, None, curve=args.curve)
             timings: dict[str, float] = {}
-            one_download(ctx, card, orders.create_order(store, profile=profile, smdp_address=ctx.address)
-                         .matching_id, {})  # warm-up (caches, imports)
+            one_download(
+                ctx, card, orders.create_order(store, profile=profile, smdp_address=ctx.address).matching_id, {}
+            )  # warm-up (caches, imports)
             # orders are created (and pre-protected packages prepared) before the downloads, as ES2+ does
-            batch = [orders.create_order(store, profile=profile, smdp_address=ctx.address)
-                     for _ in range(args.downloads)]
+            batch = [
+                orders.create_order(store, profile=profile, smdp_address=ctx.address) for _ in range(args.downloads)
+            ]
             bpp_size = 0
             for order in batch:
                 card = SoftEuicc.create(pki.root, pki.eid, None, curve=args.curve)
@@ -112,9 +135,11 @@ def main() -> None:
                 assert store.get(order.matching_id).state == "installed"
             ms = {k: v * 1000 / args.downloads for k, v in timings.items()}
             total = sum(ms.values())
-            print(f"{profile:<10} {bpp_size:>9} {ms['initiateAuthentication']:>9.2f} {ms['authenticateClient']:>9.2f} "
-                  f"{ms['getBoundProfilePackage']:>9.2f} {ms['handleNotification']:>9.2f} {total:>9.2f} "
-                  f"{1000 / total:>7.0f}")
+            print(
+                f"{profile:<10} {bpp_size:>9} {ms['initiateAuthentication']:>9.2f} {ms['authenticateClient']:>9.2f} "
+                f"{ms['getBoundProfilePackage']:>9.2f} {ms['handleNotification']:>9.2f} {total:>9.2f} "
+                f"{1000 / total:>7.0f}"
+            )
         store.close()
 
 
@@ -140,8 +165,9 @@ def run(quick: bool = False, *, downloads: int | None = None, curve: str = "nist
         ctx = SmdpContext(config=config, credentials=creds, store=store)
         for profile in ("ts48", "ts48-ppk", "large"):
             card = SoftEuicc.create(pki.root, pki.eid, None, curve=curve)
-            one_download(ctx, card, orders.create_order(store, profile=profile, smdp_address=ctx.address)
-                         .matching_id, {})  # warm-up
+            one_download(
+                ctx, card, orders.create_order(store, profile=profile, smdp_address=ctx.address).matching_id, {}
+            )  # warm-up
             batch = [orders.create_order(store, profile=profile, smdp_address=ctx.address) for _ in range(n)]
             cards = [SoftEuicc.create(pki.root, pki.eid, None, curve=curve) for _ in range(n)]
             timings: dict[str, float] = {}
@@ -153,23 +179,60 @@ def run(quick: bool = False, *, downloads: int | None = None, curve: str = "nist
             for order in batch:
                 assert store.get(order.matching_id).state == "installed"
             server = sum(timings.values())
-            figures[profile] = {"bpp_bytes": size, "downloads": n, "per_s": n / wall, "server_ms": server * 1000 / n,
-                                "card_ms": (wall - server) * 1000 / n, "server_only_per_s": n / server,
-                                **{f"{k}_ms": v * 1000 / n for k, v in timings.items()}}
+            figures[profile] = {
+                "bpp_bytes": size,
+                "downloads": n,
+                "per_s": n / wall,
+                "server_ms": server * 1000 / n,
+                "card_ms": (wall - server) * 1000 / n,
+                "server_only_per_s": n / server,
+                **{f"{k}_ms": v * 1000 / n for k, v in timings.items()},
+            }
             f = figures[profile]
-            rows.append([profile, size, n, f["per_s"], f["server_ms"], f["card_ms"], f["server_only_per_s"],
-                         f["initiateAuthentication_ms"], f["authenticateClient_ms"], f["getBoundProfilePackage_ms"],
-                         f["handleNotification_ms"]])
-            print(f"  smdpp {profile}: {f['per_s']:.1f} downloads/s complete, SM-DP+ {f['server_ms']:.1f} ms "
-                  f"(ceiling {f['server_only_per_s']:.0f}/s)", flush=True)
+            rows.append(
+                [
+                    profile,
+                    size,
+                    n,
+                    f["per_s"],
+                    f["server_ms"],
+                    f["card_ms"],
+                    f["server_only_per_s"],
+                    f["initiateAuthentication_ms"],
+                    f["authenticateClient_ms"],
+                    f["getBoundProfilePackage_ms"],
+                    f["handleNotification_ms"],
+                ]
+            )
+            print(
+                f"  smdpp {profile}: {f['per_s']:.1f} downloads/s complete, SM-DP+ {f['server_ms']:.1f} ms "
+                f"(ceiling {f['server_only_per_s']:.0f}/s)",
+                flush=True,
+            )
         store.close()
     sec.figures = figures
-    sec.add(f"{n} sequential downloads per profile, curve {curve}, one process: the lab SM-DP+'s ES9+ functions "
-            "called directly (no HTTP/TLS) and a fresh software eUICC (`SoftEuicc`, ES10 commands executed "
-            "directly) per download; orders created beforehand (as ES2+ does). *complete/s* = whole downloads "
-            "(SM-DP+ + card) per second of wall time; *SM-DP+ ceiling* = 1 / SM-DP+ time per download. "
-            "Reference: osmo-smdpp 25.5 downloads/s sequential (13 KB BPP, performance.md).")
+    sec.add(
+        f"{n} sequential downloads per profile, curve {curve}, one process: the lab SM-DP+'s ES9+ functions "
+        "called directly (no HTTP/TLS) and a fresh software eUICC (`SoftEuicc`, ES10 commands executed "
+        "directly) per download; orders created beforehand (as ES2+ does). *complete/s* = whole downloads "
+        "(SM-DP+ + card) per second of wall time; *SM-DP+ ceiling* = 1 / SM-DP+ time per download. "
+        "Reference: osmo-smdpp 25.5 downloads/s sequential (13 KB BPP, performance.md)."
+    )
     sec.add("")
-    sec.table(["profile", "BPP bytes", "downloads", "complete/s", "SM-DP+ ms", "card ms", "SM-DP+ ceiling /s",
-               "initAuth ms", "authClient ms", "getBPP ms", "notify ms"], rows)
+    sec.table(
+        [
+            "profile",
+            "BPP bytes",
+            "downloads",
+            "complete/s",
+            "SM-DP+ ms",
+            "card ms",
+            "SM-DP+ ceiling /s",
+            "initAuth ms",
+            "authClient ms",
+            "getBPP ms",
+            "notify ms",
+        ],
+        rows,
+    )
     return sec

@@ -39,8 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--pki", type=Path, help="lab PKI directory (rsp pki init)")
     s.add_argument("--data", type=Path, required=True, help="data directory (order store)")
     s.add_argument("--address", default="", help="SM-DP+ address in activation codes (default HOST:PORT)")
-    s.add_argument("--alias", action="append", default=[], metavar="ADDR",
-                   help="another SM-DP+ address to accept in InitiateAuthentication (repeatable)")
+    s.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="another SM-DP+ address to accept in InitiateAuthentication (repeatable)",
+    )
     s.add_argument("--insecure-http", action="store_true", help="plain HTTP, for debugging only")
     s.add_argument("--sgp26", action="store_true", help="present the GSMA SGP.26 test DPauth/DPpb/TLS credentials")
     s.add_argument("--curve", choices=sorted(CURVES), default="both", help="credential sets to offer")
@@ -85,8 +90,19 @@ def _print_order(d: dict, as_json: bool) -> None:
         print(json.dumps(d))
         return
     print(f"activation code: {d['activation_code']}")
-    for key in ("matching_id", "state", "profile", "iccid", "eid", "bound_eid", "expires_at", "cc_required",
-                "cc_attempts", "download_attempts", "last_error"):
+    for key in (
+        "matching_id",
+        "state",
+        "profile",
+        "iccid",
+        "eid",
+        "bound_eid",
+        "expires_at",
+        "cc_required",
+        "cc_attempts",
+        "download_attempts",
+        "last_error",
+    ):
         if d.get(key) not in (None, False, 0) or key in ("state", "matching_id"):
             print(f"  {key}: {d[key]}")
     for ev in d.get("history", []):
@@ -110,15 +126,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "notifications":
             for note in store.notifications(1000):
                 d = note.to_json()
-                print(json.dumps(d) if args.json else
-                      f"{d['received_at']} {d['kind']:<5} {d['event'] or '-':<8} ICCID {d['iccid'] or '-'} "
-                      f"verified={d['verified']} {d['detail']}")
+                print(
+                    json.dumps(d)
+                    if args.json
+                    else f"{d['received_at']} {d['kind']:<5} {d['event'] or '-':<8} ICCID {d['iccid'] or '-'} "
+                    f"verified={d['verified']} {d['detail']}"
+                )
             return 0
         if args.order_cmd == "create":
             try:
                 order = orders.create_order(
-                    store, profile=args.profile, smdp_address=args.host, eid=args.eid,
-                    confirmation_code=args.confirmation_code, expires=args.expires, hold=args.hold,
+                    store,
+                    profile=args.profile,
+                    smdp_address=args.host,
+                    eid=args.eid,
+                    confirmation_code=args.confirmation_code,
+                    expires=args.expires,
+                    hold=args.hold,
                     matching_id=args.matching_id,
                 )
             except orders.OrderError as exc:
@@ -129,9 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.order_cmd == "list":
             for order in store.list(args.state, args.eid):
                 d = orders.order_json(store, order)
-                print(json.dumps(d) if args.json else
-                      f"{d['matching_id']}  {d['state']:<11} {d['profile']:<10} ICCID {d['iccid']}  "
-                      f"EID {d['eid'] or '-'}")
+                print(
+                    json.dumps(d)
+                    if args.json
+                    else f"{d['matching_id']}  {d['state']:<11} {d['profile']:<10} ICCID {d['iccid']}  "
+                    f"EID {d['eid'] or '-'}"
+                )
             return 0
         try:
             if args.order_cmd == "show":
@@ -154,14 +181,23 @@ def _serve(args: argparse.Namespace) -> int:
     from smdpp.credentials import CredentialsError
     from smdpp.server import serve
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     if args.pki is None and not args.sgp26:
         print("smdpp serve: give --pki DIR (a lab PKI from `rsp pki init`) or --sgp26", file=sys.stderr)
         return 2
-    config = SmdppConfig(data_dir=args.data, pki_dir=args.pki, host=args.host, port=args.port, address=args.address,
-                         aliases=tuple(args.alias),
-                         insecure_http=args.insecure_http, sgp26=args.sgp26, curves=CURVES[args.curve])
+    config = SmdppConfig(
+        data_dir=args.data,
+        pki_dir=args.pki,
+        host=args.host,
+        port=args.port,
+        address=args.address,
+        aliases=tuple(args.alias),
+        insecure_http=args.insecure_http,
+        sgp26=args.sgp26,
+        curves=CURVES[args.curve],
+    )
     try:
         serve(config)
     except CredentialsError as exc:

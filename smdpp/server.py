@@ -115,8 +115,9 @@ class RunningServer(str):
     credentials: Credentials
     ctx: SmdpContext
 
-    def __new__(cls, base_url: str, address: str, config: SmdppConfig, credentials: Credentials,
-                ctx: SmdpContext) -> RunningServer:
+    def __new__(
+        cls, base_url: str, address: str, config: SmdppConfig, credentials: Credentials, ctx: SmdpContext
+    ) -> RunningServer:
         obj = super().__new__(cls, base_url)
         obj.address = address
         obj.config = config

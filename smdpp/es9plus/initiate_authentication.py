@@ -88,7 +88,8 @@ def initiate_authentication(ctx: SmdpContext, request: dict[str, Any]) -> dict[s
     if not usable:
         raise errors.NO_DPAUTH_FOR_CI.error(
             "The SM-DP+ has no CERT.DPauth.SIG under a CI the eUICC verifies ("
-            + (", ".join(p.hex().upper() for p in ci_verification) or "none") + ")"
+            + (", ".join(p.hex().upper() for p in ci_verification) or "none")
+            + ")"
         )
     ci_pkid = next((p for p in trusted if p in usable), trusted[0])
     cred_pkid = ci_pkid if ci_pkid in usable else usable[0]
@@ -108,8 +109,13 @@ def initiate_authentication(ctx: SmdpContext, request: dict[str, Any]) -> dict[s
             curve=creds.curve,
         )
     )
-    log.info("initiateAuthentication: session %s, eUICC CI %s, DPauth under %s (%s)", transaction_id.hex().upper(),
-             ci_pkid.hex(), cred_pkid.hex(), creds.curve)
+    log.info(
+        "initiateAuthentication: session %s, eUICC CI %s, DPauth under %s (%s)",
+        transaction_id.hex().upper(),
+        ci_pkid.hex(),
+        cred_pkid.hex(),
+        creds.curve,
+    )
     return {
         "transactionId": transaction_id.hex().upper(),
         "serverSigned1": b64(signed1),

@@ -10,8 +10,19 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-LOAD_KEYS = {"count", "elapsed", "rate", "p50_ms", "p99_ms", "requests", "errors", "server_cpu_s",
-             "server_cpu_per_req_us", "server_rss_mb", "server_peak_rss_mb"}
+LOAD_KEYS = {
+    "count",
+    "elapsed",
+    "rate",
+    "p50_ms",
+    "p99_ms",
+    "requests",
+    "errors",
+    "server_cpu_s",
+    "server_cpu_per_req_us",
+    "server_rss_mb",
+    "server_peak_rss_mb",
+}
 
 
 def _numbers(d: dict, keys: set[str]) -> None:
@@ -25,8 +36,9 @@ def _numbers(d: dict, keys: set[str]) -> None:
 def test_eim_throughput_tiny_sqlite(binding):
     from bench.eim import throughput
 
-    sec = throughput(True, stores=("sqlite",), bindings=(binding,), sizes=(5,), duration=1.0, active=2, per_card=2,
-                     concurrency=2)
+    sec = throughput(
+        True, stores=("sqlite",), bindings=(binding,), sizes=(5,), duration=1.0, active=2, per_card=2, concurrency=2
+    )
     fig = sec.figures[f"{binding}/sqlite/N=5"]
     for mode in ("poll", "psmo"):
         _numbers(fig[mode], LOAD_KEYS)
@@ -39,8 +51,9 @@ def test_eim_throughput_tiny_sqlite(binding):
 def test_eim_throughput_tiny_postgresql_two_workers():
     from bench.eim import throughput
 
-    sec = throughput(True, stores=("postgresql",), bindings=("http",), sizes=(5,), duration=1.0, active=2,
-                     per_card=2, concurrency=2)
+    sec = throughput(
+        True, stores=("postgresql",), bindings=("http",), sizes=(5,), duration=1.0, active=2, per_card=2, concurrency=2
+    )
     for key in ("http/postgresql/N=5", "http/postgresql/N=5/workers=2"):
         for mode in ("poll", "psmo"):
             _numbers(sec.figures[key][mode], LOAD_KEYS)
@@ -74,8 +87,9 @@ def test_serial_download_tiny():
     sec = run(True, baud=2_000_000, profiles=("ts48",), routes=("csim", "cgla"), blocks=(255,))
     for key in ("ts48/csim/255", "ts48/cgla/255"):
         f = sec.figures[key]
-        _numbers(f, {"bpp_bytes", "es10_s", "apdus", "line_bytes", "payload_bytes", "lower_bound_s", "ratio",
-                     "line_ratio"})
+        _numbers(
+            f, {"bpp_bytes", "es10_s", "apdus", "line_bytes", "payload_bytes", "lower_bound_s", "ratio", "line_ratio"}
+        )
         assert f["bpp_bytes"] > 10_000 and f["apdus"] > f["bpp_bytes"] // 255
         assert f["line_bytes"] > 2 * f["payload_bytes"]  # hex on the line
 
@@ -105,8 +119,20 @@ def test_ipa_footprint_tiny():
     from bench.ipa_footprint import run
 
     sec = run(True, window=1.0)
-    _numbers(sec.figures, {"rss_mb", "peak_rss_mb", "uss_mb", "polls", "cpu_per_poll_s", "import_s", "first_poll_s",
-                           "run_imports_s", "run_modules"})
+    _numbers(
+        sec.figures,
+        {
+            "rss_mb",
+            "peak_rss_mb",
+            "uss_mb",
+            "polls",
+            "cpu_per_poll_s",
+            "import_s",
+            "first_poll_s",
+            "run_imports_s",
+            "run_modules",
+        },
+    )
     assert sec.figures["polls"] > 0
 
 

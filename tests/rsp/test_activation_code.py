@@ -97,8 +97,7 @@ _host = st.lists(_label, min_size=1, max_size=4).map(".".join)
 _address = st.tuples(_host, st.one_of(st.none(), st.integers(1, 65535))).map(
     lambda t: t[0] if t[1] is None else f"{t[0]}:{t[1]}"
 )
-_token = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, blacklist_characters="$"),
-                 max_size=40)
+_token = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, blacklist_characters="$"), max_size=40)
 _oid = st.tuples(st.integers(0, 2), st.integers(0, 39), st.lists(st.integers(0, 10**6), max_size=6)).map(
     lambda t: ".".join(str(x) for x in (t[0], t[1], *t[2]))
 )

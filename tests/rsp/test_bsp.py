@@ -16,8 +16,11 @@ from rsp.bsp import BspError, BspProtector, BspUnprotector, SessionKeys
 def keys(vectors) -> SessionKeys:
     v = vectors["bsp_kdf"]
     return bsp.derive_session_keys(
-        bytes.fromhex(v["shared_secret"]), bytes.fromhex(v["host_id"]), bytes.fromhex(v["eid"]),
-        key_type=int(v["key_type"], 16), key_length=int(v["key_length"], 16),
+        bytes.fromhex(v["shared_secret"]),
+        bytes.fromhex(v["host_id"]),
+        bytes.fromhex(v["eid"]),
+        key_type=int(v["key_type"], 16),
+        key_length=int(v["key_length"], 16),
     )
 
 

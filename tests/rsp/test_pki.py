@@ -60,8 +60,10 @@ def test_sgp26_certificates_verify_in_their_role(path, role, ci):
     chain = verify_chain(SGP26 / path, [], SGP26_CIS, role, at=IN_2027)
     assert chain.role is Role.parse(role)
     assert chain.ci_key_id == pki.subject_key_id(ci)
-    assert [c.subject for c in chain.path] == [crypto.load_certificate(SGP26 / path).subject,
-                                               crypto.load_certificate(ci).subject]
+    assert [c.subject for c in chain.path] == [
+        crypto.load_certificate(SGP26 / path).subject,
+        crypto.load_certificate(ci).subject,
+    ]
     # the key in the certificate is the published public key (PK_*.pem next to it)
     pk_file = SGP26 / path.replace("CERT_", "PK_").replace(".der", ".pem")
     if pk_file.exists() and "DPtls" not in path:
@@ -96,8 +98,9 @@ def test_sgp26_tls_validity_periods():
         verify_chain(old, [], SGP26_CIS, "dptls", at=dt.datetime(2025, 1, 1))
     assert exc.value.reason == "not-yet-valid"
     with pytest.raises(ChainError, match="expired on 2030-03-30"):
-        verify_chain(SGP26 / "DPauth/CERT_S_SM_DPauth_ECDSA_NIST.der", [], SGP26_CIS, "dpauth",
-                     at=dt.datetime(2031, 1, 1))
+        verify_chain(
+            SGP26 / "DPauth/CERT_S_SM_DPauth_ECDSA_NIST.der", [], SGP26_CIS, "dpauth", at=dt.datetime(2031, 1, 1)
+        )
 
 
 def test_sgp26_selected_ci_and_untrusted_ci():
@@ -126,8 +129,12 @@ def test_sgp26_dpauth_signature_of_published_key_verifies():
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> LabPki:
     eids = (pki.lab_eid(1), "89049032123451234512345678901235")
-    return create_lab_pki(tmp_path_factory.mktemp("labpki"), curves=("nist", "brainpool"), eids=eids,
-                          hosts=("localhost", "smdp.lab.example"))
+    return create_lab_pki(
+        tmp_path_factory.mktemp("labpki"),
+        curves=("nist", "brainpool"),
+        eids=eids,
+        hosts=("localhost", "smdp.lab.example"),
+    )
 
 
 def test_lab_layout_and_manifest(lab):
@@ -216,8 +223,14 @@ def test_lab_chains_verify_with_openssl(lab):
     assert res.returncode != 0
     res = _openssl("-CAfile", str(lab.cert_path(Role.CI, "brainpool")), str(lab.cert_path(Role.DP_AUTH, "nist")))
     assert res.returncode != 0
-    res = _openssl("-CAfile", str(root / "ca-bundle.pem"), "-policy", Role.DP_PB.policy_oid, "-explicit_policy",
-                   str(lab.cert_path(Role.DP_AUTH, "nist")))
+    res = _openssl(
+        "-CAfile",
+        str(root / "ca-bundle.pem"),
+        "-policy",
+        Role.DP_PB.policy_oid,
+        "-explicit_policy",
+        str(lab.cert_path(Role.DP_AUTH, "nist")),
+    )
     assert res.returncode != 0
 
 
@@ -244,8 +257,10 @@ def test_lab_tls_certificate_works_with_python_ssl(lab):
     try:
         client_ctx = ssl.create_default_context(cafile=str(lab.ca_bundle_path))
         for name in ("smdp.lab.example", "127.0.0.1"):
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
-                    client_ctx.wrap_socket(raw, server_hostname=name) as tls:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+                client_ctx.wrap_socket(raw, server_hostname=name) as tls,
+            ):
                 assert tls.recv(2) == b"ok"
                 assert tls.getpeercert()["subject"]
     finally:
@@ -275,22 +290,36 @@ def test_cert_from_another_ci_rejected(lab, tmp_path):
 def test_expired_and_not_yet_valid_rejected(lab):
     now = dt.datetime.now(dt.UTC)
     key = crypto.generate_key()
-    expired = issue_certificate(Role.EUICC, key.public_key(), lab.eum_cert(), lab.eum_key(), eid=lab.eid,
-                                not_before=now - dt.timedelta(minutes=50), not_after=now - dt.timedelta(minutes=5))
+    expired = issue_certificate(
+        Role.EUICC,
+        key.public_key(),
+        lab.eum_cert(),
+        lab.eum_key(),
+        eid=lab.eid,
+        not_before=now - dt.timedelta(minutes=50),
+        not_after=now - dt.timedelta(minutes=5),
+    )
     with pytest.raises(ChainError, match=r"eUICC '.*' expired on \d{4}-\d\d-\d\d") as exc:
         verify_chain(expired, [lab.eum_cert()], lab.ci_certs(), "euicc")
     assert exc.value.reason == "expired"
     assert (now - dt.timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M") in str(exc.value)
     # valid at a time in its period (the lab CI and EUM are valid from one hour before their creation)
     verify_chain(expired, [lab.eum_cert()], lab.ci_certs(), "euicc", at=now - dt.timedelta(minutes=20))
-    future = issue_certificate(Role.DP_PB, key.public_key(), lab.ci_cert(), lab.ci_key(),
-                               not_before=now + dt.timedelta(days=2))
+    future = issue_certificate(
+        Role.DP_PB, key.public_key(), lab.ci_cert(), lab.ci_key(), not_before=now + dt.timedelta(days=2)
+    )
     with pytest.raises(ChainError, match="not yet valid") as exc:
         verify_chain(future, [], lab.ci_certs(), "dppb")
     assert exc.value.reason == "not-yet-valid"
     # an expired EUM makes its (valid) eUICC's chain fail, naming the EUM
-    old_eum = issue_certificate(Role.EUM, lab.eum_key().public_key(), lab.ci_cert(), lab.ci_key(),
-                                not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
+    old_eum = issue_certificate(
+        Role.EUM,
+        lab.eum_key().public_key(),
+        lab.ci_cert(),
+        lab.ci_key(),
+        not_before=now - dt.timedelta(days=10),
+        not_after=now - dt.timedelta(days=1),
+    )
     with pytest.raises(ChainError, match=r"EUM '.*' expired on"):
         verify_chain(lab.euicc_cert(), [old_eum], lab.ci_certs(), "euicc")
 
@@ -302,8 +331,9 @@ def test_wrong_role_rejected(lab):
     with pytest.raises(ChainError, match="not a eIM package signing"):
         verify_chain(lab.dpauth_cert(), [], lab.ci_certs(), "eim")
     # an eIM key certified with the DPauth policy is not an eIM certificate
-    mislabelled = issue_certificate(Role.EIM, lab.eim_key().public_key(), lab.ci_cert(), lab.ci_key(),
-                                    policy_oid=Role.DP_AUTH.policy_oid)
+    mislabelled = issue_certificate(
+        Role.EIM, lab.eim_key().public_key(), lab.ci_cert(), lab.ci_key(), policy_oid=Role.DP_AUTH.policy_oid
+    )
     with pytest.raises(ChainError) as exc:
         verify_chain(mislabelled, [], lab.ci_certs(), "eim")
     assert exc.value.reason == "wrong-role" and pki.LAB_EIM_POLICY in str(exc.value)
@@ -313,15 +343,15 @@ def test_wrong_role_rejected(lab):
     with pytest.raises(ChainError, match="wrong-role"):
         verify_chain(lab.dpauth_cert(), [], lab.ci_certs(), "dptls")
     # an eUICC certificate issued directly by the CI (no EUM)
-    direct = issue_certificate(Role.EUICC, crypto.generate_key().public_key(), lab.ci_cert(), lab.ci_key(),
-                               eid=lab.eid)
+    direct = issue_certificate(Role.EUICC, crypto.generate_key().public_key(), lab.ci_cert(), lab.ci_key(), eid=lab.eid)
     with pytest.raises(ChainError, match="not issued by an EUM"):
         verify_chain(direct, [], lab.ci_certs(), "euicc")
 
 
 def test_non_ca_issuer_and_missing_intermediate(lab):
-    fake = issue_certificate(Role.EUICC, crypto.generate_key().public_key(), lab.dpauth_cert(), lab.dpauth_key(),
-                             eid=lab.eid)
+    fake = issue_certificate(
+        Role.EUICC, crypto.generate_key().public_key(), lab.dpauth_cert(), lab.dpauth_key(), eid=lab.eid
+    )
     with pytest.raises(ChainError, match="is not a CA") as exc:
         verify_chain(fake, [lab.dpauth_cert()], lab.ci_certs(), "euicc")
     assert exc.value.reason == "not-a-ca"
@@ -428,8 +458,22 @@ def test_any_flipped_bit_in_a_real_certificate_is_refused(pos, bit):
 
 def test_cli_init_show_verify(tmp_path, capsys):
     d = tmp_path / "pki"
-    assert pki_main(["init", str(d), "--curve", "both", "--eid", "89049032123451234512345678901235",
-                     "--host", "localhost", "eim.lab"]) == 0
+    assert (
+        pki_main(
+            [
+                "init",
+                str(d),
+                "--curve",
+                "both",
+                "--eid",
+                "89049032123451234512345678901235",
+                "--host",
+                "localhost",
+                "eim.lab",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     p = LabPki.load(d)
     assert p.ci_key_id("brainpool").hex().upper() in out
@@ -441,14 +485,39 @@ def test_cli_init_show_verify(tmp_path, capsys):
     assert pki_main(["show", str(d)]) == 0
     assert "89049032123451234512345678901235" in capsys.readouterr().out
     euicc = str(p.cert_path("euicc", "nist"))
-    assert pki_main(["verify", euicc, "--role", "euicc", "--ca", str(p.ca_bundle_path),
-                     "--untrusted", str(p.cert_path("eum", "nist"))]) == 0
+    assert (
+        pki_main(
+            [
+                "verify",
+                euicc,
+                "--role",
+                "euicc",
+                "--ca",
+                str(p.ca_bundle_path),
+                "--untrusted",
+                str(p.cert_path("eum", "nist")),
+            ]
+        )
+        == 0
+    )
     assert "EID 89049032123451234512345678901235" in capsys.readouterr().out
-    assert pki_main(["verify", euicc, "--role", "dpauth", "--ca", str(p.ca_bundle_path),
-                     "--untrusted", str(p.cert_path("eum", "nist"))]) == 1
+    assert (
+        pki_main(
+            [
+                "verify",
+                euicc,
+                "--role",
+                "dpauth",
+                "--ca",
+                str(p.ca_bundle_path),
+                "--untrusted",
+                str(p.cert_path("eum", "nist")),
+            ]
+        )
+        == 1
+    )
     assert "wrong-role" in capsys.readouterr().err
-    assert pki_main(["verify", str(p.cert_path("dpauth", "nist")), "--role", "dpauth",
-                     "--ca", str(CI_NIST)]) == 1
+    assert pki_main(["verify", str(p.cert_path("dpauth", "nist")), "--role", "dpauth", "--ca", str(CI_NIST)]) == 1
     assert "untrusted-ci" in capsys.readouterr().err
 
 

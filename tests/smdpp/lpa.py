@@ -35,10 +35,13 @@ class LpaDownload:
     address: str
 
     async def es9(self, function: str, **fields) -> dict | None:
-        body = {"header": {"functionRequesterIdentifier": "lpa-test", "functionCallIdentifier": str(uuid.uuid4())},
-                **fields}
-        r = await self.http.post(f"/gsma/rsp2/es9plus/{function}", json=body,
-                                 headers={"X-Admin-Protocol": "gsma/rsp/v2.5.0"})
+        body = {
+            "header": {"functionRequesterIdentifier": "lpa-test", "functionCallIdentifier": str(uuid.uuid4())},
+            **fields,
+        }
+        r = await self.http.post(
+            f"/gsma/rsp2/es9plus/{function}", json=body, headers={"X-Admin-Protocol": "gsma/rsp/v2.5.0"}
+        )
         if r.status_code == 204:
             return None
         r.raise_for_status()
@@ -52,21 +55,28 @@ class LpaDownload:
         """The whole download; returns the PIR (BF37) the card produced, after delivering it to the SM-DP+."""
         info1 = await self.es10.call(b"\xbf\x20\x00", "GetEUICCInfo1")
         challenge = tlv.require(await self.es10.call(b"\xbf\x2e\x00", "GetEUICCChallenge"), 0x80).value
-        auth = await self.es9("initiateAuthentication", euiccChallenge=_b64(challenge), euiccInfo1=_b64(info1),
-                              smdpAddress=self.address)
+        auth = await self.es9(
+            "initiateAuthentication", euiccChallenge=_b64(challenge), euiccInfo1=_b64(info1), smdpAddress=self.address
+        )
         common = {"deviceInfo": {"tac": TAC, "deviceCapabilities": {}}}
         if matching_id is not None:
             common["matchingId"] = matching_id
         ctx_params1 = asn1.encode("CtxParams1", ("ctxParamsForCommonAuthentication", common))
-        request = T(0xBF38, base64.b64decode(auth["serverSigned1"]) + base64.b64decode(auth["serverSignature1"])
-                    + base64.b64decode(auth["euiccCiPKIdToBeUsed"]) + base64.b64decode(auth["serverCertificate"])
-                    + ctx_params1)
+        request = T(
+            0xBF38,
+            base64.b64decode(auth["serverSigned1"])
+            + base64.b64decode(auth["serverSignature1"])
+            + base64.b64decode(auth["euiccCiPKIdToBeUsed"])
+            + base64.b64decode(auth["serverCertificate"])
+            + ctx_params1,
+        )
         asr = await self.es10.call(request, "AuthenticateServer")
         kind, _ = asn1.decode("AuthenticateServerResponse", asr)
         if kind != "authenticateResponseOk":
             raise DownloadFailed("AuthenticateServer", asn1.decode("AuthenticateServerResponse", asr))
-        client = await self.es9("authenticateClient", transactionId=auth["transactionId"],
-                                authenticateServerResponse=_b64(asr))
+        client = await self.es9(
+            "authenticateClient", transactionId=auth["transactionId"], authenticateServerResponse=_b64(asr)
+        )
         self.profile_metadata = asn1.decode("StoreMetadataRequest", base64.b64decode(client["profileMetadata"]))
         signed2 = base64.b64decode(client["smdpSigned2"])
         body = signed2 + base64.b64decode(client["smdpSignature2"])
@@ -80,8 +90,9 @@ class LpaDownload:
         kind, _ = asn1.decode("PrepareDownloadResponse", pdr)
         if kind != "downloadResponseOk":
             raise DownloadFailed("PrepareDownload", asn1.decode("PrepareDownloadResponse", pdr))
-        bpp_resp = await self.es9("getBoundProfilePackage", transactionId=auth["transactionId"],
-                                  prepareDownloadResponse=_b64(pdr))
+        bpp_resp = await self.es9(
+            "getBoundProfilePackage", transactionId=auth["transactionId"], prepareDownloadResponse=_b64(pdr)
+        )
         bpp = base64.b64decode(bpp_resp["boundProfilePackage"])
         pir = b""
         for i, segment in enumerate(bpp_segments(bpp)):
@@ -105,8 +116,10 @@ class LpaDownload:
             meta = tlv.find(item, 0xBF27, 0xBF2F) if item.tag == 0xBF37 else tlv.find(item, 0xBF2F)
             seq = int.from_bytes(tlv.require(meta, 0x80).value, "big")
             await self.es9("handleNotification", pendingNotification=_b64(item.raw))
-            removed = await self.es10.call(T(0xBF30, T(0x80, seq.to_bytes(max(1, (seq.bit_length() + 8) // 8), "big"))),
-                                           "RemoveNotificationFromList")
+            removed = await self.es10.call(
+                T(0xBF30, T(0x80, seq.to_bytes(max(1, (seq.bit_length() + 8) // 8), "big"))),
+                "RemoveNotificationFromList",
+            )
             assert removed == bytes.fromhex("BF3003800100"), removed.hex()
             delivered.append(seq)
         del value

@@ -23,17 +23,21 @@ async def _lpa(smdp, card, block_size=120, style="lpac"):
     channel = LocalApduChannel(card, style)
     es10 = Es10Client(channel, block_size)
     await es10.open()
-    http = httpx.AsyncClient(base_url=smdp.base_url, verify=ssl.create_default_context(cafile=str(smdp.ca_bundle)),
-                             timeout=30)
+    http = httpx.AsyncClient(
+        base_url=smdp.base_url, verify=ssl.create_default_context(cafile=str(smdp.ca_bundle)), timeout=30
+    )
     return LpaDownload(es10, http, smdp.address), http
 
 
-@pytest.mark.parametrize(("curve", "profile", "block_size", "style"), [
-    ("nist", "ts48", 120, "lpac"),
-    ("brainpool", "ts48", 255, "onomondo"),
-    ("nist", "ts48-ppk", 255, "lpac"),
-    ("brainpool", "large", 120, "lpac"),
-])
+@pytest.mark.parametrize(
+    ("curve", "profile", "block_size", "style"),
+    [
+        ("nist", "ts48", 120, "lpac"),
+        ("brainpool", "ts48", 255, "onomondo"),
+        ("nist", "ts48-ppk", 255, "lpac"),
+        ("brainpool", "large", 120, "lpac"),
+    ],
+)
 async def test_soft_euicc_downloads_over_https(smdp, lab_pki, curve, profile, block_size, style):
     store = smdp.ctx.store
     order = orders.create_order(store, profile=profile, smdp_address=smdp.address, confirmation_code="2468")

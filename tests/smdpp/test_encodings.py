@@ -29,8 +29,11 @@ def test_download_messages_roundtrip(es9, smdp, lab_pki, profile):
     asr = card.authenticate_server(auth, order.matching_id)
     roundtrip("AuthenticateServerResponse", asr)
     dl.auth = auth
-    resp = dl.client.call("authenticateClient", transactionId=auth["transactionId"],
-                          authenticateServerResponse=__import__("base64").b64encode(asr).decode())[1]
+    resp = dl.client.call(
+        "authenticateClient",
+        transactionId=auth["transactionId"],
+        authenticateServerResponse=__import__("base64").b64encode(asr).decode(),
+    )[1]
     dl.client_resp = resp
     meta = roundtrip("StoreMetadataRequest", unb64(resp["profileMetadata"]))
     p = profiles.get_profile(profile)

@@ -34,8 +34,9 @@ def test_unknown_matching_id(es9, smdp, lab_pki):
     dl.initiate()
     assert _codes(dl.authenticate()) == ("8.2.6", "3.8")
     # the session is gone after a refused authentication
-    _, resp = es9.call("getBoundProfilePackage", transactionId=dl.auth["transactionId"],
-                          prepareDownloadResponse=b64(b"\xbf\x21\x00"))
+    _, resp = es9.call(
+        "getBoundProfilePackage", transactionId=dl.auth["transactionId"], prepareDownloadResponse=b64(b"\xbf\x21\x00")
+    )
     assert _codes(resp) == ("8.10.1", "3.9")
 
 
@@ -162,8 +163,11 @@ def test_bad_euicc_signature2(es9, smdp, lab_pki):
 
 @pytest.mark.parametrize("function", ["authenticateClient", "getBoundProfilePackage", "cancelSession"])
 def test_unknown_transaction_id(es9, smdp, function):
-    field = {"authenticateClient": "authenticateServerResponse", "getBoundProfilePackage": "prepareDownloadResponse",
-             "cancelSession": "cancelSessionResponse"}[function]
+    field = {
+        "authenticateClient": "authenticateServerResponse",
+        "getBoundProfilePackage": "prepareDownloadResponse",
+        "cancelSession": "cancelSessionResponse",
+    }[function]
     code, resp = es9.call(function, transactionId="00112233445566778899AABBCCDDEEFF", **{field: b64(b"\x30\x00")})
     assert code == 200
     assert _codes(resp) == ("8.10.1", "3.9")
@@ -183,13 +187,15 @@ def test_cancel_session_each_reason(es9, smdp, lab_pki, reason, after):
     if after == "bpp":
         assert status(dl.get_bpp()) == "Executed-Success"
         assert smdp.ctx.store.get(order.matching_id).state == "downloaded"
-    code, resp = es9.call("cancelSession", transactionId=dl.auth["transactionId"],
-                          cancelSessionResponse=b64(card.cancel_session(reason)))
+    code, resp = es9.call(
+        "cancelSession", transactionId=dl.auth["transactionId"], cancelSessionResponse=b64(card.cancel_session(reason))
+    )
     assert (code, status(resp)) == (200, "Executed-Success")
     assert smdp.ctx.store.get(order.matching_id).state == REASONS[reason]
     # the session is over
-    _, resp = es9.call("cancelSession", transactionId=dl.auth["transactionId"],
-                          cancelSessionResponse=b64(card.cancel_session(reason)))
+    _, resp = es9.call(
+        "cancelSession", transactionId=dl.auth["transactionId"], cancelSessionResponse=b64(card.cancel_session(reason))
+    )
     assert _codes(resp) == ("8.10.1", "3.9")
     # postponed/timeout: the same matchingId downloads again; otherwise it is refused
     again = Download(es9, SimEuicc(lab_pki), smdp.address, order.matching_id)
@@ -206,16 +212,20 @@ def test_cancel_session_wrong_oid_and_bad_signature(es9, smdp, lab_pki):
     dl = Download(es9, card, smdp.address, order.matching_id)
     dl.initiate()
     dl.authenticate()
-    _, resp = es9.call("cancelSession", transactionId=dl.auth["transactionId"],
-                          cancelSessionResponse=b64(card.cancel_session(1, smdp_oid="1.2.3.4")))
+    _, resp = es9.call(
+        "cancelSession",
+        transactionId=dl.auth["transactionId"],
+        cancelSessionResponse=b64(card.cancel_session(1, smdp_oid="1.2.3.4")),
+    )
     assert _codes(resp) == ("8.8", "3.10")
     dl = Download(es9, card, smdp.address, order.matching_id)
     dl.initiate()
     dl.authenticate()
     forged = bytearray(card.cancel_session(1))
     forged[-1] ^= 1
-    _, resp = es9.call("cancelSession", transactionId=dl.auth["transactionId"],
-                          cancelSessionResponse=b64(bytes(forged)))
+    _, resp = es9.call(
+        "cancelSession", transactionId=dl.auth["transactionId"], cancelSessionResponse=b64(bytes(forged))
+    )
     assert _codes(resp) == ("8.1", "6.1")
 
 
@@ -242,15 +252,22 @@ def test_other_signed_notifications_are_verified_and_recorded(es9, smdp, lab_pki
     card = SimEuicc(lab_pki)
     Download(es9, card, smdp.address, order.matching_id).run()
     for bit, event in ((1, "enable"), (2, "disable"), (3, "delete")):
-        code, _ = es9.call("handleNotification",
-                           pendingNotification=b64(card.other_notification(bit, order.iccid, smdp.address)))
+        code, _ = es9.call(
+            "handleNotification", pendingNotification=b64(card.other_notification(bit, order.iccid, smdp.address))
+        )
         assert code == 204
         note = smdp.ctx.store.notifications()[0]
-        assert (note.kind, note.event, note.iccid, note.eid, note.verified) == ("other", event, order.iccid,
-                                                                                card.eid, True)
+        assert (note.kind, note.event, note.iccid, note.eid, note.verified) == (
+            "other",
+            event,
+            order.iccid,
+            card.eid,
+            True,
+        )
     rogue = SimEuicc(rogue_pki)
-    code, _ = es9.call("handleNotification",
-                       pendingNotification=b64(rogue.other_notification(1, order.iccid, smdp.address)))
+    code, _ = es9.call(
+        "handleNotification", pendingNotification=b64(rogue.other_notification(1, order.iccid, smdp.address))
+    )
     assert code == 204
     assert not smdp.ctx.store.notifications()[0].verified
     assert smdp.ctx.store.get(order.matching_id).state == "installed"

@@ -40,11 +40,13 @@ def test_http_layer_errors(es9):
     assert r.status_code == 404 and "unknown ES9+ function" in r.json()["error"]
     r = http.get("/gsma/rsp2/es9plus/initiateAuthentication")
     assert r.status_code == 405
-    r = http.post("/gsma/rsp2/es9plus/initiateAuthentication", content=b"<xml/>",
-                  headers={"Content-Type": "text/xml"})
+    r = http.post("/gsma/rsp2/es9plus/initiateAuthentication", content=b"<xml/>", headers={"Content-Type": "text/xml"})
     assert r.status_code == 415
-    r = http.post("/gsma/rsp2/es9plus/initiateAuthentication", content=b"{" + b" " * 1_100_000 + b"}",
-                  headers={"Content-Type": "application/json"})
+    r = http.post(
+        "/gsma/rsp2/es9plus/initiateAuthentication",
+        content=b"{" + b" " * 1_100_000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 413
     r = http.get("/nothing/here")
     assert r.status_code == 404
@@ -52,12 +54,15 @@ def test_http_layer_errors(es9):
 
 def test_success_headers(es9, smdp, lab_pki):
     dl = Download(es9, SimEuicc(lab_pki), smdp.address, "X")
-    r = es9.http.post("/gsma/rsp2/es9plus/initiateAuthentication", json={
-        "header": {"functionRequesterIdentifier": "t", "functionCallIdentifier": "1"},
-        "euiccChallenge": base64.b64encode(dl.card.get_challenge()).decode(),
-        "euiccInfo1": base64.b64encode(dl.card.euicc_info1()).decode(),
-        "smdpAddress": smdp.address,
-    })
+    r = es9.http.post(
+        "/gsma/rsp2/es9plus/initiateAuthentication",
+        json={
+            "header": {"functionRequesterIdentifier": "t", "functionCallIdentifier": "1"},
+            "euiccChallenge": base64.b64encode(dl.card.get_challenge()).decode(),
+            "euiccInfo1": base64.b64encode(dl.card.euicc_info1()).decode(),
+            "smdpAddress": smdp.address,
+        },
+    )
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json;charset=UTF-8"
     assert r.headers["x-admin-protocol"].startswith("gsma/rsp/v2.")
@@ -93,8 +98,11 @@ def test_malformed_der_inside_valid_sessions(es9, smdp, lab_pki):
     dl = Download(es9, SimEuicc(lab_pki), smdp.address, order.matching_id)
     dl.initiate()
     for junk in (b"", b"\xbf\x38\x05\xa0\x03\x30\x01", b"\xbf\x38\x02\xa1\x00", b"\x30\x00", bytes(300)):
-        code, resp = es9.call("authenticateClient", transactionId=dl.auth["transactionId"],
-                              authenticateServerResponse=base64.b64encode(junk).decode())
+        code, resp = es9.call(
+            "authenticateClient",
+            transactionId=dl.auth["transactionId"],
+            authenticateServerResponse=base64.b64encode(junk).decode(),
+        )
         assert code == 200
         assert _failed(resp)[0] in ("1.2", "8.10.1")
     pir = base64.b64encode(b"\xbf\x37\x03\xbf\x27\x00").decode()
@@ -103,8 +111,11 @@ def test_malformed_der_inside_valid_sessions(es9, smdp, lab_pki):
 
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=40) | st.binary(max_size=64).map(
-        lambda b: base64.b64encode(b).decode()),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=40)
+    | st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=10,
 )
@@ -142,10 +153,18 @@ def test_operator_api(es9, smdp):
     assert r.status_code == 200 and r.json()["history"][-1]["state"] == "released"
     assert [o["matching_id"] for o in http.get("/v1/orders").json()] == [order["matching_id"]]
     assert http.get("/v1/orders", params={"state": "installed"}).json() == []
-    for bad, word in (({"profile": "nope"}, "profile"), ({"eid": "123"}, "eid"), ({"expires": "yesterday"}, "expires"),
-                      ({"hold": "yes"}, "hold"), ({"colour": "red"}, "unknown"), ({"matching_id": "a$b"}, "matching"),
-                      ({"smdp_address": 5}, "smdp_address"), ({"smdp_address": "a b"}, "smdp address"),
-                      ({"confirmation_code": ""}, "confirmation_code"), ({"profile": None}, "profile")):
+    for bad, word in (
+        ({"profile": "nope"}, "profile"),
+        ({"eid": "123"}, "eid"),
+        ({"expires": "yesterday"}, "expires"),
+        ({"hold": "yes"}, "hold"),
+        ({"colour": "red"}, "unknown"),
+        ({"matching_id": "a$b"}, "matching"),
+        ({"smdp_address": 5}, "smdp_address"),
+        ({"smdp_address": "a b"}, "smdp address"),
+        ({"confirmation_code": ""}, "confirmation_code"),
+        ({"profile": None}, "profile"),
+    ):
         r = http.post("/v1/orders", json=bad)
         assert r.status_code == 400 and word in r.json()["error"], (bad, r.text)
     assert http.post("/v1/orders", content=b"{oops", headers={"Content-Type": "application/json"}).status_code == 400
@@ -184,9 +203,13 @@ def test_smdp_address_is_exact_unless_aliased(es9, smdp, lab_pki, tmp_path):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=st.dictionaries(
-    st.sampled_from(["profile", "eid", "confirmation_code", "expires", "hold", "matching_id", "smdp_address", "x"]),
-    _json_values, max_size=5))
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["profile", "eid", "confirmation_code", "expires", "hold", "matching_id", "smdp_address", "x"]),
+        _json_values,
+        max_size=5,
+    )
+)
 def test_fuzz_operator_api(es9, smdp, body):
     before = smdp.ctx.store.list()
     r = es9.http.post("/v1/orders", json=body)

@@ -78,12 +78,27 @@ def test_cli_serve_order_download(lab_pki, tmp_path):
     address = f"127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "smdpp", "serve", "--pki", str(lab_pki.root), "--data", str(data), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert wait_port(port, 20), "smdpp serve did not listen"
-        created = _smdpp("order", "create", "--data", str(data), "--profile", "ts48", "--host", address,
-                         "--confirmation-code", "8642", "--expires", "1h", "--json")
+        created = _smdpp(
+            "order",
+            "create",
+            "--data",
+            str(data),
+            "--profile",
+            "ts48",
+            "--host",
+            address,
+            "--confirmation-code",
+            "8642",
+            "--expires",
+            "1h",
+            "--json",
+        )
         assert created.returncode == 0, created.stderr
         order = json.loads(created.stdout)
         assert order["activation_code"] == f"1${address}${order['matching_id']}$$1"
@@ -120,9 +135,20 @@ def test_cli_serve_order_download(lab_pki, tmp_path):
 def test_cli_serve_stops_on_sigterm_while_a_client_keeps_a_connection_open(lab_pki, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smdpp", "serve", "--pki", str(lab_pki.root), "--data", str(tmp_path), "--port",
-         str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "smdpp",
+            "serve",
+            "--pki",
+            str(lab_pki.root),
+            "--data",
+            str(tmp_path),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     client = httpx.Client(verify=ssl.create_default_context(cafile=str(lab_pki.ca_bundle_path)))
     try:
