@@ -32,7 +32,7 @@ HOW_TO = """\
     .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~20 s)
 
 Benchmarks start their own services on loopback (a private Mosquitto and PostgreSQL exactly like the tests,
-`tests/services.py`), run the load in a separate process, and stop by themselves. Tests never assert timings;
+`demo/services.py`), run the load in a separate process, and stop by themselves. Tests never assert timings;
 `tests/bench/` only checks that every benchmark runs in a tiny configuration and reports its figures.
 Figures move from machine to machine: compare ratios measured in one run.
 """

@@ -384,7 +384,7 @@ def _store_url(kind: str, tmp: Path, pg: Any, tag: str) -> str:
 
 @contextlib.contextmanager
 def services(stores: tuple[str, ...], bindings: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    from tests.services import run_mosquitto, run_postgres
+    from demo.services import run_mosquitto, run_postgres
 
     with contextlib.ExitStack() as stack:
         out: dict[str, Any] = {}

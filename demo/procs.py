@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -13,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from demo.services import free_port as free_port  # re-exported: tests and the demo take it from here
+
 BIN = Path(sys.executable).parent
 
 
@@ -20,33 +21,6 @@ def tool(name: str) -> str:
     """Path of one of our console scripts in the running virtual environment."""
     p = BIN / name
     return str(p) if p.exists() else name
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A loopback port free for both TCP and UDP, chosen at random below the kernel's ephemeral range.
-
-    Ports from the ephemeral range (what binding to port 0 hands out) are also taken by outgoing client
-    sockets, so a port reserved that way can be grabbed before the server binds it. ``kind`` is accepted for
-    callers that name the socket type; the port is checked for both.
-    """
-    lo, hi = 20000, 32000
-    try:
-        eph_lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-        hi = min(hi, eph_lo)
-    except (OSError, ValueError, IndexError):
-        pass
-    for _ in range(200):
-        port = random.randrange(lo, hi)
-        try:
-            for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                with socket.socket(socket.AF_INET, k) as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    with socket.socket(socket.AF_INET, kind) as s:  # fall back to the kernel's choice
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:

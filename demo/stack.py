@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from demo.procs import Service, free_port, run, tool, wait_path, wait_port
+from demo.procs import Service, run, tool, wait_path, wait_port
+from demo.services import free_port
 
 DEFAULT_EID = "89999000000000000000000000000130"  # lab EID with valid check digits (docs/pki.md)
 BINDINGS = ("http", "coap", "mqtt")
@@ -36,7 +37,7 @@ class LabStack:
     quirks: str = ""
     indirect: bool = True
     poll_interval: float = 0.5
-    mosquitto: Any = None  # a tests.services.Broker (or compatible: .host, .port) for MQTT; else started here
+    mosquitto: Any = None  # a demo.services.Broker (or compatible: .host, .port) for MQTT; else started here
     services: dict[str, Service] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _own_broker: Any = None
@@ -115,7 +116,7 @@ class LabStack:
         if self.binding != "mqtt":
             return
         if self.mosquitto is None:
-            from tests.services import run_mosquitto  # the same private broker the tests use
+            from demo.services import run_mosquitto  # the same private broker the tests use
 
             self._own_broker = run_mosquitto()
             self.mosquitto = self._own_broker.__enter__()
