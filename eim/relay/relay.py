@@ -92,6 +92,13 @@ class Es9Relay:
             return None
         return session
 
+    async def _call_for_answer(self, address: str, function: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One ES9+ call whose success carries a body; a 204 there is a bad answer from the SM-DP+."""
+        answer = await self.client.call(address, function, body)
+        if answer is None:
+            raise Es9BadResponse(function, "HTTP 204 where an answer was expected")
+        return answer
+
     async def _save(self, transaction_id: bytes, session: dict[str, Any]) -> None:
         session["expires_at"] = self.clock() + self.session_ttl
         await self.store.put_download_session(session_key(transaction_id), session)
@@ -133,9 +140,7 @@ class Es9Relay:
                 return ia.error_response(ia.UNDEFINED_ERROR)
         try:
             self._check(address, ia.FUNCTION)
-            answer = await self.client.call(address, ia.FUNCTION, ia.es9_request(req, euicc_info1, address))
-            if answer is None:
-                raise Es9BadResponse(ia.FUNCTION, "HTTP 204 where an answer was expected")
+            answer = await self._call_for_answer(address, ia.FUNCTION, ia.es9_request(req, euicc_info1, address))
             parsed = ia.parse_answer(answer)
             if op_oid and _certificate_oid(parsed.server_certificate) != op_oid:
                 log.warning("SM-DP+ OID mismatch", extra={"eid": eid, "address": address})
@@ -175,9 +180,7 @@ class Es9Relay:
             log.info("compact AuthenticateServerResponse not supported", extra={"eid": eid})
             return ac.error_response(ac.UNDEFINED_ERROR)
         try:
-            answer = await self.client.call(session["smdp_address"], ac.FUNCTION, ac.es9_request(req))
-            if answer is None:
-                raise Es9BadResponse(ac.FUNCTION, "HTTP 204 where an answer was expected")
+            answer = await self._call_for_answer(session["smdp_address"], ac.FUNCTION, ac.es9_request(req))
             out = self._valid(ac.ok_response(ac.parse_answer(answer)), ac.FUNCTION)
         except RelayError as exc:
             return self._failed(ac, exc, eid)
@@ -217,9 +220,7 @@ class Es9Relay:
         if compact:
             return gbpp.error_response(gbpp.UNDEFINED_ERROR)
         try:
-            answer = await self.client.call(session["smdp_address"], gbpp.FUNCTION, gbpp.es9_request(req))
-            if answer is None:
-                raise Es9BadResponse(gbpp.FUNCTION, "HTTP 204 where an answer was expected")
+            answer = await self._call_for_answer(session["smdp_address"], gbpp.FUNCTION, gbpp.es9_request(req))
             out = gbpp.ok_response(gbpp.parse_answer(answer))
         except RelayError as exc:
             return self._failed(gbpp, exc, eid)
