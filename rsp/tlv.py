@@ -190,3 +190,26 @@ def check_structure(data: bytes, offset: int = 0, *, what: str = "TLV", max_dept
             stack.append((pos + hl, pos + hl + length, ctag, path))
             pos += hl + length
     return top
+
+
+def parse_tag_list(value: bytes, *, what: str = "tagList") -> tuple[int, ...]:
+    """The tags in a tagList (``5C``) value: concatenated tag fields without lengths (SGP.22 GetEuiccData,
+    ProfileInfoListRequest, IpaEuiccDataRequest). Multi-byte tags up to 3 bytes."""
+    tags = []
+    pos = 0
+    while pos < len(value):
+        start = pos
+        first = value[pos]
+        pos += 1
+        if first & 0x1F == 0x1F:
+            while True:
+                if pos >= len(value):
+                    raise DecodeError(what, "tag truncated", start)
+                b = value[pos]
+                pos += 1
+                if not b & 0x80:
+                    break
+                if pos - start > 3:
+                    raise DecodeError(what, "tag longer than 3 bytes", start)
+        tags.append(int.from_bytes(value[start:pos], "big"))
+    return tuple(tags)

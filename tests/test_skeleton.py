@@ -57,3 +57,39 @@ def test_check_structure_on_random_bytes_raises_only_decode_error():
         assert data.startswith(top.raw)
 
     check()
+
+
+def test_iccid_codec_on_the_real_capture_and_round_trips():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from rsp import iccid
+
+    # the ICCID in the real EuiccPackageRequest of vectors.json (enable { 5A 0A 989444999999990920F3 })
+    assert iccid.from_bcd(bytes.fromhex("989444999999990920F3")) == "8949449999999990023"
+    assert iccid.to_bcd("8949449999999990023").hex().upper() == "989444999999990920F3"
+
+    @given(st.text(alphabet="0123456789", min_size=18, max_size=20))
+    def round_trip(digits):
+        assert iccid.from_bcd(iccid.to_bcd(digits)) == digits
+
+    round_trip()
+    import pytest
+
+    with pytest.raises(ValueError):
+        iccid.to_bcd("1" * 21)
+    with pytest.raises(ValueError):
+        iccid.to_bcd("89494499999999900Z3")
+
+
+def test_tag_list_parsing_and_malformed_lists():
+    import pytest
+
+    from rsp.errors import DecodeError
+
+    assert tlv.parse_tag_list(bytes.fromhex("5CA5A6A8BF2281")) == (0x5C, 0xA5, 0xA6, 0xA8, 0xBF22, 0x81)
+    assert tlv.parse_tag_list(b"") == ()
+    with pytest.raises(DecodeError, match="truncated"):
+        tlv.parse_tag_list(bytes.fromhex("5ABF"))
+    with pytest.raises(DecodeError, match="longer than 3"):
+        tlv.parse_tag_list(bytes.fromhex("BF818181"))
