@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.procs import CommandFailed
-from demo.stack import BINDINGS, LabStack
+from demo.stack import BINDINGS, LabStack, iccid_from_card
 
 
 class Timeline:
@@ -48,16 +48,6 @@ class Timeline:
         lines += [f"{t:<{width}}  {d:6.2f}s  {o}" for t, d, o in self.rows]
         lines.append(f"total {time.monotonic() - self.t0:.1f}s over ESipa/{self.binding}")
         return "\n".join(lines)
-
-
-def iccid_digits(value: str) -> str:
-    """ICCID as printed: digits, whether given as digits or as the swapped-BCD hex of the wire."""
-    if value.isdigit():
-        return value
-    if len(value) == 20:
-        swapped = "".join(value[i + 1] + value[i] for i in range(0, 20, 2))
-        return swapped.rstrip("Ff")
-    return value
 
 
 def op_outcome(op: dict[str, Any]) -> str:
@@ -175,7 +165,7 @@ def story(stack: LabStack, tl: Timeline) -> None:
     tl.step(
         "card state (euicc show)",
         lambda: profiles_on_card(stack),
-        describe=lambda ps: ", ".join(f"{iccid_digits(p['iccid'])}:{p['state']}" for p in ps) or "no profiles",
+        describe=lambda ps: ", ".join(f"{iccid_from_card(p['iccid'])}:{p['state']}" for p in ps) or "no profiles",
     )
 
 

@@ -16,6 +16,7 @@ import httpx
 
 from demo.procs import Service, run, tool, wait_path, wait_port
 from demo.services import free_port
+from rsp import iccid as iccid_codec
 
 DEFAULT_EID = "89999000000000000000000000000130"  # lab EID with valid check digits (docs/pki.md)
 BINDINGS = ("http", "coap", "mqtt")
@@ -24,7 +25,7 @@ PROTOCOL_BITS = {"http": "retrieveHttps", "coap": "retrieveCoaps", "mqtt": "prop
 
 def iccid_from_card(value: str) -> str:
     """The card stores ICCIDs as in EF ICCID (BCD, nibbles swapped, F-padded): give the printed form."""
-    return "".join(value[i + 1] + value[i] for i in range(0, len(value) - 1, 2)).rstrip("Ff")
+    return iccid_codec.from_bcd(bytes.fromhex(value))
 
 
 @dataclass

@@ -53,24 +53,7 @@ def delete(ctx: Context, profile: Profile) -> None:
 
 def _tags_of(tag_list: bytes) -> list[int]:
     """Split a tagList (5C) value into tags."""
-    out = []
-    pos = 0
-    while pos < len(tag_list):
-        start = pos
-        first = tag_list[pos]
-        pos += 1
-        if first & 0x1F == 0x1F:
-            while True:
-                if pos >= len(tag_list):
-                    raise DecodeError("tagList", "truncated tag", start)
-                b = tag_list[pos]
-                pos += 1
-                if not b & 0x80:
-                    break
-                if pos - start > 3:
-                    raise DecodeError("tagList", "tag longer than 3 bytes", start)
-        out.append(int.from_bytes(tag_list[start:pos], "big"))
-    return out
+    return list(tlv.parse_tag_list(tag_list))
 
 
 def profile_info(profile: Profile, tags: list[int] | None = None) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rsp import iccid as iccid_codec
 from rsp import tlv
 from rsp.errors import DecodeError
 
@@ -111,16 +112,13 @@ def expect(data: bytes, tag: int, what: str) -> tlv.Tlv:
 
 def iccid_to_str(value: bytes) -> str:
     """ICCID from its 10-byte BCD nibble-swapped form (trailing F removed)."""
-    digits = "".join(f"{b & 0x0F:X}{b >> 4:X}" for b in value)
-    return digits.rstrip("F")
+    return iccid_codec.from_bcd(value)
 
 
-def iccid_to_bytes(iccid: str) -> bytes:
-    s = iccid.upper()
-    if not s.isalnum() or len(s) > 20:
-        raise ValueError(f"bad ICCID {iccid!r}")
-    s = s.ljust(20, "F")
-    return bytes(int(s[i + 1] + s[i], 16) for i in range(0, 20, 2))
+def iccid_to_bytes(text: str) -> bytes:
+    if not text.isalnum():
+        raise ValueError(f"bad ICCID {text!r}")
+    return iccid_codec.to_bcd(text)
 
 
 def strip_tlv_envelope(value: bytes, tag: int, length: int) -> bytes:
@@ -320,24 +318,7 @@ EimPackage = EuiccPackageRequest | IpaEuiccDataRequest | ProfileDownloadTriggerR
 
 def parse_tag_list(value: bytes) -> tuple[int, ...]:
     """The tags listed in a tagList (concatenated tag fields, no lengths)."""
-    tags = []
-    pos = 0
-    while pos < len(value):
-        start = pos
-        first = value[pos]
-        pos += 1
-        if first & 0x1F == 0x1F:
-            while True:
-                if pos >= len(value):
-                    raise DecodeError("tagList", "tag truncated", start)
-                b = value[pos]
-                pos += 1
-                if not b & 0x80:
-                    break
-                if pos - start > 3:
-                    raise DecodeError("tagList", "tag too long", start)
-        tags.append(int.from_bytes(value[start:pos], "big"))
-    return tuple(tags)
+    return tlv.parse_tag_list(value)
 
 
 def parse_euicc_package_request(t: tlv.Tlv) -> EuiccPackageRequest:

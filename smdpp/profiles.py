@@ -24,6 +24,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 
+from rsp import iccid as iccid_codec
 from rsp.tlv import encode as tlv
 
 # SIMalliance ProfileElement CHOICE tags (context-specific, constructed)
@@ -110,13 +111,11 @@ def iccid_to_bcd(iccid: str) -> bytes:
     digits = iccid.upper()
     if not (18 <= len(digits) <= 20) or not all(c in "0123456789F" for c in digits):
         raise ValueError(f"ICCID must be 18..20 digits, got {iccid!r}")
-    digits = digits.ljust(20, "F")
-    return bytes(int(digits[i + 1] + digits[i], 16) for i in range(0, 20, 2))
+    return iccid_codec.to_bcd(digits)
 
 
 def bcd_to_iccid(data: bytes) -> str:
-    s = "".join(f"{b & 0x0F:X}{b >> 4:X}" for b in data)
-    return s.rstrip("F")
+    return iccid_codec.from_bcd(data)
 
 
 def _bit_string(bits: list[int]) -> bytes:

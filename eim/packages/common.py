@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from rsp import iccid as iccid_codec
 from rsp import tlv
 
 
@@ -71,13 +72,11 @@ def iccid_to_bytes(iccid: Any, field: str = "iccid") -> bytes:
     digits = iccid.strip().upper().rstrip("F")
     if not (18 <= len(digits) <= 20) or not digits.isdigit() or not digits.isascii():
         raise ParamError(field, f"must be 18 to 20 decimal digits, got {iccid!r}")
-    padded = digits.ljust(20, "F")
-    return bytes(int(padded[i + 1] + padded[i], 16) for i in range(0, 20, 2))
+    return iccid_codec.to_bcd(digits)
 
 
 def iccid_from_bytes(data: bytes) -> str:
-    nibbles = "".join(f"{b & 0x0F:X}{b >> 4:X}" for b in data)
-    return nibbles.rstrip("F")
+    return iccid_codec.from_bcd(data)
 
 
 def bit_names(value: tuple[bytes, int] | None, names: list[str]) -> list[str]:
