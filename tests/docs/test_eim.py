@@ -7,6 +7,7 @@ operation id by the id the run produced. Outputs are compared on their stable pa
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from demo.procs import free_port, wait_path, wait_port
@@ -65,10 +66,12 @@ def test_eim_guide_section_1(tmp_path: Path) -> None:
     modem = None
     try:
         wait_port(port, proc=eim)
-        log = (tmp_path / "eim.log").read_text()
-        for shown in SERVE.output:  # the doc's log lines, without their time stamps
-            message = json.loads(shown)["message"]
-            assert f'"message": "{message}"' in log, (message, log)
+        # the doc's log lines, without their time stamps; the port may open just before the last line is written
+        wanted = [f'"message": "{json.loads(shown)["message"]}"' for shown in SERVE.output]
+        deadline = time.monotonic() + 20
+        while not all(w in (log := (tmp_path / "eim.log").read_text()) for w in wanted):
+            assert eim.poll() is None and time.monotonic() < deadline, ([w for w in wanted if w not in log], log)
+            time.sleep(0.05)
         assert (tmp_path / "eim-data" / "pki").is_dir()
 
         out = run(REGISTER, tmp_path, subs, env).stdout
