@@ -4,6 +4,7 @@ private PostgreSQL cluster (tests/services.py); ports replaced by free ones."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from demo.procs import free_port, wait_port
@@ -53,9 +54,12 @@ def test_two_workers_on_postgresql(tmp_path: Path, postgres) -> None:
         for cmd, port in ((WORKER1, w1), (WORKER2, w2)):
             workers.append(start(cmd, tmp_path, tmp_path / f"eim-{port}.log", subs))
             wait_port(port, proc=workers[-1])
-        for port in (w1, w2):
-            log = (tmp_path / f"eim-{port}.log").read_text()
-            assert f'"message": "HTTP listening", "host": "127.0.0.1", "port": {port}, "store": "postgresql"' in log
+        for port, proc in zip((w1, w2), workers, strict=True):
+            line = f'"message": "HTTP listening", "host": "127.0.0.1", "port": {port}, "store": "postgresql"'
+            deadline = time.monotonic() + 20  # the port may open just before the line is written
+            while line not in (log := (tmp_path / f"eim-{port}.log").read_text()):
+                assert proc.poll() is None and time.monotonic() < deadline, log
+                time.sleep(0.05)
 
         out = run(REGISTER, tmp_path, subs).stdout
         assert out.startswith(f"registered {EID}  eim=eim.lab  counter=0  cert=no  binding=-"), out
