@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -e '.[dev]'
+	@PY=$(PY) sh deploy/install-dtls.sh
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -54,8 +54,11 @@ class CoapSection:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 5683
-    psk_identity: str = ""
-    psk_key_hex: str = ""
+    plain: bool = True  # serve coap:// on `port`
+    dtls: bool = False  # serve coaps:// (DTLS 1.2 PSK) on `dtls_port`; needs psk_file and the [dtls] extra
+    dtls_port: int = 5684
+    psk_file: str = ""  # EID:hexkey per line (Mosquitto psk_file format), reloaded when it changes
+    dtls_max_sessions: int = 1024  # DTLS sessions kept; the oldest is dropped (that device handshakes again)
 
 
 @dataclass
@@ -198,4 +201,13 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("[operations] default_download_mode: must be direct or indirect")
     if not 0 < cfg.http.port < 65536 or not 0 < cfg.coap.port < 65536 or not 0 < cfg.mqtt.port < 65536:
         raise ConfigError("ports must be between 1 and 65535")
+    if cfg.coap.dtls:
+        if not 1 < cfg.coap.dtls_port < 65536:
+            raise ConfigError("[coap] dtls_port: must be between 2 and 65535")
+        if not cfg.coap.psk_file:
+            raise ConfigError("[coap] dtls = true needs psk_file (EID:hexkey lines)")
+        if cfg.coap.plain and cfg.coap.dtls_port == cfg.coap.port:
+            raise ConfigError("[coap] port and dtls_port must differ when both coap:// and coaps:// are served")
+    if cfg.coap.dtls_max_sessions < 1:
+        raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
     return cfg

@@ -22,11 +22,16 @@ from eim.model import Operation
 
 @dataclass(frozen=True)
 class RequestContext:
-    """Where an ESipa message came from. For logs and routing hints only, never for authentication."""
+    """Where an ESipa message came from.
+
+    ``eid_hint`` is the EID the transport vouches for: the MQTT topic (which the broker's ACL restricts to that
+    device) or the PSK identity of a CoAPS (DTLS) session. The dispatcher refuses a message about another eUICC.
+    The ESipa message's own signatures remain the authentication of results.
+    """
 
     binding: str  # "http" | "coap" | "mqtt"
     peer: str | None = None  # address or MQTT topic, for logs only
-    eid_hint: str | None = None  # EID from the MQTT topic, if any
+    eid_hint: str | None = None  # EID from the MQTT topic or the DTLS PSK identity, if any
 
 
 class EsipaRejected(Exception):

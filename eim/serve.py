@@ -37,15 +37,36 @@ def _binding(module: str, cls: str) -> Any:
 
 async def start_bindings(config: Config, rt: Runtime) -> list[Any]:
     started: list[Any] = []
-    if config.coap.enabled:
+    if config.coap.enabled and config.coap.plain:
         CoapBinding = _binding("coap", "CoapBinding")
-        kw: dict[str, Any] = {}
-        if config.coap.psk_identity:
-            kw["psk"] = {config.coap.psk_identity.encode(): bytes.fromhex(config.coap.psk_key_hex)}
-        coap = CoapBinding(rt.dispatcher, config.coap.host, config.coap.port, **kw)
+        coap = CoapBinding(rt.dispatcher, config.coap.host, config.coap.port)
         await coap.start()
         started.append(coap)
         log.info("CoAP binding listening", extra={"host": config.coap.host, "port": config.coap.port})
+    if config.coap.enabled and config.coap.dtls:
+        CoapBinding = _binding("coap", "CoapBinding")
+        from eim.bindings.coap_psk import PskFile, PskFileError
+
+        try:
+            psk = PskFile(config.coap.psk_file)
+        except PskFileError as exc:
+            raise ConfigError(f"[coap] psk_file: {exc}") from None
+        coaps = CoapBinding(
+            rt.dispatcher,
+            config.coap.host,
+            config.coap.dtls_port,
+            psk=psk,
+            dtls_max_sessions=config.coap.dtls_max_sessions,
+        )
+        try:
+            await coaps.start()
+        except RuntimeError as exc:  # DTLSSocket missing
+            raise ConfigError(f"[coap] dtls: {exc}") from None
+        started.append(coaps)
+        log.info(
+            "CoAPS (DTLS PSK) binding listening",
+            extra={"host": config.coap.host, "port": config.coap.dtls_port, "devices": len(psk)},
+        )
     if config.mqtt.enabled:
         MqttBinding = _binding("mqtt", "MqttBinding")
         m = config.mqtt

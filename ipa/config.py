@@ -37,6 +37,9 @@ class EimConfig:
     insecure: bool = False  # lab only: do not verify TLS
     timeout: float = 30.0
     provisioning_file: str = ""  # AddInitialEim bootstrap when the eUICC has no eIM (DER BF57 or TOML)
+    psk_identity: str = ""  # coaps (DTLS PSK): identity sent in the handshake (default: the EID, 32 digits)
+    psk_hex: str = ""  # coaps: the pre-shared key, 16 to 32 bytes in hex (prefer psk_file or IPA_EIM_PSK_HEX)
+    psk_file: str = ""  # coaps: a file holding the key in hex (mode 0600)
 
 
 @dataclass
@@ -142,6 +145,31 @@ def _apply(cfg: IpaConfig, section: str, key: str, value: Any, *, from_env: bool
     setattr(sect, key, _coerce(section, key, getattr(sect, key), value, from_env=from_env))
 
 
+def psk_from_hex(text: str, name: str) -> bytes:
+    """A DTLS pre-shared key: 16 to 32 bytes (128 bits at least; tinydtls takes at most 32) written in hex."""
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be hex digits") from None
+    if not 16 <= len(key) <= 32:
+        raise ConfigError(f"{name} is {len(key)} bytes; a PSK must be 16 to 32 bytes")
+    return key
+
+
+def load_psk(cfg: IpaConfig) -> bytes | None:
+    """The configured CoAPS key, from ``eim.psk_hex`` or ``eim.psk_file``; None when neither is set."""
+    if cfg.eim.psk_hex:
+        return psk_from_hex(cfg.eim.psk_hex, "eim.psk_hex")
+    if cfg.eim.psk_file:
+        try:
+            with open(cfg.eim.psk_file, encoding="ascii") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read eim.psk_file {cfg.eim.psk_file}: {exc}") from None
+        return psk_from_hex(text, f"eim.psk_file {cfg.eim.psk_file}")
+    return None
+
+
 def validate(cfg: IpaConfig) -> IpaConfig:
     if cfg.device.route not in ("auto", "csim", "cgla"):
         raise ConfigError(f"device.route must be auto, csim or cgla, got {cfg.device.route!r}")
@@ -149,6 +177,12 @@ def validate(cfg: IpaConfig) -> IpaConfig:
         raise ConfigError(f"device.block_size must be 1..255, got {cfg.device.block_size}")
     if cfg.eim.binding not in ("auto", "http", "coap", "mqtt"):
         raise ConfigError(f"eim.binding must be auto, http, coap or mqtt, got {cfg.eim.binding!r}")
+    if cfg.eim.psk_hex and cfg.eim.psk_file:
+        raise ConfigError("eim.psk_hex and eim.psk_file: give one of them, not both")
+    if cfg.eim.psk_hex:
+        psk_from_hex(cfg.eim.psk_hex, "eim.psk_hex")
+    if len(cfg.eim.psk_identity.encode()) > 32:
+        raise ConfigError("eim.psk_identity is at most 32 bytes (tinydtls)")
     if not 0 <= cfg.poll.jitter < 1:
         raise ConfigError("poll.jitter must be in [0, 1)")
     if cfg.poll.interval <= 0 or cfg.poll.min_interval <= 0 or cfg.poll.max_backoff < cfg.poll.min_interval:

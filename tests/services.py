@@ -29,6 +29,7 @@ __all__ = [
     "missing_service",
     "mosquitto_binary",
     "postgres_bindir",
+    "require_dtls",
     "run_mosquitto",
     "run_postgres",
     "wait_port",
@@ -40,6 +41,17 @@ def missing_service(what: str, install: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(msg + " - required under CI")
     pytest.skip(msg)  # only off CI: under CI=true the pytest.fail above ends the test
+
+
+def require_dtls() -> None:
+    """CoAPS tests need DTLSSocket (aiocoap's tinydtls transports), which ``make venv`` builds and installs."""
+    try:
+        import DTLSSocket  # noqa: F401
+    except ImportError:
+        missing_service(
+            "DTLSSocket (CoAP over DTLS)",
+            "apt-get install autoconf automake libtool, then pip install -e '.[dtls]'; `make venv` does both",
+        )
 
 
 @contextlib.contextmanager

@@ -31,8 +31,13 @@ most MAX_TRANSMIT_SPAN = 45 s after the first) and at most ``dedup_max_entries``
 first). Dropping an entry early only means that a very late retransmission is handled as a new request; every
 ESipa request is safe to handle twice (the eIM hands out the same package again, results are idempotent).
 
-**DTLS** (CoAPS with pre-shared keys) is not implemented: aiocoap's ``tinydtls_server`` transport needs the
-DTLSSocket package, a native build that is not among the project's dependencies (docs/esipa-bindings.md).
+**DTLS** (CoAPS, DTLS 1.2 with pre-shared keys, RFC 7252 §9): ``CoapBinding(..., psk=PskFile(path))`` serves
+``coaps://`` through aiocoap's ``tinydtls_server`` transport (the DTLSSocket package, extra ``[dtls]``). The PSK
+identity is the EID (:mod:`eim.bindings.coap_psk`); every request of a DTLS session is handled with that EID as
+``RequestContext.eid_hint``, so the dispatcher refuses a message about another eUICC. aiocoap binds the DTLS
+socket to *port + 1* of what it is given; the binding compensates, so ``port`` is the port that is listened on.
+aiocoap never evicts idle DTLS sessions; the binding keeps at most ``dtls_max_sessions`` (oldest dropped: that
+device simply handshakes again).
 """
 
 from __future__ import annotations
@@ -146,8 +151,9 @@ def _resource_class():
                     "ESipa payload is DER (no Content-Format, 42, or an experimental number)"
                 )
             peer = _peer(request)
+            eid = _dtls_eid(request)
             try:
-                answer = await self.handler.handle(request.payload, RequestContext("coap", peer))
+                answer = await self.handler.handle(request.payload, RequestContext("coap", peer, eid))
             except EsipaRejected as exc:
                 log.info("ESipa request rejected", extra={"peer": peer, "reason": exc.message})
                 raise error.BadRequest(exc.message) from None
@@ -171,11 +177,46 @@ def _peer(request: Any) -> str | None:
         return None
 
 
+def _dtls_eid(request: Any) -> str | None:
+    """The EID the DTLS session was authenticated for (its PSK identity), or None on plain CoAP."""
+    if getattr(request.remote, "scheme", None) != "coaps":
+        return None
+    claims = getattr(request.remote, "authenticated_claims", None) or []
+    for claim in claims:
+        if isinstance(claim, str):
+            return claim
+    # a coaps remote without a claim cannot happen with PskFile; refuse rather than serve it unauthenticated
+    raise _error().Unauthorized("DTLS session without an authenticated identity")
+
+
+def _error() -> Any:
+    from aiocoap import error
+
+    return error
+
+
+def _install_session_bound(interface: Any, max_sessions: int) -> None:
+    """Bound aiocoap's table of DTLS sessions (aiocoap defines the purge but never calls it)."""
+    pool = getattr(interface, "_pool", None)
+    if pool is None or not hasattr(pool, "_connections") or not hasattr(pool, "_maybe_purge_sockets"):
+        return
+    pool.max_sockets = max_sessions
+    received = pool.datagram_received
+
+    def datagram_received(data: bytes, sockaddr: Any) -> None:
+        if sockaddr not in pool._connections:
+            pool._maybe_purge_sockets()
+        received(data, sockaddr)
+
+    pool.datagram_received = datagram_received
+
+
 class CoapBinding:
     """The eIM's CoAP server for ESipa.
 
     ``transport``: ``"auto"`` uses aiocoap's ``simplesocketserver`` (~25 % cheaper per request) when ``host`` is
-    one address and ``udp6`` for a wildcard bind.
+    one address and ``udp6`` for a wildcard bind. With ``psk`` the binding serves ``coaps://`` (DTLS PSK) instead,
+    through ``tinydtls_server``.
     """
 
     def __init__(
@@ -188,6 +229,8 @@ class CoapBinding:
         transport: str = "auto",
         dedup_lifetime: float = 60.0,
         dedup_max_entries: int = 50_000,
+        psk: Any = None,
+        dtls_max_sessions: int = 1024,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -197,8 +240,18 @@ class CoapBinding:
         self.dedup_caches: list[BoundedDedupCache] = []
         self._dedup = (dedup_lifetime, dedup_max_entries)
         self._context: Any = None
+        self.psk = psk
+        self.dtls_max_sessions = dtls_max_sessions
+        if psk is not None and port < 2:
+            raise ValueError("the CoAPS port must be 2 or higher (aiocoap binds DTLS to the given port + 1)")
+
+    @property
+    def scheme(self) -> str:
+        return "coaps" if self.psk is not None else "coap"
 
     def _transports(self) -> list[str]:
+        if self.psk is not None:
+            return ["tinydtls_server"]
         if self.transport != "auto":
             return [self.transport]
         if self.host in ("", "0.0.0.0", "::"):
@@ -210,21 +263,33 @@ class CoapBinding:
 
         if self._context is not None:
             return
+        if self.psk is not None:
+            try:
+                import DTLSSocket  # noqa: F401
+            except ImportError:
+                raise RuntimeError(
+                    "CoAPS (DTLS) needs the DTLSSocket package: pip install 'sgp32-stack[dtls]' "
+                    "(it builds from source with autoconf, automake and libtool)"
+                ) from None
         site = resource.Site()
         site.add_resource(RESOURCE_PATH, _resource_class()(self.handler, self.max_body_size))
         self._context = await Context.create_server_context(
             site,
-            bind=(self.host, self.port),
+            # aiocoap's tinydtls_server listens on the given port + 1 (its default ports are 5683 / 5684)
+            bind=(self.host, self.port - 1 if self.psk is not None else self.port),
             transports=self._transports(),
             loggername="eim.esipa.coap.aiocoap",
+            server_credentials=self.psk,
         )
         for interface in self._context.request_interfaces:
             manager = getattr(interface, "token_interface", None)
+            if self.psk is not None:
+                _install_session_bound(getattr(manager, "message_interface", None), self.dtls_max_sessions)
             if manager is not None and hasattr(manager, "_deduplicate_message"):
                 cache = BoundedDedupCache(*self._dedup)
                 cache.install(manager)
                 self.dedup_caches.append(cache)
-        log.info("CoAP ESipa binding listening", extra={"host": self.host, "port": self.port})
+        log.info("CoAP ESipa binding listening", extra={"host": self.host, "port": self.port, "scheme": self.scheme})
 
     async def stop(self) -> None:
         if self._context is not None:

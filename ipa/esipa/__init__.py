@@ -192,7 +192,16 @@ async def open_transport(
     if endpoint.binding == "coap":
         from ipa.esipa.coap import CoapTransport
 
-        t = CoapTransport(endpoint.url, timeout=config.eim.timeout)
+        psk = None
+        if endpoint.scheme == "coaps":
+            from ipa.config import ConfigError, load_psk
+
+            try:
+                psk = load_psk(config)
+            except ConfigError as exc:
+                raise EsipaError("CoAP", str(exc)) from None
+        identity = config.eim.psk_identity or eid.hex().upper()
+        t = CoapTransport(endpoint.url, timeout=config.eim.timeout, psk=psk, psk_identity=identity.encode())
         await t.start()
         return t
     from ipa.esipa.mqtt import MqttTransport

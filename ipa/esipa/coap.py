@@ -2,8 +2,12 @@
 
 aiocoap does block-wise transfer (RFC 7959, Block1 for large requests, Block2 for large answers) by itself.
 A 2.04/2.05 answer with a payload is the eIM's message; an empty payload means "no answer". Any other code is an
-:class:`EsipaError` naming the function and the CoAP code. DTLS (coaps with PSK) is not implemented in this
-client: use ``coap://`` on a trusted network or a VPN (see docs/ipa.md).
+:class:`EsipaError` naming the function and the CoAP code.
+
+``coaps://`` is CoAP over DTLS 1.2 with a pre-shared key (RFC 7252 §9.1.3.1, aiocoap's ``tinydtls`` transport,
+package DTLSSocket from the ``[dtls]`` extra). The PSK identity is the EID unless configured otherwise; the eIM
+looks the key up by it. A handshake that fails (unknown identity, wrong key) shows as no answer within
+``timeout``: tinydtls does not report the peer's alert to aiocoap, so the error says what to check.
 """
 
 from __future__ import annotations
@@ -21,17 +25,39 @@ CONTENT_FORMAT_OCTET_STREAM = 42
 class CoapTransport:
     binding = "coap"
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
-        if base_url.startswith("coaps://"):
-            raise EsipaError("CoAP", "coaps (DTLS) is not supported by this IPA build; use coap:// in the lab")
+    def __init__(
+        self, base_url: str, *, timeout: float = 30.0, psk: bytes | None = None, psk_identity: bytes = b""
+    ) -> None:
         self.uri = base_url.rstrip("/") + ESIPA_PATH
         self.timeout = timeout
+        self.dtls = base_url.startswith("coaps://")
+        if self.dtls:
+            if not psk:
+                raise EsipaError("CoAP", "coaps:// needs a pre-shared key: set eim.psk_hex or eim.psk_file")
+            if not psk_identity:
+                raise EsipaError("CoAP", "coaps:// needs a PSK identity (eim.psk_identity, default the EID)")
+            try:
+                import DTLSSocket  # noqa: F401
+            except ImportError:
+                raise EsipaError(
+                    "CoAP", "coaps:// needs the DTLSSocket package: pip install 'sgp32-stack[dtls]'"
+                ) from None
+        self._psk = psk
+        self._psk_identity = psk_identity
         self._ctx = None
 
     async def start(self) -> None:
         import aiocoap
 
-        self._ctx = await aiocoap.Context.create_client_context()
+        if not self.dtls:
+            self._ctx = await aiocoap.Context.create_client_context()
+            return
+        ctx = await aiocoap.Context.create_client_context(transports=["tinydtls"])
+        origin = self.uri.split("/gsma/", 1)[0]
+        ctx.client_credentials.load_from_dict(
+            {f"{origin}/*": {"dtls": {"psk": self._psk, "client-identity": self._psk_identity}}}
+        )
+        self._ctx = ctx
 
     async def send(self, message_der: bytes) -> bytes | None:
         import aiocoap
@@ -45,7 +71,8 @@ class CoapTransport:
         try:
             resp = await asyncio.wait_for(self._ctx.request(req).response, self.timeout)
         except TimeoutError:
-            raise EsipaError(step, f"no CoAP answer within {self.timeout:.0f} s ({self.uri})") from None
+            hint = " (DTLS: check that the eIM knows this PSK identity and key)" if self.dtls else ""
+            raise EsipaError(step, f"no CoAP answer within {self.timeout:.0f} s ({self.uri}){hint}") from None
         except Exception as exc:  # aiocoap raises its own error hierarchy (network, timeouts, resets)
             raise EsipaError(step, f"{type(exc).__name__}: {exc} ({self.uri})") from None
         if not resp.code.is_successful():

@@ -19,11 +19,13 @@ from ipa.agent import Agent
 from ipa.config import IpaConfig
 from rsp.pki import create_lab_pki, lab_eid
 from tests.ipa.peer import MqttEim, ScriptedEim, start_coap, start_http
+from tests.services import require_dtls
 
 EID_TEXT = lab_eid(1)
 EID = bytes.fromhex(EID_TEXT)
 ICCID_A = "8944000000000000011"
 ICCID_B = "8944000000000000029"
+DTLS_PSK = bytes.fromhex("4c61622d50534b2d6f662d7468652d495041")  # "Lab-PSK-of-the-IPA", 18 bytes
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +88,7 @@ class Rig:
 
 @pytest.fixture
 async def make_rig(lab_pki, tmp_path, request):
-    """``await make_rig("http"|"coap"|"mqtt")``: card + peer + server + config; everything stopped afterwards."""
+    """``await make_rig("http"|"coap"|"coaps"|"mqtt")``: card, peer, server and config, all stopped afterwards."""
     stack = contextlib.AsyncExitStack()
 
     async def make(
@@ -127,6 +129,12 @@ async def make_rig(lab_pki, tmp_path, request):
             server = await start_coap(peer)
             stack.push_async_callback(server.stop)
             config.eim.url = server.url
+        elif binding == "coaps":
+            require_dtls()
+            server = await start_coap(peer, psk={EID_TEXT: DTLS_PSK})
+            stack.push_async_callback(server.stop)
+            config.eim.url = server.url
+            config.eim.psk_hex = DTLS_PSK.hex()
         elif binding == "mqtt":
             broker = request.getfixturevalue("mosquitto")
             server = MqttEim(peer, broker.host, broker.port)

@@ -293,9 +293,11 @@ class CoapServer:
         await self.context.shutdown()
 
 
-async def start_coap(peer: ScriptedEim) -> CoapServer:
+async def start_coap(peer: ScriptedEim, *, psk: dict[str, bytes] | None = None) -> CoapServer:
+    """A CoAP server on loopback; with ``psk`` ({identity: key}) a CoAPS server (DTLS PSK, aiocoap tinydtls_server)."""
     import aiocoap
     import aiocoap.resource as resource
+    from aiocoap.credentials import CredentialsMap
 
     sizes: list[int] = []
 
@@ -313,6 +315,16 @@ async def start_coap(peer: ScriptedEim) -> CoapServer:
     site = resource.Site()
     site.add_resource(["gsma", "rsp2", "asn1"], Asn1())
     port = free_port(__import__("socket").SOCK_DGRAM)
+    if psk is not None:
+        creds = CredentialsMap()
+        creds.load_from_dict(
+            {f":{ident}": {"dtls": {"psk": key, "client-identity": ident.encode()}} for ident, key in psk.items()}
+        )
+        # tinydtls_server listens on the port it is given + 1
+        ctx = await aiocoap.Context.create_server_context(
+            site, bind=("127.0.0.1", port - 1), transports=["tinydtls_server"], server_credentials=creds
+        )
+        return CoapServer(f"coaps://127.0.0.1:{port}", ctx, sizes)
     # UDP only: aiocoap's default server transports also listen on TCP at the same port number, which a free UDP
     # port does not guarantee (a parallel test's client socket may hold it)
     ctx = await aiocoap.Context.create_server_context(site, bind=("127.0.0.1", port), transports=["simplesocketserver"])

@@ -57,7 +57,9 @@ async def test_direct_download_triggered_by_eim(make_rig, smdp, binding, device)
         await agent.close()
 
 
-@pytest.mark.parametrize(("binding", "device"), [("http", "modem"), ("coap", "local"), ("mqtt", "modem")])
+@pytest.mark.parametrize(
+    ("binding", "device"), [("http", "modem"), ("coap", "local"), ("coaps", "modem"), ("mqtt", "modem")]
+)
 async def test_indirect_download_relayed_by_eim(make_rig, smdp, binding, device):
     rig = await make_rig(binding, profiles=False, device=device)
     relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))

@@ -1,4 +1,5 @@
-"""Each SGP.32 procedure of the IPA against the software eUICC and the scripted eIM, over HTTP, CoAP and MQTT."""
+"""Each SGP.32 procedure of the IPA against the software eUICC and the scripted eIM, over HTTP, CoAP, CoAPS (DTLS
+PSK) and MQTT."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rsp import asn1, tlv
 from tests.ipa.conftest import EID, ICCID_A, ICCID_B
 
 # every binding through the virtual modem on a real pseudo-terminal, and HTTP also in-process
-SETUPS = [("http", "local"), ("http", "modem"), ("coap", "modem"), ("mqtt", "modem")]
+SETUPS = [("http", "local"), ("http", "modem"), ("coap", "modem"), ("coaps", "modem"), ("mqtt", "modem")]
 
 
 async def started(rig):
