@@ -19,8 +19,8 @@ from demo.services import free_port
 from rsp import iccid as iccid_codec
 
 DEFAULT_EID = "89999000000000000000000000000130"  # lab EID with valid check digits (docs/pki.md)
-BINDINGS = ("http", "coap", "mqtt")
-PROTOCOL_BITS = {"http": "retrieveHttps", "coap": "retrieveCoaps", "mqtt": "proprietary"}
+BINDINGS = ("http", "coap", "coaps", "mqtt")
+PROTOCOL_BITS = {"http": "retrieveHttps", "coap": "retrieveCoaps", "coaps": "retrieveCoaps", "mqtt": "proprietary"}
 
 
 def iccid_from_card(value: str) -> str:
@@ -61,6 +61,11 @@ class LabStack:
     @property
     def smdp_address(self) -> str:
         return f"127.0.0.1:{self.ports['smdpp']}"
+
+    @property
+    def psk_file(self) -> Path:
+        """The eIM's CoAPS key file (``EID:hexkey`` lines); the IPA's own copy of its key is ``ipa.psk``."""
+        return self.workdir / "eim-coaps.psk"
 
     @property
     def eim_url(self) -> str:
@@ -126,6 +131,9 @@ class LabStack:
     def eim_config(self) -> Path:
         self.ports.setdefault("eim_http", free_port())
         self.ports.setdefault("eim_coap", free_port(2))
+        coaps = self.binding == "coaps"
+        if coaps and not self.psk_file.exists():
+            self.provision_psk()
         cfg = f"""
 [eim]
 eim_id = "{self.eim_id}"
@@ -137,9 +145,13 @@ host = "127.0.0.1"
 port = {self.ports["eim_http"]}
 
 [coap]
-enabled = {str(self.binding == "coap").lower()}
+enabled = {str(self.binding in ("coap", "coaps")).lower()}
 host = "127.0.0.1"
 port = {self.ports["eim_coap"]}
+plain = {str(not coaps).lower()}
+dtls = {str(coaps).lower()}
+dtls_port = {self.ports["eim_coap"]}
+psk_file = "{self.psk_file}"
 
 [mqtt]
 enabled = {str(self.binding == "mqtt").lower()}
@@ -196,6 +208,7 @@ level = "INFO"
         fqdn = {
             "http": f"127.0.0.1:{self.ports['eim_http']}",
             "coap": f"127.0.0.1:{self.ports['eim_coap']}",
+            "coaps": f"127.0.0.1:{self.ports['eim_coap']}",
             "mqtt": f"127.0.0.1:{self.ports.get('mqtt', 1883)}",
         }[self.binding]
         path = self.workdir / "provisioning.toml"
@@ -218,12 +231,25 @@ indirect_profile_download = {str(self.indirect).lower()}
         lab = LabPki.load(self.pki)
         return {"eim_cert": lab.cert_path(Role.EIM, "nist"), "ca_bundle": lab.ca_bundle_path}
 
+    def provision_psk(self) -> None:
+        """A fresh 16-byte CoAPS key for the card's EID: the eIM's key file and the IPA's key file (both 0600)."""
+        import os
+        import secrets
+
+        key = secrets.token_bytes(16)
+        for path, text in ((self.psk_file, f"{self.eid}:{key.hex()}\n"), (self.workdir / "ipa.psk", key.hex() + "\n")):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+
     def ipa_config(self) -> Path:
         url = {
             "http": f"http://127.0.0.1:{self.ports['eim_http']}",
             "coap": f"coap://127.0.0.1:{self.ports['eim_coap']}",
+            "coaps": f"coaps://127.0.0.1:{self.ports['eim_coap']}",
             "mqtt": f"mqtt://127.0.0.1:{self.ports.get('mqtt', 1883)}",
         }[self.binding]
+        psk = f'psk_file = "{self.workdir / "ipa.psk"}"\n' if self.binding == "coaps" else ""
         path = self.workdir / "ipa.toml"
         path.write_text(
             f"""[device]
@@ -232,9 +258,9 @@ route = "auto"
 block_size = 255
 
 [eim]
-binding = "{self.binding}"
+binding = "{"coap" if self.binding == "coaps" else self.binding}"
 url = "{url}"
-
+{psk}
 [poll]
 interval = {self.poll_interval}
 min_interval = 0.2

@@ -19,11 +19,14 @@ from tests.e2e.conftest import (
     stop_stack,
     wait_smdp_event,
 )
+from tests.services import require_dtls
 
 
 @pytest.fixture
 def story_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> LabStack:
     binding = request.param
+    if binding == "coaps":
+        require_dtls()
     broker = request.getfixturevalue("mosquitto") if binding == "mqtt" else None
     stack = start_stack(tmp_path_factory.mktemp(f"story-{binding}"), binding, mosquitto=broker)
     request.addfinalizer(lambda: stop_stack(stack))
@@ -39,6 +42,9 @@ def test_demo_story(story_stack: LabStack) -> None:
     assert eims[0]["association_token"] == stack.association_token
     assert stack.card_profiles() == {}
     assert eim_euicc(stack)["eim_id"] == stack.eim_id
+    if stack.binding == "coaps":  # only coaps:// is served: every step below crosses DTLS
+        assert stack.log_count("eim", "CoAPS (DTLS PSK) binding listening") == 1
+        assert stack.log_count("eim", '"scheme": "coap"') == 0
 
     # download profile 1, indirect (the eIM relays ES9+)
     order1 = stack.smdp_order("ts48")
