@@ -98,6 +98,12 @@ class RelaySection:
     default_smdp_address: str = ""
     allowed_smdp_addresses: list[str] = field(default_factory=list)  # empty = any
     timeout_s: float = 30.0
+    # notifications owed to SM-DP+s wait in the store's outbox; delivery retries back off exponentially (jittered)
+    notification_retry_initial_s: float = 5.0  # delay after the first failed attempt
+    notification_retry_max_s: float = 900.0  # no delay is longer
+    notification_retry_jitter: float = 0.2  # each delay spread over +-20 %
+    notification_retry_max_attempts: int = 500  # then the notification ends as failed; 0 = never give up
+    notification_poll_s: float = 2.0  # how often a worker looks for due notifications
 
 
 @dataclass
@@ -208,6 +214,15 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
             raise ConfigError("[coap] dtls = true needs psk_file (EID:hexkey lines)")
         if cfg.coap.plain and cfg.coap.dtls_port == cfg.coap.port:
             raise ConfigError("[coap] port and dtls_port must differ when both coap:// and coaps:// are served")
+    r = cfg.relay
+    if not 0 < r.notification_retry_initial_s <= r.notification_retry_max_s:
+        raise ConfigError("[relay] notification_retry_initial_s: must be > 0 and <= notification_retry_max_s")
+    if not 0 <= r.notification_retry_jitter <= 1:
+        raise ConfigError("[relay] notification_retry_jitter: must be between 0 and 1")
+    if r.notification_retry_max_attempts < 0:
+        raise ConfigError("[relay] notification_retry_max_attempts: must be 0 (no limit) or more")
+    if not r.notification_poll_s > 0 or not r.timeout_s > 0:
+        raise ConfigError("[relay] notification_poll_s and timeout_s: must be > 0")
     if cfg.coap.dtls_max_sessions < 1:
         raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
     return cfg
