@@ -76,6 +76,31 @@ def _find(binary: str, extra_dirs: list[str]) -> str | None:
     return None
 
 
+class _Reaper:
+    """Runs ``argv`` when this process dies, however it dies (SIGKILL included), so that a killed test worker or
+    demo leaves no private broker or database behind. A ``sh`` in its own session waits on a pipe whose write end
+    only this process holds (Python pipes are not inherited by children); when the pipe closes, it runs ``argv``.
+    :meth:`cancel` ends it after an orderly stop."""
+
+    def __init__(self, argv: list[str]) -> None:
+        read_end, self._write_end = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                ["sh", "-c", 'read _ || true; exec "$@"', "reaper", *argv],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+
+    def cancel(self) -> None:
+        self._proc.kill()
+        self._proc.wait(5)
+        os.close(self._write_end)
+
+
 # ---------------------------------------------------------------- Mosquitto
 @dataclass
 class Broker:
@@ -123,18 +148,22 @@ def run_mosquitto(extra_config: str = "") -> Iterator[Broker]:
         "persistence false\n"
         "set_tcp_nodelay true\n"
         "max_queued_messages 100000\n"
+        f"pid_file {tmp / 'mosquitto.pid'}\n"
         f"{extra_config}\n"
     )
     if os.geteuid() == 0:
         conf.write_text(conf.read_text() + "user root\n")
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     broker = Broker("127.0.0.1", port, proc, conf)
+    # on an abrupt end: stop the broker of this config (start_again replaces the process), then clean up
+    reaper = _Reaper(["sh", "-c", 'kill "$(cat "$0/mosquitto.pid")"; rm -rf "$0"', str(tmp)])
     try:
         if not wait_port(port):
             proc.kill()
             raise RuntimeError(f"mosquitto did not listen on {port}")
         yield broker
     finally:
+        reaper.cancel()
         broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -195,9 +224,12 @@ def run_postgres() -> Iterator[Postgres]:
         stdout=subprocess.DEVNULL,
         env=env,
     )
+    stop = [*as_user, f"{bindir}/pg_ctl", "-D", str(datadir), "-m", "immediate", "-w", "stop"]
+    reaper = _Reaper(["sh", "-c", '"$@"; rm -rf "$0"', str(tmp), *stop])
     try:
         yield Postgres("127.0.0.1", port, f"postgresql://postgres@127.0.0.1:{port}/postgres", datadir)
     finally:
+        reaper.cancel()
         subprocess.run(
             [*as_user, f"{bindir}/pg_ctl", "-D", str(datadir), "-m", "immediate", "-w", "stop"],
             stdout=subprocess.DEVNULL,
