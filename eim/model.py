@@ -119,3 +119,45 @@ class Batch:
     kind: OpKind
     params: dict[str, Any]
     items: list[BatchItem]
+
+
+class NotificationStatus(StrEnum):
+    """A queued notification (:class:`OutboundNotification`): waiting for (another) delivery attempt, or refused
+    for good. Delivered notifications leave the queue."""
+
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class NotificationToSend:
+    """A notification the eIM takes responsibility for delivering to an SM-DP+ (ES9+ HandleNotification)."""
+
+    notification: bytes  # PIR BF37 or otherSignedNotification 30, exactly as the IPA sent it
+    address: str  # notificationAddress (the SM-DP+)
+    kind: str  # "pir" | "other"
+    eid: str | None = None
+    operation_id: str | None = None  # the download operation a PIR closed
+    seq_number: int | None = None
+
+
+@dataclass(frozen=True)
+class OutboundNotification:
+    """One row of the eIM's notification outbox (``notification_outbox``)."""
+
+    id: int
+    digest: str  # SHA-256 of ``notification`` (hex): the same bytes are queued once
+    eid: str | None
+    operation_id: str | None
+    kind: str
+    seq_number: int | None
+    address: str
+    notification: bytes
+    status: NotificationStatus
+    created_at: float
+    updated_at: float
+    next_attempt_at: float
+    attempts: int = 0  # delivery attempts started (counted when claimed)
+    last_error: str | None = None
+    lease_until: float | None = None  # claimed by ``leased_by`` until then
+    leased_by: str | None = None

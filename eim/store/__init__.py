@@ -10,7 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from eim.model import AuditEntry, Batch, BatchItem, Euicc, Operation, OpKind, OpStatus
+from eim.model import (
+    AuditEntry,
+    Batch,
+    BatchItem,
+    Euicc,
+    NotificationStatus,
+    NotificationToSend,
+    Operation,
+    OpKind,
+    OpStatus,
+    OutboundNotification,
+)
 from eim.store.logic import Built, Claim, ClaimOutcome, ResultContext, ResultUpdate, StoreError
 
 __all__ = [
@@ -137,6 +148,53 @@ class Store(Protocol):
 
     async def delete_download_session(self, key: str) -> None: ...
 
+    # ---- notification outbox (ES9+ HandleNotification owed to SM-DP+s; eim.relay.outbox)
+    async def enqueue_notifications(
+        self, items: list[NotificationToSend], *, who: str, now: float | None = None
+    ) -> list[tuple[OutboundNotification, bool]]:
+        """Queue notifications (one transaction, an audit entry each); ``(row, created)`` per item. The same
+        bytes are queued once: while a row with them exists it is returned with ``created`` False."""
+        ...
+
+    async def claim_notifications(
+        self, *, now: float, lease_s: float, owner: str, limit: int = 16
+    ) -> list[OutboundNotification]:
+        """Lease due pending notifications to ``owner`` until ``now + lease_s``, counting one attempt each; no
+        notification is leased to two owners at once (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+        ...
+
+    async def notification_delivered(self, notification_id: int, *, now: float, owner: str) -> bool:
+        """The SM-DP+ accepted it: delete the row, audit it. ``False`` when the row was already gone."""
+        ...
+
+    async def notification_retry(
+        self, notification_id: int, *, next_attempt_at: float, error: str, now: float, owner: str
+    ) -> bool:
+        """Release ``owner``'s lease and schedule the next attempt; ``False`` when the lease was lost."""
+        ...
+
+    async def notification_failed(
+        self, notification_id: int, *, reason: str, now: float, owner: str
+    ) -> OutboundNotification | None:
+        """End it as failed with ``reason`` (kept, audited); ``None`` when ``owner`` no longer holds it."""
+        ...
+
+    async def release_notifications(self, owner: str, *, now: float | None = None) -> int:
+        """Drop every lease ``owner`` holds (a worker stopping)."""
+        ...
+
+    async def list_notifications(
+        self, *, status: NotificationStatus | str | None = None, limit: int = 100, after_id: int | None = None
+    ) -> list[OutboundNotification]: ...
+
+    async def count_notifications_by_status(self) -> dict[str, int]:
+        """``{status: count}`` of the outbox (pending / failed)."""
+        ...
+
+    async def next_notification_due(self) -> float | None:
+        """When the earliest pending notification is due (next attempt or end of lease); ``None`` when none."""
+        ...
+
 
 def open_store(url: str, **options: Any) -> Store:
     """A store for ``url`` (not yet opened: ``await store.open()``)."""
@@ -155,4 +213,4 @@ def open_store(url: str, **options: Any) -> Store:
 
 
 # Re-exported for annotations in callers.
-_ = (AuditEntry, Batch, BatchItem, Euicc, Operation)
+_ = (AuditEntry, Batch, BatchItem, Euicc, Operation, OutboundNotification)

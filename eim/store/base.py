@@ -7,7 +7,17 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from eim.model import AuditEntry, Batch, Euicc, Operation, OpKind, OpStatus
+from eim.model import (
+    AuditEntry,
+    Batch,
+    Euicc,
+    NotificationStatus,
+    NotificationToSend,
+    Operation,
+    OpKind,
+    OpStatus,
+    OutboundNotification,
+)
 from eim.store.logic import Built, Claim, Gen, Logic, ResultContext, ResultUpdate
 
 Factory = Callable[[], Gen]
@@ -158,3 +168,47 @@ class SqlStore:
 
     async def delete_download_session(self, key: str) -> None:
         await self._run(lambda: self.logic.delete_download_session(key))
+
+    # ---- notification outbox
+    async def enqueue_notifications(
+        self, items: list[NotificationToSend], *, who: str, now: float | None = None
+    ) -> list[tuple[OutboundNotification, bool]]:
+        at = time.time() if now is None else now
+        items = list(items)
+        return await self._run(lambda: self.logic.enqueue_notifications(items, at, who))
+
+    async def claim_notifications(
+        self, *, now: float, lease_s: float, owner: str, limit: int = 16
+    ) -> list[OutboundNotification]:
+        return await self._run(lambda: self.logic.claim_notifications(now, lease_s, owner, limit))
+
+    async def notification_delivered(self, notification_id: int, *, now: float, owner: str) -> bool:
+        return await self._run(lambda: self.logic.notification_delivered(notification_id, now, owner))
+
+    async def notification_retry(
+        self, notification_id: int, *, next_attempt_at: float, error: str, now: float, owner: str
+    ) -> bool:
+        return await self._run(
+            lambda: self.logic.notification_retry(notification_id, next_attempt_at, error, now, owner)
+        )
+
+    async def notification_failed(
+        self, notification_id: int, *, reason: str, now: float, owner: str
+    ) -> OutboundNotification | None:
+        return await self._run(lambda: self.logic.notification_failed(notification_id, reason, now, owner))
+
+    async def release_notifications(self, owner: str, *, now: float | None = None) -> int:
+        at = time.time() if now is None else now
+        return await self._run(lambda: self.logic.release_notifications(owner, at))
+
+    async def list_notifications(
+        self, *, status: NotificationStatus | str | None = None, limit: int = 100, after_id: int | None = None
+    ) -> list[OutboundNotification]:
+        s = None if status is None else NotificationStatus(status).value
+        return await self._run(lambda: self.logic.list_notifications(s, limit, after_id), write=False)
+
+    async def count_notifications_by_status(self) -> dict[str, int]:
+        return await self._run(self.logic.count_notifications_by_status, write=False)
+
+    async def next_notification_due(self) -> float | None:
+        return await self._run(self.logic.next_notification_due, write=False)

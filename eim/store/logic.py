@@ -19,6 +19,7 @@ Concurrency rules (the reason for the order of the statements):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Generator
@@ -26,7 +27,18 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from eim.model import AuditEntry, Batch, BatchItem, Euicc, Operation, OpKind, OpStatus
+from eim.model import (
+    AuditEntry,
+    Batch,
+    BatchItem,
+    Euicc,
+    NotificationStatus,
+    NotificationToSend,
+    Operation,
+    OpKind,
+    OpStatus,
+    OutboundNotification,
+)
 
 
 class StoreError(Exception):
@@ -192,6 +204,31 @@ def row_to_audit(r: dict[str, Any]) -> AuditEntry:
         outcome=r["outcome"],
         detail=_loads(r["detail"]) or {},
     )
+
+
+def row_to_notification(r: dict[str, Any]) -> OutboundNotification:
+    return OutboundNotification(
+        id=int(r["id"]),
+        digest=r["digest"],
+        eid=r["eid"],
+        operation_id=r["operation_id"],
+        kind=r["kind"],
+        seq_number=r["seq_number"],
+        address=r["address"],
+        notification=bytes(r["notification"]),
+        status=NotificationStatus(r["status"]),
+        created_at=float(r["created_at"]),
+        updated_at=float(r["updated_at"]),
+        next_attempt_at=float(r["next_attempt_at"]),
+        attempts=int(r["attempts"]),
+        last_error=r["last_error"],
+        lease_until=None if r["lease_until"] is None else float(r["lease_until"]),
+        leased_by=r["leased_by"],
+    )
+
+
+def notification_digest(notification: bytes) -> str:
+    return hashlib.sha256(notification).hexdigest()
 
 
 def new_id() -> str:
@@ -720,3 +757,163 @@ class Logic:
 
     def delete_download_session(self, key: str) -> Gen:
         yield Q("DELETE FROM download_sessions WHERE key = ?", (key,))
+
+    # ------------------------------------------------------------------ notification outbox
+    def enqueue_notifications(self, items: list[NotificationToSend], now: float, who: str) -> Gen:
+        """Queue notifications for their SM-DP+ (one transaction). The same bytes are queued once: a notification
+        the IPA sends again while its row exists (pending or failed) returns that row, ``created`` False."""
+        out: list[tuple[OutboundNotification, bool]] = []
+        for n in items:
+            digest = notification_digest(n.notification)
+            r = yield Q(
+                "INSERT INTO notification_outbox (digest, eid, operation_id, kind, seq_number, address, notification,"
+                " status, created_at, updated_at, next_attempt_at, attempts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (digest) DO NOTHING RETURNING *",
+                (
+                    digest,
+                    n.eid,
+                    n.operation_id,
+                    n.kind,
+                    n.seq_number,
+                    n.address,
+                    bytes(n.notification),
+                    NotificationStatus.PENDING.value,
+                    float(now),
+                    float(now),
+                    float(now),
+                ),
+                "one",
+            )
+            if r is None:
+                r = yield Q("SELECT * FROM notification_outbox WHERE digest = ?", (digest,), "one")
+                if r is None:  # delivered and deleted between the two statements: queue it again
+                    raise Retry
+                out.append((row_to_notification(r), False))
+                continue
+            row = row_to_notification(r)
+            yield self._audit(
+                at=now,
+                who=who,
+                action="notification",
+                outcome="queued",
+                eid=n.eid,
+                operation_id=n.operation_id,
+                detail={"notification_id": row.id, "kind": n.kind, "address": n.address, "seq_number": n.seq_number},
+            )
+            out.append((row, True))
+        return out
+
+    def claim_notifications(self, now: float, lease_s: float, owner: str, limit: int) -> Gen:
+        """Lease up to ``limit`` due notifications to ``owner`` (one attempt each). On PostgreSQL rows another
+        worker is claiming are skipped (``SKIP LOCKED``); a leased row is not due again before its lease ends."""
+        due = "status = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+        # two statements: PostgreSQL may run an ``IN (SELECT .. LIMIT n FOR UPDATE SKIP LOCKED)`` subquery more
+        # than once inside an UPDATE and so lease more than n rows
+        picked = yield Q(
+            f"SELECT id FROM notification_outbox WHERE {due} ORDER BY next_attempt_at, id LIMIT ?"
+            + self._lock(skip=True),
+            (float(now), float(now), limit),
+            "all",
+        )
+        if not picked:
+            return []
+        ids = [int(r["id"]) for r in picked]
+        rows = yield Q(
+            "UPDATE notification_outbox SET lease_until = ?, leased_by = ?, attempts = attempts + 1, updated_at = ?"
+            f" WHERE id IN ({', '.join('?' * len(ids))}) AND {due} RETURNING *",
+            (float(now + lease_s), owner, float(now), *ids, float(now), float(now)),
+            "all",
+        )
+        return sorted((row_to_notification(r) for r in rows), key=lambda n: (n.next_attempt_at, n.id))
+
+    def notification_delivered(self, notification_id: int, now: float, owner: str) -> Gen:
+        """The SM-DP+ accepted it: the row goes, the audit trail keeps the fact. ``False`` when it was gone."""
+        r = yield Q("DELETE FROM notification_outbox WHERE id = ? RETURNING *", (notification_id,), "one")
+        if r is None:
+            return False
+        n = row_to_notification(r)
+        yield self._audit(
+            at=now,
+            who="eim",
+            action="notification",
+            outcome="delivered",
+            eid=n.eid,
+            operation_id=n.operation_id,
+            detail={"notification_id": n.id, "address": n.address, "attempts": n.attempts, "worker": owner},
+        )
+        return True
+
+    def notification_retry(
+        self, notification_id: int, next_attempt_at: float, error: str, now: float, owner: str
+    ) -> Gen:
+        """A failed attempt that may succeed later: release the lease and set the next attempt time."""
+        n = yield Q(
+            "UPDATE notification_outbox SET next_attempt_at = ?, last_error = ?, lease_until = NULL, leased_by = NULL,"
+            " updated_at = ? WHERE id = ? AND status = 'pending' AND leased_by = ?",
+            (float(next_attempt_at), error, float(now), notification_id, owner),
+        )
+        return n == 1
+
+    def notification_failed(self, notification_id: int, reason: str, now: float, owner: str) -> Gen:
+        """A permanent refusal (or the attempts ran out): the row stays, status failed, with the reason."""
+        r = yield Q(
+            "UPDATE notification_outbox SET status = 'failed', last_error = ?, lease_until = NULL, leased_by = NULL,"
+            " updated_at = ? WHERE id = ? AND status = 'pending' AND leased_by = ? RETURNING *",
+            (reason, float(now), notification_id, owner),
+            "one",
+        )
+        if r is None:
+            return None
+        n = row_to_notification(r)
+        yield self._audit(
+            at=now,
+            who="eim",
+            action="notification",
+            outcome="failed",
+            eid=n.eid,
+            operation_id=n.operation_id,
+            detail={
+                "notification_id": n.id,
+                "kind": n.kind,
+                "address": n.address,
+                "seq_number": n.seq_number,
+                "attempts": n.attempts,
+                "reason": reason,
+            },
+        )
+        return n
+
+    def release_notifications(self, owner: str, now: float) -> Gen:
+        """Give back the leases of ``owner`` (a worker stopping): its notifications are due again at once."""
+        n = yield Q(
+            "UPDATE notification_outbox SET lease_until = NULL, leased_by = NULL, updated_at = ?"
+            " WHERE leased_by = ? AND status = 'pending'",
+            (float(now), owner),
+        )
+        return n
+
+    def list_notifications(self, status: str | None, limit: int, after_id: int | None) -> Gen:
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if after_id is not None:
+            where.append("id > ?")
+            args.append(after_id)
+        sql = "SELECT * FROM notification_outbox" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = yield Q(sql + " ORDER BY id LIMIT ?", (*args, limit), "all")
+        return [row_to_notification(r) for r in rows]
+
+    def count_notifications_by_status(self) -> Gen:
+        rows = yield Q("SELECT status, COUNT(*) AS n FROM notification_outbox GROUP BY status", (), "all")
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    def next_notification_due(self) -> Gen:
+        """When the earliest pending notification becomes due (its next attempt, or the end of its lease)."""
+        r = yield Q(
+            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt_at THEN lease_until"
+            " ELSE next_attempt_at END) AS t FROM notification_outbox WHERE status = 'pending'",
+            (),
+            "one",
+        )
+        return None if r is None or r["t"] is None else float(r["t"])
