@@ -139,8 +139,16 @@ class Runtime:
     relay: DownloadRelay | None = None
     closers: list[Any] = field(default_factory=list)
     app: Any = None
+    outbox: Any = None  # eim.relay.outbox.NotificationOutbox when the relay is on
+
+    def start_background(self) -> None:
+        """Start the worker's background tasks that need a running loop (the notification forwarder)."""
+        if self.outbox is not None:
+            self.outbox.start()
 
     async def aclose(self) -> None:
+        if self.outbox is not None:
+            await self.outbox.aclose()  # before the store closes: gives back its leases
         await self.service.aclose()
         for c in reversed(self.closers):
             try:
@@ -175,6 +183,23 @@ def make_relay(config: Config, store: Store, lab: Any) -> tuple[DownloadRelay | 
     return relay, client.aclose
 
 
+def make_outbox(config: Config, store: Store, relay: DownloadRelay, metrics: Metrics | None = None) -> Any:
+    """The notification outbox and forwarder (``eim.relay.outbox``) with the ``[relay]`` retry settings. A lease
+    outlasts two ES9+ calls, so a live worker's notification is never picked up by another one."""
+    from eim.relay.outbox import NotificationOutbox, RetryPolicy
+
+    r = config.relay
+    policy = RetryPolicy(
+        initial_s=r.notification_retry_initial_s,
+        max_s=r.notification_retry_max_s,
+        jitter=r.notification_retry_jitter,
+        max_attempts=r.notification_retry_max_attempts,
+        poll_s=r.notification_poll_s,
+        lease_s=2 * r.timeout_s + 10,
+    )
+    return NotificationOutbox(store, relay, policy, metrics=metrics)
+
+
 async def build(config: Config, *, store: Store | None = None, metrics: Metrics | None = None) -> Runtime:
     """Open the store (migrations) and wire one worker."""
     lab = ensure_lab_pki(config)
@@ -187,9 +212,10 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     await store.open()
     relay, closer = make_relay(config, store, lab)
     service = OperationService(store, PackageFactory(key), operation_settings(config), metrics=metrics)
-    results = ResultProcessor(store, service, EuiccKeys(cis), relay, metrics=metrics)
+    outbox = make_outbox(config, store, relay, metrics) if relay is not None else None
+    results = ResultProcessor(store, service, EuiccKeys(cis), relay, outbox=outbox, metrics=metrics)
     dispatcher = EsipaDispatcher(results, metrics=metrics)
-    rt = Runtime(config, store, key, service, results, dispatcher, metrics, relay)
+    rt = Runtime(config, store, key, service, results, dispatcher, metrics, relay, outbox=outbox)
     if closer is not None:
         rt.closers.append(closer)
     rt.app = create_app(config, store, dispatcher, service=service, metrics=metrics)

@@ -100,3 +100,25 @@ class RelayStore(Protocol):
         ...
 
     async def find_operation_by_eim_transaction_id(self, eim_transaction_id: bytes) -> Operation | None: ...
+
+
+class NotificationRefused(Exception):
+    """A notification that can never be forwarded to an SM-DP+ (undecodable, compact, no or an impossible
+    notificationAddress); ``reason`` says which. Nothing was stored."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"notification not accepted for forwarding: {reason}")
+
+
+@runtime_checkable
+class NotificationQueue(Protocol):
+    """Implemented by ``eim.relay.outbox``: the durable queue of notifications owed to SM-DP+s.
+
+    :meth:`accept` is where the eIM takes responsibility for a notification: when it returns, the notification is
+    in the store (a forwarder delivers it later, with retries), so the IPA may be told success. It raises
+    :class:`NotificationRefused` for a notification that can never be forwarded (nothing is stored then), and
+    lets store errors through (the IPA must then keep the notification and send it again).
+    """
+
+    async def accept(self, eid: str | None, notification: bytes, *, operation_id: str | None = None) -> Any: ...

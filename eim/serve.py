@@ -5,7 +5,8 @@ Starts, in order: the store (migrations), the relay, the HTTP server (uvicorn on
 ``POST /gsma/rsp2/asn1`` plus the operator API), then, each if enabled in the configuration, the CoAP binding
 (``eim.bindings.coap.CoapBinding``) and the MQTT binding (``eim.bindings.mqtt.MqttBinding``, also the pusher of
 packages to MQTT devices), and a sweeper that expires operations past their window and pushes queued work to
-MQTT devices. SIGTERM/SIGINT stop everything in reverse order.
+MQTT devices, and (with the relay on) the forwarder of the notification outbox. SIGTERM/SIGINT stop everything
+in reverse order.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
             )
         bindings = await start_bindings(config, rt)
         sweep = asyncio.create_task(sweeper(rt, config.operations.sweep_interval_s))
+        rt.start_background()  # the notification forwarder
         if ready is not None:
             ready.set()
         stop = asyncio.Event()

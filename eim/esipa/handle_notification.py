@@ -2,9 +2,12 @@
 no response body.
 
 ``BF3D { A0 pendingNotification | BF50 provideEimPackageResult }``. A PIR (BF37) closes its indirect-download
-operation (done / failed) and is forwarded to the SM-DP+ through the relay; other signed notifications are
-forwarded; a ProvideEimPackageResult is processed as in ProvideEimPackageResult (its acknowledgements cannot be
-returned here: the IPA gets them by sending the result again with ProvideEimPackageResult).
+operation (done / failed); it and other signed notifications are written to the eIM's notification outbox for
+their SM-DP+ (``eim.relay.outbox``, delivered with retries) before the answer leaves: the empty answer (HTTP 204)
+tells the IPA it may delete the notification, so it is sent only once the eIM holds it durably. A store failure
+makes the request fail (HTTP 400 / CoAP 4.00 / MQTT error reply) and the IPA keeps the notification. A
+ProvideEimPackageResult is processed as in ProvideEimPackageResult (its acknowledgements cannot be returned here:
+the IPA gets them by sending the result again with ProvideEimPackageResult).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ async def handle_notification(rp: ResultProcessor, value: tuple[str, Any], raw: 
             handled = await rp.pir(note.raw, ctx.eid_hint, None)
         else:
             ok = await rp.forward(ctx.eid_hint, note.raw)
-            handled = None if ok else "forwarding failed"
+            handled = None if ok else "it cannot be forwarded"
         if handled is not None and getattr(handled, "refused", handled):
             log.warning("notification not accepted", extra={"reason": getattr(handled, "refused", handled)})
         return None

@@ -9,8 +9,10 @@ Rules (SGP.32 v1.2 §3.3 / §3.4 and protocol brief §3.3-§3.5, §10):
   acknowledged again (the IPA may not have received the first acknowledgement).
 - A signed ``replayError`` for a package that was handed out more than once means the eUICC already ran the
   first copy: the operation stays in progress, on hold, until that first result arrives (or the window ends).
-- Notifications (PIR, other signed notifications) are forwarded to the SM-DP+ through the relay and then
-  acknowledged; PIRs also close indirect-download operations.
+- Notifications (PIR, other signed notifications) for an SM-DP+ are written to the eIM's outbox (a
+  :class:`eim.interfaces.NotificationQueue`, ``eim.relay.outbox``) before they are acknowledged; its forwarder
+  delivers them with retries. A store failure there propagates: the IPA gets no success and sends them again.
+  PIRs also close indirect-download operations.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eim.interfaces import DownloadRelay
+from eim.interfaces import DownloadRelay, NotificationQueue, NotificationRefused
 from eim.model import Euicc, Operation, OpKind, OpStatus
 from eim.operations import OperationService
 from eim.packages import download, euicc_data, psmo
@@ -58,6 +60,7 @@ class ResultProcessor:
         keys: EuiccKeys,
         relay: DownloadRelay | None = None,
         *,
+        outbox: NotificationQueue | None = None,
         metrics: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -65,6 +68,7 @@ class ResultProcessor:
         self.service = service
         self.keys = keys
         self.relay = relay
+        self.outbox = outbox
         self.metrics = metrics
         self.clock = clock
 
@@ -272,21 +276,21 @@ class ResultProcessor:
                 acks.append(seq)
         return acks
 
-    async def forward(self, eid: str | None, notification: bytes) -> bool:
-        """Hand a notification to the relay for its SM-DP+. Without a relay it is logged and dropped."""
-        if self.relay is None:
+    async def forward(self, eid: str | None, notification: bytes, *, operation_id: str | None = None) -> bool:
+        """Take responsibility for a notification owed to its SM-DP+: ``True`` once it is in the outbox (the IPA
+        may then delete it), ``False`` when it can never be forwarded (not acknowledged). Without an outbox (the
+        relay is off) it is logged and dropped. Store errors propagate (the IPA keeps it and sends it again)."""
+        if self.outbox is None:
             log.info("notification not forwarded: no relay configured", extra={"eid": eid})
             return True
-        who = eid or notification_eid(notification) or ""
+        who = eid or notification_eid(notification)
         try:
-            await self.relay.forward_notification(who, notification)
-        except Exception as exc:
-            log.warning("notification forwarding failed", extra={"eid": who, "error": str(exc)})
+            await self.outbox.accept(who, notification, operation_id=operation_id)
+        except NotificationRefused as exc:
+            log.warning("notification cannot be forwarded", extra={"eid": who, "reason": exc.reason})
             if self.metrics:
-                self.metrics.notification_forwarded("failed")
+                self.metrics.notification_forwarded("refused")
             return False
-        if self.metrics:
-            self.metrics.notification_forwarded("ok")
         return True
 
     async def pir(self, pir: bytes, eid_hint: str | None, op: Operation | None, *, forward: bool = True) -> Handled:
@@ -337,7 +341,7 @@ class ResultProcessor:
             )
             changed = await self._record(op, update)
             await self.store.delete_download_session(session_key(bytes.fromhex(summary["transactionId"])))
-        if forward and not await self.forward(eid, pir):
+        if forward and not await self.forward(eid, pir, operation_id=op.id if op is not None else None):
             return Handled(refused="could not forward the PIR to the SM-DP+", operation=changed or op)
         return Handled(acks=[summary["seqNumber"]], operation=changed or op)
 

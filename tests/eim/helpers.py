@@ -36,10 +36,17 @@ class Env:
 
 
 def make_env(store, lab: LabPki, *, curve: str = "nist", relay=None, clock=None, settings=None) -> Env:
+    """With a ``relay``, notifications go to the store's outbox (``env.rp.outbox``); a test delivers the due ones
+    with ``await env.rp.outbox.deliver_due()`` (``eim serve`` runs that in its forwarder task)."""
     key = EimKey(EIM_ID, lab.eim_key(curve), lab.eim_cert(curve))
     kw = {"clock": clock} if clock else {}
     service = OperationService(store, PackageFactory(key), settings or OperationSettings(), **kw)
-    rp = ResultProcessor(store, service, EuiccKeys(lab.ci_certs()), relay, **kw)
+    outbox = None
+    if relay is not None:
+        from eim.relay.outbox import NotificationOutbox
+
+        outbox = NotificationOutbox(store, relay, **kw)
+    rp = ResultProcessor(store, service, EuiccKeys(lab.ci_certs()), relay, outbox=outbox, **kw)
     return Env(store, key, service, rp, EsipaDispatcher(rp))
 
 

@@ -257,7 +257,13 @@ async def test_indirect_download_through_the_relay(store, lab):
     assert await env.handle(note) is None
     done = await env.service.get(op.id)
     assert done.status is OpStatus.DONE and done.result["profileInstallationResult"]["verified"] is False
+    # before the answer, the PIR was written to the outbox, linked to its operation; the forwarder sends it
+    [queued] = await store.list_notifications()
+    assert (queued.notification, queued.operation_id, queued.kind, queued.eid) == (pir, op.id, "pir", eid)
+    assert relay.calls[-1][0] == "authenticateClient"
+    assert [d.outcome for d in await env.rp.outbox.deliver_due()] == ["delivered"]
     assert relay.calls[-1] == ("forward", eid, pir)
+    assert await store.list_notifications() == []
 
 
 async def test_indirect_download_cancelled(store, lab):
@@ -323,6 +329,8 @@ async def test_pir_with_a_known_certificate_must_verify(store, lab):
     failed = await env.service.get(op.id)
     assert failed.status is OpStatus.FAILED and failed.result_code == 10
     assert failed.result["profileInstallationResult"]["verified"] is True
+    assert [n.notification for n in await store.list_notifications()] == [genuine]  # the forged one was not queued
+    await env.rp.outbox.deliver_due()
     assert relay.calls[-1] == ("forward", card.eid, genuine)
 
 
