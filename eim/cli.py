@@ -6,6 +6,7 @@
     eim op create EID KIND [--params JSON|@FILE] [--activation-code AC] [--validity SECONDS] [--not-before ISO]
     eim op list [--eid EID] [--status S] [--kind K] [--batch ID] | show ID | cancel ID
     eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID
+    eim notification list [--status pending|failed] [--limit N]
 
 Operator commands talk to the REST API (``--url``, default ``[api] url`` of the configuration, else
 ``http://127.0.0.1:8080``), so they work against any worker of a fleet. ``--json`` prints one JSON object per
@@ -229,6 +230,36 @@ def cmd_batch(args: argparse.Namespace, api: Api) -> int:
     return 0
 
 
+def notification_line(n: dict[str, Any]) -> str:
+    seq = "-" if n.get("seq_number") is None else n["seq_number"]
+    tail = f"  next={n['next_attempt_at']}" if n.get("next_attempt_at") else ""
+    if n.get("last_error"):
+        tail += f"  ({n['last_error']})"
+    return (
+        f"{n['id']:>6}  {n['status']:<7}  {n['kind']:<5}  {n['eid'] or '-'}  {n['address']}  seq={seq}"
+        f"  attempts={n['attempts']}{tail}"
+    )
+
+
+def cmd_notification(args: argparse.Namespace, api: Api) -> int:
+    """``notification list``: the outbox of notifications the eIM owes SM-DP+s (``GET /v1/notifications``)."""
+    if args.limit < 1:
+        raise CliError("notification list: --limit must be at least 1", 2)
+    params: dict[str, Any] = {"limit": min(args.limit, 1000)}
+    if args.status:
+        params["status"] = args.status
+    shown = 0
+    while shown < args.limit:
+        r = api.call("GET", "/v1/notifications", "list notifications", params=params)
+        for n in r["items"][: args.limit - shown]:
+            emit(args, n, notification_line(n))
+            shown += 1
+        if not r.get("next"):
+            break
+        params["after"] = r["next"]
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eim", description="SGP.32 eIM: server and operator commands")
@@ -275,6 +306,12 @@ def parser() -> argparse.ArgumentParser:
     _op_args(bc)
     bs = b.add_parser("show", help="a batch with per-item results")
     bs.add_argument("id")
+    n = sub.add_parser("notification", help="notifications the eIM owes SM-DP+s (the outbox)").add_subparsers(
+        dest="action", required=True
+    )
+    nl = n.add_parser("list", help="pending (waiting for delivery) and failed (refused, with the reason)")
+    nl.add_argument("--status", choices=("pending", "failed"))
+    nl.add_argument("--limit", type=int, default=100)
     return p
 
 
@@ -301,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             url = url or cfg.api_url
             token = token if token is not None else (cfg.api.token or None)
         api = Api(url, token)
-        handler = {"euicc": cmd_euicc, "op": cmd_op, "batch": cmd_batch}[args.command]
+        handler = {"euicc": cmd_euicc, "op": cmd_op, "batch": cmd_batch, "notification": cmd_notification}[args.command]
         return handler(args, api)
     except CliError as exc:
         if args.json:
