@@ -9,11 +9,16 @@ metric                                     labels
 ``eim_packages_handed_out_total``          ``kind``, ``again`` (true when the same bytes went out again)
 ``eim_packages_pushed_total``              ``kind``
 ``eim_results_refused_total``              -
-``eim_notifications_forwarded_total``      ``outcome``
+``eim_notifications_forwarded_total``      ``outcome`` (queued / delivered / retry / failed / refused)
+``eim_notification_queue`` (gauge, store)  ``status`` (pending / failed) - the outbox of notifications for SM-DP+s
 ``eim_esipa_requests_total``               ``function``, ``binding``, ``outcome`` (ok / error / rejected)
 ``eim_esipa_request_seconds`` (histogram)  ``function``, ``binding``
 ``eim_api_requests_total``                 ``method``, ``route`` (the route template), ``status``
 =========================================  ===========================================================
+
+``queued``: the eIM took responsibility for a notification (it is in the outbox); ``delivered``: the SM-DP+
+accepted it; ``retry``: an attempt failed and another one is scheduled; ``failed``: refused for good or given up;
+``refused``: it could never be forwarded (not taken, not acknowledged to the IPA).
 
 The gauges are read from the store when ``/metrics`` is scraped, so every worker on a shared PostgreSQL reports
 the fleet's queue, and counters are per worker (Prometheus sums them).
@@ -27,7 +32,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from eim.model import OpKind, OpStatus
+from eim.model import NotificationStatus, OpKind, OpStatus
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
@@ -49,7 +54,10 @@ class Metrics:
         self.pushed = Counter("eim_packages_pushed", "Packages pushed over MQTT", ["kind"], registry=r)
         self.refused = Counter("eim_results_refused", "Results refused (signature, echo, no operation)", registry=r)
         self.forwarded = Counter(
-            "eim_notifications_forwarded", "Notifications handed to the relay", ["outcome"], registry=r
+            "eim_notifications_forwarded", "Notifications for SM-DP+s by step (outbox)", ["outcome"], registry=r
+        )
+        self.notification_queue = Gauge(
+            "eim_notification_queue", "Notifications in the outbox for SM-DP+s, by status", ["status"], registry=r
         )
         self.esipa = Counter("eim_esipa_requests", "ESipa requests", ["function", "binding", "outcome"], registry=r)
         self.esipa_latency = Histogram(
@@ -104,6 +112,13 @@ class Metrics:
         for k in OpKind:
             for s in OpStatus:
                 self.depth.labels(k.value, s.value).set(counts.get((k.value, s.value), 0))
+        try:
+            queued = await store.count_notifications_by_status()
+        except Exception:
+            self.scrape_errors.inc()
+            return
+        for n in NotificationStatus:
+            self.notification_queue.labels(n.value).set(queued.get(n.value, 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,7 +2,8 @@
 
 Every error answer has the same body, ``{"error": {"code": ..., "message": ...}}``: 400 for values the eIM cannot
 use (``message`` names the field), 401 without the configured bearer token, 404 for unknown eUICCs / operations /
-batches, 409 for a state conflict (cancelling a finished operation), 422 for a body that is not the expected JSON.
+batches, 409 for a state conflict (cancelling a finished operation), 422 for a body or query that is not the expected
+JSON / values (``GET /v1/notifications?status=bogus``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eim.metrics import CONTENT_TYPE, Metrics
-from eim.model import Batch, Euicc, Operation, OpKind, OpStatus
+from eim.model import Batch, Euicc, NotificationStatus, Operation, OpKind, OpStatus, OutboundNotification
 from eim.operations import Conflict, NotFound, OperationService
 from eim.packages.common import ParamError, normalise_eid
 from eim.store import Store, StoreError
@@ -133,6 +134,28 @@ def batch_view(b: Batch, ops: dict[str, Operation]) -> dict[str, Any]:
         "created_by": b.created_by,
         "summary": summary,
         "items": items,
+    }
+
+
+def notification_view(n: OutboundNotification) -> dict[str, Any]:
+    import base64
+
+    return {
+        "id": n.id,
+        "status": n.status.value,
+        "kind": n.kind,
+        "eid": n.eid,
+        "operation_id": n.operation_id,
+        "seq_number": n.seq_number,
+        "address": n.address,
+        "attempts": n.attempts,
+        "created_at": _iso(n.created_at),
+        "updated_at": _iso(n.updated_at),
+        "next_attempt_at": _iso(n.next_attempt_at) if n.status is NotificationStatus.PENDING else None,
+        "leased": n.lease_until is not None,
+        "last_error": n.last_error,
+        "digest": n.digest,
+        "notification": base64.b64encode(n.notification).decode(),
     }
 
 
@@ -331,6 +354,24 @@ def create_api(
         _check_uuid(batch_id, "batch")
         batch, ops = await service.get_batch(batch_id)
         return batch_view(batch, ops)
+
+    # -------------------------------------------------------------------------------- notification outbox
+    @app.get(
+        "/v1/notifications",
+        tags=["notifications"],
+        summary="Notifications the eIM owes SM-DP+s: pending (waiting for delivery) or failed (with the reason)",
+        description="The outbox of ES9+ HandleNotification deliveries. A delivered notification leaves it (the "
+        "audit trail keeps 'notification delivered'); one the SM-DP+ refused for good, or whose attempts ran out, "
+        "stays with status failed and last_error. `notification` is the PIR / otherSignedNotification as the IPA "
+        "sent it (base64 DER).",
+    )
+    async def list_notifications(
+        status: NotificationStatus | None = Query(None, description="pending | failed (default: both)"),
+        limit: int = Query(100, ge=1, le=1000),
+        after: int | None = Query(None, ge=0, lt=2**62, description="the 'next' cursor of the previous page"),
+    ):
+        items = await store.list_notifications(status=status, limit=limit, after_id=after)
+        return {"items": [notification_view(n) for n in items], "next": items[-1].id if len(items) == limit else None}
 
     # -------------------------------------------------------------------------------- plumbing
     @app.get("/metrics", tags=["plumbing"], summary="Prometheus metrics", response_class=Response)

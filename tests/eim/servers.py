@@ -55,8 +55,17 @@ class EimServer:
 
 
 def write_config(
-    path: Path, *, store_url: str, lab_pki: Path, port: int, data_dir: Path, extra: str = "", relay: bool = False
+    path: Path,
+    *,
+    store_url: str,
+    lab_pki: Path,
+    port: int,
+    data_dir: Path,
+    extra: str = "",
+    relay: bool = False,
+    relay_extra: str = "",
 ) -> None:
+    """``relay_extra``: more ``[relay]`` keys (one per line)."""
     path.write_text(
         f"""[eim]
 eim_id = "eim.lab.test"
@@ -75,6 +84,7 @@ sweep_interval_s = 0.5
 
 [relay]
 enabled = {"true" if relay else "false"}
+{relay_extra}
 
 [log]
 level = "INFO"
@@ -94,13 +104,22 @@ def start_eim(
     env: dict[str, str] | None = None,
     extra_config: str = "",
     relay: bool = False,
+    relay_config: str = "",
     timeout: float = 30.0,
 ) -> EimServer:
+    """``relay``: ``[relay] enabled`` (the lab PKI's CA bundle verifies SM-DP+s); ``relay_config``: more keys."""
     port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / f"{name}.toml"
     write_config(
-        cfg, store_url=store_url, lab_pki=lab_pki, port=port, data_dir=tmp / f"{name}-data", extra=extra_config
+        cfg,
+        store_url=store_url,
+        lab_pki=lab_pki,
+        port=port,
+        data_dir=tmp / f"{name}-data",
+        extra=extra_config,
+        relay=relay,
+        relay_extra=relay_config,
     )
     log = tmp / f"{name}.log"
     full_env = dict(os.environ, **(env or {}))
