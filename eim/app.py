@@ -225,4 +225,4 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
 def _store_options(config: Config) -> dict[str, Any]:
     if config.store_url.startswith(("postgresql:", "postgres:")):
         return {"max_size": config.store.pool_size}
-    return {}
+    return {"read_connection": config.store.sqlite_read_connection}

@@ -37,6 +37,7 @@ class EimSection:
 class StoreSection:
     url: str = ""  # default: sqlite:///<data_dir>/eim.db
     pool_size: int = 10
+    sqlite_read_connection: bool = True  # SQLite: reads and no-work polls on a 2nd connection, never behind writes
 
 
 @dataclass
@@ -212,6 +213,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
             raise ConfigError("[coap] dtls_port: must be between 2 and 65535")
         if not cfg.coap.psk_file:
             raise ConfigError("[coap] dtls = true needs psk_file (EID:hexkey lines)")
+        if cfg.coap.host in ("", "0.0.0.0", "::"):
+            raise ConfigError(
+                "[coap] dtls = true needs host to be one address, not a wildcard (aiocoap's DTLS server binds a "
+                "single address)"
+            )
         if cfg.coap.plain and cfg.coap.dtls_port == cfg.coap.port:
             raise ConfigError("[coap] port and dtls_port must differ when both coap:// and coaps:// are served")
     r = cfg.relay

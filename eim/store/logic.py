@@ -235,6 +235,17 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def quiet_claim(peek: tuple[Euicc | None, bool], binding: str | None) -> Claim | None:
+    """The claim a poll gets from :meth:`Logic.poll_peek` alone, or ``None`` when it needs :meth:`Logic.claim_next`
+    (an open operation, or a new or changed binding to write)."""
+    euicc, has_open = peek
+    if euicc is None:
+        return Claim(ClaimOutcome.UNKNOWN_EID)
+    if has_open or (binding is not None and binding != euicc.binding):
+        return None
+    return Claim(ClaimOutcome.NONE, euicc=euicc)
+
+
 class Logic:
     """The store's transactions. ``pg`` switches on PostgreSQL row locks."""
 
@@ -479,6 +490,25 @@ class Logic:
             detail={"error": error} if error else {},
         )
         return replace(op, status=status, updated_at=now, error=error or op.error)
+
+    def poll_peek(self, eid: str) -> Gen:
+        """A poll's first look, one statement without locks or writes: ``(eUICC or None, has an open operation)``.
+
+        When the eUICC has no queued or in-progress operation and its binding does not change, the answer can only
+        be "no package" (:func:`quiet_claim`), so the backends answer it from this read alone - a no-work poll then
+        never enters a write transaction (SQLite: never waits behind the writer's COMMITs; PostgreSQL: one round
+        trip instead of BEGIN, a locking SELECT, the queue head and COMMIT). The read sees what was committed when
+        it ran, exactly what a claim run at that moment would have seen; anything else goes to :meth:`claim_next`,
+        which decides under the write lock."""
+        r = yield Q(
+            "SELECT e.*, EXISTS (SELECT 1 FROM operations o WHERE o.eid = e.eid"
+            " AND o.status IN ('queued', 'in_progress')) AS has_open FROM euiccs e WHERE e.eid = ?",
+            (eid,),
+            "one",
+        )
+        if r is None:
+            return None, False
+        return row_to_euicc(r), bool(r["has_open"])
 
     def claim_next(
         self,

@@ -3,6 +3,10 @@
 Runs the same :mod:`eim.store.logic` generators as SQLite, with ``?`` placeholders rewritten to ``$n`` and row
 locks switched on (``FOR UPDATE`` / ``FOR UPDATE SKIP LOCKED``). Migrations take a transaction-scoped advisory
 lock so workers starting together apply each migration once.
+
+A poll with nothing to hand out costs one round trip: :meth:`eim.store.logic.Logic.poll_peek` in autocommit (no
+BEGIN/COMMIT, no row lock), plus, at most every ``CONTACT_GRANULARITY_S`` per eUICC, one autocommit UPDATE of
+``last_contact``. Only a poll that finds an open operation (or a new binding) runs the locking claim transaction.
 """
 
 from __future__ import annotations
@@ -10,10 +14,13 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from eim.model import Euicc, Operation
 from eim.store.base import Factory, SqlStore, migrations, split_statements
-from eim.store.logic import Q, Retry, StoreError
+from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Q, Retry, StoreError, quiet_claim
 
 log = logging.getLogger("eim.store")
 
@@ -137,20 +144,40 @@ class PostgresStore(SqlStore):
                 raise StoreError(f"PostgreSQL connection failed: {exc}") from exc
         raise StoreError("transaction kept losing races; giving up")
 
-    async def _read(self, factory: Factory) -> Any:
+    async def claim_next(
+        self, eid: str, now: float, build: Callable[[Euicc, Operation, int], Built], *, binding: str | None = None
+    ) -> Claim:
+        claim = quiet_claim(await self._read(lambda: self.logic.poll_peek(eid)), binding)
+        if claim is None:  # work to hand out, or a binding to write: the locking claim transaction
+            return await super().claim_next(eid, now, build, binding=binding)
+        e = claim.euicc
+        if (
+            binding is not None
+            and e is not None
+            and (e.last_contact is None or now - e.last_contact >= CONTACT_GRANULARITY_S)
+        ):
+            # one statement on its own (its row lock lasts only that statement); never moves the contact backwards
+            await self._read(lambda: self.logic.record_contacts([(eid, now)]), autocommit_writes=True)
+            claim = replace(claim, euicc=replace(e, last_contact=now))
+        return claim
+
+    async def _read(self, factory: Factory, *, autocommit_writes: bool = False) -> Any:
         """A read without ``BEGIN``/``COMMIT``: each statement runs on its own (autocommit). Under READ COMMITTED,
         the isolation the transactions of this store use, every statement of a transaction takes its own snapshot
         anyway, so a read sees exactly what it would inside one - for two round trips less. Reads must not write:
-        a statement that is not a query is refused (as the read-only transaction did)."""
+        a statement that is not a query is refused (as the read-only transaction did), unless
+        ``autocommit_writes``: then each statement commits on its own (for statements complete in themselves)."""
         import asyncpg
 
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store is not open")
         try:
             async with self._pool.acquire() as conn:
                 gen = factory()
                 try:
                     q = next(gen)
                     while True:
-                        if q.mode not in ("one", "all"):
+                        if q.mode not in ("one", "all") and not autocommit_writes:
                             raise StoreError("a read may not change anything")
                         q = gen.send(await self._execute(conn, q))
                 except StopIteration as stop:

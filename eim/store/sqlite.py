@@ -14,6 +14,13 @@ Batched contacts: a poll does not write ``last_contact`` in its own transaction 
 is). Contacts are kept in memory and written once a second with one ``executemany``, so a poll that finds no work
 writes nothing; reads through this store object see the pending values. A crash loses at most the last second
 of ``last_contact`` values (informational only: nothing the eIM decides depends on them).
+
+Reads on their own connection (``read_connection``, default on for a database file): reads run on a second
+connection on a second thread, so they never queue behind the writer's transactions, COMMITs (fsync) and
+checkpoints - in WAL mode a reader sees the last committed state and is not blocked by the writer. A poll first
+looks there (:meth:`eim.store.logic.Logic.poll_peek`): with no open operation and no binding to change it is
+answered from that read and never enters a write transaction; with 1,000,000 registered eUICCs the once-a-second
+``last_contact`` batch dirties thousands of pages and held every poll behind it for 50-250 ms.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from typing import Any
 
 from eim.model import Euicc, Operation
 from eim.store.base import Factory, SqlStore, migrations, split_statements
-from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Q, Retry, StoreError
+from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Q, Retry, StoreError, quiet_claim
 
 log = logging.getLogger("eim.store")
 
@@ -43,12 +50,15 @@ CONTACT_FLUSH_S = 1.0  # pending last_contact values are written this often
 class SqliteStore(SqlStore):
     dialect = "sqlite"
 
-    def __init__(self, path: str = ":memory:", *, busy_timeout_ms: int = 10000) -> None:
+    def __init__(self, path: str = ":memory:", *, busy_timeout_ms: int = 10000, read_connection: bool = True) -> None:
         super().__init__()
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self.read_connection = read_connection and path != ":memory:"  # a second :memory: would be another db
         self._conn: sqlite3.Connection | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._rconn: sqlite3.Connection | None = None  # the read connection, used on its own thread
+        self._rpool: ThreadPoolExecutor | None = None
         self._pending: list[tuple[Factory, asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
         self._contacts: dict[str, float] = {}  # eid -> last_contact not yet written
@@ -69,6 +79,13 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         self._conn = conn
+
+    def _connect_reader(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA query_only = ON")
+        self._rconn = conn
 
     def _migrate(self) -> int:
         conn = self._require()
@@ -113,8 +130,8 @@ class SqliteStore(SqlStore):
             return [dict(r) for r in cur.fetchall()]
         return cur.rowcount
 
-    def _transaction(self, factory: Factory, write: bool) -> Any:
-        conn = self._require()
+    def _transaction(self, factory: Factory, write: bool, conn: sqlite3.Connection | None = None) -> Any:
+        conn = conn or self._require()
         for _attempt in range(MAX_RETRIES):
             gen = factory()
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -204,6 +221,9 @@ class SqliteStore(SqlStore):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eim-sqlite")
         await self._call(self._connect)
         await self._call(self._migrate)
+        if self.read_connection:  # after the migrations: WAL is set and the schema is there
+            self._rpool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eim-sqlite-read")
+            await asyncio.get_running_loop().run_in_executor(self._rpool, self._connect_reader)
 
     async def close(self) -> None:
         if self._pool is None:
@@ -215,6 +235,12 @@ class SqliteStore(SqlStore):
         await self.flush_contacts()
         while self._drainer is not None and not self._drainer.done():
             await asyncio.shield(self._drainer)
+        if self._rpool is not None:
+            if self._rconn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._rpool, self._rconn.close)
+                self._rconn = None
+            self._rpool.shutdown(wait=True)
+            self._rpool = None
         if self._conn is not None:
             await self._call(self._conn.close)
             self._conn = None
@@ -226,6 +252,9 @@ class SqliteStore(SqlStore):
 
     async def _run(self, factory: Factory, *, write: bool = True) -> Any:
         if not write:
+            if self._rpool is not None:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._rpool, self._transaction, factory, False, self._rconn)
             return await self._call(self._transaction, factory, False)
         if self._pool is None:
             raise StoreError("the SQLite store is not open")
@@ -268,7 +297,9 @@ class SqliteStore(SqlStore):
     async def claim_next(
         self, eid: str, now: float, build: Callable[[Euicc, Operation, int], Built], *, binding: str | None = None
     ) -> Claim:
-        claim = await self._run(lambda: self.logic.claim_next(eid, now, build, binding, defer_contact=True))
+        claim = quiet_claim(await self._run(lambda: self.logic.poll_peek(eid), write=False), binding)
+        if claim is None:  # work to hand out, or a binding to write: under the write lock
+            claim = await self._run(lambda: self.logic.claim_next(eid, now, build, binding, defer_contact=True))
         e = claim.euicc
         if binding is not None and e is not None:
             # the same granularity as when written in the claim (CONTACT_GRANULARITY_S): the values seen are too

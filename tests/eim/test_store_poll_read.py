@@ -1,0 +1,132 @@
+"""A poll with nothing to hand out is answered from a read (``Logic.poll_peek``), without the write lock: on SQLite
+it is not held behind another writer, on PostgreSQL it takes no row lock. A poll that finds work still claims it
+under the lock, and what a poll records (binding, last_contact) is unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from eim.model import Euicc, Operation, OpKind, OpStatus
+from eim.store import Built, ClaimOutcome, open_store
+from eim.store.logic import new_id
+from eim.store.sqlite import SqliteStore
+
+EID = "89049032123451234512345678901237"
+UNKNOWN = "89049032123451234512345678909999"
+
+
+def euicc(eid: str = EID) -> Euicc:
+    return Euicc(eid=eid, eim_id="eim.test", association_token=1, counter_value=10, created_at=1000.0)
+
+
+def psmo(eid: str = EID) -> Operation:
+    return Operation(
+        id=new_id(),
+        eid=eid,
+        kind=OpKind.PSMO,
+        params={"psmos": [{"getRAT": {}}]},
+        status=OpStatus.QUEUED,
+        created_at=1000.0,
+        updated_at=1000.0,
+    )
+
+
+def build(e: Euicc, o: Operation, next_counter: int) -> Built:
+    txid = next_counter.to_bytes(16, "big")
+    return Built(b"\xbf\x51" + txid, txid, next_counter)
+
+
+async def test_sqlite_no_work_poll_is_answered_while_another_writer_holds_the_lock(tmp_path):
+    path = tmp_path / "eim.db"
+    store = SqliteStore(str(path), busy_timeout_ms=60_000)
+    await store.open()
+    try:
+        await store.add_euicc(euicc(), who="t")
+        await store.claim_next(EID, 2000.0, build, binding="http")  # first contact: the binding is written
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds SQLite's write lock
+        try:
+            claim = await asyncio.wait_for(store.claim_next(EID, 2010.0, build, binding="http"), 30)
+            assert claim.outcome is ClaimOutcome.NONE
+            assert (await store.claim_next(UNKNOWN, 2010.0, build, binding="http")).outcome is ClaimOutcome.UNKNOWN_EID
+            assert (await store.get_euicc(EID)).last_contact == 2010.0  # pending contact, seen through the store
+            # a poll that finds work needs the write lock: it waits for the other writer, then hands out
+            other.execute("COMMIT")
+            await store.add_operations([psmo()], who="t")
+            other.execute("BEGIN IMMEDIATE")
+            pending = asyncio.ensure_future(store.claim_next(EID, 2020.0, build, binding="http"))
+            await asyncio.sleep(0.3)
+            assert not pending.done()
+        finally:
+            if other.in_transaction:
+                other.execute("COMMIT")
+            other.close()
+        claim = await asyncio.wait_for(pending, 30)
+        assert claim.outcome is ClaimOutcome.PACKAGE and claim.operation.counter_value == 11
+    finally:
+        await store.close()
+
+
+async def test_sqlite_without_read_connection_answers_the_same(tmp_path):
+    store = SqliteStore(str(tmp_path / "eim.db"), read_connection=False)
+    await store.open()
+    try:
+        await store.add_euicc(euicc(), who="t")
+        assert (await store.claim_next(EID, 2000.0, build, binding="http")).outcome is ClaimOutcome.NONE
+        await store.add_operations([psmo()], who="t")
+        assert (await store.claim_next(EID, 2001.0, build, binding="http")).outcome is ClaimOutcome.PACKAGE
+    finally:
+        await store.close()
+
+
+async def test_poll_records_binding_and_contact_and_hands_out_work(store_url):
+    store = open_store(store_url)
+    await store.open()
+    try:
+        await store.add_euicc(euicc(), who="t")
+        assert (await store.claim_next(UNKNOWN, 2000.0, build, binding="http")).outcome is ClaimOutcome.UNKNOWN_EID
+        claim = await store.claim_next(EID, 2000.0, build, binding="http")
+        assert claim.outcome is ClaimOutcome.NONE
+        e = await store.get_euicc(EID)
+        assert (e.binding, e.last_contact) == ("http", 2000.0)
+        await store.claim_next(EID, 2003.0, build, binding="http")  # within 5 s: not recorded again
+        assert (await store.get_euicc(EID)).last_contact == 2000.0
+        await store.claim_next(EID, 2006.0, build, binding="http")
+        assert (await store.get_euicc(EID)).last_contact == 2006.0
+        await store.claim_next(EID, 2007.0, build, binding="mqtt")  # a new binding is written at once
+        assert (await store.get_euicc(EID)).binding == "mqtt"
+        queued = (await store.add_operations([psmo()], who="t"))[0]
+        claim = await store.claim_next(EID, 2008.0, build, binding="mqtt")
+        assert claim.outcome is ClaimOutcome.PACKAGE and claim.operation.id == queued.id
+        assert claim.operation.counter_value == 11
+        # in progress without a result: the same bytes again, through the claim transaction
+        again = await store.claim_next(EID, 2009.0, build, binding="mqtt")
+        assert again.rehanded and again.operation.package == claim.operation.package
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+async def test_postgresql_no_work_poll_takes_no_row_lock(store_url):
+    import asyncpg
+
+    store = open_store(store_url)
+    await store.open()
+    try:
+        await store.add_euicc(euicc(), who="t")
+        await store.claim_next(EID, 2000.0, build, binding="http")
+        other = await asyncpg.connect(store_url)
+        try:
+            tx = other.transaction()
+            await tx.start()
+            await other.execute("SELECT eid FROM euiccs WHERE eid = $1 FOR UPDATE", EID)  # another worker's lock
+            claim = await asyncio.wait_for(store.claim_next(EID, 2001.0, build, binding="http"), 30)
+            assert claim.outcome is ClaimOutcome.NONE  # not BUSY: the poll read without locking
+            await tx.rollback()
+        finally:
+            await other.close()
+    finally:
+        await store.close()
