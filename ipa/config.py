@@ -54,6 +54,11 @@ class MqttConfig:
     session_expiry: int = 7 * 24 * 3600  # persistent session: the broker keeps pushed packages while we sleep
     topic_prefix: str = "esipa"
     notification_wait: float = 5.0  # how long to wait for the eIM's (optional) answer to HandleNotification
+    # a request without an answer is published again (same correlation data) after retransmit_interval seconds,
+    # doubling up to retransmit_max_interval, until eim.timeout (ipa/esipa/mqtt.py says which requests and why);
+    # 0 = only after a reconnect
+    retransmit_interval: float = 2.0
+    retransmit_max_interval: float = 8.0
 
 
 @dataclass
@@ -183,6 +188,10 @@ def validate(cfg: IpaConfig) -> IpaConfig:
         psk_from_hex(cfg.eim.psk_hex, "eim.psk_hex")
     if len(cfg.eim.psk_identity.encode()) > 32:
         raise ConfigError("eim.psk_identity is at most 32 bytes (tinydtls)")
+    if cfg.mqtt.retransmit_interval < 0 or cfg.mqtt.retransmit_max_interval < cfg.mqtt.retransmit_interval:
+        raise ConfigError("mqtt.retransmit_interval must be >= 0 and mqtt.retransmit_max_interval >= it")
+    if cfg.eim.timeout <= 0 or cfg.mqtt.notification_wait < 0:
+        raise ConfigError("eim.timeout must be > 0 and mqtt.notification_wait >= 0")
     if not 0 <= cfg.poll.jitter < 1:
         raise ConfigError("poll.jitter must be in [0, 1)")
     if cfg.poll.interval <= 0 or cfg.poll.min_interval <= 0 or cfg.poll.max_backoff < cfg.poll.min_interval:

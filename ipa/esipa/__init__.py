@@ -222,6 +222,8 @@ async def open_transport(
         session_expiry=mc.session_expiry,
         timeout=config.eim.timeout,
         notification_wait=mc.notification_wait,
+        retransmit_interval=mc.retransmit_interval,
+        retransmit_max_interval=mc.retransmit_max_interval,
     )
     await t.start()
     return t

@@ -92,10 +92,16 @@ async def make_rig(lab_pki, tmp_path, request):
     stack = contextlib.AsyncExitStack()
 
     async def make(
-        binding: str = "http", *, profiles: bool = True, provision: bool = True, device: str = "local"
+        binding: str = "http",
+        *,
+        profiles: bool = True,
+        provision: bool = True,
+        device: str = "local",
+        broker: Any = None,
     ) -> Rig:
         """``device``: ``local`` (LocalApduChannel) or ``modem`` (virtual modem on a real pty, AT+CCHO/CGLA or
-        AT+CSIM through firmware_bridge.AtApduChannel)."""
+        AT+CSIM through firmware_bridge.AtApduChannel). ``broker``: a private Mosquitto for ``mqtt`` (default: the
+        session's)."""
         card = SoftEuicc.create(lab_pki.root, EID_TEXT, tmp_path / "card.cbor")
         if profiles:
             seed_profiles(card)
@@ -136,7 +142,7 @@ async def make_rig(lab_pki, tmp_path, request):
             config.eim.url = server.url
             config.eim.psk_hex = DTLS_PSK.hex()
         elif binding == "mqtt":
-            broker = request.getfixturevalue("mosquitto")
+            broker = broker or request.getfixturevalue("mosquitto")
             server = MqttEim(peer, broker.host, broker.port)
             await server.start()
             stack.push_async_callback(server.stop)

@@ -26,6 +26,15 @@ class Drop(Exception):
     """Raised by a fault hook: the server answers with a transport error (HTTP 503 / CoAP 5.03 / no MQTT answer)."""
 
 
+@dataclass(frozen=True)
+class MqttErrorAnswer:
+    """What :class:`MqttEim` publishes as the eIM's MQTT binding does when it has no ESipa answer: ``text`` with
+    Content Type text/plain and the user property ``esipa-status``."""
+
+    status: int
+    text: str
+
+
 @dataclass
 class Received:
     name: str
@@ -333,33 +342,64 @@ async def start_coap(peer: ScriptedEim, *, psk: dict[str, bytes] | None = None) 
 
 # ---------------------------------------------------------------------- MQTT
 class MqttEim:
-    """The eIM on the broker: shared subscription on esipa/+/up, answers on the response topic."""
+    """The eIM on the broker: shared subscription on esipa/+/up, answers on the response topic. Like the eIM's own
+    binding it connects again (every 0.1 s) when the broker goes away, with a clean session, and subscribes again.
+
+    ``seen`` lists every copy that reached it as ``(payload, correlation data)``; ``connects`` counts connections."""
 
     def __init__(self, peer: ScriptedEim, host: str, port: int) -> None:
         self.peer, self.host, self.port = peer, host, port
         self.client = None
         self.task: asyncio.Task | None = None
         self.answers_to_pushes: list[tuple[bytes, bytes | None]] = []
+        self.seen: list[tuple[bytes, bytes | None]] = []
+        self.connects = 0
+        self._ready = asyncio.Event()
 
     async def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def _run(self) -> None:
         import aiomqtt
 
-        self.client = aiomqtt.Client(
-            self.host, self.port, identifier=f"eim-{os.getpid()}-{id(self)}", protocol=aiomqtt.ProtocolVersion.V5
-        )
-        await self.client.__aenter__()
-        await self.client.subscribe("$share/eim/esipa/+/up", qos=1)
-        self.task = asyncio.create_task(self._serve())
+        while True:
+            client = aiomqtt.Client(
+                self.host, self.port, identifier=f"eim-{os.getpid()}-{id(self)}", protocol=aiomqtt.ProtocolVersion.V5
+            )
+            try:
+                async with client:
+                    await client.subscribe("$share/eim/esipa/+/up", qos=1)
+                    self.client = client
+                    self.connects += 1
+                    self._ready.set()
+                    await self._serve(client)
+            except aiomqtt.MqttError:
+                from ipa.esipa.mqtt import _collect_disconnect_error
 
-    async def _serve(self) -> None:
+                _collect_disconnect_error(client)
+            finally:
+                self.client = None
+                self._ready.clear()
+            await asyncio.sleep(0.1)
+
+    async def wait_ready(self) -> None:
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    def copies(self, tag: bytes) -> list[bytes | None]:
+        """Correlation data of every copy seen of the messages starting with ``tag`` (e.g. ``b"\\xbf\\x4f"``)."""
+        return [corr for payload, corr in self.seen if payload[:2] == tag]
+
+    async def _serve(self, client) -> None:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        async for msg in self.client.messages:
+        async for msg in client.messages:
             payload = bytes(msg.payload)
             props = msg.properties
             corr = getattr(props, "CorrelationData", None)
             reply_to = getattr(props, "ResponseTopic", None)
+            self.seen.append((payload, bytes(corr) if corr else None))
             if payload[:2] == b"\xbf\x4e":
                 self.answers_to_pushes.append((payload, bytes(corr) if corr else None))
             try:
@@ -370,7 +410,11 @@ class MqttEim:
                 out = Properties(PacketTypes.PUBLISH)
                 if corr:
                     out.CorrelationData = corr
-                await self.client.publish(reply_to, answer or b"", qos=1, properties=out)
+                if isinstance(answer, MqttErrorAnswer):
+                    out.ContentType = "text/plain; charset=utf-8"
+                    out.UserProperty = [("esipa-status", str(answer.status))]
+                    answer = answer.text.encode()
+                await client.publish(reply_to, answer or b"", qos=1, properties=out)
 
     async def push(self, eid: bytes, der: bytes, correlation: bytes | None = b"push-1") -> None:
         from paho.mqtt.packettypes import PacketTypes
@@ -379,6 +423,7 @@ class MqttEim:
         props = Properties(PacketTypes.PUBLISH)
         if correlation:
             props.CorrelationData = correlation
+        await self.wait_ready()
         await self.client.publish(f"esipa/{eid.hex().upper()}/down", der, qos=1, properties=props)
 
     async def stop(self) -> None:
@@ -386,5 +431,3 @@ class MqttEim:
             self.task.cancel()
             with contextlib.suppress(BaseException):
                 await self.task
-        with contextlib.suppress(Exception):
-            await self.client.__aexit__(None, None, None)

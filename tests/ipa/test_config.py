@@ -48,6 +48,9 @@ def test_file_and_env_overrides():
         ('[ipa]\ntac = "zz"\n', {}, "hex"),
         ("device = 3\n", {}, "must be a \\[section\\]"),
         ("[device\n", {}, "not valid TOML"),
+        ("[mqtt]\nretransmit_interval = -1.0\n", {}, "mqtt.retransmit_interval must be >= 0"),
+        ("", {"IPA_MQTT_RETRANSMIT_INTERVAL": "9", "IPA_MQTT_RETRANSMIT_MAX_INTERVAL": "3"}, "retransmit_max_interval"),
+        ("[eim]\ntimeout = 0.0\n", {}, "eim.timeout must be > 0"),
     ],
 )
 def test_errors_name_the_key(text, env, match):
