@@ -7,11 +7,17 @@
     eim op list [--eid EID] [--status S] [--kind K] [--batch ID] | show ID | cancel ID
     eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID
     eim notification list [--status pending|failed] [--limit N]
+    eim psk set EID (--key HEX | --generate) | remove EID | list   [--file PSKFILE]
 
 Operator commands talk to the REST API (``--url``, default ``[api] url`` of the configuration, else
 ``http://127.0.0.1:8080``), so they work against any worker of a fleet. ``--json`` prints one JSON object per
 line. Exit codes: 0 ok, 1 the eIM refused the request (its message is printed), 2 bad command line,
 3 the eIM could not be reached.
+
+``eim psk`` edits the CoAPS device keys locally (``--file``, default ``[coap] psk_file``); a running eIM picks the
+change up within a second. ``set`` prints the key (hex) for the device's configuration, once; ``list`` prints
+EIDs, never keys. Exit codes: 0 ok, 1 the file cannot be read, parsed or written (or the EID is not in it),
+2 bad command line (malformed EID or key, no file configured).
 """
 
 from __future__ import annotations
@@ -230,6 +236,79 @@ def cmd_batch(args: argparse.Namespace, api: Api) -> int:
     return 0
 
 
+def _psk_path(args: argparse.Namespace) -> str:
+    if args.file:
+        return args.file
+    from eim.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        raise CliError(f"configuration: {exc}", 2) from None
+    if not cfg.coap.psk_file:
+        raise CliError("psk: no PSK file: give --file or set [coap] psk_file in the configuration", 2)
+    return cfg.coap.psk_file
+
+
+def _psk_key(args: argparse.Namespace) -> bytes:
+    from eim.bindings.coap_psk import PskFileError, generate_key, key_from_hex
+
+    if args.generate:
+        return generate_key()
+    text = sys.stdin.readline() if args.key == "-" else args.key
+    try:
+        return key_from_hex(text)
+    except PskFileError as exc:
+        raise CliError(f"psk set: --key: {exc}", 2) from None
+
+
+def cmd_psk(args: argparse.Namespace) -> int:
+    from eim.bindings.coap_psk import (
+        PskFileError,
+        check_eid,
+        locked,
+        parse_psk_file,
+        read_psk_text,
+        remove_psk,
+        set_psk,
+        write_psk_file,
+    )
+
+    step = f"psk {args.action}"
+    if args.action != "list":
+        try:
+            check_eid(args.eid)
+        except PskFileError as exc:
+            raise CliError(f"{step}: {exc}", 2) from None
+    key = _psk_key(args) if args.action == "set" else b""
+    path = _psk_path(args)
+    try:
+        if args.action == "list":
+            for eid in parse_psk_file(read_psk_text(path), path):
+                emit(args, {"eid": eid}, eid)
+            return 0
+        with locked(path):
+            if args.action == "set":
+                text, replaced = set_psk(read_psk_text(path, missing_ok=True), args.eid, key, path)
+            else:
+                text, removed = remove_psk(read_psk_text(path), args.eid, path)
+                if not removed:
+                    raise CliError(f"{step}: {args.eid} is not in {path}", 1)
+            warnings = write_psk_file(path, text)
+    except PskFileError as exc:
+        raise CliError(f"{step}: {exc}", 1) from None
+    for warning in warnings:
+        print(f"eim: warning: {warning}", file=sys.stderr)
+    if args.action == "set":
+        obj = {"eid": args.eid, "file": path, "key": key.hex(), "replaced": replaced}
+        emit(args, obj, key.hex())  # stdout holds nothing but the key: `eim psk set EID --generate > device.psk`
+        if not args.json:
+            print(f"eim: {'replaced' if replaced else 'added'} the key of {args.eid} in {path}", file=sys.stderr)
+    else:
+        emit(args, {"eid": args.eid, "file": path, "removed": True}, f"removed {args.eid} from {path}")
+    return 0
+
+
 def notification_line(n: dict[str, Any]) -> str:
     seq = "-" if n.get("seq_number") is None else n["seq_number"]
     tail = f"  next={n['next_attempt_at']}" if n.get("next_attempt_at") else ""
@@ -306,6 +385,20 @@ def parser() -> argparse.ArgumentParser:
     _op_args(bc)
     bs = b.add_parser("show", help="a batch with per-item results")
     bs.add_argument("id")
+
+    file_opt = argparse.ArgumentParser(add_help=False)
+    file_opt.add_argument("--file", help="the PSK file (default: [coap] psk_file of the configuration)")
+    k = sub.add_parser("psk", help="CoAPS (DTLS) device keys: EID:hexkey lines").add_subparsers(
+        dest="action", required=True
+    )
+    ks = k.add_parser("set", parents=[file_opt], help="add or replace a device's key; prints the key once")
+    ks.add_argument("eid")
+    which = ks.add_mutually_exclusive_group(required=True)
+    which.add_argument("--key", help="the key in hex, 16 bytes ('-' reads it from stdin)")
+    which.add_argument("--generate", action="store_true", help="a new random 16-byte key")
+    kr = k.add_parser("remove", parents=[file_opt], help="remove a device's key")
+    kr.add_argument("eid")
+    k.add_parser("list", parents=[file_opt], help="the EIDs that have a key (never the keys)")
     n = sub.add_parser("notification", help="notifications the eIM owes SM-DP+s (the outbox)").add_subparsers(
         dest="action", required=True
     )
@@ -327,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command == "psk":
+            return cmd_psk(args)
         url, token = args.url, args.token
         if url is None or token is None:
             from eim.config import ConfigError, load_config

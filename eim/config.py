@@ -56,10 +56,10 @@ class CoapSection:
     host: str = "127.0.0.1"
     port: int = 5683
     plain: bool = True  # serve coap:// on `port`
-    dtls: bool = False  # serve coaps:// (DTLS 1.2 PSK) on `dtls_port`; needs psk_file and the [dtls] extra
+    dtls: bool = False  # serve coaps:// (DTLS 1.2 PSK) on `dtls_port`; needs psk_file, one host address, [dtls]
     dtls_port: int = 5684
     psk_file: str = ""  # EID:hexkey per line (Mosquitto psk_file format), reloaded when it changes
-    dtls_max_sessions: int = 1024  # DTLS sessions kept; the oldest is dropped (that device handshakes again)
+    dtls_max_sessions: int = 1024  # DTLS sessions kept: unfinished handshakes dropped first, then the least recent
 
 
 @dataclass

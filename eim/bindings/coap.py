@@ -36,12 +36,15 @@ ESipa request is safe to handle twice (the eIM hands out the same package again,
 identity is the EID (:mod:`eim.bindings.coap_psk`); every request of a DTLS session is handled with that EID as
 ``RequestContext.eid_hint``, so the dispatcher refuses a message about another eUICC. aiocoap binds the DTLS
 socket to *port + 1* of what it is given; the binding compensates, so ``port`` is the port that is listened on.
-aiocoap never evicts idle DTLS sessions; the binding keeps at most ``dtls_max_sessions`` (oldest dropped: that
-device simply handshakes again).
+The session table is bounded by ``dtls_max_sessions`` (:mod:`eim.bindings.coap_dtls`: unfinished handshakes go
+first, an established session that is pushed out gets a close_notify and its device handshakes again); the key
+file is re-read when it changes (``PskFile.watch``, started and stopped with the binding).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -195,22 +198,6 @@ def _error() -> Any:
     return error
 
 
-def _install_session_bound(interface: Any, max_sessions: int) -> None:
-    """Bound aiocoap's table of DTLS sessions (aiocoap defines the purge but never calls it)."""
-    pool = getattr(interface, "_pool", None)
-    if pool is None or not hasattr(pool, "_connections") or not hasattr(pool, "_maybe_purge_sockets"):
-        return
-    pool.max_sockets = max_sessions
-    received = pool.datagram_received
-
-    def datagram_received(data: bytes, sockaddr: Any) -> None:
-        if sockaddr not in pool._connections:
-            pool._maybe_purge_sockets()
-        received(data, sockaddr)
-
-    pool.datagram_received = datagram_received
-
-
 class CoapBinding:
     """The eIM's CoAP server for ESipa.
 
@@ -242,8 +229,14 @@ class CoapBinding:
         self._context: Any = None
         self.psk = psk
         self.dtls_max_sessions = dtls_max_sessions
+        self.dtls_sessions: list[Any] = []  # one DtlsSessionTable per DTLS socket
+        self._watch: asyncio.Task[None] | None = None
         if psk is not None and port < 2:
             raise ValueError("the CoAPS port must be 2 or higher (aiocoap binds DTLS to the given port + 1)")
+        if psk is not None and dtls_max_sessions < 1:
+            raise ValueError("dtls_max_sessions must be at least 1")
+        if psk is not None and host in ("", "0.0.0.0", "::"):
+            raise ValueError("CoAPS needs one address to bind, not a wildcard (aiocoap's DTLS server binds one)")
 
     @property
     def scheme(self) -> str:
@@ -271,6 +264,9 @@ class CoapBinding:
                     "CoAPS (DTLS) needs the DTLSSocket package: pip install 'sgp32-stack[dtls]' "
                     "(it builds from source with autoconf, automake and libtool)"
                 ) from None
+            from eim.bindings.coap_dtls import check_supported
+
+            check_supported()
         site = resource.Site()
         site.add_resource(RESOURCE_PATH, _resource_class()(self.handler, self.max_body_size))
         self._context = await Context.create_server_context(
@@ -284,16 +280,34 @@ class CoapBinding:
         for interface in self._context.request_interfaces:
             manager = getattr(interface, "token_interface", None)
             if self.psk is not None:
-                _install_session_bound(getattr(manager, "message_interface", None), self.dtls_max_sessions)
+                self._take_over_dtls_sessions(getattr(manager, "message_interface", None))
             if manager is not None and hasattr(manager, "_deduplicate_message"):
                 cache = BoundedDedupCache(*self._dedup)
                 cache.install(manager)
                 self.dedup_caches.append(cache)
+        if self.psk is not None and hasattr(self.psk, "watch"):
+            self._watch = asyncio.create_task(self.psk.watch(), name="eim.esipa.coaps psk file watch")
         log.info("CoAP ESipa binding listening", extra={"host": self.host, "port": self.port, "scheme": self.scheme})
 
+    def _take_over_dtls_sessions(self, interface: Any) -> None:
+        from eim.bindings.coap_dtls import DtlsSessionTable
+
+        pool = getattr(interface, "_pool", None)
+        if pool is None or not hasattr(pool, "_connections"):
+            raise RuntimeError("aiocoap's DTLS server socket has no session table to bound; CoAPS needs aiocoap 0.4.x")
+        self.dtls_sessions.append(DtlsSessionTable(pool, self.dtls_max_sessions, self.psk))
+
     async def stop(self) -> None:
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         if self._context is not None:
             context, self._context = self._context, None
+            for table in self.dtls_sessions:
+                table.close_all()
+            self.dtls_sessions = []
             await context.shutdown()
 
     async def __aenter__(self) -> CoapBinding:
