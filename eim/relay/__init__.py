@@ -5,7 +5,9 @@
 - :class:`~eim.relay.es9plus_client.Es9PlusClient` and :func:`~eim.relay.es9plus_client.tls_context`: the ES9+
   JSON client over verified HTTPS;
 - one module per relayed function with its mapping and error-code table: ``initiate_authentication``,
-  ``authenticate_client``, ``get_bound_profile_package``, ``cancel_session``, ``handle_notification``.
+  ``authenticate_client``, ``get_bound_profile_package``, ``cancel_session``, ``handle_notification``;
+- :class:`~eim.relay.outbox.NotificationOutbox`: the durable queue of notifications owed to SM-DP+s
+  (:class:`eim.interfaces.NotificationQueue`) and its forwarder (leases, retries with backoff, failed with reason).
 """
 
 from eim.relay.errors import (

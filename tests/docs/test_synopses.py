@@ -52,6 +52,11 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
         [],
     ),
     (
+        S("eim.md", "eim notification list [--status pending|failed] [--limit N]"),
+        [["eim", "notification", "list"]],
+        ["pending", "failed"],
+    ),
+    (
         S(
             "euicc.md",
             "euicc new --pki DIR --eid EID --state FILE [--curve nist|brainpool] [--trust-ci PEM ...] "
