@@ -46,6 +46,8 @@ from rsp.errors import RspError
 
 log = logging.getLogger("eim.relay")
 
+MIN_WAIT_S = 0.05  # an idle forwarder never looks again sooner than this
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -234,11 +236,11 @@ class NotificationOutbox:
         wait = self.policy.poll_s
         due = await self.store.next_notification_due()
         if due is not None:
-            wait = min(wait, max(0.0, due - self.clock()))
+            # a row due now that could not be claimed is being claimed by another worker: look again shortly
+            wait = min(wait, max(MIN_WAIT_S, due - self.clock()))
         assert self._wake is not None
-        if wait > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)
         self._wake.clear()
 
     async def run(self) -> None:
