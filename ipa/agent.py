@@ -58,7 +58,7 @@ class Agent:
 
     # ------------------------------------------------------------------ life cycle
     async def start(self, *, bootstrap: bool = True) -> None:
-        self.store.load()
+        await self.store.aload()
         await self.es10.open()
         self.ctx.eid = await self.es10.get_eid()
         log.info("eUICC %s", self.ctx.eid.hex().upper())
@@ -98,6 +98,7 @@ class Agent:
         await self.ctx.close_transport()
         with contextlib.suppress(Exception):
             await self.es10.close()
+        await self.store.aclose()
 
     # ------------------------------------------------------------------ one step
     async def poll_once(self) -> PollResult:
@@ -108,7 +109,7 @@ class Agent:
             except Exception as exc:  # a modem/channel error or a bug: log it, back off, keep serving
                 log.exception("poll step failed: %s", exc)
                 self.store.state.failures += 1
-                self.store.save()
+                await self.store.commit()
                 await self.ctx.close_transport()
                 result = PollResult(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
         self.last = result

@@ -18,15 +18,30 @@ Held here:
 Writes go to a temporary file in the same directory, are fsync'ed, renamed over the old file, and the directory is
 fsync'ed: a crash leaves either the old or the new state, never a torn file. A damaged file is kept aside
 (``.corrupt``) and the IPA starts from an empty state (the card's pending EPR list is the second source of truth).
+
+Off the event loop: async code calls ``await store.commit()``. The state is encoded on the loop (a snapshot: what
+the caller changed, nothing later), the file is written by one writer thread, and ``commit`` returns once that
+snapshot - or a later one - is on disk. So every step still sees its state durable before it does the next thing
+(loads a package, sends a result, removes a notification), exactly as with a blocking write, while the loop keeps
+serving (MQTT keep-alives, pushes, the modem). Order: snapshots are numbered; the writer always writes the newest
+one and never one older than what is on disk, so a later state is never overwritten by an earlier one, and
+snapshots that queued up while the disk was busy are written once (the newest). A commit whose caller is cancelled
+still completes (the writer thread finishes it; the interpreter joins the thread at exit). ``save()`` is the same
+write done in the calling thread, for code that runs outside an event loop; on a running loop it still writes (a
+state is never dropped) but logs an error naming the call, because it stalls the loop for a whole fsync.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import secrets
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,12 +208,20 @@ def decode_state(data: bytes) -> IpaState:
 
 
 class StateStore:
-    """The state file. ``state`` is the in-memory copy; call :meth:`save` after every change."""
+    """The state file. ``state`` is the in-memory copy; after every change ``await commit()`` (in async code) or
+    ``save()`` (outside an event loop)."""
 
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self.path = Path(path) if path is not None else None
         self.state = IpaState()
-        self.writes = 0
+        self.writes = 0  # snapshots taken (commit/save calls)
+        self.files_written = 0  # snapshots that reached the disk (fewer when queued ones were coalesced)
+        self._generation = 0  # number of the newest snapshot
+        self._latest: tuple[int, bytes] | None = None  # the newest snapshot (number, CBOR)
+        self._on_disk = 0  # number of the snapshot in the file
+        self._mutex = threading.Lock()  # guards _generation/_latest/_on_disk (loop thread and writer thread)
+        self._io = threading.Lock()  # one file write at a time (the writer thread, or save() in its caller)
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
 
     def load(self) -> IpaState:
         if self.path is None or not self.path.exists():
@@ -215,28 +238,72 @@ class StateStore:
             self.state = IpaState()
         return self.state
 
-    def save(self) -> None:
-        self.writes += 1
+    async def aload(self) -> IpaState:
+        """:meth:`load` in a thread (reading, and perhaps moving a damaged file aside, is disk I/O)."""
+        return await asyncio.to_thread(self.load)
+
+    # ------------------------------------------------------------------ writing
+    def _snapshot(self) -> int:
+        """Encode the current state as the newest snapshot; returns its number."""
+        data = encode_state(self.state)
+        with self._mutex:
+            self.writes += 1
+            self._generation += 1
+            self._latest = (self._generation, data)
+            return self._generation
+
+    def _write_through(self, generation: int) -> None:
+        """Make sure snapshot ``generation`` (or a newer one) is on disk. Runs in the writer thread (or the caller's,
+        for :meth:`save`). Raises ``OSError`` when the write fails; the file then keeps the older state."""
+        assert self.path is not None
+        with self._io:
+            with self._mutex:
+                if self._on_disk >= generation or self._latest is None:
+                    return  # a newer snapshot was written meanwhile: it holds this one's changes
+                newest, data = self._latest
+            _write_atomically(self.path, data)
+            with self._mutex:
+                self._on_disk = max(self._on_disk, newest)
+                self.files_written += 1
+
+    async def commit(self) -> None:
+        """Write the current state off the event loop; return once it (or a later state) is on disk."""
+        generation = self._snapshot()
         if self.path is None:
             return
-        data = encode_state(self.state)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipa-state")
+        done = asyncio.wrap_future(self._writer.submit(self._write_through, generation))
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            await asyncio.shield(done)  # a cancelled caller does not cancel the write
+        except asyncio.CancelledError:
+            done.add_done_callback(_log_failure)  # nobody is left to get its error
+            raise
+
+    def save(self) -> None:
+        """Write the current state in the calling thread (for code outside an event loop)."""
+        generation = self._snapshot()
+        if self.path is None:
+            return
+        if _loop_running():
+            caller = traceback.extract_stack(limit=2)[0]
+            log.error(
+                "state written with a blocking save() on the event loop (use await commit()): called from %s:%s %s",
+                caller.filename,
+                caller.lineno,
+                caller.name,
+            )
+        self._write_through(generation)
+
+    async def aclose(self) -> None:
+        """Wait for the writes in progress and stop the writer thread (a later commit starts a new one)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await asyncio.wrap_future(writer.submit(lambda: None))  # in order: after every queued write
+            writer.shutdown(wait=False)
 
     # ------------------------------------------------------------------ helpers used by the procedures
-    def add_result(
+    async def add_result(
         self,
         kind: str,
         der: bytes,
@@ -251,10 +318,10 @@ class StateStore:
         self.state.results.append(r)
         if clear_inflight:
             self.state.inflight = None
-        self.save()
+        await self.commit()
         return r
 
-    def result_delivered(self, result_id: str, acknowledged: list[int]) -> None:
+    async def result_delivered(self, result_id: str, acknowledged: list[int]) -> None:
         """Drop a delivered result and remember the acknowledged sequence numbers to remove, in one write."""
         for r in self.state.results:
             if r.id == result_id:
@@ -263,8 +330,43 @@ class StateStore:
         for s in acknowledged:
             if s not in self.state.remove_seqs:
                 self.state.remove_seqs.append(s)
-        self.save()
+        await self.commit()
 
-    def set_inflight(self, procedure: str | None, **data: Any) -> None:
+    async def set_inflight(self, procedure: str | None, **data: Any) -> None:
         self.state.inflight = None if procedure is None else {"procedure": procedure, **data}
-        self.save()
+        await self.commit()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Temporary file in the same directory, fsync, rename over ``path``, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _log_failure(fut: asyncio.Future[None]) -> None:
+    """The outcome of a write whose caller was cancelled: a failure is logged, not lost."""
+    if fut.cancelled():
+        return
+    exc = fut.exception()
+    if exc is not None:
+        log.error("writing the state file failed: %s", exc)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

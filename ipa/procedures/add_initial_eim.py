@@ -205,5 +205,5 @@ async def add_initial_eim(ctx: IpaContext, request: bytes) -> AddInitialEimResul
     for eim_id, token in zip(ids, result.association_tokens, strict=False):
         if token is not None:
             ctx.store.state.association_tokens[eim_id] = token
-    ctx.store.save()
+    await ctx.store.commit()
     return result

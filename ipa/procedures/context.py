@@ -85,7 +85,7 @@ class IpaContext:
     def eim_id(self) -> str | None:
         return self.eim.eim_id if self.eim is not None else None
 
-    def set_state_change(self, cause: int) -> None:
+    async def set_state_change(self, cause: int) -> None:
         """Remember a local state change to announce with notifyStateChange + stateChangeCause."""
         self.store.state.state_change = cause
-        self.store.save()
+        await self.store.commit()

@@ -70,7 +70,7 @@ async def handle_package(ctx: IpaContext, pkg_or_error: m.EimPackage | Exception
             else EimPackageResultErrorCode.invalidPackageFormat
         )
         log.error("eIM package refused (%s): %s", code.name, pkg_or_error)
-        queue_provide_result(ctx, m.eim_package_result_error(code, m.package_transaction_id(raw)))
+        await queue_provide_result(ctx, m.eim_package_result_error(code, m.package_transaction_id(raw)))
         await deliver_results(ctx)
         return f"error {code.name}"
     pkg = pkg_or_error
@@ -87,7 +87,7 @@ async def handle_package(ctx: IpaContext, pkg_or_error: m.EimPackage | Exception
         for s in pkg.seq_numbers:
             if s not in ctx.store.state.remove_seqs:
                 ctx.store.state.remove_seqs.append(s)
-        ctx.store.save()
+        await ctx.store.commit()
         await remove_acknowledged(ctx)
         return "eimAcknowledgements"
     raise AssertionError(f"unhandled package {pkg!r}")
@@ -102,7 +102,7 @@ async def recover_and_flush(ctx: IpaContext) -> bool:
             await euicc_package.recover(ctx)
         else:
             log.warning("dropping unknown procedure in flight %r", proc)
-            ctx.store.set_inflight(None)
+            await ctx.store.set_inflight(None)
     if not ctx.swept and not ctx.store.state.inflight:
         await euicc_package.sweep_card_results(ctx)
         ctx.swept = True
@@ -114,7 +114,7 @@ async def recover_and_flush(ctx: IpaContext) -> bool:
 async def poll_once(ctx: IpaContext) -> PollResult:
     try:
         if not await recover_and_flush(ctx):
-            _failed(ctx)
+            await _failed(ctx)
             return PollResult(Outcome.FAILED, "queued results not delivered yet")
         await deliver_notifications(ctx)
         cause = ctx.store.state.state_change
@@ -123,13 +123,13 @@ async def poll_once(ctx: IpaContext) -> PollResult:
     except EsipaError as exc:
         log.warning("eIM not reachable: %s", exc)
         await ctx.close_transport()
-        _failed(ctx)
+        await _failed(ctx)
         return PollResult(Outcome.FAILED, str(exc))
     except Es10Error as exc:
         log.error("eUICC error: %s", exc)
-        _failed(ctx)
+        await _failed(ctx)
         return PollResult(Outcome.FAILED, str(exc))
-    _contact(ctx, clear_state_change=True)
+    await _contact(ctx, clear_state_change=True)
     if not answer:
         return PollResult(Outcome.IDLE, "empty answer")
     try:
@@ -140,24 +140,24 @@ async def poll_once(ctx: IpaContext) -> PollResult:
         if pkg.code == EimPackageError.noEimPackageAvailable:
             return PollResult(Outcome.IDLE, "noEimPackageAvailable")
         log.error("GetEimPackage: eIM answered eimPackageError %s", code_name(EimPackageError, pkg.code))
-        _failed(ctx)
+        await _failed(ctx)
         return PollResult(Outcome.FAILED, f"eimPackageError {code_name(EimPackageError, pkg.code)}")
     try:
         what = await handle_package(ctx, pkg, answer)
     except EsipaError as exc:
         log.warning("eIM lost during the procedure: %s", exc)
         await ctx.close_transport()
-        _failed(ctx)
+        await _failed(ctx)
         return PollResult(Outcome.FAILED, str(exc))
     except Es10Error as exc:
         log.error("eUICC error during the procedure: %s", exc)
-        _failed(ctx)
+        await _failed(ctx)
         return PollResult(Outcome.FAILED, str(exc))
     if ctx.store.state.results:  # processed, but the result could not be delivered: the eIM is not reachable
-        _failed(ctx)
+        await _failed(ctx)
         return PollResult(Outcome.FAILED, f"{what}: result queued, not delivered yet", what)
     ctx.store.state.failures = 0
-    ctx.store.save()
+    await ctx.store.commit()
     return PollResult(Outcome.WORK, what, what)
 
 
@@ -179,19 +179,19 @@ async def handle_push(ctx: IpaContext, push: PushedPackage, answer) -> str:
         await answer(push, m.transfer_eim_package_response(m.transfer_error(code)))
         return f"error {code.name}"
     await answer(push, m.transfer_eim_package_response(m.EIM_PACKAGE_RECEIVED))
-    _contact(ctx, clear_state_change=False)
+    await _contact(ctx, clear_state_change=False)
     return await handle_package(ctx, pkg, push.der)
 
 
-def _failed(ctx: IpaContext) -> None:
+async def _failed(ctx: IpaContext) -> None:
     ctx.store.state.failures += 1
-    ctx.store.save()
+    await ctx.store.commit()
 
 
-def _contact(ctx: IpaContext, *, clear_state_change: bool) -> None:
+async def _contact(ctx: IpaContext, *, clear_state_change: bool) -> None:
     st = ctx.store.state
     st.last_contact = ctx.clock()
     st.failures = 0
     if clear_state_change:
         st.state_change = None
-    ctx.store.save()
+    await ctx.store.commit()

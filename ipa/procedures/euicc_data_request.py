@@ -137,5 +137,5 @@ async def run(ctx: IpaContext, req: m.IpaEuiccDataRequest) -> None:
     from ipa.procedures.result_delivery import deliver_results, queue_provide_result
 
     response = await build_response(ctx, req)
-    queue_provide_result(ctx, response)
+    await queue_provide_result(ctx, response)
     await deliver_results(ctx)

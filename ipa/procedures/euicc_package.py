@@ -62,7 +62,7 @@ async def execute(ctx: IpaContext, pkg: m.EuiccPackageRequest, *, deliver: bool 
     if pkg.eid != ctx.eid:
         log.warning("package for EID %s, this eUICC is %s: the eUICC will refuse it", pkg.eid.hex(), ctx.eid.hex())
     before = [n.seq_number for n in await ctx.es10.retrieve_notifications_list()]
-    ctx.store.set_inflight(
+    await ctx.store.set_inflight(
         PROCEDURE,
         package=pkg.raw,
         eim=pkg.eim_id,
@@ -106,7 +106,7 @@ async def finish(ctx: IpaContext, inflight: dict[str, Any], epr: m.EuiccPackageR
     enable_ok = any(r.name == "enableResult" and r.code == 0 for r in epr.results)
     rollback = {"allowed": True, "done": False} if inflight.get("rollback_flag") and enable_ok else None
     seqs = [s for s in [epr.seq_number, *[n.seq_number for n in notifs]] if s is not None]
-    queue_provide_result(ctx, alt, seq_numbers=seqs, rollback=rollback, clear_inflight=True)
+    await queue_provide_result(ctx, alt, seq_numbers=seqs, rollback=rollback, clear_inflight=True)
 
 
 async def recover(ctx: IpaContext) -> bool:
@@ -116,14 +116,14 @@ async def recover(ctx: IpaContext) -> bool:
         return False
     attempts = int(inflight.get("attempts", 0)) + 1
     inflight["attempts"] = attempts
-    ctx.store.save()
+    await ctx.store.commit()
     try:
         await ctx.es10.reopen()
         eprs = await ctx.es10.retrieve_euicc_package_results()
     except Exception as exc:
         log.error("recovery of the eUICC package failed (attempt %d): %s", attempts, exc)
         if attempts >= MAX_RECOVERY_ATTEMPTS:
-            _give_up(ctx, inflight)
+            await _give_up(ctx, inflight)
         return False
     st = ctx.store.state
     already = {s for r in st.results for s in r.seq_numbers} | set(st.remove_seqs) | set(st.delivered_seqs)
@@ -144,7 +144,7 @@ async def recover(ctx: IpaContext) -> bool:
     except Exception as exc:
         log.error("re-loading the interrupted package failed (attempt %d): %s", attempts, exc)
         if attempts >= MAX_RECOVERY_ATTEMPTS:
-            _give_up(ctx, inflight)
+            await _give_up(ctx, inflight)
         return False
     await finish(ctx, inflight, epr)
     return True
@@ -163,18 +163,18 @@ async def sweep_card_results(ctx: IpaContext) -> int:
         if epr.eim_id != ctx.eim_id or epr.seq_number is None or epr.seq_number in known:
             continue
         log.warning("the eUICC holds an undelivered result (seq %d): queued for delivery", epr.seq_number)
-        queue_provide_result(ctx, epr.raw, seq_numbers=[epr.seq_number])
+        await queue_provide_result(ctx, epr.raw, seq_numbers=[epr.seq_number])
         found += 1
     return found
 
 
-def _give_up(ctx: IpaContext, inflight: dict[str, Any]) -> None:
+async def _give_up(ctx: IpaContext, inflight: dict[str, Any]) -> None:
     log.error(
         "giving up on the interrupted package (eIM %s counter %s): reporting undefinedError",
         inflight.get("eim"),
         inflight.get("counter"),
     )
-    queue_provide_result(
+    await queue_provide_result(
         ctx,
         m.eim_package_result_error(EimPackageResultErrorCode.undefinedError, inflight.get("txid")),
         clear_inflight=True,

@@ -27,7 +27,7 @@ async def execute_fallback(ctx: IpaContext, refresh: bool = True) -> None:
     await ctx.es10.ensure_open()
     await ctx.close_transport()
     ctx.store.state.fallback = {"active": True, "since": ctx.clock()}
-    ctx.set_state_change(StateChangeCause.fallback)
+    await ctx.set_state_change(StateChangeCause.fallback)
 
 
 async def return_from_fallback(ctx: IpaContext, refresh: bool = True) -> None:
@@ -39,7 +39,7 @@ async def return_from_fallback(ctx: IpaContext, refresh: bool = True) -> None:
     await ctx.es10.ensure_open()
     await ctx.close_transport()
     ctx.store.state.fallback = None
-    ctx.set_state_change(StateChangeCause.fallback)
+    await ctx.set_state_change(StateChangeCause.fallback)
 
 
 async def check(ctx: IpaContext) -> None:
@@ -54,7 +54,7 @@ async def check(ctx: IpaContext) -> None:
             except ProcedureError as exc:
                 log.error("%s", exc)
                 ctx.store.state.fallback = {"active": True, "since": now}
-                ctx.store.save()
+                await ctx.store.commit()
         return
     last = ctx.store.state.last_contact
     if cfg.fallback_after > 0 and last > 0 and now - last >= cfg.fallback_after:
@@ -63,4 +63,4 @@ async def check(ctx: IpaContext) -> None:
         except ProcedureError as exc:
             log.error("%s", exc)
             ctx.store.state.last_contact = now  # do not retry on every poll
-            ctx.store.save()
+            await ctx.store.commit()

@@ -24,5 +24,5 @@ async def immediate_enable(ctx: IpaContext, refresh: bool = True) -> bool:
         return False
     await ctx.es10.ensure_open()
     await ctx.close_transport()
-    ctx.set_state_change(StateChangeCause.immediateEnableProfile)
+    await ctx.set_state_change(StateChangeCause.immediateEnableProfile)
     return True

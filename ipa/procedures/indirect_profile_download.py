@@ -197,7 +197,7 @@ async def _deliver_pir(ctx: IpaContext, pir: ProfileInstallationResult) -> None:
     ctx.report("HandleNotification", seqNumber=pir.seq_number)
     if pir.seq_number is not None:
         ctx.store.state.remove_seqs.append(pir.seq_number)
-        ctx.store.save()
+        await ctx.store.commit()
         from ipa.procedures.result_delivery import remove_acknowledged
 
         await remove_acknowledged(ctx)
@@ -210,5 +210,5 @@ async def run(ctx: IpaContext, data: DownloadData | None, *, eim_transaction_id:
         log.error("%s", exc)
         if exc.cancel_reason is None:
             reason = ProfileDownloadErrorReason.undefinedError
-            queue_provide_result(ctx, m.profile_download_trigger_result(eim_transaction_id, error_reason=reason))
+            await queue_provide_result(ctx, m.profile_download_trigger_result(eim_transaction_id, error_reason=reason))
             await deliver_results(ctx)

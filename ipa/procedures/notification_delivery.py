@@ -39,7 +39,7 @@ async def deliver_notifications(ctx: IpaContext) -> tuple[int, int]:
             await ctx.close_transport()
             return delivered, len(todo) - i
         ctx.store.state.remove_seqs.append(n.seq_number)
-        ctx.store.save()
+        await ctx.store.commit()
         delivered += 1
         ctx.report("HandleNotification", seqNumber=n.seq_number, events=sorted(n.events))
         try:

@@ -131,7 +131,7 @@ async def run(ctx: IpaContext, trig: m.ProfileDownloadTriggerRequest) -> None:
         data = await download_data_from_trigger(ctx, trig)
     except DownloadFailed as exc:
         log.error("%s", exc)
-        queue_provide_result(
+        await queue_provide_result(
             ctx, m.profile_download_trigger_result(txid, error_reason=ProfileDownloadErrorReason.undefinedError)
         )
         await deliver_results(ctx)
@@ -158,5 +158,5 @@ async def run(ctx: IpaContext, trig: m.ProfileDownloadTriggerRequest) -> None:
                 error_response=err.error_response if err else None,
             )
             seqs = []
-        queue_provide_result(ctx, result, seq_numbers=seqs)
+        await queue_provide_result(ctx, result, seq_numbers=seqs)
         await deliver_results(ctx)

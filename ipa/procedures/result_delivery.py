@@ -40,7 +40,7 @@ async def remove_acknowledged(ctx: IpaContext) -> list[int]:
         if code == 1:
             log.info("seq %d was already removed", seq)
         ctx.store.state.remove_seqs.remove(seq)
-        ctx.store.save()
+        await ctx.store.commit()
         done.append(seq)
     return done
 
@@ -58,7 +58,7 @@ async def profile_rollback(ctx: IpaContext, result: PendingResult) -> None:
         log.error("ProfileRollback refused: %s; keeping the enable result for delivery", exc)
         result.rollback["done"] = True
         result.rollback["error"] = exc.code_name or str(exc)
-        ctx.store.save()
+        await ctx.store.commit()
         return
     await ctx.es10.ensure_open()  # REFRESH: the card was reset, re-open before anything else
     await ctx.close_transport()  # connectivity changes with the profile: reconnect
@@ -66,7 +66,7 @@ async def profile_rollback(ctx: IpaContext, result: PendingResult) -> None:
     if epr is None:
         log.warning("ProfileRollback ok but no EuiccPackageResult returned; delivering the enable result")
         result.rollback["done"] = True
-        ctx.store.save()
+        await ctx.store.commit()
         return
     notifs = await new_notifications(ctx, before)
     alt = m.epr_and_notifications(epr.raw, [n.raw for n in notifs]) if notifs else epr.raw
@@ -74,7 +74,7 @@ async def profile_rollback(ctx: IpaContext, result: PendingResult) -> None:
     result.seq_numbers = [s for s in [epr.seq_number, *[n.seq_number for n in notifs]] if s is not None]
     result.rollback = {"allowed": False, "done": True, "rolled_back": True}
     result.attempts = 0
-    ctx.store.save()
+    await ctx.store.commit()
     ctx.report("ProfileRollback", result="ok", seqNumber=epr.seq_number)
 
 
@@ -104,11 +104,11 @@ async def _deliver_notification_result(ctx: IpaContext, r: PendingResult) -> boo
         await ctx.send(r.der)
     except EsipaError as exc:
         r.attempts += 1
-        ctx.store.save()
+        await ctx.store.commit()
         log.warning("HandleNotification not delivered (attempt %d): %s", r.attempts, exc)
         await ctx.close_transport()
         return False
-    ctx.store.result_delivered(r.id, r.seq_numbers)
+    await ctx.store.result_delivered(r.id, r.seq_numbers)
     return True
 
 
@@ -117,7 +117,7 @@ async def _deliver_provide_result(ctx: IpaContext, r: PendingResult) -> bool:
         answer_der = await ctx.send(r.der)
     except EsipaError as exc:
         r.attempts += 1
-        ctx.store.save()
+        await ctx.store.commit()
         log.warning("ProvideEimPackageResult not delivered (attempt %d): %s", r.attempts, exc)
         await ctx.close_transport()
         rb = r.rollback
@@ -131,24 +131,24 @@ async def _deliver_provide_result(ctx: IpaContext, r: PendingResult) -> bool:
         log.error(
             "ProvideEimPackageResult answer unreadable (%s); result counted as delivered, nothing acknowledged", exc
         )
-        ctx.store.result_delivered(r.id, [])
+        await ctx.store.result_delivered(r.id, [])
         return True
     if answer.error is not None:
         name = code_name(ProvideEimPackageResultError, answer.error)
         if answer.error == ProvideEimPackageResultError.undefinedError and r.attempts < MAX_ATTEMPTS_ON_EIM_ERROR:
             r.attempts += 1
-            ctx.store.save()
+            await ctx.store.commit()
             log.warning("eIM answered provideEimPackageResultError %s; will retry", name)
             return False
         log.error("eIM refused the result: provideEimPackageResultError %s; dropping it", name)
-        ctx.store.result_delivered(r.id, [])
+        await ctx.store.result_delivered(r.id, [])
         return True
-    ctx.store.result_delivered(r.id, list(answer.acknowledgements))
+    await ctx.store.result_delivered(r.id, list(answer.acknowledgements))
     ctx.report("ProvideEimPackageResult", delivered=True, acknowledged=list(answer.acknowledgements))
     return True
 
 
-def queue_provide_result(
+async def queue_provide_result(
     ctx: IpaContext,
     eim_package_result: bytes,
     *,
@@ -157,7 +157,7 @@ def queue_provide_result(
     clear_inflight: bool = False,
 ) -> PendingResult:
     der = m.provide_eim_package_result(ctx.eid, eim_package_result)
-    return ctx.store.add_result(
+    return await ctx.store.add_result(
         "provide_eim_package_result",
         der,
         eim_id=ctx.eim_id,

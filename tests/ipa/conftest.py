@@ -28,6 +28,15 @@ ICCID_B = "8944000000000000029"
 DTLS_PSK = bytes.fromhex("4c61622d50534b2d6f662d7468652d495041")  # "Lab-PSK-of-the-IPA", 18 bytes
 
 
+@pytest.fixture(autouse=True)
+def _no_blocking_state_writes_on_the_loop(caplog):
+    """House rule: async code never blocks the loop. ``StateStore.save()`` on a running loop still writes but logs
+    an error; any such error fails the test that caused it."""
+    yield
+    blocking = [r.getMessage() for r in caplog.records if r.name == "ipa.state" and "blocking save()" in r.getMessage()]
+    assert not blocking, blocking
+
+
 @pytest.fixture(scope="session")
 def lab_pki(tmp_path_factory):
     return create_lab_pki(tmp_path_factory.mktemp("ipa-pki"), curves=("nist",), eids=(EID_TEXT,))
