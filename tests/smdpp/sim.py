@@ -18,6 +18,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from euicc.der import int_bytes
 from rsp import bsp, crypto, tlv
 from rsp.pki import LabPki, Role, verify_chain
 from smdpp.profiles import bcd_to_iccid, iccid_to_bcd
@@ -198,7 +199,7 @@ class SimEuicc:
         self.seq += 1
         meta = T(
             0xBF2F,
-            T(0x80, bytes([self.seq]))
+            T(0x80, int_bytes(self.seq))
             + T(0x81, b"\x07\x80")
             + T(0x0C, address.encode())
             + T(0x5A, iccid_to_bcd(iccid)),
@@ -229,7 +230,7 @@ class SimEuicc:
         bits = bytes([8 - nbits, 0x80 >> event_bit])
         meta = T(
             0xBF2F,
-            T(0x80, bytes([self.seq])) + T(0x81, bits) + T(0x0C, address.encode()) + T(0x5A, iccid_to_bcd(iccid)),
+            T(0x80, int_bytes(self.seq)) + T(0x81, bits) + T(0x0C, address.encode()) + T(0x5A, iccid_to_bcd(iccid)),
         )
         return T(0x30, meta + T(0x5F37, crypto.sign(self.key, meta)) + self.cert_der + self.eum_der)
 
