@@ -10,6 +10,9 @@
 - Push: the eIM publishes a ``TransferEimPackageRequest`` (BF4E) to the down topic at QoS 1. The session is
   persistent (clean start off, session expiry set), so a device that was offline receives it when it reconnects.
   The IPA answers with a ``TransferEimPackageResponse`` on the up topic, echoing the push's correlation data.
+  A connection that drops while the IPA is idle is re-established in the background (0.2 s doubling to 30 s,
+  jittered), so the subscription to the down topic - lost with a broker restarted without persistence - is back
+  for the next push without waiting for the next poll.
 
 Retransmission (a broker restarted without persistence forgets every queued message, every session and every
 subscription; the eIM's workers re-subscribe ``$share/eim/esipa/+/up`` only after they reconnected, and what is
@@ -80,6 +83,7 @@ log = logging.getLogger("ipa.esipa.mqtt")
 NO_MATCHING_SUBSCRIBERS = 16  # MQTT v5 PUBACK reason code 0x10
 RECONNECT_FIRST = 0.2  # seconds before the first reconnect attempt within a request; doubles ...
 RECONNECT_MAX = 5.0  # ... up to this
+IDLE_RECONNECT_MAX = 30.0  # an idle connection that dropped is re-established in the background, backing off to this
 # functions the eIM handles the same however often it gets them: repeated on a timer too (module docstring)
 REPEAT_ON_TIMER = (b"\xbf\x4f", b"\xbf\x50")  # GetEimPackage, ProvideEimPackageResult
 HANDLE_NOTIFICATION = b"\xbf\x3d"
@@ -172,6 +176,8 @@ class MqttTransport:
         self._finished: collections.deque[bytes] = collections.deque(maxlen=64)  # correlation data of past requests
         self._pushes: asyncio.Queue[PushedPackage] = asyncio.Queue()
         self._lock = asyncio.Lock()
+        self._closing = False
+        self._reconnector: asyncio.Task[None] | None = None
         self.connects = 0  # successful connections (observability, tests)
         self.copies_sent = 0  # request copies published, first copies included
         self.duplicate_answers = 0  # answers to a request that was already answered (ignored)
@@ -206,6 +212,7 @@ class MqttTransport:
         return self._conn is not None
 
     async def start(self) -> None:
+        self._closing = False
         await self._connect()
 
     async def _connect(self) -> _Connection:
@@ -245,9 +252,25 @@ class MqttTransport:
             if self._conn is conn:
                 self._conn = None
             conn.lost.set()  # wakes the requests waiting on this connection: they reconnect and publish again
+        if not self._closing and (self._reconnector is None or self._reconnector.done()):
+            self._reconnector = asyncio.create_task(self._reconnect_idle(), name="ipa-mqtt-reconnect")
         with contextlib.suppress(Exception):  # free the client's resources
             await conn.client.__aexit__(None, None, None)
         _collect_disconnect_error(conn.client)
+
+    async def _reconnect_idle(self) -> None:
+        """Re-establish a connection that dropped, even with no request pending: the subscription to the down topic
+        (gone with a broker restarted without persistence) is renewed, so pushed packages arrive again."""
+        delay = RECONNECT_FIRST
+        while not self._closing and self._conn is None:
+            await asyncio.sleep(delay * random.uniform(1.0, 1.5))
+            if self._closing or self._conn is not None:
+                return
+            try:
+                await self._connect()
+            except EsipaError as exc:
+                log.debug("MQTT reconnect failed, next attempt in up to %.0f s: %s", delay * 2, exc)
+                delay = min(delay * 2, IDLE_RECONNECT_MAX)
 
     def _dispatch(self, msg: aiomqtt.Message) -> None:
         payload = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
@@ -388,6 +411,12 @@ class MqttTransport:
         raise EsipaError(step, f"no answer on {self.down} within {self.timeout:.0f} s ({copies} copies)")
 
     async def close(self) -> None:
+        self._closing = True
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconnector
+            self._reconnector = None
         conn, self._conn = self._conn, None  # taken first: the reader forgets it when it ends
         for fut in self._waiting.values():
             if not fut.done():

@@ -16,6 +16,7 @@ from ipa import messages as m
 from ipa.esipa import EsipaError
 from ipa.esipa.mqtt import MqttTransport
 from ipa.procedures.eim_package_retrieval import Outcome
+from rsp import tlv
 from tests.ipa.conftest import EID, ICCID_A, ICCID_B
 from tests.ipa.peer import Drop, MqttEim, MqttErrorAnswer
 from tests.services import run_mosquitto
@@ -133,6 +134,28 @@ async def test_broker_restarted_mid_request_the_request_is_published_again(reque
                 # a relayed step is not repeated while an eIM may still work on it: one copy before the restart,
                 # one after (the reconnect); copies that reached nobody in between were not seen
                 assert len(copies) == 2
+        finally:
+            await t.close()
+            await eim.stop()
+
+
+async def test_idle_connection_comes_back_after_a_broker_restart_and_gets_pushes():
+    """No request pending when the broker restarts: the IPA reconnects by itself and subscribes to its down topic
+    again (the restarted broker forgot the persistent session), so the eIM's next push arrives."""
+    with run_mosquitto() as broker:
+        eim = MqttEim(Script(), broker.host, broker.port)
+        await eim.start()
+        t = transport(broker)
+        await t.start()
+        try:
+            await asyncio.to_thread(broker.start_again)
+            await until(lambda: t.connects >= 2 and t.connected, "the IPA reconnected")
+            await until(lambda: eim.connects >= 2 and eim.client is not None, "the eIM reconnected")
+            push = tlv.encode(0xBF4E, tlv.encode(0xBF53, m.enc_int(0x80, 1)))
+            await eim.push(EID, push, correlation=None)
+            got = await t.next_push(timeout=30)
+            assert got is not None and got.der == push
+            assert t.copies_sent == 0  # nothing was sent: the reconnect did not wait for a request
         finally:
             await t.close()
             await eim.stop()
