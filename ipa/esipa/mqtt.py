@@ -42,9 +42,10 @@ Why each request is safe to receive twice at the eIM (``eim/esipa/``), so a copy
   of an accepted EuiccPackageResult is acknowledged again (``eim.esipa.results``), as the IPA must be able to
   resend after a lost answer over any binding. ipaEuiccDataResponse, profileDownloadTriggerResult and
   eimPackageResultResponseError go through the same ``record_result``.
-- HandleNotification (BF3D, cases 1-2): a PIR closes its download operation once (``record_result`` again) and
-  the notification is forwarded to its SM-DP+ once more - the same repeat an HTTP client makes after a lost
-  answer, which an SM-DP+ accepts (the lab SM-DP+ records it again and answers 204).
+- HandleNotification (BF3D, cases 1-2): a PIR closes its download operation once (``record_result`` ignores the
+  replay); the notification goes to the eIM's outbox for its SM-DP+, which holds the same bytes once while they
+  wait there (``eim.relay.outbox``); a copy arriving after the SM-DP+ took the first is forwarded once more - the
+  repeat any IPA makes after a lost answer, which an SM-DP+ accepts (the lab SM-DP+ records it again, answers 204).
 - InitiateAuthentication, AuthenticateClient, GetBoundProfilePackage, CancelSession (indirect download, relayed
   to the SM-DP+, cases 1-2 only): the SM-DP+ moves its session on with each call, so these are never repeated
   while an eIM may still be working on them. A copy after ``No matching subscribers`` reached nobody. After a
