@@ -104,7 +104,9 @@ def test_mqtt_broker_restarts(lab) -> None:
     with run_mosquitto() as broker:
         stack = lab("mqtt", mosquitto=broker)
         # a request published while the eIM is not yet subscribed again is lost with the broker's state (no
-        # persistence): the IPA gives up waiting for its answer after eim.timeout and asks again
+        # persistence): the IPA publishes it again after its reconnect, on a PUBACK "no matching subscribers" and
+        # every mqtt.retransmit_interval (tests/ipa/test_mqtt_resilience.py); the short eim.timeout only bounds
+        # a step that still goes unanswered
         stack.services["ipa"].stop()
         stack.start_ipa(env={"IPA_EIM_TIMEOUT": "3"})
         order = stack.smdp_order("ts48")
