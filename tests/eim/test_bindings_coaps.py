@@ -43,6 +43,7 @@ from tests.eim.test_bindings_common import (
     get_eim_package_request,
     large_package_response,
     large_provide_result,
+    provide_result,
 )
 from tests.services import free_port, require_dtls
 
@@ -222,6 +223,13 @@ def test_a_device_cannot_speak_for_another_eid(loop, esipa):
     r = loop.run(coaps(esipa, EID, KEYS[EID], get_eim_package_request(EID2)))
     assert r.code == Code.CHANGED and r.payload == INVALID_EID
     assert esipa.handler.calls[-1][1].eid_hint == EID
+    # nor report a result in EID2's name
+    r = loop.run(coaps(esipa, EID, KEYS[EID], provide_result(EID2)))
+    assert r.payload == bytes.fromhex("BF5003020103")
+    assert asn1.decode("EsipaMessageFromEimToIpa", r.payload) == (
+        "provideEimPackageResultResponse",
+        ("provideEimPackageResultError", 3),  # invalidEid
+    )
     # EID2's own session gets EID2's answer
     r = loop.run(coaps(esipa, EID2, KEYS[EID2], get_eim_package_request(EID2)))
     assert r.payload == NO_PACKAGE

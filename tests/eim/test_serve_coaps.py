@@ -137,3 +137,24 @@ def test_eim_serve_refuses_a_bad_key_file_at_start(lab, tmp_path):
     with pytest.raises(RuntimeError) as err:
         start_eim(tmp_path, store_url=f"sqlite:///{tmp_path}/eim.db", lab_pki=lab.root, extra_config=extra)
     assert "[coap] psk_file:" in str(err.value) and "line 1: key is 2 bytes, must be 16 bytes" in str(err.value)
+
+
+def test_eim_serve_without_dtlssocket_says_what_to_install(lab, tmp_path):
+    """DTLSSocket missing (a package on PYTHONPATH that fails to import stands in for it): exit 2, the message."""
+    fake = tmp_path / "site" / "DTLSSocket"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('DTLSSocket stands absent for this test')\n")
+    keyfile = tmp_path / "coaps.psk"
+    keyfile.write_text("")
+    extra = f'[coap]\nenabled = true\nhost = "127.0.0.1"\nplain = false\ndtls = true\ndtls_port = {free_port()}\n'
+    extra += f'psk_file = "{keyfile}"\n'
+    with pytest.raises(RuntimeError) as err:
+        start_eim(
+            tmp_path,
+            store_url=f"sqlite:///{tmp_path}/eim.db",
+            lab_pki=lab.root,
+            extra_config=extra,
+            env={"PYTHONPATH": str(tmp_path / "site")},
+        )
+    assert "exited with 2" in str(err.value)
+    assert "eim: serve: [coap] dtls: CoAPS (DTLS) needs the DTLSSocket package" in str(err.value)
