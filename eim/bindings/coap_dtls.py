@@ -121,14 +121,20 @@ class DtlsSessionTable:
         try:
             self._received(data, sockaddr)  # aiocoap's: finds/creates the address, tinydtls handles the records
         except Exception as exc:
+            # e.g. aiocoap's "DTLS stack tried accessing different keys": a new handshake with another identity
+            # from the address of an existing session (a NAT mapping handed to another device). The session goes,
+            # without a close_notify (its state is unknown); the device's next handshake starts afresh.
             self.errors += 1
             current = self.sessions.get(sockaddr)
             log.warning(
                 "DTLS datagram not handled, session dropped",
-                extra={"peer": _hostinfo(current) if current else str(sockaddr), "error": f"{type(exc).__name__}"},
+                extra={
+                    "peer": _hostinfo(current) if current else str(sockaddr),
+                    "error": f"{type(exc).__name__}: {str(exc)[:200]}",
+                },
             )
             if current is not None:
-                self.evict(current, "error")
+                self.evict(current, "error", notify=False)
             return
         if address is None:
             created = self.sessions.get(sockaddr)
@@ -157,8 +163,8 @@ class DtlsSessionTable:
             self.evict(victim, "session table full")
             victims.pop(key, None)  # progress even if the address was already out of aiocoap's table
 
-    def evict(self, address: Any, why: str) -> None:
-        if address.connected and not address.gone:
+    def evict(self, address: Any, why: str, *, notify: bool = True) -> None:
+        if notify and address.connected and not address.gone:
             with contextlib.suppress(Exception):  # close_notify: a device holding the session handshakes again
                 address._dtls_socket.close(address._dtls_session)
         self.evicted += 1

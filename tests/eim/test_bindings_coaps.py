@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiocoap
@@ -88,6 +89,15 @@ def write_keys(path: Path, keys: dict[str, bytes], extra: str = "") -> None:
     tmp.replace(path)  # a new inode: the watcher sees a change even within one mtime tick
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    port: int
+
+    @property
+    def uri(self) -> str:
+        return f"coaps://127.0.0.1:{self.port}/gsma/rsp2/asn1"
+
+
 class Server:
     def __init__(self, loop: Loop, handler, psk_path: Path, **options) -> None:
         self.loop = loop
@@ -118,7 +128,9 @@ async def client_for(port: int, identity: str, key: bytes) -> Context:
     return ctx
 
 
-async def coaps(server: Server, identity: str, key: bytes, payload: bytes, *, blockwise: bool = True, wait=15.0):
+async def coaps(
+    server: Server | Endpoint, identity: str, key: bytes, payload: bytes, *, blockwise: bool = True, wait=15.0
+):
     """One request on a fresh client (a new DTLS session from a new source port), the response or the exception."""
     ctx = await client_for(server.port, identity, key)
     try:
@@ -432,6 +444,58 @@ def test_a_device_closing_its_session_frees_its_place(loop, spec):
     assert spec.table.established == before + 1
     port = r.remote._transport.get_extra_info("sockname")[1]
     wait_for(lambda: ("127.0.0.1", port) not in spec.table.sessions, "the close_notify ends the session")
+
+
+class OneAddress(asyncio.DatagramProtocol):
+    """A NAT in front of the server: every client reaches it from this one socket; client alerts are dropped
+    (the device vanished without closing its session)."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.client = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if addr == self.server:
+            if self.client is not None:
+                self.transport.sendto(data, self.client)
+            return
+        self.client = addr
+        if data[:1] != bytes([21]):  # 21 = alert
+            self.transport.sendto(data, self.server)
+
+
+def test_another_device_behind_the_same_address_never_inherits_a_session(loop, tmp_path, logs):
+    """EID's session stays open; EID2 then handshakes from the very same address and port (a NAT mapping handed to
+    another device): nothing is ever handled as EID for it, the server keeps serving, EID2 gets in afresh."""
+    path = tmp_path / "psk.txt"
+    write_keys(path, KEYS)
+    server = Server(loop, SpecHandler(), path)
+
+    async def nat():
+        return await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: OneAddress(("127.0.0.1", server.port)), local_addr=("127.0.0.1", 0)
+        )
+
+    transport, _ = loop.run(nat())
+    front = Endpoint(transport.get_extra_info("sockname")[1])  # the same server, reached through the NAT
+    try:
+        r = loop.run(coaps(front, EID, KEYS[EID], get_eim_package_request(EID)))
+        assert r.payload == NO_PACKAGE and len(server.table) == 1
+        before = len(server.handler.calls)
+        for _ in range(3):  # the first attempt meets EID's session and fails; a later one gets through
+            r = loop.run(coaps(front, EID2, KEYS[EID2], get_eim_package_request(EID2), wait=5))
+            if isinstance(r, Message):
+                break
+        assert isinstance(r, Message) and r.payload == NO_PACKAGE
+        assert [ctx.eid_hint for _, ctx in server.handler.calls[before:]] == [EID2]
+        assert server.table.errors >= 1 and records(logs, "DTLS datagram not handled, session dropped")
+        assert loop.run(coaps(server, EID, KEYS[EID], get_eim_package_request(EID))).payload == NO_PACKAGE
+    finally:
+        transport.close()
+        server.stop()
 
 
 # ------------------------------------------------------------------------------------------ garbage
