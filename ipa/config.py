@@ -38,7 +38,7 @@ class EimConfig:
     timeout: float = 30.0
     provisioning_file: str = ""  # AddInitialEim bootstrap when the eUICC has no eIM (DER BF57 or TOML)
     psk_identity: str = ""  # coaps (DTLS PSK): identity sent in the handshake (default: the EID, 32 digits)
-    psk_hex: str = ""  # coaps: the pre-shared key, 16 to 32 bytes in hex (prefer psk_file or IPA_EIM_PSK_HEX)
+    psk_hex: str = ""  # coaps: the pre-shared key, 16 bytes in hex (prefer psk_file or IPA_EIM_PSK_HEX)
     psk_file: str = ""  # coaps: a file holding the key in hex (mode 0600)
 
 
@@ -150,14 +150,17 @@ def _apply(cfg: IpaConfig, section: str, key: str, value: Any, *, from_env: bool
     setattr(sect, key, _coerce(section, key, getattr(sect, key), value, from_env=from_env))
 
 
+PSK_BYTES = 16  # tinydtls' DTLS_PSK_MAX_KEY_LEN (AES-128); DTLSSocket overruns its buffer with a longer key
+
+
 def psk_from_hex(text: str, name: str) -> bytes:
-    """A DTLS pre-shared key: 16 to 32 bytes (128 bits at least; tinydtls takes at most 32) written in hex."""
+    """A DTLS pre-shared key, written in hex: exactly 16 bytes (128 bits; all tinydtls can hold)."""
     try:
         key = bytes.fromhex(text.strip())
     except ValueError:
         raise ConfigError(f"{name} must be hex digits") from None
-    if not 16 <= len(key) <= 32:
-        raise ConfigError(f"{name} is {len(key)} bytes; a PSK must be 16 to 32 bytes")
+    if len(key) != PSK_BYTES:
+        raise ConfigError(f"{name} is {len(key)} bytes; a CoAPS PSK is {PSK_BYTES} bytes (32 hex digits)")
     return key
 
 

@@ -6,8 +6,11 @@ A 2.04/2.05 answer with a payload is the eIM's message; an empty payload means "
 
 ``coaps://`` is CoAP over DTLS 1.2 with a pre-shared key (RFC 7252 §9.1.3.1, aiocoap's ``tinydtls`` transport,
 package DTLSSocket from the ``[dtls]`` extra). The PSK identity is the EID unless configured otherwise; the eIM
-looks the key up by it. A handshake that fails (unknown identity, wrong key) shows as no answer within
-``timeout``: tinydtls does not report the peer's alert to aiocoap, so the error says what to check.
+looks the key up by it. The key is exactly 16 bytes (tinydtls' ``DTLS_PSK_MAX_KEY_LEN``; DTLSSocket copies a longer
+key past its buffer). An unknown identity fails at once (aiocoap ``NetworkError``); a wrong key shows as no answer
+within ``timeout`` (tinydtls drops the Finished it cannot decrypt), so each error says what to check. The DTLS
+session is kept between requests (one datagram each way per poll) and dropped after any failure, so a session the
+eIM has forgotten (restart, eviction) costs one failed request and then a new handshake.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class CoapTransport:
         self._psk = psk
         self._psk_identity = psk_identity
         self._ctx = None
+        self._session: object | None = None
 
     async def start(self) -> None:
         import aiocoap
@@ -71,15 +75,23 @@ class CoapTransport:
         try:
             resp = await asyncio.wait_for(self._ctx.request(req).response, self.timeout)
         except TimeoutError:
-            hint = " (DTLS: check that the eIM knows this PSK identity and key)" if self.dtls else ""
+            self._session = None  # a session the eIM no longer knows (restart, eviction): handshake again next time
+            hint = " (DTLS: check that the eIM has this EID's key)" if self.dtls else ""
             raise EsipaError(step, f"no CoAP answer within {self.timeout:.0f} s ({self.uri}){hint}") from None
         except Exception as exc:  # aiocoap raises its own error hierarchy (network, timeouts, resets)
-            raise EsipaError(step, f"{type(exc).__name__}: {exc} ({self.uri})") from None
+            self._session = None
+            hint = " (DTLS: check that the eIM knows this PSK identity)" if self.dtls else ""
+            raise EsipaError(step, f"{type(exc).__name__}: {exc} ({self.uri}){hint}") from None
+        if self.dtls:
+            # aiocoap keeps a DTLS session only while something refers to it: keep it for the next request, so a
+            # poll costs one datagram each way instead of a new handshake (7 datagrams each way)
+            self._session = resp.remote
         if not resp.code.is_successful():
             raise EsipaError(step, f"CoAP {resp.code} {resp.payload[:100]!r}", str(resp.code))
         return resp.payload or None
 
     async def close(self) -> None:
+        self._session = None
         if self._ctx is not None:
             ctx, self._ctx = self._ctx, None
             await ctx.shutdown()

@@ -25,7 +25,7 @@ EID_TEXT = lab_eid(1)
 EID = bytes.fromhex(EID_TEXT)
 ICCID_A = "8944000000000000011"
 ICCID_B = "8944000000000000029"
-DTLS_PSK = bytes.fromhex("4c61622d50534b2d6f662d7468652d495041")  # "Lab-PSK-of-the-IPA", 18 bytes
+DTLS_PSK = b"Lab-PSK-of-IPA-1"  # 16 bytes, all tinydtls takes
 
 
 @pytest.fixture(autouse=True)
