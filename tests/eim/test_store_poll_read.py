@@ -130,3 +130,28 @@ async def test_postgresql_no_work_poll_takes_no_row_lock(store_url):
             await other.close()
     finally:
         await store.close()
+
+
+async def test_sqlite_concurrent_reads_each_get_their_own_answer(tmp_path):
+    from eim.store.logic import Q, StoreError
+
+    store = SqliteStore(str(tmp_path / "eim.db"))
+    await store.open()
+    try:
+        eids = [f"8904903212345123451234567890{i:04d}" for i in range(40)]
+        for e in eids[::2]:
+            await store.add_euicc(euicc(e), who="t")
+
+        def bad():  # a "read" that would write: refused, for its caller only
+            yield Q("DELETE FROM euiccs", ())
+
+        got = await asyncio.gather(
+            *(store.get_euicc(e) for e in eids), store._run(bad, write=False), return_exceptions=True
+        )
+        assert [g.eid if g is not None else None for g in got[:-1]] == [
+            e if i % 2 == 0 else None for i, e in enumerate(eids)
+        ]
+        assert isinstance(got[-1], StoreError)
+        assert len(await store.list_euiccs(limit=100)) == 20
+    finally:
+        await store.close()
