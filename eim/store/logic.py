@@ -441,6 +441,14 @@ class Logic:
         )
         return n
 
+    def record_contact(self, eid: str, at: float) -> Gen:
+        """``last_contact`` of one eUICC (one statement); never moves a contact backwards."""
+        n = yield Q(
+            "UPDATE euiccs SET last_contact = ? WHERE eid = ? AND (last_contact IS NULL OR last_contact < ?)",
+            (at, eid, at),
+        )
+        return n
+
     def find_by_column(self, column: str, value: bytes) -> Gen:
         r = yield Q(f"SELECT * FROM operations WHERE {column} = ?", (value,), "one")
         return None if r is None else row_to_op(r)

@@ -20,7 +20,7 @@ from typing import Any
 
 from eim.model import Euicc, Operation
 from eim.store.base import Factory, SqlStore, migrations, split_statements
-from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Q, Retry, StoreError, quiet_claim
+from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Gen, Q, Retry, StoreError, quiet_claim
 
 log = logging.getLogger("eim.store")
 
@@ -147,17 +147,24 @@ class PostgresStore(SqlStore):
     async def claim_next(
         self, eid: str, now: float, build: Callable[[Euicc, Operation, int], Built], *, binding: str | None = None
     ) -> Claim:
-        claim = quiet_claim(await self._read(lambda: self.logic.poll_peek(eid)), binding)
+        claim = await self._read(lambda: self._quiet_poll(eid, now, binding), autocommit_writes=True)
         if claim is None:  # work to hand out, or a binding to write: the locking claim transaction
             return await super().claim_next(eid, now, build, binding=binding)
-        e = claim.euicc
+        return claim
+
+    def _quiet_poll(self, eid: str, now: float, binding: str | None) -> Gen:
+        """A poll's look and, at most every ``CONTACT_GRANULARITY_S``, its ``last_contact``: one statement each, on
+        one connection, without a transaction (the UPDATE's row lock lasts only that statement). ``None`` when the
+        poll needs the claim transaction."""
+        claim = quiet_claim((yield from self.logic.poll_peek(eid)), binding)
+        e = None if claim is None else claim.euicc
         if (
-            binding is not None
+            claim is not None
             and e is not None
+            and binding is not None
             and (e.last_contact is None or now - e.last_contact >= CONTACT_GRANULARITY_S)
         ):
-            # one statement on its own (its row lock lasts only that statement); never moves the contact backwards
-            await self._read(lambda: self.logic.record_contacts([(eid, now)]), autocommit_writes=True)
+            yield from self.logic.record_contact(eid, now)
             claim = replace(claim, euicc=replace(e, last_contact=now))
         return claim
 
