@@ -29,6 +29,14 @@ MIGRATION_LOCK = 0x65494D  # "eIM"
 _PLACEHOLDER = re.compile(r"\?")
 
 
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset on release, without asyncpg's default reset query (``SELECT pg_advisory_unlock_all(); CLOSE
+    ALL; UNLISTEN *; RESET ALL``): one more round trip and four statements for PostgreSQL after every store call,
+    ~14 % of a worker's CPU on no-work polls. This store leaves no session state behind (no SET, LISTEN, cursor or
+    session advisory lock; migrations take a transaction-scoped lock); an open transaction is still rolled back
+    by the pool before this is called."""
+
+
 def to_dollar(sql: str) -> str:
     n = 0
 
@@ -57,7 +65,9 @@ class PostgresStore(SqlStore):
         import asyncpg
 
         try:
-            self._pool = await asyncpg.create_pool(self.dsn, min_size=self.min_size, max_size=self.max_size)
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.min_size, max_size=self.max_size, reset=_keep_session
+            )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         await self._migrate()
