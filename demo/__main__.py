@@ -89,7 +89,7 @@ def story(stack: LabStack, tl: Timeline) -> None:
         tl.step("start private Mosquitto broker", stack.start_broker)
     tl.step("start lab SM-DP+ (smdpp serve, HTTPS)", stack.start_smdpp)
     if stack.binding == "coaps":
-        tl.step("provision the eUICC's CoAPS pre-shared key (eIM and IPA key files)", stack.provision_psk)
+        tl.step("CoAPS key for the eUICC (eim psk set --generate)", stack.provision_psk)
     tl.step("start eIM (eim serve, SQLite)", stack.start_eim)
     tl.step(f"create software eUICC {eid} (euicc new)", stack.create_card)
     tl.step(

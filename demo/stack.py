@@ -232,15 +232,17 @@ indirect_profile_download = {str(self.indirect).lower()}
         return {"eim_cert": lab.cert_path(Role.EIM, "nist"), "ca_bundle": lab.ca_bundle_path}
 
     def provision_psk(self) -> None:
-        """A fresh 16-byte CoAPS key for the card's EID: the eIM's key file and the IPA's key file (both 0600)."""
+        """The operator's step for CoAPS: ``eim psk set EID --generate`` adds a fresh key to the eIM's key file and
+        prints it once; it goes into the IPA's key file (0600)."""
         import os
-        import secrets
 
-        key = secrets.token_bytes(16)
-        for path, text in ((self.psk_file, f"{self.eid}:{key.hex()}\n"), (self.workdir / "ipa.psk", key.hex() + "\n")):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
+        key_hex = run(
+            "generate the eUICC's CoAPS key (eim psk set)",
+            [tool("eim"), "psk", "set", self.eid, "--generate", "--file", str(self.psk_file)],
+        ).strip()
+        fd = os.open(self.workdir / "ipa.psk", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key_hex + "\n")
 
     def ipa_config(self) -> Path:
         url = {
