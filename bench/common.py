@@ -51,6 +51,67 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+class CpuAccount:
+    """Where the machine's CPU went over a window: every process's user+system time from ``/proc/<pid>/stat``
+    (processes started inside the window count from zero), grouped by role, and the kernel's own time (softirq:
+    loopback TCP/UDP) and idle time from ``/proc/stat``. Roles: the pids given by name (load generator, workers),
+    then by command line: PostgreSQL, Mosquitto, and *other* (everything else on the machine: other users' work)."""
+
+    def __init__(self, named: dict[int, str] | None = None) -> None:
+        self.named = dict(named or {})
+        self._start: tuple[float, dict[int, tuple[str, int]], list[int]] | None = None
+        self.result: dict[str, float] = {}
+
+    @staticmethod
+    def _snapshot() -> tuple[float, dict[int, tuple[str, int]], list[int]]:
+        procs: dict[int, tuple[str, int]] = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            f = stat.rsplit(")", 1)[1].split()
+            procs[int(d)] = (cmd, int(f[11]) + int(f[12]))
+        with open("/proc/stat") as fh:
+            cpu = [int(x) for x in fh.readline().split()[1:9]]
+        return time.perf_counter(), procs, cpu
+
+    def start(self) -> None:
+        self._start = self._snapshot()
+
+    def stop(self) -> dict[str, float]:
+        """Cores used per role over the window (1.0 = one core busy all the time)."""
+        if self._start is None:
+            return {}
+        (t0, p0, c0), (t1, p1, c1) = self._start, self._snapshot()
+        wall = max(1e-9, t1 - t0)
+        tck = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for pid, (cmd, ticks) in p1.items():
+            used = (ticks - (p0[pid][1] if pid in p0 else 0)) / tck
+            if used <= 0:
+                continue
+            role = self.named.get(pid) or _role(cmd)
+            out[role] = out.get(role, 0.0) + used / wall
+        d = [b - a for a, b in zip(c0, c1, strict=True)]  # user nice system idle iowait irq softirq steal
+        out["kernel softirq"] = (d[5] + d[6]) / tck / wall
+        out["idle"] = (d[3] + d[4]) / tck / wall
+        out["busy"] = (sum(d) - d[3] - d[4]) / tck / wall
+        self.result = out
+        return out
+
+
+def _role(cmd: str) -> str:
+    if cmd.startswith("postgres") or "/postgres " in cmd:
+        return "postgresql"
+    if "mosquitto" in cmd:
+        return "mosquitto"
+    return "other"
+
+
 def machine() -> dict[str, str]:
     """nproc, CPU model, memory, kernel and Python version of this machine."""
     model = "unknown"

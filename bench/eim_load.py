@@ -1,9 +1,10 @@
 """Load generator for the eIM benchmarks: simulated IPAs in ONE separate process (asyncio, uvloop).
 
-Clients are deliberately thin so that they measure the server, not themselves (performance.md): HTTP/1.1 on raw
-keep-alive sockets with pre-built requests, CoAP as raw UDP datagrams (CON, piggybacked answers), MQTT v5 with
-aiomqtt (several connections, QoS 1, TCP_NODELAY), each simulated IPA publishing on ``esipa/{EID}/up`` with a
-Response Topic and Correlation Data.
+Clients are deliberately thin so that they measure the server, not themselves (performance.md): HTTP/1.1 as bare
+asyncio Protocols on keep-alive connections with pre-built requests, CoAP as raw UDP datagrams (CON, piggybacked
+answers), MQTT v5 as a bare asyncio Protocol too (:class:`LeanMqtt`: several connections, QoS 1, TCP_NODELAY),
+each simulated IPA publishing on ``esipa/{EID}/up`` with a Response Topic and Correlation Data. The process marks
+its measured window on stderr (``measure start``/``measure stop``) for the caller's CPU accounting.
 
 Modes: ``poll`` - GetEimPackage for registered eUICCs with nothing queued (answer ``BF4F03020101``);
 ``psmo`` - each worker owns some software eUICCs (state files) whose queues hold signed PSMOs: GetEimPackage ->
@@ -39,37 +40,70 @@ def provide_result(eid: str, part: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- transports
-class HttpClient:
-    """One keep-alive HTTP/1.1 connection; one request at a time."""
+class HttpClient(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection, one request at a time: a bare asyncio Protocol with pre-built request
+    heads (no StreamReader/StreamWriter, whose awaits cost the load process about twice the CPU per request), so
+    the load takes as little as possible of the CPU the server under test shares with it."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._heads: dict[int, bytes] = {}
 
     async def connect(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        await asyncio.get_running_loop().create_connection(lambda: self, self.host, self.port)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(buf[:end]).lower()
+        length = 0
+        i = head.find(b"\r\ncontent-length:")
+        if i >= 0:
+            j = head.find(b"\r\n", i + 2)
+            length = int(head[i + 17 : j if j >= 0 else len(head)])
+        total = end + 4 + length
+        if len(buf) < total:
+            return
+        status = int(head[9:12])
+        body = bytes(buf[end + 4 : total])
+        del buf[:total]
+        waiter.set_result((status, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionError(f"connection closed: {exc}"))
 
     async def request(self, body: bytes) -> bytes:
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(
-            b"POST " + PATH + b" HTTP/1.1\r\nHost: eim\r\nContent-Type: application/x-gsma-rsp-asn1\r\n"
-            b"X-Admin-Protocol: gsma/rsp/v2.1.0\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        data = await self.reader.readexactly(length) if length else b""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("not connected")
+        head = self._heads.get(len(body))
+        if head is None:
+            head = self._heads[len(body)] = (
+                b"POST " + PATH + b" HTTP/1.1\r\nHost: eim\r\nContent-Type: application/x-gsma-rsp-asn1\r\n"
+                b"X-Admin-Protocol: gsma/rsp/v2.1.0\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            )
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(head + body)
+        status, data = await self._waiter
         if status not in (200, 204):
             raise RuntimeError(f"HTTP {status}: {data[:200]!r}")
         return data
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class CoapEndpoint(asyncio.DatagramProtocol):
@@ -190,11 +224,184 @@ class MqttPool:
                 pass
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">H", len(raw)) + raw
+
+
+class LeanMqtt(asyncio.Protocol):
+    """One MQTT v5 connection as a bare asyncio Protocol: just what the load needs - CONNECT (clean start, Receive
+    Maximum 65535), SUBSCRIBE ``esipa/+/down`` at QoS 1, PUBLISH QoS 1 with Response Topic and Correlation Data,
+    PUBACK for what arrives at QoS 1. The same packets as aiomqtt/paho send, without their per-message Python
+    machinery (~1 ms of the load process's CPU per request, as much as the eIM worker's own): the load takes less
+    of the 2 cores it shares with the workers and the broker."""
+
+    def __init__(self, pool: LeanMqttPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.packet_id = 0
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: Any) -> None:
+        import socket
+
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, kind: int, body: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(bytes([kind]) + _varint(len(body)) + body)
+
+    def next_id(self) -> int:
+        self.packet_id = self.packet_id % 65535 + 1
+        return self.packet_id
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while len(buf) >= 2:
+            length, mult, i = 0, 1, 1
+            while True:  # remaining length (variable byte integer)
+                if i >= len(buf):
+                    return
+                b = buf[i]
+                length += (b & 0x7F) * mult
+                mult <<= 7
+                i += 1
+                if not b & 0x80:
+                    break
+            if len(buf) < i + length:
+                return
+            kind, body = buf[0], bytes(buf[i : i + length])
+            del buf[: i + length]
+            self.packet(kind, body)
+
+    def packet(self, kind: int, body: bytes) -> None:
+        t = kind >> 4
+        if t == 3:  # PUBLISH
+            qos = (kind >> 1) & 3
+            n = struct.unpack_from(">H", body)[0]
+            j = 2 + n
+            if qos:
+                pid = body[j : j + 2]
+                j += 2
+                self.send(0x40, pid)  # PUBACK (reason success, no properties)
+            plen, mult = 0, 1
+            while True:
+                b = body[j]
+                j += 1
+                plen += (b & 0x7F) * mult
+                mult <<= 7
+                if not b & 0x80:
+                    break
+            props, payload = body[j : j + plen], body[j + plen :]
+            k, corr = 0, b""
+            while k < len(props):  # the properties the eIM sets on an answer
+                pid_ = props[k]
+                k += 1
+                if pid_ in (0x08, 0x09, 0x03):  # Response Topic, Correlation Data, Content Type
+                    m = struct.unpack_from(">H", props, k)[0]
+                    if pid_ == 0x09:
+                        corr = props[k + 2 : k + 2 + m]
+                    k += 2 + m
+                elif pid_ == 0x01:  # Payload Format Indicator
+                    k += 1
+                elif pid_ == 0x02:  # Message Expiry Interval
+                    k += 4
+                elif pid_ == 0x0B:  # Subscription Identifier
+                    while props[k] & 0x80:
+                        k += 1
+                    k += 1
+                elif pid_ == 0x26:  # User Property
+                    m = struct.unpack_from(">H", props, k)[0]
+                    k += 2 + m
+                    m = struct.unpack_from(">H", props, k)[0]
+                    k += 2 + m
+                else:
+                    break
+            fut = self.pool.pending.pop(corr, None)
+            if fut is not None and not fut.done():
+                fut.set_result(payload)
+        elif t == 2:  # CONNACK
+            if body[1] != 0 and not self.ready.done():
+                self.ready.set_exception(RuntimeError(f"MQTT CONNACK reason {body[1]}"))
+        elif t == 9 and not self.ready.done():  # SUBACK
+            self.ready.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"MQTT connection closed: {exc}"))
+
+
+class LeanMqttPool:
+    """:class:`MqttPool`'s interface over :class:`LeanMqtt` connections (answers matched by Correlation Data)."""
+
+    def __init__(self, host: str, port: int, connections: int) -> None:
+        self.host, self.port, self.n = host, port, connections
+        self.conns: list[LeanMqtt] = []
+        self.pending: dict[bytes, asyncio.Future[bytes]] = {}
+        self.seq = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for i in range(self.n):
+            _t, c = await loop.create_connection(lambda: LeanMqtt(self), self.host, self.port)
+            # CONNECT: "MQTT" v5, clean start, keep-alive 60 s, Receive Maximum 65535
+            props = bytes([0x21]) + struct.pack(">H", 65535)
+            c.send(
+                0x10,
+                _utf8("MQTT")
+                + bytes([5, 0x02])
+                + struct.pack(">H", 60)
+                + _varint(len(props))
+                + props
+                + _utf8(f"bench-ipa-{os.getpid()}-{i}"),
+            )
+            c.send(0x82, struct.pack(">H", c.next_id()) + b"\x00" + _utf8("esipa/+/down") + bytes([1]))
+            await asyncio.wait_for(c.ready, 10)
+            self.conns.append(c)
+
+    async def request(self, eid: str, body: bytes, client_index: int, limit: float = 10.0) -> bytes:
+        self.seq += 1
+        corr = self.seq.to_bytes(8, "big")
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[corr] = fut
+        c = self.conns[client_index % len(self.conns)]
+        props = bytes([0x08]) + _utf8(f"esipa/{eid}/down") + bytes([0x09]) + struct.pack(">H", len(corr)) + corr
+        c.send(
+            0x32,  # PUBLISH, QoS 1
+            _utf8(f"esipa/{eid}/up") + struct.pack(">H", c.next_id()) + _varint(len(props)) + props + body,
+        )
+        try:
+            return await asyncio.wait_for(fut, limit)
+        finally:
+            self.pending.pop(corr, None)
+
+    async def close(self) -> None:
+        for c in self.conns:
+            if c.transport is not None:
+                c.send(0xE0, b"\x00")  # DISCONNECT, normal
+                c.transport.close()
+
+
 # ---------------------------------------------------------------------------------------------- workers
 class Run:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.latencies: list[float] = []
+        self.bodies: list[bytes] = []  # the poll requests, one per EID
         self.round_trips: list[float] = []
         self.requests = 0
         self.errors = 0
@@ -218,7 +425,7 @@ class Run:
                 transport.close()
 
             return (lambda eid, body: ep.request(body)), close
-        pool: MqttPool = self.mqtt
+        pool: LeanMqttPool = self.mqtt
 
         async def nothing() -> None:
             return None
@@ -232,7 +439,7 @@ class Run:
 
     async def poll_worker(self, index: int, eids: list[str]) -> None:
         send, close = await self.sender(index)
-        requests = [get_eim_package_request(e) for e in eids]
+        requests = self.bodies  # built once, before the warm-up: not inside the measured window
         i = index
         n = len(requests)
         lat = self.latencies
@@ -297,11 +504,12 @@ class Run:
     async def main(self) -> dict[str, Any]:
         cfg = self.cfg
         if cfg["binding"] == "mqtt":
-            self.mqtt = MqttPool("127.0.0.1", cfg["ports"][0], cfg.get("mqtt_connections", 4))
+            self.mqtt = LeanMqttPool("127.0.0.1", cfg["ports"][0], cfg.get("mqtt_connections", 4))
             await self.mqtt.start()
         conc = cfg["concurrency"]
         if cfg["mode"] == "poll":
             eids = cfg["eids"]
+            self.bodies = [get_eim_package_request(e) for e in eids]
             # warm-up: one request per worker connection
             self.deadline = time.perf_counter() + cfg.get("warmup", 1.0)
             await asyncio.gather(*(self.poll_worker(i, eids) for i in range(conc)))
@@ -309,8 +517,10 @@ class Run:
             self.errors = 0
             start = time.perf_counter()
             self.deadline = start + cfg["duration"]
+            mark("start")
             await asyncio.gather(*(self.poll_worker(i, eids) for i in range(conc)))
             elapsed = time.perf_counter() - start
+            mark("stop")
             count = len(self.latencies)
             lat = self.latencies
         else:
@@ -321,8 +531,10 @@ class Run:
             groups = [cards[i::conc] for i in range(conc)]
             start = time.perf_counter()
             self.deadline = start + cfg["duration"]
+            mark("start")
             await asyncio.gather(*(self.psmo_worker(i, g) for i, g in enumerate(groups) if g))
             elapsed = time.perf_counter() - start
+            mark("stop")
             for (_eid, card), (_e, path) in zip(cards, cfg["cards"], strict=True):
                 state_mod.save(card.state, path)  # the next run goes on from the card's counters
             count = len(self.round_trips)
@@ -337,11 +549,18 @@ class Run:
             "rate": count / elapsed if elapsed else 0.0,
             "p50_ms": percentile(lat, 50) * 1000,
             "p99_ms": percentile(lat, 99) * 1000,
+            "p999_ms": percentile(lat, 99.9) * 1000,
+            "max_ms": max(lat, default=0.0) * 1000,
             "requests": self.requests or count,
             "errors": self.errors,
             "first_error": self.first_error,
             "client_cpu_s": cpu_seconds(),
         }
+
+
+def mark(what: str) -> None:
+    """``measure start|stop`` on stderr: the caller accounts the machine's CPU over exactly the measured window."""
+    print(f"measure {what}", file=sys.stderr, flush=True)
 
 
 def main() -> None:

@@ -30,7 +30,9 @@ async def serve(args: argparse.Namespace) -> None:
     from rsp.pki import LabPki
 
     lab = LabPki.load(args.pki)
-    if args.store_variant != "default":
+    if args.store_variant == "one-connection":  # the shipped store with [store] sqlite_read_connection = false
+        store = open_store(args.store, read_connection=False)
+    elif args.store_variant != "default":
         from bench.whatif import open_variant
 
         store = open_variant(args.store, args.store_variant)
@@ -115,9 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worker", type=int, default=0)
     p.add_argument(
         "--store-variant",
-        choices=["default", "normal-sync", "group-commit", "contact-batch", "group-commit+contact-batch"],
+        choices=["default", "one-connection", "normal-sync"],
         default="default",
-        help="what-if store variants of bench.whatif (SQLite only)",
+        help="SQLite only: one-connection = [store] sqlite_read_connection = false; normal-sync: bench.whatif",
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)

@@ -56,16 +56,25 @@ def test_eim_throughput_tiny_postgresql_two_workers():
     )
     for key in ("http/postgresql/N=5", "http/postgresql/N=5/workers=2"):
         for mode in ("poll", "psmo"):
-            _numbers(sec.figures[key][mode], LOAD_KEYS)
-            assert sec.figures[key][mode]["errors"] == 0, sec.figures[key][mode]["first_error"]
-    assert "two workers on PostgreSQL vs one" in sec.markdown()
+            fig = sec.figures[key][mode]
+            _numbers(fig, LOAD_KEYS)
+            assert fig["errors"] == 0, fig["first_error"]
+            # where the CPU went over the measured window, and what PostgreSQL's backends were doing
+            workers = [k for k in fig["cpu"] if k.startswith("eIM worker")]
+            assert len(workers) == (2 if key.endswith("workers=2") else 1)
+            _numbers(fig["cpu"], {"load generator", "postgresql", "kernel softirq", "idle", "busy", *workers})
+            assert fig["cpu"]["busy"] > 0 and fig["cpu"]["load generator"] > 0
+            assert fig["pg"] and abs(sum(fig["pg"].values()) - 1.0) < 1e-6
+    text = sec.markdown()
+    assert "two workers on PostgreSQL vs one" in text
+    assert "Where the machine's CPU went" in text and "at most 2 /" in text
 
 
 def test_store_variants_tiny():
     from bench.eim import store_variants
 
     sec = store_variants(True, n=6, duration=1.0, active=2, per_card=2, concurrency=2)
-    for variant in ("default", "normal-sync", "group-commit", "contact-batch", "group-commit+contact-batch"):
+    for variant in ("default", "one-connection", "normal-sync"):
         for mode in ("poll", "psmo"):
             _numbers(sec.figures[variant][mode], LOAD_KEYS)
             assert sec.figures[variant][mode]["errors"] == 0, sec.figures[variant][mode]["first_error"]
@@ -75,10 +84,17 @@ def test_store_variants_tiny():
 def test_fleet_tiny():
     from bench.eim import fleet_scale
 
-    sec = fleet_scale(True, size=50, baseline=10, duration=1.0, concurrency=2)
-    for n in ("10", "50", "10/contact-batch", "50/contact-batch"):
-        _numbers(sec.figures[n], LOAD_KEYS | {"rss_start_mb", "register_s", "db_mb"})
-        assert sec.figures[n]["errors"] == 0
+    sec = fleet_scale(True, size=50, baseline=10, duration=1.0, concurrency=2, polled=10, many=50, repeats=2)
+    for key in ("10/10", "50/10", "50/50"):
+        for server in ("eim serve", "one connection"):
+            fig = sec.figures[f"{key}/{server}"]
+            assert len(fig["runs"]) == 2
+            for run in fig["runs"]:
+                _numbers(run, LOAD_KEYS | {"rss_start_mb", "p999_ms", "max_ms"})
+            _numbers(fig, {"p99_ms", "p99_min_ms", "p99_max_ms", "rate", "register_s", "db_mb", "errors"})
+            assert fig["errors"] == 0
+            assert fig["p99_min_ms"] <= fig["p99_ms"] <= fig["p99_max_ms"]
+    assert "Bar, poll p99 with 50 vs 10 registered" in sec.markdown()
 
 
 def test_serial_download_tiny():
