@@ -155,3 +155,28 @@ async def test_sqlite_concurrent_reads_each_get_their_own_answer(tmp_path):
         assert len(await store.list_euiccs(limit=100)) == 20
     finally:
         await store.close()
+
+
+async def test_sqlite_contact_batch_in_one_statement(tmp_path):
+    """The once-a-second batch (one UPDATE over a JSON array) writes every known eUICC's contact, skips unknown
+    EIDs and never moves a contact backwards."""
+    path = tmp_path / "eim.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        eids = [f"8904903212345123451234567{i:07d}" for i in range(3000)]
+        for e in eids[:2000]:
+            await store.add_euicc(euicc(e), who="t")
+        await store.update_euicc(eids[0], last_contact=9999.0)
+        store._contacts.update({e: 5000.0 + i / 7 for i, e in enumerate(eids)})
+        await store.flush_contacts()
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        got = dict(conn.execute("SELECT eid, last_contact FROM euiccs"))
+    finally:
+        conn.close()
+    assert len(got) == 2000
+    assert got[eids[0]] == 9999.0
+    assert all(got[e] == pytest.approx(5000.0 + i / 7, abs=1e-6) for i, e in enumerate(eids[1:2000], start=1))
