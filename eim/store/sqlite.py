@@ -135,36 +135,11 @@ class SqliteStore(SqlStore):
             return [dict(r) for r in cur.fetchall()]
         return cur.rowcount
 
-    def _transaction(self, factory: Factory, write: bool, conn: sqlite3.Connection | None = None) -> Any:
-        conn = conn or self._require()
-        for _attempt in range(MAX_RETRIES):
-            gen = factory()
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                q = next(gen)
-                while True:
-                    if not write and q.mode not in ("one", "all"):
-                        raise StoreError("a read may not change anything")
-                    q = gen.send(self._execute(conn, q))
-            except StopIteration as stop:
-                conn.execute("COMMIT")
-                return stop.value
-            except Retry:
-                conn.execute("ROLLBACK")
-                continue
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK")
-                raise StoreError(f"store constraint: {exc}") from exc
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-        raise StoreError("transaction kept losing races; giving up")
-
     def _read_group(self, factories: list[Factory]) -> list[Any]:
-        """Reads on the read connection, in one read transaction (one snapshot of what was committed); one entry
-        per factory: its result or the exception it ended with."""
-        conn = self._rconn
+        """Reads on the read connection (else on the one connection, between write groups), in one read
+        transaction (one snapshot of what was committed); one entry per factory: its result or the exception it
+        ended with."""
+        conn = self._rconn or self._conn
         if conn is None:
             raise StoreError("the SQLite store is not open")
         out: list[Any] = []
@@ -285,8 +260,8 @@ class SqliteStore(SqlStore):
 
     async def _run(self, factory: Factory, *, write: bool = True) -> Any:
         if not write:
-            if self._rpool is None:
-                return await self._call(self._transaction, factory, False)
+            if self._pool is None:
+                raise StoreError("the SQLite store is not open")
             loop = asyncio.get_running_loop()
             rfut: asyncio.Future[Any] = loop.create_future()
             self._rpending.append((factory, rfut))
@@ -331,14 +306,15 @@ class SqliteStore(SqlStore):
                     fut.set_result(r)
 
     async def _read_drain(self) -> None:
-        """Hand the queued reads to the read thread in groups until none is left."""
+        """Hand the queued reads to the read thread (else the store thread) in groups until none is left."""
         loop = asyncio.get_running_loop()
         while self._rpending:
             batch, self._rpending = self._rpending[:MAX_GROUP], self._rpending[MAX_GROUP:]
             try:
-                if self._rpool is None:
+                pool = self._rpool or self._pool
+                if pool is None:
                     raise StoreError("the SQLite store is not open")
-                results = await loop.run_in_executor(self._rpool, self._read_group, [f for f, _ in batch])
+                results = await loop.run_in_executor(pool, self._read_group, [f for f, _ in batch])
             except asyncio.CancelledError:
                 for _f, fut in batch + self._rpending:
                     if not fut.done():
