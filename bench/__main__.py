@@ -1,6 +1,6 @@
 """``python -m bench`` (``make bench``): run the benchmark suite and write the Markdown report.
 
-    python -m bench [--quick] [--only NAME[,NAME...]] [--fleet N] [--out docs/performance.md]
+    python -m bench [--quick] [--only NAME[,NAME...]] [--fleet N] [--out docs/performance.md] [--merge FILE]
 
 Benchmarks (names for ``--only``): eim (ESipa throughput per binding and store, worker scaling), variants (the
 SQLite store's fsync cost: shipped store vs what-if variants, before/after), fleet (registry
@@ -8,7 +8,9 @@ size), serial (profile download over the serial line), air (bytes on the air per
 the air of an indirect 12 KB profile download through the whole lab), ipa (IPA footprint),
 smdpp (lab SM-DP+ downloads/s). The report goes to ``--out`` (default ``docs/performance.md``; with ``--only`` or
 ``--quick`` the default is ``build/performance-partial.md`` so a partial run never overwrites the published one)
-and is printed.
+and is printed. ``--merge FILE`` (with ``--only``): the sections re-run replace theirs in FILE, an earlier full
+report (written back to FILE unless ``--out`` is given); its "Machine and run" gains a line for the re-run, the bars
+at a glance are rebuilt and the findings are taken from ``bench/findings.md``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ NAMES = ("eim", "variants", "fleet", "serial", "air", "air_download", "ipa", "sm
 HOW_TO = """\
 ## How to run
 
-    make bench                                   # the whole suite (~8 min on 2 cores), rewrites this file
+    make bench                                   # the whole suite (~10 min on 2 cores), rewrites this file
     .venv/bin/python -m bench --quick            # small sizes, short runs (~2 min), report in build/
     .venv/bin/python -m bench --only eim,serial  # some benchmarks only
-    .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~20 s)
+    .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~2.5 min)
+    .venv/bin/python -m bench --only fleet --merge docs/performance.md  # re-run one section into this file
 
 Benchmarks start their own services on loopback (a private Mosquitto and PostgreSQL exactly like the tests,
 `demo/services.py`), run the load in a separate process, and stop by themselves. Tests never assert timings;
@@ -111,6 +114,60 @@ def report(
     return "\n".join(head) + "\n" + "\n".join(body) + (("\n" + extra) if extra else "")
 
 
+def merge(
+    old: str, sections: list[Section], info: dict[str, str], args: argparse.Namespace, seconds: float, extra: str
+) -> str:
+    """``old`` (a full report) with the blocks of ``sections`` replaced (matched by their number, e.g. ``2.``), a
+    line in "Machine and run" for this re-run, the bars at a glance rebuilt, and ``extra`` as the findings."""
+    blocks: list[list[str]] = [[]]
+    for line in old.splitlines():
+        if line.startswith("## "):
+            blocks.append([])
+        blocks[-1].append(line)
+
+    def key(block: list[str]) -> str:
+        return block[0].split(" ", 2)[1] if block and block[0].startswith("## ") else ""
+
+    new = {s.title.split(" ", 1)[0]: s.markdown().rstrip("\n").splitlines() for s in sections}
+    out: list[list[str]] = []
+    for block in blocks:
+        k = key(block)
+        if block and block[0].startswith("## Findings"):
+            break  # the findings (and anything appended after them) come from bench/findings.md
+        if block and block[0] == "## How to run":
+            block = [*HOW_TO.rstrip("\n").splitlines(), ""]
+        elif block and block[0] == "## Machine and run":
+            while block and not block[-1].strip():
+                block.pop()
+            block.append(
+                f"- re-run and merged: {args.only} at {info['date']}, commit {info['commit']}, "
+                f"{seconds / 60:.1f} min; load average at the start {info['load']}; per benchmark: "
+                + ", ".join(f"{s.name} {s.figures.get('_load', '?')}" for s in sections)
+            )
+            block.append("")
+        elif k in new:
+            block = [*new.pop(k), ""]
+        out.append(block)
+    for lines in new.values():  # sections the old report did not have
+        out.append([*lines, ""])
+    bars = [
+        f"- {key(b).rstrip('.')}: " + line[2:].replace("Bar, ", "", 1)
+        for b in out
+        for line in b
+        if line.startswith("- Bar,")
+    ]
+    glance = ["## Bars at a glance", "", *bars, ""] if bars else []
+    text: list[str] = []
+    for b in out:
+        if b and b[0] == "## Bars at a glance":
+            continue
+        if glance and key(b)[:1].isdigit():  # the bars at a glance go before the first numbered section
+            text += glance
+            glance = []
+        text += b
+    return "\n".join(text).rstrip("\n") + "\n" + (("\n" + extra) if extra else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes and short runs")
@@ -123,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default="", help="report file (default docs/performance.md for a full run)")
     ap.add_argument("--append", default="", help="Markdown file appended verbatim to the report (recorded runs)")
+    ap.add_argument("--merge", default="", help="with --only: replace the sections re-run in this earlier full report")
     args = ap.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the services and workers started so far are stopped (no orphans)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -130,9 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         if n not in NAMES:
             ap.error(f"unknown benchmark {n!r}: choose from {', '.join(NAMES)}")
+    if args.merge and not args.only:
+        ap.error("--merge needs --only (the sections to re-run)")
     out = (
         Path(args.out)
         if args.out
+        else Path(args.merge)
+        if args.merge
         else (
             REPO / "docs" / "performance.md"
             if not (args.quick or args.only)
@@ -154,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     extra = findings.read_text() if findings.exists() and not args.quick else ""
     if args.append:
         extra += "\n" + Path(args.append).read_text()
-    text = report(sections, info, args, time.perf_counter() - t0, extra)
+    if args.merge:
+        text = merge(Path(args.merge).read_text(), sections, info, args, time.perf_counter() - t0, extra)
+    else:
+        text = report(sections, info, args, time.perf_counter() - t0, extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print()

@@ -754,22 +754,23 @@ def scaling_cpu(sec: Section, figures: dict[str, Any], n: int) -> None:
                 )
             if len(cells) != 2:
                 continue
-            (_, r1, _, own1, w1, q1), (_, r2, _, _, w2, q2) = cells
+            (_, r1, cpu1, own1, w1, q1), (_, r2, _, own2, w2, q2) = cells
             measured = r2["rate"] / max(1e-9, r1["rate"])
-            bound = 2.0 / max(1e-9, own1)  # all 2 cores for the benchmark, the same CPU per request
+            c1, c2 = own1 / max(1e-9, q1), own2 / max(1e-9, q2)  # cores of the benchmark per request/s
             per_req1, per_req2 = w1 / max(1e-9, q1), w2 / max(1e-9, q2)
             dedicated = 2.0 * per_req1 / max(1e-12, per_req2)  # a core per worker, each worker saturating it
-            rest = (own1 - w1) / max(1e-9, q1)  # cores per request/s of everything but the workers
-            need = 2.0 + rest * (2.0 / max(1e-12, per_req2))
+            need = 1.0 - 2.0 / (1.6 * max(1e-9, own1))  # the drop in CPU per request 1.6x would need on 2 cores
+            rest = (own1 - w1) / max(1e-9, q1)
             notes.append(
-                f"- {b.upper()} {mode}: measured {measured:.2f}×. The one-worker cell already kept "
-                f"{own1:.2f} of the 2 cores busy with the benchmark's own processes (worker {w1:.2f}, the rest "
-                f"PostgreSQL, load generator, broker and the kernel's loopback work), so on this machine two workers "
-                f"can reach at most 2 / {own1:.2f} = **{bound:.2f}×** whatever the eIM does. Worker CPU per request: "
-                f"{per_req1 * 1e6:.0f} µs with one worker, {per_req2 * 1e6:.0f} µs with two - with a core per worker "
-                f"(PostgreSQL, broker and load elsewhere) two workers would give 2 × {per_req1 * 1e6:.0f} / "
-                f"{per_req2 * 1e6:.0f} = **{dedicated:.2f}×** one saturated worker; that needs about {need:.1f} "
-                f"cores in all at that rate ({rest * 1e6:.0f} µs of other CPU per request)."
+                f"- {b.upper()} {mode}: measured {measured:.2f}× = cores the benchmark's processes used, "
+                f"{own2:.2f} / {own1:.2f} ({own2 / max(1e-9, own1):.2f}×: the one-worker cell left "
+                f"{cpu1.get('idle', 0.0):.2f} core idle), × CPU per request, {c1 * 1e6:.0f} → {c2 * 1e6:.0f} µs "
+                f"({c1 / max(1e-12, c2):.2f}×; with no core idle each wake-up serves more requests). With "
+                f"{own1:.2f} of the 2 cores already busy, 1.6× would need the CPU per request to fall by "
+                f"{max(0.0, need) * 100:.0f} %. Worker CPU per request {per_req1 * 1e6:.0f} µs with one worker, "
+                f"{per_req2 * 1e6:.0f} µs with two: with a core per worker (PostgreSQL, broker and load elsewhere, "
+                f"{rest * 1e6:.0f} µs per request of theirs) two workers would give 2 × {per_req1 * 1e6:.0f} / "
+                f"{per_req2 * 1e6:.0f} = **{dedicated:.2f}×** one saturated worker."
             )
     if not rows:
         return
