@@ -31,7 +31,7 @@ HOW_TO = """\
     make bench                                   # the whole suite (~10 min on 2 cores), rewrites this file
     .venv/bin/python -m bench --quick            # small sizes, short runs (~2 min), report in build/
     .venv/bin/python -m bench --only eim,serial  # some benchmarks only
-    .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~2.5 min)
+    .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~3.5 min)
     .venv/bin/python -m bench --only fleet --merge docs/performance.md  # re-run one section into this file
 
 Benchmarks start their own services on loopback (a private Mosquitto and PostgreSQL exactly like the tests,
