@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -192,15 +193,8 @@ def cmd_op(args: argparse.Namespace, api: Api) -> int:
                 params[key] = getattr(args, key)
         if args.batch:
             params["batch_id"] = args.batch
-        shown = 0
-        while shown < args.limit:
-            r = api.call("GET", "/v1/operations", "list operations", params=params)
-            for o in r["items"][: args.limit - shown]:
-                emit(args, o, op_line(o))
-                shown += 1
-            if not r.get("next"):
-                break
-            params["after"] = r["next"]
+        for o in paged(api, "/v1/operations", "list operations", params, args.limit):
+            emit(args, o, op_line(o))
     elif args.action == "show":
         r = api.call("GET", f"/v1/operations/{args.id}", "show operation")
         emit(args, r, json.dumps(r, indent=2))
@@ -320,6 +314,19 @@ def notification_line(n: dict[str, Any]) -> str:
     )
 
 
+def paged(api: Api, path: str, step: str, params: dict[str, Any], limit: int) -> Iterator[dict[str, Any]]:
+    """At most ``limit`` items of a paged listing of the REST API, following its ``next`` cursor."""
+    shown = 0
+    while shown < limit:
+        r = api.call("GET", path, step, params=params)
+        for item in r["items"][: limit - shown]:
+            yield item
+            shown += 1
+        if not r.get("next"):
+            return
+        params["after"] = r["next"]
+
+
 def cmd_notification(args: argparse.Namespace, api: Api) -> int:
     """``notification list``: the outbox of notifications the eIM owes SM-DP+s (``GET /v1/notifications``)."""
     if args.limit < 1:
@@ -327,15 +334,8 @@ def cmd_notification(args: argparse.Namespace, api: Api) -> int:
     params: dict[str, Any] = {"limit": min(args.limit, 1000)}
     if args.status:
         params["status"] = args.status
-    shown = 0
-    while shown < args.limit:
-        r = api.call("GET", "/v1/notifications", "list notifications", params=params)
-        for n in r["items"][: args.limit - shown]:
-            emit(args, n, notification_line(n))
-            shown += 1
-        if not r.get("next"):
-            break
-        params["after"] = r["next"]
+    for n in paged(api, "/v1/notifications", "list notifications", params, args.limit):
+        emit(args, n, notification_line(n))
     return 0
 
 
