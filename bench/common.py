@@ -89,7 +89,8 @@ class CpuAccount:
         (t0, p0, c0), (t1, p1, c1) = self._start, self._snapshot()
         wall = max(1e-9, t1 - t0)
         tck = os.sysconf("SC_CLK_TCK")
-        out: dict[str, float] = {}
+        # a named process is always reported, at 0.0 when it used less than a clock tick (short windows)
+        out: dict[str, float] = {name: 0.0 for pid, name in self.named.items() if pid in p1}
         for pid, (cmd, ticks) in p1.items():
             used = (ticks - (p0[pid][1] if pid in p0 else 0)) / tck
             if used <= 0:
