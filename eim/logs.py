@@ -34,3 +34,41 @@ def setup(level: str = "INFO", json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class RateLimitedLog:
+    """At most one log line per ``key`` (a cause, never an EID) every ``interval_s``; the lines held back in
+    between are counted and reported as ``suppressed`` on the next line of that key. Bounded: at most
+    ``max_keys`` keys are remembered (the oldest is forgotten), so a flood of distinct causes cannot grow it.
+
+    Used where a remote peer decides how often we log (malformed CoAP blocks, refused notifications): a flood
+    of bad input costs one line per cause and interval, never a line (or a traceback) per datagram."""
+
+    def __init__(
+        self, logger: logging.Logger, interval_s: float = 60.0, *, max_keys: int = 256, clock=time.monotonic
+    ) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self.clock = clock
+        self._last: dict[str, tuple[float, int]] = {}  # key -> (time of the last line, lines held back since)
+
+    def log(self, level: int, key: str, message: str, **extra: object) -> bool:
+        """Log ``message`` unless ``key`` was logged less than ``interval_s`` ago; ``True`` if a line was written."""
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.interval_s:
+            self._last[key] = (last[0], last[1] + 1)
+            return False
+        self._last.pop(key, None)
+        self._last[key] = (now, 0)
+        while len(self._last) > self.max_keys:
+            self._last.pop(next(iter(self._last)))
+        fields = dict(extra, cause=key)
+        if last is not None and last[1]:
+            fields["suppressed"] = last[1]
+        self.logger.log(level, message, extra=fields)
+        return True
+
+    def warning(self, key: str, message: str, **extra: object) -> bool:
+        return self.log(logging.WARNING, key, message, **extra)

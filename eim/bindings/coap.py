@@ -51,9 +51,11 @@ from typing import Any
 
 from eim.bindings import ESIPA_PATH
 from eim.interfaces import EsipaHandler, EsipaRejected, RequestContext
+from eim.logs import RateLimitedLog
 from rsp.errors import RspError
 
 log = logging.getLogger("eim.esipa.coap")
+_PROTOCOL_ERRORS = RateLimitedLog(log, 60.0)
 
 DEFAULT_MAX_BODY = 256 * 1024
 RESOURCE_PATH = tuple(ESIPA_PATH.strip("/").split("/"))  # ("gsma", "rsp2", "asn1")
@@ -145,7 +147,16 @@ def _resource_class():
             size = (block1.start if block1 is not None else 0) + len(request.payload)
             if size > self.max_body_size:
                 raise error.RequestEntityTooLarge(f"request over {self.max_body_size} bytes")
-            await super().render_to_pipe(pipe)
+            try:
+                await super().render_to_pipe(pipe)
+            except ValueError:
+                # aiocoap's Block1 reassembly raises a bare ValueError for a block that does not continue the
+                # assembly it started (out of order, another size). RFC 7959 §2.9.2: 4.08 Request Entity
+                # Incomplete. A peer decides how often this happens: one rate-limited line, no traceback.
+                _PROTOCOL_ERRORS.warning(
+                    "block1-out-of-order", "CoAP Block1 out of order: answered 4.08", peer=_peer(request)
+                )
+                raise error.RequestEntityIncomplete("Block1 does not continue the request's earlier blocks") from None
 
         async def render_post(self, request: Any) -> Any:
             cf = request.opt.content_format
@@ -267,6 +278,11 @@ class CoapBinding:
             from eim.bindings.coap_dtls import check_supported
 
             check_supported()
+        aiocoap_log = logging.getLogger("eim.esipa.coap.aiocoap")
+        if (
+            aiocoap_log.level == logging.NOTSET
+        ):  # aiocoap logs each 2.31 and 4.xx at info: keep it quiet
+            aiocoap_log.setLevel(logging.WARNING)
         site = resource.Site()
         site.add_resource(RESOURCE_PATH, _resource_class()(self.handler, self.max_body_size))
         self._context = await Context.create_server_context(

@@ -239,3 +239,26 @@ def test_udp6_transport_also_serves():
         assert lab.binding.dedup_caches
     finally:
         lab.close()
+
+
+def test_out_of_order_block1_is_4_08_one_warning_no_traceback(lab, caplog):
+    """An attacker's Block1 that does not continue the assembly it started (aiocoap raises a bare ValueError
+    there): 4.08 Request Entity Incomplete (RFC 7959 §2.9.2), one warning line without a traceback however many
+    arrive, and the server keeps serving."""
+    from aiocoap.optiontypes import BlockOption
+
+    caplog.set_level("DEBUG", logger="eim.esipa.coap")
+    block = BlockOption.BlockwiseTuple
+    first = lab.request(b"\xbf" * 64, blockwise=False, block1=block(0, True, 2))
+    assert first.code == Code.CONTINUE
+    answers = [
+        lab.request(b"\xbf" * 64, blockwise=False, block1=block(num, more, 2)).code
+        for num, more in [(5, False), (2, True), (7, True)]
+    ]
+    assert answers == [Code.REQUEST_ENTITY_INCOMPLETE] * 3
+    coap_records = [r for r in caplog.records if r.name.startswith("eim.esipa.coap")]
+    assert not [r for r in coap_records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]
+    warnings = [r for r in coap_records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "Block1" in warnings[0].getMessage()
+    r = lab.request(get_eim_package_request(EID))
+    assert r.code == Code.CHANGED and r.payload == NO_PACKAGE
