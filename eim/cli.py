@@ -267,6 +267,7 @@ def cmd_psk(args: argparse.Namespace) -> int:
         set_psk,
         write_psk_file,
     )
+    from rsp.files import tighten_stdout
 
     step = f"psk {args.action}"
     if args.action != "list":
@@ -295,6 +296,7 @@ def cmd_psk(args: argparse.Namespace) -> int:
         print(f"eim: warning: {warning}", file=sys.stderr)
     if args.action == "set":
         obj = {"eid": args.eid, "file": path, "key": key.hex(), "replaced": replaced}
+        tighten_stdout()  # `> device.psk` was created by the shell with its umask: 0600 before the key is written
         emit(args, obj, key.hex())  # stdout holds nothing but the key: `eim psk set EID --generate > device.psk`
         if not args.json:
             print(f"eim: {'replaced' if replaced else 'added'} the key of {args.eid} in {path}", file=sys.stderr)

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rsp.files import private_dir
+
 log = logging.getLogger("ipa.state")
 
 STATE_VERSION = 1
@@ -339,7 +341,7 @@ class StateStore:
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Temporary file in the same directory, fsync, rename over ``path``, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

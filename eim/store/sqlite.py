@@ -36,12 +36,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from eim.model import Euicc, Operation
 from eim.store.base import Factory, SqlStore, migrations, split_statements
 from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Q, Retry, StoreError, quiet_claim
+from rsp.files import private_file
 
 log = logging.getLogger("eim.store")
 
@@ -74,8 +74,11 @@ class SqliteStore(SqlStore):
 
     # ------------------------------------------------------------------ thread side
     def _connect(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            # 0600 in a 0700 directory, whatever the umask: the store holds activation codes and operation
+            # parameters. SQLite gives the -wal and -shm files the mode of the database file.
+            if private_file(self.path):
+                log.warning("store file was readable by other users: made it 0600", extra={"path": self.path})
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")

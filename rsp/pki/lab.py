@@ -27,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rsp import crypto
 from rsp.errors import RspError
+from rsp.files import private_dir
 from rsp.pki.certs import (
     LAB_SMDP_OID,
     POLICY_OF_ROLE,
@@ -183,7 +184,7 @@ def make_ci(curve: str = "nist", **kwargs) -> tuple[x509.Certificate, ec.Ellipti
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
@@ -250,7 +251,7 @@ def create_lab_pki(
         if not h or " " in h or "/" in h:
             raise LabPkiError(f"invalid host name {h!r}")
 
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)  # 0700: the keys are in it
     files: dict[str, dict[str, str]] = {}
     ci_ids: dict[str, str] = {}
     cis: dict[str, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = {}
