@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BINDING ?= http
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast lint bench fuzz mutate clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,5 +32,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 
+# Long runs kept out of `make test` (docs/security.md): coverage-guided fuzzing of the decoders (atheris,
+# FUZZ_SECONDS per target) and a mutation run over the security checks (mutmut).
+fuzz: $(STAMP)
+	@$(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) -m fuzz
+
+mutate: $(STAMP)
+	@$(PY) -m pip install -q -e '.[mutate]'
+	$(PY) -m fuzz.mutate
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis mutants fuzz/corpus fuzz/findings

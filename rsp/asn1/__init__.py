@@ -135,7 +135,7 @@ def decode_prefix(type_name: str, data: bytes, *, strict: bool = False):
     if not data:
         raise DecodeError(type_name, "no data", 0)
     # A structural walk first: a nested length that overruns its parent must never reach asn1tools.
-    tlv.check_structure(data, what=type_name)
+    top = tlv.check_structure(data, what=type_name)
     try:
         value, length = specification().decode_with_length(name, data, check_constraints=strict)
     except Exception as exc:  # asn1tools raises many kinds (IndexError, ValueError, ...) on malformed input
@@ -143,6 +143,10 @@ def decode_prefix(type_name: str, data: bytes, *, strict: bool = False):
         raise DecodeError(type_name, _error_text(exc, name), offset if isinstance(offset, int) else None) from exc
     if not isinstance(length, int) or length > len(data):
         raise DecodeError(type_name, "truncated: the TLV runs past the end of the data", len(data))
+    if length != len(top.raw):
+        # a component read past the end of its container (an unknown CHOICE alternative inside an explicit tag
+        # of length 0 took the bytes after it): found by `make fuzz`, input BF3D 00 BB 01 BF
+        raise DecodeError(type_name, "a component runs past the end of its TLV", len(top.raw))
     try:
         return _normalise(value), length
     except _Mismatch:

@@ -37,7 +37,7 @@ log = logging.getLogger("rsp.asn1")
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 # Bump when the post-compile patching below changes (invalidates old caches).
-_PATCH_LEVEL = "5+oid"
+_PATCH_LEVEL = "6+oid+bitstring"
 CODEC = "der"
 
 
@@ -86,6 +86,25 @@ class _SafeArrayMixin:
         if offset - start != length:
             raise _ber.DecodeError("SEQUENCE OF element runs past the end of its container", offset=offset)
         return decoded, offset
+
+
+class CheckedBitString(_der.BitString):
+    """X.690 §8.6.2: the initial octet (unused bits) is 0..7, and 0 when there are no subsequent octets.
+    asn1tools takes any value and decodes ``03 01 01`` to a negative bit count that cannot be encoded again
+    (found by the round-trip property in tests/rsp/test_asn1_properties.py). Unused bits set to 1 are cleared."""
+
+    def decode_content(self, data, offset, length):
+        if length < 1:
+            raise _ber.DecodeError("BIT STRING without its unused-bits octet", offset=offset)
+        unused = data[offset]
+        if unused > 7 or (length == 1 and unused):
+            raise _ber.DecodeError(f"BIT STRING with {unused} unused bits in {length - 1} octets", offset=offset)
+        (value, bits), end = super().decode_content(data, offset, length)
+        if unused and value[-1] & ((1 << unused) - 1):
+            # DER wants the unused bits zero (§11.2.1); a BER sender may set them. They carry nothing: drop them,
+            # so the value is what the bits say (and encodes back the same).
+            value = value[:-1] + bytes([value[-1] & (0xFF << unused) & 0xFF])
+        return (value, bits), end
 
 
 class CorrectObjectIdentifier(_ber.ObjectIdentifier):
@@ -193,6 +212,8 @@ def _patch(spec, named_numbers: dict[str, dict[str, int]]) -> None:
                 node.__class__ = PreservingChoice
             elif type(node) is _ber.ObjectIdentifier:
                 node.__class__ = CorrectObjectIdentifier
+            elif type(node) is _der.BitString:
+                node.__class__ = CheckedBitString
             elif type(node) is _der.SequenceOf:
                 node.__class__ = SafeSequenceOf
             elif type(node) is _der.SetOf:

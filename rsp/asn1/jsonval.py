@@ -53,6 +53,7 @@ _PATCHED = {
     "SafeSequenceOf": "SequenceOf",
     "SafeSetOf": "SetOf",
     "CorrectObjectIdentifier": "ObjectIdentifier",
+    "CheckedBitString": "BitString",
 }
 
 

@@ -61,11 +61,10 @@ def _decode_or_decode_error(type_name: str, data: bytes) -> None:
         assert exc.type_name == type_name
         assert exc.position is None or 0 <= exc.position <= len(data)
         return
-    # What decodes must also be encodable without surprises (EncodeError at worst, e.g. broken constraints).
-    try:
-        asn1.encode(type_name, value, strict=False)
-    except EncodeError:
-        pass
+    # What decodes re-encodes (constraints are not checked on decode, so neither here) to bytes that decode to
+    # the same value: a decoder that silently drops or invents content breaks this.
+    again = asn1.encode(type_name, value, strict=False)
+    assert asn1.decode(type_name, again) == value, (data.hex(), again.hex())
 
 
 @pytest.mark.parametrize("type_name", TYPES)
@@ -129,3 +128,11 @@ def test_deeply_nested_garbage():
     data = b"\xbf\x4f\x84\x00\x00\x10\x00" + b"\x30\x80" * 2000
     with pytest.raises(DecodeError):
         asn1.decode("EsipaMessageFromEimToIpa", data)
+
+
+def test_component_past_the_end_of_its_container_is_refused():
+    """Found by `make fuzz`: BF3D of length 0 followed by bytes. The unknown-alternative path of the explicit
+    CHOICE took the bytes after the BF3D as its value and the whole input decoded."""
+    for data in ("BF3D00BB01BF", "BF3D00A000", "BF4F00" + "5A10" + "89" * 16):
+        with pytest.raises(DecodeError):
+            asn1.decode("EsipaMessageFromIpaToEim", bytes.fromhex(data))
