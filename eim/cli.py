@@ -407,7 +407,30 @@ def parser() -> argparse.ArgumentParser:
     nl = n.add_parser("list", help="pending (waiting for delivery) and failed (refused, with the reason)")
     nl.add_argument("--status", choices=("pending", "failed"))
     nl.add_argument("--limit", type=int, default=100)
+    _global_options_after_subcommands(p)
     return p
+
+
+GLOBAL_OPTIONS = ("--config", "--url", "--token", "--json")
+
+
+def _global_options_after_subcommands(root: argparse.ArgumentParser) -> None:
+    """The global options are also accepted after the subcommand (``eim serve --config FILE``, the form of the
+    systemd unit, as well as ``eim --config FILE serve``). Given after it, they win; absent there, the value
+    given before the subcommand (or the default) stays."""
+    globals_ = [a for a in root._actions if a.option_strings and a.option_strings[0] in GLOBAL_OPTIONS]
+    todo = [root]
+    while todo:
+        parser_ = todo.pop()
+        for action in parser_._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    for g in globals_:
+                        kwargs: dict[str, Any] = {"dest": g.dest, "help": g.help, "default": argparse.SUPPRESS}
+                        if isinstance(g, argparse._StoreTrueAction):
+                            kwargs["action"] = "store_true"
+                        sub.add_argument(*g.option_strings, **kwargs)
+                    todo.append(sub)
 
 
 def _op_args(p: argparse.ArgumentParser) -> None:
