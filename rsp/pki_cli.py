@@ -167,6 +167,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                     "dir": str(pki.root),
                     "curves": list(pki.curves),
                     "eids": list(pki.eids),
+                    "eum_eid_prefixes": list(pki.eum_eid_prefixes),
                     "hosts": list(pki.hosts),
                     "ci_key_ids": pki.manifest["ci_key_ids"],
                     "smdp_oid": pki.smdp_oid,

@@ -258,3 +258,21 @@ def test_malformed_files_give_an_error_naming_the_file(good_files, tmp_path_fact
     assert rc == 2
     assert str(bad) in err and err.startswith("euicc: create card: ")
     assert not state.exists()
+
+
+def test_lab_card_outside_the_lab_eum_range_is_refused_with_a_hint(tmp_path, capsys):
+    from rsp.pki import Role, create_lab_pki, issue_certificate
+
+    pki = create_lab_pki(tmp_path / "pki")
+    state = tmp_path / "card.json"
+    err = _fails(["new", "--pki", str(pki.root), "--eid", EID, "--state", str(state)], capsys)
+    assert (
+        f"EID {EID} is not within the permitted range of the EUM certificate (nameConstraints permit 89999000)" in err
+    )
+    assert f"rsp pki init --eid {EID}" in err and "--eid-prefix 89049032" in err
+    # a PKI from before EUMs carried a range: same key, EUM certificate without nameConstraints/permittedEins
+    old = issue_certificate(Role.EUM, pki.eum_key().public_key(), pki.ci_cert(), pki.ci_key(), eid_prefixes=())
+    pki.cert_path(Role.EUM).write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    err = _fails(["new", "--pki", str(pki.root), "--eid", pki.eid, "--state", str(state)], capsys)
+    assert "carries no permitted EID range" in err and "re-create the PKI with `rsp pki init`" in err
+    assert not state.exists()

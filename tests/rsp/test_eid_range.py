@@ -10,6 +10,7 @@ Permitted: DirName: O = RSP Test EUM, serialNumber = 89049032``).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 
@@ -356,3 +357,32 @@ def test_name_constraint_serial_number_that_is_no_prefix(ci):
     with pytest.raises(EidRangeError, match="not an EID prefix") as err:
         check_eid_in_range(SGP23_EID1, eum)
     assert err.value.reason == "malformed"
+
+
+def test_permitted_eins_alone_as_sgp22_v3_eums_carry_it(ci):
+    """An EUM with only the v3 extension (no nameConstraints): the range is read from permittedEins."""
+    eum_key = ec.generate_private_key(ec.SECP256R1())
+    exts = [
+        ext("2.5.29.19", T(0x30, T(0x01, b"\xff") + T(0x02, b"\x00")), critical=True),
+        ext("2.5.29.14", T(0x04, ski(eum_key.public_key()))),
+        ext(PERMITTED_EINS_OID, T(0x30, T(0x13, b"89049032") + T(0x13, b"8904903300")), critical=True),
+    ]
+    eum = x509.load_der_x509_certificate(
+        hand_cert(name((ORG, "V3"), (CN, "EUM")), ci[0].subject.public_bytes(), eum_key.public_key(), ci[1], exts)
+    )
+    rng = check_eid_in_range(SGP23_EID1, eum)
+    assert rng.permitted == () and rng.permitted_eins == ("89049032", "8904903300")
+    with pytest.raises(EidRangeError, match=r"permittedEins 89049032, 8904903300"):
+        check_eid_in_range(in_range_eid(), eum)  # 8904903312... starts with neither
+
+
+def test_rsp_pki_init_refuses_a_bad_prefix_and_shows_the_range(tmp_path):
+    bad = _rsp("init", str(tmp_path / "a"), "--eid-prefix", "8904x")
+    assert bad.returncode == 1 and "invalid EID prefix '8904x'" in bad.stderr
+    assert not (tmp_path / "a" / "manifest.json").exists()
+    good = _rsp("init", str(tmp_path / "b"), "--eid-prefix", "8904903")
+    assert good.returncode == 0 and "EUM permitted EID prefixes: 89999000, 8904903" in good.stdout
+    shown = _rsp("show", str(tmp_path / "b"), "--json")
+    assert shown.returncode == 0
+
+    assert json.loads(shown.stdout)["eum_eid_prefixes"] == ["89999000", "8904903"]
