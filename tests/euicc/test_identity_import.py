@@ -65,9 +65,10 @@ def _cert(subject, issuer, key, issuer_key, issuer_cert, *, policy: str, ca: boo
     return b.sign(issuer_key, hashes.SHA256())
 
 
-def outside_pki(directory, *, eum_prefix: str = "89049032", eid: str = EID):
+def outside_pki(directory, *, eum_prefix: str = "89049032", eid: str = EID, curve: str = "nist"):
     """CI -> EUM -> eUICC written to ``directory``; returns the file paths."""
-    ci_key, eum_key, euicc_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ec_curve = ec.SECP256R1() if curve == "nist" else ec.BrainpoolP256R1()
+    ci_key, eum_key, euicc_key = (ec.generate_private_key(ec_curve) for _ in range(3))
     ci_name = _name("Outside Test", "Outside CI")
     ci = _cert(ci_name, ci_name, ci_key.public_key(), ci_key, None, policy="2.23.146.1.2.1.0", ca=True)
     nc = x509.NameConstraints(
@@ -107,7 +108,7 @@ def outside_pki(directory, *, eum_prefix: str = "89049032", eid: str = EID):
     files["eum"].write_bytes(eum.public_bytes(serialization.Encoding.DER))
     files["ci"].write_bytes(ci.public_bytes(serialization.Encoding.PEM))
     files["key"].write_bytes(
-        b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"
+        (b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n" if curve == "nist" else b"")
         + euicc_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
         )
@@ -132,26 +133,27 @@ def _new(files, state, *extra: str) -> list[str]:
     ]
 
 
-def test_imported_card_downloads_from_an_smdpp_that_trusts_its_ci(lab_pki, tmp_path, capsys):
+@pytest.mark.parametrize("curve", ["nist", "brainpool"])
+def test_imported_card_downloads_from_an_smdpp_that_trusts_its_ci(lab_pki, tmp_path, capsys, curve):
     from rsp import asn1, tlv
     from tests.euicc.conftest import Es10Driver
     from tests.euicc.smdp_side import segments
     from tests.euicc.test_with_lab_smdpp import Es9, b64, unb64
 
     T = tlv.encode
-    files, outside_ci = outside_pki(tmp_path / "outside")
+    files, outside_ci = outside_pki(tmp_path / "outside", curve=curve)
     state = tmp_path / "card.json"
     # the card trusts the outside CI (its own chain) and the lab CI (to verify the lab SM-DP+'s DPauth/DPpb)
     assert cli.main(_new(files, state, "--eid", EID, "--trust-ci", str(lab_pki.ca_bundle_path))) == 0
-    assert f"created eUICC {EID} (nist)" in capsys.readouterr().out
+    assert f"created eUICC {EID} ({curve})" in capsys.readouterr().out
     card = SoftEuicc.load(state)
     assert card.state.euicc_cert == files["euicc"].read_bytes()  # kept as received
     assert card.state.eum_cert == files["eum"].read_bytes()
 
-    creds = load_lab(lab_pki.root, curves=("nist",))
+    creds = load_lab(lab_pki.root, curves=(curve,))
     outside_id = outside_ci.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     creds = dataclasses.replace(creds, trusted_cis={**creds.trusted_cis, outside_id: outside_ci})
-    config = SmdppConfig(data_dir=tmp_path / "data", pki_dir=lab_pki.root, port=0, curves=("nist",))
+    config = SmdppConfig(data_dir=tmp_path / "data", pki_dir=lab_pki.root, port=0, curves=(curve,))
     with running_server(config, creds) as srv:
         es9 = Es9(srv)
         order = orders.create_order(srv.ctx.store, profile="ts48", smdp_address=srv.address)
