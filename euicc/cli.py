@@ -3,6 +3,8 @@
 ::
 
     euicc new   --pki DIR --eid EID --state FILE [--curve nist|brainpool] [--trust-ci PEM ...] [--default-dp ADDR]
+    euicc new   --euicc-cert FILE --euicc-key FILE --eum-cert FILE --ci FILE [--ci ...] --state FILE [--eid EID]
+                [--trust-ci PEM ...] [--default-dp ADDR]       # an outside identity (another test PKI, SGP.26)
     euicc show  --state FILE [--json]
     euicc apdu  --state FILE HEX [HEX ...]     # raw APDUs in one card session (channels live within the call)
     euicc es10  --state FILE HEX [--block-size N]  # one ES10 command: open channel, SELECT ISD-R, STORE DATA
@@ -119,6 +121,25 @@ def _print_human(info: dict) -> None:
 def cmd_new(args) -> int:
     from euicc.card import SoftEuicc
 
+    imported = [args.euicc_cert, args.euicc_key, args.eum_cert]
+    if args.pki is None:
+        missing = [
+            flag
+            for flag, value in (
+                ("--euicc-cert", args.euicc_cert),
+                ("--euicc-key", args.euicc_key),
+                ("--eum-cert", args.eum_cert),
+                ("--ci", args.ci),
+            )
+            if not value
+        ]
+        if missing:
+            raise CliError(f"give --pki DIR, or an outside identity (missing {', '.join(missing)})")
+        return _cmd_import(args)
+    if any(imported) or args.ci:
+        raise CliError("--pki and --euicc-cert/--euicc-key/--eum-cert/--ci exclude each other")
+    if args.eid is None:
+        raise CliError("--eid is required with --pki")
     card = SoftEuicc.create(
         args.pki,
         args.eid,
@@ -128,6 +149,25 @@ def cmd_new(args) -> int:
         default_dp_address=args.default_dp,
     )
     print(f"created eUICC {card.state.eid.hex().upper()} ({card.state.curve}) in {args.state}")
+    return 0
+
+
+def _cmd_import(args) -> int:
+    from euicc.card import SoftEuicc
+    from euicc.provision import import_state
+
+    st = import_state(
+        args.euicc_cert,
+        args.euicc_key,
+        args.eum_cert,
+        args.ci,
+        eid=args.eid,
+        trusted_ci_paths=args.trust_ci or (),
+        default_dp_address=args.default_dp,
+    )
+    card = SoftEuicc(st, args.state)
+    state_mod.save(st, card.state_path)
+    print(f"created eUICC {st.eid.hex().upper()} ({st.curve}) in {args.state} from {args.euicc_cert}")
     return 0
 
 
@@ -181,9 +221,15 @@ def cmd_es10(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="euicc", description="software SGP.32 eUICC (lab card)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("new", help="create a card from the lab PKI")
-    p.add_argument("--pki", required=True, help="lab PKI directory (rsp pki init)")
-    p.add_argument("--eid", required=True, help="32-digit EID")
+    p = sub.add_parser("new", help="create a card from the lab PKI or from an outside identity")
+    p.add_argument("--pki", help="lab PKI directory (rsp pki init)")
+    p.add_argument("--eid", help="32-digit EID (required with --pki; with an import it must match the certificate)")
+    p.add_argument("--euicc-cert", metavar="FILE", help="import: eUICC certificate (PEM or DER)")
+    p.add_argument("--euicc-key", metavar="FILE", help="import: eUICC private key (PEM or DER, PKCS#8 or SEC1)")
+    p.add_argument("--eum-cert", metavar="FILE", help="import: EUM certificate (PEM or DER)")
+    p.add_argument(
+        "--ci", action="append", default=[], metavar="FILE", help="import: CI certificate(s) (PEM bundle or DER)"
+    )
     p.add_argument("--state", required=True, help="state file to create")
     p.add_argument("--curve", default="nist", choices=["nist", "brainpool"])
     p.add_argument("--trust-ci", nargs="+", metavar="PEM", help="extra trusted CI certificates (e.g. SGP.26 test CI)")

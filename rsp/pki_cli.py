@@ -1,8 +1,9 @@
 """``rsp pki ...``: lab PKI and certificate checks on the command line (dispatched from ``rsp.cli``).
 
-    rsp pki init DIR [--curve nist|brainpool|both] [--eid EID ...] [--host NAME ...]
+    rsp pki init DIR [--curve nist|brainpool|both] [--eid EID ...] [--host NAME ...] [--eid-prefix DIGITS ...]
     rsp pki show DIR [--json]
     rsp pki verify CERT --role ROLE --ca CI_CERT [--ca ...] [--untrusted CERT ...] [--at ISO-TIME]
+                   (an eUICC is also checked against its EUM's permitted EID range, SGP.22 §4.5.2.2)
     rsp pki eid [BODY30 | --serial N]      (check digits / a valid lab EID)
 
 Exit status: 0 success, 1 the step failed (message on stderr names it), 2 bad usage.
@@ -28,6 +29,7 @@ from rsp.pki.certs import (
     subject_text,
 )
 from rsp.pki.chain import ChainError, verify_chain
+from rsp.pki.eid_range import eid_range_of
 from rsp.pki.lab import LabPki, LabPkiError, create_lab_pki
 
 PROG = "rsp pki"
@@ -60,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="DNS name for the TLS certificates (default localhost; 127.0.0.1 always added)",
+    )
+
+    init.add_argument(
+        "--eid-prefix",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="DIGITS",
+        help="extra EID prefix the EUMs permit (always: 89999000 and the first 8 digits of each --eid)",
     )
 
     show = sub.add_parser("show", help="list the certificates of a lab PKI and verify each chain")
@@ -101,14 +112,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
     curves = ("nist", "brainpool") if args.curve == "both" else (args.curve,)
     t0 = time.perf_counter()
     try:
-        pki = create_lab_pki(args.dir, curves=curves, eids=args.eid, hosts=args.host or ("localhost",))
+        pki = create_lab_pki(
+            args.dir, curves=curves, eids=args.eid, hosts=args.host or ("localhost",), eid_prefixes=args.eid_prefix
+        )
     except (LabPkiError, OSError) as exc:
         return _fail("init", exc)
     ms = (time.perf_counter() - t0) * 1000
     print(f"lab PKI written to {pki.root} in {ms:.0f} ms")
     for curve in pki.curves:
         print(f"  {curve:9s} CI key id (euiccCiPKId) {pki.ci_key_id(curve).hex().upper()}")
-    print(f"  EIDs: {', '.join(pki.eids)}")
+    print(f"  EIDs: {', '.join(pki.eids)}; EUM permitted EID prefixes: {', '.join(pki.eum_eid_prefixes)}")
     print(f"  TLS hosts: {', '.join(pki.hosts)} + 127.0.0.1; CA bundle: {pki.ca_bundle_path}")
     return 0
 
@@ -154,6 +167,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
                     "dir": str(pki.root),
                     "curves": list(pki.curves),
                     "eids": list(pki.eids),
+                    "eum_eid_prefixes": list(pki.eum_eid_prefixes),
                     "hosts": list(pki.hosts),
                     "ci_key_ids": pki.manifest["ci_key_ids"],
                     "smdp_oid": pki.smdp_oid,
@@ -201,7 +215,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         f"chain of {len(chain.path)}; curve {chain.curve}"
     )
     if chain.role is Role.EUICC:
-        print(f"EID {eid_of(leaf)}")
+        print(f"EID {eid_of(leaf)} within the EUM's permitted range ({eid_range_of(chain.path[1]).describe()})")
     return 0
 
 

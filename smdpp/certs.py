@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
+from rsp.pki.eid_range import EidRangeError, check_eid_in_range
 from smdpp import errors
 
 OID_ROLE_CI = "2.23.146.1.2.1.0"
@@ -120,4 +121,10 @@ def verify_euicc_chain(
     eid = eid_of(euicc)
     if eid is None or len(eid) != 32 or not eid.isdigit():
         raise errors.EUICC_CERT_INVALID.error(f"eUICC certificate carries no valid EID (serialNumber {eid!r})")
+    try:
+        check_eid_in_range(eid, eum, euicc)  # SGP.22 §4.5.2.2
+    except EidRangeError as exc:
+        raise errors.EID_OUT_OF_RANGE.error(
+            f"EID is not within the permitted range of the EUM certificate: {exc}"
+        ) from None
     return euicc, eid

@@ -61,6 +61,9 @@ EUM_CERT_INVALID = StatusCode("8.1.2", "6.1", "EUM Certificate - Verification fa
 EUM_CERT_EXPIRED = StatusCode("8.1.2", "6.3", "EUM Certificate - Expired")
 EUICC_CERT_INVALID = StatusCode("8.1.3", "6.1", "eUICC Certificate - Verification failed")
 EUICC_CERT_EXPIRED = StatusCode("8.1.3", "6.3", "eUICC Certificate - Expired")
+# SGP.22 §4.5.2.2: an EID outside the EUM's permitted range makes the certificate invalid; the pair and wording
+# are those osmo-smdpp (pySim) answers, so interop tests see the same code from both SM-DP+ servers.
+EID_OUT_OF_RANGE = StatusCode("8.1.4", "6.1", "EID is not within the permitted range of the EUM certificate")
 EUICC_SIGNATURE_INVALID = StatusCode("8.1", "6.1", "eUICC - Verification failed (signature or challenge)")
 CI_PK_UNKNOWN = StatusCode("8.11.1", "3.9", "CI Public Key - Unknown")
 MATCHING_ID_REFUSED = StatusCode("8.2.6", "3.8", "Matching ID - Refused")

@@ -4,6 +4,9 @@
   ``eid_of`` and EID check digits.
 - :mod:`rsp.pki.chain`: ``verify_chain(leaf, intermediates, trusted_cis, role, at=None)`` -> ``VerifiedChain``
   or ``ChainError`` naming the reason.
+- :mod:`rsp.pki.eid_range`: the EUM's permitted EID range (nameConstraints / permittedEins) and
+  ``check_eid_in_range(eid, eum_cert, euicc_cert=None)`` -> ``EidRange`` or ``EidRangeError``.
+- :mod:`rsp.pki.identity_import`: an outside eUICC identity (certificate, key, EUM, CIs from files), checked.
 - :mod:`rsp.pki.lab`: ``create_lab_pki(dir, ...)`` -> ``LabPki`` and ``LabPki.load(dir)``; layout in
   ``docs/pki.md``; command line ``rsp pki init|show`` (:mod:`rsp.pki_cli`).
 """
@@ -13,6 +16,7 @@ from rsp.pki.certs import (
     ID_RSP_ROLE,
     LAB_EIM_POLICY,
     LAB_EIM_TLS_POLICY,
+    LAB_EIN,
     LAB_SMDP_OID,
     POLICY_OF_ROLE,
     Role,
@@ -29,6 +33,7 @@ from rsp.pki.certs import (
     subject_key_id,
 )
 from rsp.pki.chain import REASONS, ChainError, VerifiedChain, verify_chain
+from rsp.pki.eid_range import PERMITTED_EINS_OID, EidRange, EidRangeError, check_eid_in_range, eid_range_of
 from rsp.pki.lab import DEFAULT_EID, LabPki, LabPkiError, create_lab_pki, issue_certificate, make_ci
 
 __all__ = [
@@ -36,19 +41,25 @@ __all__ = [
     "ID_RSP_ROLE",
     "LAB_EIM_POLICY",
     "LAB_EIM_TLS_POLICY",
+    "LAB_EIN",
     "LAB_SMDP_OID",
+    "PERMITTED_EINS_OID",
     "POLICY_OF_ROLE",
     "REASONS",
     "ChainError",
+    "EidRange",
+    "EidRangeError",
     "LabPki",
     "LabPkiError",
     "Role",
     "VerifiedChain",
     "as_certificate",
     "authority_key_id",
+    "check_eid_in_range",
     "create_lab_pki",
     "eid_check_digits",
     "eid_of",
+    "eid_range_of",
     "is_valid_eid",
     "issue_certificate",
     "lab_eid",

@@ -23,6 +23,7 @@ __all__ = [
     "ID_RSP_ROLE",
     "LAB_EIM_POLICY",
     "LAB_EIM_TLS_POLICY",
+    "LAB_EIN",
     "LAB_SMDP_OID",
     "POLICY_OF_ROLE",
     "CertLike",
@@ -43,6 +44,8 @@ __all__ = [
 ID_RSP_ROLE = "2.23.146.1.2.1"
 LAB_EIM_POLICY = "2.999.32.1"
 LAB_EIM_TLS_POLICY = "2.999.32.2"
+#: the lab EUM's EID prefix (8 digits, like an SGP.22 IIN): every :func:`lab_eid` starts with it
+LAB_EIN = "89999000"
 #: lab SM-DP+ OID (subjectAltName registeredID of DPauth/DPpb/DPtls; the ``smdpOid`` of activation codes/PIRs)
 LAB_SMDP_OID = "2.999.32.10"
 

@@ -6,7 +6,8 @@ AKI), selects the CI by its SubjectKeyIdentifier (= ``euiccCiPKId``), and checks
 the ECDSA signature (DER in X.509) by its issuer, the validity period at ``at``, basicConstraints (issuers are
 CAs, within pathLenConstraint; the leaf is not a CA), keyUsage (issuers: keyCertSign; leaf: digitalSignature),
 and the RSP role by certificate policy OID (leaf = ``role``; an eUICC's issuer must be an EUM; the CI must carry
-the CI policy); for TLS roles also extendedKeyUsage serverAuth.
+the CI policy); for TLS roles also extendedKeyUsage serverAuth; for an eUICC, that its EID lies within the
+permitted EID range of its EUM (:mod:`rsp.pki.eid_range`, SGP.22 §4.5.2.2).
 
 Failures raise :class:`ChainError` with ``reason`` one of :data:`REASONS` and a message naming the certificate.
 """
@@ -31,9 +32,11 @@ from rsp.pki.certs import (
     authority_key_id,
     by_key_id,
     describe,
+    eid_of,
     policies_of,
     subject_key_id,
 )
+from rsp.pki.eid_range import EidRangeError, check_eid_in_range
 
 __all__ = ["REASONS", "ChainError", "VerifiedChain", "verify_chain"]
 
@@ -49,6 +52,7 @@ REASONS = (
     "path-length",
     "key-usage",
     "wrong-ci",
+    "eid-range",
 )
 MAX_DEPTH = 6
 _TLS_ROLES = {Role.DP_TLS, Role.DS_TLS, Role.EIM_TLS}
@@ -293,6 +297,14 @@ def verify_chain(
         if len(full) < 3:
             raise ChainError("wrong-role", f"{describe(leaf_cert)} is not issued by an EUM", leaf_cert)
         _check_role(full[1], Role.EUM)
+        try:
+            eid = eid_of(leaf_cert)
+        except ValueError as exc:
+            raise ChainError("malformed", f"{describe(leaf_cert)}: {exc}", leaf_cert) from None
+        try:
+            check_eid_in_range(eid, full[1], leaf_cert)
+        except EidRangeError as exc:
+            raise ChainError("eid-range", f"{describe(full[1])}: {exc}", leaf_cert) from None
     for c in full:
         try:
             curve_name(c)

@@ -29,6 +29,7 @@ from rsp import crypto
 from rsp.errors import RspError
 from rsp.files import private_dir
 from rsp.pki.certs import (
+    LAB_EIN,
     LAB_SMDP_OID,
     POLICY_OF_ROLE,
     Role,
@@ -37,6 +38,7 @@ from rsp.pki.certs import (
     lab_eid,
     subject_key_id,
 )
+from rsp.pki.eid_range import PERMITTED_EINS_OID, encode_permitted_eins
 
 __all__ = [
     "DEFAULT_EID",
@@ -51,6 +53,7 @@ __all__ = [
 MANIFEST_VERSION = 1
 DEFAULT_EID = lab_eid(1)
 ORG = "sgp32-stack lab"
+EUM_ORG = "sgp32-stack lab EUM"
 #: roles that exist once per curve (eUICC: once per curve and EID)
 PER_CURVE_ROLES = (Role.CI, Role.EUM, Role.DP_AUTH, Role.DP_PB, Role.EIM)
 #: roles that exist once (NIST key, signed by the CI of the first curve)
@@ -104,10 +107,14 @@ def issue_certificate(
     not_after: dt.datetime | None = None,
     policy_oid: str | None = None,
     smdp_oid: str = LAB_SMDP_OID,
+    eid_prefixes: Sequence[str] | None = None,
 ) -> x509.Certificate:
     """Issue one RSP certificate of ``role`` for ``public_key``. ``issuer_cert=None`` makes a self-signed
     certificate (only sensible for the CI). ``policy_oid`` overrides the role's policy (tests use it to make a
-    certificate with the wrong role); ``not_before``/``not_after`` default to now-1h .. now+10 years (CI 30)."""
+    certificate with the wrong role); ``not_before``/``not_after`` default to now-1h .. now+10 years (CI 30).
+    ``eid_prefixes`` (EUM only): the permitted EID range, written both as nameConstraints (directoryName
+    O=<EUM organisation>, serialNumber=<prefix>) and as permittedEins; default the lab EIN ``89999000``; ``()``
+    makes an EUM without a range (tests of the refusal)."""
     role = Role.parse(role)
     now = _now()
     nb = not_before or now - dt.timedelta(hours=1)
@@ -115,8 +122,8 @@ def issue_certificate(
     if subject is None:
         subject = {
             Role.CI: lambda: _name(f"Lab CI ({crypto.curve_name(public_key)})"),
-            Role.EUM: lambda: _name("Lab EUM", o="sgp32-stack lab EUM"),
-            Role.EUICC: lambda: _name("Lab eUICC", o="sgp32-stack lab EUM", serial=eid),
+            Role.EUM: lambda: _name("Lab EUM", o=EUM_ORG),
+            Role.EUICC: lambda: _name("Lab eUICC", o=EUM_ORG, serial=eid),
             Role.DP_AUTH: lambda: _name("Lab SM-DP+"),
             Role.DP_PB: lambda: _name("Lab SM-DP+"),
             Role.DP_TLS: lambda: _name(hosts[0] if hosts else "localhost"),
@@ -154,6 +161,9 @@ def issue_certificate(
         b = b.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         b = b.add_extension(_ku(ca=True), critical=True)
         b = b.add_extension(_policies(oid), critical=True)
+        prefixes = list(dict.fromkeys((LAB_EIN,) if eid_prefixes is None else eid_prefixes))
+        if prefixes:
+            b = _add_eid_range(b, subject, prefixes)
     elif role in (Role.DP_TLS, Role.DS_TLS, Role.EIM_TLS):
         sans: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
@@ -172,6 +182,25 @@ def issue_certificate(
                 x509.SubjectAlternativeName([x509.RegisteredID(x509.ObjectIdentifier(smdp_oid))]), critical=False
             )
     return b.sign(issuer_key, hashes.SHA256())
+
+
+def _add_eid_range(b: x509.CertificateBuilder, subject: x509.Name, prefixes: list[str]) -> x509.CertificateBuilder:
+    """The EUM's permitted EID range in both forms (``docs/pki.md``, SGP.22 §4.5.2.1.0.2 and SGP.26 v3):
+    nameConstraints (critical, as RFC 5280 §4.2.1.10 requires) with one directoryName per prefix, and the
+    permittedEins extension 2.23.146.1.2.2.0 (non-critical, so that verifiers that do not know it still accept
+    the certificate)."""
+    orgs = subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    org = str(orgs[0].value) if orgs else None
+    subtrees: list[x509.GeneralName] = []
+    for prefix in prefixes:
+        if not prefix or len(prefix) > 32 or not prefix.isascii() or not prefix.isdigit():
+            raise LabPkiError(f"invalid EID prefix {prefix!r}: need 1 to 32 decimal digits")
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)] if org else []
+        attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, prefix))
+        subtrees.append(x509.DirectoryName(x509.Name(attrs)))
+    b = b.add_extension(x509.NameConstraints(permitted_subtrees=subtrees, excluded_subtrees=None), critical=True)
+    value = x509.UnrecognizedExtension(x509.ObjectIdentifier(PERMITTED_EINS_OID), encode_permitted_eins(prefixes))
+    return b.add_extension(value, critical=False)
 
 
 def make_ci(curve: str = "nist", **kwargs) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -217,12 +246,15 @@ def create_lab_pki(
     hosts: Iterable[str] = ("localhost",),
     *,
     smdp_oid: str = LAB_SMDP_OID,
+    eid_prefixes: Iterable[str] = (),
 ) -> LabPki:
     """Create a lab PKI in ``directory`` (created if missing; existing files of a previous PKI are overwritten).
 
     ``curves``: any of ``"nist"``, ``"brainpool"`` (order kept, duplicates dropped; the first one's CI signs the
     TLS certificates). ``eids``: 32-digit EIDs with valid check digits (default: :data:`DEFAULT_EID`).
-    ``hosts``: DNS names for the TLS certificates (IP 127.0.0.1 is always added)."""
+    ``hosts``: DNS names for the TLS certificates (IP 127.0.0.1 is always added). ``eid_prefixes``: extra EID
+    prefixes the EUMs permit; the EUMs always permit the lab EIN ``89999000`` and the first 8 digits of each
+    EID in ``eids``."""
     root = Path(directory)
     curve_list: list[str] = []
     for c in curves:
@@ -241,6 +273,10 @@ def create_lab_pki(
             if isinstance(eid, str) and len(eid) == 32 and eid.isdigit():
                 hint = f" (check digits should be {eid_check_digits(eid[:30])})"
             raise LabPkiError(f"invalid EID {eid!r}: need 32 digits with mod-97 check digits{hint}")
+    prefix_list = list(dict.fromkeys([LAB_EIN, *(e[:8] for e in eid_list), *eid_prefixes]))
+    for prefix in prefix_list:
+        if not isinstance(prefix, str) or not prefix or len(prefix) > 32 or not prefix.isdigit():
+            raise LabPkiError(f"invalid EID prefix {prefix!r}: need 1 to 32 decimal digits")
     host_list = list(dict.fromkeys(hosts)) or ["localhost"]
     for h in host_list:
         try:
@@ -283,7 +319,7 @@ def create_lab_pki(
         ci_ids[curve] = ski.hex().upper()
         save(Role.CI, curve, None, ci_cert, ci_key, [])
         eum_key = crypto.generate_key(curve)
-        eum_cert = issue_certificate(Role.EUM, eum_key.public_key(), ci_cert, ci_key)
+        eum_cert = issue_certificate(Role.EUM, eum_key.public_key(), ci_cert, ci_key, eid_prefixes=prefix_list)
         save(Role.EUM, curve, None, eum_cert, eum_key, [])
         for eid in eid_list:
             k = crypto.generate_key(curve)
@@ -307,6 +343,7 @@ def create_lab_pki(
         "created": _now().isoformat(),
         "curves": curve_list,
         "eids": eid_list,
+        "eum_eid_prefixes": prefix_list,
         "hosts": host_list,
         "tls_ips": ["127.0.0.1"],
         "tls_ci_curve": curve_list[0],
@@ -368,6 +405,11 @@ class LabPki:
     def eid(self) -> str:
         """The first (default) EID."""
         return self.manifest["eids"][0]
+
+    @property
+    def eum_eid_prefixes(self) -> tuple[str, ...]:
+        """The EID prefixes the lab EUMs permit (empty for a PKI made before EUMs carried a range)."""
+        return tuple(self.manifest.get("eum_eid_prefixes", ()))
 
     @property
     def hosts(self) -> tuple[str, ...]:

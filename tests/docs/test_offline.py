@@ -53,11 +53,7 @@ PKI_EID = [
     doc_cmd("pki.md", "rsp pki eid --serial 7"),
 ]
 PKI_OPENSSL = [
-    doc_cmd(
-        "pki.md",
-        "openssl verify -x509_strict -CAfile DIR/ca-bundle.pem -untrusted DIR/nist/eum.cert.pem "
-        "DIR/nist/euicc/<EID>.cert.pem",
-    ),
+    doc_cmd("pki.md", "openssl verify -x509_strict -CAfile DIR/ca-bundle.pem DIR/nist/eum.cert.pem"),
     doc_cmd(
         "pki.md",
         "openssl verify -x509_strict -CAfile DIR/ca-bundle.pem -policy 2.23.146.1.2.1.4 -explicit_policy "

@@ -214,7 +214,13 @@ def test_lab_chains_verify_with_openssl(lab):
             # certificates directly under the CI: also let OpenSSL's RFC 5280 policy processing check the role
             args += ["-policy", role.policy_oid, "-explicit_policy"]
         res = _openssl(*args, cert)
-        assert res.returncode == 0 and res.stdout.strip().endswith(": OK"), (label, res.stdout, res.stderr)
+        if role is Role.EUICC:
+            # The EUM's critical nameConstraints permit directoryName {O, serialNumber=<8-digit prefix>}; SGP.22
+            # §4.5.2.2 matches the eUICC serialNumber with "starts with", RFC 5280 (OpenSSL) with equality, so
+            # OpenSSL refuses every SGP.22-shaped eUICC chain - the GSMA SGP.26 EUM does the same (bc-java #564).
+            assert res.returncode != 0 and "permitted subtree violation" in res.stdout + res.stderr, (label, res)
+        else:
+            assert res.returncode == 0 and res.stdout.strip().endswith(": OK"), (label, res.stdout, res.stderr)
         count += 1
     assert count == 2 * (1 + 1 + 2 + 3) + 2
     # and openssl refuses what it should: the eUICC without its EUM, a DPauth under the other curve's CI only,
