@@ -21,7 +21,7 @@ from typing import Any
 
 from firmware_bridge.interfaces import ApduChannel
 from ipa.config import IpaConfig
-from ipa.es10 import EimConfiguration, Es10Client
+from ipa.es10 import CardChanged, EimConfiguration, Es10Client
 from ipa.esipa import EsipaTransport, choose_binding, open_transport
 from ipa.procedures import eim_package_retrieval, fallback
 from ipa.procedures.context import IpaContext, ProgressFn
@@ -55,6 +55,7 @@ class Agent:
         )
         self._lock = asyncio.Lock()
         self.last: PollResult | None = None
+        self.card_changed: CardChanged | None = None
 
     # ------------------------------------------------------------------ life cycle
     async def start(self, *, bootstrap: bool = True) -> None:
@@ -62,6 +63,8 @@ class Agent:
         await self.es10.open()
         self.ctx.eid = await self.es10.get_eid()
         log.info("eUICC %s", self.ctx.eid.hex().upper())
+        await self.store.abind(self.ctx.eid)  # the state file is this card's, never another's
+        self.es10.expected_eid = self.ctx.eid  # from now on every reopening checks the card is still this one
         eims = await self.es10.get_eim_configuration_data()
         if not eims and bootstrap and self.config.eim.provisioning_file:
             from ipa.procedures.add_initial_eim import add_initial_eim, load_provisioning
@@ -106,12 +109,24 @@ class Agent:
             try:
                 result = await eim_package_retrieval.poll_once(self.ctx)
                 await fallback.check(self.ctx)
+            except CardChanged as exc:
+                # another card behind the port: nothing was sent to it, nothing more will be; the eIM is told
+                # nothing (it would read a result of another card as this one's). The daemon stops.
+                log.error("%s: stopping, nothing sent to that card", exc)
+                self.card_changed = exc
+                await self.ctx.close_transport()
+                result = PollResult(Outcome.FAILED, str(exc))
             except Exception as exc:  # a modem/channel error or a bug: log it, back off, keep serving
                 log.exception("poll step failed: %s", exc)
                 self.store.state.failures += 1
                 await self.store.commit()
                 await self.ctx.close_transport()
                 result = PollResult(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+            if self.card_changed is None and self.es10.card_changed is not None:  # met inside a procedure
+                self.card_changed = self.es10.card_changed
+                log.error("%s: stopping, nothing sent to that card", self.card_changed)
+                await self.ctx.close_transport()
+                result = PollResult(Outcome.FAILED, str(self.card_changed))
         self.last = result
         log.info("poll: %s %s", result.outcome.value, result.detail)
         return result
@@ -131,6 +146,8 @@ class Agent:
         """Poll until ``stop`` is set; handle pushed packages (MQTT) while waiting."""
         while not stop.is_set():
             result = await self.poll_once()
+            if self.card_changed is not None:
+                raise self.card_changed
             delay = self.next_delay(result)
             await self._wait(stop, delay)
         log.info("stopping: state saved, %d result(s) queued", len(self.store.state.results))
@@ -159,6 +176,10 @@ class Agent:
                     try:
                         what = await self.handle_push(push)
                         log.info("push: %s", what)
+                    except CardChanged as exc:
+                        self.card_changed = exc
                     except Exception as exc:  # keep serving: a failed push is retried by the eIM
                         log.error("pushed package failed: %s", exc)
-                    return  # poll again at once after work
+                    if self.es10.card_changed is not None:
+                        self.card_changed = self.es10.card_changed
+                    return  # poll again at once after work (run() stops first if the card changed)

@@ -179,7 +179,7 @@ def _profiles_human(profiles) -> str:
 
 async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) -> int:
     from ipa.es9 import Es9Error
-    from ipa.es10 import Es10Error
+    from ipa.es10 import CardChanged, Es10Error
     from ipa.esipa import EsipaError
     from ipa.procedures.add_initial_eim import ProvisioningError
     from ipa.procedures.context import ProcedureError
@@ -230,6 +230,11 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
         return out.error(str(exc), {"step": exc.step, "code": exc.code, "codeName": exc.code_name})
     except OSError as exc:
         return out.error(f"device: {exc}")
+    except CardChanged as exc:
+        return out.error(
+            f"{exc}; nothing was sent to it. Check the SIM and modem, then start the IPA again",
+            {"step": "GetEID", "expectedEid": exc.expected.hex().upper(), "foundEid": (exc.found or b"").hex().upper()},
+        )
     except Exception as exc:  # the firmware bridge's own errors name their step; keep the message
         log.debug("unexpected error", exc_info=True)
         return out.error(f"{type(exc).__name__}: {exc}")

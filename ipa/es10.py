@@ -11,6 +11,7 @@ call first checks ``channel.reset_detected`` and re-opens (MANAGE CHANNEL + SELE
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -39,13 +40,38 @@ class Es10Error(Exception):
         super().__init__(f"{step}: {message}")
 
 
+class CardChanged(Exception):
+    """The eUICC behind the port is not the one this IPA started with (a SIM or modem swap, or a device path that
+    now leads to another modem). Nothing may be sent to it: the IPA stops. Not an :class:`Es10Error` on purpose:
+    procedures that handle card errors must not take it for one (the client also keeps it in ``card_changed``)."""
+
+    step = "GetEID"
+
+    def __init__(self, expected: bytes, found: bytes | None) -> None:
+        self.expected = expected
+        self.found = found
+        shown = found.hex().upper() if found else "no EID"
+        super().__init__(
+            f"GetEID: the eUICC behind the port changed: expected EID {expected.hex().upper()}, found {shown}"
+        )
+
+
+GET_EID = bytes.fromhex("BF3E035C015A")
+
+
 class Es10Client:
+    """``expected_eid``: once set (the agent does after start), every (re)opening of the channel - after a card
+    reset, a lost and reopened port, or a close - reads the EID before any other command, and raises
+    :class:`CardChanged` when it is another card's."""
+
     def __init__(self, channel: ApduChannel, block_size: int = apdu.DEFAULT_BLOCK_SIZE) -> None:
         if not 1 <= block_size <= 255:
             raise ValueError("block size must be 1..255")
         self.channel = channel
         self.block_size = block_size
         self.reopens = 0
+        self.expected_eid: bytes | None = None
+        self.card_changed: CardChanged | None = None  # sticky: set the first time another card is found
         self._open = False
 
     async def call(self, command: bytes, step: str = "ES10") -> bytes:
@@ -65,18 +91,36 @@ class Es10Client:
     # ------------------------------------------------------------------ channel life cycle
     async def open(self) -> None:
         await self.channel.open()
+        await self._check_card()
         self._open = True
 
     async def reopen(self) -> None:
-        """Re-open the logical channel after a card reset (REFRESH)."""
+        """Re-open the logical channel after a card reset (REFRESH) or a lost port; check the card is ours."""
         log.info("card was reset: re-opening the channel to ISD-R")
+        self._open = False
         try:
             await self.channel.close()
         except Exception as exc:  # the channel may already be gone with the reset
             log.debug("close before re-open failed: %s", exc)
         await self.channel.open()
         self.reopens += 1
+        await self._check_card()
         self._open = True
+
+    async def _check_card(self) -> None:
+        """After an opening: the card must be the one :attr:`expected_eid` names (when set)."""
+        if self.expected_eid is None:
+            return
+        try:
+            found = tlv.find(await self.call(GET_EID, "GetEID"), m.TAG_EID)
+        except DecodeError:
+            found = None
+        eid = found.value if found is not None else None
+        if eid != self.expected_eid:
+            with contextlib.suppress(Exception):
+                await self.channel.close()
+            self.card_changed = CardChanged(self.expected_eid, eid)
+            raise self.card_changed
 
     async def close(self) -> None:
         if self._open:
@@ -112,7 +156,7 @@ class Es10Client:
     # ------------------------------------------------------------------ identification
     async def get_eid(self) -> bytes:
         """ES10c.GetEID (GetEuiccData tagList 5A): the 16-byte EID."""
-        data = await self._cmd(bytes.fromhex("BF3E035C015A"), "GetEID", 0xBF3E)
+        data = await self._cmd(GET_EID, "GetEID", 0xBF3E)
         found = tlv.find(data, m.TAG_EID)
         if found is None or len(found.value) != 16:
             raise Es10Error("GetEID", "no 16-byte EID (5A) in the answer")

@@ -121,10 +121,15 @@ class IpaState:
     association_tokens: dict[str, int] = field(default_factory=dict)
     fallback: dict[str, Any] | None = None
     delivered_seqs: list[int] = field(default_factory=list)  # EPR/notification seqs the eIM received (recent)
+    eid: bytes | None = None  # the eUICC this state belongs to (None: a new state, or a file from before)
+
+    def is_empty(self) -> bool:
+        return self == IpaState(eid=self.eid)
 
     def to_obj(self) -> dict[str, Any]:
         return {
             "v": STATE_VERSION,
+            "eid": self.eid,
             "results": [r.to_obj() for r in self.results],
             "remove_seqs": list(self.remove_seqs),
             "inflight": self.inflight,
@@ -178,7 +183,11 @@ class IpaState:
             isinstance(s, int) and not isinstance(s, bool) for s in delivered
         ):
             raise StateError("delivered must be a list of integers")
+        eid = obj.get("eid")
+        if eid is not None and not (isinstance(eid, bytes) and len(eid) == 16):
+            raise StateError("eid must be 16 bytes")
         return cls(
+            eid=eid,
             results=[PendingResult.from_obj(r) for r in results],
             remove_seqs=list(remove),
             inflight=inflight,
@@ -243,6 +252,53 @@ class StateStore:
     async def aload(self) -> IpaState:
         """:meth:`load` in a thread (reading, and perhaps moving a damaged file aside, is disk I/O)."""
         return await asyncio.to_thread(self.load)
+
+    def parked_path(self, eid: bytes) -> Path:
+        """Where the state of a card that is not in the device now is kept (``state.cbor.<EID>``)."""
+        assert self.path is not None
+        return self.path.with_name(f"{self.path.name}.{eid.hex().upper()}")
+
+    async def abind(self, eid: bytes) -> str:
+        """Tie the state to the eUICC ``eid`` (read from the card at start). Returns what was done:
+
+        - ``"same"``: the state is this card's;
+        - ``"new"``: an empty state, now this card's;
+        - ``"swapped"``: the state belonged to another card: it is parked as ``state.cbor.<its EID>`` and this
+          card's parked state (if it was here before) or an empty one is taken up. Another card's tokens, results,
+          delivered sequence numbers and procedure in flight are never used for this one;
+        - ``"unbound"``: a non-empty state from a version that did not record the EID: set aside as
+          ``state.cbor.unbound`` (it may be another card's), and this card starts empty; the card's own lists of
+          pending results and notifications are the second source of truth."""
+        current = self.state
+        if current.eid == eid:
+            return "same"
+        if current.eid is None and current.is_empty():
+            outcome = "new"
+        else:
+            outcome = "unbound" if current.eid is None else "swapped"
+            if self.path is not None:
+                aside = self.path.with_name(self.path.name + ".unbound") if current.eid is None else None
+                await asyncio.to_thread(self._park, current, aside)
+            self.state = IpaState()
+            if outcome == "swapped" and self.path is not None:
+                parked = self.parked_path(eid)
+                restored = await asyncio.to_thread(_read_state, parked)
+                if restored is not None and restored.eid == eid:
+                    self.state = restored
+                    outcome = "swapped back"
+            log.warning(
+                "state file belonged to %s: kept aside, this card (%s) %s",
+                current.eid.hex().upper() if current.eid else "an unknown card",
+                eid.hex().upper(),
+                "gets its own earlier state" if outcome == "swapped back" else "starts with an empty state",
+            )
+        self.state.eid = eid
+        await self.commit()
+        return outcome
+
+    def _park(self, state: IpaState, aside: Path | None) -> None:
+        target = aside if aside is not None else self.parked_path(state.eid)  # type: ignore[arg-type]
+        _write_atomically(target, encode_state(state))
 
     # ------------------------------------------------------------------ writing
     def _snapshot(self) -> int:
@@ -337,6 +393,14 @@ class StateStore:
     async def set_inflight(self, procedure: str | None, **data: Any) -> None:
         self.state.inflight = None if procedure is None else {"procedure": procedure, **data}
         await self.commit()
+
+
+def _read_state(path: Path) -> IpaState | None:
+    """A parked state file, or ``None`` when missing or damaged (then it is not used)."""
+    try:
+        return decode_state(path.read_bytes())
+    except (OSError, StateError):
+        return None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
