@@ -78,7 +78,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refused = True
             self.tally.note("refused_too_many")
             transport.write(_503)
-            transport.close()
+            if transport.can_write_eof():  # FIN after the answer; closing with the request unread would reset it
+                transport.write_eof()
+                self.loop.call_later(1.0, transport.close)
+            else:
+                transport.close()
             return
         super().connection_made(transport)
         self._arm("headers")
@@ -91,8 +95,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            return
+            return  # read and dropped until the client closes (at most 1 s)
         super().data_received(data)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        if self._refused:
+            return None  # the transport closes
+        return super().eof_received()
 
     # --------------------------------------------------------------------------------------- parser callbacks
     def on_message_begin(self) -> None:
