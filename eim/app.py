@@ -183,7 +183,12 @@ class Runtime:
 
     async def aclose(self) -> None:
         if self._watch is not None:
+            import asyncio
+            import contextlib
+
             self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self.outbox is not None:
             await self.outbox.aclose()  # before the store closes: gives back its leases
         await self.service.aclose()

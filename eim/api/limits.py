@@ -42,7 +42,7 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 async def send_json_error(
     send: Send, status: int, code: str, message: str, *, close: bool = False, extra: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))
