@@ -85,6 +85,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 transport.close()
             return
         super().connection_made(transport)
+        self._phase = "headers"  # a connection that never sends a byte is cut too
         self._arm("headers")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -97,6 +98,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return  # read and dropped until the client closes (at most 1 s)
         super().data_received(data)
+        # After the parser ran: a request still in its headers or body gets its deadline now. A request that
+        # arrived whole in one read (the usual case) never creates a timer.
+        if self._timer is None and self._phase and self.parser is not None and not self.transport.is_closing():
+            self._arm(self._phase)
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         if self._refused:
@@ -106,22 +111,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # --------------------------------------------------------------------------------------- parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._timer is None:
-            self._arm("headers")
+        self._phase = "headers"  # the timer of the connection's first request runs from the connection
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        self._phase = "body"
         super().on_headers_complete()
-        self._arm("body")
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._phase = ""
         super().on_message_complete()
 
     # --------------------------------------------------------------------------------------- the timer
     def _arm(self, phase: str) -> None:
         self._disarm()
-        self._phase = phase
         delay = self.header_timeout if phase == "headers" else self.body_timeout
         self._timer = self.loop.call_later(delay, self._expired)
 
@@ -143,7 +147,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm(self._phase)
             return
         self.tally.note(f"slow_{self._phase}")
-        if cycle is None or not cycle.response_started:
+        # in the headers phase a cycle can only be the previous request's, already answered
+        if self._phase == "headers" or cycle is None or not cycle.response_started:
             transport.write(_408)
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's receive() gets http.disconnect, its send() writes nothing

@@ -328,6 +328,7 @@ ENDPOINTS = [
     ("POST", "/v1/operations/{x}/cancel"),
     ("POST", "/v1/batches"),
     ("GET", "/v1/batches/{x}"),
+    ("GET", "/v1/operators"),
 ]
 
 

@@ -365,3 +365,44 @@ def test_new_config_keys_on_garbage(tmp_path_factory, key, value, via_env):
     assert h.max_connections >= 1 and 0 < h.header_timeout_s <= 3600 and 0 < h.body_timeout_s <= 3600
     assert 1024 <= a.max_body_bytes and 1024 <= a.max_batch_body_bytes
     assert all(isinstance(x, str) and x for x in h.allowed_hosts)
+
+
+def test_garbage_authorization_headers_get_401_and_change_nothing(sqlite_store_url, lab, tmp_path):
+    """Random Authorization values (bytes a client may send, near-misses of the real token) on a read and a write:
+    401 with a message, never a 5xx, nothing registered; the real token still works afterwards."""
+    import asyncio
+
+    from eim.store import open_store
+
+    f = tmp_path / "operators"
+    token = write_operators(f, alice="admin")["alice"]
+    cfg = Config()
+    cfg.api.operators_file = str(f)
+    runner = asyncio.Runner()
+    try:
+        store = open_store(sqlite_store_url)
+        runner.run(store.open())
+        client, _ = make_client(store, lab, cfg)
+        near = st.sampled_from(
+            [token[:-1], token + "=", token.upper(), f"Bearer {token[:-1]}", f"Basic {token}", f"Bearer  {token}x"]
+        )
+
+        @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(value=st.one_of(st.binary(max_size=80), near.map(str.encode)), write=st.booleans())
+        def probe(value, write):
+            value = value.replace(b"\r", b"").replace(b"\n", b"")
+            headers = [(b"authorization", value)]
+            if write:
+                r = runner.run(client.post("/v1/euiccs", json={"eid": EID}, headers=headers))
+            else:
+                r = runner.run(client.get("/v1/euiccs", headers=headers))
+            assert r.status_code == 401, (value, r.status_code)
+            assert r.json()["error"]["code"] == "unauthorized"
+
+        probe()
+        assert runner.run(store.get_euicc(EID)) is None
+        assert runner.run(client.get("/v1/euiccs", headers=bearer(token))).status_code == 200
+        runner.run(client.aclose())
+        runner.run(store.close())
+    finally:
+        runner.close()

@@ -163,7 +163,17 @@ def test_slow_clients_are_cut_off(lab, tmp_path):
                 sent, got = await slow_client_on(reader, writer, b'{"eid": "' + b"8" * 190 + b'"}')
                 return sent, got
 
-            return await asyncio.gather(asyncio.gather(*slow_headers), asyncio.gather(*idle), slow_body())
+            async def slow_second_request():  # keep-alive: one good request, then the next one drips
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                first = head + await reader.readexactly(length)
+                return first, await slow_client_on(reader, writer, headers)
+
+            return await asyncio.gather(
+                asyncio.gather(*slow_headers), asyncio.gather(*idle), slow_body(), slow_second_request()
+            )
 
         async def slow_client_on(reader, writer, body):
             answer = asyncio.create_task(reader.read())
@@ -182,7 +192,9 @@ def test_slow_clients_are_cut_off(lab, tmp_path):
             writer.close()
             return sent, got
 
-        slow_headers, idle, (body_sent, body_answer) = asyncio.run(attack())
+        slow_headers, idle, (body_sent, body_answer), (first, (second_sent, second)) = asyncio.run(attack())
+        assert first.startswith(b"HTTP/1.1 200 ") and second_sent < len(headers)
+        assert second.startswith(b"HTTP/1.1 408 "), second
         for sent, got in slow_headers:
             assert sent < len(headers)  # cut before the headers were complete
             assert got.startswith(b"HTTP/1.1 408 ") or got == b"", got
