@@ -105,9 +105,14 @@ def create_app(
     *,
     service: OperationService | None = None,
     metrics: Metrics | None = None,
+    registry: Any = None,
 ):
-    """The worker's ASGI app: ESipa HTTP binding first, the operator API (FastAPI) behind it."""
+    """The worker's ASGI app: the Host allowlist (``[http] allowed_hosts``), the ESipa HTTP binding, and behind
+    it the operator API (FastAPI) with its front (``eim.api.front``: operators, roles, body limits, access log).
+    ``registry``: the :class:`eim.api.auth.OperatorRegistry` (default: made from ``[api]``)."""
     from eim.api import create_api
+    from eim.api.front import ApiFront
+    from eim.api.limits import HostAllowlist
 
     if metrics is None:
         metrics = getattr(handler, "metrics", None)
@@ -116,13 +121,37 @@ def create_app(
         service = OperationService(
             store, PackageFactory(load_signing_key(config, lab)), operation_settings(config), metrics=metrics
         )
-    api = create_api(service, store, metrics=metrics, token=config.api.token or None)
+    if registry is None:
+        registry = operator_registry(config)
+    a = config.api
+    api: Any = ApiFront(
+        create_api(service, store, metrics=metrics, registry=registry),
+        registry,
+        max_body_bytes=a.max_body_bytes,
+        max_batch_body_bytes=a.max_batch_body_bytes,
+        public_metrics=a.public_metrics,
+        public_docs=a.public_docs,
+        metrics=metrics,
+    )
     try:
         from eim.bindings.http import EsipaHttpApp
+
+        api = EsipaHttpApp(handler, fallback=api)
     except ImportError:  # the binding is missing: the API still runs, ESipa answers 404
         log.error("eim.bindings.http is not available: ESipa over HTTP is off")
-        return api
-    return EsipaHttpApp(handler, fallback=api)
+    if config.http.allowed_hosts:
+        api = HostAllowlist(api, config.http.allowed_hosts)
+    return api
+
+
+def operator_registry(config: Config) -> Any:
+    """The operators of ``[api] operators_file`` and the legacy ``[api] token`` (ConfigError on a bad file)."""
+    from eim.api.auth import OperatorRegistry, OperatorsFileError
+
+    try:
+        return OperatorRegistry(config.api.operators_file or None, legacy_token=config.api.token or None)
+    except OperatorsFileError as exc:
+        raise ConfigError(f"[api] operators_file: {exc}") from None
 
 
 @dataclass
@@ -140,13 +169,26 @@ class Runtime:
     closers: list[Any] = field(default_factory=list)
     app: Any = None
     outbox: Any = None  # eim.relay.outbox.NotificationOutbox when the relay is on
+    operators: Any = None  # eim.api.auth.OperatorRegistry, its file watched while the worker runs
+    _watch: Any = None
 
     def start_background(self) -> None:
         """Start the worker's background tasks that need a running loop (the notification forwarder)."""
         if self.outbox is not None:
             self.outbox.start()
+        if self.operators is not None and self.operators.path is not None and self._watch is None:
+            import asyncio
+
+            self._watch = asyncio.create_task(self.operators.watch())
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            import asyncio
+            import contextlib
+
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self.outbox is not None:
             await self.outbox.aclose()  # before the store closes: gives back its leases
         await self.service.aclose()
@@ -202,6 +244,7 @@ def make_outbox(config: Config, store: Store, relay: DownloadRelay, metrics: Met
 
 async def build(config: Config, *, store: Store | None = None, metrics: Metrics | None = None) -> Runtime:
     """Open the store (migrations) and wire one worker."""
+    operators = operator_registry(config)  # a bad operators file stops the start before anything opens
     lab = ensure_lab_pki(config)
     key = load_signing_key(config, lab)
     cis = load_trusted_cis(config, lab)
@@ -218,7 +261,8 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     rt = Runtime(config, store, key, service, results, dispatcher, metrics, relay, outbox=outbox)
     if closer is not None:
         rt.closers.append(closer)
-    rt.app = create_app(config, store, dispatcher, service=service, metrics=metrics)
+    rt.operators = operators
+    rt.app = create_app(config, store, dispatcher, service=service, metrics=metrics, registry=rt.operators)
     return rt
 
 

@@ -1,6 +1,6 @@
 """``eim``: run an eIM worker, and drive a running one through its REST API.
 
-    eim serve [--config FILE]
+    eim serve [--config FILE] [--insecure-no-operator-auth]
     eim [--url URL] [--token TOKEN] [--json] euicc register EID [--association-token N] [--counter N] ...
     eim euicc list | show EID
     eim op create EID KIND [--params JSON|@FILE] [--activation-code AC] [--validity SECONDS] [--not-before ISO]
@@ -8,6 +8,7 @@
     eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID
     eim notification list [--status pending|failed] [--limit N]
     eim psk set EID (--key HEX | --generate) | remove EID | list   [--file PSKFILE]
+    eim operator add NAME --role read-only|operator|admin | rotate NAME | remove NAME | list   [--file FILE]
 
 Operator commands talk to the REST API (``--url``, default ``[api] url`` of the configuration, else
 ``http://127.0.0.1:8080``), so they work against any worker of a fleet. ``--json`` prints one JSON object per
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,9 +48,6 @@ class Api:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        operator = os.environ.get("EIM_OPERATOR") or os.environ.get("USER") or ""
-        if operator:
-            headers["X-Operator"] = operator[:64]
         self.url = url.rstrip("/")
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -136,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(f"configuration: {exc}", 2) from None
     logs.setup(config.log.level, config.log.json)
     try:
-        run(config)
+        run(config, insecure_no_auth=args.insecure_no_operator_auth)
     except ConfigError as exc:
         raise CliError(f"serve: {exc}", 2) from None
     except KeyboardInterrupt:
@@ -350,7 +347,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("serve", help="run an eIM worker (HTTP + enabled CoAP/MQTT bindings)")
+    sv = sub.add_parser("serve", help="run an eIM worker (HTTP + enabled CoAP/MQTT bindings)")
+    sv.add_argument(
+        "--insecure-no-operator-auth",
+        action="store_true",
+        help="serve the operator API on a non-loopback address without operator tokens (anyone reaching the "
+        "port may queue work); without it such a configuration is refused",
+    )
 
     e = sub.add_parser("euicc", help="the eUICC registry").add_subparsers(dest="action", required=True)
     reg = e.add_parser("register", help="register an eUICC")
@@ -407,6 +410,9 @@ def parser() -> argparse.ArgumentParser:
     nl = n.add_parser("list", help="pending (waiting for delivery) and failed (refused, with the reason)")
     nl.add_argument("--status", choices=("pending", "failed"))
     nl.add_argument("--limit", type=int, default=100)
+    from eim.cli_operator import add_parser as add_operator_parser
+
+    add_operator_parser(sub)
     _global_options_after_subcommands(p)
     return p
 
@@ -447,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "psk":
             return cmd_psk(args)
+        if args.command == "operator":
+            from eim.cli_operator import cmd_operator
+
+            return cmd_operator(args, CliError)
         url, token = args.url, args.token
         if url is None or token is None:
             from eim.config import ConfigError, load_config

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,12 @@ class HttpSection:
     tls_cert: str = ""
     tls_key: str = ""
     workers_note: str = ""  # free text shown in logs (e.g. "worker 2 of 3")
+    # hardening of the HTTP port (ESipa and the operator API), eim.api.limits / eim.api.timeouts
+    allowed_hosts: list[str] = field(default_factory=list)  # Host header allowlist ("*.x" ok); empty = any
+    max_connections: int = 1000  # open connections; one more is answered 503 and closed
+    header_timeout_s: float = 10.0  # connect (or first byte of a request) to end of its headers
+    body_timeout_s: float = 30.0  # end of the headers to end of the body
+    keep_alive_s: float = 5.0  # idle keep-alive connections are closed after this
 
 
 @dataclass
@@ -77,8 +84,14 @@ class MqttSection:
 
 @dataclass
 class ApiSection:
-    token: str = ""  # operator bearer token; empty = no authentication (lab)
+    token: str = ""  # legacy single bearer token: the admin operator "admin"; empty (and no file) = no auth (lab)
     url: str = ""  # what the CLI talks to; default http://<http.host>:<http.port>
+    operators_file: str = ""  # name:role:sha256:<hex> lines (eim operator add|rotate|remove|list), reloaded
+    public_metrics: bool = False  # /metrics without a token
+    public_docs: bool = False  # /docs, /redoc, /openapi.json without a token
+    insecure_no_auth: bool = False  # let `eim serve` run without operator auth on a non-loopback address
+    max_body_bytes: int = 1024 * 1024  # request body limit of the operator API (413 above it)
+    max_batch_body_bytes: int = 4 * 1024 * 1024  # ... of POST /v1/batches
 
 
 @dataclass
@@ -231,4 +244,28 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("[relay] notification_poll_s and timeout_s: must be > 0")
     if cfg.coap.dtls_max_sessions < 1:
         raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
+    _check_http_limits(cfg)
     return cfg
+
+
+_HOST_PATTERN = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?|\[[0-9A-Fa-f:.]{2,45}\]|\*")
+
+
+def _check_http_limits(cfg: Config) -> None:
+    """The keys of HTTP hardening and operator authentication (eim.api.limits, eim.api.timeouts, eim.api.auth)."""
+    h, a = cfg.http, cfg.api
+    if h.max_connections < 1:
+        raise ConfigError("[http] max_connections: must be at least 1")
+    for key in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+        value = getattr(h, key)
+        if not 0 < value <= 3600:  # NaN fails too
+            raise ConfigError(f"[http] {key}: must be > 0 and at most 3600 seconds")
+    for host in h.allowed_hosts:
+        if not _HOST_PATTERN.fullmatch(host):
+            raise ConfigError(
+                f"[http] allowed_hosts: {host[:80]!r} is not a host name (no scheme or port; '*.example.com' and "
+                "'[::1]' are allowed)"
+            )
+    for key in ("max_body_bytes", "max_batch_body_bytes"):
+        if not 1024 <= getattr(a, key) <= 1024**3:
+            raise ConfigError(f"[api] {key}: must be between 1024 and {1024**3} bytes")

@@ -7,12 +7,19 @@ Starts, in order: the store (migrations), the relay, the HTTP server (uvicorn on
 packages to MQTT devices), and a sweeper that expires operations past their window and pushes queued work to
 MQTT devices, and (with the relay on) the forwarder of the notification outbox. SIGTERM/SIGINT stop everything
 in reverse order.
+
+Before anything starts, :func:`check_operator_auth` refuses to serve the operator API on an address other than
+loopback (127.0.0.0/8, ::1, localhost) without operator authentication (``[api] operators_file`` or ``token``),
+unless told so in words that say it is insecure (``eim serve --insecure-no-operator-auth`` or ``[api]
+insecure_no_auth = true``); then it warns once. The HTTP server runs with the guards of ``eim.api.timeouts``
+(header and body timeouts, ``[http] max_connections``) and ``[http] keep_alive_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -101,9 +108,40 @@ async def sweeper(rt: Runtime, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_operator_auth(config: Config, *, insecure: bool = False) -> None:
+    """ConfigError when the operator API would be open to the network; a warning when that is wanted."""
+    if not config.http.enabled or config.api.operators_file or config.api.token:
+        return
+    if is_loopback(config.http.host):
+        return
+    if not (insecure or config.api.insecure_no_auth):
+        raise ConfigError(
+            f"[http] host {config.http.host!r} is not a loopback address and no operator authentication is "
+            "configured: anyone who reaches the port could queue work for every eUICC. Create operators "
+            "(`eim operator add NAME --role admin`, [api] operators_file) or, knowingly, start with "
+            "--insecure-no-operator-auth ([api] insecure_no_auth = true)"
+        )
+    log.warning(
+        "the operator API is served WITHOUT authentication on a non-loopback address (insecure_no_auth)",
+        extra={"host": config.http.host, "port": config.http.port},
+    )
+
+
+async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_no_auth: bool = False) -> None:
     import uvicorn
 
+    from eim.api.timeouts import guarded_protocol
+
+    check_operator_auth(config, insecure=insecure_no_auth)
     rt = await build(config)
     bindings: list[Any] = []
     sweep: asyncio.Task | None = None
@@ -117,7 +155,12 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
             host=config.http.host,
             port=config.http.port,
             loop="none",
-            http="httptools",
+            http=guarded_protocol(
+                header_timeout=config.http.header_timeout_s,
+                body_timeout=config.http.body_timeout_s,
+                max_connections=config.http.max_connections,
+            ),
+            timeout_keep_alive=config.http.keep_alive_s,  # type: ignore[arg-type]
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -167,7 +210,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None) -> None:
         log.info("stopped")
 
 
-def run(config: Config) -> None:
+def run(config: Config, *, insecure_no_auth: bool = False) -> None:
     """Run a worker until SIGTERM/SIGINT, on uvloop when available."""
     try:
         import uvloop
@@ -175,4 +218,4 @@ def run(config: Config) -> None:
         runner = uvloop.run
     except ImportError:  # pragma: no cover - Windows
         runner = asyncio.run
-    runner(serve(config))
+    runner(serve(config, insecure_no_auth=insecure_no_auth))

@@ -1,7 +1,8 @@
 """The operator REST API (FastAPI, OpenAPI at ``/openapi.json``, docs at ``/docs``).
 
 Every error answer has the same body, ``{"error": {"code": ..., "message": ...}}``: 400 for values the eIM cannot
-use (``message`` names the field), 401 without the configured bearer token, 404 for unknown eUICCs / operations /
+use (``message`` names the field), 401 without a valid operator token, 403 when the operator's role does not
+allow the call, 413 for a body over the limit (``eim.api.front``), 404 for unknown eUICCs / operations /
 batches, 409 for a state conflict (cancelling a finished operation), 422 for a body or query that is not the expected
 JSON / values (``GET /v1/notifications?status=bogus``).
 """
@@ -9,7 +10,6 @@ JSON / values (``GET /v1/notifications?status=bogus``).
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import logging
 import math
 import re
@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from eim.api.auth import OperatorRegistry
+from eim.api.openapi import declare_bearer_auth
 from eim.metrics import CONTENT_TYPE, Metrics
 from eim.model import Batch, Euicc, NotificationStatus, Operation, OpKind, OpStatus, OutboundNotification
 from eim.operations import Conflict, NotFound, OperationService
@@ -31,7 +33,6 @@ from eim.store import Store, StoreError
 log = logging.getLogger("eim.api")
 
 INT32 = 2**31
-_OPERATOR = re.compile(r"^[A-Za-z0-9._@:+-]{1,64}$")
 _HEX = re.compile(r"^[0-9A-Fa-f]{2,64}$")
 
 
@@ -198,10 +199,12 @@ def create_api(
     store: Store,
     *,
     metrics: Metrics | None = None,
-    token: str | None = None,
+    registry: OperatorRegistry | None = None,
     title: str = "eIM operator API",
 ) -> FastAPI:
-    """The REST API over ``service``. ``token``: require ``Authorization: Bearer <token>`` on ``/v1``."""
+    """The REST API over ``service``. Authentication, roles and body limits are checked in front of it
+    (``eim.api.front.ApiFront``, wired by ``eim.app.create_app``); ``registry`` lists the operators for
+    ``GET /v1/operators``."""
     app = FastAPI(
         title=title,
         version="1.0",
@@ -211,28 +214,18 @@ def create_api(
     app.state.service = service
     app.state.store = store
     app.state.metrics = metrics
+    declare_bearer_auth(app)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        path = request.url.path
-        if token and path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            expected = f"Bearer {token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return _error(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)")
-        try:
-            response = await call_next(request)
-        except (StoreError, OSError) as exc:
-            log.error("store unavailable", extra={"path": path, "error": str(exc)})
-            response = _error(503, "store_unavailable", f"the store is not available: {exc}")
-        if metrics is not None:
-            route = request.scope.get("route")
-            metrics.api_request(request.method, getattr(route, "path", "unmatched"), response.status_code)
-        return response
+    @app.exception_handler(StoreError)
+    @app.exception_handler(OSError)
+    async def store_unavailable(request: Request, exc: Exception):
+        log.error("store unavailable", extra={"path": request.url.path, "error": str(exc)})
+        return _error(503, "store_unavailable", f"the store is not available: {exc}")
 
     def who(request: Request) -> str:
-        name = request.headers.get("x-operator", "")
-        return f"operator:{name}" if _OPERATOR.match(name) else "operator"
+        """The audit trail's name of the caller: the authenticated operator (``X-Operator`` is not trusted)."""
+        operator = getattr(request.state, "operator", None)
+        return f"operator:{operator.name}" if operator is not None else "operator"
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):
@@ -380,6 +373,16 @@ def create_api(
             return Response(b"", media_type=CONTENT_TYPE)
         await metrics.refresh(store)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get(
+        "/v1/operators",
+        tags=["operators"],
+        summary="Who may use the API (admin role): names and roles, never tokens",
+        description="Operators are added, rotated and removed on the eIM's host with `eim operator`.",
+    )
+    async def list_operators():
+        ops = registry.operators() if registry is not None else []
+        return {"items": [{"name": o.name, "role": o.role.value} for o in ops]}
 
     @app.get("/healthz", tags=["plumbing"], summary="Liveness and store reachability")
     async def health():

@@ -21,7 +21,20 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
     (S("asn1.md", "rsp encode --type T JSON|-"), [["rsp", "encode"]], []),
     (S("asn1.md", "rsp types [--all]"), [["rsp", "types"]], []),
     (S("asn1.md", "rsp pki ..."), [["rsp", "pki"]], ["init", "show", "verify", "eid"]),
-    (S("eim.md", "eim serve [--config FILE]"), [["eim"], ["eim", "serve"]], []),
+    (S("eim.md", "eim serve [--config FILE] [--insecure-no-operator-auth]"), [["eim"], ["eim", "serve"]], []),
+    (
+        S(
+            "eim.md",
+            "eim operator add NAME --role read-only|operator|admin | rotate NAME | remove NAME | list [--file FILE]",
+        ),
+        [
+            ["eim", "operator", "add"],
+            ["eim", "operator", "rotate"],
+            ["eim", "operator", "remove"],
+            ["eim", "operator", "list"],
+        ],
+        ["read-only", "operator", "admin"],
+    ),
     (
         S(
             "eim.md",

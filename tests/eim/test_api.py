@@ -103,7 +103,9 @@ async def test_auth(store, lab):
         r = await c.get("/v1/euiccs", headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401 and "bearer token" in r.json()["error"]["message"]
         assert (await c.get("/v1/euiccs", headers={"Authorization": ""})).status_code == 401
-        assert (await c.get("/metrics", headers={"Authorization": ""})).status_code == 200  # scrapers need no token
+        assert (await c.get("/metrics", headers={"Authorization": ""})).status_code == 401  # public_metrics = false
+        assert (await c.get("/openapi.json", headers={"Authorization": ""})).status_code == 401
+        assert (await c.get("/healthz", headers={"Authorization": ""})).status_code == 200
     _, open_client = build(store, lab, token=None)
     async with open_client:
         assert (await open_client.get("/v1/euiccs")).status_code == 200
@@ -123,7 +125,8 @@ async def test_operations_lifecycle_and_audit(api):
     op = (await c.get(f"/v1/operations/{op_id}")).json()
     assert op["status"] == "queued" and op["params"]["mode"] == "indirect"  # nothing known: the configured default
     assert op["params"]["smdpAddress"] == "smdp.example.com"
-    assert [(a["action"], a["who"]) for a in op["audit"]] == [("create", "operator:alice")]
+    # the legacy [api] token is the operator "admin"; the caller's X-Operator header is not trusted
+    assert [(a["action"], a["who"]) for a in op["audit"]] == [("create", "operator:admin")]
     # hand it out over ESipa, then list by status
     answer = await env.handle(get_eim_package_request(EID))
     assert answer[:2] == b"\xbf\x4f" and b"smdp.example.com" in answer
@@ -325,6 +328,7 @@ ENDPOINTS = [
     ("POST", "/v1/operations/{x}/cancel"),
     ("POST", "/v1/batches"),
     ("GET", "/v1/batches/{x}"),
+    ("GET", "/v1/operators"),
 ]
 
 
