@@ -203,7 +203,8 @@ def make_relay(config: Config, store: Store, lab: Any) -> tuple[DownloadRelay | 
 def make_outbox(config: Config, store: Store, relay: DownloadRelay, metrics: Metrics | None = None) -> Any:
     """The notification outbox and forwarder (``eim.relay.outbox``) with the ``[relay]`` retry settings. A lease
     outlasts two ES9+ calls, so a live worker's notification is never picked up by another one."""
-    from eim.relay.outbox import Admission, NotificationOutbox, RetryPolicy
+    from eim.relay.admission import Admission
+    from eim.relay.outbox import NotificationOutbox, RetryPolicy
 
     r = config.relay
     policy = RetryPolicy(

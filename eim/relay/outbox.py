@@ -4,24 +4,9 @@ SGP.22 v2.5 §5.6.4 ES9+.HandleNotification), and its forwarder.
 Taking responsibility (:meth:`NotificationOutbox.accept`): only a :class:`~eim.packages.notification.
 VerifiedNotification` enters - a PIR (``BF37``) or otherSignedNotification (``30``) whose eUICC signature and
 certificate chain ``eim.esipa.results`` verified for the EID it is attributed to; raw bytes are refused. Then
-the admission checks of :class:`Admission`, each refusal a :class:`NotificationRefused` with a ``cause``:
-
-=============================================  ===============  ==================================================
-check                                          cause            then
-=============================================  ===============  ==================================================
-notificationAddress is a host name[:port]       ``unforwardable``  never stored
-the address is not link-local/metadata, not     ``address``      never stored
-loopback/private unless allowed
-(:mod:`eim.smdp_addresses`), and it is listed
-in ``allowed_smdp_addresses``, or is
-``default_smdp_address``, or the SM-DP+ of a
-download operation of this eIM for the same EID
-fewer than ``max_pending_per_eid`` notifications  ``cap``         never stored (the IPA keeps it, sends it later)
-of this EID pending (the same bytes again are
-not counted: they are already queued)
-the EID's token bucket has a token              ``rate``         never stored (the IPA keeps it, sends it later)
-(``rate_per_hour``, ``burst``; per worker)
-=============================================  ===============  ==================================================
+the admission checks of :mod:`eim.relay.admission` (address policy, per-EID cap and rate), each refusal a
+:class:`NotificationRefused` with a ``cause``; nothing is stored for a refused notification. The caller
+(``eim.esipa.notification_intake``) tells the IPA.
 
 What passes is written to the store (``notification_outbox``) exactly as received. The ESipa answer that lets the
 IPA delete it leaves only after that write committed; if the write fails, the IPA keeps the notification and
@@ -54,15 +39,14 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from eim.interfaces import DownloadRelay, NotificationRefused
-from eim.model import NotificationToSend, OpKind, OutboundNotification
+from eim.model import NotificationToSend, OutboundNotification
 from eim.packages.notification import VerifiedNotification
+from eim.relay.admission import Admission, AdmissionGate, pir_transaction_id
 from eim.relay.errors import Es9Failed, InvalidSmdpAddress, NotForwardable, RelayError
-from eim.relay.es9plus_client import check_address
-from eim.smdp_addresses import SmdpAddressPolicy
 from rsp.errors import RspError
 
 log = logging.getLogger("eim.relay")
@@ -99,59 +83,6 @@ class RetryPolicy:
 
     def gives_up(self, attempts: int) -> bool:
         return self.max_attempts > 0 and attempts >= self.max_attempts
-
-
-@dataclass(frozen=True)
-class Admission:
-    """What the outbox takes (``[relay] allowed_smdp_addresses``, ``default_smdp_address``,
-    ``allow_private_addresses``, ``max_pending_notifications_per_eid``, ``notification_rate_per_eid_per_hour``,
-    ``notification_burst_per_eid``). 0 = no cap / no rate limit."""
-
-    addresses: SmdpAddressPolicy = field(default_factory=SmdpAddressPolicy)
-    default_smdp_address: str | None = None
-    max_pending_per_eid: int = 50
-    rate_per_hour: float = 120.0
-    burst: int = 20
-
-    def __post_init__(self) -> None:
-        if self.max_pending_per_eid < 0 or self.rate_per_hour < 0 or self.burst < 0:
-            raise ValueError("notification admission: cap, rate and burst must be >= 0")
-        if self.rate_per_hour > 0 and self.burst < 1:
-            raise ValueError("notification admission: a rate limit needs a burst of at least 1")
-
-
-class TokenBuckets:
-    """One token bucket per EID (in memory, per worker): ``burst`` tokens, refilled at ``rate_per_hour``. The
-    least recently used buckets are forgotten past ``max_keys`` (a forgotten EID starts full again)."""
-
-    def __init__(self, rate_per_hour: float, burst: int, clock: Callable[[], float], max_keys: int = 100_000) -> None:
-        self.rate = rate_per_hour / 3600.0
-        self.burst = float(burst)
-        self.clock = clock
-        self.max_keys = max_keys
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str) -> bool:
-        now = self.clock()
-        tokens, at = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
-        ok = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if ok else tokens, now)
-        while len(self._buckets) > self.max_keys:
-            del self._buckets[next(iter(self._buckets))]
-        return ok
-
-
-async def smdp_addresses_of(store: Any, eid: str) -> set[str]:
-    """The SM-DP+ addresses of this eIM's download operations for ``eid`` (lower case)."""
-    from eim.relay.relay import _download_target
-
-    out = set()
-    for op in await store.list_operations(eid=eid, kind=OpKind.DOWNLOAD, limit=1000):
-        address, _oid = _download_target(op.params)
-        if address:
-            out.add(address.lower())
-    return out
 
 
 def permanent(exc: BaseException) -> bool:
@@ -197,30 +128,11 @@ class NotificationOutbox:
         self.metrics = metrics
         self.clock = clock
         self.rand = rand
-        a = self.admission
-        self._buckets = TokenBuckets(a.rate_per_hour, a.burst, clock) if a.rate_per_hour > 0 else None
+        self.gate = AdmissionGate(store, self.admission, clock)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ taking responsibility
-    async def address_refusal(self, eid: str | None, address: str) -> str | None:
-        """Why ``address`` is not a place this eIM sends ``eid``'s notifications to (see the module table)."""
-        policy = self.admission.addresses
-        why = policy.refusal(address)
-        if why is not None:
-            return why
-        if policy.listed(address):
-            return None
-        default = self.admission.default_smdp_address
-        if default and address.lower() == default.lower():
-            return None
-        if eid and address.lower() in await smdp_addresses_of(self.store, eid):
-            return None
-        return (
-            f"{address} is not an SM-DP+ of this eIM (not in [relay] allowed_smdp_addresses, not the default, "
-            "not the SM-DP+ of a download operation for this eUICC)"
-        )
-
     async def accept(
         self, notification: VerifiedNotification, *, operation_id: str | None = None
     ) -> OutboundNotification:
@@ -231,26 +143,10 @@ class NotificationOutbox:
             raise NotificationRefused("only verified notifications enter the outbox", cause="unverified")
         note = notification
         eid = note.eid
-        try:
-            check_address(note.address, "handleNotification")
-        except RelayError as exc:
-            raise NotificationRefused(str(exc), cause="unforwardable") from None
-        why = await self.address_refusal(eid, note.address)
-        if why is not None:
-            raise NotificationRefused(why, cause="address")
-        cap = self.admission.max_pending_per_eid
-        if cap:
-            pending = await self.store.pending_notifications_of(eid, limit=cap)
-            same = [p for p in pending if p.notification == note.raw]
-            if same:  # the IPA sends it again (it lost our answer): already ours
-                self.wake()
-                return same[0]
-            if len(pending) >= cap:
-                raise NotificationRefused(
-                    f"{len(pending)} notifications of this eUICC are waiting already", cause="cap"
-                )
-        if self._buckets is not None and not self._buckets.take(eid):
-            raise NotificationRefused("too many notifications from this eUICC, try later", cause="rate")
+        same = await self.gate.check(note)
+        if same is not None:  # the IPA sends it again (it lost our answer): already ours
+            self.wake()
+            return same
         item = NotificationToSend(
             notification=note.raw,
             address=note.address,
@@ -316,7 +212,7 @@ class NotificationOutbox:
             "attempt": item.attempts,
         }
         try:
-            why = await self.address_refusal(item.eid, item.address)
+            why = await self.gate.address_refusal(item.eid, item.address, pir_transaction_id(item.notification))
             if why is not None:
                 raise InvalidSmdpAddress("handleNotification", why)
             await self.relay.forward_notification(item.eid or "", item.notification)

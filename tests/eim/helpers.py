@@ -40,7 +40,7 @@ def make_env(
 ) -> Env:
     """With a ``relay``, notifications go to the store's outbox (``env.rp.outbox``); a test delivers the due ones
     with ``await env.rp.outbox.deliver_due()`` (``eim serve`` runs that in its forwarder task). ``admission``:
-    the outbox's :class:`eim.relay.outbox.Admission` (default: a lab eIM's, loopback SM-DP+s allowed);
+    the outbox's :class:`eim.relay.admission.Admission` (default: a lab eIM's, loopback SM-DP+s allowed);
     ``policy``: its retry policy."""
     key = EimKey(EIM_ID, lab.eim_key(curve), lab.eim_cert(curve))
     kw = {"clock": clock} if clock else {}
@@ -56,7 +56,7 @@ def make_env(
 
 def lab_admission(allowed=(), **kw):
     """The outbox admission of a lab eIM listening on loopback (``[relay]`` defaults otherwise)."""
-    from eim.relay.outbox import Admission
+    from eim.relay.admission import Admission
     from eim.smdp_addresses import SmdpAddressPolicy
 
     return Admission(addresses=SmdpAddressPolicy.of(allowed, allow_loopback=True), **kw)

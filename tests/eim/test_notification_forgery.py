@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from eim.app import create_app, operation_settings
 from eim.config import Config
-from eim.interfaces import EsipaRejected, RequestContext
+from eim.interfaces import EsipaRejected, NotificationRefused, RequestContext
 from eim.metrics import Metrics
 from eim.model import OpKind
 from eim.operations import OperationService
@@ -481,3 +481,24 @@ def test_relay_keys_load_or_name_the_key(key, value):
     from eim.app import make_outbox
 
     make_outbox(cfg, None, None)  # what loads can be used: no ValueError from the outbox's admission
+
+
+async def test_a_pir_may_go_to_the_smdp_of_the_session_this_eim_relayed(store, lab, client):
+    """A download without an SM-DP+ address in its operation (the eUICC's default SM-DP+): the PIR's address is
+    the SM-DP+ the relay ran the ES9+ session with, for that eUICC and transactionId - and only that."""
+    from eim.packages.notification import VerifiedNotification
+    from eim.relay import session_key
+    from tests.eim.test_bindings_common import pir
+
+    env = make_env(store, lab, relay=Es9Relay(store, client))
+    txid = os.urandom(16)
+    await store.put_download_session(session_key(txid), {"eid": EID_A, "smdp_address": "dp.example.net"})
+    raw = pir(address="dp.example.net", transaction_id=txid, seq=3)
+    outbox = env.rp.outbox
+    for eid, address, tx in ((EID_B, "dp.example.net", txid), (EID_A, "dp.example.net", os.urandom(16))):
+        with pytest.raises(NotificationRefused) as exc:
+            await outbox.accept(VerifiedNotification(raw, "pir", eid, 3, address, tx))
+        assert exc.value.cause == "address"
+    await outbox.accept(VerifiedNotification(raw, "pir", EID_A, 3, "dp.example.net", txid))
+    [row] = await store.list_notifications()
+    assert (row.eid, row.address) == (EID_A, "dp.example.net")
