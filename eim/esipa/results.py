@@ -273,10 +273,9 @@ class ResultProcessor:
         """Verification and admission of notifications (``eim.esipa.notification_intake``)."""
         intake = self.__dict__.get("_intake")
         if intake is None:
-            intake = NotificationIntake(
-                self.store, self.keys, self.outbox, metrics=self.metrics, public_key_of=self.euicc_public_key
-            )
+            intake = NotificationIntake(self.store, self.keys, public_key_of=self.euicc_public_key)
             self.__dict__["_intake"] = intake
+        intake.outbox, intake.metrics = self.outbox, self.metrics  # wiring may set them after construction
         return intake
 
     async def notifications(self, items: list[bytes], eid: str | None) -> list[int]:

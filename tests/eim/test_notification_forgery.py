@@ -502,3 +502,30 @@ async def test_a_pir_may_go_to_the_smdp_of_the_session_this_eim_relayed(store, l
     await outbox.accept(VerifiedNotification(raw, "pir", EID_A, 3, "dp.example.net", txid))
     [row] = await store.list_notifications()
     assert (row.eid, row.address) == (EID_A, "dp.example.net")
+
+
+async def test_relay_never_calls_a_link_local_smdp(store, lab, client):
+    """InitiateAuthentication naming the cloud metadata address: invalidDpAddress, no connection attempted."""
+    from eim.relay import initiate_authentication as ia
+    from eim.smdp_addresses import SmdpAddressPolicy
+
+    calls = []
+
+    class NoNetwork:
+        async def call(self, *a, **kw):
+            calls.append(a)
+            raise AssertionError("the relay must not connect")
+
+    info1 = SimEuicc(lab, "nist", eid=EID_A).euicc_info1()
+    for address, policy in (
+        ("169.254.169.254", None),
+        ("2852039166:80", SmdpAddressPolicy.of(allow_private=True)),
+        ("127.0.0.1:8443", SmdpAddressPolicy.of()),
+    ):
+        relay = Es9Relay(store, NoNetwork(), address_policy=policy)
+        request = asn1.encode(
+            "InitiateAuthenticationRequestEsipa",
+            {"euiccChallenge": bytes(16), "smdpAddress": address, "euiccInfo1": asn1.decode("EUICCInfo1", info1)},
+        )
+        assert await relay.initiate_authentication(EID_A, request) == ia.error_response(ia.INVALID_DP_ADDRESS)
+    assert calls == []
