@@ -529,3 +529,59 @@ async def test_relay_never_calls_a_link_local_smdp(store, lab, client):
         )
         assert await relay.initiate_authentication(EID_A, request) == ia.error_response(ia.INVALID_DP_ADDRESS)
     assert calls == []
+
+
+# ---------------------------------------------------------------- small parts
+def test_refusals_are_logged_once_per_cause_and_interval(caplog):
+    import logging
+
+    from eim.esipa.notification_intake import WarnLimiter
+
+    now = [0.0]
+    limiter = WarnLimiter(logging.getLogger("eim.esipa.notifications"), every_s=60, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="eim.esipa.notifications"):
+        logged = [limiter.warning("signature", "notification refused", {"cause": "signature"}) for _ in range(5)]
+        logged.append(limiter.warning("rate", "notification refused", {"cause": "rate"}))
+        now[0] = 61.0
+        logged.append(limiter.warning("signature", "notification refused", {"cause": "signature"}))
+    assert logged == [True, False, False, False, False, True, True]
+    records = [r for r in caplog.records if r.name == "eim.esipa.notifications"]
+    assert [(r.cause, r.not_logged_since_last) for r in records] == [("signature", 0), ("rate", 0), ("signature", 4)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(address=st.one_of(st.text(max_size=40), st.from_regex(r"[0-9a-fx.]{1,20}(:[0-9]{1,5})?", fullmatch=True)))
+def test_address_classes_never_raise(address):
+    from eim.smdp_addresses import SmdpAddressPolicy, address_class
+
+    kind = address_class(address)
+    assert kind in (None, "never", "loopback", "private")
+    strict, lab = SmdpAddressPolicy.of(), SmdpAddressPolicy.of(allow_private=True, allow_loopback=True)
+    assert (strict.refusal(address) is None) == (kind is None)
+    assert (lab.refusal(address) is None) == (kind != "never")
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("169.254.169.254", "never"),
+        ("169.254.169.254:80", "never"),
+        ("2852039166", "never"),
+        ("0xa9.0xfe.0xa9.0xfe", "never"),
+        ("0.0.0.0", "never"),
+        ("224.0.0.1", "never"),
+        ("127.0.0.1:8443", "loopback"),
+        ("127.1", "loopback"),
+        ("localhost", "loopback"),
+        ("smdp.localhost:1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("192.168.1.1:443", "private"),
+        ("100.64.0.1", "private"),
+        ("smdp.example.com", None),
+        ("8.8.8.8", None),
+    ],
+)
+def test_address_classes(address, kind):
+    from eim.smdp_addresses import address_class
+
+    assert address_class(address) == kind
