@@ -87,9 +87,25 @@ def load_trusted_cis(config: Config, lab: Any = None) -> list[x509.Certificate]:
     return out
 
 
+def smdp_address_policy(config: Config) -> Any:
+    """Which SM-DP+ addresses this eIM may contact (``eim.smdp_addresses``): ``[relay] allowed_smdp_addresses`` and
+    ``allow_private_addresses``; loopback SM-DP+s are fine when every endpoint of the eIM is on loopback (a lab)."""
+    from eim.smdp_addresses import SmdpAddressPolicy, loopback_only
+
+    hosts = [h for on, h in ((config.http.enabled, config.http.host), (config.coap.enabled, config.coap.host)) if on]
+    if config.mqtt.enabled:
+        hosts.append(config.mqtt.host)
+    return SmdpAddressPolicy.of(
+        config.relay.allowed_smdp_addresses,
+        allow_private=config.relay.allow_private_addresses,
+        allow_loopback=loopback_only(hosts),
+    )
+
+
 def operation_settings(config: Config) -> OperationSettings:
     o = config.operations
     return OperationSettings(
+        smdp_addresses=smdp_address_policy(config),
         default_validity_s=o.default_validity_s,
         max_validity_s=o.max_validity_s,
         default_download_mode=o.default_download_mode,
@@ -221,6 +237,7 @@ def make_relay(config: Config, store: Store, lab: Any) -> tuple[DownloadRelay | 
         client,
         default_smdp_address=config.relay.default_smdp_address or None,
         allowed_smdp_addresses=config.relay.allowed_smdp_addresses or None,
+        address_policy=smdp_address_policy(config),
     )
     return relay, client.aclose
 
@@ -228,6 +245,7 @@ def make_relay(config: Config, store: Store, lab: Any) -> tuple[DownloadRelay | 
 def make_outbox(config: Config, store: Store, relay: DownloadRelay, metrics: Metrics | None = None) -> Any:
     """The notification outbox and forwarder (``eim.relay.outbox``) with the ``[relay]`` retry settings. A lease
     outlasts two ES9+ calls, so a live worker's notification is never picked up by another one."""
+    from eim.relay.admission import Admission
     from eim.relay.outbox import NotificationOutbox, RetryPolicy
 
     r = config.relay
@@ -239,7 +257,14 @@ def make_outbox(config: Config, store: Store, relay: DownloadRelay, metrics: Met
         poll_s=r.notification_poll_s,
         lease_s=2 * r.timeout_s + 10,
     )
-    return NotificationOutbox(store, relay, policy, metrics=metrics)
+    admission = Admission(
+        addresses=smdp_address_policy(config),
+        default_smdp_address=r.default_smdp_address or None,
+        max_pending_per_eid=r.max_pending_notifications_per_eid,
+        rate_per_hour=r.notification_rate_per_eid_per_hour,
+        burst=r.notification_burst_per_eid,
+    )
+    return NotificationOutbox(store, relay, policy, admission=admission, metrics=metrics)
 
 
 async def build(config: Config, *, store: Store | None = None, metrics: Metrics | None = None) -> Runtime:

@@ -110,7 +110,13 @@ class RelaySection:
     ca_files: list[str] = field(default_factory=list)  # CAs that SM-DP+ TLS certificates must chain to
     use_system_store: bool = False
     default_smdp_address: str = ""
-    allowed_smdp_addresses: list[str] = field(default_factory=list)  # empty = any
+    allowed_smdp_addresses: list[str] = field(default_factory=list)  # empty = any (downloads; see docs/eim.md)
+    # SM-DP+ IP literals in loopback/private ranges (link-local never); loopback is fine anyway when the eIM's own
+    # listeners are all on loopback (a lab)
+    allow_private_addresses: bool = False
+    max_pending_notifications_per_eid: int = 50  # notifications of one eUICC waiting in the outbox; 0 = no cap
+    notification_rate_per_eid_per_hour: float = 120.0  # token bucket per EID and worker; 0 = no limit
+    notification_burst_per_eid: int = 20
     timeout_s: float = 30.0
     # notifications owed to SM-DP+s wait in the store's outbox; delivery retries back off exponentially (jittered)
     notification_retry_initial_s: float = 5.0  # delay after the first failed attempt
@@ -242,6 +248,10 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("[relay] notification_retry_max_attempts: must be 0 (no limit) or more")
     if not r.notification_poll_s > 0 or not r.timeout_s > 0:
         raise ConfigError("[relay] notification_poll_s and timeout_s: must be > 0")
+    if r.max_pending_notifications_per_eid < 0 or r.notification_rate_per_eid_per_hour < 0:
+        raise ConfigError("[relay] max_pending_notifications_per_eid, notification_rate_per_eid_per_hour: must be >= 0")
+    if r.notification_rate_per_eid_per_hour > 0 and r.notification_burst_per_eid < 1:
+        raise ConfigError("[relay] notification_burst_per_eid: must be at least 1 when there is a rate limit")
     if cfg.coap.dtls_max_sessions < 1:
         raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
     _check_http_limits(cfg)

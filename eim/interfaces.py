@@ -103,11 +103,12 @@ class RelayStore(Protocol):
 
 
 class NotificationRefused(Exception):
-    """A notification that can never be forwarded to an SM-DP+ (undecodable, compact, no or an impossible
-    notificationAddress); ``reason`` says which. Nothing was stored."""
+    """A notification the outbox does not take; ``reason`` says why, ``cause`` names the check (``unverified``,
+    ``unforwardable``, ``address``, ``cap``, ``rate``: see ``eim.relay.outbox``). Nothing was stored."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, cause: str = "unforwardable") -> None:
         self.reason = reason
+        self.cause = cause
         super().__init__(f"notification not accepted for forwarding: {reason}")
 
 
@@ -115,10 +116,11 @@ class NotificationRefused(Exception):
 class NotificationQueue(Protocol):
     """Implemented by ``eim.relay.outbox``: the durable queue of notifications owed to SM-DP+s.
 
-    :meth:`accept` is where the eIM takes responsibility for a notification: when it returns, the notification is
+    :meth:`accept` takes only an ``eim.packages.notification.VerifiedNotification`` (its eUICC signature checked
+    for its EID) and is where the eIM takes responsibility for a notification: when it returns, the notification is
     in the store (a forwarder delivers it later, with retries), so the IPA may be told success. It raises
     :class:`NotificationRefused` for a notification that can never be forwarded (nothing is stored then), and
     lets store errors through (the IPA must then keep the notification and send it again).
     """
 
-    async def accept(self, eid: str | None, notification: bytes, *, operation_id: str | None = None) -> Any: ...
+    async def accept(self, notification: Any, *, operation_id: str | None = None) -> Any: ...

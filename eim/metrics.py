@@ -10,6 +10,8 @@ metric                                     labels
 ``eim_packages_pushed_total``              ``kind``
 ``eim_results_refused_total``              -
 ``eim_notifications_forwarded_total``      ``outcome`` (queued / delivered / retry / failed / refused)
+``eim_notifications_refused_total``        ``cause`` (malformed / compact / certificate / eid_mismatch / signature
+                                           / unknown_euicc / unattributed / address / unforwardable / cap / rate)
 ``eim_notification_queue`` (gauge, store)  ``status`` (pending / failed) - the outbox of notifications for SM-DP+s
 ``eim_esipa_requests_total``               ``function``, ``binding``, ``outcome`` (ok / error / rejected)
 ``eim_esipa_request_seconds`` (histogram)  ``function``, ``binding``
@@ -56,6 +58,12 @@ class Metrics:
         self.forwarded = Counter(
             "eim_notifications_forwarded", "Notifications for SM-DP+s by step (outbox)", ["outcome"], registry=r
         )
+        self.notifications_refused = Counter(
+            "eim_notifications_refused",
+            "Notifications from IPAs not taken for SM-DP+s, by cause",
+            ["cause"],
+            registry=r,
+        )
         self.notification_queue = Gauge(
             "eim_notification_queue", "Notifications in the outbox for SM-DP+s, by status", ["status"], registry=r
         )
@@ -93,6 +101,9 @@ class Metrics:
 
     def notification_forwarded(self, outcome: str) -> None:
         self.forwarded.labels(outcome).inc()
+
+    def notification_refused(self, cause: str) -> None:
+        self.notifications_refused.labels(cause).inc()
 
     def esipa_request(self, function: str, binding: str, outcome: str, seconds: float) -> None:
         binding = binding if binding in ("http", "coap", "mqtt") else "other"

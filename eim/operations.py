@@ -9,6 +9,10 @@ Ordering: one eUICC's operations run one at a time in creation order; the next i
 previous one has ended. A package whose result never came is handed out again, byte for byte (same counter
 value, same eimTransactionId, same signature), while the operation is still valid.
 
+A download operation may not name an SM-DP+ the eIM must never contact (``eim.smdp_addresses``: link-local /
+cloud metadata IP literals always, loopback and private IP literals unless ``[relay] allow_private_addresses`` or
+a lab eIM on loopback): ``ParamError`` naming ``activationCode``.
+
 Signed packages need the eUICC's certificate to verify the result. When a PSMO/eCO operation is created for an
 eUICC whose certificate is not known yet, an eUICC data request (certificates + IPA capabilities) is queued in
 front of it automatically (``auto_learn_certificates``).
@@ -27,6 +31,7 @@ from eim.interfaces import PackagePusher
 from eim.model import Batch, BatchItem, Euicc, Operation, OpKind, OpStatus
 from eim.packages import PackageFactory, ParamError, download, validate_params
 from eim.packages.common import normalise_eid
+from eim.smdp_addresses import SmdpAddressPolicy
 from eim.store import Claim, ClaimOutcome, Store
 from eim.store.logic import new_id
 
@@ -50,6 +55,8 @@ class OperationSettings:
     default_download_mode: str = "indirect"
     auto_learn_certificates: bool = True
     push_retry_s: float = 300.0  # a pushed package without answer is pushed again after this long
+    # which SM-DP+ addresses a download may name (eim.smdp_addresses); None: link-local/metadata ones are refused
+    smdp_addresses: SmdpAddressPolicy | None = None
 
 
 class OperationService:
@@ -157,6 +164,18 @@ class OperationService:
         pending = await self.store.list_operations(eid=euicc.eid, kind=OpKind.EUICC_DATA, limit=50)
         return not any(o.status in (OpStatus.QUEUED, OpStatus.IN_PROGRESS) and o.created_by == "eim" for o in pending)
 
+    def _check_smdp_address(self, kind: OpKind, params: dict[str, Any]) -> None:
+        """A download may not name an SM-DP+ the eIM must never contact (link-local/metadata; loopback and
+        private IP literals unless allowed): ``ParamError`` naming the field."""
+        address = params.get("smdpAddress") if kind is OpKind.DOWNLOAD else None
+        if not isinstance(address, str):
+            return
+        policy = self.settings.smdp_addresses or SmdpAddressPolicy.of(allow_private=True)
+        why = policy.refusal(address)
+        if why is not None:
+            field_name = "activationCode" if "activationCode" in params else "smdpAddress"
+            raise ParamError(field_name, f"SM-DP+ address refused: {why}")
+
     def _learn_op(self, eid: str, now: float, expires_at: float) -> Operation:
         params = validate_params(OpKind.EUICC_DATA, {})
         return self._new_op(eid, OpKind.EUICC_DATA, params, now, None, expires_at, "eim")
@@ -177,6 +196,7 @@ class OperationService:
         except ValueError:
             raise ParamError("kind", f"must be one of {', '.join(k.value for k in OpKind)}") from None
         params = validate_params(kind, params)
+        self._check_smdp_address(kind, params)
         euicc = await self.store.get_euicc(eid)
         if euicc is None:
             raise NotFound(f"eUICC {eid} is not registered")
@@ -213,6 +233,7 @@ class OperationService:
         if len(eids) > MAX_BATCH:
             raise ParamError("eids", f"at most {MAX_BATCH} EIDs per batch")
         params = validate_params(kind, params)
+        self._check_smdp_address(kind, params)
         now = self.clock()
         nb, expires_at = self._window(validity_s, not_before, now)
         batch_id = new_id()

@@ -9,10 +9,12 @@ Rules (SGP.32 v1.2 §3.3 / §3.4 and protocol brief §3.3-§3.5, §10):
   acknowledged again (the IPA may not have received the first acknowledgement).
 - A signed ``replayError`` for a package that was handed out more than once means the eUICC already ran the
   first copy: the operation stays in progress, on hold, until that first result arrives (or the window ends).
-- Notifications (PIR, other signed notifications) for an SM-DP+ are written to the eIM's outbox (a
+- Notifications (PIR, other signed notifications) for an SM-DP+ are verified first - the eUICC's signature over
+  the received bytes, its certificate chained to a trusted CI and naming the eUICC they are attributed to
+  (``eim.esipa.notification_intake``) - then written to the eIM's outbox (a
   :class:`eim.interfaces.NotificationQueue`, ``eim.relay.outbox``) before they are acknowledged; its forwarder
   delivers them with retries. A store failure there propagates: the IPA gets no success and sends them again.
-  PIRs also close indirect-download operations.
+  Verified PIRs also close indirect-download operations; a PIR that cannot be verified changes nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eim.interfaces import DownloadRelay, NotificationQueue, NotificationRefused
+from eim.esipa.notification_intake import NotificationIntake, Taken
+from eim.interfaces import DownloadRelay, NotificationQueue
 from eim.model import Euicc, Operation, OpKind, OpStatus
 from eim.operations import OperationService
 from eim.packages import download, euicc_data, psmo
@@ -36,8 +39,10 @@ from eim.packages.euicc_package import (
     parse_euicc_package_result,
     verify_outcome,
 )
+from eim.packages.notification import NotificationParts, NotificationRejected, VerifiedNotification
+from eim.packages.notification import parse as notification_parse
 from eim.store import ResultContext, ResultUpdate, Store
-from rsp import asn1, crypto, tlv
+from rsp import tlv
 from rsp.errors import RspError
 
 log = logging.getLogger("eim.esipa")
@@ -50,6 +55,7 @@ class Handled:
     acks: list[int] = field(default_factory=list)
     refused: str | None = None
     operation: Operation | None = None
+    taken: Taken | None = None  # a notification's refusal (cause, HTTP status)
 
 
 class ResultProcessor:
@@ -262,8 +268,19 @@ class ResultProcessor:
         return Handled(acks=[outcome.seq_number] if outcome.seq_number is not None else [])
 
     # ------------------------------------------------------------------ notifications
+    @property
+    def intake(self) -> NotificationIntake:
+        """Verification and admission of notifications (``eim.esipa.notification_intake``)."""
+        intake = self.__dict__.get("_intake")
+        if intake is None:
+            intake = NotificationIntake(self.store, self.keys, public_key_of=self.euicc_public_key)
+            self.__dict__["_intake"] = intake
+        intake.outbox, intake.metrics = self.outbox, self.metrics  # wiring may set them after construction
+        return intake
+
     async def notifications(self, items: list[bytes], eid: str | None) -> list[int]:
-        """Forward each pending notification (PIR BF37 / other signed 30) and return the seq numbers to delete."""
+        """Verify and take each pending notification (PIR BF37 / other signed 30) attributed to ``eid`` (the eUICC
+        the carrying message was verified for); return the seq numbers the IPA may delete."""
         acks = []
         for raw in items:
             seq = notification_seq(raw)
@@ -272,59 +289,75 @@ class ResultProcessor:
                 if handled.refused is None and seq is not None:
                     acks.append(seq)
                 continue
-            if await self.forward(eid, raw) and seq is not None:
+            taken = await self.intake.take_other(raw, eid)
+            if taken.acknowledged and seq is not None:
                 acks.append(seq)
         return acks
 
-    async def forward(self, eid: str | None, notification: bytes, *, operation_id: str | None = None) -> bool:
-        """Take responsibility for a notification owed to its SM-DP+: ``True`` once it is in the outbox (the IPA
-        may then delete it), ``False`` when it can never be forwarded (not acknowledged). Without an outbox (the
-        relay is off) it is logged and dropped. Store errors propagate (the IPA keeps it and sends it again)."""
-        if self.outbox is None:
-            log.info("notification not forwarded: no relay configured", extra={"eid": eid})
-            return True
-        who = eid or notification_eid(notification)
-        try:
-            await self.outbox.accept(who, notification, operation_id=operation_id)
-        except NotificationRefused as exc:
-            log.warning("notification cannot be forwarded", extra={"eid": who, "reason": exc.reason})
-            if self.metrics:
-                self.metrics.notification_forwarded("refused")
-            return False
-        return True
+    async def pending_notification(self, raw: bytes, binding_eid: str | None) -> Taken:
+        """One notification from HandleNotification: a PIR closes its download operation and is forwarded; any
+        other is verified for the eUICC of its certificate (which must be ``binding_eid`` when the binding
+        authenticated one) and forwarded."""
+        if raw[:2] == b"\xbf\x37":
+            handled = await self.pir(raw, binding_eid, None, binding_eid=binding_eid)
+            if handled.refused is None:
+                return Taken(acknowledged=True)
+            return handled.taken or Taken(acknowledged=False, cause="malformed", reason=handled.refused)
+        return await self.intake.take_other(raw, None, binding_eid)
 
-    async def pir(self, pir: bytes, eid_hint: str | None, op: Operation | None, *, forward: bool = True) -> Handled:
-        """A ProfileInstallationResult: closes its download operation, then goes to the SM-DP+."""
+    async def pir(
+        self,
+        pir: bytes,
+        eid_hint: str | None,
+        op: Operation | None,
+        *,
+        forward: bool = True,
+        binding_eid: str | None = None,
+    ) -> Handled:
+        """A ProfileInstallationResult: verified with the eUICC's stored certificate, closes its download
+        operation, then goes to the SM-DP+. A PIR to forward that cannot be verified changes nothing and is not
+        acknowledged; a PIR that is not forwarded (direct download: the IPA sends it) is verified when the
+        certificate is known."""
+        intake = self.intake
         try:
             summary = download.pir_summary(pir)
-            signed, signature = download.pir_signed_part(pir)
-        except RspError as exc:
-            return Handled(refused=f"undecodable ProfileInstallationResult: {exc}")
+            parts = notification_parts(pir)
+        except (RspError, NotificationRejected) as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            taken = await intake.refuse("malformed", f"undecodable ProfileInstallationResult: {reason}", eid=eid_hint)
+            return Handled(refused=taken.reason, taken=taken)
         if op is None:
             op = await self.store.find_operation_by_smdp_transaction_id(bytes.fromhex(summary["transactionId"]))
         if op is None:
             op = await self._open_op_of(eid_hint, OpKind.DOWNLOAD)
         eid = op.eid if op is not None else eid_hint
-        euicc = await self.store.get_euicc(eid) if eid else None
-        verified = False
-        if euicc is not None and euicc.euicc_certificate is not None:
+        op_id = op.id if op is not None else None
+        mismatch = [
+            e for e in (eid_hint, binding_eid) if e is not None and eid is not None and e.upper() != eid.upper()
+        ]
+        if mismatch:
+            taken = await intake.refuse(
+                "eid_mismatch",
+                f"PIR of eUICC {eid} arrived for {mismatch[0]}",
+                eid=mismatch[0],
+                kind="pir",
+                operation_id=op_id,
+            )
+            return Handled(refused=taken.reason, operation=op, taken=taken)
+        if eid is None:
+            taken = await intake.refuse(
+                "unattributed", "no download operation and no EID for this PIR", eid=None, kind="pir"
+            )
+            return Handled(refused=taken.reason, taken=taken)
+        euicc = await self.store.get_euicc(eid)
+        note: VerifiedNotification | None = None
+        if forward or (euicc is not None and euicc.euicc_certificate is not None):
             try:
-                crypto.verify(self.euicc_public_key(euicc), signed, signature, what="euiccSignPIR")
-                verified = True
-            except (RspError, ResultRejected) as exc:
-                reason = getattr(exc, "reason", None) or str(exc)
-                log.warning("PIR refused", extra={"eid": eid, "reason": reason})
-                if op is not None:
-                    await self.store.add_audit(
-                        who="ipa",
-                        action="pir",
-                        outcome="refused",
-                        eid=eid,
-                        operation_id=op.id,
-                        detail={"reason": reason},
-                    )
-                return Handled(refused=reason, operation=op)
-        summary["verified"] = verified
+                note = await intake.verify_pir(parts, eid)
+            except NotificationRejected as exc:
+                taken = await intake.refuse(exc.cause, exc.reason, eid=eid, kind="pir", operation_id=op_id)
+                return Handled(refused=taken.reason, operation=op, taken=taken)
+        summary["verified"] = note is not None
         changed = None
         if op is not None and op.kind is OpKind.DOWNLOAD:
             ok = summary["ok"]
@@ -341,8 +374,10 @@ class ResultProcessor:
             )
             changed = await self._record(op, update)
             await self.store.delete_download_session(session_key(bytes.fromhex(summary["transactionId"])))
-        if forward and not await self.forward(eid, pir, operation_id=op.id if op is not None else None):
-            return Handled(refused="could not forward the PIR to the SM-DP+", operation=changed or op)
+        if forward and note is not None:
+            taken = await intake.admit(note, operation_id=op_id)
+            if not taken.acknowledged:
+                return Handled(refused=taken.reason, operation=changed or op, taken=taken)
         return Handled(acks=[summary["seqNumber"]], operation=changed or op)
 
     # ------------------------------------------------------------------ other results
@@ -484,18 +519,9 @@ def notification_seq(raw: bytes) -> int | None:
         return None
 
 
-def notification_eid(raw: bytes) -> str | None:
-    """The EID of an otherSignedNotification (from its eUICC certificate), if any."""
-    try:
-        from rsp.pki.certs import eid_of
-
-        value = asn1.decode("SGP32-PendingNotification", raw)
-        if value[0] == "otherSignedNotification":
-            cert = tlv.children(raw)[2].raw
-            return eid_of(cert)
-    except (RspError, ValueError, IndexError):
-        return None
-    return None
+def notification_parts(raw: bytes) -> NotificationParts:
+    """A pending notification cut into its signed parts (``eim.packages.notification.parse``)."""
+    return notification_parse(raw)
 
 
 def _certificates(ipa_euicc_data: tlv.Tlv | None) -> tuple[bytes, bytes | None] | None:

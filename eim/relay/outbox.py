@@ -1,18 +1,24 @@
 """The eIM's durable outbox of notifications owed to SM-DP+s (SGP.32 v1.2 §5.14.4 ESipa.HandleNotification ->
 SGP.22 v2.5 §5.6.4 ES9+.HandleNotification), and its forwarder.
 
-Taking responsibility (:meth:`NotificationOutbox.accept`): a PIR (``BF37``) or otherSignedNotification (``30``)
-that came from an IPA - with HandleNotification, in ePRAndNotifications, in an IpaEuiccDataResponse - is parsed
-for its notificationAddress and written to the store (``notification_outbox``) exactly as received. The ESipa
-answer that lets the IPA delete it leaves only after that write committed; if the write fails, the IPA keeps the
-notification and sends it again. The same bytes are queued once.
+Taking responsibility (:meth:`NotificationOutbox.accept`): only a :class:`~eim.packages.notification.
+VerifiedNotification` enters - a PIR (``BF37``) or otherSignedNotification (``30``) whose eUICC signature and
+certificate chain ``eim.esipa.results`` verified for the EID it is attributed to; raw bytes are refused. Then
+the admission checks of :mod:`eim.relay.admission` (address policy, per-EID cap and rate), each refusal a
+:class:`NotificationRefused` with a ``cause``; nothing is stored for a refused notification. The caller
+(``eim.esipa.notification_intake``) tells the IPA.
+
+What passes is written to the store (``notification_outbox``) exactly as received. The ESipa answer that lets the
+IPA delete it leaves only after that write committed; if the write fails, the IPA keeps the notification and
+sends it again. The same bytes are queued once.
 
 Delivering (:meth:`NotificationOutbox.run`, one task per worker): due rows are leased to this worker
 (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so two workers never send one notification at the same time) and POSTed
 to the SM-DP+ (:meth:`eim.relay.Es9Relay.forward_notification`).
 - HTTP 204 (or 200 Executed-Success): the row is deleted; the audit trail keeps ``notification delivered``.
 - The SM-DP+ refused it for good (``functionExecutionStatus`` Failed), or it can never be sent (the address is
-  not allowed): the row stays with status ``failed`` and the reason, audited ``notification failed``.
+  not allowed - checked again before every attempt, so a row queued before the policy changed is never sent
+  where it is not allowed): the row stays with status ``failed`` and the reason, audited ``notification failed``.
 - Anything else (no connection, timeout, TLS failure, HTTP 5xx, a malformed answer): another attempt after an
   exponential, capped, jittered delay (:class:`RetryPolicy`); after ``max_attempts`` attempts the row ends as
   failed ("gave up after N attempts: <last error>").
@@ -38,10 +44,9 @@ from typing import Any
 
 from eim.interfaces import DownloadRelay, NotificationRefused
 from eim.model import NotificationToSend, OutboundNotification
-from eim.relay import handle_notification as hn
+from eim.packages.notification import VerifiedNotification
+from eim.relay.admission import Admission, AdmissionGate, pir_transaction_id
 from eim.relay.errors import Es9Failed, InvalidSmdpAddress, NotForwardable, RelayError
-from eim.relay.es9plus_client import check_address
-from rsp import tlv
 from rsp.errors import RspError
 
 log = logging.getLogger("eim.relay")
@@ -109,6 +114,7 @@ class NotificationOutbox:
         relay: DownloadRelay,
         policy: RetryPolicy | None = None,
         *,
+        admission: Admission | None = None,
         owner: str | None = None,
         metrics: Any = None,
         clock: Callable[[], float] = time.time,
@@ -117,31 +123,37 @@ class NotificationOutbox:
         self.store = store
         self.relay = relay
         self.policy = policy or RetryPolicy()
+        self.admission = admission or Admission()
         self.owner = owner or worker_id()
         self.metrics = metrics
         self.clock = clock
         self.rand = rand
+        self.gate = AdmissionGate(store, self.admission, clock)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ taking responsibility
     async def accept(
-        self, eid: str | None, notification: bytes, *, operation_id: str | None = None
+        self, notification: VerifiedNotification, *, operation_id: str | None = None
     ) -> OutboundNotification:
-        """Write the notification to the store for its SM-DP+ (see the module docstring). Raises
-        :class:`NotificationRefused` when it can never be forwarded (nothing is written); store errors pass."""
-        try:
-            note = hn.parse(notification)
-            check_address(note.address, hn.FUNCTION)
-        except (RelayError, RspError) as exc:
-            raise NotificationRefused(str(exc)) from None
+        """Write a verified notification to the store for its SM-DP+ (see the module docstring). Raises
+        :class:`NotificationRefused` (with its ``cause``) when it is not taken (nothing is written); store errors
+        pass."""
+        if not isinstance(notification, VerifiedNotification):
+            raise NotificationRefused("only verified notifications enter the outbox", cause="unverified")
+        note = notification
+        eid = note.eid
+        same = await self.gate.check(note)
+        if same is not None:  # the IPA sends it again (it lost our answer): already ours
+            self.wake()
+            return same
         item = NotificationToSend(
             notification=note.raw,
             address=note.address,
             kind=note.kind,
             eid=eid,
             operation_id=operation_id,
-            seq_number=_seq_number(note.raw),
+            seq_number=note.seq_number,
         )
         [(row, created)] = await self.store.enqueue_notifications([item], who="ipa", now=self.clock())
         if created:
@@ -200,6 +212,9 @@ class NotificationOutbox:
             "attempt": item.attempts,
         }
         try:
+            why = await self.gate.address_refusal(item.eid, item.address, pir_transaction_id(item.notification))
+            if why is not None:
+                raise InvalidSmdpAddress("handleNotification", why)
             await self.relay.forward_notification(item.eid or "", item.notification)
         except Exception as exc:  # a RelayError/DecodeError, or an unexpected one (then retried)
             reason = str(exc) or type(exc).__name__
@@ -278,13 +293,3 @@ class NotificationOutbox:
             return
         if released:
             log.info("notification leases released", extra={"count": released, "worker": self.owner})
-
-
-def _seq_number(raw: bytes) -> int | None:
-    """seqNumber from the notification's metadata (PIR: BF27/BF2F/80, otherSignedNotification: BF2F/80)."""
-    try:
-        meta = tlv.require(raw, 0xBF27, 0xBF2F) if raw[:2] == b"\xbf\x37" else tlv.require(raw, 0xBF2F)
-        seq = tlv.find(meta, 0x80)
-        return None if seq is None else int.from_bytes(seq.value, "big", signed=True)
-    except RspError:
-        return None

@@ -14,8 +14,10 @@ Any worker on the same store continues any session. The last EUICCInfo1 seen per
 Which SM-DP+: the InitiateAuthentication's ``smdpAddress``, else the address of the download operation found
 by its ``eimTransactionId`` (``params.smdpAddress`` / ``params.activationCode``), else ``default_smdp_address``.
 When both the request and the operation name one, they must match (else smdpAddressMismatch). With
-``allowed_smdp_addresses`` only those are contacted (invalidDpAddress otherwise); in any case the SM-DP+'s TLS
-certificate must chain to the configured CAs.
+``allowed_smdp_addresses`` only those are contacted (invalidDpAddress otherwise); IP literals are checked by
+:class:`eim.smdp_addresses.SmdpAddressPolicy` (link-local/metadata never, loopback/private only when allowed:
+invalidDpAddress); in any case the SM-DP+'s TLS certificate must chain to the configured CAs. Notifications are
+forwarded only where ``eim.relay.outbox`` allows (the outbox checks again before each attempt).
 
 Certificates: after a successful AuthenticateClient (the SM-DP+ has verified the chain and euiccSignature1) the
 eUICC and EUM certificates of the AuthenticateServerResponse are stored with ``set_euicc_certificates`` - only
@@ -39,6 +41,7 @@ from eim.relay import initiate_authentication as ia
 from eim.relay.common import error_code
 from eim.relay.errors import Es9BadResponse, InvalidSmdpAddress, RelayError
 from eim.relay.es9plus_client import Es9PlusClient, check_address
+from eim.smdp_addresses import SmdpAddressPolicy
 from rsp import asn1
 from rsp.errors import DecodeError, RspError
 
@@ -62,6 +65,7 @@ class Es9Relay:
         *,
         default_smdp_address: str | None = None,
         allowed_smdp_addresses: Collection[str] | None = None,
+        address_policy: SmdpAddressPolicy | None = None,
         session_ttl: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -69,12 +73,17 @@ class Es9Relay:
         self.client = client
         self.default_smdp_address = default_smdp_address
         self.allowed = {a.lower() for a in allowed_smdp_addresses} if allowed_smdp_addresses is not None else None
+        # without a policy only link-local/metadata/multicast IP literals are refused (the app passes the real one)
+        self.address_policy = address_policy or SmdpAddressPolicy.of(allowed_smdp_addresses or (), allow_private=True)
         self.session_ttl = session_ttl
         self.clock = clock
 
     # ------------------------------------------------------------------ helpers
     def _check(self, address: str, function: str) -> str:
         check_address(address, function)
+        why = self.address_policy.refusal(address)
+        if why is not None:
+            raise InvalidSmdpAddress(function, why)
         if self.allowed is not None and address.lower() not in self.allowed:
             raise InvalidSmdpAddress(function, f"{address} is not an allowed SM-DP+")
         return address

@@ -191,6 +191,10 @@ class Store(Protocol):
         """``{status: count}`` of the outbox (pending / failed)."""
         ...
 
+    async def pending_notifications_of(self, eid: str, *, limit: int) -> list[OutboundNotification]:
+        """Up to ``limit`` pending notifications of one eUICC, oldest first (the outbox's per-EID cap)."""
+        ...
+
     async def next_notification_due(self) -> float | None:
         """When the earliest pending notification is due (next attempt or end of lease); ``None`` when none."""
         ...

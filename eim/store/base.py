@@ -210,5 +210,8 @@ class SqlStore:
     async def count_notifications_by_status(self) -> dict[str, int]:
         return await self._run(self.logic.count_notifications_by_status, write=False)
 
+    async def pending_notifications_of(self, eid: str, *, limit: int) -> list[OutboundNotification]:
+        return await self._run(lambda: self.logic.pending_notifications_of(eid, limit), write=False)
+
     async def next_notification_due(self) -> float | None:
         return await self._run(self.logic.next_notification_due, write=False)

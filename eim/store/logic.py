@@ -946,6 +946,15 @@ class Logic:
         rows = yield Q("SELECT status, COUNT(*) AS n FROM notification_outbox GROUP BY status", (), "all")
         return {r["status"]: int(r["n"]) for r in rows}
 
+    def pending_notifications_of(self, eid: str, limit: int) -> Gen:
+        """Up to ``limit`` pending notifications of one eUICC (the outbox's per-EID cap counts them)."""
+        rows = yield Q(
+            "SELECT * FROM notification_outbox WHERE status = 'pending' AND eid = ? ORDER BY id LIMIT ?",
+            (eid, int(limit)),
+            "all",
+        )
+        return [row_to_notification(r) for r in rows]
+
     def next_notification_due(self) -> Gen:
         """When the earliest pending notification becomes due (its next attempt, or the end of its lease)."""
         r = yield Q(

@@ -35,9 +35,13 @@ class Env:
         return await self.dispatcher.handle(message, ctx)
 
 
-def make_env(store, lab: LabPki, *, curve: str = "nist", relay=None, clock=None, settings=None) -> Env:
+def make_env(
+    store, lab: LabPki, *, curve: str = "nist", relay=None, clock=None, settings=None, admission=None, policy=None
+) -> Env:
     """With a ``relay``, notifications go to the store's outbox (``env.rp.outbox``); a test delivers the due ones
-    with ``await env.rp.outbox.deliver_due()`` (``eim serve`` runs that in its forwarder task)."""
+    with ``await env.rp.outbox.deliver_due()`` (``eim serve`` runs that in its forwarder task). ``admission``:
+    the outbox's :class:`eim.relay.admission.Admission` (default: a lab eIM's, loopback SM-DP+s allowed);
+    ``policy``: its retry policy."""
     key = EimKey(EIM_ID, lab.eim_key(curve), lab.eim_cert(curve))
     kw = {"clock": clock} if clock else {}
     service = OperationService(store, PackageFactory(key), settings or OperationSettings(), **kw)
@@ -45,9 +49,27 @@ def make_env(store, lab: LabPki, *, curve: str = "nist", relay=None, clock=None,
     if relay is not None:
         from eim.relay.outbox import NotificationOutbox
 
-        outbox = NotificationOutbox(store, relay, **kw)
+        outbox = NotificationOutbox(store, relay, policy, admission=admission or lab_admission(), **kw)
     rp = ResultProcessor(store, service, EuiccKeys(lab.ci_certs()), relay, outbox=outbox, **kw)
     return Env(store, key, service, rp, EsipaDispatcher(rp))
+
+
+def lab_admission(allowed=(), **kw):
+    """The outbox admission of a lab eIM listening on loopback (``[relay]`` defaults otherwise)."""
+    from eim.relay.admission import Admission
+    from eim.smdp_addresses import SmdpAddressPolicy
+
+    return Admission(addresses=SmdpAddressPolicy.of(allowed, allow_loopback=True), **kw)
+
+
+def verified(lab: LabPki, raw: bytes, eid: str, curve: str = "nist"):
+    """``raw`` (a notification the lab eUICC ``eid`` signed) through the eIM's verifier, as the outbox takes it."""
+    from eim.packages import notification as nv
+
+    parts = nv.parse(raw)
+    if parts.kind == "other":
+        return nv.verify_other(parts, EuiccKeys(lab.ci_certs()), eid)
+    return nv.verify_pir(parts, lab.euicc_cert(eid, curve), eid)
 
 
 def get_eim_package_request(eid: str) -> bytes:

@@ -9,6 +9,7 @@ import os
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from eim.interfaces import EsipaRejected
 from eim.model import OpKind, OpStatus
 from eim.operations import OperationSettings
 from rsp import asn1, crypto, tlv
@@ -251,12 +252,21 @@ async def test_indirect_download_through_the_relay(store, lab):
     stranger = auth_client(os.urandom(16))
     assert await env.handle(stranger) == bytes.fromhex("BF3B0382010A")  # invalidTransactionId, relay not called
     assert relay.calls[-1][0] == "authenticateClient" and len(relay.calls) == 2
-    # the PIR comes with HandleNotification: the operation is done, the PIR goes to the SM-DP+
+    # the PIR comes with HandleNotification. It is verified with the eUICC's certificate: unknown here (a
+    # recording relay learns none in AuthenticateClient), so the PIR is refused and changes nothing
     pir = make_pir(lab, eid, relay.transaction_id)
     note = tlv.encode(0xBF3D, tlv.encode(0xA0, pir))
+    with pytest.raises(EsipaRejected) as exc:
+        await env.handle(note)
+    assert exc.value.http_status == 403 and "(certificate)" in exc.value.message
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS and await store.list_notifications() == []
+    # the real relay stores the certificates of a successful AuthenticateClient: then the operation is done and
+    # the PIR goes to the SM-DP+
+    euicc_cert = lab.euicc_cert(eid, "nist").public_bytes(serialization.Encoding.DER)
+    await store.set_euicc_certificates(eid, euicc_cert, lab.eum_cert("nist").public_bytes(serialization.Encoding.DER))
     assert await env.handle(note) is None
     done = await env.service.get(op.id)
-    assert done.status is OpStatus.DONE and done.result["profileInstallationResult"]["verified"] is False
+    assert done.status is OpStatus.DONE and done.result["profileInstallationResult"]["verified"] is True
     # before the answer, the PIR was written to the outbox, linked to its operation; the forwarder sends it
     [queued] = await store.list_notifications()
     assert (queued.notification, queued.operation_id, queued.kind, queued.eid) == (pir, op.id, "pir", eid)
@@ -321,7 +331,9 @@ async def test_pir_with_a_known_certificate_must_verify(store, lab):
         )
     )
     forged = make_pir(lab, EIDS[0], relay.transaction_id)  # signed by another eUICC's key
-    assert await env.handle(tlv.encode(0xBF3D, tlv.encode(0xA0, forged))) is None
+    with pytest.raises(EsipaRejected) as exc:  # not acknowledged: the IPA may not delete it as if it were handled
+        await env.handle(tlv.encode(0xBF3D, tlv.encode(0xA0, forged)))
+    assert exc.value.http_status == 403 and "(signature)" in exc.value.message
     assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
     assert relay.calls[-1][0] == "initiateAuthentication"  # the forged PIR was not forwarded
     genuine = make_pir(lab, card.eid, relay.transaction_id, ok=False)

@@ -131,8 +131,8 @@ def test_garbage_into_the_dispatcher(store_url, lab):
 
             try:
                 answer = runner.run(once())
-            except EsipaRejected as exc:
-                assert exc.http_status == 400 and exc.message
+            except EsipaRejected as exc:  # 403: a notification that does not verify; 429: over its eUICC's rate
+                assert exc.http_status in (400, 403, 429) and exc.message
                 return
             if answer is not None:
                 asn1.decode("EsipaMessageFromEimToIpa", answer)  # a well-formed ESipa answer

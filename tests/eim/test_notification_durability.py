@@ -6,6 +6,8 @@ over ESipa HTTP as an IPA sends it.
   (with the card's signature intact) and the row is gone;
 - two workers on one PostgreSQL, the SM-DP+ down, then up: every notification arrives exactly once;
 - a permanent refusal by the SM-DP+ ends as failed with the reason: API, CLI, metrics, audit trail.
+The eUICC is registered and the SM-DP+ address is in ``[relay] allowed_smdp_addresses``: only notifications of
+this eIM's eUICCs, with a verified signature, for an allowed SM-DP+ are taken.
 No timing assertions: every wait is for a condition, with a bounded deadline.
 """
 
@@ -65,6 +67,16 @@ def wait_for(what: str, predicate, deadline_s: float = 30.0, servers=()):
         time.sleep(0.05)
 
 
+def allowing(address: str) -> str:
+    """The ``[relay]`` keys of these tests: fast retries, ``address`` allowed."""
+    return FAST + f'\nallowed_smdp_addresses = ["{address}"]'
+
+
+def register(server) -> None:
+    r = httpx.post(server.url + "/v1/euiccs", json={"eid": EID}, timeout=10)
+    assert r.status_code in (200, 201), r.text
+
+
 def handle_notification(url: str, notification: bytes) -> int:
     r = httpx.post(url, content=T(0xBF3D, T(0xA0, notification)), headers=CT, timeout=30)
     assert r.content == b"", r.content
@@ -84,8 +96,9 @@ def test_smdp_down_eim_killed_then_smdp_up(lab, tmp_path):
     address = f"127.0.0.1:{port}"
     card = SimEuicc(lab, "nist", eid=EID)
     note = card.other_notification(1, ICCID, address)  # enable; signed by the card
-    eim = start_eim(tmp_path, store_url=store_url, lab_pki=lab.root, relay=True, relay_config=FAST)
+    eim = start_eim(tmp_path, store_url=store_url, lab_pki=lab.root, relay=True, relay_config=allowing(address))
     try:
+        register(eim)
         # the SM-DP+ is down: the IPA is told success, the eIM holds the notification
         assert handle_notification(eim.esipa, note) == 204
         [row] = listed(eim, "pending")
@@ -103,7 +116,7 @@ def test_smdp_down_eim_killed_then_smdp_up(lab, tmp_path):
         eim.stop()
     with smdp_at(lab, tmp_path / "smdp", port) as smdp:
         assert arrived(smdp, card.seq) == []
-        eim = start_eim(tmp_path, store_url=store_url, lab_pki=lab.root, relay=True, relay_config=FAST)
+        eim = start_eim(tmp_path, store_url=store_url, lab_pki=lab.root, relay=True, relay_config=allowing(address))
         try:
             wait_for("the notification at the SM-DP+", lambda: arrived(smdp, card.seq), servers=[eim])
             wait_for("the row to go", lambda: listed(eim) == [], servers=[eim])
@@ -132,10 +145,13 @@ def test_two_workers_on_postgresql_deliver_each_once(postgres, lab, tmp_path):
     address = f"127.0.0.1:{port}"
     card = SimEuicc(lab, "nist", eid=EID)
     workers = [
-        start_eim(tmp_path / name, store_url=dsn, lab_pki=lab.root, name=name, relay=True, relay_config=FAST)
+        start_eim(
+            tmp_path / name, store_url=dsn, lab_pki=lab.root, name=name, relay=True, relay_config=allowing(address)
+        )
         for name in ("w1", "w2")
     ]
     try:
+        register(workers[0])
         seqs = []
         for i in range(16):  # the SM-DP+ is down: each worker takes half of them
             note = card.other_notification(1 + i % 3, ICCID, address)
@@ -159,11 +175,14 @@ def test_two_workers_on_postgresql_deliver_each_once(postgres, lab, tmp_path):
 def test_permanent_refusal_ends_failed_with_the_reason(lab, tmp_path):
     store_url = f"sqlite:///{tmp_path}/eim.db"
     with smdp_at(lab, tmp_path / "smdp", 0) as smdp:
-        eim = start_eim(tmp_path, store_url=store_url, lab_pki=lab.root, relay=True, relay_config=FAST)
+        eim = start_eim(
+            tmp_path, store_url=store_url, lab_pki=lab.root, relay=True, relay_config=allowing(smdp.address)
+        )
         try:
-            # well-formed for ESipa (the eIM takes it) but over the SM-DP+'s 64 000-byte limit for a
+            register(eim)
+            # genuine and well-formed for ESipa (the eIM takes it) but over the SM-DP+'s 64 000-byte limit for a
             # pendingNotification: it answers Failed 1.2/2.1 ("too long"), which no retry can fix
-            bad = oversized(SimEuicc(lab, "nist", eid=EID).other_notification(3, ICCID, smdp.address))
+            bad = oversized(SimEuicc(lab, "nist", eid=EID), smdp.address)
             assert handle_notification(eim.esipa, bad) == 204
             [failed] = wait_for("the refusal", lambda: listed(eim, "failed"), servers=[eim])
             assert "Failed 1.2/2.1" in failed["last_error"] and "too long" in failed["last_error"], failed
@@ -195,33 +214,16 @@ def test_permanent_refusal_ends_failed_with_the_reason(lab, tmp_path):
     assert "Failed 1.2/2.1" in entries[1].detail["reason"] and entries[1].detail["notification_id"] == failed["id"]
 
 
-def oversized(notification: bytes) -> bytes:
-    """The otherSignedNotification with its euiccCertificate replaced by a well-formed certificate carrying a
-    70 000-byte extension."""
-    import datetime as dt
+def oversized(card: SimEuicc, address: str) -> bytes:
+    """An otherSignedNotification the card signed whose NotificationMetadata carries a 70 000-byte private
+    extension (the metadata is extensible; the eUICC's signature covers it)."""
+    from rsp import crypto
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "oversized")])
-    big = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), bytes(70_000))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(dt.datetime(2020, 1, 1))
-        .not_valid_after(dt.datetime(2040, 1, 1))
-        .add_extension(big, critical=False)
-        .sign(key, hashes.SHA256())
+    meta = T(
+        0xBF2F,
+        T(0x80, b"\x63") + T(0x81, b"\x05\x20") + T(0x0C, address.encode()) + T(0xDF7F, bytes(70_000)),
     )
-    meta, signature, _euicc, eum = tlv.children(notification)
-    return T(0x30, meta.raw + signature.raw + cert.public_bytes(Encoding.DER) + eum.raw)
+    return T(0x30, meta + T(0x5F37, crypto.sign(card.key, meta)) + card.cert_der + card.eum_der)
 
 
 def base64_of(row: dict) -> bytes:

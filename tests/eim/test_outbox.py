@@ -1,7 +1,8 @@
 """The notification outbox and its forwarder (``eim.relay.outbox``) on both stores, against the real lab SM-DP+
 over HTTPS on loopback: an SM-DP+ that is down gets the notification once it is up (exactly once, the row gone),
 a permanent ES9+ refusal ends as failed with the reason in the audit trail, attempts back off and end; what can
-never be forwarded is refused before anything is stored. The retry policy's delays are checked as a function."""
+never be forwarded (unverified, no usable address, an address this eIM does not send to) is refused before
+anything is stored. The retry policy's delays are checked as a function."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from eim.interfaces import NotificationQueue, NotificationRefused
 from eim.model import NotificationStatus
+from eim.packages.notification import VerifiedNotification
 from eim.relay import Es9PlusClient, Es9Relay, tls_context
 from eim.relay.errors import Es9BadResponse, Es9Failed, Es9Unreachable, InvalidSmdpAddress, NotForwardable
 from eim.relay.outbox import NotificationOutbox, RetryPolicy, permanent
@@ -23,6 +25,7 @@ from rsp.errors import DecodeError
 from rsp.pki import create_lab_pki, lab_eid
 from smdpp.config import SmdppConfig
 from smdpp.server import running_server
+from tests.eim.helpers import lab_admission, verified
 from tests.eim.test_bindings_common import pir
 from tests.services import free_port
 from tests.smdpp.sim import SimEuicc
@@ -42,6 +45,16 @@ async def client(pki):
     c = Es9PlusClient(tls_context([pki.ca_bundle_path]), timeout=10)
     yield c
     await c.aclose()
+
+
+def vpir(address: str, seq: int) -> VerifiedNotification:
+    """A PIR as the outbox receives it from ``eim.esipa.results`` once its signature verified (the forwarder's
+    behaviour does not depend on the signature, which the lab SM-DP+ does not need to accept here)."""
+    return VerifiedNotification(pir(address=address, seq=seq), "pir", EID, seq, address, bytes(16))
+
+
+def outbox_for(store, relay, policy, allowed=(), **kw) -> NotificationOutbox:
+    return NotificationOutbox(store, relay, policy, admission=lab_admission(allowed), **kw)
 
 
 def smdp_at(pki, tmp_path, port: int):
@@ -98,20 +111,20 @@ def test_policy_bounds_and_classification():
 
 
 # ---------------------------------------------------------------- taking responsibility
-async def test_what_cannot_be_forwarded_is_refused_and_nothing_stored(store, client):
-    outbox = NotificationOutbox(store, Es9Relay(store, client), FAST)
+async def test_what_cannot_be_forwarded_is_refused_and_nothing_stored(store, client, pki):
+    outbox = outbox_for(store, Es9Relay(store, client), FAST, allowed=["smdp.allowed.example"])
     assert isinstance(outbox, NotificationQueue)
-    compact = T(0xA0, T(0x80, bytes(16)))
-    no_address = T(0x30, T(0xBF2F, T(0x80, b"\x01")))
-    for raw, reason in (
-        (compact, "compact notifications cannot be forwarded"),
-        (no_address, "names no notificationAddress"),
-        (b"\x04\x01\x00", "unknown notification tag"),
-        (b"\x30\x05\x01", "PendingNotification"),
-        (pir(address="a/b"), "is not an SM-DP+ address"),
+    card = SimEuicc(pki, "nist", eid=EID)
+    for note, cause, reason in (
+        (card.other_notification(1, "8949449999999990920", "smdp.allowed.example"), "unverified", "only verified"),
+        (vpir("a/b", 1), "unforwardable", "is not an SM-DP+ address"),
+        (vpir("smdp.other.example", 2), "address", "not an SM-DP+ of this eIM"),
+        (vpir("169.254.169.254", 3), "address", "never an SM-DP+"),
+        (vpir("10.0.0.7:443", 4), "address", "private or reserved"),
     ):
-        with pytest.raises(NotificationRefused, match=re.escape(reason)):
-            await outbox.accept(EID, raw)
+        with pytest.raises(NotificationRefused, match=re.escape(reason)) as exc:
+            await outbox.accept(note)
+        assert exc.value.cause == cause
     assert await store.list_notifications() == [] and await store.count_notifications_by_status() == {}
 
 
@@ -121,8 +134,8 @@ async def test_smdp_down_then_up_gets_it_exactly_once(store, client, pki, tmp_pa
     address = f"127.0.0.1:{port}"
     card = SimEuicc(pki, "nist", eid=EID)
     note = card.other_notification(1, "8949449999999990920", address)  # enable, signed by the card
-    outbox = NotificationOutbox(store, Es9Relay(store, client), FAST)
-    row = await outbox.accept(EID, T(0xBF3D, T(0xA0, note)))  # as HandleNotificationEsipa carries it
+    outbox = outbox_for(store, Es9Relay(store, client), FAST, allowed=[address])
+    row = await outbox.accept(verified(pki, note, EID))
     assert row.notification == note and row.address == address and row.seq_number == card.seq
     # nobody listens: the attempt fails, the row stays pending with the reason and a later next attempt
     [d] = await outbox.deliver_due()
@@ -148,10 +161,11 @@ async def test_smdp_down_then_up_gets_it_exactly_once(store, client, pki, tmp_pa
 
 async def test_permanent_refusal_ends_as_failed_with_the_reason(store, client, pki, tmp_path):
     with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=pki.root, port=0)) as smdp:
-        # an otherSignedNotification without signature and certificates: the SM-DP+ refuses it (1.2 / 2.1)
+        # an otherSignedNotification without signature and certificates: the SM-DP+ refuses it (1.2 / 2.1). The
+        # eIM never takes such a thing from an IPA; it stands for any notification an SM-DP+ refuses for good
         bad = T(0x30, T(0xBF2F, T(0x80, b"\x2a") + T(0x0C, smdp.address.encode())))
-        outbox = NotificationOutbox(store, Es9Relay(store, client), FAST)
-        await outbox.accept(EID, bad)
+        outbox = outbox_for(store, Es9Relay(store, client), FAST, allowed=[smdp.address])
+        await outbox.accept(VerifiedNotification(bad, "other", EID, 42, smdp.address))
         [d] = await outbox.deliver_due()
         assert d.outcome == "failed" and "Failed 1.2/2.1" in d.reason, d
         assert await outbox.deliver_due() == []  # not tried again
@@ -165,15 +179,15 @@ async def test_permanent_refusal_ends_as_failed_with_the_reason(store, client, p
 
 async def test_not_allowed_address_fails_and_attempts_run_out(store, client, pki):
     relay = Es9Relay(store, client, allowed_smdp_addresses=["smdp.allowed.example"])
-    outbox = NotificationOutbox(store, relay, FAST)
-    await outbox.accept(EID, pir(address="smdp.other.example", seq=3))
+    outbox = outbox_for(store, relay, FAST, allowed=["smdp.other.example"])  # the relay's list disagrees
+    await outbox.accept(vpir("smdp.other.example", 3))
     [d] = await outbox.deliver_due()
     assert d.outcome == "failed" and "not an allowed SM-DP+" in d.reason
     # an SM-DP+ that never answers: after max_attempts the notification ends as failed, "gave up"
     limited = RetryPolicy(initial_s=0.01, max_s=0.01, jitter=0, max_attempts=2, poll_s=0.1, lease_s=30)
-    outbox = NotificationOutbox(store, Es9Relay(store, client), limited)
     closed = f"127.0.0.1:{free_port()}"
-    await outbox.accept(EID, pir(address=closed, seq=4))
+    outbox = outbox_for(store, Es9Relay(store, client), limited, allowed=[closed])
+    await outbox.accept(vpir(closed, 4))
 
     async def ended():
         outcomes = [x.outcome for x in await outbox.deliver_due()]
@@ -187,11 +201,11 @@ async def test_not_allowed_address_fails_and_attempts_run_out(store, client, pki
 async def test_forwarder_task_delivers_what_is_accepted_and_releases_on_close(store, client, pki, tmp_path):
     with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=pki.root, port=0)) as smdp:
         card = SimEuicc(pki, "nist", eid=EID)
-        outbox = NotificationOutbox(store, Es9Relay(store, client), RetryPolicy(poll_s=30, lease_s=60))
+        outbox = outbox_for(store, Es9Relay(store, client), RetryPolicy(poll_s=30, lease_s=60), [smdp.address])
         task = outbox.start()
         try:
             note = card.other_notification(2, "8949449999999990920", smdp.address)  # disable
-            await outbox.accept(EID, note)  # wakes the forwarder: no poll interval to wait for
+            await outbox.accept(verified(pki, note, EID))  # wakes the forwarder: no poll interval to wait for
 
             async def arrived():
                 return received(smdp, card.seq) and await store.list_notifications() == []
@@ -202,8 +216,8 @@ async def test_forwarder_task_delivers_what_is_accepted_and_releases_on_close(st
         assert task.done() and len(received(smdp, card.seq)) == 1
         await client.aclose()
     # a lease held at close time is given back: the notification is due again at once for the next worker
-    outbox2 = NotificationOutbox(store, Es9Relay(store, client), FAST, owner="closing")
-    await outbox2.accept(EID, pir(address="smdp.example.com", seq=8))
+    outbox2 = outbox_for(store, Es9Relay(store, client), FAST, ["smdp.example.com"], owner="closing")
+    await outbox2.accept(vpir("smdp.example.com", 8))
     await store.claim_notifications(now=time.time(), lease_s=600, owner="closing")
     await outbox2.aclose()
     [free] = await store.list_notifications()
