@@ -95,6 +95,9 @@ def operation_settings(config: Config) -> OperationSettings:
         default_download_mode=o.default_download_mode,
         auto_learn_certificates=o.auto_learn_certificates,
         push_retry_s=o.push_retry_s,
+        max_handouts=o.max_handouts,
+        relay_retry_initial_s=config.relay.retry_initial_s,
+        relay_retry_max_s=config.relay.retry_max_s,
     )
 
 

@@ -89,6 +89,7 @@ class OperationsSection:
     auto_learn_certificates: bool = True
     push_retry_s: float = 300.0
     sweep_interval_s: float = 5.0
+    max_handouts: int = 3  # hand-outs whose results were refused, then the operation fails (0 = no limit)
 
 
 @dataclass
@@ -105,6 +106,10 @@ class RelaySection:
     notification_retry_jitter: float = 0.2  # each delay spread over +-20 %
     notification_retry_max_attempts: int = 500  # then the notification ends as failed; 0 = never give up
     notification_poll_s: float = 2.0  # how often a worker looks for due notifications
+    # SM-DP+ not reachable during an indirect download: its package is handed out again after retry_initial_s,
+    # doubling per failed hand-out up to retry_max_s, until the operation's validity ends
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 300.0
 
 
 @dataclass
@@ -229,6 +234,10 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("[relay] notification_retry_max_attempts: must be 0 (no limit) or more")
     if not r.notification_poll_s > 0 or not r.timeout_s > 0:
         raise ConfigError("[relay] notification_poll_s and timeout_s: must be > 0")
+    if cfg.operations.max_handouts < 0:
+        raise ConfigError("[operations] max_handouts: must be 0 (no limit) or more")
+    if not 0 < r.retry_initial_s <= r.retry_max_s:
+        raise ConfigError("[relay] retry_initial_s: must be > 0 and <= retry_max_s")
     if cfg.coap.dtls_max_sessions < 1:
         raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
     return cfg
