@@ -124,7 +124,9 @@ class Es9PlusClient:
         if response.status_code == 204:
             return None
         if response.status_code != 200:
-            raise Es9BadResponse(function, f"{address} answered HTTP {response.status_code}")
+            raise Es9BadResponse(
+                function, f"{address} answered HTTP {response.status_code}", http_status=response.status_code
+            )
         if len(response.content) > MAX_RESPONSE:
             raise Es9BadResponse(function, f"{address} answered {len(response.content)} bytes (limit {MAX_RESPONSE})")
         try:

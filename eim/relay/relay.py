@@ -27,9 +27,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from typing import Any
 
-from eim.interfaces import RelayStore
+from eim.interfaces import FailedRelayAnswer, RelayFailure, RelayStore
 from eim.model import OpKind
 from eim.relay import authenticate_client as ac
 from eim.relay import cancel_session as cs
@@ -37,7 +38,7 @@ from eim.relay import get_bound_profile_package as gbpp
 from eim.relay import handle_notification as hn
 from eim.relay import initiate_authentication as ia
 from eim.relay.common import error_code
-from eim.relay.errors import Es9BadResponse, InvalidSmdpAddress, RelayError
+from eim.relay.errors import Es9BadResponse, Es9Failed, InvalidSmdpAddress, RelayError, is_transient
 from eim.relay.es9plus_client import Es9PlusClient, check_address
 from rsp import asn1
 from rsp.errors import DecodeError, RspError
@@ -268,11 +269,22 @@ class Es9Relay:
     # ------------------------------------------------------------------
     @staticmethod
     def _failed(module: Any, exc: RelayError, eid: str, *, tls_code: int | None = None) -> bytes:
+        """The function's ESipa error for ``exc``, carrying why (:class:`eim.interfaces.FailedRelayAnswer`)."""
         code = error_code(exc, module.ERRORS, tls_code=tls_code if tls_code is not None else module.UNDEFINED_ERROR)
+        transient = is_transient(exc)
         log.warning(
-            "ES9+ step failed", extra={"eid": eid, "function": module.FUNCTION, "reason": str(exc), "code": code}
+            "ES9+ step failed",
+            extra={"eid": eid, "function": module.FUNCTION, "reason": str(exc), "code": code, "transient": transient},
         )
-        return module.error_response(code)
+        failure = RelayFailure(module.FUNCTION, str(exc), transient)
+        if isinstance(exc, Es9Failed):
+            failure = replace(
+                failure,
+                subject_code=exc.subject_code,
+                reason_code=exc.reason_code,
+                message=exc.status_message or None,
+            )
+        return FailedRelayAnswer(module.error_response(code), failure)
 
 
 def _download_target(params: dict[str, Any]) -> tuple[str | None, str | None]:
