@@ -176,7 +176,14 @@ def make_relay(config: Config, store: Store, lab: Any) -> tuple[DownloadRelay | 
         ctx = tls_context(ca_files, use_system_store=config.relay.use_system_store)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"[relay] ca_files: {exc}") from None
-    client = Es9PlusClient(ctx, timeout=config.relay.timeout_s, requester_id=config.eim.eim_id)
+    from rsp import resolve
+
+    client = Es9PlusClient(
+        ctx,
+        timeout=config.relay.timeout_s,
+        requester_id=config.eim.eim_id,
+        resolve=resolve.parse(config.relay.resolve),
+    )
     relay = Es9Relay(
         store,
         client,

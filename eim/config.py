@@ -110,6 +110,9 @@ class RelaySection:
     # doubling per failed hand-out up to retry_max_s, until the operation's validity ends
     retry_initial_s: float = 5.0
     retry_max_s: float = 300.0
+    # labs: connect to another address for an SM-DP+ name, {"host[:port]" = "address:port"} (like curl --resolve);
+    # TLS still checks the certificate against the name. Environment: EIM_RELAY_RESOLVE="host=address:port,..."
+    resolve: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,6 +168,17 @@ def _coerce(section: str, key: str, default: Any, value: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: must be a number, got {value!r}") from None
+    if isinstance(default, dict):
+        from rsp.resolve import ResolveMapError, parse_text
+
+        if isinstance(value, str):
+            try:
+                return parse_text(value)
+            except ResolveMapError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        if isinstance(value, dict):
+            return dict(value)  # entries checked by load_config
+        raise ConfigError(f'{where}: must be a table of host[:port] = "address:port"')
     if isinstance(default, list):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
@@ -236,6 +250,12 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("[relay] notification_poll_s and timeout_s: must be > 0")
     if cfg.operations.max_handouts < 0:
         raise ConfigError("[operations] max_handouts: must be 0 (no limit) or more")
+    from rsp.resolve import ResolveMapError, parse
+
+    try:
+        parse(r.resolve)
+    except ResolveMapError as exc:
+        raise ConfigError(f"[relay] resolve: {exc}") from None
     if not 0 < r.retry_initial_s <= r.retry_max_s:
         raise ConfigError("[relay] retry_initial_s: must be > 0 and <= retry_max_s")
     if cfg.coap.dtls_max_sessions < 1:
