@@ -59,11 +59,24 @@ async def initiate_authentication(rp: ResultProcessor, value: dict[str, Any], ra
     eid = None
     if txid is not None:
         op = await rp.store.find_operation_by_eim_transaction_id(txid)
-        if op is None or op.kind is not OpKind.DOWNLOAD:
+        if op is None:
             return codec.initiate_authentication_error(codec.IA_INVALID_EIM_TRANSACTION_ID)
-        if op.status is not OpStatus.IN_PROGRESS:
-            return codec.initiate_authentication_error(codec.IA_INVALID_EIM_TRANSACTION_ID)
-        if ctx.eid_hint is not None and ctx.eid_hint != op.eid:
+        why = None
+        if op.kind is not OpKind.DOWNLOAD:
+            why = f"the eimTransactionId belongs to a {op.kind.value} operation"
+        elif op.status is not OpStatus.IN_PROGRESS:
+            why = f"the download operation is {op.status.value}"
+        elif ctx.eid_hint is not None and ctx.eid_hint != op.eid:
+            why = f"the request came from eUICC {ctx.eid_hint}"
+        if why is not None:  # audited on the operation it names (a late or misdirected request)
+            await rp.store.add_audit(
+                who="ipa",
+                action="initiate_authentication",
+                outcome="rejected",
+                eid=op.eid,
+                operation_id=op.id,
+                detail={"code": codec.IA_INVALID_EIM_TRANSACTION_ID, "reason": why, "binding": ctx.binding},
+            )
             return codec.initiate_authentication_error(codec.IA_INVALID_EIM_TRANSACTION_ID)
         eid = op.eid
     elif ctx.eid_hint is not None and await rp.store.get_euicc(ctx.eid_hint) is not None:

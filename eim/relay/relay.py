@@ -127,10 +127,12 @@ class Es9Relay:
                 return ia.error_response(ia.INVALID_EIM_TRANSACTION_ID)
         op_address, op_oid = _download_target(op.params if op is not None else {})
         if req.smdp_address and op_address and req.smdp_address.lower() != op_address.lower():
-            return ia.error_response(ia.SMDP_ADDRESS_MISMATCH)
+            return _refused(
+                ia, ia.SMDP_ADDRESS_MISMATCH, f"the IPA named {req.smdp_address}, the operation {op_address}"
+            )
         address = req.smdp_address or op_address or self.default_smdp_address
         if not address:
-            return ia.error_response(ia.INVALID_DP_ADDRESS)
+            return _refused(ia, ia.INVALID_DP_ADDRESS, "no SM-DP+ address: none in the request or the operation")
         info1_key = INFO1_PREFIX + eid.upper()
         euicc_info1 = req.euicc_info1
         if euicc_info1 is None:
@@ -138,14 +140,14 @@ class Es9Relay:
             euicc_info1 = bytes.fromhex(cached["der"]) if cached and "der" in cached else None
             if euicc_info1 is None:
                 log.info("InitiateAuthentication without euiccInfo1 and none known", extra={"eid": eid})
-                return ia.error_response(ia.UNDEFINED_ERROR)
+                return _refused(ia, ia.UNDEFINED_ERROR, "no euiccInfo1 in the request and none known for this EID")
         try:
             self._check(address, ia.FUNCTION)
             answer = await self._call_for_answer(address, ia.FUNCTION, ia.es9_request(req, euicc_info1, address))
             parsed = ia.parse_answer(answer)
             if op_oid and _certificate_oid(parsed.server_certificate) != op_oid:
                 log.warning("SM-DP+ OID mismatch", extra={"eid": eid, "address": address})
-                return ia.error_response(ia.SMDP_OID_MISMATCH)
+                return _refused(ia, ia.SMDP_OID_MISMATCH, f"CERT.DPauth of {address} does not carry OID {op_oid}")
             # The IPA came without download data (no SM-DP+ address): the eIM supplies the matchingId.
             matching_id = _matching_id(op.params) if op is not None and not req.smdp_address else None
             out = self._valid(ia.ok_response(parsed, matching_id), ia.FUNCTION)
@@ -285,6 +287,11 @@ class Es9Relay:
                 message=exc.status_message or None,
             )
         return FailedRelayAnswer(module.error_response(code), failure)
+
+
+def _refused(module: Any, code: int, reason: str) -> bytes:
+    """An ESipa error the relay chose itself (no ES9+ call failed), with its reason for the operation."""
+    return FailedRelayAnswer(module.error_response(code), RelayFailure(module.FUNCTION, reason))
 
 
 def _download_target(params: dict[str, Any]) -> tuple[str | None, str | None]:

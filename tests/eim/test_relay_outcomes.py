@@ -184,3 +184,29 @@ def test_come_back_later_is_5_03_over_coap():
         assert r.code == Code.SERVICE_UNAVAILABLE and b"try again later" in r.payload
     finally:
         coap.close()
+
+
+async def test_relay_refusals_of_its_own_end_the_operation_with_the_reason(store, lab):
+    """No SM-DP+ is called: the IPA names another SM-DP+ than the operation's activation code (smdpAddressMismatch).
+    A late InitiateAuthentication for the failed operation is then answered invalidEimTransactionId, audited on it."""
+    client = Es9PlusClient(tls_context(use_system_store=True), timeout=5)
+    env = make_env(store, lab, relay=Es9Relay(store, client))
+    try:
+        op, _, eim_txid = await download_operation(env, EIDS[1], "1$smdp.example.com$MATCHING-1")
+        ipa = Ipa(ThroughDispatcher(env), SimEuicc(lab, "nist", eid=EIDS[1]))
+        answer = await ipa.initiate("other.example.com", eim_txid)
+        assert esipa(answer) == ("initiateAuthenticationErrorEsipa", 50)
+        failed = await env.service.get(op.id)
+        assert failed.status is OpStatus.FAILED and failed.result_code == 50
+        assert failed.error == (
+            "relayed initiateAuthentication failed: the IPA named other.example.com, the operation smdp.example.com"
+        )
+        assert esipa(await ipa.initiate("smdp.example.com", eim_txid)) == ("initiateAuthenticationErrorEsipa", 52)
+        audit = [
+            a for a in await store.list_audit(operation_id=op.id, limit=100) if a.action == "initiate_authentication"
+        ]
+        assert [(a.outcome, a.detail["code"], a.detail["reason"]) for a in audit] == [
+            ("rejected", 52, "the download operation is failed")
+        ]
+    finally:
+        await client.aclose()
