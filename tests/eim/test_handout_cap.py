@@ -143,3 +143,31 @@ def test_error_answer_code_reads_each_function():
     assert error_answer_code(0xBF50, bytes.fromhex("BF50023000")) is None  # emptyResponse
     assert error_answer_code(0xBF39, bytes.fromhex("BF3902A000")) is None
     assert error_answer_code(0xBF39, b"\xbf\x39") is None  # not even a TLV: no code
+
+
+async def test_refused_pushed_results_count_too(store, lab):
+    """MQTT push: a refused result in TransferEimPackageResponse has no error answer, but counts against the cap."""
+    from eim.interfaces import RequestContext
+
+    env = make_env(store, lab, settings=OperationSettings(max_handouts=2, push_retry_s=0.0))
+    card = await ready_card(env, lab, EIDS[3])
+    pushed: list[bytes] = []
+
+    class Pusher:
+        async def push(self, eid, message):
+            pushed.append(message)
+
+    env.service.pusher = Pusher()
+    await store.update_euicc(card.eid, binding="mqtt")
+    mqtt = RequestContext("mqtt", f"esipa/{card.eid}/up", card.eid)
+    op = await env.service.create(card.eid, OpKind.PSMO, {"psmos": [{"getRAT": {}}]})
+    await env.service.drain()
+    for expected in (OpStatus.IN_PROGRESS, OpStatus.FAILED):
+        package = tlv.children(pushed[-1])[0].raw
+        bad = forged(await card.load(package))
+        assert await env.dispatcher.handle(tlv.encode(0xBF4E, bad), mqtt) is None
+        assert (await env.service.get(op.id)).status is expected
+        await env.service.push_pending()
+    assert len(pushed) == 2  # not pushed a third time
+    failed = await env.service.get(op.id)
+    assert failed.result["refusals"]["count"] == 2 and "refused after 2 hand-out(s)" in failed.error
