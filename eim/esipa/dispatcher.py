@@ -108,7 +108,7 @@ ERROR_TAGS = {0xBF4F: 0x02, 0xBF50: 0x02, 0xBF39: 0x81, 0xBF3B: 0x82, 0xBF3A: 0x
 def error_answer_code(tag: int, answer: bytes | None) -> int | None:
     """The code when ``answer`` is the error alternative of function ``tag``'s answer, else ``None``
     (``noEimPackageAvailable`` is not an error: it is the idle poll's answer)."""
-    if not answer or tag not in ERROR_TAGS:
+    if not answer or len(answer) > 10 or tag not in ERROR_TAGS:  # an error answer is BF4F 03 02 01 7F and the like
         return None
     try:
         kids = tlv.children(tlv.parse_exact(answer))
