@@ -111,6 +111,9 @@ def operation_settings(config: Config) -> OperationSettings:
         default_download_mode=o.default_download_mode,
         auto_learn_certificates=o.auto_learn_certificates,
         push_retry_s=o.push_retry_s,
+        max_handouts=o.max_handouts,
+        relay_retry_initial_s=config.relay.retry_initial_s,
+        relay_retry_max_s=config.relay.retry_max_s,
     )
 
 
@@ -231,7 +234,14 @@ def make_relay(config: Config, store: Store, lab: Any) -> tuple[DownloadRelay | 
         ctx = tls_context(ca_files, use_system_store=config.relay.use_system_store)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"[relay] ca_files: {exc}") from None
-    client = Es9PlusClient(ctx, timeout=config.relay.timeout_s, requester_id=config.eim.eim_id)
+    from rsp import resolve
+
+    client = Es9PlusClient(
+        ctx,
+        timeout=config.relay.timeout_s,
+        requester_id=config.eim.eim_id,
+        resolve=resolve.parse(config.relay.resolve),
+    )
     relay = Es9Relay(
         store,
         client,

@@ -102,6 +102,7 @@ class OperationsSection:
     auto_learn_certificates: bool = True
     push_retry_s: float = 300.0
     sweep_interval_s: float = 5.0
+    max_handouts: int = 3  # hand-outs whose results were refused, then the operation fails (0 = no limit)
 
 
 @dataclass
@@ -124,6 +125,13 @@ class RelaySection:
     notification_retry_jitter: float = 0.2  # each delay spread over +-20 %
     notification_retry_max_attempts: int = 500  # then the notification ends as failed; 0 = never give up
     notification_poll_s: float = 2.0  # how often a worker looks for due notifications
+    # SM-DP+ not reachable during an indirect download: its package is handed out again after retry_initial_s,
+    # doubling per failed hand-out up to retry_max_s, until the operation's validity ends
+    retry_initial_s: float = 5.0
+    retry_max_s: float = 300.0
+    # labs: connect to another address for an SM-DP+ name, {"host[:port]" = "address:port"} (like curl --resolve);
+    # TLS still checks the certificate against the name. Environment: EIM_RELAY_RESOLVE="host=address:port,..."
+    resolve: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,6 +187,17 @@ def _coerce(section: str, key: str, default: Any, value: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: must be a number, got {value!r}") from None
+    if isinstance(default, dict):
+        from rsp.resolve import ResolveMapError, parse_text
+
+        if isinstance(value, str):
+            try:
+                return parse_text(value)
+            except ResolveMapError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        if isinstance(value, dict):
+            return dict(value)  # entries checked by load_config
+        raise ConfigError(f'{where}: must be a table of host[:port] = "address:port"')
     if isinstance(default, list):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
@@ -252,6 +271,16 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("[relay] max_pending_notifications_per_eid, notification_rate_per_eid_per_hour: must be >= 0")
     if r.notification_rate_per_eid_per_hour > 0 and r.notification_burst_per_eid < 1:
         raise ConfigError("[relay] notification_burst_per_eid: must be at least 1 when there is a rate limit")
+    if cfg.operations.max_handouts < 0:
+        raise ConfigError("[operations] max_handouts: must be 0 (no limit) or more")
+    from rsp.resolve import ResolveMapError, parse
+
+    try:
+        parse(r.resolve)
+    except ResolveMapError as exc:
+        raise ConfigError(f"[relay] resolve: {exc}") from None
+    if not 0 < r.retry_initial_s <= r.retry_max_s:
+        raise ConfigError("[relay] retry_initial_s: must be > 0 and <= retry_max_s")
     if cfg.coap.dtls_max_sessions < 1:
         raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
     _check_http_limits(cfg)

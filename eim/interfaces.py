@@ -66,9 +66,41 @@ class PackagePusher(Protocol):
     async def push(self, eid: str, transfer_eim_package_request: bytes) -> None: ...
 
 
+@dataclass(frozen=True)
+class RelayFailure:
+    """Why a relayed ES9+ step failed, as the relay knows it (the ESipa error code alone says much less).
+
+    ``transient``: no answer from the SM-DP+ (connection refused or reset, timeout, HTTP 502/503/504) - the same
+    request may succeed later. Otherwise the failure is final: the SM-DP+ refused (``subject_code``,
+    ``reason_code``, ``message`` of its ``statusCodeData``), or it cannot be used (TLS, address, malformed answer).
+    """
+
+    function: str  # the ES9+ function
+    reason: str
+    transient: bool = False
+    subject_code: str | None = None
+    reason_code: str | None = None
+    message: str | None = None
+
+
+class FailedRelayAnswer(bytes):
+    """A relay's ESipa error answer (the bytes the IPA gets) that also carries the :class:`RelayFailure`, so the
+    dispatcher can keep the reason on the operation. Compares and encodes as the plain answer bytes."""
+
+    failure: RelayFailure
+
+    def __new__(cls, answer: bytes, failure: RelayFailure) -> FailedRelayAnswer:
+        obj = super().__new__(cls, answer)
+        obj.failure = failure
+        return obj
+
+
 @runtime_checkable
 class DownloadRelay(Protocol):
-    """Implemented by ``eim.relay``: the ES9+ client for indirect profile downloads. All arguments are DER."""
+    """Implemented by ``eim.relay``: the ES9+ client for indirect profile downloads. All arguments are DER.
+
+    A failed ES9+ step is answered with the function's ESipa error; the relay may return it as a
+    :class:`FailedRelayAnswer` to say why."""
 
     async def initiate_authentication(self, eid: str, request: bytes) -> bytes: ...  # BF39 in -> BF39 out
 

@@ -14,6 +14,7 @@ metric                                     labels
                                            / unknown_euicc / unattributed / address / unforwardable / cap / rate)
 ``eim_notification_queue`` (gauge, store)  ``status`` (pending / failed) - the outbox of notifications for SM-DP+s
 ``eim_esipa_requests_total``               ``function``, ``binding``, ``outcome`` (ok / error / rejected)
+``eim_esipa_error_answers_total``          ``function``, ``binding``, ``code`` (the ESipa error code, 0..127 or other)
 ``eim_esipa_request_seconds`` (histogram)  ``function``, ``binding``
 ``eim_api_requests_total``                 ``method``, ``route`` (the route template), ``status``
 =========================================  ===========================================================
@@ -68,6 +69,9 @@ class Metrics:
             "eim_notification_queue", "Notifications in the outbox for SM-DP+s, by status", ["status"], registry=r
         )
         self.esipa = Counter("eim_esipa_requests", "ESipa requests", ["function", "binding", "outcome"], registry=r)
+        self.esipa_errors = Counter(
+            "eim_esipa_error_answers", "ESipa error answers by code", ["function", "binding", "code"], registry=r
+        )
         self.esipa_latency = Histogram(
             "eim_esipa_request_seconds",
             "ESipa request handling time",
@@ -109,6 +113,10 @@ class Metrics:
         binding = binding if binding in ("http", "coap", "mqtt") else "other"
         self.esipa.labels(function, binding, outcome).inc()
         self.esipa_latency.labels(function, binding).observe(seconds)
+
+    def esipa_error_answer(self, function: str, binding: str, code: int) -> None:
+        binding = binding if binding in ("http", "coap", "mqtt") else "other"
+        self.esipa_errors.labels(function, binding, str(code) if 0 <= code <= 127 else "other").inc()
 
     def api_request(self, method: str, route: str, status: int) -> None:
         self.api.labels(method, route, str(status)).inc()

@@ -57,6 +57,9 @@ class OperationSettings:
     push_retry_s: float = 300.0  # a pushed package without answer is pushed again after this long
     # which SM-DP+ addresses a download may name (eim.smdp_addresses); None: link-local/metadata ones are refused
     smdp_addresses: SmdpAddressPolicy | None = None
+    max_handouts: int = 3  # hand-outs whose results were refused before the operation fails (0 = no limit)
+    relay_retry_initial_s: float = 5.0  # SM-DP+ unreachable: the package is handed out again after this long,
+    relay_retry_max_s: float = 300.0  # doubling per failed hand-out up to this (within the validity window)
 
 
 class OperationService:
@@ -305,6 +308,58 @@ class OperationService:
         if self.metrics:
             for o in claim.closed:
                 self.metrics.operation_finished(o.kind.value, o.status.value)
+
+    async def note_refusal(
+        self, op_id: str | None, code: int, reason: str, *, eid: str | None = None, who: str = "ipa"
+    ) -> Operation | None:
+        """A result for ``op_id`` (or ``eid``'s handed-out package) was answered with ESipa error ``code``.
+
+        Counted once per hand-out; after ``max_handouts`` such hand-outs the operation ends ``failed`` with this
+        refusal and is not handed out again (:mod:`eim.store.retries`). Never raises for a store failure: the
+        refusal answer still goes to the IPA."""
+        try:
+            op = await self.store.note_refusal(
+                op_id,
+                eid=eid,
+                code=code,
+                reason=reason,
+                now=self.clock(),
+                max_handouts=self.settings.max_handouts,
+                who=who,
+            )
+        except Exception as exc:  # the answer matters more than the bookkeeping
+            log.warning("refusal not recorded", extra={"operation": op_id, "error": str(exc)})
+            return None
+        if op is not None and op.status is OpStatus.FAILED:
+            log.warning(
+                "operation failed: results refused",
+                extra={"operation": op.id, "eid": op.eid, "code": code, "refusals": (op.result or {}).get("refusals")},
+            )
+            if self.metrics:
+                self.metrics.operation_finished(op.kind.value, op.status.value)
+            euicc = await self.store.get_euicc(op.eid)
+            if euicc is not None:
+                self.kick(euicc)
+        return op
+
+    async def defer(self, op_id: str, function: str, reason: str) -> Operation | None:
+        """The SM-DP+ could not be reached for ``op_id``'s download: its package is handed out again after a
+        capped backoff (``relay_retry_initial_s`` doubling up to ``relay_retry_max_s``), within its validity."""
+        op = await self.store.defer_operation(
+            op_id,
+            function=function,
+            reason=reason,
+            now=self.clock(),
+            initial_s=self.settings.relay_retry_initial_s,
+            max_s=self.settings.relay_retry_max_s,
+        )
+        if op is not None:
+            retry = (op.result or {}).get("retry", {})
+            log.warning(
+                "SM-DP+ not reachable: download handed out again later",
+                extra={"operation": op.id, "eid": op.eid, "function": function, "retry_at": retry.get("at")},
+            )
+        return op
 
     async def expire(self) -> int:
         n = await self.store.expire_operations(self.clock())

@@ -95,7 +95,11 @@ class Agent:
         from ipa.esipa import tls_context
 
         c = self.config.es9
-        return Es9Client(verify=tls_context(c.ca_file, None, c.insecure), timeout=c.timeout)
+        from rsp import resolve
+
+        return Es9Client(
+            verify=tls_context(c.ca_file, None, c.insecure), timeout=c.timeout, resolve=resolve.parse(c.resolve)
+        )
 
     async def close(self) -> None:
         await self.ctx.close_transport()

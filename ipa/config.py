@@ -77,6 +77,9 @@ class Es9Config:
     ca_file: str = ""  # CA bundle for SM-DP+ TLS (default: system store)
     insecure: bool = False
     timeout: float = 60.0
+    # labs: connect to another address for an SM-DP+ name, {"host[:port]" = "address:port"} (like curl --resolve);
+    # TLS still checks the certificate against the name. Environment: IPA_ES9_RESOLVE="host=address:port,..."
+    resolve: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -135,6 +138,17 @@ def _coerce(section: str, key: str, current: Any, value: Any, *, from_env: bool)
             except ValueError:
                 pass
         raise ConfigError(f"{name} must be a number, got {value!r}")
+    if isinstance(current, dict):
+        from rsp.resolve import ResolveMapError, parse_text
+
+        if isinstance(value, dict):
+            return dict(value)  # checked entry by entry in validate()
+        if from_env and isinstance(value, str):
+            try:
+                return parse_text(value)
+            except ResolveMapError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        raise ConfigError(f'{name} must be a table of host[:port] = "address:port", got {value!r}')
     if isinstance(value, str):
         return value
     raise ConfigError(f"{name} must be a string, got {value!r}")
@@ -179,6 +193,12 @@ def load_psk(cfg: IpaConfig) -> bytes | None:
 
 
 def validate(cfg: IpaConfig) -> IpaConfig:
+    from rsp.resolve import ResolveMapError, parse
+
+    try:
+        parse(cfg.es9.resolve)
+    except ResolveMapError as exc:
+        raise ConfigError(f"es9.resolve: {exc}") from None
     if cfg.device.route not in ("auto", "csim", "cgla"):
         raise ConfigError(f"device.route must be auto, csim or cgla, got {cfg.device.route!r}")
     if not 1 <= cfg.device.block_size <= 255:

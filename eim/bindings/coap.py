@@ -9,6 +9,7 @@ POST, handler returns bytes                              2.04 Changed, payload =
                                                          Content-Format 42 (application/octet-stream)
 POST, handler returns ``None`` (HandleNotification)      2.04 Changed, empty payload
 handler raises ``EsipaRejected``                         4.00 Bad Request, diagnostic payload (UTF-8 text)
+handler raises ``EsipaRejected(503, ...)``               5.03 Service Unavailable (try again later)
 Content-Format set and not 42 / experimental 65000+      4.15 Unsupported Content-Format
 request (all Block1 blocks together) > max_body_size     4.13 Request Entity Too Large
 GET/PUT/DELETE/...                                       4.05 Method Not Allowed
@@ -170,6 +171,8 @@ def _resource_class():
                 answer = await self.handler.handle(request.payload, RequestContext("coap", peer, eid))
             except EsipaRejected as exc:
                 log.info("ESipa request rejected", extra={"peer": peer, "reason": exc.message})
+                if exc.http_status == 503:  # try again later (an SM-DP+ the relay could not reach)
+                    raise error.ServiceUnavailable(exc.message) from None
                 raise error.BadRequest(exc.message) from None
             except RspError as exc:
                 log.warning("ESipa request undecodable", extra={"peer": peer, "reason": str(exc)})

@@ -9,7 +9,7 @@ request                                               answer
 ====================================================  ==============================================
 POST, right content type, handler returns bytes       200, the handler's bytes verbatim
 POST, right content type, handler returns ``None``    204 (``no_body_status``; 200 with 0 bytes if configured)
-handler raises ``EsipaRejected(status, message)``     ``status`` (400), ``text/plain`` message
+handler raises ``EsipaRejected(status, message)``     ``status`` (4xx, or 503: try again later), ``text/plain``
 content type missing or not the ESipa one             415, ``text/plain`` message
 body over ``max_body_size``                           413, ``text/plain`` message (body not read)
 method other than POST                                405 with ``Allow: POST``
@@ -130,7 +130,7 @@ class EsipaHttpApp:
         try:
             answer = await self.handler.handle(body, RequestContext("http", peer))
         except EsipaRejected as exc:
-            status = exc.http_status if 400 <= exc.http_status < 500 else 400
+            status = exc.http_status if 400 <= exc.http_status < 500 or exc.http_status == 503 else 400
             log.info("ESipa request rejected", extra={"peer": peer, "status": status, "reason": exc.message})
             await _text(send, status, exc.message)
             return

@@ -16,7 +16,8 @@ answer: it gets one only when the handler returns an ESipa message (then on ``es
 answers and errors are not published.
 
 Error answers (no ESipa answer possible) carry Content Type ``text/plain; charset=utf-8``, the reason as payload
-and the user property ``esipa-status`` = the HTTP-like status (400 rejected, 413 too large, 500 internal error).
+and the user property ``esipa-status`` = the HTTP-like status (400 rejected, 413 too large, 500 internal error,
+503 try again later).
 
 The Response Topic must lie in the requesting device's own namespace (``esipa/{EID}/...``); any other value is
 ignored and the answer goes to ``esipa/{EID}/down``, so a device cannot make the eIM publish into another device's
@@ -260,7 +261,7 @@ class MqttBinding:
                 answer = result if result is not None else b""
                 failed = False
             except EsipaRejected as exc:
-                status = exc.http_status if 400 <= exc.http_status < 500 else 400
+                status = exc.http_status if 400 <= exc.http_status < 500 or exc.http_status == 503 else 400
                 log.info("ESipa request rejected", extra={"topic": topic, "reason": exc.message})
                 answer = self._error(reply, status, exc.message)
             except RspError as exc:

@@ -20,6 +20,11 @@ empty, not a TLV)
 
 An unexpected exception inside a function (a bug, a store outage) is logged and answered like undecodable
 input of that function (``undefinedError``), so the IPA sees an ESipa error, never a dropped connection.
+
+Every error answer (``noEimPackageAvailable`` excepted) is logged at warning with the function, the EID and the
+code, and counted as outcome ``rejected`` plus ``eim_esipa_error_answers_total{function,binding,code}``
+(:func:`error_answer_code` reads it from the answer bytes). Undecodable requests are logged at warning too, at
+most one line per cause a minute (:mod:`eim.esipa.lograte`), with the count of the lines held back.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from eim.esipa import (
     provide_eim_package_result,
     transfer_eim_package,
 )
+from eim.esipa.lograte import RateLimitedLog
 from eim.esipa.results import ResultProcessor
 from eim.interfaces import EsipaRejected, RequestContext
 from rsp import asn1, tlv
@@ -93,6 +99,39 @@ def _fallback(tag: int, raw: bytes) -> bytes | None:
     return None
 
 
+UNDECODABLE = RateLimitedLog(log, interval_s=60.0)
+
+#: the tag of the error alternative (an INTEGER code) in each function's answer
+ERROR_TAGS = {0xBF4F: 0x02, 0xBF50: 0x02, 0xBF39: 0x81, 0xBF3B: 0x82, 0xBF3A: 0x81, 0xBF41: 0x81}
+
+
+def error_answer_code(tag: int, answer: bytes | None) -> int | None:
+    """The code when ``answer`` is the error alternative of function ``tag``'s answer, else ``None``
+    (``noEimPackageAvailable`` is not an error: it is the idle poll's answer)."""
+    if not answer or len(answer) > 10 or tag not in ERROR_TAGS:  # an error answer is BF4F 03 02 01 7F and the like
+        return None
+    try:
+        kids = tlv.children(tlv.parse_exact(answer))
+    except RspError:
+        return None
+    if len(kids) != 1 or kids[0].tag != ERROR_TAGS[tag] or not 1 <= kids[0].length <= 4:
+        return None
+    code = int.from_bytes(kids[0].value, "big", signed=True)
+    return None if tag == 0xBF4F and code == codec.NO_PACKAGE else code
+
+
+def _eid_of(request: bytes, ctx: RequestContext) -> str | None:
+    """For logs: the EID the transport vouches for, else the one the request names (GetEimPackage and
+    ProvideEimPackageResult carry one)."""
+    if ctx.eid_hint is not None or not request:
+        return ctx.eid_hint
+    try:
+        t = tlv.find(request, 0x5A)
+    except RspError:
+        return None
+    return t.value.hex().upper()[:32] if t is not None else None
+
+
 class EsipaDispatcher:
     """Routes each ESipa message to its function module. Stateless: all state is in the store."""
 
@@ -104,6 +143,7 @@ class EsipaDispatcher:
         start = time.perf_counter()
         function = "unknown"
         outcome = "ok"
+        tag, request, answer = 0, b"", None
         try:
             try:
                 head = tlv.parse_exact(bytes(message), what="EsipaMessageFromIpaToEim")
@@ -111,6 +151,7 @@ class EsipaDispatcher:
                 outcome = "rejected"
                 raise EsipaRejected(400, f"not an ESipa message: {exc}") from None
             function = FUNCTIONS.get(head.tag, "unknown")
+            tag, request = head.tag, head.raw
             if function == "unknown":
                 outcome = "rejected"
                 raise EsipaRejected(400, f"not an ESipa message: unknown tag {head.tag:X}")
@@ -118,10 +159,14 @@ class EsipaDispatcher:
                 check_structure(head.raw)
                 _alt, value = asn1.decode("EsipaMessageFromIpaToEim", head.raw)
             except RspError as exc:
-                log.info(
-                    "undecodable ESipa request", extra={"function": function, "binding": ctx.binding, "error": str(exc)}
+                UNDECODABLE.warning(
+                    f"{function}:{getattr(exc, 'type_name', type(exc).__name__)}",
+                    "undecodable ESipa request",
+                    {"function": function, "binding": ctx.binding, "eid": ctx.eid_hint, "error": str(exc)[:200]},
                 )
                 answer = _fallback(head.tag, head.raw)
+                if head.tag == 0xBF50:  # counts against the hand-out cap of the eUICC's package
+                    await provide_eim_package_result.undecodable(self.rp, head.raw, ctx, str(exc))
                 outcome = "error"
                 if answer is None:
                     outcome = "rejected"
@@ -142,8 +187,17 @@ class EsipaDispatcher:
                 return answer
             return answer
         finally:
+            code = error_answer_code(tag, answer)
+            if code is not None:
+                outcome = "rejected"
+                log.warning(
+                    "ESipa error answer",
+                    extra={"function": function, "binding": ctx.binding, "eid": _eid_of(request, ctx), "code": code},
+                )
             if self.metrics is not None:
                 self.metrics.esipa_request(function, ctx.binding, outcome, time.perf_counter() - start)
+                if code is not None:
+                    self.metrics.esipa_error_answer(function, ctx.binding, code)
 
     async def _route(self, tag: int, value: Any, raw: bytes, ctx: RequestContext) -> bytes | None:
         rp = self.rp

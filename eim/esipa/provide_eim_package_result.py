@@ -8,7 +8,9 @@ Answer: ``eimAcknowledgements`` (BF53, the EPR's seqNumber and the seqNumbers of
 there is something for the IPA to delete, else ``emptyResponse`` (``BF50 02 30 00``). ``provideEimPackageResultError``:
 ``invalidEid`` (3) for a malformed eidValue, ``eidNotFound`` (2) for an unknown one, ``missingEid`` (4) when no EID
 is given and nothing in the result names the operation, ``undefinedError`` (127) when the result is refused
-(signature, echo, no matching operation): the operation stays open and nothing is acknowledged.
+(signature, echo, no matching operation): the operation stays open and nothing is acknowledged, but each refusal
+is recorded on it (once per hand-out): after ``[operations] max_handouts`` hand-outs whose results were refused or
+could not be decoded, it ends ``failed`` with the last refusal's code and reason (:mod:`eim.store.retries`).
 """
 
 from __future__ import annotations
@@ -63,11 +65,35 @@ async def process(
         handled = await rp.package_error(body.get("eimTransactionId"), body["eimPackageResultErrorCode"], eid)
     else:
         handled = Handled(refused="unknown eimPackageResult alternative")
-    if handled.refused is not None and eid is None and handled.operation is None:
-        return codec.MISSING_EID, handled
     if handled.refused is not None:
-        return codec.UNDEFINED, handled
+        code = codec.MISSING_EID if eid is None and handled.operation is None else codec.UNDEFINED
+        await note_refusal(rp, handled, eid, code)
+        return code, handled
     return None, handled
+
+
+async def note_refusal(rp: ResultProcessor, handled: Handled, eid: str | None, code: int) -> None:
+    """The hand-out cap (``[operations] max_handouts``): a refused result counts against its operation, or, when
+    none was matched, against the package its eUICC was handed (:meth:`OperationService.note_refusal`)."""
+    op = handled.operation
+    if op is None and eid is None:
+        return
+    reason = handled.refused or "refused"
+    await rp.service.note_refusal(op.id if op is not None else None, code, reason, eid=None if op else eid)
+
+
+async def undecodable(rp: ResultProcessor, raw: bytes, ctx: RequestContext, reason: str) -> None:
+    """A ProvideEimPackageResult that does not decode counts against the package of the eUICC it names (the
+    transport's EID, else its ``5A``); the dispatcher answers it ``undefinedError``."""
+    eid = ctx.eid_hint
+    if eid is None:
+        try:
+            found = tlv.find(raw, 0x5A)
+        except RspError:
+            found = None
+        eid = eid_from_bytes(found.value) if found is not None else None
+    if eid is not None:
+        await rp.service.note_refusal(None, codec.UNDEFINED, f"undecodable ProvideEimPackageResult: {reason}", eid=eid)
 
 
 def _epr_of(value: dict[str, Any], raw: bytes) -> bytes | None:

@@ -5,14 +5,15 @@ the IPA's answer to a package the eIM pushed (MQTT binding).
 eimPackageError INTEGER }``. Results are processed as in ProvideEimPackageResult; the answer is a
 TransferEimPackageRequest carrying ``eimAcknowledgements`` (``BF4E BF53 {...}``) when there is something to delete,
 else no body. ``eimPackageReceived`` leaves the operation in progress (the result follows); ``eimPackageError``
-fails the eUICC's operation in progress (the EID comes from the MQTT topic).
+fails the eUICC's operation in progress (the EID comes from the MQTT topic). A refused result counts against the
+hand-out cap of its operation (``[operations] max_handouts``) as in ProvideEimPackageResult.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from eim.esipa import codec
+from eim.esipa import codec, provide_eim_package_result
 from eim.esipa.results import Handled, ResultProcessor
 from eim.interfaces import EsipaRejected, RequestContext
 from rsp import tlv
@@ -41,6 +42,8 @@ async def transfer_eim_package_response(
         handled = await rp.package_error(None, body, eid)
     else:  # eimPackageReceived: the result comes later
         handled = Handled()
+    if handled.refused is not None:  # no error answer here, but it counts against the hand-out cap all the same
+        await provide_eim_package_result.note_refusal(rp, handled, eid, codec.UNDEFINED)
     if handled.acks:
         return codec.transfer_acknowledgements(handled.acks)
     return None

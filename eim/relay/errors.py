@@ -26,7 +26,12 @@ class Es9Unreachable(RelayError):
 
 
 class Es9BadResponse(RelayError):
-    """The SM-DP+ answered, but not with what SGP.22 §6.5 defines for the function (HTTP status, JSON, fields)."""
+    """The SM-DP+ answered, but not with what SGP.22 §6.5 defines for the function (HTTP status, JSON, fields).
+    ``http_status``: the unexpected HTTP status, when that was the problem."""
+
+    def __init__(self, function: str, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(function, message)
+        self.http_status = http_status
 
 
 class Es9Failed(RelayError):
@@ -37,6 +42,17 @@ class Es9Failed(RelayError):
         self.reason_code = reason_code
         self.status_message = message
         super().__init__(function, f"Failed {subject_code}/{reason_code}" + (f": {message}" if message else ""))
+
+
+TRANSIENT_HTTP_STATUS = (502, 503, 504)  # a proxy or a server that is starting: the same call may work later
+
+
+def is_transient(exc: RelayError) -> bool:
+    """True when the SM-DP+ gave no usable answer for a reason that may pass (it was down, restarting, slow):
+    connection refused or reset, timeout, HTTP 502/503/504. A TLS failure is not transient (wrong server)."""
+    if isinstance(exc, Es9Unreachable):
+        return not exc.tls
+    return isinstance(exc, Es9BadResponse) and exc.http_status in TRANSIENT_HTTP_STATUS
 
 
 class NotForwardable(RelayError):

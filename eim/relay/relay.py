@@ -29,9 +29,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from typing import Any
 
-from eim.interfaces import RelayStore
+from eim.interfaces import FailedRelayAnswer, RelayFailure, RelayStore
 from eim.model import OpKind
 from eim.relay import authenticate_client as ac
 from eim.relay import cancel_session as cs
@@ -39,7 +40,7 @@ from eim.relay import get_bound_profile_package as gbpp
 from eim.relay import handle_notification as hn
 from eim.relay import initiate_authentication as ia
 from eim.relay.common import error_code
-from eim.relay.errors import Es9BadResponse, InvalidSmdpAddress, RelayError
+from eim.relay.errors import Es9BadResponse, Es9Failed, InvalidSmdpAddress, RelayError, is_transient
 from eim.relay.es9plus_client import Es9PlusClient, check_address
 from eim.smdp_addresses import SmdpAddressPolicy
 from rsp import asn1
@@ -135,10 +136,12 @@ class Es9Relay:
                 return ia.error_response(ia.INVALID_EIM_TRANSACTION_ID)
         op_address, op_oid = _download_target(op.params if op is not None else {})
         if req.smdp_address and op_address and req.smdp_address.lower() != op_address.lower():
-            return ia.error_response(ia.SMDP_ADDRESS_MISMATCH)
+            return _refused(
+                ia, ia.SMDP_ADDRESS_MISMATCH, f"the IPA named {req.smdp_address}, the operation {op_address}"
+            )
         address = req.smdp_address or op_address or self.default_smdp_address
         if not address:
-            return ia.error_response(ia.INVALID_DP_ADDRESS)
+            return _refused(ia, ia.INVALID_DP_ADDRESS, "no SM-DP+ address: none in the request or the operation")
         info1_key = INFO1_PREFIX + eid.upper()
         euicc_info1 = req.euicc_info1
         if euicc_info1 is None:
@@ -146,14 +149,14 @@ class Es9Relay:
             euicc_info1 = bytes.fromhex(cached["der"]) if cached and "der" in cached else None
             if euicc_info1 is None:
                 log.info("InitiateAuthentication without euiccInfo1 and none known", extra={"eid": eid})
-                return ia.error_response(ia.UNDEFINED_ERROR)
+                return _refused(ia, ia.UNDEFINED_ERROR, "no euiccInfo1 in the request and none known for this EID")
         try:
             self._check(address, ia.FUNCTION)
             answer = await self._call_for_answer(address, ia.FUNCTION, ia.es9_request(req, euicc_info1, address))
             parsed = ia.parse_answer(answer)
             if op_oid and _certificate_oid(parsed.server_certificate) != op_oid:
                 log.warning("SM-DP+ OID mismatch", extra={"eid": eid, "address": address})
-                return ia.error_response(ia.SMDP_OID_MISMATCH)
+                return _refused(ia, ia.SMDP_OID_MISMATCH, f"CERT.DPauth of {address} does not carry OID {op_oid}")
             # The IPA came without download data (no SM-DP+ address): the eIM supplies the matchingId.
             matching_id = _matching_id(op.params) if op is not None and not req.smdp_address else None
             out = self._valid(ia.ok_response(parsed, matching_id), ia.FUNCTION)
@@ -277,11 +280,27 @@ class Es9Relay:
     # ------------------------------------------------------------------
     @staticmethod
     def _failed(module: Any, exc: RelayError, eid: str, *, tls_code: int | None = None) -> bytes:
+        """The function's ESipa error for ``exc``, carrying why (:class:`eim.interfaces.FailedRelayAnswer`)."""
         code = error_code(exc, module.ERRORS, tls_code=tls_code if tls_code is not None else module.UNDEFINED_ERROR)
+        transient = is_transient(exc)
         log.warning(
-            "ES9+ step failed", extra={"eid": eid, "function": module.FUNCTION, "reason": str(exc), "code": code}
+            "ES9+ step failed",
+            extra={"eid": eid, "function": module.FUNCTION, "reason": str(exc), "code": code, "transient": transient},
         )
-        return module.error_response(code)
+        failure = RelayFailure(module.FUNCTION, str(exc), transient)
+        if isinstance(exc, Es9Failed):
+            failure = replace(
+                failure,
+                subject_code=exc.subject_code,
+                reason_code=exc.reason_code,
+                message=exc.status_message or None,
+            )
+        return FailedRelayAnswer(module.error_response(code), failure)
+
+
+def _refused(module: Any, code: int, reason: str) -> bytes:
+    """An ESipa error the relay chose itself (no ES9+ call failed), with its reason for the operation."""
+    return FailedRelayAnswer(module.error_response(code), RelayFailure(module.FUNCTION, reason))
 
 
 def _download_target(params: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -106,6 +106,29 @@ class Store(Protocol):
 
     async def cancel_operation(self, op_id: str, *, who: str, now: float) -> Operation | None: ...
 
+    async def note_refusal(
+        self,
+        op_id: str | None,
+        *,
+        eid: str | None = None,
+        code: int,
+        reason: str,
+        now: float,
+        max_handouts: int,
+        who: str = "ipa",
+    ) -> Operation | None:
+        """A result for ``op_id`` (or for ``eid``'s handed-out package) was refused with ESipa ``code``: counted
+        once per hand-out; at ``max_handouts`` (0 = no limit) the operation ends failed with it
+        (:mod:`eim.store.retries`). ``None`` when no handed-out operation is in progress."""
+        ...
+
+    async def defer_operation(
+        self, op_id: str, *, function: str, reason: str, now: float, initial_s: float, max_s: float, who: str = "eim"
+    ) -> Operation | None:
+        """The SM-DP+ could not be reached for ``op_id``'s hand-out: not handed out again before a capped
+        backoff (:mod:`eim.store.retries`). ``None`` when the operation is not in progress."""
+        ...
+
     async def expire_operations(self, now: float) -> int: ...
 
     async def count_operations_by_status(self) -> dict[tuple[str, str], int]:

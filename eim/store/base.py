@@ -112,6 +112,30 @@ class SqlStore:
     async def cancel_operation(self, op_id: str, *, who: str, now: float) -> Operation | None:
         return await self._run(lambda: self.logic.cancel_operation(op_id, who, now))
 
+    async def note_refusal(
+        self,
+        op_id: str | None,
+        *,
+        eid: str | None = None,
+        code: int,
+        reason: str,
+        now: float,
+        max_handouts: int,
+        who: str = "ipa",
+    ) -> Operation | None:
+        from eim.store import retries
+
+        return await self._run(
+            lambda: retries.note_refusal(self.logic, op_id, eid, code, reason, now, max_handouts, who)
+        )
+
+    async def defer_operation(
+        self, op_id: str, *, function: str, reason: str, now: float, initial_s: float, max_s: float, who: str = "eim"
+    ) -> Operation | None:
+        from eim.store import retries
+
+        return await self._run(lambda: retries.defer(self.logic, op_id, function, reason, now, initial_s, max_s, who))
+
     async def expire_operations(self, now: float) -> int:
         return await self._run(lambda: self.logic.expire_operations(now))
 

@@ -560,6 +560,10 @@ class Logic:
             if op.status is OpStatus.IN_PROGRESS and (op.result or {}).get("hold"):
                 # the eUICC refused a re-handed copy as a replay: its first result is still on its way
                 return Claim(ClaimOutcome.NONE, euicc=euicc, closed=closed)
+            retry = (op.result or {}).get("retry") if op.status is OpStatus.IN_PROGRESS else None
+            if isinstance(retry, dict) and float(retry.get("at", 0)) > now:
+                # the SM-DP+ could not be reached for this package: not again before then (eim.store.retries)
+                return Claim(ClaimOutcome.NONE, euicc=euicc, closed=closed)
             if op.status is OpStatus.IN_PROGRESS and op.package is not None:
                 n = yield Q(
                     "UPDATE operations SET attempts = attempts + 1, handed_out_at = ?, updated_at = ?"

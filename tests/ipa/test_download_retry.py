@@ -1,0 +1,58 @@
+"""What the IPA does when the eIM asks it to come back during an indirect download (the SM-DP+ behind the eIM's
+relay was down): the eIM answers InitiateAuthentication with the binding's "service unavailable" (HTTP 503,
+CoAP 5.03, MQTT ``esipa-status`` 503) instead of an ESipa error code, because the IPA reports every
+InitiateAuthentication error code as a final profileDownloadError. The eIM relies on this contract: on a
+transport-level refusal the IPA reports nothing (the operation stays open at the eIM) and downloads when the eIM
+hands the trigger out again."""
+
+from __future__ import annotations
+
+import pytest
+
+from ipa import messages as m
+from smdpp.config import SmdppConfig
+from smdpp.orders import create_order
+from smdpp.server import running_server
+from tests.ipa.peer import Es9Relay
+from tests.ipa.test_downloads import trigger
+
+
+@pytest.fixture
+def smdp(lab_pki, tmp_path):
+    with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=lab_pki.root, port=0)) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("binding", ["http", "coap"])
+async def test_come_back_later_at_initiate_authentication_reports_nothing(make_rig, smdp, binding):
+    rig = await make_rig(binding, profiles=False)
+    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
+    rig.peer.relay = relay
+    refused = []
+
+    def first_initiate_refused(name: str, der: bytes) -> bool:
+        if name == "initiateAuthenticationRequestEsipa" and not refused:
+            refused.append(der)
+            return True
+        return False
+
+    rig.peer.drop = first_initiate_refused
+    rig.config.ipa.direct_download = False
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac, b"\x44"))
+        await agent.poll_once()
+        names = [r.name for r in rig.peer.received]
+        assert refused and "provideEimPackageResult" not in " ".join(names)  # no final failure reported
+        assert "cancelSessionRequestEsipa" not in names and rig.peer.results == []
+        assert rig.card.state.profiles == [] and agent.store.state.results == []
+        # the eIM hands the same trigger out again once the SM-DP+ is back
+        rig.peer.queue(trigger(ac, b"\x44"))
+        await agent.poll_once()
+        assert [m.iccid_to_str(p.iccid) for p in rig.card.state.profiles] == ["8949000013000000011"]
+        assert relay.calls == ["initiateAuthentication", "authenticateClient", "getBoundProfilePackage"]
+    finally:
+        await agent.close()
+        await relay.close()
