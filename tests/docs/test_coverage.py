@@ -24,6 +24,29 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "re-runs the 1,000,000-eUICC fleet benchmark (~3.5 min) into docs/performance.md; --merge is run at tiny"
         " sizes in tests/bench/test_bench.py (test_merge_replaces_only_the_sections_re_run)"
     ),
+    (
+        "euicc.md",
+        "euicc new --euicc-cert FILE --euicc-key FILE --eum-cert FILE --ci FILE [--ci ...] --state FILE "
+        "[--eid EID] [--trust-ci PEM ...]",
+    ): "a synopsis; the import is run in tests/euicc/test_identity_import.py",
+    ("pki.md", "rsp pki verify stolen.der --role euicc --ca ci.pem --untrusted eum.der"): (
+        "needs an attacker's EUM; the same refusal is run in tests/rsp/test_eid_range.py"
+    ),
+    ("pki.md", "echo $?"): "prints the exit code of the command above it",
+    (
+        "pki.md",
+        "rsp pki init DIR --eid-prefix 8904903 ...",
+    ): "a synopsis; --eid-prefix runs in tests/rsp/test_eid_range.py",
+    ("pki.md", "euicc new --pki"): "names the command in prose; it is run in tests/docs/test_euicc.py",
+    (
+        "pki.md",
+        "euicc new --euicc-cert CERT_EUICC_ECDSA_NIST.der --euicc-key SK_EUICC_ECDSA_NIST.pem --eum-cert "
+        "CERT_EUM_ECDSA_NIST.der --ci CERT_CI_ECDSA_NIST.der --state card.json [--eid 89049032123451234512345678901235] "
+        "[--trust-ci MORE_CIS.pem ...] [--default-dp ADDR]",
+    ): (
+        "needs the SGP.26 eUICC files, which the repository does not carry; the import is run in "
+        "tests/euicc/test_identity_import.py with an outside PKI"
+    ),
     ("performance.md", "eim serve"): PERF_FIGURES,
     ("performance.md", "ipa run"): PERF_FIGURES,
 }
