@@ -140,9 +140,17 @@ class EuiccPackageOutcome:
 def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
     """Parse a received ``BF51`` EuiccPackageResult TLV; the signed part is cut from ``raw``.
 
-    Raises :class:`rsp.errors.DecodeError` for malformed input."""
+    Only DER is accepted, and nothing the schema does not name: the decoded value must encode back to exactly
+    ``raw``, so what is verified (the received bytes) and what is acted on (the decoded value) are the same
+    thing. Raises :class:`rsp.errors.DecodeError` for malformed input."""
     value = asn1.decode("EuiccPackageResult", raw)
     alt, body = value
+    try:
+        same = asn1.encode("EuiccPackageResult", value) == bytes(raw)
+    except RspError:
+        same = False
+    if not same:
+        raise DecodeError("EuiccPackageResult", "not DER, or elements the schema does not name")
     outer = tlv.parse_exact(raw, what="EuiccPackageResult")
     first = tlv.children(outer, what="EuiccPackageResult")
     if len(first) != 1:

@@ -326,3 +326,34 @@ async def test_unsigned_error_from_a_device_authenticated_as_another_euicc(store
     as_b = RequestContext("mqtt", f"esipa/{card_b.eid}/up", card_b.eid)
     assert await env.handle(bytes.fromhex("BF4E03020101"), as_b) is None
     assert (await env.service.get(op.id)).status is OpStatus.FAILED
+
+
+async def test_euicc_data_and_trigger_results_posted_with_another_eid_are_refused(store, lab):
+    """B's eUICC data response and B's download result, posted with A's eidValue (A is registered too)."""
+    env = metered(make_env(store, lab))
+    card_a = await ready_card(env, lab, EIDS[0])
+    card_b = Card(lab, EIDS[1])
+    await card_b.open()
+    await env.service.register_euicc(card_b.eid)
+    learn = await env.service.create(card_b.eid, OpKind.EUICC_DATA, {})
+    txid = asn1.decode("IpaEuiccDataRequest", unwrap_package(await env.handle(get_eim_package_request(card_b.eid))))[
+        "eimTransactionId"
+    ]
+    ident = card_b.card.identity
+    response = data_response(txid, ident.euicc_cert_der, ident.eum_cert_der)
+    assert await env.handle(provide_result(card_a.eid, response)) == UNDEFINED
+    assert (await env.service.get(learn.id)).status is OpStatus.IN_PROGRESS
+    assert (await store.get_euicc(card_b.eid)).euicc_certificate is None
+    assert await env.handle(provide_result(card_b.eid, response)) == EMPTY
+    download = await env.service.create(card_b.eid, OpKind.DOWNLOAD, {"activationCode": "1$smdp.example.com$M"})
+    trigger = unwrap_package(await env.handle(get_eim_package_request(card_b.eid)))
+    result = asn1.encode(
+        "ProfileDownloadTriggerResult",
+        {
+            "eimTransactionId": asn1.decode("ProfileDownloadTriggerRequest", trigger)["eimTransactionId"],
+            "profileDownloadTriggerResultData": ("profileDownloadError", {"profileDownloadErrorReason": 127}),
+        },
+    )
+    assert await env.handle(provide_result(card_a.eid, result)) == UNDEFINED
+    assert (await env.service.get(download.id)).status is OpStatus.IN_PROGRESS
+    assert refused(env, "eid") == 2
