@@ -27,6 +27,11 @@ class RequestContext:
     ``eid_hint`` is the EID the transport vouches for: the MQTT topic (which the broker's ACL restricts to that
     device) or the PSK identity of a CoAPS (DTLS) session. The dispatcher refuses a message about another eUICC.
     The ESipa message's own signatures remain the authentication of results.
+
+    Contract: a binding sets ``eid_hint`` only to an EID it has AUTHENTICATED (never to an EID read from the
+    message). It is the only thing that lets an unsigned error (euiccPackageErrorUnsigned,
+    eimPackageResultResponseError, TransferEimPackageResponse eimPackageError) end an operation: only when it
+    equals the operation's EID (docs/eim.md, "How results are verified").
     """
 
     binding: str  # "http" | "coap" | "mqtt"

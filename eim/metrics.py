@@ -8,7 +8,7 @@ metric                                     labels
 ``eim_operations``  (gauge, from store)    ``kind``, ``status`` - queue depth = status "queued"
 ``eim_packages_handed_out_total``          ``kind``, ``again`` (true when the same bytes went out again)
 ``eim_packages_pushed_total``              ``kind``
-``eim_results_refused_total``              -
+``eim_results_refused_total``              ``cause`` (a fixed set, ``eim.packages.euicc_package.REFUSAL_CAUSES``)
 ``eim_notifications_forwarded_total``      ``outcome`` (queued / delivered / retry / failed / refused)
 ``eim_notifications_refused_total``        ``cause`` (malformed / compact / certificate / eid_mismatch / signature
                                            / unknown_euicc / unattributed / address / unforwardable / cap / rate)
@@ -55,7 +55,12 @@ class Metrics:
         )
         self.handed = Counter("eim_packages_handed_out", "Packages handed to IPAs", ["kind", "again"], registry=r)
         self.pushed = Counter("eim_packages_pushed", "Packages pushed over MQTT", ["kind"], registry=r)
-        self.refused = Counter("eim_results_refused", "Results refused (signature, echo, no operation)", registry=r)
+        self.refused = Counter(
+            "eim_results_refused",
+            "Results refused, by cause (signature, counter, certificate...)",
+            ["cause"],
+            registry=r,
+        )
         self.forwarded = Counter(
             "eim_notifications_forwarded", "Notifications for SM-DP+s by step (outbox)", ["outcome"], registry=r
         )
@@ -100,8 +105,10 @@ class Metrics:
     def package_pushed(self, kind: str) -> None:
         self.pushed.labels(kind).inc()
 
-    def result_refused(self) -> None:
-        self.refused.inc()
+    def result_refused(self, cause: str = "other") -> None:
+        from eim.packages.euicc_package import REFUSAL_CAUSES
+
+        self.refused.labels(cause if cause in REFUSAL_CAUSES else "other").inc()
 
     def notification_forwarded(self, outcome: str) -> None:
         self.forwarded.labels(outcome).inc()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from euicc.forgery import Forgery
 from euicc.identity import Identity
 from euicc.state import EuiccState
 
@@ -82,6 +83,7 @@ class Context:
     session: Session
     request_refresh: Callable[[], None]
     random: Callable[[int], bytes] = field(default=os.urandom)
+    forgery: Forgery | None = None  # tests only: results signed with a lie (euicc.forgery); never persisted
 
     @property
     def eid(self) -> bytes:

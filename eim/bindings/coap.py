@@ -282,9 +282,7 @@ class CoapBinding:
 
             check_supported()
         aiocoap_log = logging.getLogger("eim.esipa.coap.aiocoap")
-        if (
-            aiocoap_log.level == logging.NOTSET
-        ):  # aiocoap logs each 2.31 and 4.xx at info: keep it quiet
+        if aiocoap_log.level == logging.NOTSET:  # aiocoap logs each 2.31 and 4.xx at info: keep it quiet
             aiocoap_log.setLevel(logging.WARNING)
         site = resource.Site()
         site.add_resource(RESOURCE_PATH, _resource_class()(self.handler, self.max_body_size))

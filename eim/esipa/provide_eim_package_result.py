@@ -8,9 +8,18 @@ Answer: ``eimAcknowledgements`` (BF53, the EPR's seqNumber and the seqNumbers of
 there is something for the IPA to delete, else ``emptyResponse`` (``BF50 02 30 00``). ``provideEimPackageResultError``:
 ``invalidEid`` (3) for a malformed eidValue, ``eidNotFound`` (2) for an unknown one, ``missingEid`` (4) when no EID
 is given and nothing in the result names the operation, ``undefinedError`` (127) when the result is refused
-(signature, echo, no matching operation): the operation stays open and nothing is acknowledged, but each refusal
-is recorded on it (once per hand-out): after ``[operations] max_handouts`` hand-outs whose results were refused or
-could not be decoded, it ends ``failed`` with the last refusal's code and reason (:mod:`eim.store.retries`).
+(signature, echo, certificate, no matching operation, an unsigned error that may not end anything): the
+operation stays open and nothing is acknowledged, but each refusal is recorded on it (once per hand-out): after
+``[operations] max_handouts`` hand-outs whose results were refused or could not be decoded, it ends ``failed``
+with the last refusal's code and reason (:mod:`eim.store.retries`).
+
+Unsigned errors - ``euiccPackageErrorUnsigned`` inside the BF51 and ``eimPackageResultResponseError`` - end
+their operation only when the binding authenticated the operation's EID (``RequestContext.eid_hint``) and their
+eimTransactionId names it (docs/eim.md, "How results are verified"). From anyone else they are audited as
+unverified and answered ``undefinedError``: of the four codes of ``provideEimPackageResultError`` it is the only
+one that fits (the EID is valid and known), and an answer that is not ``emptyResponse`` tells the IPA the eIM
+did not take the result, so a genuine IPA behind an unauthenticated binding retries, and the operation stays in
+progress (its package is handed out again on the next poll, within its validity, up to the hand-out cap).
 """
 
 from __future__ import annotations
@@ -48,21 +57,24 @@ async def process(
     alt, body = value["eimPackageResult"]
     # the eimPackageResult alternative as received: the first member that is not the eidValue
     part = next(c for c in tlv.children(raw, what="ProvideEimPackageResult") if c.tag != 0x5A)
+    who = ctx.eid_hint  # the EID the binding authenticated (None: anonymous)
     if alt == "euiccPackageResult":
-        handled = await rp.euicc_package_result(part.raw, eid, prefetched=prefetched)
+        handled = await rp.euicc_package_result(part.raw, eid, authenticated_eid=who, prefetched=prefetched)
     elif alt == "ePRAndNotifications":
         epr = tlv.require(part, 0xBF51, what="ePRAndNotifications")
         notes = tlv.require(part, 0xA0, what="ePRAndNotifications")
-        handled = await rp.euicc_package_result(epr.raw, eid, prefetched=prefetched)
+        handled = await rp.euicc_package_result(epr.raw, eid, authenticated_eid=who, prefetched=prefetched)
         if handled.refused is None:
             owner = handled.operation.eid if handled.operation else eid
             handled.acks += await rp.notifications([n.raw for n in tlv.children(notes)], owner)
     elif alt == "ipaEuiccDataResponse":
-        handled = await rp.euicc_data(body, part.raw, eid)
+        handled = await rp.euicc_data(body, part.raw, eid, authenticated_eid=who)
     elif alt == "profileDownloadTriggerResult":
         handled = await rp.trigger_result(body, part.raw, eid)
     elif alt == "eimPackageResultResponseError":
-        handled = await rp.package_error(body.get("eimTransactionId"), body["eimPackageResultErrorCode"], eid)
+        handled = await rp.package_error(
+            body.get("eimTransactionId"), body["eimPackageResultErrorCode"], eid, authenticated_eid=who
+        )
     else:
         handled = Handled(refused="unknown eimPackageResult alternative")
     if handled.refused is not None:

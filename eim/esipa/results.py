@@ -2,11 +2,19 @@
 (ProvideEimPackageResult, TransferEimPackageResponse, HandleNotification).
 
 Rules (SGP.32 v1.2 §3.3 / §3.4 and protocol brief §3.3-§3.5, §10):
-- An EuiccPackageResult is matched to its operation by eimTransactionId (else by EID + counterValue), verified
-  over the RECEIVED bytes with the eUICC's key (certificate chained to a trusted CI, EID in the certificate), and
-  its eimId / counterValue / eimTransactionId echo checked. A result that fails any check changes nothing (the
-  operation stays open) and is not acknowledged. A replay of an accepted result changes nothing and is
+- An EuiccPackageResult is handled by :mod:`eim.esipa.euicc_package_result`: matched by its eimTransactionId
+  (a signed one without it: by EID + exact counterValue), verified over the RECEIVED bytes with the key of the
+  certificate known for the operation's EID, checked for that EID on every use, and its eimId / counterValue /
+  eimTransactionId echo checked. An unsigned error ends its operation only from a device the binding
+  authenticated as that eUICC. A result that fails any check changes nothing (the operation stays open), is not
+  acknowledged, is counted by cause and audited. A replay of an accepted result changes nothing and is
   acknowledged again (the IPA may not have received the first acknowledgement).
+- IpaEuiccDataResponse and ProfileDownloadTriggerResult are matched by their eimTransactionId only (the eIM
+  sends one in every request; an answer without it names nothing). eUICC certificates are learned only once
+  verified for the operation's EID; a certificate of another EID refuses the response and is audited.
+- eimPackageResultResponseError / TransferEimPackageResponse eimPackageError are unsigned: they fail their
+  operation only from a device the binding authenticated as that eUICC (docs/eim.md, "How results are
+  verified").
 - A signed ``replayError`` for a package that was handed out more than once means the eUICC already ran the
   first copy: the operation stays in progress, on hold, until that first result arrives (or the window ends).
 - Notifications (PIR, other signed notifications) for an SM-DP+ are verified first - the eUICC's signature over
@@ -25,19 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eim.esipa import euicc_package_result
 from eim.esipa.notification_intake import NotificationIntake, Taken
 from eim.interfaces import DownloadRelay, NotificationQueue
 from eim.model import Euicc, Operation, OpKind, OpStatus
 from eim.operations import OperationService
-from eim.packages import download, euicc_data, psmo
+from eim.packages import download, euicc_data
 from eim.packages.euicc_package import (
-    EUICC_PACKAGE_ERROR_CODES,
-    REPLAY_ERROR,
     EuiccKeys,
     EuiccPackageOutcome,
     ResultRejected,
     parse_euicc_package_result,
-    verify_outcome,
 )
 from eim.packages.notification import NotificationParts, NotificationRejected, VerifiedNotification
 from eim.packages.notification import parse as notification_parse
@@ -81,7 +87,9 @@ class ResultProcessor:
     # ------------------------------------------------------------------ helpers
     def euicc_public_key(self, euicc: Euicc):
         if euicc.euicc_certificate is None:
-            raise ResultRejected(f"the certificate of eUICC {euicc.eid} is not known yet (run an eUICC data request)")
+            raise ResultRejected(
+                f"the certificate of eUICC {euicc.eid} is not known yet (run an eUICC data request)", "certificate"
+            )
         ci = bytes.fromhex(euicc.trusted_ci) if euicc.trusted_ci else None
         return self.keys.public_key(euicc.eid, euicc.euicc_certificate, euicc.eum_certificate, ci)
 
@@ -128,144 +136,52 @@ class ResultProcessor:
         eid_hint: str | None,
         who: str = "ipa",
         *,
+        authenticated_eid: str | None = None,
         prefetched: tuple[EuiccPackageOutcome | RspError, ResultContext] | None = None,
     ) -> Handled:
-        """Match, verify and record one EuiccPackageResult. ``prefetched``: :meth:`prefetch` of the same bytes."""
-        context = None
-        if prefetched is not None:
-            outcome_or_error, context = prefetched
-        else:
-            try:
-                outcome_or_error = parse_euicc_package_result(raw)
-            except RspError as exc:
-                outcome_or_error = exc
-        if isinstance(outcome_or_error, RspError):
-            return Handled(refused=f"undecodable EuiccPackageResult: {outcome_or_error}")
-        outcome = outcome_or_error
-        op = None
-        if outcome.eim_transaction_id is not None:
-            if context is None:
-                context = await self.store.result_context(None, outcome.eim_transaction_id)
-            op = context.operation
-        elif eid_hint is not None and outcome.counter_value is not None:
-            for cand in await self.store.list_operations(eid=eid_hint, limit=1000):
-                if cand.counter_value == outcome.counter_value and cand.kind in (OpKind.PSMO, OpKind.ECO):
-                    op = cand
-        if op is None:
-            return await self._orphan_result(outcome, eid_hint, context)
-        if op.kind not in (OpKind.PSMO, OpKind.ECO):
-            return Handled(refused="eimTransactionId belongs to an operation that is not an eUICC package")
-        if eid_hint is not None and op.eid != eid_hint:
-            return Handled(refused=f"result for eUICC {op.eid} arrived with EID {eid_hint}")
-        if context is not None and context.operation is op:
-            euicc = context.operation_euicc
-        else:
-            euicc = await self.store.get_euicc(op.eid)
-        if euicc is None:
-            return Handled(refused="eUICC no longer registered")
-        try:
-            key = self.euicc_public_key(euicc) if outcome.signed else None
-            verify_outcome(
-                outcome,
-                public_key=key,
-                association_token=euicc.association_token,
-                eim_id=euicc.eim_id,
-                counter_value=op.counter_value,
-                eim_transaction_id=op.eim_transaction_id,
-            )
-        except ResultRejected as exc:
-            log.warning("result refused", extra={"operation": op.id, "reason": exc.reason})
+        """Match, verify and record one EuiccPackageResult (:mod:`eim.esipa.euicc_package_result`).
+
+        ``eid_hint``: the EID it came with; ``authenticated_eid``: the EID the binding authenticated (only this
+        lets an unsigned error end an operation); ``prefetched``: :meth:`prefetch` of the same bytes."""
+        return await euicc_package_result.handle(
+            self, raw, eid_hint, who, authenticated_eid=authenticated_eid, prefetched=prefetched
+        )
+
+    async def refuse(
+        self,
+        cause: str,
+        reason: str,
+        *,
+        op: Operation | None = None,
+        eid: str | None = None,
+        who: str = "ipa",
+        action: str = "result",
+        outcome: str = "refused",
+        detail: dict[str, Any] | None = None,
+        audit: bool = True,
+    ) -> Handled:
+        """A result that changes nothing: logged, counted by ``cause`` (one of
+        :data:`eim.packages.euicc_package.REFUSAL_CAUSES`) and, when it names an operation or an eUICC, audited.
+        A certificate for another EID is audited as ``euicc_certificate`` / ``eid_mismatch``."""
+        if cause == "certificate_eid":
+            action, outcome = "euicc_certificate", "eid_mismatch"
+        who_eid = op.eid if op is not None else eid
+        log.warning(
+            "result refused",
+            extra={"cause": cause, "reason": reason, "operation": op.id if op is not None else None, "eid": who_eid},
+        )
+        if audit and (op is not None or eid is not None):
             await self.store.add_audit(
                 who=who,
-                action="result",
-                outcome="refused",
-                eid=op.eid,
-                operation_id=op.id,
-                detail={"reason": exc.reason},
+                action=action,
+                outcome=outcome,
+                eid=who_eid,
+                operation_id=op.id if op is not None else None,
+                detail={"cause": cause, "reason": reason, **(detail or {})},
             )
-            if self.metrics:
-                self.metrics.result_refused()
-            return Handled(refused=exc.reason, operation=op)
-        update = self._update_for(op, outcome, who)
-        changed = await self._record(op, update)
-        acks = [outcome.seq_number] if outcome.seq_number is not None else []
-        return Handled(acks=acks, operation=changed or op)
-
-    def _update_for(self, op: Operation, outcome: EuiccPackageOutcome, who: str) -> ResultUpdate:
-        now = self.clock()
-        common = dict(operation_id=op.id, eid=op.eid, who=who, now=now, eim_transaction_id=op.eim_transaction_id)
-        if outcome.kind == "result":
-            entries, failure, profiles = psmo.describe_results(outcome.results)
-            fields: dict[str, Any] = {"last_seq_number": outcome.seq_number}
-            if profiles is not None:
-                fields["profiles"] = profiles
-            result = {"seqNumber": outcome.seq_number, "results": entries}
-            if failure is None:
-                return ResultUpdate(status=OpStatus.DONE, result=result, euicc_fields=fields, **common)
-            return ResultUpdate(
-                status=OpStatus.FAILED,
-                result=result,
-                result_code=failure,
-                euicc_fields=fields,
-                error=f"eUICC result {entries_error(entries)}",
-                **common,
-            )
-        if outcome.kind == "error_signed":
-            code = outcome.error_code
-            name = EUICC_PACKAGE_ERROR_CODES.get(code, str(code))
-            result = {"euiccPackageError": code, "name": name}
-            if code == REPLAY_ERROR and op.attempts > 1:
-                return ResultUpdate(
-                    status=OpStatus.IN_PROGRESS,
-                    result={**result, "hold": True},
-                    action="replay_of_rehanded_package",
-                    **common,
-                )
-            return ResultUpdate(
-                status=OpStatus.FAILED,
-                result=result,
-                result_code=code,
-                error=f"eUICC refused the package: {name}",
-                **common,
-            )
-        return ResultUpdate(
-            status=OpStatus.FAILED,
-            result={"euiccPackageErrorUnsigned": True, "associationToken": outcome.association_token},
-            error="eUICC refused the package without signing (eimId or eIM signature not accepted)",
-            **common,
-        )
-
-    async def _orphan_result(
-        self, outcome: EuiccPackageOutcome, eid_hint: str | None, context: ResultContext | None = None
-    ) -> Handled:
-        """A result for no known operation: acknowledged only when the eUICC's signature proves it genuine."""
-        if not outcome.signed or eid_hint is None:
-            return Handled(refused="no operation matches this result")
-        if context is not None and context.euicc is not None and context.euicc.eid == eid_hint:
-            euicc: Euicc | None = context.euicc
-        else:
-            euicc = await self.store.get_euicc(eid_hint)
-        if euicc is None:
-            return Handled(refused="no operation matches this result")
-        try:
-            verify_outcome(
-                outcome,
-                public_key=self.euicc_public_key(euicc),
-                association_token=euicc.association_token,
-                eim_id=euicc.eim_id,
-                counter_value=None,
-                eim_transaction_id=None,
-            )
-        except ResultRejected as exc:
-            return Handled(refused=exc.reason)
-        await self.store.add_audit(
-            who="ipa",
-            action="result",
-            outcome="orphan",
-            eid=eid_hint,
-            detail={"counter_value": outcome.counter_value, "seqNumber": outcome.seq_number},
-        )
-        return Handled(acks=[outcome.seq_number] if outcome.seq_number is not None else [])
+        if self.metrics:
+            self.metrics.result_refused(cause)
+        return Handled(refused=reason, operation=op)
 
     # ------------------------------------------------------------------ notifications
     @property
@@ -381,19 +297,29 @@ class ResultProcessor:
         return Handled(acks=[summary["seqNumber"]], operation=changed or op)
 
     # ------------------------------------------------------------------ other results
-    async def trigger_result(self, value: dict[str, Any], raw: bytes, eid: str | None) -> Handled:
-        """ProfileDownloadTriggerResult (direct download finished, or could not start)."""
-        txid = value.get("eimTransactionId")
+    async def _named(
+        self, txid: bytes | None, kind: OpKind, eid: str | None, what: str
+    ) -> tuple[Operation | None, Handled | None]:
+        """The operation ``txid`` names, of ``kind`` and of the EID the message came with; else the refusal.
+        No eimTransactionId, no operation: the eIM puts one in every package it sends."""
         op = await self.store.find_operation_by_eim_transaction_id(txid) if txid else None
-        if op is None:
-            op = await self._open_op_of(eid, OpKind.DOWNLOAD)
-        if op is None or op.kind is not OpKind.DOWNLOAD:
-            return Handled(refused="no download operation matches this result")
+        if op is None or op.kind is not kind:
+            cause_eid = eid if eid is not None and await self.store.get_euicc(eid) is not None else None
+            return None, await self.refuse("no_operation", f"no {what} matches this eimTransactionId", eid=cause_eid)
         if eid is not None and op.eid != eid:
-            return Handled(refused=f"result for eUICC {op.eid} arrived with EID {eid}")
+            return None, await self.refuse("eid", f"{what} for eUICC {op.eid} arrived with EID {eid}", op=op)
+        return op, None
+
+    async def trigger_result(self, value: dict[str, Any], raw: bytes, eid: str | None) -> Handled:
+        """ProfileDownloadTriggerResult (direct download finished, or could not start): matched by its
+        eimTransactionId only (OPTIONAL in the ASN.1, but the eIM sends one in every trigger and the IPA echoes
+        it; a result without it is refused)."""
+        op, refused = await self._named(value.get("eimTransactionId"), OpKind.DOWNLOAD, eid, "download operation")
+        if op is None:
+            return refused or Handled(refused="no download operation matches this result")
         alt, _ = value["profileDownloadTriggerResultData"]
         if alt is None:
-            return Handled(refused="unknown ProfileDownloadTriggerResult alternative")
+            return await self.refuse("undecodable", "unknown ProfileDownloadTriggerResult alternative", op=op)
         if alt == "profileInstallationResult":
             pir = tlv.require(raw, 0xBF37, what="ProfileDownloadTriggerResult").raw
             # direct download: the IPA delivers the PIR to the SM-DP+ itself
@@ -413,19 +339,22 @@ class ResultProcessor:
         )
         return Handled(operation=await self._record(op, update) or op)
 
-    async def euicc_data(self, value: tuple[str, Any], raw: bytes, eid: str | None) -> Handled:
-        """IpaEuiccDataResponse: learn what the eUICC/IPA reported; results and notifications inside are handled."""
+    async def euicc_data(
+        self, value: tuple[str, Any], raw: bytes, eid: str | None, *, authenticated_eid: str | None = None
+    ) -> Handled:
+        """IpaEuiccDataResponse: learn what the eUICC/IPA reported; results and notifications inside are handled.
+
+        Matched by its eimTransactionId only (OPTIONAL in the ASN.1; the eIM sends one in every
+        IpaEuiccDataRequest and the IPA echoes it; a response without it is refused). The certificates are
+        verified for the operation's EID before anything is learned: a certificate of another EID (or one that
+        does not chain to a trusted CI) refuses the whole response - nothing is stored, the operation stays in
+        progress, the IPA gets ``undefinedError`` - and is audited (``euicc_certificate`` / ``eid_mismatch``)."""
         alt, body = value
         if alt is None:
-            return Handled(refused="unknown IpaEuiccDataResponse alternative")
-        txid = body.get("eimTransactionId")
-        op = await self.store.find_operation_by_eim_transaction_id(txid) if txid else None
+            return await self.refuse("undecodable", "unknown IpaEuiccDataResponse alternative", audit=False)
+        op, refused = await self._named(body.get("eimTransactionId"), OpKind.EUICC_DATA, eid, "eUICC data request")
         if op is None:
-            op = await self._open_op_of(eid, OpKind.EUICC_DATA)
-        if op is None or op.kind is not OpKind.EUICC_DATA:
-            return Handled(refused="no eUICC data request matches this response")
-        if eid is not None and op.eid != eid:
-            return Handled(refused=f"response for eUICC {op.eid} arrived with EID {eid}")
+            return refused or Handled(refused="no eUICC data request matches this response")
         now = self.clock()
         common = dict(operation_id=op.id, eid=op.eid, who="ipa", now=now, eim_transaction_id=op.eim_transaction_id)
         if alt == "ipaEuiccDataResponseError":
@@ -441,43 +370,69 @@ class ResultProcessor:
             return Handled(operation=await self._record(op, update) or op)
         fields, summary = euicc_data.learned(body)
         acks: list[int] = []
-        status, error = OpStatus.DONE, None
         inner = tlv.find(raw, 0xA0)  # ipaEuiccData as received
         certs = _certificates(inner)
         if certs is not None:
             euicc_der, eum_der = certs
             try:
-                self.keys.public_key(op.eid, euicc_der, eum_der, None)
-                fields["euicc_certificate"], fields["eum_certificate"] = euicc_der, eum_der
-                summary["certificates"] = "verified"
+                self.keys.public_key(op.eid, euicc_der, eum_der, None)  # verified for op.eid, on this use
             except ResultRejected as exc:
-                status, error = OpStatus.FAILED, exc.reason
-                summary["certificates"] = f"refused: {exc.reason}"
+                return await self.refuse(exc.cause, f"eUICC data response refused: {exc.reason}", op=op)
+            fields["euicc_certificate"], fields["eum_certificate"] = euicc_der, eum_der
+            summary["certificates"] = "verified"
         euicc = await self.store.get_euicc(op.eid)
         if "associationToken" in body and euicc is not None and euicc.association_token is None:
             fields["association_token"] = body["associationToken"]
-        update = ResultUpdate(status=status, result=summary, error=error, euicc_fields=fields, **common)
+        update = ResultUpdate(status=OpStatus.DONE, result=summary, euicc_fields=fields, **common)
         changed = await self._record(op, update)
         if inner is not None:
             for child in tlv.children(inner):
                 if child.tag == 0xA2:  # euiccPackageResultList: recover results that were never delivered
                     for epr in tlv.children(child):
-                        acks += (await self.euicc_package_result(epr.raw, op.eid)).acks
+                        handled = await self.euicc_package_result(epr.raw, op.eid, authenticated_eid=authenticated_eid)
+                        acks += handled.acks
                 elif child.tag == 0xA0:  # notificationsList
                     acks += await self.notifications([n.raw for n in tlv.children(child)], op.eid)
         return Handled(acks=acks, operation=changed or op)
 
-    async def package_error(self, txid: bytes | None, code: int, eid: str | None) -> Handled:
-        """The IPA could not use a package (eimPackageResultResponseError / TransferEimPackageResponse error)."""
-        op = await self.store.find_operation_by_eim_transaction_id(txid) if txid else None
-        if op is None and txid is None and eid is not None:
-            ops = await self.store.list_operations(eid=eid, status=OpStatus.IN_PROGRESS, limit=1)
-            op = ops[0] if ops else None
-        if op is None:
-            return Handled(refused="no operation matches this error")
-        if eid is not None and op.eid != eid:
-            return Handled(refused=f"error for eUICC {op.eid} arrived with EID {eid}")
+    async def package_error(
+        self, txid: bytes | None, code: int, eid: str | None, *, authenticated_eid: str | None, pushed: bool = False
+    ) -> Handled:
+        """The IPA could not use a package (eimPackageResultResponseError / TransferEimPackageResponse error).
+
+        Unsigned: it fails its operation only when the binding authenticated the operation's EID
+        (``authenticated_eid``) and its eimTransactionId names the operation. ``pushed``: the
+        TransferEimPackageResponse ``eimPackageError``, whose ASN.1 has no eimTransactionId; it answers the package
+        pushed to that eUICC, i.e. the one operation of the authenticated EID in progress (none or several: it
+        names nothing). Otherwise it is audited as an unverified error and nothing changes."""
         name = {1: "invalidPackageFormat", 2: "unknownPackage", 127: "undefinedError"}.get(code, str(code))
+        op = None
+        if pushed:
+            if authenticated_eid is not None:
+                ops = await self.store.list_operations(eid=authenticated_eid, status=OpStatus.IN_PROGRESS, limit=2)
+                op = ops[0] if len(ops) == 1 else None
+        elif txid is not None:
+            op = await self.store.find_operation_by_eim_transaction_id(txid)
+        detail = {"eimPackageError": code, "name": name}
+        if op is None:
+            known = eid if eid is not None and await self.store.get_euicc(eid) is not None else None
+            return await self.refuse(
+                "unverified_error",
+                "no operation matches this error",
+                eid=known,
+                outcome="unverified_error",
+                detail=detail,
+            )
+        if eid is not None and op.eid != eid:
+            return await self.refuse("eid", f"error for eUICC {op.eid} arrived with EID {eid}", op=op)
+        if authenticated_eid != op.eid:
+            return await self.refuse(
+                "unverified_error",
+                "unsigned error from a device not authenticated as the operation's eUICC",
+                op=op,
+                outcome="unverified_error",
+                detail=detail,
+            )
         update = ResultUpdate(
             operation_id=op.id,
             eid=op.eid,
@@ -492,11 +447,7 @@ class ResultProcessor:
         return Handled(operation=await self._record(op, update) or op)
 
 
-def entries_error(entries: list[dict[str, Any]]) -> str:
-    for e in entries:
-        if "code" in e and (e["code"] != 0 or e.get("type") == "processingTerminated"):
-            return f"{e.get('type')}={e.get('name')}"
-    return "failure"
+entries_error = euicc_package_result.entries_error
 
 
 def session_key(transaction_id: bytes) -> str:

@@ -4,7 +4,8 @@ an EuiccPackageResult.
 Signing (protocol brief §3.3): ``eimSignature = Sign_SK.eIM( DER(EuiccPackageSigned) || 84 L associationToken )``.
 The result signatures follow the same rule: ``euiccSignEPR`` over ``DER(EuiccPackageResultDataSigned) || 84 L
 token`` and ``euiccSignEPE`` over ``DER(EuiccPackageErrorDataSigned) || 84 L token``, both cut from the RECEIVED
-bytes (never re-encoded) and verified with the eUICC's key, whose certificate must chain to a trusted CI.
+bytes (never re-encoded) and verified with the eUICC's key, whose certificate must chain to a trusted CI and
+name the EID of the message (:class:`EuiccKeys`, checked on every use).
 """
 
 from __future__ import annotations
@@ -89,11 +90,30 @@ def euicc_package_request(
 
 
 # ---------------------------------------------------------------------------------------------------- results
-class ResultRejected(Exception):
-    """A result that must not change the operation: ``reason`` says why (bad signature, echo mismatch...)."""
+#: Why a result was refused: a small fixed set (the ``cause`` label of ``eim_results_refused_total``, the
+#: ``cause`` of the audit entry). Never an EID or an operation id.
+REFUSAL_CAUSES = (
+    "undecodable",  # not an EuiccPackageResult / IpaEuiccDataResponse / ProfileDownloadTriggerResult
+    "no_operation",  # no operation is named by the result (eimTransactionId unknown, absent, wrong kind)
+    "eid",  # the EID the result came with is not the EID of the operation it names
+    "certificate",  # no verified eUICC certificate for the EID (unknown, chain refused, no trusted CI)
+    "certificate_eid",  # the eUICC certificate names another EID than the one it is used for
+    "eim_id",  # the signed eimId is not the eIM of the association
+    "transaction_id",  # the signed eimTransactionId is not the operation's
+    "counter",  # the signed counterValue is not the package's
+    "signature",  # euiccSignEPR / euiccSignEPE does not verify with the EID's verified key
+    "unverified_error",  # an unsigned error from a device not authenticated as the operation's eUICC
+)
 
-    def __init__(self, reason: str) -> None:
+
+class ResultRejected(Exception):
+    """A result that must not change the operation: ``reason`` says why in words, ``cause`` is one of
+    :data:`REFUSAL_CAUSES`."""
+
+    def __init__(self, reason: str, cause: str = "signature") -> None:
+        assert cause in REFUSAL_CAUSES, cause
         self.reason = reason
+        self.cause = cause
         super().__init__(reason)
 
 
@@ -120,9 +140,17 @@ class EuiccPackageOutcome:
 def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
     """Parse a received ``BF51`` EuiccPackageResult TLV; the signed part is cut from ``raw``.
 
-    Raises :class:`rsp.errors.DecodeError` for malformed input."""
+    Only DER is accepted, and nothing the schema does not name: the decoded value must encode back to exactly
+    ``raw``, so what is verified (the received bytes) and what is acted on (the decoded value) are the same
+    thing. Raises :class:`rsp.errors.DecodeError` for malformed input."""
     value = asn1.decode("EuiccPackageResult", raw)
     alt, body = value
+    try:
+        same = asn1.encode("EuiccPackageResult", value) == bytes(raw)
+    except RspError:
+        same = False
+    if not same:
+        raise DecodeError("EuiccPackageResult", "not DER, or elements the schema does not name")
     outer = tlv.parse_exact(raw, what="EuiccPackageResult")
     first = tlv.children(outer, what="EuiccPackageResult")
     if len(first) != 1:
@@ -162,47 +190,76 @@ def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
 
 
 class EuiccKeys:
-    """eUICC public keys taken from certificates verified up to a trusted CI (cached per certificate pair)."""
+    """eUICC public keys from certificates verified up to a trusted CI, FOR AN EID.
+
+    Identity is checked on every use, never cached past its check: :meth:`public_key` verifies that the eUICC
+    certificate names the EID it is used for each time it is called, and the cache (which saves the chain work
+    only) is keyed by the EID together with the certificate bytes, so a key verified for one EID can never come
+    back for another. A cached chain is used only within the validity of its certificates."""
+
+    MAX_CACHED = 10_000
 
     def __init__(self, trusted_cis: Iterable[x509.Certificate]) -> None:
         self.trusted_cis = list(trusted_cis)
-        self._cache: dict[bytes, ec.EllipticCurvePublicKey] = {}
+        self._cache: dict[bytes, tuple[x509.Certificate, dt.datetime, dt.datetime]] = {}
 
     def public_key(
         self, eid: str, euicc_cert: bytes, eum_cert: bytes | None, ci_key_id: bytes | None = None
     ) -> ec.EllipticCurvePublicKey:
-        """The verified key of ``eid``'s eUICC certificate. Raises :class:`ResultRejected` naming the fault."""
+        """The verified key of ``eid``'s eUICC certificate. Raises :class:`ResultRejected` naming the fault
+        (cause ``certificate`` or ``certificate_eid``)."""
         from rsp.pki.certs import eid_of
         from rsp.pki.chain import verify_chain
 
-        ident = hashlib.sha256(euicc_cert + b"|" + (eum_cert or b"") + b"|" + (ci_key_id or b"")).digest()
-        key = self._cache.get(ident)
-        if key is not None:
-            return key
-        if not self.trusted_cis:
-            raise ResultRejected("no trusted CI is configured, the eUICC certificate cannot be verified")
+        now = dt.datetime.now(dt.UTC)
+        ident = hashlib.sha256(
+            b"|".join((eid.encode(), euicc_cert, eum_cert or b"", ci_key_id or b""))  # EID first: part of the key
+        ).digest()
+        cached = self._cache.get(ident)
+        if cached is not None and not cached[1] <= now <= cached[2]:
+            del self._cache[ident]
+            cached = None
+        if cached is not None:
+            leaf = cached[0]
+        else:
+            if not self.trusted_cis:
+                raise ResultRejected(
+                    "no trusted CI is configured, the eUICC certificate cannot be verified", "certificate"
+                )
+            try:
+                chain = verify_chain(
+                    euicc_cert,
+                    [eum_cert] if eum_cert else [],
+                    self.trusted_cis,
+                    "euicc",
+                    now,
+                    ci_key_id=ci_key_id,
+                )
+            except (RspError, ValueError) as exc:
+                raise ResultRejected(f"eUICC certificate refused: {exc}", "certificate") from None
+            leaf = chain.leaf
+            valid_from = max(c.not_valid_before_utc for c in chain.path)
+            valid_to = min(c.not_valid_after_utc for c in chain.path)
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache.clear()
+            self._cache[ident] = (leaf, valid_from, valid_to)
+        # the identity check runs on every use, cached or not
         try:
-            chain = verify_chain(
-                euicc_cert,
-                [eum_cert] if eum_cert else [],
-                self.trusted_cis,
-                "euicc",
-                dt.datetime.now(dt.UTC),
-                ci_key_id=ci_key_id,
-            )
-            cert_eid = eid_of(chain.leaf)
-        except (RspError, ValueError) as exc:
-            raise ResultRejected(f"eUICC certificate refused: {exc}") from None
+            cert_eid = eid_of(leaf)
+        except ValueError as exc:
+            raise ResultRejected(f"eUICC certificate refused: {exc}", "certificate") from None
         if cert_eid != eid:
-            raise ResultRejected(f"the eUICC certificate belongs to EID {cert_eid}, not {eid}")
-        self._cache[ident] = chain.public_key
-        return chain.public_key
+            raise ResultRejected(f"the eUICC certificate belongs to EID {cert_eid}, not {eid}", "certificate_eid")
+        key = leaf.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):  # verify_chain accepts EC keys only
+            raise ResultRejected("eUICC certificate without an EC public key", "certificate")
+        return key
 
 
 def verify_outcome(
     outcome: EuiccPackageOutcome,
     *,
-    public_key: ec.EllipticCurvePublicKey,
+    public_key: ec.EllipticCurvePublicKey | None,
     association_token: int | None,
     eim_id: str,
     counter_value: int | None,
@@ -210,21 +267,27 @@ def verify_outcome(
 ) -> None:
     """Check the signature over the received bytes and the echo of eimId / counterValue / eimTransactionId.
 
-    Raises :class:`ResultRejected`. Unsigned errors cannot be verified: only the echo is checked."""
+    Raises :class:`ResultRejected` (its ``cause`` names the check). Unsigned errors cannot be verified: only the
+    echo is checked here; whether one may end the operation is the caller's rule (the binding must have
+    authenticated the operation's EID, ``eim.esipa.euicc_package_result``)."""
     if outcome.eim_id != eim_id:
-        raise ResultRejected(f"eimId {outcome.eim_id!r} is not ours ({eim_id!r})")
+        raise ResultRejected(f"eimId {outcome.eim_id!r} is not ours ({eim_id!r})", "eim_id")
     if eim_transaction_id is not None and outcome.eim_transaction_id not in (None, eim_transaction_id):
-        raise ResultRejected("eimTransactionId does not match the package sent")
+        raise ResultRejected("eimTransactionId does not match the package sent", "transaction_id")
     if not outcome.signed:
         if outcome.eim_transaction_id != eim_transaction_id:
-            raise ResultRejected("unsigned error without the package's eimTransactionId")
+            raise ResultRejected("unsigned error without the package's eimTransactionId", "transaction_id")
         return
     if counter_value is not None and outcome.counter_value != counter_value:
-        raise ResultRejected(f"counterValue {outcome.counter_value} does not match the package sent ({counter_value})")
+        raise ResultRejected(
+            f"counterValue {outcome.counter_value} does not match the package sent ({counter_value})", "counter"
+        )
+    if public_key is None:
+        raise ResultRejected("no verified eUICC key to check the signature with", "certificate")
     what = "euiccSignEPR" if outcome.kind == "result" else "euiccSignEPE"
     try:
         crypto.verify(
             public_key, outcome.signed_part + association_token_tlv(association_token), outcome.signature, what=what
         )
     except RspError as exc:
-        raise ResultRejected(str(exc)) from None
+        raise ResultRejected(str(exc), "signature") from None

@@ -24,6 +24,9 @@ Checks, in this order:
    RemoveNotificationFromList).
 
 When the association has no token the signature inputs have no ``84`` part.
+
+Tests may make the card lie in steps 4 and 6 (``ctx.forgery``, :class:`euicc.forgery.Forgery`): another
+counterValue, eimTransactionId or eimId in the signed data, or another key for the signature.
 """
 
 from __future__ import annotations
@@ -58,9 +61,31 @@ def unsigned_error(eim_id_tlv: bytes, txid: bytes | None, token: int | None) -> 
     return tlv.encode(TAG, tlv.encode(0xA2, body))
 
 
+def _as_signed(ctx: Context, eim_id_tlv: bytes, counter: int, txid: bytes | None) -> tuple[bytes, int, bytes | None]:
+    """``(eimId TLV, counterValue, eimTransactionId)`` to sign: the package's, or the lie of ``ctx.forgery``."""
+    lie = ctx.forgery
+    if lie is None:
+        return eim_id_tlv, counter, txid
+    if lie.eim_id is not None:
+        eim_id_tlv = tlv.encode(0x80, lie.eim_id.encode())
+    if lie.eim_transaction_id is not None:
+        txid = lie.eim_transaction_id
+    if lie.drop_transaction_id:
+        txid = None
+    return eim_id_tlv, counter + lie.counter_offset, txid
+
+
+def _sign(ctx: Context, data: bytes) -> bytes:
+    lie = ctx.forgery
+    if lie is not None and lie.signing_key is not None:
+        return crypto.sign(lie.signing_key, data)
+    return ctx.identity.sign(data)
+
+
 def signed_error(
     ctx: Context, eim_id_tlv: bytes, counter: int, txid: bytes | None, token: int | None, code: int
 ) -> bytes:
+    eim_id_tlv, counter, txid = _as_signed(ctx, eim_id_tlv, counter, txid)
     data = tlv.encode(
         0x30,
         eim_id_tlv
@@ -68,7 +93,7 @@ def signed_error(
         + (tlv.encode(0x82, txid) if txid is not None else b"")
         + der.integer(0x02, code),
     )
-    sig = ctx.identity.sign(data + eim_config.token_tlv(token))
+    sig = _sign(ctx, data + eim_config.token_tlv(token))
     return tlv.encode(TAG, tlv.encode(0xA1, data + tlv.encode(0x5F37, sig)))
 
 
@@ -77,15 +102,16 @@ def signed_result(
 ) -> tuple[int, bytes]:
     """Sign and store an EuiccPackageResultSigned; returns (seqNumber, BF51 bytes)."""
     seq = ctx.state.take_seq()
+    signed_eim_id, signed_counter, signed_txid = _as_signed(ctx, eim_id_tlv, counter, txid)
     data = tlv.encode(
         0x30,
-        eim_id_tlv
-        + der.integer(0x81, counter)
-        + (tlv.encode(0x82, txid) if txid is not None else b"")
+        signed_eim_id
+        + der.integer(0x81, signed_counter)
+        + (tlv.encode(0x82, signed_txid) if signed_txid is not None else b"")
         + der.integer(0x83, seq)
         + tlv.encode(0x30, results),
     )
-    sig = ctx.identity.sign(data + eim_config.token_tlv(token))
+    sig = _sign(ctx, data + eim_config.token_tlv(token))
     epr = tlv.encode(TAG, tlv.encode(0xA0, data + tlv.encode(0x5F37, sig)))
     notifications.store_epr(ctx, seq, epr, der.decode_utf8(tlv.parse_exact(eim_id_tlv).value))
     return seq, epr

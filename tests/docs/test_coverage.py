@@ -37,7 +37,7 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "pki.md",
         "rsp pki init DIR --eid-prefix 8904903 ...",
     ): "a synopsis; --eid-prefix runs in tests/rsp/test_eid_range.py",
-    ("pki.md", "euicc new --pki"): "names the command in prose; it is run in tests/docs/test_euicc.py",
+    ("pki.md", "euicc new --pki"): "names the command in prose; it is run in tests/docs/test_eim.py",
     (
         "pki.md",
         "euicc new --euicc-cert CERT_EUICC_ECDSA_NIST.der --euicc-key SK_EUICC_ECDSA_NIST.pem --eum-cert "

@@ -363,8 +363,15 @@ async def test_euicc_data_error_and_ipa_package_error(store, lab):
     # auto-learn queued a data request first; the IPA cannot use it
     req2 = asn1.decode("IpaEuiccDataRequest", unwrap_package(await env.handle(get_eim_package_request(EIDS[0]))))
     ipa_error = tlv.encode(0xA0, tlv.encode(0x80, req2["eimTransactionId"]) + bytes.fromhex("020102"))
-    assert await env.handle(provide_result(EIDS[0], ipa_error)) == bytes.fromhex("BF50023000")
+    # unsigned: from an anonymous HTTP client it ends nothing (undefinedError); from the authenticated device it does
+    assert await env.handle(provide_result(EIDS[0], ipa_error)) == bytes.fromhex("BF500302017F")
     learn = next(o for o in await store.list_operations(eid=EIDS[0]) if o.created_by == "eim")
+    assert learn.status is OpStatus.IN_PROGRESS
+    from eim.interfaces import RequestContext
+
+    coaps = RequestContext("coap", "127.0.0.1", EIDS[0])  # the PSK identity authenticated this EID
+    assert await env.handle(provide_result(EIDS[0], ipa_error), coaps) == bytes.fromhex("BF50023000")
+    learn = await env.service.get(learn.id)
     assert learn.status is OpStatus.FAILED and learn.result_code == 2  # unknownPackage
     assert (await env.service.get(op2.id)).status is OpStatus.QUEUED
 

@@ -418,3 +418,16 @@ async def test_other_signed_notification_forwarded(smdp, client, pki, memory_sto
     before = len(smdp.ctx.store.notifications())
     await relay.forward_notification(EID_A, T(0xBF3D, T(0xA0, note)))  # the whole BF3D is accepted too
     assert len(smdp.ctx.store.notifications()) == before + 1
+
+
+async def test_relay_never_learns_a_certificate_for_another_eid(smdp, client, pki, memory_store):
+    """The relay's learning path (AuthenticateClient): card A runs B's download operation (the session's EID is
+    B's, from the operation). The SM-DP+ accepts A's certificates and signature, but they name A: the eIM learns
+    no certificate for B (nor for A, from a session that is not A's)."""
+    order = new_order(smdp)
+    eim_txid = memory_store.add_download(EID_B, {"activationCode": f"1${smdp.address}${order.matching_id}"})
+    ipa = Ipa(Es9Relay(memory_store, client), SimEuicc(pki, "nist", eid=EID_A))
+    ipa.eid = EID_B  # what the dispatcher passes: the EID of the operation that handed out eim_txid
+    auth = ipa.auth_json(await ipa.initiate(smdp.address, eim_txid))
+    ipa.client_json(await ipa.authenticate(auth, order.matching_id))  # the SM-DP+ accepted the authentication
+    assert memory_store.certificates == {}

@@ -21,6 +21,9 @@ SECOND_EPR_SIGNATURE = bytes.fromhex(
 )
 
 
+_KEY = crypto.generate_key("nist")  # for the property tests below
+
+
 def test_curve_constants_match_openssl():
     crypto._self_check()
 
@@ -193,12 +196,29 @@ def test_flipped_signature_bit_never_verifies(data, flip):
     assert not crypto.is_valid_signature(key, data, bytes(sig))
 
 
-@given(garbage=st.binary(max_size=80))
-def test_random_signature_bytes_raise_only_signature_error(garbage):
-    try:
+@given(garbage=st.one_of(st.binary(max_size=80), st.binary(min_size=64, max_size=64)))
+def test_random_signature_bytes_never_verify(garbage):
+    """Random bytes as a signature: verify() always raises SignatureError (never passes, never another error)."""
+    with pytest.raises(SignatureError):
         crypto.verify(_KEY, b"data", garbage)
+    assert not crypto.is_valid_signature(_KEY, b"data", garbage)
+
+
+def _der_near_misses():
+    real = crypto.raw_to_der_signature(crypto.sign(_KEY, b"m"))
+    flip = st.tuples(st.integers(0, len(real) - 1), st.integers(1, 255)).map(
+        lambda t: real[: t[0]] + bytes([real[t[0]] ^ t[1]]) + real[t[0] + 1 :]
+    )
+    return st.one_of(st.just(real), flip, st.binary(max_size=80), st.binary(max_size=70).map(lambda b: b"\x30" + b))
+
+
+@given(blob=_der_near_misses())
+def test_der_signature_decode_raises_or_round_trips(blob):
+    """der_to_raw_signature of arbitrary bytes: SignatureError, or 64 bytes r||s that encode back to exactly the
+    input (only DER is accepted)."""
+    try:
+        raw = crypto.der_to_raw_signature(blob)
     except SignatureError:
-        pass
-
-
-_KEY = crypto.generate_key("nist")
+        return
+    assert len(raw) == 64
+    assert crypto.raw_to_der_signature(raw) == blob

@@ -1,0 +1,359 @@
+"""Result verification in the eIM (docs/eim.md, "How results are verified"), attacked: each test performs an
+attack found against the eIM, or breaks exactly one rule of result verification with a lying software eUICC
+(``euicc.forgery.Forgery``), and checks what the store, the audit log, the metrics and the IPA's answer show.
+
+Findings covered (security issue 13): a certificate of another EID learned and then trusted through a cache
+keyed by certificate bytes; results, eUICC data responses and download results closing "the open operation of
+this EID" without naming it; unsigned errors from anyone ending an operation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from eim.interfaces import RequestContext
+from eim.metrics import Metrics
+from eim.model import OpKind, OpStatus
+from euicc.forgery import Forgery
+from rsp import asn1, tlv
+from rsp.pki import create_lab_pki, lab_eid
+from tests.eim.helpers import EIM_ID, Card, get_eim_package_request, make_env, provide_result, unwrap_package
+
+EIDS = [lab_eid(i) for i in range(41, 45)]
+UNDEFINED = bytes.fromhex("BF500302017F")  # provideEimPackageResultError undefinedError
+EMPTY = bytes.fromhex("BF50023000")  # emptyResponse
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    return create_lab_pki(tmp_path_factory.mktemp("pki"), eids=EIDS)
+
+
+def refused(env, cause: str) -> float:
+    return env.rp.metrics.registry.get_sample_value("eim_results_refused_total", {"cause": cause}) or 0.0
+
+
+def metered(env):
+    env.rp.metrics = Metrics()
+    return env
+
+
+async def ready_card(env, lab, eid: str) -> Card:
+    """Associated, registered, certificates learned through an eUICC data request."""
+    card = Card(lab, eid)
+    await card.open()
+    token = await card.associate(env.key, counter_value=1)
+    await env.service.register_euicc(eid, association_token=token, counter_value=1)
+    await env.service.create(eid, OpKind.EUICC_DATA, {})
+    req = unwrap_package(await env.handle(get_eim_package_request(eid)))
+    assert await env.handle(provide_result(eid, await card.euicc_data(req))) == EMPTY
+    return card
+
+
+async def psmo(env, card: Card):
+    """A getRAT PSMO for ``card``, handed out: ``(operation, package bytes)``."""
+    op = await env.service.create(card.eid, OpKind.PSMO, {"psmos": [{"getRAT": {}}]})
+    package = unwrap_package(await env.handle(get_eim_package_request(card.eid)))
+    return op, package
+
+
+def data_response(txid: bytes | None, euicc_cert: bytes, eum_cert: bytes) -> bytes:
+    """IpaEuiccDataResponse ``BF52 { A0 { A5 eum, A6 euicc, [87 txid] } }`` as an IPA (or an attacker) writes it."""
+    body = tlv.encode(0xA5, tlv.parse_exact(eum_cert).value) + tlv.encode(0xA6, tlv.parse_exact(euicc_cert).value)
+    if txid is not None:
+        body += tlv.encode(0x87, txid)
+    return tlv.encode(0xBF52, tlv.encode(0xA0, body))
+
+
+def unsigned_error(txid: bytes | None, eim_id: str = EIM_ID) -> bytes:
+    """EuiccPackageErrorUnsigned ``BF51 { A2 { 80 eimId, [82 txid] } }``: no signature, anyone can write it."""
+    body = tlv.encode(0x80, eim_id.encode()) + (tlv.encode(0x82, txid) if txid is not None else b"")
+    return tlv.encode(0xBF51, tlv.encode(0xA2, body))
+
+
+def txid_of(package: bytes) -> bytes:
+    return asn1.decode("EuiccPackageRequest", package)["euiccPackageSigned"]["eimTransactionId"]
+
+
+# ---------------------------------------------------------------------------------------------------- finding 1
+async def test_certificate_of_another_eid_is_never_learned_nor_trusted(store, lab):
+    """The attack: an anonymous client answers B's eUICC data request with A's certificates (already verified,
+    and cached, for A). Then a result for B's PSMO signed with A's key. Neither may be accepted."""
+    env = metered(make_env(store, lab))
+    card_a = await ready_card(env, lab, EIDS[0])
+    card_b = Card(lab, EIDS[1])
+    await card_b.open()
+    token = await card_b.associate(env.key, counter_value=1)
+    await env.service.register_euicc(card_b.eid, association_token=token, counter_value=1)
+    learn = await env.service.create(card_b.eid, OpKind.EUICC_DATA, {})
+    txid = asn1.decode("IpaEuiccDataRequest", unwrap_package(await env.handle(get_eim_package_request(card_b.eid))))[
+        "eimTransactionId"
+    ]
+    a = await store.get_euicc(card_a.eid)
+    forged = data_response(txid, a.euicc_certificate, a.eum_certificate)
+    assert await env.handle(provide_result(card_b.eid, forged)) == UNDEFINED
+    b = await store.get_euicc(card_b.eid)
+    assert b.euicc_certificate is None and b.eum_certificate is None  # nothing learned
+    assert (await env.service.get(learn.id)).status is OpStatus.IN_PROGRESS
+    [entry] = [e for e in await store.list_audit(eid=card_b.eid) if e.action == "euicc_certificate"]
+    assert entry.outcome == "eid_mismatch" and entry.operation_id == learn.id
+    assert entry.detail["cause"] == "certificate_eid" and card_a.eid in entry.detail["reason"]
+    assert refused(env, "certificate_eid") == 1
+    # the genuine answer is still accepted afterwards
+    genuine = data_response(txid, card_b.card.identity.euicc_cert_der, card_b.card.identity.eum_cert_der)
+    assert await env.handle(provide_result(card_b.eid, genuine)) == EMPTY
+    assert (await store.get_euicc(card_b.eid)).euicc_certificate == card_b.card.identity.euicc_cert_der
+
+
+async def test_result_signed_with_another_cards_key_is_refused_even_with_a_poisoned_certificate(store, lab):
+    """Second half of the attack: B's stored certificate is A's (a registry poisoned before this fix, or any
+    other way in). The key is checked for B's EID on every use: a result for B signed with A's key is refused."""
+    env = metered(make_env(store, lab))
+    card_a = await ready_card(env, lab, EIDS[0])
+    card_b = await ready_card(env, lab, EIDS[1])
+    a = await store.get_euicc(card_a.eid)
+    await store.update_euicc(card_b.eid, euicc_certificate=a.euicc_certificate, eum_certificate=a.eum_certificate)
+    op, package = await psmo(env, card_b)
+    card_b.card.ctx.forgery = Forgery(signing_key=lab.euicc_key(card_a.eid, "nist"))
+    epr = await card_b.load(package)
+    assert await env.handle(provide_result(card_b.eid, epr)) == UNDEFINED
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    entry = [e for e in await store.list_audit(operation_id=op.id) if e.action == "euicc_certificate"][-1]
+    assert entry.outcome == "eid_mismatch"
+    assert refused(env, "certificate_eid") == 1
+
+
+# ---------------------------------------------------------------------------------------------------- each check
+@pytest.mark.parametrize(
+    ("lie", "cause"),
+    [
+        ("signature", "signature"),
+        ("counter", "counter"),
+        ("eim_id", "eim_id"),
+    ],
+)
+async def test_a_lying_card_never_closes_the_operation(store, lab, lie, cause):
+    """One rule broken at a time by the card itself: signed with another card's key, a counterValue that is not
+    the package's, an eimId that is not the association's. The operation stays in progress, nothing is
+    acknowledged, the refusal is audited and counted by cause; the package is handed out again."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[2])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = {
+        "signature": Forgery(signing_key=lab.euicc_key(EIDS[3], "nist")),
+        "counter": Forgery(counter_offset=1),
+        "eim_id": Forgery(eim_id="eim.attacker.example"),
+    }[lie]
+    epr = await card.load(package)
+    assert await env.handle(provide_result(card.eid, epr)) == UNDEFINED
+    still = await env.service.get(op.id)
+    assert still.status is OpStatus.IN_PROGRESS and still.result is None
+    [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "refused"]
+    assert entry.action == "result" and entry.detail["cause"] == cause
+    assert refused(env, cause) == 1
+    assert unwrap_package(await env.handle(get_eim_package_request(card.eid))) == package
+    # the same card telling the truth about the same package (replayError: it already ran it) is accepted
+    card.card.ctx.forgery = None
+    assert asn1.decode("EuiccPackageResult", await card.load(package))[0] == "euiccPackageErrorSigned"
+
+
+async def test_a_result_naming_another_transaction_closes_nothing(store, lab):
+    """The card signs its result with an eimTransactionId the eIM never issued: the open operation is not
+    closed by guessing (no "open operation of this EID" match); the genuine signature only makes it an orphan."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[2])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(eim_transaction_id=os.urandom(16))
+    epr = await card.load(package)
+    await env.handle(provide_result(card.eid, epr))
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    audit = await store.list_audit(eid=card.eid)
+    assert [e.outcome for e in audit if e.action == "result" and e.operation_id is None] == ["orphan"]
+    assert [e.outcome for e in audit if e.operation_id == op.id and e.action == "result"] == []
+
+
+async def test_a_signed_result_without_transaction_id_needs_the_exact_counter(store, lab):
+    """eimTransactionId is OPTIONAL in EuiccPackageResultDataSigned: a signed result without it is matched by
+    EID + counterValue, exactly, and verified with that EID's key."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[2])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(drop_transaction_id=True, counter_offset=5)
+    wrong = await card.load(package)
+    await env.handle(provide_result(card.eid, wrong))
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    package2 = unwrap_package(await env.handle(get_eim_package_request(card.eid)))
+    assert package2 == package
+    card.card.ctx.forgery = Forgery(drop_transaction_id=True)
+    card.card.ctx.state.eims[0].counter -= 1  # let the card run the same package again (a second card run)
+    right = await card.load(package)
+    assert "eimTransactionId" not in asn1.decode("EuiccPackageResult", right)[1]["euiccPackageResultDataSigned"]
+    assert asn1.decode("ProvideEimPackageResultResponse", await env.handle(provide_result(card.eid, right)))[0] == (
+        "eimAcknowledgements"
+    )
+    assert (await env.service.get(op.id)).status is OpStatus.DONE
+
+
+async def test_a_result_for_another_euicc_is_refused(store, lab):
+    """A genuine result of B posted with A's EID: the EID it came with is not the operation's."""
+    env = metered(make_env(store, lab))
+    card_a = await ready_card(env, lab, EIDS[0])
+    card_b = await ready_card(env, lab, EIDS[1])
+    op, package = await psmo(env, card_b)
+    epr = await card_b.load(package)
+    assert await env.handle(provide_result(card_a.eid, epr)) == UNDEFINED
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    assert refused(env, "eid") == 1
+    assert asn1.decode("ProvideEimPackageResultResponse", await env.handle(provide_result(card_b.eid, epr)))[0] == (
+        "eimAcknowledgements"
+    )
+    assert (await env.service.get(op.id)).status is OpStatus.DONE
+
+
+# ---------------------------------------------------------------------------------------------------- finding 2
+async def test_euicc_data_response_must_name_its_request(store, lab):
+    """An IpaEuiccDataResponse without (or with another) eimTransactionId does not close the eUICC's open data
+    request: the eIM sends one in every request and matches only by it."""
+    env = metered(make_env(store, lab))
+    card = Card(lab, EIDS[3])
+    await card.open()
+    await env.service.register_euicc(card.eid)
+    op = await env.service.create(card.eid, OpKind.EUICC_DATA, {})
+    txid = asn1.decode("IpaEuiccDataRequest", unwrap_package(await env.handle(get_eim_package_request(card.eid))))[
+        "eimTransactionId"
+    ]
+    ident = card.card.identity
+    for bad in (None, os.urandom(16)):
+        assert await env.handle(
+            provide_result(card.eid, data_response(bad, ident.euicc_cert_der, ident.eum_cert_der))
+        ) == (UNDEFINED)
+        assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+        assert (await store.get_euicc(card.eid)).euicc_certificate is None
+    assert refused(env, "no_operation") == 2
+    assert await env.handle(
+        provide_result(card.eid, data_response(txid, ident.euicc_cert_der, ident.eum_cert_der))
+    ) == (EMPTY)
+    assert (await env.service.get(op.id)).status is OpStatus.DONE
+
+
+async def test_download_trigger_result_must_name_its_trigger(store, lab):
+    env = make_env(store, lab)
+    eid = EIDS[3]
+    await env.service.register_euicc(eid)
+    op = await env.service.create(eid, OpKind.DOWNLOAD, {"activationCode": "1$smdp.example.com$M", "mode": "direct"})
+    txid = asn1.decode("ProfileDownloadTriggerRequest", unwrap_package(await env.handle(get_eim_package_request(eid))))[
+        "eimTransactionId"
+    ]
+
+    def result(t):
+        value = {"profileDownloadTriggerResultData": ("profileDownloadError", {"profileDownloadErrorReason": 127})}
+        if t is not None:
+            value["eimTransactionId"] = t
+        return asn1.encode("ProfileDownloadTriggerResult", value)
+
+    for bad in (None, os.urandom(16)):
+        assert await env.handle(provide_result(eid, result(bad))) == UNDEFINED
+        assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    assert await env.handle(provide_result(eid, result(txid))) == EMPTY
+    assert (await env.service.get(op.id)).status is OpStatus.FAILED
+
+
+# ---------------------------------------------------------------------------------------------------- finding 3
+async def test_unsigned_error_from_an_anonymous_client_ends_nothing(store, lab):
+    """``BF51 A2 {80 eimId, 82 txid}`` over HTTP without client authentication: audited as an unverified error,
+    the operation stays in progress, the package is handed out again, the IPA hears undefinedError."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[0])
+    op, package = await psmo(env, card)
+    assert await env.handle(provide_result(card.eid, unsigned_error(txid_of(package)))) == UNDEFINED
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.action == "result"][-1:]
+    assert entry.outcome == "unverified_error" and entry.detail["cause"] == "unverified_error"
+    assert refused(env, "unverified_error") == 1
+    assert unwrap_package(await env.handle(get_eim_package_request(card.eid))) == package
+    # the IPA-side error of the same kind, eimPackageResultResponseError, likewise
+    ipa_error = tlv.encode(0xA0, tlv.encode(0x80, txid_of(package)) + bytes.fromhex("020102"))
+    assert await env.handle(provide_result(card.eid, ipa_error)) == UNDEFINED
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    assert refused(env, "unverified_error") == 2
+
+
+@pytest.mark.parametrize("binding", ["coap", "mqtt"])
+async def test_unsigned_error_from_the_authenticated_device_ends_its_operation(store, lab, binding):
+    env = make_env(store, lab)
+    card = await ready_card(env, lab, EIDS[1])
+    op, package = await psmo(env, card)
+    ctx = RequestContext(binding, "peer", card.eid)
+    if binding == "mqtt":  # the answer to a pushed package
+        assert await env.handle(tlv.encode(0xBF4E, unsigned_error(txid_of(package))), ctx) is None
+    else:
+        assert await env.handle(provide_result(card.eid, unsigned_error(txid_of(package))), ctx) == EMPTY
+    failed = await env.service.get(op.id)
+    assert failed.status is OpStatus.FAILED and failed.result["euiccPackageErrorUnsigned"] is True
+
+
+@pytest.mark.parametrize("txid", ["none", "other"])
+async def test_unsigned_error_must_name_its_operation_even_when_authenticated(store, lab, txid):
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[1])
+    op, _package = await psmo(env, card)
+    coaps = RequestContext("coap", "peer", card.eid)
+    error = unsigned_error(None if txid == "none" else os.urandom(16))
+    assert await env.handle(provide_result(card.eid, error), coaps) == UNDEFINED
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    ipa_error = tlv.encode(0xA0, (b"" if txid == "none" else tlv.encode(0x80, os.urandom(16))) + b"\x02\x01\x02")
+    assert await env.handle(provide_result(card.eid, ipa_error), coaps) == UNDEFINED
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    assert refused(env, "unverified_error") == 2
+
+
+async def test_unsigned_error_from_a_device_authenticated_as_another_euicc(store, lab):
+    """A device authenticated as A (its own MQTT topic) reports an unsigned error naming B's operation."""
+    env = make_env(store, lab)
+    card_a = await ready_card(env, lab, EIDS[0])
+    card_b = await ready_card(env, lab, EIDS[1])
+    op, package = await psmo(env, card_b)
+    as_a = RequestContext("mqtt", f"esipa/{card_a.eid}/up", card_a.eid)
+    assert await env.handle(tlv.encode(0xBF4E, unsigned_error(txid_of(package))), as_a) is None
+    assert await env.handle(provide_result(None, unsigned_error(txid_of(package))), as_a) == UNDEFINED
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    # TransferEimPackageResponse eimPackageError has no eimTransactionId: only the device of the pushed package
+    assert await env.handle(bytes.fromhex("BF4E03020101"), as_a) is None
+    assert await env.handle(bytes.fromhex("BF4E03020101"), RequestContext("http", "127.0.0.1")) is None
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    as_b = RequestContext("mqtt", f"esipa/{card_b.eid}/up", card_b.eid)
+    assert await env.handle(bytes.fromhex("BF4E03020101"), as_b) is None
+    assert (await env.service.get(op.id)).status is OpStatus.FAILED
+
+
+async def test_euicc_data_and_trigger_results_posted_with_another_eid_are_refused(store, lab):
+    """B's eUICC data response and B's download result, posted with A's eidValue (A is registered too)."""
+    env = metered(make_env(store, lab))
+    card_a = await ready_card(env, lab, EIDS[0])
+    card_b = Card(lab, EIDS[1])
+    await card_b.open()
+    await env.service.register_euicc(card_b.eid)
+    learn = await env.service.create(card_b.eid, OpKind.EUICC_DATA, {})
+    txid = asn1.decode("IpaEuiccDataRequest", unwrap_package(await env.handle(get_eim_package_request(card_b.eid))))[
+        "eimTransactionId"
+    ]
+    ident = card_b.card.identity
+    response = data_response(txid, ident.euicc_cert_der, ident.eum_cert_der)
+    assert await env.handle(provide_result(card_a.eid, response)) == UNDEFINED
+    assert (await env.service.get(learn.id)).status is OpStatus.IN_PROGRESS
+    assert (await store.get_euicc(card_b.eid)).euicc_certificate is None
+    assert await env.handle(provide_result(card_b.eid, response)) == EMPTY
+    download = await env.service.create(card_b.eid, OpKind.DOWNLOAD, {"activationCode": "1$smdp.example.com$M"})
+    trigger = unwrap_package(await env.handle(get_eim_package_request(card_b.eid)))
+    result = asn1.encode(
+        "ProfileDownloadTriggerResult",
+        {
+            "eimTransactionId": asn1.decode("ProfileDownloadTriggerRequest", trigger)["eimTransactionId"],
+            "profileDownloadTriggerResultData": ("profileDownloadError", {"profileDownloadErrorReason": 127}),
+        },
+    )
+    assert await env.handle(provide_result(card_a.eid, result)) == UNDEFINED
+    assert (await env.service.get(download.id)).status is OpStatus.IN_PROGRESS
+    assert refused(env, "eid") == 2
