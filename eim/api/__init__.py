@@ -208,6 +208,8 @@ def create_api(
     app = FastAPI(
         title=title,
         version="1.0",
+        # an API answers the path it was given: /v1/notifications/%2F is a 404 naming it, not a 307 to another path
+        redirect_slashes=False,
         description="SGP.32 v1.2 eIM: register eUICCs, queue operations (PSMO, eCO, profile download, eUICC data), "
         'follow them, run batches. Errors: {"error": {"code", "message"}}.',
     )

@@ -149,7 +149,9 @@ async def test_a_lying_card_never_closes_the_operation(store, lab, lie, cause):
     epr = await card.load(package)
     assert await env.handle(provide_result(card.eid, epr)) == UNDEFINED
     still = await env.service.get(op.id)
-    assert still.status is OpStatus.IN_PROGRESS and still.result is None
+    assert still.status is OpStatus.IN_PROGRESS and still.result_code is None and still.error is None
+    assert set(still.result or {}) <= {"refusals"}  # only the refusal is noted (it counts against max_handouts)
+    assert still.result is None or still.result["refusals"]["count"] == 1
     [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "refused"]
     assert entry.action == "result" and entry.detail["cause"] == cause
     assert refused(env, cause) == 1
