@@ -155,10 +155,13 @@ def _resource_class():
                 )
             peer = _peer(request)
             eid = _dtls_eid(request)
+            ctx = RequestContext("coap", peer, eid, "psk" if eid is not None else "none", _peer_ip(request))
             try:
-                answer = await self.handler.handle(request.payload, RequestContext("coap", peer, eid))
+                answer = await self.handler.handle(request.payload, ctx)
             except EsipaRejected as exc:
                 log.info("ESipa request rejected", extra={"peer": peer, "reason": exc.message})
+                if exc.http_status == 403:  # the device policy refused an unauthenticated request
+                    raise error.Forbidden(exc.message) from None
                 raise error.BadRequest(exc.message) from None
             except RspError as exc:
                 log.warning("ESipa request undecodable", extra={"peer": peer, "reason": str(exc)})
@@ -178,6 +181,15 @@ def _peer(request: Any) -> str | None:
         return str(request.remote.hostinfo)
     except Exception:
         return None
+
+
+def _peer_ip(request: Any) -> str | None:
+    """The sender's IP address: ``sockaddr`` (udp6, tinydtls) or ``address`` (simplesocketserver)."""
+    remote = request.remote
+    addr = getattr(remote, "sockaddr", None) or getattr(remote, "address", None)
+    if isinstance(addr, tuple) and addr and isinstance(addr[0], str):
+        return addr[0]
+    return None
 
 
 def _dtls_eid(request: Any) -> str | None:
