@@ -8,6 +8,7 @@
     eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID
     eim notification list [--status pending|failed] [--limit N]
     eim psk set EID (--key HEX | --generate) | remove EID | list   [--file PSKFILE]
+    eim device-secret set EID | remove EID | list   [--file FILE]   (eim.cli_device_secret)
 
 Operator commands talk to the REST API (``--url``, default ``[api] url`` of the configuration, else
 ``http://127.0.0.1:8080``), so they work against any worker of a fleet. ``--json`` prints one JSON object per
@@ -399,6 +400,9 @@ def parser() -> argparse.ArgumentParser:
     kr = k.add_parser("remove", parents=[file_opt], help="remove a device's key")
     kr.add_argument("eid")
     k.add_parser("list", parents=[file_opt], help="the EIDs that have a key (never the keys)")
+    from eim.cli_device_secret import add_parser as add_device_secret_parser
+
+    add_device_secret_parser(sub)
     n = sub.add_parser("notification", help="notifications the eIM owes SM-DP+s (the outbox)").add_subparsers(
         dest="action", required=True
     )
@@ -422,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "psk":
             return cmd_psk(args)
+        if args.command == "device-secret":
+            from eim.cli_device_secret import cmd_device_secret
+
+            return cmd_device_secret(args)
         url, token = args.url, args.token
         if url is None or token is None:
             from eim.config import ConfigError, load_config
