@@ -187,5 +187,47 @@ async def test_over_https(server):
     # the operator API on the same port needs no client certificate
     async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=s["ca"])) as c:
         assert (await c.get(s["url"] + "/healthz")).status_code == 200
-    s["srv"].stop()
     assert "allow_unauthenticated" not in s["srv"].log_text()
+
+
+async def test_the_ipa_authenticates_with_its_certificate_or_its_secret(server, tmp_path):
+    """The IPA's own HTTP transport (ipa.esipa.open_transport) with each method from its configuration. It
+    connects from 127.0.0.1, where it would be served without credentials too; asking about the other eUICC
+    shows the eIM saw the identity (invalidEid), and a wrong secret is refused before any ESipa answer."""
+    from ipa.config import parse_config
+    from ipa.esipa import Endpoint, EsipaError, open_transport
+
+    s = server
+    port = int(s["url"].rsplit(":", 1)[1])
+    endpoint = Endpoint("http", "https", "127.0.0.1", port)
+    cert, key, _ = s["certs"][EID_B]
+    token_file = tmp_path / "token"
+    token_file.write_text(s["tokens"][EID_B] + "\n")
+    token_file.chmod(0o600)
+    configs = [
+        f'[eim]\nca_file = "{s["ca"]}"\ntls_client_cert = "{cert}"\ntls_client_key = "{key}"',
+        f'[eim]\nca_file = "{s["ca"]}"\ndevice_secret_file = "{token_file}"',
+    ]
+    for text in configs:
+        t = await open_transport(endpoint, parse_config(text, {}), bytes.fromhex(EID_B))
+        try:
+            assert await t.send(get_eim_package_request(EID_B)) == NO_PACKAGE
+            assert await t.send(get_eim_package_request(EID_A)) == INVALID_EID
+        finally:
+            await t.close()
+    wrong = EID_B + "." + "B" * 43
+    t = await open_transport(
+        endpoint, parse_config(f'[eim]\nca_file = "{s["ca"]}"\ndevice_secret = "{wrong}"', {}), bytes.fromhex(EID_B)
+    )
+    try:
+        with pytest.raises(EsipaError, match="401"):
+            await t.send(get_eim_package_request(EID_B))
+    finally:
+        await t.close()
+    # a token for another eUICC is a configuration mistake the IPA names before it sends anything
+    with pytest.raises(EsipaError, match=r"eim\.device_secret"):
+        await open_transport(
+            endpoint,
+            parse_config(f'[eim]\ndevice_secret = "{s["tokens"][EID_A]}"', {}),
+            bytes.fromhex(EID_B),
+        )
