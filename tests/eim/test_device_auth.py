@@ -374,3 +374,38 @@ def test_peer_address_and_networks_parsers(text):
         assert "[devices] trusted_networks" in str(exc)
         return
     assert len(nets) == 1
+
+
+# ------------------------------------------------------------------------------------------ plain CoAP
+
+
+async def test_plain_coap_from_an_untrusted_address_is_refused(env):
+    """A real CoAP binding on 127.0.0.1 and a real aiocoap client: with 127.0.0.1 outside trusted_networks (only
+    ::1 left) the client's address is untrusted, so the poll gets the refusal and a notification 4.03."""
+    from aiocoap import POST, Context, Message
+    from aiocoap.numbers.codes import Code
+
+    from eim.bindings.coap import CoapBinding
+    from tests.services import free_port
+
+    await env.service.create(EID_A, OpKind.DOWNLOAD, {"activationCode": AC})
+    env.dispatcher.device_policy = DevicePolicy(trusted_networks=["::1/128"])
+    port = free_port()
+    binding = CoapBinding(env.dispatcher, "127.0.0.1", port)
+    await binding.start()
+    client = await Context.create_client_context()
+    uri = f"coap://127.0.0.1:{port}/gsma/rsp2/asn1"
+    try:
+        before = await snapshot(env, EID_A)
+        r = await client.request(Message(code=POST, uri=uri, payload=get_eim_package_request(EID_A))).response
+        assert (r.code, r.payload) == (Code.CHANGED, UNDEFINED[0xBF4F])
+        r = await client.request(Message(code=POST, uri=uri, payload=bytes.fromhex("BF3D03A00100"))).response
+        assert r.code == Code.FORBIDDEN
+        assert await snapshot(env, EID_A) == before
+        env.dispatcher.device_policy = DevicePolicy()  # the default: loopback, 127.0.0.1 included
+        r = await client.request(Message(code=POST, uri=uri, payload=get_eim_package_request(EID_A))).response
+        assert r.code == Code.CHANGED and AC.encode() in r.payload
+        assert (await env.store.get_euicc(EID_A)).binding == "coap"
+    finally:
+        await client.shutdown()
+        await binding.stop()
