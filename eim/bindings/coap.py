@@ -8,7 +8,8 @@ request                                                  answer
 POST, handler returns bytes                              2.04 Changed, payload = the handler's bytes,
                                                          Content-Format 42 (application/octet-stream)
 POST, handler returns ``None`` (HandleNotification)      2.04 Changed, empty payload
-handler raises ``EsipaRejected``                         4.00 Bad Request, diagnostic payload (UTF-8 text)
+handler raises ``EsipaRejected``                         4.00 Bad Request, diagnostic payload (UTF-8 text);
+                                                         4.03 Forbidden for the device policy's 403
 Content-Format set and not 42 / experimental 65000+      4.15 Unsupported Content-Format
 request (all Block1 blocks together) > max_body_size     4.13 Request Entity Too Large
 GET/PUT/DELETE/...                                       4.05 Method Not Allowed
@@ -30,6 +31,11 @@ without timers, entries kept ``dedup_lifetime`` seconds (default 60 s: a client'
 most MAX_TRANSMIT_SPAN = 45 s after the first) and at most ``dedup_max_entries`` (default 50 000, oldest dropped
 first). Dropping an entry early only means that a very late retransmission is handled as a new request; every
 ESipa request is safe to handle twice (the eIM hands out the same package again, results are idempotent).
+
+**Plain CoAP authenticates nobody**: its requests reach the dispatcher with ``eid_hint=None``, ``auth="none"``
+and the sender's address as ``peer_ip``, so the device policy (:mod:`eim.esipa.device_auth`, ``[devices]``) serves
+them from ``trusted_networks`` (default loopback) only, or from anywhere with ``allow_unauthenticated``; others get
+the function's ``undefinedError`` (4.03 Forbidden for HandleNotification, which has no error answer).
 
 **DTLS** (CoAPS, DTLS 1.2 with pre-shared keys, RFC 7252 §9): ``CoapBinding(..., psk=PskFile(path))`` serves
 ``coaps://`` through aiocoap's ``tinydtls_server`` transport (the DTLSSocket package, extra ``[dtls]``). The PSK

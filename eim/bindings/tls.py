@@ -5,8 +5,8 @@ uvicorn (0.55) verifies a client certificate when configured with ``ssl_cert_req
 builds the ASGI scope without the ASGI TLS extension, so the app cannot tell who connected (checked in
 ``uvicorn/protocols/http/httptools_impl.py``: ``on_message_begin`` makes the scope from the client/server
 addresses only). :class:`TlsHttpToolsProtocol` is uvicorn's own httptools protocol with one addition: when the
-connection is TLS, it reads the verified peer certificate from the transport's ``ssl_object`` once, at
-``connection_made`` (asyncio calls it after the handshake), and puts it into every request's scope in the shape
+connection is TLS, it reads the verified peer certificate from the transport's ``ssl_object`` (the handshake is
+complete before asyncio hands the connection to the protocol) and puts it into every request's scope in the shape
 of the ASGI TLS extension::
 
     scope["extensions"]["tls"] = {"client_cert_chain": [<leaf PEM>], "client_cert_name": <subject RFC 4514>,
@@ -36,7 +36,10 @@ def tls_extension(transport: Any) -> dict[str, Any] | None:
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:
         return None
-    der = ssl_object.getpeercert(binary_form=True)
+    return _extension(ssl_object, ssl_object.getpeercert(binary_form=True))
+
+
+def _extension(ssl_object: Any, der: bytes | None) -> dict[str, Any]:
     chain: list[str] = []
     name = None
     if der:
@@ -58,15 +61,20 @@ def tls_extension(transport: Any) -> dict[str, Any] | None:
 
 
 class TlsHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol that hands the verified client certificate to the app (module docstring)."""
+    """uvicorn's httptools protocol that hands the verified client certificate to the app (module docstring).
+
+    The peer certificate is read for every request (a TLS 1.2 renegotiation could change it within a connection);
+    the extension is rebuilt only when the certificate differs from the previous request's."""
 
     _tls: dict[str, Any] | None = None
-
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._tls = tls_extension(transport)
+    _der: bytes | None = None
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._tls is not None:
-            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return
+        der = ssl_object.getpeercert(binary_form=True)
+        if self._tls is None or der != self._der:
+            self._tls, self._der = _extension(ssl_object, der), der
+        self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]

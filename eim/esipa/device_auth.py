@@ -114,12 +114,19 @@ class DevicePolicy:
     ) -> None:
         self.allow_unauthenticated = allow_unauthenticated
         self.trusted_networks = parse_networks(trusted_networks)
+        self._seen: dict[str, bool] = {}
 
     def peer_trusted(self, peer_ip: str | None) -> bool:
-        addr = peer_address(peer_ip)
-        if addr is None:
+        if peer_ip is None:
             return False
-        return any(addr.version == net.version and addr in net for net in self.trusted_networks)
+        known = self._seen.get(peer_ip)
+        if known is None:
+            addr = peer_address(peer_ip)
+            known = addr is not None and any(addr.version == n.version and addr in n for n in self.trusted_networks)
+            if len(self._seen) >= 4096:  # a bounded memo: parsing an address costs more than the rest of a poll's check
+                self._seen.clear()
+            self._seen[peer_ip] = known
+        return known
 
     def admits(self, ctx: RequestContext) -> bool:
         if ctx.eid_hint is not None:
