@@ -31,14 +31,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
 
-def tls_extension(transport: Any) -> dict[str, Any] | None:
-    """The ASGI TLS extension for a connection, or ``None`` when it is not TLS."""
-    ssl_object = transport.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return None
-    return _extension(ssl_object, ssl_object.getpeercert(binary_form=True))
-
-
 def _extension(ssl_object: Any, der: bytes | None) -> dict[str, Any]:
     chain: list[str] = []
     name = None
