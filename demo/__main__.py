@@ -90,6 +90,8 @@ def story(stack: LabStack, tl: Timeline) -> None:
     tl.step("start lab SM-DP+ (smdpp serve, HTTPS)", stack.start_smdpp)
     if stack.binding == "coaps":
         tl.step("CoAPS key for the eUICC (eim psk set --generate)", stack.provision_psk)
+    if stack.binding == "https":
+        tl.step("TLS client certificate for the IPA (rsp pki device-cert)", stack.provision_device_cert)
     tl.step("start eIM (eim serve, SQLite)", stack.start_eim)
     tl.step(f"create software eUICC {eid} (euicc new)", stack.create_card)
     tl.step(

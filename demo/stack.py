@@ -19,8 +19,14 @@ from demo.services import free_port
 from rsp import iccid as iccid_codec
 
 DEFAULT_EID = "89999000000000000000000000000130"  # lab EID with valid check digits (docs/pki.md)
-BINDINGS = ("http", "coap", "coaps", "mqtt")
-PROTOCOL_BITS = {"http": "retrieveHttps", "coap": "retrieveCoaps", "coaps": "retrieveCoaps", "mqtt": "proprietary"}
+BINDINGS = ("http", "https", "coap", "coaps", "mqtt")
+PROTOCOL_BITS = {
+    "http": "retrieveHttps",
+    "https": "retrieveHttps",
+    "coap": "retrieveCoaps",
+    "coaps": "retrieveCoaps",
+    "mqtt": "proprietary",
+}
 
 
 def iccid_from_card(value: str) -> str:
@@ -69,7 +75,28 @@ class LabStack:
 
     @property
     def eim_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['eim_http']}"
+        scheme = "https" if self.binding == "https" else "http"
+        return f"{scheme}://127.0.0.1:{self.ports['eim_http']}"
+
+    @property
+    def verify(self) -> Any:
+        """How the operator side verifies the eIM: the lab CA bundle over HTTPS."""
+        if self.binding != "https":
+            return True
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.pki / "ca-bundle.pem"))
+
+    def device_cert(self) -> tuple[Path, Path]:
+        """The IPA's TLS client certificate and key for HTTPS (``rsp pki device-cert``)."""
+        out = self.pki / "tls" / "devices"
+        return out / f"{self.eid}.cert.pem", out / f"{self.eid}.key.pem"
+
+    def provision_device_cert(self) -> None:
+        """The operator's step for HTTPS with mutual TLS: a client certificate for the eUICC's IPA (subject
+        serialNumber = EID) from the lab's device CA, which the eIM trusts as ``[devices] client_ca``."""
+        argv = [tool("rsp"), "pki", "device-cert", str(self.pki), "--eid", self.eid]
+        run("issue the IPA's TLS client certificate", argv)
 
     def log(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
@@ -134,6 +161,8 @@ class LabStack:
         coaps = self.binding == "coaps"
         if coaps and not self.psk_file.exists():
             self.provision_psk()
+        if self.binding == "https" and not self.device_cert()[0].exists():
+            self.provision_device_cert()
         cfg = f"""
 [eim]
 eim_id = "{self.eim_id}"
@@ -143,7 +172,7 @@ lab_pki = "{self.pki}"
 [http]
 host = "127.0.0.1"
 port = {self.ports["eim_http"]}
-
+{self._https_config()}
 [coap]
 enabled = {str(self.binding in ("coap", "coaps")).lower()}
 host = "127.0.0.1"
@@ -171,6 +200,19 @@ level = "INFO"
         path.write_text(cfg)
         return path
 
+    def _https_config(self) -> str:
+        """``https``: TLS with the lab's eIM TLS certificate, and every device must authenticate (loopback too)."""
+        if self.binding != "https":
+            return ""
+        tls = self.pki / "tls"
+        return f"""tls_cert = "{tls / "eimtls.cert.pem"}"
+tls_key = "{tls / "eimtls.key.pem"}"
+
+[devices]
+client_ca = "{tls / "device-ca.cert.pem"}"
+trusted_networks = []
+"""
+
     def start_eim(self) -> None:
         cfg = self.eim_config() if not (self.workdir / "eim.toml").exists() else self.workdir / "eim.toml"
         svc = Service("eim", [tool("eim"), "--config", str(cfg), "serve"], self.log("eim")).start()
@@ -182,7 +224,7 @@ level = "INFO"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.eim_url + "/v1/euiccs", timeout=2).status_code < 500:
+                if httpx.get(self.eim_url + "/v1/euiccs", timeout=2, verify=self.verify).status_code < 500:
                     return
             except httpx.HTTPError:
                 pass
@@ -207,6 +249,7 @@ level = "INFO"
         eim_cert = self.pki_paths()["eim_cert"]
         fqdn = {
             "http": f"127.0.0.1:{self.ports['eim_http']}",
+            "https": f"127.0.0.1:{self.ports['eim_http']}",
             "coap": f"127.0.0.1:{self.ports['eim_coap']}",
             "coaps": f"127.0.0.1:{self.ports['eim_coap']}",
             "mqtt": f"127.0.0.1:{self.ports.get('mqtt', 1883)}",
@@ -247,11 +290,16 @@ indirect_profile_download = {str(self.indirect).lower()}
     def ipa_config(self) -> Path:
         url = {
             "http": f"http://127.0.0.1:{self.ports['eim_http']}",
+            "https": f"https://127.0.0.1:{self.ports['eim_http']}",
             "coap": f"coap://127.0.0.1:{self.ports['eim_coap']}",
             "coaps": f"coaps://127.0.0.1:{self.ports['eim_coap']}",
             "mqtt": f"mqtt://127.0.0.1:{self.ports.get('mqtt', 1883)}",
         }[self.binding]
         psk = f'psk_file = "{self.workdir / "ipa.psk"}"\n' if self.binding == "coaps" else ""
+        ipa_binding = {"coaps": "coap", "https": "http"}.get(self.binding, self.binding)
+        if self.binding == "https":
+            cert, key = self.device_cert()
+            psk = f'ca_file = "{self.pki / "ca-bundle.pem"}"\ntls_client_cert = "{cert}"\ntls_client_key = "{key}"\n'
         path = self.workdir / "ipa.toml"
         path.write_text(
             f"""[device]
@@ -260,7 +308,7 @@ route = "auto"
 block_size = 255
 
 [eim]
-binding = "{"coap" if self.binding == "coaps" else self.binding}"
+binding = "{ipa_binding}"
 url = "{url}"
 {psk}
 [poll]
@@ -323,7 +371,7 @@ state_file = "{self.workdir / "ipa-state.cbor"}"
 
     # ------------------------------------------------------------------ operator side (REST API)
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        r = httpx.request(method, self.eim_url + path, json=body, timeout=30)
+        r = httpx.request(method, self.eim_url + path, json=body, timeout=30, verify=self.verify)
         if r.status_code >= 400:
             raise RuntimeError(f"eIM REST {method} {path}: HTTP {r.status_code}: {r.text}")
         return r.json() if r.content else None

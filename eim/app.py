@@ -125,6 +125,7 @@ def create_app(
     service: OperationService | None = None,
     metrics: Metrics | None = None,
     registry: Any = None,
+    device_secrets: Any = None,
 ):
     """The worker's ASGI app: the Host allowlist (``[http] allowed_hosts``), the ESipa HTTP binding, and behind
     it the operator API (FastAPI) with its front (``eim.api.front``: operators, roles, body limits, access log).
@@ -155,7 +156,7 @@ def create_app(
     try:
         from eim.bindings.http import EsipaHttpApp
 
-        api = EsipaHttpApp(handler, fallback=api)
+        api = EsipaHttpApp(handler, fallback=api, device_auth=http_device_auth(config, device_secrets))
     except ImportError:  # the binding is missing: the API still runs, ESipa answers 404
         log.error("eim.bindings.http is not available: ESipa over HTTP is off")
     if config.http.allowed_hosts:
@@ -171,6 +172,37 @@ def operator_registry(config: Config) -> Any:
         return OperatorRegistry(config.api.operators_file or None, legacy_token=config.api.token or None)
     except OperatorsFileError as exc:
         raise ConfigError(f"[api] operators_file: {exc}") from None
+
+
+def device_policy(config: Config):
+    """The ``[devices]`` policy for unauthenticated requests (``eim.esipa.device_auth``)."""
+    from eim.esipa.device_auth import DevicePolicy
+
+    d = config.devices
+    try:
+        return DevicePolicy(allow_unauthenticated=d.allow_unauthenticated, trusted_networks=d.trusted_networks)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def load_device_secrets(config: Config):
+    """``[devices] secret_file`` as a :class:`eim.bindings.device_secrets.DeviceSecretFile`, or ``None``."""
+    if not config.devices.secret_file:
+        return None
+    from eim.bindings.device_secrets import DeviceSecretError, DeviceSecretFile
+
+    try:
+        return DeviceSecretFile(config.devices.secret_file)
+    except DeviceSecretError as exc:
+        raise ConfigError(f"[devices] secret_file: {exc}") from None
+
+
+def http_device_auth(config: Config, secrets: Any = None):
+    """How the HTTP binding authenticates devices: client certificates when ``[devices] client_ca`` is set (the
+    server then runs :class:`eim.bindings.tls.TlsHttpToolsProtocol`), device secrets when given."""
+    from eim.bindings.http import HttpDeviceAuth
+
+    return HttpDeviceAuth(client_certificates=bool(config.devices.client_ca), secrets=secrets)
 
 
 @dataclass
@@ -190,6 +222,7 @@ class Runtime:
     outbox: Any = None  # eim.relay.outbox.NotificationOutbox when the relay is on
     operators: Any = None  # eim.api.auth.OperatorRegistry, its file watched while the worker runs
     _watch: Any = None
+    device_secrets: Any = None  # eim.bindings.device_secrets.DeviceSecretFile with [devices] secret_file
 
     def start_background(self) -> None:
         """Start the worker's background tasks that need a running loop (the notification forwarder)."""
@@ -283,6 +316,8 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     lab = ensure_lab_pki(config)
     key = load_signing_key(config, lab)
     cis = load_trusted_cis(config, lab)
+    policy = device_policy(config)
+    secrets = load_device_secrets(config)
     if not cis:
         log.warning("no trusted CI configured: eUICC results cannot be verified ([eim] trusted_ci)")
     metrics = metrics or Metrics()
@@ -292,12 +327,15 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     service = OperationService(store, PackageFactory(key), operation_settings(config), metrics=metrics)
     outbox = make_outbox(config, store, relay, metrics) if relay is not None else None
     results = ResultProcessor(store, service, EuiccKeys(cis), relay, outbox=outbox, metrics=metrics)
-    dispatcher = EsipaDispatcher(results, metrics=metrics)
+    dispatcher = EsipaDispatcher(results, metrics=metrics, device_policy=policy)
     rt = Runtime(config, store, key, service, results, dispatcher, metrics, relay, outbox=outbox)
+    rt.device_secrets = secrets
     if closer is not None:
         rt.closers.append(closer)
     rt.operators = operators
-    rt.app = create_app(config, store, dispatcher, service=service, metrics=metrics, registry=rt.operators)
+    rt.app = create_app(
+        config, store, dispatcher, service=service, metrics=metrics, registry=rt.operators, device_secrets=secrets
+    )
     return rt
 
 

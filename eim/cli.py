@@ -9,6 +9,7 @@
     eim notification list [--status pending|failed] [--limit N]
     eim psk set EID (--key HEX | --generate) | remove EID | list   [--file PSKFILE]
     eim operator add NAME --role read-only|operator|admin | rotate NAME | remove NAME | list   [--file FILE]
+    eim device-secret set EID | remove EID | list   [--file FILE]   (eim.cli_device_secret)
 
 Operator commands talk to the REST API (``--url``, default ``[api] url`` of the configuration, else
 ``http://127.0.0.1:8080``), so they work against any worker of a fleet. ``--json`` prints one JSON object per
@@ -404,6 +405,9 @@ def parser() -> argparse.ArgumentParser:
     kr = k.add_parser("remove", parents=[file_opt], help="remove a device's key")
     kr.add_argument("eid")
     k.add_parser("list", parents=[file_opt], help="the EIDs that have a key (never the keys)")
+    from eim.cli_device_secret import add_parser as add_device_secret_parser
+
+    add_device_secret_parser(sub)
     n = sub.add_parser("notification", help="notifications the eIM owes SM-DP+s (the outbox)").add_subparsers(
         dest="action", required=True
     )
@@ -457,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
             from eim.cli_operator import cmd_operator
 
             return cmd_operator(args, CliError)
+        if args.command == "device-secret":
+            from eim.cli_device_secret import cmd_device_secret
+
+            return cmd_device_secret(args)
         url, token = args.url, args.token
         if url is None or token is None:
             from eim.config import ConfigError, load_config

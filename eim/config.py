@@ -135,6 +135,16 @@ class RelaySection:
 
 
 @dataclass
+class DevicesSection:
+    """Device authentication on ESipa (``eim.esipa.device_auth``; docs/esipa-bindings.md)."""
+
+    allow_unauthenticated: bool = False  # serve devices that prove no identity from ANY address (warned at start)
+    trusted_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])  # else: only from here
+    client_ca: str = ""  # HTTPS: PEM CA(s) of device client certificates (subject serialNumber = EID)
+    secret_file: str = ""  # HTTP(S): per-device secrets (`eim device-secret`), Authorization: Bearer <EID>.<secret>
+
+
+@dataclass
 class LogSection:
     level: str = "INFO"
     json: bool = True
@@ -151,6 +161,7 @@ class Config:
     operations: OperationsSection = field(default_factory=OperationsSection)
     relay: RelaySection = field(default_factory=RelaySection)
     log: LogSection = field(default_factory=LogSection)
+    devices: DevicesSection = field(default_factory=DevicesSection)
 
     @property
     def store_url(self) -> str:
@@ -284,6 +295,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     if cfg.coap.dtls_max_sessions < 1:
         raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
     _check_http_limits(cfg)
+    _check_devices(cfg)
     return cfg
 
 
@@ -308,3 +320,14 @@ def _check_http_limits(cfg: Config) -> None:
     for key in ("max_body_bytes", "max_batch_body_bytes"):
         if not 1024 <= getattr(a, key) <= 1024**3:
             raise ConfigError(f"[api] {key}: must be between 1024 and {1024**3} bytes")
+
+
+def _check_devices(cfg: Config) -> None:
+    from eim.esipa.device_auth import parse_networks
+
+    try:
+        parse_networks(cfg.devices.trusted_networks)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.devices.client_ca and not cfg.http.tls_cert:
+        raise ConfigError("[devices] client_ca: client certificates need HTTPS ([http] tls_cert and tls_key)")

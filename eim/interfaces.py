@@ -5,7 +5,8 @@ meet here. Everything is bytes in, bytes out: the bindings never decode ASN.1, t
 
 EID rule for the relay: ESipa ``InitiateAuthenticationRequestEsipa`` (BF39) carries no EID. The dispatcher finds
 it, in this order, from (1) the ``eimTransactionId`` [82] of the request -> the download operation that handed
-it out -> its EID; (2) ``RequestContext.eid_hint`` (the EID in the MQTT topic); (3) when neither is present,
+it out -> its EID; (2) ``RequestContext.eid_hint`` (the authenticated EID: MQTT topic, PSK, client certificate
+or device secret); (3) when neither is present,
 the dispatcher answers ``invalidEimTransactionId`` (52) itself and never calls the relay. BF3B/BF3A/BF41 carry
 the ES9+ ``transactionId``: the dispatcher records ``transactionId -> (operation, EID)`` from the relay's BF39
 answer and uses it to pass the EID; an unknown ``transactionId`` gets ``invalidTransactionId`` from the
@@ -22,21 +23,27 @@ from eim.model import Operation
 
 @dataclass(frozen=True)
 class RequestContext:
-    """Where an ESipa message came from.
+    """Where an ESipa message came from, and who the transport says sent it.
 
-    ``eid_hint`` is the EID the transport vouches for: the MQTT topic (which the broker's ACL restricts to that
-    device) or the PSK identity of a CoAPS (DTLS) session. The dispatcher refuses a message about another eUICC.
-    The ESipa message's own signatures remain the authentication of results.
+    Contract: ``eid_hint`` is set **if and only if** the binding *authenticated* the device as that EID: the
+    MQTT topic (which the broker's ACL restricts to that device, ``auth="mqtt-acl"``), the PSK identity of a
+    CoAPS (DTLS) session (``"psk"``), the EID of a verified TLS client certificate on HTTPS (``"mtls"``), or
+    the EID whose per-device secret the HTTP request carried (``"device-secret"``). An unauthenticated request
+    (plain HTTP or CoAP without credentials) has ``eid_hint=None`` and ``auth="none"``; whether it is served at
+    all is the device policy's decision (:mod:`eim.esipa.device_auth`), made from ``peer_ip``. The dispatcher
+    refuses a message about another eUICC than ``eid_hint``. The ESipa message's own signatures remain the
+    authentication of results.
 
-    Contract: a binding sets ``eid_hint`` only to an EID it has AUTHENTICATED (never to an EID read from the
-    message). It is the only thing that lets an unsigned error (euiccPackageErrorUnsigned,
-    eimPackageResultResponseError, TransferEimPackageResponse eimPackageError) end an operation: only when it
-    equals the operation's EID (docs/eim.md, "How results are verified").
+    It is the only thing that lets an unsigned error (euiccPackageErrorUnsigned, eimPackageResultResponseError,
+    TransferEimPackageResponse eimPackageError) end an operation: only when it equals the operation's EID
+    (docs/eim.md, "How results are verified").
     """
 
     binding: str  # "http" | "coap" | "mqtt"
     peer: str | None = None  # address or MQTT topic, for logs only
-    eid_hint: str | None = None  # EID from the MQTT topic or the DTLS PSK identity, if any
+    eid_hint: str | None = None  # the EID the binding authenticated (see the class docstring), else None
+    auth: str = "none"  # how eid_hint was authenticated: "mqtt-acl" | "psk" | "mtls" | "device-secret" | "none"
+    peer_ip: str | None = None  # the peer's IP address (HTTP, CoAP), for the device policy; None = unknown
 
 
 class EsipaRejected(Exception):

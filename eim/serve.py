@@ -96,6 +96,16 @@ async def start_bindings(config: Config, rt: Runtime) -> list[Any]:
     return started
 
 
+def warn_device_policy(config: Config) -> None:
+    """One warning at start-up when devices that prove no identity are served from any address."""
+    if config.devices.allow_unauthenticated:
+        log.warning(
+            "[devices] allow_unauthenticated = true: devices that prove no identity are served from any address; "
+            "anyone who knows an EID can fetch its packages (activation codes included) and report for it",
+            extra={"subsystem": "device_auth"},
+        )
+
+
 async def sweeper(rt: Runtime, interval: float) -> None:
     while True:
         try:
@@ -145,17 +155,32 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
     rt = await build(config)
     bindings: list[Any] = []
     sweep: asyncio.Task | None = None
+    secrets_watch: asyncio.Task | None = None
     server = None
     try:
         kw: dict[str, Any] = {}
+        http_protocol: Any = None  # the guarded httptools protocol, with client certificates when configured
         if config.http.tls_cert:
             kw.update(ssl_certfile=config.http.tls_cert, ssl_keyfile=config.http.tls_key)
+        if config.devices.client_ca:  # device certificates: verified if sent, handed to the app (eim.bindings.tls)
+            import ssl
+
+            from eim.bindings.tls import TlsHttpToolsProtocol
+
+            try:
+                ssl.create_default_context(cafile=config.devices.client_ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"[devices] client_ca: {config.devices.client_ca}: {exc}") from None
+            kw.update(ssl_cert_reqs=ssl.CERT_OPTIONAL, ssl_ca_certs=config.devices.client_ca)
+            http_protocol = TlsHttpToolsProtocol
+        warn_device_policy(config)
         uv = uvicorn.Config(
             rt.app,
             host=config.http.host,
             port=config.http.port,
             loop="none",
             http=guarded_protocol(
+                base=http_protocol,
                 header_timeout=config.http.header_timeout_s,
                 body_timeout=config.http.body_timeout_s,
                 max_connections=config.http.max_connections,
@@ -179,6 +204,8 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
             )
         bindings = await start_bindings(config, rt)
         sweep = asyncio.create_task(sweeper(rt, config.operations.sweep_interval_s))
+        if rt.device_secrets is not None:
+            secrets_watch = asyncio.create_task(rt.device_secrets.watch(), name="eim device secret file watch")
         rt.start_background()  # the notification forwarder
         if ready is not None:
             ready.set()
@@ -197,10 +224,11 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
         else:
             await stop.wait()
     finally:
-        if sweep is not None:
-            sweep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweep
+        for task in (sweep, secrets_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for b in reversed(bindings):
             with contextlib.suppress(Exception):
                 await b.stop()

@@ -8,6 +8,8 @@ See ``deploy/ipa.example.toml`` for every key with a comment.
 from __future__ import annotations
 
 import os
+import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -40,6 +42,13 @@ class EimConfig:
     psk_identity: str = ""  # coaps (DTLS PSK): identity sent in the handshake (default: the EID, 32 digits)
     psk_hex: str = ""  # coaps: the pre-shared key, 16 bytes in hex (prefer psk_file or IPA_EIM_PSK_HEX)
     psk_file: str = ""  # coaps: a file holding the key in hex (mode 0600)
+    # https with a client certificate (mutual TLS): PEM certificate (subject serialNumber = EID) and its key
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
+    # http(s) device secret: the token `eim device-secret set EID` printed (<EID>.<secret>), sent as
+    # Authorization: Bearer; prefer device_secret_file (mode 0600) or IPA_EIM_DEVICE_SECRET to the file itself
+    device_secret: str = ""
+    device_secret_file: str = ""
 
 
 @dataclass
@@ -192,6 +201,47 @@ def load_psk(cfg: IpaConfig) -> bytes | None:
     return None
 
 
+_DEVICE_TOKEN = re.compile(r"[0-9]{32}\.[A-Za-z0-9_-]{43}")
+
+
+def device_token(text: str, name: str) -> str:
+    """A device secret token ``<EID>.<secret>`` (what ``eim device-secret set`` prints); the message names the
+    key, never the text."""
+    token = text.strip()
+    if not _DEVICE_TOKEN.fullmatch(token):
+        raise ConfigError(
+            f"{name} must be the token `eim device-secret set` printed: <EID (32 digits)>.<43 characters>"
+        )
+    return token
+
+
+def load_device_secret(cfg: IpaConfig) -> str | None:
+    """The configured ESipa HTTP device token, from ``eim.device_secret`` or ``eim.device_secret_file``."""
+    if cfg.eim.device_secret:
+        return device_token(cfg.eim.device_secret, "eim.device_secret")
+    if cfg.eim.device_secret_file:
+        try:
+            with open(cfg.eim.device_secret_file, encoding="ascii") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read eim.device_secret_file {cfg.eim.device_secret_file}: {exc}") from None
+        return device_token(text, f"eim.device_secret_file {cfg.eim.device_secret_file}")
+    return None
+
+
+def check_client_certificate(cfg: IpaConfig) -> None:
+    """``eim.tls_client_cert`` and ``eim.tls_client_key``: both or neither, and they load as a pair."""
+    cert, key = cfg.eim.tls_client_cert, cfg.eim.tls_client_key
+    if bool(cert) != bool(key):
+        raise ConfigError("eim.tls_client_cert and eim.tls_client_key: give both (the certificate and its key)")
+    if not cert:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"eim.tls_client_cert / eim.tls_client_key ({cert}, {key}): {exc}") from None
+
+
 def validate(cfg: IpaConfig) -> IpaConfig:
     from rsp.resolve import ResolveMapError, parse
 
@@ -209,6 +259,10 @@ def validate(cfg: IpaConfig) -> IpaConfig:
         raise ConfigError("eim.psk_hex and eim.psk_file: give one of them, not both")
     if cfg.eim.psk_hex:
         psk_from_hex(cfg.eim.psk_hex, "eim.psk_hex")
+    if cfg.eim.device_secret and cfg.eim.device_secret_file:
+        raise ConfigError("eim.device_secret and eim.device_secret_file: give one of them, not both")
+    load_device_secret(cfg)
+    check_client_certificate(cfg)
     if len(cfg.eim.psk_identity.encode()) > 32:
         raise ConfigError("eim.psk_identity is at most 32 bytes (tinydtls)")
     if cfg.mqtt.retransmit_interval < 0 or cfg.mqtt.retransmit_max_interval < cfg.mqtt.retransmit_interval:

@@ -100,7 +100,29 @@ def _parser() -> argparse.ArgumentParser:
     g = eid.add_mutually_exclusive_group(required=True)
     g.add_argument("body", nargs="?", help="first 30 digits (prints the full EID) or a 32-digit EID (checks it)")
     g.add_argument("--serial", type=int, help="print the lab EID 89999...<serial><check digits>")
+    _add_device_cert(sub)
     return p
+
+
+def _add_device_cert(sub: argparse._SubParsersAction) -> None:
+    dev = sub.add_parser(
+        "device-cert", help="issue a TLS client certificate for an IPA (ESipa over HTTPS with mutual TLS)"
+    )
+    dev.add_argument("dir", help="lab PKI directory (its device CA tls/device-ca.cert.pem is made on first use)")
+    dev.add_argument("--eid", required=True, help="the device's EID (subject serialNumber)")
+    dev.add_argument("--out", help="where to write <EID>.cert.pem and <EID>.key.pem (default DIR/tls/devices)")
+    dev.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
+
+
+def _cmd_device_cert(args: argparse.Namespace) -> int:
+    from rsp.pki.device_tls import DeviceTlsError, write_device_certificate
+
+    try:
+        cert, key, ca = write_device_certificate(args.dir, args.eid, args.out, days=args.days)
+    except DeviceTlsError as exc:
+        return _fail("device-cert", exc)
+    print(f"device certificate {cert}\ndevice key {key}\ndevice CA (the eIM's [devices] client_ca) {ca}")
+    return 0
 
 
 def _fail(step: str, exc: Exception | str) -> int:
@@ -251,7 +273,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or usage error (2)
         return int(exc.code or 0)
-    handler = {"init": _cmd_init, "show": _cmd_show, "verify": _cmd_verify, "eid": _cmd_eid}[args.command]
+    handler = {
+        "init": _cmd_init,
+        "show": _cmd_show,
+        "verify": _cmd_verify,
+        "eid": _cmd_eid,
+        "device-cert": _cmd_device_cert,
+    }[args.command]
     return handler(args)
 
 

@@ -156,11 +156,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         transport.close()
 
 
-def guarded_protocol(*, header_timeout: float, body_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
-    """A protocol class for ``uvicorn.Config(http=...)`` with these limits (one class per server)."""
+def guarded_protocol(
+    *, header_timeout: float, body_timeout: float, max_connections: int, base: type[HttpToolsProtocol] | None = None
+) -> type[HttpToolsProtocol]:
+    """A protocol class for ``uvicorn.Config(http=...)`` with these limits (one class per server). ``base``: another
+    subclass of uvicorn's httptools protocol to combine with (e.g. ``eim.bindings.tls.TlsHttpToolsProtocol``, which
+    hands client certificates to the app); both cooperate through ``super()``."""
+    bases: tuple[type, ...] = (GuardedHttpToolsProtocol,) if base is None else (base, GuardedHttpToolsProtocol)
     return type(
         "GuardedHttpToolsProtocol",
-        (GuardedHttpToolsProtocol,),
+        bases,
         {
             "header_timeout": header_timeout,
             "body_timeout": body_timeout,

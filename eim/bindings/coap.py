@@ -8,7 +8,8 @@ request                                                  answer
 POST, handler returns bytes                              2.04 Changed, payload = the handler's bytes,
                                                          Content-Format 42 (application/octet-stream)
 POST, handler returns ``None`` (HandleNotification)      2.04 Changed, empty payload
-handler raises ``EsipaRejected``                         4.00 Bad Request, diagnostic payload (UTF-8 text)
+handler raises ``EsipaRejected``                         4.00 Bad Request, diagnostic payload (UTF-8 text);
+                                                         4.03 Forbidden for the device policy's 403
 handler raises ``EsipaRejected(503, ...)``               5.03 Service Unavailable (try again later)
 Content-Format set and not 42 / experimental 65000+      4.15 Unsupported Content-Format
 request (all Block1 blocks together) > max_body_size     4.13 Request Entity Too Large
@@ -31,6 +32,11 @@ without timers, entries kept ``dedup_lifetime`` seconds (default 60 s: a client'
 most MAX_TRANSMIT_SPAN = 45 s after the first) and at most ``dedup_max_entries`` (default 50 000, oldest dropped
 first). Dropping an entry early only means that a very late retransmission is handled as a new request; every
 ESipa request is safe to handle twice (the eIM hands out the same package again, results are idempotent).
+
+**Plain CoAP authenticates nobody**: its requests reach the dispatcher with ``eid_hint=None``, ``auth="none"``
+and the sender's address as ``peer_ip``, so the device policy (:mod:`eim.esipa.device_auth`, ``[devices]``) serves
+them from ``trusted_networks`` (default loopback) only, or from anywhere with ``allow_unauthenticated``; others get
+the function's ``undefinedError`` (4.03 Forbidden for HandleNotification, which has no error answer).
 
 **DTLS** (CoAPS, DTLS 1.2 with pre-shared keys, RFC 7252 §9): ``CoapBinding(..., psk=PskFile(path))`` serves
 ``coaps://`` through aiocoap's ``tinydtls_server`` transport (the DTLSSocket package, extra ``[dtls]``). The PSK
@@ -167,12 +173,15 @@ def _resource_class():
                 )
             peer = _peer(request)
             eid = _dtls_eid(request)
+            ctx = RequestContext("coap", peer, eid, "psk" if eid is not None else "none", _peer_ip(request))
             try:
-                answer = await self.handler.handle(request.payload, RequestContext("coap", peer, eid))
+                answer = await self.handler.handle(request.payload, ctx)
             except EsipaRejected as exc:
                 log.info("ESipa request rejected", extra={"peer": peer, "reason": exc.message})
                 if exc.http_status == 503:  # try again later (an SM-DP+ the relay could not reach)
                     raise error.ServiceUnavailable(exc.message) from None
+                if exc.http_status == 403:  # the device policy refused an unauthenticated request
+                    raise error.Forbidden(exc.message) from None
                 raise error.BadRequest(exc.message) from None
             except RspError as exc:
                 log.warning("ESipa request undecodable", extra={"peer": peer, "reason": str(exc)})
@@ -192,6 +201,15 @@ def _peer(request: Any) -> str | None:
         return str(request.remote.hostinfo)
     except Exception:
         return None
+
+
+def _peer_ip(request: Any) -> str | None:
+    """The sender's IP address: ``sockaddr`` (udp6, tinydtls) or ``address`` (simplesocketserver)."""
+    remote = request.remote
+    addr = getattr(remote, "sockaddr", None) or getattr(remote, "address", None)
+    if isinstance(addr, tuple) and addr and isinstance(addr[0], str):
+        return addr[0]
+    return None
 
 
 def _dtls_eid(request: Any) -> str | None:

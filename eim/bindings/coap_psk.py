@@ -190,11 +190,12 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
         os.close(fd)
 
 
-def write_psk_file(path: str | os.PathLike[str], text: str) -> list[str]:
+def write_psk_file(path: str | os.PathLike[str], text: str, *, check: Any = parse_psk_file) -> list[str]:
     """Replace the file atomically (temporary file in the same directory, fsync, rename), mode 0600, keeping the
-    old file's owner and group when allowed. Returns warnings (e.g. the owner could not be kept)."""
+    old file's owner and group when allowed. Returns warnings (e.g. the owner could not be kept). ``check``
+    parses the text first (another key file's parser for files of the same kind, e.g. device secrets)."""
     target = Path(path)
-    parse_psk_file(text, str(target))  # never write a file the eIM would refuse
+    check(text, str(target))  # never write a file the eIM would refuse
     warnings: list[str] = []
     try:
         old = target.stat()

@@ -15,7 +15,18 @@ body over ``max_body_size``                           413, ``text/plain`` messag
 method other than POST                                405 with ``Allow: POST``
 any other path (standalone app)                       404 (or the ``fallback`` app)
 handler fails unexpectedly                            500, logged with the traceback (a bug, not bad input)
+``Authorization: Bearer`` token that does not verify  401, ``WWW-Authenticate: Bearer error="invalid_token"``
+(with ``[devices] secret_file``)
+verified client certificate without an EID, or a      403, ``text/plain`` message
+certificate and a token naming different EIDs
 ====================================================  ==============================================
+
+**Device authentication** (``device_auth=HttpDeviceAuth(...)``, :mod:`eim.esipa.device_auth`): a verified TLS
+client certificate (its subject serialNumber is the EID; ``scope["extensions"]["tls"]`` as filled by
+:class:`eim.bindings.tls.TlsHttpToolsProtocol`) or a per-device token (:mod:`eim.bindings.device_secrets`)
+makes the request's ``RequestContext.eid_hint`` that EID. Without credentials the request goes to the
+dispatcher unauthenticated with the peer's address, and the device policy decides. Checked before the body is
+read.
 
 The request's ``X-Admin-Protocol`` and ``User-Agent`` are not required (``curl`` sends neither); they are only
 logged at debug level. The hot path is a plain ASGI callable: ~2x cheaper than a Starlette route and ~4x cheaper
@@ -29,6 +40,7 @@ than a FastAPI route on this machine (``../shared/docs/performance.md``). Two wa
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -75,6 +87,7 @@ class EsipaHttpApp:
         no_body_status: int = 204,
         fallback: AsgiApp | None = None,
         path: str | None = ESIPA_PATH,
+        device_auth: HttpDeviceAuth | None = None,
     ) -> None:
         if no_body_status not in (200, 204):
             raise ValueError("no_body_status must be 200 or 204")
@@ -83,6 +96,7 @@ class EsipaHttpApp:
         self.no_body_status = no_body_status
         self.fallback = fallback
         self.path = path
+        self.device_auth = device_auth if device_auth is not None else HttpDeviceAuth()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -101,11 +115,14 @@ class EsipaHttpApp:
             return
         content_type = None
         content_length = None
+        authorization: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value
             elif name == b"content-length":
                 content_length = value
+            elif name == b"authorization":
+                authorization.append(value)
         if content_type is None or _media_type(content_type) != _CT:
             shown = content_type.decode("latin-1") if content_type is not None else "none"
             await _text(send, 415, f"Content-Type must be {ESIPA_CONTENT_TYPE} (got {shown})")
@@ -119,16 +136,24 @@ class EsipaHttpApp:
             if declared > self.max_body_size:
                 await _text(send, 413, f"request body over {self.max_body_size} bytes")
                 return
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else None
+        try:
+            eid, auth = self.device_auth.identify(scope, authorization)
+        except DeviceCredentialsRefused as exc:
+            log.info("device credentials refused", extra={"peer": peer, "status": exc.status, "reason": exc.reason})
+            extra = [(b"www-authenticate", b'Bearer error="invalid_token"')] if exc.status == 401 else None
+            await _text(send, exc.status, exc.reason, extra=extra)
+            return
         body = await self._read_body(receive)
         if body is None:
             await _text(send, 413, f"request body over {self.max_body_size} bytes")
             return
         if body is _DISCONNECTED:
             return
-        client = scope.get("client")
-        peer = f"{client[0]}:{client[1]}" if client else None
+        ctx = RequestContext("http", peer, eid, auth, client[0] if client else None)
         try:
-            answer = await self.handler.handle(body, RequestContext("http", peer))
+            answer = await self.handler.handle(body, ctx)
         except EsipaRejected as exc:
             status = exc.http_status if 400 <= exc.http_status < 500 or exc.http_status == 503 else 400
             log.info("ESipa request rejected", extra={"peer": peer, "status": status, "reason": exc.message})
@@ -194,6 +219,66 @@ class EsipaHttpApp:
 
 
 _DISCONNECTED = object()
+
+
+class DeviceCredentialsRefused(Exception):
+    """Credentials were presented and do not authenticate a device: ``status`` 401 or 403."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(reason)
+
+
+class HttpDeviceAuth:
+    """How the HTTP binding authenticates devices. ``client_certificates``: trust the verified client
+    certificate of the ASGI TLS extension (only with a server that verifies it against the device CA, see
+    :mod:`eim.bindings.tls`). ``secrets``: a :class:`eim.bindings.device_secrets.DeviceSecretFile` for
+    ``Authorization: Bearer <EID>.<secret>``. With neither, every request is unauthenticated."""
+
+    def __init__(self, *, client_certificates: bool = False, secrets: Any = None) -> None:
+        self.client_certificates = client_certificates
+        self.secrets = secrets
+
+    def identify(self, scope: Scope, authorization: list[bytes]) -> tuple[str | None, str]:
+        """``(EID, auth method)`` or ``(None, "none")``; raises :class:`DeviceCredentialsRefused`."""
+        cert_eid = token_eid = None
+        if self.client_certificates:
+            der = client_cert_der(scope)
+            if der is not None:
+                from eim.esipa.device_auth import DeviceAuthError, eid_from_client_certificate
+
+                try:
+                    cert_eid = eid_from_client_certificate(der)
+                except DeviceAuthError as exc:
+                    raise DeviceCredentialsRefused(403, str(exc)) from None
+        if self.secrets is not None and authorization:
+            if len(authorization) > 1:
+                raise DeviceCredentialsRefused(401, "more than one Authorization header")
+            scheme, _, token = authorization[0].decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer":
+                token_eid = self.secrets.verify(token.strip())
+                if token_eid is None:
+                    raise DeviceCredentialsRefused(401, "device token not accepted")
+        if cert_eid is not None and token_eid is not None and cert_eid != token_eid:
+            raise DeviceCredentialsRefused(403, "client certificate and device token name different EIDs")
+        if cert_eid is not None:
+            return cert_eid, "mtls"
+        if token_eid is not None:
+            return token_eid, "device-secret"
+        return None, "none"
+
+
+def client_cert_der(scope: Scope) -> bytes | None:
+    """The leaf client certificate (DER) of the scope's ASGI TLS extension, or ``None``."""
+    tls = (scope.get("extensions") or {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    if not chain or not isinstance(chain[0], str):
+        return None
+    try:
+        return ssl.PEM_cert_to_DER_cert(chain[0])
+    except ValueError:
+        return None
 
 
 async def _text(send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -256,7 +256,9 @@ class MqttBinding:
             answer = self._error(reply, 413, f"request over {self.max_body_size} bytes")
         else:
             try:
-                result = await self.handler.handle(payload, RequestContext("mqtt", peer=topic, eid_hint=eid))
+                result = await self.handler.handle(
+                    payload, RequestContext("mqtt", peer=topic, eid_hint=eid, auth="mqtt-acl")
+                )
                 reply.ContentType = ESIPA_CONTENT_TYPE
                 answer = result if result is not None else b""
                 failed = False

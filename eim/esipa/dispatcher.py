@@ -21,6 +21,9 @@ empty, not a TLV)
 An unexpected exception inside a function (a bug, a store outage) is logged and answered like undecodable
 input of that function (``undefinedError``), so the IPA sees an ESipa error, never a dropped connection.
 
+Before any decoding, the device policy (:mod:`eim.esipa.device_auth`, ``[devices]``) decides whether a request
+that no binding authenticated is served; a refused one gets that module's answer and touches nothing.
+
 Every error answer (``noEimPackageAvailable`` excepted) is logged at warning with the function, the EID and the
 code, and counted as outcome ``rejected`` plus ``eim_esipa_error_answers_total{function,binding,code}``
 (:func:`error_answer_code` reads it from the answer bytes). Undecodable requests are logged at warning too, at
@@ -36,6 +39,7 @@ from typing import Any
 
 from eim.esipa import (
     codec,
+    device_auth,
     get_eim_package,
     handle_notification,
     indirect_download,
@@ -135,9 +139,13 @@ def _eid_of(request: bytes, ctx: RequestContext) -> str | None:
 class EsipaDispatcher:
     """Routes each ESipa message to its function module. Stateless: all state is in the store."""
 
-    def __init__(self, results: ResultProcessor, *, metrics: Any = None) -> None:
+    def __init__(
+        self, results: ResultProcessor, *, metrics: Any = None, device_policy: device_auth.DevicePolicy | None = None
+    ) -> None:
         self.rp = results
         self.metrics = metrics if metrics is not None else results.metrics
+        # default: unauthenticated devices only from loopback (the [devices] defaults)
+        self.device_policy = device_policy if device_policy is not None else device_auth.DevicePolicy()
 
     async def handle(self, message: bytes, ctx: RequestContext) -> bytes | None:
         start = time.perf_counter()
@@ -155,6 +163,13 @@ class EsipaDispatcher:
             if function == "unknown":
                 outcome = "rejected"
                 raise EsipaRejected(400, f"not an ESipa message: unknown tag {head.tag:X}")
+            if not self.device_policy.admits(ctx):
+                outcome = "unauthenticated"
+                log.info(
+                    "unauthenticated device refused",
+                    extra={"function": function, "binding": ctx.binding, "peer": ctx.peer},
+                )
+                return device_auth.refusal(head.tag)
             try:
                 check_structure(head.raw)
                 _alt, value = asn1.decode("EsipaMessageFromIpaToEim", head.raw)

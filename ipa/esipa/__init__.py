@@ -178,6 +178,33 @@ def tls_context(ca_file: str, extra_ca_der: bytes | None, insecure: bool) -> ssl
     return ctx
 
 
+def _http_device_auth(
+    endpoint: Endpoint, config: IpaConfig, eid: bytes, verify: ssl.SSLContext | bool
+) -> tuple[ssl.SSLContext | bool, str | None]:
+    """The device's credentials for ESipa over HTTP(S): the client certificate goes into the TLS context, the
+    device secret into an ``Authorization: Bearer`` header (docs/ipa.md). Errors name the configuration key."""
+    from ipa.config import ConfigError, load_device_secret
+
+    try:
+        token = load_device_secret(config)
+    except ConfigError as exc:
+        raise EsipaError("HTTP", str(exc)) from None
+    if token is not None and token.split(".", 1)[0] != eid.hex().upper():
+        raise EsipaError("HTTP", "eim.device_secret: the token is for another EID than this eUICC's")
+    if token is not None and endpoint.scheme != "https":
+        log.warning("device secret sent over plain http: anyone on the path can read it (use https)")
+    if config.eim.tls_client_cert and endpoint.scheme == "https":
+        if not isinstance(verify, ssl.SSLContext):  # insecure = true: no server check, still a client cert
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            verify.check_hostname = False
+            verify.verify_mode = ssl.CERT_NONE
+        try:
+            verify.load_cert_chain(config.eim.tls_client_cert, config.eim.tls_client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise EsipaError("HTTP", f"eim.tls_client_cert / eim.tls_client_key: {exc}") from None
+    return verify, token
+
+
 async def open_transport(
     endpoint: Endpoint, config: IpaConfig, eid: bytes, eim: EimConfiguration | None = None
 ) -> EsipaTransport:
@@ -188,7 +215,8 @@ async def open_transport(
 
         # plain http (lab): no TLS, so no CA store is loaded at all
         verify = tls_context(config.eim.ca_file, trust, config.eim.insecure) if endpoint.scheme == "https" else False
-        return HttpTransport(endpoint.url, verify=verify, timeout=config.eim.timeout)
+        verify, token = _http_device_auth(endpoint, config, eid, verify)
+        return HttpTransport(endpoint.url, verify=verify, timeout=config.eim.timeout, device_token=token)
     if endpoint.binding == "coap":
         from ipa.esipa.coap import CoapTransport
 

@@ -4,6 +4,11 @@ Headers: ``Content-Type: application/x-gsma-rsp-asn1``, ``X-Admin-Protocol: gsma
 ``User-Agent: gsma-rsp-ipad``. A 200 with a body is the answer; 200 with an empty body or 204 means "no answer"
 (HandleNotification). Any other status is an :class:`EsipaError` naming the function and the status.
 TLS is verified against the configured CAs unless the explicit lab switch ``eim.insecure`` is set.
+
+Device authentication (the eIM's ``[devices]`` policy): a TLS client certificate (``eim.tls_client_cert`` /
+``eim.tls_client_key``, loaded into the TLS context by :func:`ipa.esipa.open_transport`) and/or a device secret
+(``device_token``, sent as ``Authorization: Bearer <EID>.<secret>`` on every request; never logged). A 401 from
+the eIM (token refused) is an :class:`EsipaError` like any other status.
 """
 
 from __future__ import annotations
@@ -21,18 +26,24 @@ log = logging.getLogger("ipa.esipa.http")
 class HttpTransport:
     binding = "http"
 
-    def __init__(self, base_url: str, *, verify: ssl.SSLContext | bool = True, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        timeout: float = 30.0,
+        device_token: str | None = None,
+    ) -> None:
         self.url = base_url.rstrip("/") + ESIPA_PATH
-        self._client = httpx.AsyncClient(
-            verify=verify,
-            timeout=timeout,
-            headers={
-                "Content-Type": CONTENT_TYPE,
-                "X-Admin-Protocol": ADMIN_PROTOCOL,
-                "User-Agent": USER_AGENT,
-                "Accept": CONTENT_TYPE,
-            },
-        )
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "X-Admin-Protocol": ADMIN_PROTOCOL,
+            "User-Agent": USER_AGENT,
+            "Accept": CONTENT_TYPE,
+        }
+        if device_token is not None:
+            headers["Authorization"] = f"Bearer {device_token}"
+        self._client = httpx.AsyncClient(verify=verify, timeout=timeout, headers=headers)
 
     async def send(self, message_der: bytes) -> bytes | None:
         step = step_of(message_der)

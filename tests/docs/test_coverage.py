@@ -41,8 +41,8 @@ ALLOWLIST: dict[tuple[str, str], str] = {
     (
         "pki.md",
         "euicc new --euicc-cert CERT_EUICC_ECDSA_NIST.der --euicc-key SK_EUICC_ECDSA_NIST.pem --eum-cert "
-        "CERT_EUM_ECDSA_NIST.der --ci CERT_CI_ECDSA_NIST.der --state card.json [--eid 89049032123451234512345678901235] "
-        "[--trust-ci MORE_CIS.pem ...] [--default-dp ADDR]",
+        "CERT_EUM_ECDSA_NIST.der --ci CERT_CI_ECDSA_NIST.der --state card.json "
+        "[--eid 89049032123451234512345678901235] [--trust-ci MORE_CIS.pem ...] [--default-dp ADDR]",
     ): (
         "needs the SGP.26 eUICC files, which the repository does not carry; the import is run in "
         "tests/euicc/test_identity_import.py with an outside PKI"

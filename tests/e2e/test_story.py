@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from demo.stack import BINDINGS, LabStack
@@ -42,6 +43,15 @@ def test_demo_story(story_stack: LabStack) -> None:
     assert eims[0]["association_token"] == stack.association_token
     assert stack.card_profiles() == {}
     assert eim_euicc(stack)["eim_id"] == stack.eim_id
+    if stack.binding == "https":  # trusted_networks = []: every step below is authenticated by the client cert
+        poll = bytes.fromhex("BF4F125A10") + bytes.fromhex(stack.eid)
+        r = httpx.post(
+            stack.eim_url + "/gsma/rsp2/asn1",
+            content=poll,
+            headers={"Content-Type": "application/x-gsma-rsp-asn1"},
+            verify=stack.verify,
+        )
+        assert (r.status_code, r.content) == (200, bytes.fromhex("BF4F0302017F"))  # no certificate: refused
     if stack.binding == "coaps":  # only coaps:// is served: every step below crosses DTLS
         assert stack.log_count("eim", "CoAPS (DTLS PSK) binding listening") == 1
         assert stack.log_count("eim", '"scheme": "coap"') == 0

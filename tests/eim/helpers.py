@@ -20,7 +20,7 @@ from rsp import asn1, crypto, tlv
 from rsp.pki import LabPki
 
 EIM_ID = "eim.lab.test"
-HTTP = RequestContext("http", "127.0.0.1")
+HTTP = RequestContext("http", "127.0.0.1", peer_ip="127.0.0.1")
 
 
 @dataclass
