@@ -19,7 +19,7 @@ from eim.model import OpKind, OpStatus
 from euicc.forgery import Forgery
 from rsp import asn1, tlv
 from rsp.pki import create_lab_pki, lab_eid
-from tests.eim.helpers import EIM_ID, Card, get_eim_package_request, make_env, provide_result, unwrap_package
+from tests.eim.helpers import EIM_ID, HTTP, Card, get_eim_package_request, make_env, provide_result, unwrap_package
 
 EIDS = [lab_eid(i) for i in range(41, 45)]
 UNDEFINED = bytes.fromhex("BF500302017F")  # provideEimPackageResultError undefinedError
@@ -323,7 +323,7 @@ async def test_unsigned_error_from_a_device_authenticated_as_another_euicc(store
     assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
     # TransferEimPackageResponse eimPackageError has no eimTransactionId: only the device of the pushed package
     assert await env.handle(bytes.fromhex("BF4E03020101"), as_a) is None
-    assert await env.handle(bytes.fromhex("BF4E03020101"), RequestContext("http", "127.0.0.1")) is None
+    assert await env.handle(bytes.fromhex("BF4E03020101"), HTTP) is None  # unauthenticated, from loopback
     assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
     as_b = RequestContext("mqtt", f"esipa/{card_b.eid}/up", card_b.eid)
     assert await env.handle(bytes.fromhex("BF4E03020101"), as_b) is None

@@ -370,6 +370,10 @@ def test_shipped_example_config_passes_the_checklist_and_starts_only_with_its_op
     assert cfg.http.tls_cert and cfg.http.tls_key
     assert not (cfg.api.public_metrics or cfg.api.public_docs or cfg.api.insecure_no_auth)
     assert cfg.http.header_timeout_s <= 30 and cfg.http.max_connections <= 10000
+    # devices prove who they are (docs/security.md): nobody is served unauthenticated, not even from loopback
+    assert cfg.devices.trusted_networks == [] and not cfg.devices.allow_unauthenticated
+    assert cfg.devices.client_ca or cfg.devices.secret_file
+    assert not cfg.relay.allow_private_addresses
     # as shipped, on a host where the operators file was never created: exit 2 naming the file
     port = free_port()
     env = {
@@ -383,6 +387,8 @@ def test_shipped_example_config_passes_the_checklist_and_starts_only_with_its_op
         "EIM_EIM_DATA_DIR": str(tmp_path / "data"),
         "EIM_STORE_URL": f"sqlite:///{tmp_path}/eim.db",
         "EIM_RELAY_CA_FILES": "",
+        "EIM_DEVICES_CLIENT_CA": "",  # needs the HTTPS stripped above
+        "EIM_DEVICES_SECRET_FILE": "",
     }
     if not Path(cfg.api.operators_file).exists():
         proc = run_serve(example, env=env)
