@@ -14,46 +14,10 @@ from rsp import asn1, tlv
 from tests.euicc.conftest import Es10Driver, download, make_card
 from tests.euicc.smdp_side import SmdpSide, iccid_bcd
 from tests.euicc.smdp_side import TestProfile as Profile
+from tests.euicc.upp_sample import SERVICES, header, pe, plain, ts48_body
 
 T = tlv.encode
-ICCID = "8949449999999990007"  # 19 digits: the plain header form pads it with F
-
-# The ProfileHeader of the GSMA TS.48 generic eUICC test profile as published (SAIP 2.3, value notation:
-# major-version 2, minor-version 3, profileType "GSMA Generic eUICC Test Profile", iccid '89000123456789012341'H,
-# mandatory services usim isim csim usim-test-algorithm ber-tlv get-identity profile-a-x25519 profile-b-p256,
-# GFSTE templates 2.23.143.1.2.{1,3,4,5,7,8,9,10,11,13,14}); only the ICCID differs here.
-GFSTE = b"".join(T(0x06, bytes.fromhex("67810F0102") + bytes([n])) for n in (1, 3, 4, 5, 7, 8, 9, 10, 11, 13, 14))
-SERVICES = bytes.fromhex("8100820083009100920095009600" + "9700")
-
-
-def header(iccid_field: bytes, *, major: int = 2, services: bytes = SERVICES) -> bytes:
-    return T(
-        0xA0,
-        T(0x80, bytes([major]))
-        + T(0x81, b"\x03")
-        + T(0x82, b"GSMA Generic eUICC Test Profile")
-        + T(0x83, iccid_field)
-        + T(0xA5, services)
-        + T(0xA6, GFSTE),
-    )
-
-
-def pe(tag: int, ident: int, body: bytes = b"", *, mandated: bool = True) -> bytes:
-    head = T(0xA0, (T(0x80, b"") if mandated else b"") + T(0x81, bytes([ident])))
-    return T(tag, head + body)
-
-
-def ts48_body() -> list[bytes]:
-    """The PEs after the header, in the order of the published TS.48 profile (tags and PEHeaders; file contents
-    stand in as one fillFileContent each)."""
-    order = [0xB0, 0xA3, 0xA2, 0xB2, 0xA2, 0xA1, 0xB3, 0xB4, 0xA2, 0xA4, 0xB8, 0xBC, 0xBD, 0xB9, 0xBA, 0xA2, 0xA5]
-    order += [0xB5, 0xB6, 0xA2, 0xA4, 0xA1, 0xA1, 0xA6, 0xA7, 0xA7, 0xA7, 0xA7]
-    out = [pe(tag, i + 2, T(0x83, bytes([i]) * 450)) for i, tag in enumerate(order)]
-    return [*out, pe(0xAA, 31)]
-
-
-def plain(iccid: str) -> bytes:
-    return bytes.fromhex(iccid.ljust(20, "F"))
+ICCID = "8949449999999990007"  # the ICCID of the interop report: the plain header form pads it with F
 
 
 def install(lab_pki, package: bytes, iccid: str = ICCID):
