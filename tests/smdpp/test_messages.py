@@ -65,6 +65,7 @@ def test_the_last_wrong_code_ends_the_order_and_the_retry_says_why(es9, smdp, la
     retry.initiate()
     refused = status(retry.authenticate())
     assert refused[:2] == ("8.2.6", "3.8")
+    assert "confirmation code retries exhausted" in refused[2] and "already used" not in refused[2]
 
 
 def test_cancel_after_a_failed_authenticate_client_is_expected(es9, smdp, lab_pki, caplog):
