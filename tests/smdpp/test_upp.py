@@ -141,3 +141,29 @@ async def test_a_ts48_upp_imported_over_http_installs_byte_for_byte(smdp, lab_pk
     # orders.create_order takes the imported profile by name in-process as well
     again = orders.create_order(smdp.ctx.store, profile="ts48-real", smdp_address=smdp.address)
     assert again.iccid == ICCID
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["upp", "name", "service_provider_name", "profile_name", "profile_class", "x"]),
+        _JSON | st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode()),
+        max_size=4,
+    )
+)
+def test_post_profiles_with_malformed_bodies_gets_400_and_stores_nothing(es9, smdp, body):
+    """Whatever JSON arrives, POST /v1/profiles answers 400 naming the problem, nothing is stored, the server
+    keeps serving (a body that is a real package is not among these: st.binary(64) is no TS.48 package)."""
+    folder = smdp.ctx.config.data_dir / "upp"
+    before = sorted(folder.glob("*")) if folder.exists() else []
+    r = es9.http.post("/v1/profiles", json=body)
+    assert r.status_code == 400 and r.json()["error"]
+    assert (sorted(folder.glob("*")) if folder.exists() else []) == before
+    assert es9.http.get("/healthz").status_code == 200
