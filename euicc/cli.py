@@ -9,7 +9,9 @@
     euicc apdu  --state FILE HEX [HEX ...]     # raw APDUs in one card session (channels live within the call)
     euicc es10  --state FILE HEX [--block-size N]  # one ES10 command: open channel, SELECT ISD-R, STORE DATA
 
-Errors exit with status 2 and a message naming the step that failed. ``show`` never prints the private key.
+Errors exit with status 2 and a message naming the step that failed. ``show`` never prints the private key. ICCIDs
+are printed as digits (``8949449999999990007``), as the other tools print them; ``--json`` keeps ``iccid`` in the
+wire form (EF.ICCID, nibble-swapped hex) and adds ``iccid_digits``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 
 from euicc import state as state_mod
 from euicc.state import CLASS_NAMES, EVENT_NAMES, EuiccState
+from rsp import iccid as iccid_codec
 from rsp.errors import RspError
 
 
@@ -53,7 +56,8 @@ def summary(st: EuiccState) -> dict:
         "root_ds_address": st.root_ds_address,
         "profiles": [
             {
-                "iccid": p.iccid.hex().upper(),
+                "iccid": p.iccid.hex().upper(),  # the wire form (EF.ICCID, nibble-swapped), for scripts
+                "iccid_digits": iccid_codec.from_bcd(p.iccid),  # as every other tool prints it
                 "isdp_aid": p.isdp_aid.hex().upper(),
                 "state": "enabled" if p.enabled else "disabled",
                 "class": CLASS_NAMES.get(p.profile_class, str(p.profile_class)),
@@ -81,6 +85,7 @@ def summary(st: EuiccState) -> dict:
                 "event": EVENT_NAMES.get(n.event) if n.event is not None else None,
                 "address": n.address,
                 "iccid": n.iccid.hex().upper() if n.iccid else None,
+                "iccid_digits": iccid_codec.from_bcd(n.iccid) if n.iccid else None,
                 "eim_id": n.eim_id,
             }
             for n in sorted(st.notifications, key=lambda n: n.seq)
@@ -104,14 +109,15 @@ def _print_human(info: dict) -> None:
     for p in info["profiles"]:
         flags = [f for f, on in (("fallback", p["fallback"]), ("emergency", p["emergency"])) if on]
         extra = f"  [{', '.join(flags)}]" if flags else ""
-        print(f"  {p['iccid']}  {p['state']:8}  {p['class']:12}  {p['name']!r}{extra}")
+        print(f"  ICCID {p['iccid_digits']:<20}  {p['state']:8}  {p['class']:12}  {p['name']!r}{extra}")
     print(f"eIMs ({len(info['eims'])}):")
     for e in info["eims"]:
         print(f"  {e['eim_id']!r}  counter {e['counter']}  token {e['association_token']}  fqdn {e['fqdn'] or '-'}")
     print(f"pending notifications ({len(info['pending_notifications'])}):")
     for n in info["pending_notifications"]:
         what = n["event"] or ""
-        print(f"  seq {n['seq']:<5} {n['kind']:5} {what:8} {n['address'] or n['eim_id'] or ''}")
+        iccid = f"ICCID {n['iccid_digits']}" if n["iccid_digits"] else ""
+        print(f"  seq {n['seq']:<5} {n['kind']:5} {what:8} {n['address'] or n['eim_id'] or ''}  {iccid}".rstrip())
     print(
         f"next seqNumber {info['next_seq']}; rollback authorised: {info['rollback_authorised']}; "
         f"fallback active: {info['fallback_active']}; emergency active: {info['emergency_active']}"

@@ -323,6 +323,10 @@ def _decode_state(data: dict[str, Any]) -> EuiccState:
     _check_types(state, "state")
     if len(state.eid) != 16:
         raise ValueError(f"EID of {len(state.eid)} bytes")
+    for profile in state.profiles:
+        for events, _address in profile.notification_config:
+            if any(not 0 <= ev <= 31 for ev in events):  # NotificationEvent named bits, encoded by der.bit_string
+                raise ValueError(f"profile notification event out of range: {events}")
     return state
 
 

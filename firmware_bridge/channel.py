@@ -347,6 +347,7 @@ class AtApduChannel:
                 self.reopens += 1
                 await self._record(None)  # gone with the reset: nothing to close
             await self._close_stale()
+            await self._error_codes_on()
             if self._profile is None:
                 ident = await identify(self.engine)
                 self._profile = ident.profile
@@ -372,6 +373,15 @@ class AtApduChannel:
                 log.info("ISD-R open over %s (%s)", name, route.handle)
                 return
             raise RouteUnavailable(self.route_failures)
+
+    async def _error_codes_on(self) -> None:
+        """``AT+CMEE=1`` before opening: the SIM-busy and SIM-failure answers after a reset (``+CME ERROR: 14`` /
+        ``13``) are told from other errors only with result codes on, and modems start with their own setting (docs:
+        "Error format at power-up"; some answer a bare ERROR). Best effort: a modem that refuses keeps its format."""
+        try:
+            await self.engine.command("AT+CMEE=1", timeout=3.0)
+        except (AtError, AtProtocolError, AtTimeout) as exc:
+            log.info("AT+CMEE=1 refused (%s): SIM-busy answers look like any other error", exc)
 
     async def _open_route(self, route: _Route, after_reset: bool) -> None:
         """Open ``route``; while the SIM is busy (or, after a reset, not back yet) retry with backoff."""

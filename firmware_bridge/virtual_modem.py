@@ -73,6 +73,7 @@ class Quirks:
     drop_at: int | None = None  # drop-at=N: at the N-th APDU command the device disappears
     replug_at: int | None = None  # replug-at=N: at the N-th APDU command the device re-enumerates (new pty)
     garbage_at: int | None = None  # garbage-at=N: the N-th APDU command is answered with garbage, then OK
+    cmee: int | None = None  # cmee=N: start with AT+CMEE=N (0 bare ERROR, 1 numeric, 2 verbose), not the model's
 
     @classmethod
     def names(cls) -> list[str]:
@@ -114,7 +115,7 @@ class Quirks:
         base = {f.name: getattr(self, f.name) for f in fields(self)}
         for f in fields(other):
             value = getattr(other, f.name)
-            if value not in (False, None, 0.0) or (f.name == "refresh_reset" and value is not None):
+            if value not in (False, None, 0.0) or (f.name in ("refresh_reset", "cmee") and value is not None):
                 base[f.name] = value
         return Quirks(**base)  # type: ignore[arg-type]
 
@@ -133,7 +134,15 @@ class Quirks:
 
 @dataclass(frozen=True)
 class Model:
-    """What the modem says it is, the URCs it sends when the SIM comes up, and its own quirks."""
+    """What the modem says it is, the URCs it sends when the SIM comes up, its own quirks, and the error format it
+    starts with (``cmee``, the AT+CMEE value before a host sets one: 0 bare ``ERROR``, 1 ``+CME ERROR: <n>``,
+    2 ``+CME ERROR: <text>``).
+
+    ``cmee`` follows what the field notes (docs/firmware_bridge.md, "Error format at power-up") show a model
+    answer without being asked: the Sierra Wireless models answer with text (EM9191: ``+CME ERROR: Parameters
+    error``), the Wavecom-class G2150I with numbers (``+CME ERROR: 3``). For the other real models the notes show
+    nothing, so they start as a modem does with result codes disabled (0, bare ``ERROR``): the harder case for a
+    host, which must then not wait for a ``+CME ERROR``. The generic lab modem starts with numeric codes (1)."""
 
     name: str
     ati: tuple[str, ...]
@@ -142,12 +151,20 @@ class Model:
     revision: str
     sim_urcs: tuple[str, ...] = ("+CPIN: READY",)
     quirks: str = ""
+    cmee: int = 0
 
 
 MODELS: dict[str, Model] = {
     m.name: m
     for m in (
-        Model("generic", ("Virtual Modem", "VM-1", "Revision: fwbridge-1.0"), "Virtual Modem", "VM-1", "fwbridge-1.0"),
+        Model(
+            "generic",
+            ("Virtual Modem", "VM-1", "Revision: fwbridge-1.0"),
+            "Virtual Modem",
+            "VM-1",
+            "fwbridge-1.0",
+            cmee=1,
+        ),
         Model(
             "EG25-G",
             ("Quectel", "EG25", "Revision: EG25GGBR07A08M2G"),
@@ -180,6 +197,7 @@ MODELS: dict[str, Model] = {
             "MC7455",
             "SWI9X30C_02.33.03.00",
             quirks="hex-handles,probe-error",
+            cmee=2,
         ),
         Model(
             "EM9191",
@@ -188,6 +206,7 @@ MODELS: dict[str, Model] = {
             "EM9191",
             "SWIX55C_03.10.07.00",
             quirks="hex-handles,probe-error,ccho-reject-isdr",
+            cmee=2,
         ),
         Model(
             "FM350-GL",
@@ -213,6 +232,7 @@ MODELS: dict[str, Model] = {
             "MULTIBAND  900E  1800 (Moxa G2150I)",
             "R7.46.0.201108091301.FXT009",
             quirks="no-cgla,csim-limit=522",
+            cmee=1,
         ),
         Model(
             "DW5821e",
@@ -272,7 +292,8 @@ class ModemCore:
         self.model = model or MODELS["generic"]
         self.quirks = Quirks.parse(self.model.quirks).merged(quirks or Quirks())
         self.echo = self.quirks.echo
-        self.cmee = 1
+        self.power_up_cmee = self.quirks.cmee if self.quirks.cmee is not None else self.model.cmee
+        self.cmee = self.power_up_cmee
         self.cfun = 1
         self.sim_on = True
         self.sim_busy_until = 0.0
@@ -792,6 +813,7 @@ class VirtualModem:
         self._unplug()
         self.core._sim_reset(notify=False)
         self.core.hung = False
+        self.core.cmee = self.core.power_up_cmee  # a re-enumeration is a modem restart: settings not saved are gone
         if self._stop.wait(0.05):
             return
         self._plug()

@@ -10,11 +10,16 @@ body too large 413). Nothing a client sends produces a 500 or a traceback.
 
 Operator API (JSON, 4xx + ``{"error": message}`` on bad input):
 ``POST /v1/orders``, ``GET /v1/orders``, ``GET /v1/orders/{matchingId}``, ``POST /v1/orders/{matchingId}/release``,
-``POST /v1/orders/{matchingId}/cancel``, ``GET /v1/profiles``, ``GET /v1/notifications``, ``GET /healthz``.
+``POST /v1/orders/{matchingId}/cancel``, ``GET /v1/profiles``, ``POST /v1/profiles`` (import a profile package
+file: ``{"upp": base64 DER, "name", "service_provider_name", "profile_name", "profile_class"}``; a package that is
+not one, a bad name or a name taken by another package is a 400 naming the check; nothing is stored then),
+``GET /v1/notifications``, ``GET /healthz``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 from typing import Any
@@ -25,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from smdpp import errors, orders, profiles
+from smdpp import errors, orders, profiles, upp
 from smdpp.config import SmdppConfig
 from smdpp.credentials import Credentials
 from smdpp.errors import Es9Error
@@ -80,6 +85,7 @@ def create_app(
 
         credentials = load_credentials(config)
     store = store or OrderStore.in_dir(config.data_dir)
+    profiles.use_data_dir(config.data_dir)  # serve the packages imported there (smdpp profile import)
     ctx = SmdpContext(
         config=config, credentials=credentials, store=store, sessions=SessionStore(ttl=config.session_ttl)
     )
@@ -192,7 +198,50 @@ def create_app(
         return JSONResponse(orders.order_json(store, order))
 
     async def list_profiles(request: Request) -> Response:
-        return JSONResponse([p.to_json() for p in profiles.PROFILES.values()])
+        try:
+            items = await run_in_threadpool(profiles.all_profiles)
+        except upp.UppError as exc:
+            return _http_error(500, f"imported profile packages: {exc}")
+        return JSONResponse([p.to_json() for p in items])
+
+    async def import_profile(request: Request) -> Response:
+        raw = await _read_body(request)
+        if isinstance(raw, Response):
+            return raw
+        try:
+            body = json.loads(raw or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _http_error(400, f"body is not JSON: {exc}")
+        if not isinstance(body, dict):
+            return _http_error(400, "body must be a JSON object")
+        unknown = set(body) - {"upp", "name", "service_provider_name", "profile_name", "profile_class"}
+        if unknown:
+            return _http_error(400, f"unknown fields: {', '.join(sorted(unknown))}")
+        texts = {k: body.get(k) for k in ("name", "service_provider_name", "profile_name", "profile_class")}
+        bad_text = any(v is not None and not isinstance(v, str) for v in texts.values())
+        if not isinstance(body.get("upp"), str) or bad_text:
+            return _http_error(
+                400, "upp: base64 of the DER package; name, service_provider_name, profile_name, profile_class: strings"
+            )
+        try:
+            package = base64.b64decode(body["upp"].encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            return _http_error(400, "upp: not base64")
+        try:
+            profile = await run_in_threadpool(
+                lambda: profiles.import_upp(
+                    config.data_dir,
+                    package,
+                    name=texts["name"],
+                    service_provider_name=texts["service_provider_name"] or "Lab Operator",
+                    profile_name=texts["profile_name"],
+                    profile_class=texts["profile_class"] or "operational",
+                    what="upp",
+                )
+            )
+        except upp.UppError as exc:
+            return _http_error(400, str(exc))
+        return JSONResponse(profile.to_json(), status_code=201)
 
     async def list_notifications(request: Request) -> Response:
         rows = await run_in_threadpool(store.notifications, 200)
@@ -216,6 +265,7 @@ def create_app(
         Route("/v1/orders/{matching_id}", get_order, methods=["GET"]),
         Route("/v1/orders/{matching_id}/{action}", order_action, methods=["POST"]),
         Route("/v1/profiles", list_profiles, methods=["GET"]),
+        Route("/v1/profiles", import_profile, methods=["POST"]),
         Route("/v1/notifications", list_notifications, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
     ]

@@ -2,13 +2,16 @@
 
     smdpp serve --pki DIR --data DIR [--host H] [--port P] [--address ADDR] [--insecure-http] [--sgp26]
                 [--curve nist|brainpool|both]
-    smdpp order create --data DIR --profile NAME [--eid EID] [--confirmation-code CC] [--expires 2h|ISO]
+    smdpp order create --data DIR [--profile NAME | --upp FILE [--profile-name N] [--service-provider S]
+                       [--profile-class C]] [--eid EID] [--confirmation-code CC] [--expires 2h|ISO]
                        [--host ADDR] [--hold] [--matching-id ID] [--json]
     smdpp order show MATCHING_ID --data DIR [--json]
     smdpp order list --data DIR [--state STATE] [--eid EID] [--json]
     smdpp order release MATCHING_ID --data DIR
     smdpp order cancel MATCHING_ID --data DIR [--final available|unavailable]
-    smdpp profile list [--json]
+    smdpp profile list [--data DIR] [--json]
+    smdpp profile import FILE --data DIR [--name NAME] [--profile-name N] [--service-provider S]
+                         [--profile-class C] [--json]
     smdpp notifications --data DIR [--json]
 
 Exit codes: 0 done, 1 the step failed (message names it), 2 bad arguments.
@@ -22,7 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
-from smdpp import orders, profiles
+from smdpp import orders, profiles, upp
 from smdpp.store import STATES, OrderStore, StoreError
 
 DEFAULT_ADDRESS = "127.0.0.1:8443"
@@ -54,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     o = sub.add_parser("order", help="download orders").add_subparsers(dest="order_cmd", required=True)
     c = o.add_parser("create", help="create a download order and print its activation code")
     c.add_argument("--data", type=Path, required=True)
-    c.add_argument("--profile", default=profiles.DEFAULT_PROFILE, help="test profile name (smdpp profile list)")
+    c.add_argument("--profile", help=f"profile name (smdpp profile list; default {profiles.DEFAULT_PROFILE})")
+    c.add_argument("--upp", type=Path, help="serve this profile package file (DER UPP, e.g. a TS.48 test profile)")
+    _upp_metadata_args(c)
     c.add_argument("--eid", help="link the order to this EID")
     c.add_argument("--confirmation-code", help="require this confirmation code")
     c.add_argument("--expires", help="expiry: a duration (30m, 2h, 7d) or an ISO 8601 date-time")
@@ -77,12 +82,52 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="test profiles").add_subparsers(dest="profile_cmd", required=True)
     pl = pr.add_parser("list")
+    pl.add_argument("--data", type=Path, help="also list the packages imported into this data directory")
     pl.add_argument("--json", action="store_true")
+    pi = pr.add_parser("import", help="import a profile package file (DER UPP) to serve by name")
+    pi.add_argument("file", type=Path)
+    pi.add_argument("--data", type=Path, required=True)
+    pi.add_argument("--name", help="profile name (default upp-<sha256 prefix>)")
+    _upp_metadata_args(pi)
+    pi.add_argument("--json", action="store_true")
 
     n = sub.add_parser("notifications", help="notifications received")
     n.add_argument("--data", type=Path, required=True)
     n.add_argument("--json", action="store_true")
     return p
+
+
+def _upp_metadata_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile-name", help="profileName in the metadata (default: the package's profileType)")
+    p.add_argument("--service-provider", default="Lab Operator", help="serviceProviderName in the metadata")
+    p.add_argument("--profile-class", choices=upp.PROFILE_CLASSES, default="operational")
+
+
+def _import(args: argparse.Namespace, path: Path, name: str | None = None) -> profiles.TestProfile:
+    """Read and import a UPP file; raises upp.UppError naming the file and the check."""
+    try:
+        package = path.read_bytes()
+    except OSError as exc:
+        raise upp.UppError(f"cannot read {path}: {exc.strerror}") from None
+    return profiles.import_upp(
+        args.data,
+        package,
+        name=name,
+        service_provider_name=args.service_provider,
+        profile_name=args.profile_name,
+        profile_class=args.profile_class,
+        what=str(path),
+    )
+
+
+def _print_profiles(items: list[profiles.TestProfile], as_json: bool) -> None:
+    for p in items:
+        if as_json:
+            print(json.dumps(p.to_json()))
+        elif p.upp is not None:
+            print(f"{p.name:<11} {p.size:>7} bytes  class {p.profile_class:<11} ICCID {p.fixed_iccid}  {p.description}")
+        else:
+            print(f"{p.name:<11} {p.size:>7} bytes  class {p.profile_class:<11} {p.description}")
 
 
 def _print_order(d: dict, as_json: bool) -> None:
@@ -114,13 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "serve":
         return _serve(args)
     if args.cmd == "profile":
-        if args.json:
-            for p in profiles.PROFILES.values():
-                print(json.dumps(p.to_json()))
-        else:
-            for p in profiles.PROFILES.values():
-                print(f"{p.name:<11} {p.size:>7} bytes  class {p.profile_class:<11} {p.description}")
+        if args.data is not None:
+            profiles.use_data_dir(args.data)
+        if args.profile_cmd == "import":
+            try:
+                imported = _import(args, args.file, args.name)
+            except upp.UppError as exc:
+                print(f"smdpp profile import: {exc}", file=sys.stderr)
+                return 2
+            _print_profiles([imported], args.json)
+            return 0
+        try:
+            _print_profiles(profiles.all_profiles(), args.json)
+        except upp.UppError as exc:
+            print(f"smdpp profile list: {exc}", file=sys.stderr)
+            return 1
         return 0
+    profiles.use_data_dir(args.data)
     store = OrderStore.in_dir(args.data)
     try:
         if args.cmd == "notifications":
@@ -135,9 +190,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.order_cmd == "create":
             try:
+                if args.upp is not None and args.profile is not None:
+                    raise orders.OrderError("give --profile or --upp, not both")
+                profile = args.profile or profiles.DEFAULT_PROFILE
+                if args.upp is not None:
+                    profile = _import(args, args.upp).name
                 order = orders.create_order(
                     store,
-                    profile=args.profile,
+                    profile=profile,
                     smdp_address=args.host,
                     eid=args.eid,
                     confirmation_code=args.confirmation_code,
@@ -145,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                     hold=args.hold,
                     matching_id=args.matching_id,
                 )
-            except orders.OrderError as exc:
+            except (orders.OrderError, upp.UppError) as exc:
                 print(f"smdpp order create: {exc}", file=sys.stderr)
                 return 2
             _print_order(orders.order_json(store, order), args.json)

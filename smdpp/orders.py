@@ -82,7 +82,8 @@ def create_order(
         raise OrderError(f"{'matching_id' if exc.field == 'AC_Token' else 'smdp address'}: {exc.reason}") from None
     expires_at = parse_expiry(expires) if expires else None
     try:
-        iccid = store.next_iccid(p.name, p.iccid_prefix)
+        # a user's package carries its own ICCID (its ProfileHeader); generated profiles take the next of their range
+        iccid = p.fixed_iccid or store.next_iccid(p.name, p.iccid_prefix)
         order = store.create_order(
             profile=p.name,
             iccid=iccid,

@@ -41,20 +41,40 @@ class Session:
     smdp_signature2_tlv: bytes | None = None  # the whole 5F37 TLV, as sent
     # learned in GetBoundProfilePackage
     euicc_otpk: bytes | None = None
+    cc_refused: int = 0  # wrong confirmation codes in this session (the order stays open while attempts remain)
 
     @property
     def transaction_id_hex(self) -> str:
         return self.transaction_id.hex().upper()
 
 
+@dataclass(frozen=True)
+class EndedSession:
+    """A session the SM-DP+ ended itself while answering an ES9+ error. SGP.22 has the LPA end the eUICC side with
+    ES10b.CancelSession and tell the SM-DP+ with ES9+ cancelSession afterwards (§3.1.3 and the Common Cancel
+    Session procedure); that call is expected and gets a plain answer instead of "TransactionId - Unknown"."""
+
+    transaction_id: bytes
+    state: str  # the state it had: which step failed (initiated: authenticateClient, authenticated: getBPP)
+    euicc_certificate: x509.Certificate | None
+    matching_id: str | None
+    ended: float
+
+    @property
+    def failed_step(self) -> str:
+        return {INITIATED: "authenticateClient", AUTHENTICATED: "getBoundProfilePackage"}.get(self.state, self.state)
+
+
 class SessionStore:
-    """Thread-safe map transactionId -> :class:`Session` with idle expiry."""
+    """Thread-safe map transactionId -> :class:`Session` with idle expiry, and a bounded memory of the sessions
+    that ended in an error (:class:`EndedSession`, kept for ``ttl`` seconds)."""
 
     def __init__(self, ttl: float = 900.0, max_sessions: int = 100_000):
         self.ttl = ttl
         self.max_sessions = max_sessions
         self._lock = threading.Lock()
         self._sessions: dict[bytes, Session] = {}
+        self._ended: dict[bytes, EndedSession] = {}  # insertion order = age
 
     def new_transaction_id(self) -> bytes:
         """16 random bytes, unique among live sessions (SGP.22: unique within the SM-DP+)."""
@@ -84,9 +104,29 @@ class SessionStore:
             s.touched = now
             return s
 
-    def remove(self, transaction_id: bytes) -> Session | None:
+    def remove(self, transaction_id: bytes, *, after_error: bool = True) -> Session | None:
+        """End a session. ``after_error`` (the default, as every ES9+ function ends a session when it answers an
+        error) remembers it for the LPA's cancelSession; a cancelled or completed session is just gone."""
         with self._lock:
-            return self._sessions.pop(transaction_id, None)
+            session = self._sessions.pop(transaction_id, None)
+            if session is not None and after_error:
+                now = time.monotonic()
+                for k in [k for k, e in self._ended.items() if now - e.ended > self.ttl]:
+                    del self._ended[k]
+                while len(self._ended) >= self.max_sessions:
+                    del self._ended[next(iter(self._ended))]
+                self._ended[transaction_id] = EndedSession(
+                    transaction_id, session.state, session.euicc_certificate, session.matching_id, now
+                )
+            return session
+
+    def ended_after_error(self, transaction_id: bytes) -> EndedSession | None:
+        """The session ended in an error, once: a second cancelSession for it is unknown again."""
+        with self._lock:
+            ended = self._ended.pop(transaction_id, None)
+        if ended is None or time.monotonic() - ended.ended > self.ttl:
+            return None
+        return ended
 
     def __len__(self) -> int:
         with self._lock:

@@ -138,6 +138,17 @@ class Order:
         """SGP.22 §4.1 activation code: ``1$<SM-DP+ address>$<matchingId>[$$1]`` (``$$1``: code required)."""
         return ActivationCode(self.smdp_address, self.matching_id, confirmation_code_required=self.cc_required).format()
 
+    @property
+    def why_closed(self) -> str:
+        """Why a matchingId in a final state is refused, in words a user can act on."""
+        if self.state == "installed":
+            return f"already used: installed on EID {self.bound_eid}" if self.bound_eid else "already used: installed"
+        if self.state in ("available", "unavailable"):
+            return "cancelled by the operator"
+        if self.state == "error":
+            return self.last_error or "ended by an error"
+        return "not released"
+
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now if now is not None else time.time()) >= self.expires_at
 

@@ -14,8 +14,10 @@ MAC-checked and decrypted in order: a wrong MAC or padding is ``scp03tSecurityEr
 segment out of order ``scp03tStructureError(7)``, a malformed decrypted command ``incorrectInputValues(1)``.
 StoreMetadata also refuses an ICCID already on the card (``iccidAlreadyExists(9)``), an unknown profile class
 (``unsupportedProfileClass(6)``) and PPRs, which this card's empty RAT does not allow (``pprNotAllowed(15)``).
-The profile package must start with a ProfileHeader PE (``A0``) whose ``iccid [3]`` equals the metadata's
-ICCID (else ``dataMismatch(13)``; an unparsable package is ``peProcessingError(12)``).
+The profile package is checked by :mod:`euicc.profile_package` (TCA SAIP PE structure): a malformed package is
+``peProcessingError(12)``, a ProfileHeader ``iccid`` that names another ICCID than StoreMetadata (compared as
+digits: SAIP writes it plain, StoreMetadata as EF.ICCID) ``dataMismatch(13)``; PEs of unknown types that are not
+mandated are skipped.
 
 Installation is atomic: nothing reaches the persistent state until the last ``86`` segment succeeded; then the
 profile (disabled), its PIR (stored as a pending notification) and any install notifications are written in one
@@ -28,7 +30,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from euicc import der, notifications
+from euicc import der, notifications, profile_package
 from euicc.context import SW_CONDITIONS, Context, Es10Reject
 from euicc.state import CLASS_NAMES, CLASS_OPERATIONAL, EVENT_INSTALL, LastDownload, Profile
 from rsp import bsp, crypto, tlv
@@ -399,18 +401,21 @@ def _store_metadata(ctx: Context, loader: BppLoader) -> None:
 
 
 def _check_profile_package(loader: BppLoader) -> None:
-    cid = LOAD_PROFILE_ELEMENTS
+    """The package checks of :mod:`euicc.profile_package` (what a card refuses, what it skips)."""
     assert loader.profile is not None
     try:
-        pes = list(tlv.iter_tlvs(bytes(loader.elements), what="profile package"))
-        if not pes or pes[0].tag != 0xA0:
-            raise DecodeError("profile package", "must start with a ProfileHeader (A0)")
-        header = der.fields(pes[0], "ProfileHeader")
-        iccid = header[0x83].value
-    except (KeyError, DecodeError) as exc:
-        raise BppFailure(cid, PE_PROCESSING_ERROR, f"profile package: {exc}") from None
-    if iccid != loader.profile.iccid:
-        raise BppFailure(cid, DATA_MISMATCH, "ProfileHeader ICCID differs from StoreMetadata")
+        package = profile_package.parse(bytes(loader.elements))
+        profile_package.check_against_metadata(package, loader.profile.iccid)
+    except profile_package.ProfilePackageError as exc:
+        raise BppFailure(LOAD_PROFILE_ELEMENTS, exc.reason, str(exc)) from None
+    for pe in package.skipped:
+        log.info(
+            "profile package: PE %d (tag %X, identification %s) of a type this eUICC does not know, not mandated: "
+            "skipped",
+            pe.index,
+            pe.tag,
+            pe.identification,
+        )
 
 
 def _install(ctx: Context, loader: BppLoader) -> bytes:

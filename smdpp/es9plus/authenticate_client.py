@@ -186,7 +186,7 @@ def _select_order(ctx: SmdpContext, matching_id: str | None, eid: str) -> Order:
 def _claim(ctx: SmdpContext, order: Order, eid: str, session: Session) -> Order:
     """Check the order against this eUICC and count the attempt (one transaction guarded by the state)."""
     if order.state not in DOWNLOADABLE:
-        reason = "already used" if order.state in ("installed", "error", "available", "unavailable") else "not released"
+        reason = order.why_closed  # installed: already used; error: its last error; cancelled; not released
         raise errors.MATCHING_ID_REFUSED.error(
             f"Matching ID - Refused: order {order.matching_id} is {order.state} ({reason})"
         )

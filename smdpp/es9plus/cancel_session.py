@@ -15,6 +15,20 @@ metadataMismatch (4),
 loadBppExecutionError (5),
 undefinedReason (127)
 ============================== =========================================================
+
+**After a wrong confirmation code** the order stays ``released`` whatever the reason, as long as attempts remain.
+SGP.22 counts wrong codes per order against a retry limit (getBoundProfilePackage, "Confirmation Code - Refused"
+/ "Maximum number of retries exceeded"), and an LPA that gets an ES9+ error ends the session: lpac's download
+sends ES10b/ES9+ CancelSession with endUserRejection after any error, its Android binding with undefinedReason.
+Ending the order on that cancel would make every refused code final and the retry count a lie, so the lab
+SM-DP+ keeps the order open for a new download with the right code until the limit is reached (then the order is
+``error``: "confirmation code retries exhausted").
+
+**A session the SM-DP+ already ended** while answering an error (authenticateClient or getBoundProfilePackage
+failed) is not cancelled again: the LPA's cancelSession that SGP.22 asks for after such an error is answered with
+success and logged at info as expected, once; after that, and for a transactionId never seen, the answer is
+"TransactionId - Unknown" (8.10.1/3.9). An order that is already over (installed, error, cancelled) is left as it
+is.
 """
 
 from __future__ import annotations
@@ -57,10 +71,8 @@ def decode_oid(value: bytes) -> str:
     return ".".join(str(a) for a in head + arcs[1:])
 
 
-def cancel_session(ctx: SmdpContext, request: dict[str, Any]) -> dict[str, Any]:
-    transaction_id = transaction_id_field(request)
-    raw = b64_field(request, "cancelSessionResponse", max_len=4096)
-    session = session_for(ctx, transaction_id)
+def _parse(raw: bytes) -> tuple[tlv.Tlv, tlv.Tlv, dict[int, bytes], str, int]:
+    """CancelSessionResponse -> (euiccCancelSessionSigned, signature, fields, smdpOid, reason)."""
     try:
         top = tlv.parse_exact(raw, what="CancelSessionResponse")
         if top.tag != 0xBF41:
@@ -84,16 +96,37 @@ def cancel_session(ctx: SmdpContext, request: dict[str, Any]) -> dict[str, Any]:
         for tag, name in ((0x80, "transactionId"), (oid_tag, "smdpOid"), (reason_tag, "reason")):
             if tag not in f:
                 raise DecodeError("EuiccCancelSessionSigned", f"missing {name} ({tag:X})")
-        oid = decode_oid(f[oid_tag])
-        reason = int.from_bytes(f[reason_tag], "big")
+        return signed, sig, f, decode_oid(f[oid_tag]), int.from_bytes(f[reason_tag], "big")
     except DecodeError as exc:
         raise errors.REQUEST_INVALID.error(f"cancelSessionResponse: {exc}") from None
 
+
+def cancel_session(ctx: SmdpContext, request: dict[str, Any]) -> dict[str, Any]:
+    transaction_id = transaction_id_field(request)
+    raw = b64_field(request, "cancelSessionResponse", max_len=4096)
+    session = ctx.sessions.get(transaction_id)
+    if session is None:
+        ended = ctx.sessions.ended_after_error(transaction_id)
+        if ended is None:
+            session_for(ctx, transaction_id)  # raises TransactionId - Unknown
+        assert ended is not None
+        signed, sig, f, _oid, reason = _parse(raw)
+        if f[0x80] != transaction_id:
+            raise errors.TRANSACTION_ID_UNKNOWN.error(
+                "TransactionId - Unknown: the transactionId signed by the eUICC differs from the request's"
+            )
+        if ended.euicc_certificate is not None:
+            _verify(ended.euicc_certificate, signed, sig)
+        log.info(
+            "cancelSession: session %s had already ended when %s failed (reason %s): nothing left to cancel",
+            transaction_id.hex().upper(),
+            ended.failed_step,
+            REASONS.get(reason, reason),
+        )
+        return {}
+    signed, sig, f, oid, reason = _parse(raw)
     if session.euicc_certificate is not None:
-        try:
-            crypto.verify(session.euicc_certificate, signed.raw, sig.value, what="euiccCancelSessionSignature")
-        except RspError as exc:
-            raise errors.EUICC_SIGNATURE_INVALID.error(f"eUICC - Verification failed: {exc}") from None
+        _verify(session.euicc_certificate, signed, sig)
     if f[0x80] != session.transaction_id:
         raise errors.TRANSACTION_ID_UNKNOWN.error(
             "TransactionId - Unknown: the transactionId signed by the eUICC differs from the session's"
@@ -106,27 +139,57 @@ def cancel_session(ctx: SmdpContext, request: dict[str, Any]) -> dict[str, Any]:
     if reason not in REASONS:
         raise errors.REQUEST_INVALID.error(f"cancelSessionResponse: unknown reason {reason}")
 
-    ctx.sessions.remove(session.transaction_id)
+    ctx.sessions.remove(session.transaction_id, after_error=False)
     name = REASONS[reason]
     if session.matching_id:
-        try:
-            if reason in KEEP_ORDER:
-                ctx.store.update(
-                    session.matching_id,
-                    expect=("released", "downloaded"),
-                    state="released",
-                    transaction_id=None,
-                    detail=f"session cancelled ({name}); order kept",
-                )
-            else:
-                ctx.store.update(
-                    session.matching_id,
-                    expect=("released", "downloaded"),
-                    state="error",
-                    last_error=f"cancelled: {name}",
-                    detail=f"session cancelled ({name})",
-                )
-        except StoreError as exc:
-            log.warning("cancelSession: order %s not updated: %s", session.matching_id, exc)
+        _move_order(ctx, session, name, keep=reason in KEEP_ORDER)
     log.info("cancelSession: session %s cancelled (%s)", session.transaction_id_hex, name)
     return {}
+
+
+def _verify(certificate, signed: tlv.Tlv, sig: tlv.Tlv) -> None:
+    try:
+        crypto.verify(certificate, signed.raw, sig.value, what="euiccCancelSessionSignature")
+    except RspError as exc:
+        raise errors.EUICC_SIGNATURE_INVALID.error(f"eUICC - Verification failed: {exc}") from None
+
+
+def _move_order(ctx: SmdpContext, session, name: str, *, keep: bool) -> None:
+    matching_id = session.matching_id
+    order = ctx.store.get(matching_id)
+    if order is None or order.state not in ("released", "downloaded"):
+        log.info(
+            "cancelSession: order %s is %s already; left as it is",
+            matching_id,
+            order.state if order is not None else "gone",
+        )
+        return
+    try:
+        if keep:
+            ctx.store.update(
+                matching_id,
+                expect=("released", "downloaded"),
+                state="released",
+                transaction_id=None,
+                detail=f"session cancelled ({name}); order kept",
+            )
+        elif session.cc_refused and order.cc_attempts < order.cc_max:
+            left = order.cc_max - order.cc_attempts
+            ctx.store.update(
+                matching_id,
+                expect=("released", "downloaded"),
+                state="released",
+                transaction_id=None,
+                detail=f"session cancelled ({name}) after a wrong confirmation code; order kept, "
+                f"{left} confirmation code attempt{'s' if left != 1 else ''} left",
+            )
+        else:
+            ctx.store.update(
+                matching_id,
+                expect=("released", "downloaded"),
+                state="error",
+                last_error=f"cancelled: {name}",
+                detail=f"session cancelled ({name})",
+            )
+    except StoreError as exc:  # the order moved meanwhile (another session, the operator)
+        log.info("cancelSession: order %s not moved: %s", matching_id, exc)

@@ -3,7 +3,9 @@
 Input: ``transactionId``, ``prepareDownloadResponse`` (BF21 from ES10b.PrepareDownload).
 The SM-DP+ verifies euiccSignature2 over the **received** euiccSigned2 bytes || ``5F37 smdpSignature2`` with
 the eUICC key of the session, checks the confirmation code (``hashCc = SHA256(SHA256(cc) || transactionId)``,
-retry limit per order), the order (still downloadable, not expired, same eUICC), then binds the profile for
+retry limit per order: a wrong code leaves the order open for a new download while attempts remain, also after
+the LPA cancels the session, see ``cancel_session``; the last allowed wrong code ends it), the order (still
+downloadable, not expired, same eUICC), then binds the profile for
 otPK.EUICC.ECKA (``smdpp.binding``) and marks the order ``downloaded``.
 """
 
@@ -129,11 +131,16 @@ def _bind(ctx: SmdpContext, session: Session, response: bytes) -> dict[str, Any]
             after = ctx.store.count_failed_cc(order.matching_id)
             if after.state == "error":
                 raise errors.CONFIRMATION_CODE_RETRIES_EXCEEDED.error(
-                    f"Confirmation Code - Maximum number of retries exceeded ({after.cc_attempts}/{after.cc_max})"
+                    f"Confirmation Code - Maximum number of retries exceeded ({after.cc_attempts} of "
+                    f"{after.cc_max} attempts used): download order {order.matching_id} is ended"
                 )
+            session.cc_refused += 1
+            left = after.cc_max - after.cc_attempts
             raise _KeepSession(
                 errors.CONFIRMATION_CODE_REFUSED.error(
-                    f"Confirmation Code - Refused ({after.cc_attempts} of {after.cc_max} attempts used)"
+                    f"Confirmation Code - Refused ({after.cc_attempts} of {after.cc_max} attempts used): download "
+                    f"order {order.matching_id} stays open for {left} more attempt{'s' if left != 1 else ''}, "
+                    "also after this session is cancelled"
                 )
             )
     profile = profiles.get_profile(order.profile)

@@ -4,6 +4,8 @@ Input: ``pendingNotification``: a ProfileInstallationResult (BF37) or an OtherSi
 * PIR: euiccSignPIR is verified over the received ``BF27`` bytes with the eUICC key learned in
   AuthenticateClient (kept in the store, so a PIR that arrives after a restart still verifies). A verified
   success result marks the order ``installed``, a verified error result marks it ``error``; the session ends.
+  The same PIR delivered again (an LPA that could not remove it from the eUICC sends it once more) is recorded
+  and logged at info; only a PIR that conflicts with the order's state (e.g. the operator cancelled it) warns.
 * OtherSignedNotification (install/enable/disable/delete of a profile this SM-DP+ names in its metadata): the
   eUICC and EUM certificates come with it; the chain is checked against the trusted CIs and the signature over
   the ``BF2F`` NotificationMetadata bytes; the notification is recorded.
@@ -125,6 +127,16 @@ def _pir(ctx: SmdpContext, top: tlv.Tlv) -> None:
     log.info("handleNotification: PIR for session %s: %s (verified %s)", txid, result_text, verified)
     if not verified or order is None:
         return
+    current = ctx.store.get(order.matching_id)
+    if current is not None and current.state in ("installed", "error") and session is None:
+        # a PIR delivered again (the eUICC keeps it until the LPA removes it, SGP.22 §3.5): recorded, nothing to do
+        log.info(
+            "handleNotification: PIR for session %s again; order %s is %s already",
+            txid,
+            order.matching_id,
+            current.state,
+        )
+        return
     try:
         if success:
             ctx.store.update(
@@ -141,9 +153,9 @@ def _pir(ctx: SmdpContext, top: tlv.Tlv) -> None:
                 last_error=result_text,
                 detail=f"PIR {result_text}",
             )
-    except StoreError as exc:
+    except StoreError as exc:  # the order moved on meanwhile (the operator cancelled it): a real conflict
         log.warning("handleNotification: order %s not updated: %s", order.matching_id, exc)
-    ctx.sessions.remove(fields[0x80].value)
+    ctx.sessions.remove(fields[0x80].value, after_error=False)
 
 
 def _other(ctx: SmdpContext, top: tlv.Tlv) -> None:

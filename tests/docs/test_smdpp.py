@@ -11,6 +11,9 @@ from tests.docs.doccmds import doc_cmd, run, start, stop
 INIT = doc_cmd("smdpp.md", "rsp pki init pki --curve both")
 SERVE = doc_cmd("smdpp.md", "smdpp serve --pki pki --data data --port 8443 &")
 ORDER = doc_cmd("smdpp.md", "smdpp order create --data data --profile ts48 --confirmation-code 1234 --expires 2h")
+UPP_ORDER = doc_cmd("smdpp.md", "smdpp order create --data data --upp TS48V5-generic.der --service-provider GSMA")
+UPP_IMPORT = doc_cmd("smdpp.md", "smdpp profile import TS48V5-generic.der --data data --name ts48-real")
+UPP_BY_NAME = doc_cmd("smdpp.md", "smdpp order create --data data --profile ts48-real")
 HEALTH = doc_cmd("smdpp.md", "curl -s --cacert pki/ca-bundle.pem https://127.0.0.1:8443/healthz")
 REST_ORDER = doc_cmd(
     "smdpp.md",
@@ -50,3 +53,14 @@ def test_smdpp_walkthrough(tmp_path: Path) -> None:
         assert status["statusCodeData"]["message"] == "euiccChallenge must be 16 bytes, got 3"
     finally:
         stop(proc)
+
+
+def test_serving_a_profile_package_file(tmp_path: Path) -> None:
+    from tests.euicc.upp_sample import ts48_upp
+
+    (tmp_path / "TS48V5-generic.der").write_bytes(ts48_upp("8949449999999990007"))
+    out = run(UPP_ORDER, tmp_path).stdout
+    assert "state: released" in out and "iccid: 8949449999999990007" in out and "profile: upp-" in out
+    assert "ts48-real" in run(UPP_IMPORT, tmp_path).stdout
+    out = run(UPP_BY_NAME, tmp_path).stdout
+    assert "profile: ts48-real" in out and "iccid: 8949449999999990007" in out

@@ -126,7 +126,8 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
     (
         S(
             "smdpp.md",
-            "smdpp order create --data DIR [--profile ts48] [--eid EID] [--confirmation-code CC] "
+            "smdpp order create --data DIR [--profile ts48 | --upp FILE [--profile-name N] [--service-provider S] "
+            "[--profile-class test|provisioning|operational]] [--eid EID] [--confirmation-code CC] "
             "[--expires 2h|ISO-8601] [--host ADDR] [--hold] [--matching-id ID] [--json]",
         ),
         [["smdpp", "order", "create"]],
@@ -147,7 +148,16 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
         [["smdpp", "order", "list"]],
         [],
     ),
-    (S("smdpp.md", "smdpp profile list [--json]"), [["smdpp", "profile", "list"]], []),
+    (S("smdpp.md", "smdpp profile list [--data DIR] [--json]"), [["smdpp", "profile", "list"]], []),
+    (
+        S(
+            "smdpp.md",
+            "smdpp profile import FILE --data DIR [--name NAME] [--profile-name N] [--service-provider S] "
+            "[--profile-class C] [--json]",
+        ),
+        [["smdpp", "profile", "import"]],
+        [],
+    ),
     (S("smdpp.md", "smdpp notifications --data DIR [--json]"), [["smdpp", "notifications"]], []),
     (S("smdpp.md", "smdpp serve --sgp26 [--pki DIR]"), [["smdpp", "serve"]], []),
     (

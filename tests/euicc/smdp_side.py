@@ -48,6 +48,7 @@ class TestProfile:
     ppr: bytes | None = None
     size: int = 3000
     header_iccid: bytes | None = None  # ProfileHeader ICCID (default: the same)
+    package: bytes | None = None  # the whole profile package as given (default: generated below)
 
     def metadata(self) -> bytes:
         body = T(0x5A, self.iccid) + T(0x91, self.spn.encode()) + T(0x92, self.name.encode())
@@ -66,6 +67,8 @@ class TestProfile:
         return T(0xBF25, body)
 
     def elements(self) -> bytes:
+        if self.package is not None:
+            return self.package
         iccid = self.header_iccid or self.iccid
         header = T(0xA0, T(0x80, b"\x02") + T(0x81, b"\x03") + T(0x82, b"lab") + T(0x83, iccid))
         out = bytearray(header)

@@ -99,3 +99,20 @@ def test_console_script(lab_pki, tmp_path):
     assert json.loads(shown.stdout)["curve"] == "brainpool"
     bad = subprocess.run([script, "show"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2  # argparse usage error
+
+
+def test_show_prints_iccids_as_digits(lab_pki, tmp_path, capsys):
+    """Like every other tool: ``8944000000000000001``, not the EF.ICCID bytes ``9844000000000000...``."""
+    from tests.euicc.conftest import Es10Driver, download, make_card, new_profile
+    from tests.euicc.smdp_side import SmdpSide
+
+    state = tmp_path / "card.json"
+    card = make_card(lab_pki, state_path=state)
+    download(Es10Driver(card), SmdpSide(lab_pki), new_profile(1, notifications=[((0,), "smdp.example")]))
+    code, out, _ = run(capsys, "show", "--state", str(state))
+    assert code == 0
+    assert "ICCID 8944000000000000001 " in out and "98440000" not in out
+    assert "install  smdp.example  ICCID 8944000000000000001" in out  # the pending PIR names it too
+    code, out, _ = run(capsys, "show", "--state", str(state), "--json")
+    profile = json.loads(out)["profiles"][0]
+    assert profile["iccid_digits"] == "8944000000000000001" and profile["iccid"] == "984400000000000000F1"

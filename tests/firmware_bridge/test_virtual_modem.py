@@ -18,11 +18,35 @@ def test_basic_commands_and_case():
     assert talk(core, "AT") == "\r\nOK\r\n"
     assert talk(core, "ati") == "\r\nQuectel\r\n\r\nEG25\r\n\r\nRevision: EG25GGBR07A08M2G\r\n\r\nOK\r\n"
     assert talk(core, "AT+CGMM") == "\r\nEG25\r\n\r\nOK\r\n"
-    assert talk(core, "AT+CMEE?") == "\r\n+CMEE: 1\r\n\r\nOK\r\n"
+    assert talk(core, "AT+CMEE?") == "\r\n+CMEE: 0\r\n\r\nOK\r\n"  # result codes off until a host asks
     assert talk(core, "AT+CPIN?") == "\r\n+CPIN: READY\r\n\r\nOK\r\n"
     assert talk(core, "AT+CREG?") == "\r\n+CREG: 0,1\r\n\r\nOK\r\n"
     assert talk(core, "ATE1") == "\r\nOK\r\n"
     assert talk(core, "AT") == "AT\r\n\r\nOK\r\n"  # echo of what was received, then the answer
+
+
+def test_each_model_starts_with_its_own_error_format():
+    """AT+CMEE at power-up per model (docs/firmware_bridge.md, "Error format at power-up"); cmee=N overrides."""
+
+    def first_error(model: str, quirks: str = "") -> str:
+        core = ModemCore(MiniCard(), Quirks.parse(quirks), model=get_model(model))
+        return talk(core, 'AT+CSIM=5,"00"').strip()  # length mismatch: +CME ERROR 50 when codes are on
+
+    assert first_error("generic") == "+CME ERROR: 50"
+    assert first_error("G2150I") == "+CME ERROR: 50"  # Wavecom-class: numeric (field: +CME ERROR: 3)
+    assert first_error("EM9191") == "+CME ERROR: incorrect parameters"  # Sierra: text (field: Parameters error)
+    assert first_error("MC7455") == "+CME ERROR: incorrect parameters"
+    for model in ("EG25-G", "EC20", "SIM7600G-H", "FM350-GL", "SARA-R410M", "LE910C1", "DW5821e", "MS2372h"):
+        core = ModemCore(MiniCard(), model=get_model(model))
+        assert talk(core, "AT+CMEE?") == "\r\n+CMEE: 0\r\n\r\nOK\r\n", model
+    assert first_error("EG25-G") == "ERROR"
+    assert first_error("EG25-G", "cmee=2") == "+CME ERROR: incorrect parameters"
+    assert first_error("generic", "cmee=0") == "ERROR"
+    core = ModemCore(MiniCard(), model=get_model("EM9191"))
+    talk(core, "AT+CMEE=0")
+    talk(core, "AT+CFUN=0", now=1.0)  # a SIM reset keeps the modem's setting
+    assert talk(core, "AT+CMEE?", now=1.1) == "\r\n+CMEE: 0\r\n\r\nOK\r\n" and core.power_up_cmee == 2
+    assert Quirks.parse("cmee=0").merged(Quirks()).cmee == 0 and Quirks.parse("cmee=0").describe() == "cmee=0"
 
 
 def test_malformed_commands_get_errors_and_the_card_is_untouched():
@@ -46,6 +70,7 @@ def test_malformed_commands_get_errors_and_the_card_is_untouched():
 def test_cfun_powers_the_sim_and_registration_follows():
     card = MiniCard()
     core = ModemCore(card, model=get_model("EG25-G"))
+    assert talk(core, "AT+CMEE=1") == "\r\nOK\r\n"
     assert talk(core, "AT+CEREG=1") == "\r\nOK\r\n"
     assert "+CCHO: 1" in talk(core, 'AT+CCHO="A0000005591010FFFFFFFF8900000100"')
     out = talk(core, "AT+CFUN=0", now=1.0)

@@ -107,6 +107,7 @@ async def make_rig(lab_pki, tmp_path, request):
         provision: bool = True,
         device: str = "local",
         broker: Any = None,
+        modem_model: str = "generic",
     ) -> Rig:
         """``device``: ``local`` (LocalApduChannel) or ``modem`` (virtual modem on a real pty, AT+CCHO/CGLA or
         AT+CSIM through firmware_bridge.AtApduChannel). ``broker``: a private Mosquitto for ``mqtt`` (default: the
@@ -119,7 +120,7 @@ async def make_rig(lab_pki, tmp_path, request):
             from firmware_bridge.channel import AtApduChannel
             from firmware_bridge.virtual_modem import VirtualModem
 
-            vm = VirtualModem(card, quirks="refresh-reset=0.1")
+            vm = VirtualModem(card, quirks="refresh-reset=0.1", model=modem_model)
             vm.start()
             stack.callback(vm.stop)
             engine = AtEngine(vm.path)

@@ -57,6 +57,33 @@ async def test_direct_download_triggered_by_eim(make_rig, smdp, binding, device)
         await agent.close()
 
 
+async def test_a_real_shape_ts48_package_installs_through_the_virtual_modem(make_rig, smdp):
+    """Interop issue 14: a TS.48 generic test profile (ProfileHeader ICCID in plain digits, the published PE order)
+    served by the lab SM-DP+ from a file, downloaded directly by the IPA through a Quectel-model virtual modem
+    (which starts with AT+CMEE=0, bare ERROR), installs on the software eUICC byte for byte."""
+    from smdpp import profiles
+    from tests.euicc.upp_sample import ts48_upp
+
+    package = ts48_upp("8949449999999990007")
+    imported = profiles.import_upp(smdp.ctx.config.data_dir, package, service_provider_name="GSMA")
+    rig = await make_rig("http", profiles=False, device="modem", modem_model="EG25-G")
+    rig.config.es9.ca_file = str(smdp.ca_bundle)
+    rig.config.ipa.indirect_download = False
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile=imported.name, smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac))
+        await agent.poll_once()
+        [installed] = rig.card.state.profiles
+        assert m.iccid_to_str(installed.iccid) == "8949449999999990007"
+        assert installed.elements == package and installed.service_provider_name == "GSMA"
+        assert order_state(smdp, ac) == "installed"
+        assert [(n.kind, n.verified) for n in smdp.ctx.store.notifications()] == [("pir", True)]
+    finally:
+        await agent.close()
+
+
 @pytest.mark.parametrize(
     ("binding", "device"), [("http", "modem"), ("coap", "local"), ("coaps", "modem"), ("mqtt", "modem")]
 )

@@ -181,7 +181,8 @@ class SimEuicc:
         package = un.unprotect_all([c.raw for c in tlv.children(parts[0xA3])], expected_tag=0x86)
         header = tlv.parse_one(package)
         assert header.tag == 0xA0
-        iccid = bcd_to_iccid(tlv.find(header, 0x83).value)
+        # the header carries the ICCID in plain digit order (SAIP), StoreMetadata nibble-swapped (SGP.22)
+        iccid = tlv.find(header, 0x83).value.hex().upper().rstrip("F")
         meta_iccid = bcd_to_iccid(tlv.find(metadata, 0x5A).value)
         assert iccid == meta_iccid
         if iccid in self.profiles:

@@ -61,18 +61,28 @@ def test_download_messages_roundtrip(es9, smdp, lab_pki, profile):
     assert dl.notify(pir) == 204
 
 
-def test_profile_packages_have_header_fillers_end():
+def test_generated_packages_have_the_ts48_shape():
+    """Header with the ICCID in plain digits (SAIP, as the published TS.48 profile), the PEs of TS.48 in their
+    published order, each with its PEHeader, End last; EF.ICCID in the MF nibble-swapped; the package is what the
+    software eUICC accepts for the metadata's ICCID."""
+    from euicc import profile_package
+
     for p in profiles.PROFILES.values():
-        iccid = p.iccid_prefix + "0" * (18 - len(p.iccid_prefix))
-        iccid += "7"
+        iccid = p.iccid_prefix + "0" * (18 - len(p.iccid_prefix)) + "7"
         upp = profiles.profile_package(p.name, iccid)
         assert len(upp) == p.size
         pes = list(tlv.iter_tlvs(upp))
         assert pes[0].tag == profiles.PE_HEADER and pes[-1].tag == profiles.PE_END
-        assert profiles.bcd_to_iccid(tlv.find(pes[0], 0x83).value) == iccid
-        assert all(pe.tag == profiles.PE_NON_STANDARD for pe in pes[1:-1])
+        assert tlv.find(pes[0], 0x83).value == bytes.fromhex(iccid + "F")
+        assert [pe.tag for pe in pes[1:-1]] == [tag for tag, _name, _tpl in profiles.TS48_PES]
+        assert [tlv.find(pe, 0xA0, 0x81).value for pe in pes[1:]] == [bytes([n]) for n in range(2, len(pes) + 1)]
+        assert tlv.find(pes[1], 0xA4, 0x83).value == profiles.iccid_to_bcd(iccid)  # EF.ICCID in the MF
+        metadata = profiles.store_metadata_request(p, iccid, "smdp.example")
+        package = profile_package.parse(upp)
+        profile_package.check_against_metadata(package, tlv.find(metadata, 0x5A).value)
         assert b"".join(profiles.package_segments(p.name, iccid)) == upp
         assert all(len(c) <= profiles.MAX_SEGMENT_PLAINTEXT for c in profiles.package_segments(p.name, iccid))
+    assert 12_000 <= profiles.PROFILES["ts48"].size <= 14_000 and profiles.PROFILES["large"].size == 102_400
 
 
 def test_iccid_bcd_and_luhn():
