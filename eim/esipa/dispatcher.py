@@ -16,8 +16,8 @@ BF39 / BF3B / BF3A / BF41         the function's ``undefinedError`` (127)
 BF3D / BF4E that do not decode    :class:`EsipaRejected` (400): these functions have no error answer
 anything else (unknown tag,       :class:`EsipaRejected` (400)
 empty, not a TLV)
-BF50 of an SGP.32 v1.0 shape      answered by :mod:`eim.esipa.v10`: its v1.0 answer, or :class:`EsipaRejected`
-                                  (400) when refused or malformed (v1.0 has no error answer)
+BF50 of an SGP.32 v1.0 shape, or  answered by :mod:`eim.esipa.v10`: its v1.0 answer, or :class:`EsipaRejected`
+broken and without 5A             (400) when refused or malformed (v1.0 has no error answer)
 ================================  ==========================================================================
 
 An unexpected exception inside a function (a bug, a store outage) is logged and answered like undecodable

@@ -7,12 +7,16 @@ Recognition is by shape (the first member of ``BF50`` and what it holds), never 
 received                                                    read as
 ==========================================================  ===========================================
 ``BF50 { 30 {...} }`` whose 30 holds no ``A0`` (v1.0:        v1.0 ePRAndNotifications
-``30 { BF51, BF2B }``), or whose 30 does not parse
+``30 { BF51, BF2B }``)
+``BF50`` whose first member is not ``5A`` and does not       either version's, broken: refused the v1.0 way
+parse as TLVs                                               (a 400 is a failure for a v1.2 IPA too)
 ``BF50 { 02 ... }`` (a bare INTEGER)                        v1.0 eimPackageError
 ``BF50 { BF52 { A0 {...} } }`` with ``80`` or ``BF2B`` in    v1.0 IpaEuiccData
 the A0, or with none of ``87 81 A0 A2`` in it (and no ``5A``)
 ``BF50 { BF52 { 81 ... } }``                                 v1.0 ipaEuiccDataError
 ``BF50 { BF54 { ... 30 {...} } }`` whose 30 holds no ``80``  v1.0 profileDownloadError
+``BF50`` whose first member is none of ``5A A0 30 BF51``     neither version's: refused the v1.0 way (a 400 is a
+``BF52 BF54``                                               failure for a v1.2 IPA too)
 anything else                                               v1.2 (``eim.esipa.dispatcher``)
 ==========================================================  ===========================================
 
@@ -80,8 +84,10 @@ def recognise(tag: int, raw: bytes) -> bool:
         part = tlv.parse_one(value, what="eimPackageResult")
         tlv.check_structure(part.raw, what="eimPackageResult", max_depth=MAX_DEPTH)
     except RspError:
-        # a 30 that does not parse: v1.0's or v1.2's ePRAndNotifications; a 400 is a failure for both
-        return value[0] == 0x30
+        # a first member that does not parse, no eidValue: could be either version; a 400 is a failure for both
+        return value[0] != 0x5A
+    if part.tag not in (0x5A, 0xA0, 0x30, 0xBF51, 0xBF52, 0xBF54):
+        return True  # no alternative of either version, no eidValue: answered so that a v1.0 IPA keeps it
     if part.tag == 0x30:
         return tlv.find(part, 0xA0) is None
     if part.tag == 0xBF52:
@@ -103,7 +109,12 @@ async def handle(rp: ResultProcessor, raw: bytes, ctx: RequestContext) -> bytes:
         alt, body = asn1.decode("V10-ProvideEimPackageResult", raw)
         if alt is None:
             raise RspError("unknown eimPackageResult alternative")
-        part = tlv.children(tlv.parse_exact(raw), what="ProvideEimPackageResult")[0]
+        members = tlv.children(tlv.parse_exact(raw), what="ProvideEimPackageResult")
+        if len(members) != 1:
+            raise RspError(f"{len(members)} members in a CHOICE (v1.0 ProvideEimPackageResult has no eidValue)")
+        part = members[0]
+        if alt == "eimPackageError" and not 0 <= body <= 127:
+            raise RspError(f"eimPackageError {body} is not a v1.0 code")
     except RspError as exc:
         raise EsipaRejected(400, f"malformed SGP.32 v1.0 ProvideEimPackageResult: {exc}") from None
     try:
