@@ -11,7 +11,7 @@ import pytest
 from eim.packages.common import integer_tlv
 from euicc.state import PROFILE_DISABLED, PROFILE_ENABLED, Profile
 from ipa import messages as m
-from rsp import tlv
+from rsp import asn1, tlv
 from rsp.pki import create_lab_pki, lab_eid
 from tests.eim.helpers import Card
 from tests.eim.servers import start_eim
@@ -98,8 +98,12 @@ async def test_v10_ipa_runs_psmos_and_an_euicc_data_request_over_http(store_url,
             assert record["sgp32_version"] == "1.0"
             assert [p["iccid"] for p in record["profiles"]] == [ICCID]  # learned from the listProfileInfo result
 
-            op_id = queue(server.url, card.eid, {}, kind="euicc_data")
-            ex = await ipa.step()
+            # the eIM now knows the IPA speaks v1.0: the tag list names the v1.0 tags (80, BF2B)
+            tags = ["defaultSmdpAddress", "notificationsList", "euiccPackageResultList", "euiccCertificate"]
+            op_id = queue(server.url, card.eid, {"tags": tags}, kind="euicc_data")
+            request = await ipa.poll()
+            assert asn1.decode("V10-IpaEuiccDataRequest", request)["tagList"] == bytes.fromhex("80BF2BA6")
+            ex = await ipa.euicc_data(request)
             assert (ex.status, ex.answer) == (200, bytes.fromhex("BF5000"))
             assert (await operation(client, server.url, op_id))["status"] == "done"
             assert await ipa.step() is None
