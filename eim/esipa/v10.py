@@ -48,7 +48,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from eim.esipa import indirect_download
+from eim.esipa import codec, indirect_download
 from eim.esipa.results import Handled, ResultProcessor
 from eim.interfaces import EsipaRejected, RequestContext
 from eim.model import OpKind, OpStatus
@@ -119,17 +119,15 @@ async def handle(rp: ResultProcessor, raw: bytes, ctx: RequestContext) -> bytes:
         raise EsipaRejected(400, f"malformed SGP.32 v1.0 ProvideEimPackageResult: {exc}") from None
     try:
         handled, eid = await _process(rp, alt, body, part, ctx)
-    except EsipaRejected:
-        raise
+        owner = handled.operation.eid if handled.operation is not None else eid
+        if handled.refused is None and owner is not None:
+            await record_version(rp, owner)
     except Exception as exc:  # a bug or an outage: never an answer a v1.0 IPA reads as success
         log.exception("v1.0 ProvideEimPackageResult failed", extra={"binding": ctx.binding})
         raise EsipaRejected(400, f"provideEimPackageResult (SGP.32 v1.0) not processed: {exc}") from None
     if handled.refused is not None:
         log.warning("v1.0 result refused", extra={"binding": ctx.binding, "reason": handled.refused})
         raise EsipaRejected(400, f"provideEimPackageResult (SGP.32 v1.0) refused, keep it: {handled.refused}")
-    owner = handled.operation.eid if handled.operation is not None else eid
-    if owner is not None:
-        await record_version(rp, owner)
     return response(handled.acks)
 
 
@@ -298,8 +296,6 @@ async def initiate_authentication(
     download, for the EID the binding authenticated (``ctx.eid_hint``). Returns ``None`` when the request carries
     an eimTransactionId (the v1.2 path handles it); answers ``invalidEimTransactionId`` (52) when there is no
     authenticated EID, or not exactly one open download for it (the relay is not called)."""
-    from eim.esipa import codec
-
     if value.get("eimTransactionId") is not None:
         return None
     if ctx.eid_hint is None or await rp.store.get_euicc(ctx.eid_hint) is None:
