@@ -58,6 +58,7 @@ class Euicc:
     last_seq_number: int | None = None  # highest EPR seqNumber accepted
     created_at: float = 0.0
     labels: dict[str, str] = field(default_factory=dict)
+    sgp32_version: str | None = None  # "1.0" once a message of the SGP.32 v1.0 form was accepted (eim.esipa.v10)
 
 
 @dataclass(frozen=True)

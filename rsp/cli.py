@@ -130,7 +130,7 @@ def _cmd_encode(args) -> int:
 
 def _cmd_types(args) -> int:
     from rsp import asn1
-    from rsp.asn1.catalog import EIM_PACKAGE_TYPES
+    from rsp.asn1.catalog import EIM_PACKAGE_TYPES, V10_ESIPA_TYPES
 
     if args.all:
         for name in asn1.type_names():
@@ -141,6 +141,7 @@ def _cmd_types(args) -> int:
         ("eIM packages", EIM_PACKAGE_TYPES),
         ("ES10a/b/c", asn1.ES10_TYPES),
         ("ES9+/ES11", asn1.ES9_TYPES),
+        ("ESipa, SGP.32 v1.0 forms", V10_ESIPA_TYPES),
     )
     for title, names in groups:
         sys.stdout.write(f"# {title}\n")

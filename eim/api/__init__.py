@@ -84,6 +84,7 @@ def euicc_view(e: Euicc) -> dict[str, Any]:
         "info": e.info,
         "labels": e.labels,
         "last_seq_number": e.last_seq_number,
+        "sgp32_version": e.sgp32_version,
         "created_at": _iso(e.created_at),
     }
 

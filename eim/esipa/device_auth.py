@@ -134,9 +134,12 @@ class DevicePolicy:
         return self.allow_unauthenticated or self.peer_trusted(ctx.peer_ip)
 
 
-def refusal(tag: int) -> bytes:
+def refusal(tag: int, *, esipa_answer: bool = True) -> bytes:
     """The answer to a refused unauthenticated request of function ``tag`` (table above); raises
-    :class:`EsipaRejected` (403) for the functions that have no error answer."""
+    :class:`EsipaRejected` (403) for the functions that have no error answer, and for every function when
+    ``esipa_answer`` is false (an SGP.32 v1.0 request: a v1.0 IPA takes any BF50 for success)."""
+    if not esipa_answer:
+        tag = 0
     if tag == 0xBF4F:
         return codec.get_eim_package_error(codec.UNDEFINED)
     if tag == 0xBF50:

@@ -16,6 +16,8 @@ BF39 / BF3B / BF3A / BF41         the function's ``undefinedError`` (127)
 BF3D / BF4E that do not decode    :class:`EsipaRejected` (400): these functions have no error answer
 anything else (unknown tag,       :class:`EsipaRejected` (400)
 empty, not a TLV)
+BF50 of an SGP.32 v1.0 shape, or  answered by :mod:`eim.esipa.v10`: its v1.0 answer, or :class:`EsipaRejected`
+broken and without 5A             (400) when refused or malformed (v1.0 has no error answer)
 ================================  ==========================================================================
 
 An unexpected exception inside a function (a bug, a store outage) is logged and answered like undecodable
@@ -45,6 +47,7 @@ from eim.esipa import (
     indirect_download,
     provide_eim_package_result,
     transfer_eim_package,
+    v10,
 )
 from eim.esipa.lograte import RateLimitedLog
 from eim.esipa.results import ResultProcessor
@@ -169,7 +172,14 @@ class EsipaDispatcher:
                     "unauthenticated device refused",
                     extra={"function": function, "binding": ctx.binding, "peer": ctx.peer},
                 )
-                return device_auth.refusal(head.tag)
+                # a v1.0 IPA reads any BF50 as success (and deletes its result): it gets the 403 without a body
+                return device_auth.refusal(head.tag, esipa_answer=not v10.recognise(head.tag, head.raw))
+            if v10.recognise(head.tag, head.raw):  # an SGP.32 v1.0 shape: see eim.esipa.v10
+                try:
+                    return await v10.handle(self.rp, head.raw, ctx)
+                except EsipaRejected:
+                    outcome = "rejected"
+                    raise
             try:
                 check_structure(head.raw)
                 _alt, value = asn1.decode("EsipaMessageFromIpaToEim", head.raw)
@@ -225,6 +235,8 @@ class EsipaDispatcher:
             return await handle_notification.handle_notification(rp, value, raw, ctx)
         if tag == 0xBF4E:
             return await transfer_eim_package.transfer_eim_package_response(rp, value, raw, ctx)
+        if tag == 0xBF39 and (answer := await v10.initiate_authentication(rp, value, raw, ctx)) is not None:
+            return answer  # no eimTransactionId (the v1.0 form)
         handler = {
             0xBF39: indirect_download.initiate_authentication,
             0xBF3B: indirect_download.authenticate_client,

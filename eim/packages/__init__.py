@@ -47,7 +47,7 @@ class PackageFactory:
             elif op.kind is OpKind.DOWNLOAD:
                 return Built(download.request(op.params, txid), txid)
             elif op.kind is OpKind.EUICC_DATA:
-                return Built(euicc_data.request(op.params, txid), txid)
+                return Built(euicc_data.request(op.params, txid, sgp32_version=euicc.sgp32_version), txid)
             else:  # pragma: no cover - OpKind is closed
                 raise PackageBuildError(f"unknown operation kind {op.kind}")
         except (ParamError, KeyError, TypeError) as exc:

@@ -70,10 +70,25 @@ def validate(params: Any) -> dict[str, Any]:
     return out
 
 
-def request(params: dict[str, Any], eim_transaction_id: bytes) -> bytes:
-    """IpaEuiccDataRequest ``BF52 { 5C tagList, [04 euiccCiPKIdentifierToBeUsed], 83 eimTransactionId }``."""
+# SGP.32 v1.0 IpaEuiccData tags where they differ (v1.0 §2.11.2.2): defaultSmdpAddress 80, one notificationsList BF2B
+V10_TAGS = {
+    **TAGS,
+    "defaultSmdpAddress": b"\x80",
+    "notificationsList": b"\xbf\x2b",
+    "euiccPackageResultList": b"\xbf\x2b",
+}
+
+
+def request(params: dict[str, Any], eim_transaction_id: bytes, *, sgp32_version: str | None = None) -> bytes:
+    """IpaEuiccDataRequest ``BF52 { 5C tagList, [04 euiccCiPKIdentifierToBeUsed], 83 eimTransactionId }``; for an
+    eUICC whose IPA speaks SGP.32 v1.0 (``sgp32_version`` "1.0") the tagList names the v1.0 tags."""
+    table = V10_TAGS if sgp32_version == "1.0" else TAGS
+    tags: list[bytes] = []
+    for n in params["tags"]:
+        if table[n] not in tags:
+            tags.append(table[n])
     value: dict[str, Any] = {
-        "tagList": b"".join(TAGS[n] for n in params["tags"]),
+        "tagList": b"".join(tags),
         "eimTransactionId": eim_transaction_id,
     }
     if "euiccCiPKId" in params:

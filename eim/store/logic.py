@@ -115,6 +115,7 @@ class ResultUpdate:
 
 EUICC_JSON = ("profiles", "ipa_capabilities", "info", "labels")
 EUICC_UPDATABLE = (
+    "sgp32_version",
     "eim_id",
     "association_token",
     "trusted_ci",
@@ -164,6 +165,7 @@ def row_to_euicc(r: dict[str, Any]) -> Euicc:
         labels=_loads(r["labels"]) or {},
         last_seq_number=r["last_seq_number"],
         created_at=r["created_at"],
+        sgp32_version=r.get("sgp32_version"),
     )
 
 

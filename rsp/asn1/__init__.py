@@ -216,7 +216,12 @@ def leading_tags(type_name: str) -> set[bytes]:
 def _tag_index() -> dict[bytes, tuple[str, ...]]:
     index: dict[bytes, list[str]] = {}
     # Specific message types first, the two ESipa wrapper CHOICEs last.
-    wrappers = ("EsipaMessageFromIpaToEim", "EsipaMessageFromEimToIpa")
+    wrappers = (
+        "EsipaMessageFromIpaToEim",
+        "EsipaMessageFromEimToIpa",
+        "V10-EsipaMessageFromIpaToEim",
+        "V10-EsipaMessageFromEimToIpa",
+    )
     ordered = [n for n in TOP_LEVEL_TYPES if n not in wrappers] + list(wrappers)
     for name in ordered:
         for tag in leading_tags(name):

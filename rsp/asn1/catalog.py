@@ -153,7 +153,23 @@ def _unique(*groups: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-TOP_LEVEL_TYPES: tuple[str, ...] = _unique(ESIPA_TYPES, EIM_PACKAGE_TYPES, ES10_TYPES, ES9_TYPES)
+# SGP.32 v1.0 forms that differ on the wire from v1.2 (schemas/sgp32v10.asn); listed last, so that a message that
+# reads the same in both versions is named by its v1.2 type.
+V10_ESIPA_TYPES: tuple[str, ...] = (
+    "V10-EsipaMessageFromIpaToEim",
+    "V10-EsipaMessageFromEimToIpa",
+    "V10-InitiateAuthenticationRequestEsipa",
+    "V10-HandleNotificationEsipa",
+    "V10-TransferEimPackageResponse",
+    "V10-ProvideEimPackageResult",
+    "V10-ProvideEimPackageResultResponse",
+    "V10-IpaEuiccDataRequest",
+    "V10-IpaEuiccDataResponse",
+    "V10-ProfileDownloadTriggerResult",
+    "V10-RetrieveNotificationsListResponse",
+)
+
+TOP_LEVEL_TYPES: tuple[str, ...] = _unique(ESIPA_TYPES, EIM_PACKAGE_TYPES, ES10_TYPES, ES9_TYPES, V10_ESIPA_TYPES)
 
 # Convenience names for ES10b functions whose request/response are an existing type.
 ALIASES: dict[str, str] = {

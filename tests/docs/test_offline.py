@@ -17,6 +17,7 @@ ASN1 = [
         "FDDBB831ACC8F9AAFDC9777D314837CB0C805EE3029BF2445611C1580DC4470147DD6293ECA66987BC9A0A704CAB0031B223",
     ),
     doc_cmd("asn1.md", "rsp decode --auto BF4102A000"),
+    doc_cmd("asn1.md", "rsp decode --auto BF5011300FBF5107A205800365696DBF2B02A000"),
     doc_cmd(
         "asn1.md",
         """rsp encode --type EuiccPackage '{"psmoList": [{"listProfileInfo": {}}, {"getRAT": {}}, """

@@ -138,7 +138,10 @@ def test_garbage_into_the_dispatcher(store_url, lab):
                 assert exc.http_status in (400, 403, 429) and exc.message
                 return
             if answer is not None:
-                asn1.decode("EsipaMessageFromEimToIpa", answer)  # a well-formed ESipa answer
+                try:
+                    asn1.decode("EsipaMessageFromEimToIpa", answer)  # a well-formed ESipa answer
+                except asn1.DecodeError:
+                    asn1.decode("V10-EsipaMessageFromEimToIpa", answer)  # or SGP.32 v1.0's (eim.esipa.v10)
 
         probe()
         after_euicc = runner.run(store.get_euicc(EID))

@@ -326,3 +326,31 @@ async def test_eids_with_work_to_push(store):
     assert await store.eids_with_queued_work(binding="mqtt", now=2400.0, stale_before=1999.0) == []
     assert await store.eids_with_queued_work(binding="mqtt", now=2400.0, stale_before=2100.0) == [EID]
     assert await store.eids_with_queued_work(binding="http", now=2400.0) == [EID2]
+
+
+async def test_migration_3_adds_sgp32_version_to_a_version_2_store(store_url, monkeypatch):
+    """A store written before migration 0003 (schema version 2, with an eUICC in it) opens, migrates, keeps its
+    data, and the new ``sgp32_version`` field reads NULL and can be set (SQLite and PostgreSQL)."""
+    import eim.store.postgres as pg_backend
+    import eim.store.sqlite as sqlite_backend
+
+    older = [m for m in migrations() if m[0] <= 2]
+    with monkeypatch.context() as m:
+        m.setattr(sqlite_backend, "migrations", lambda: older)
+        m.setattr(pg_backend, "migrations", lambda: older)
+        s = open_store(store_url)
+        await s.open()
+        assert await s.schema_version() == 2
+        await s.add_euicc(euicc(), who="t")
+        await s.close()
+    s2 = open_store(store_url)
+    await s2.open()
+    try:
+        assert await s2.schema_version() == migrations()[-1][0] >= 3
+        e = await s2.get_euicc(EID)
+        assert e is not None and e.counter_value == 10 and e.sgp32_version is None
+        assert await s2.update_euicc(EID, sgp32_version="1.0") is True
+        assert (await s2.get_euicc(EID)).sgp32_version == "1.0"
+        assert (await s2.list_euiccs())[0].sgp32_version == "1.0"
+    finally:
+        await s2.close()

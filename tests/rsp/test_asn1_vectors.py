@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from rsp import asn1
+from rsp import asn1, tlv
 from rsp.errors import DecodeError
 
 # The eIM public key of the onomondo-eim sample (vectors.json `real_get_eim_package_response`).
@@ -202,7 +205,15 @@ def test_guess_types_by_leading_tag():
         "GetEimPackageResponse",
         "EsipaMessageFromIpaToEim",
         "EsipaMessageFromEimToIpa",
+        "V10-EsipaMessageFromIpaToEim",  # SGP.32 v1.0 wrappers last: ties go to the v1.2 types
+        "V10-EsipaMessageFromEimToIpa",
     ]
+    assert asn1.guess_types(bytes.fromhex("BF5000"))[-3:] == [
+        "EsipaMessageFromEimToIpa",
+        "V10-EsipaMessageFromIpaToEim",
+        "V10-EsipaMessageFromEimToIpa",
+    ]
+    assert "V10-ProvideEimPackageResult" in asn1.guess_types(bytes.fromhex("BF5000"))
     assert "EuiccPackageRequest" in asn1.guess_types(bytes.fromhex("BF5100"))
     assert asn1.guess_types(b"") == []
     assert asn1.guess_types(b"\xbf") == []
@@ -233,3 +244,37 @@ def test_object_identifiers_decode_per_x690(oid, content_hex):
 def test_object_identifier_with_padding_byte_is_refused():
     with pytest.raises(DecodeError):
         asn1.decode("ConfigureImmediateProfileEnablingRequest", bytes.fromhex("BF590481028001"))
+
+
+V10_CAPTURES = json.loads((Path(__file__).parents[1] / "data" / "sgp32_v10_captures.json").read_text())
+
+
+# the eIM's v1.2 error answers have no v1.0 form (see test_v10_forms_differ_where_the_findings_say)
+V10_FORMS = [m for m in V10_CAPTURES["messages"] if not m["hex"].startswith("BF500302")]
+
+
+@pytest.mark.parametrize("message", V10_FORMS, ids=lambda m: m["name"])
+def test_v10_captures_decode_and_reencode_byte_identical(message):
+    """Every real SGP.32 v1.0 message (onomondo-ipa, tests/data/PROVENANCE.md) decodes with the v1.0 wrapper of its
+    direction and encodes back to the same bytes."""
+    data = bytes.fromhex(message["hex"])
+    wrapper = "V10-EsipaMessageFromIpaToEim" if message["direction"] == "ipa->eim" else "V10-EsipaMessageFromEimToIpa"
+    value = asn1.decode(wrapper, data)
+    assert value[0] is not None
+    assert asn1.encode(wrapper, value) == data
+
+
+def test_v10_forms_differ_where_the_findings_say():
+    """The v1.0 ePRAndNotifications does not decode as v1.2; its BF51 is the same type in both (signed bytes)."""
+    [result] = [m for m in V10_CAPTURES["messages"] if m["name"].endswith("ePRAndNotifications enable")]
+    data = bytes.fromhex(result["hex"])
+    with pytest.raises(DecodeError):
+        asn1.decode("ProvideEimPackageResult", data)
+    alt, value = asn1.decode("V10-ProvideEimPackageResult", data)
+    assert alt == "ePRAndNotifications"
+    assert value["notificationList"][0] == "euiccPackageResultList"
+    epr = tlv.find(data, 0x30, 0xBF51).raw
+    assert asn1.encode("EuiccPackageResult", value["euiccPackageResult"]) == epr
+    assert asn1.encode("V10-ProvideEimPackageResultResponse", {}) == bytes.fromhex("BF5000")
+    # what a v1.0 IPA reads from the v1.2 error answer: a response without acknowledgements, i.e. success
+    assert asn1.decode("V10-ProvideEimPackageResultResponse", bytes.fromhex("BF500302017F")) == {}

@@ -184,3 +184,39 @@ def test_script_pki_is_dispatched():
     else:
         assert proc.returncode == 2
         assert proc.stderr.startswith("rsp pki:")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SGP.32 v1.0 (tests/data/sgp32_v10_captures.json: onomondo-ipa, see PROVENANCE.md)
+# ---------------------------------------------------------------------------------------------------------------
+V10 = json.loads((ROOT / "tests" / "data" / "sgp32_v10_captures.json").read_text())["messages"]
+V10_RESULTS = [m for m in V10 if m["name"].startswith("ProvideEimPackageResult ePRAndNotifications")]
+
+
+@pytest.mark.parametrize("message", V10_RESULTS, ids=lambda m: m["name"].split()[-1])
+def test_decode_auto_reads_a_v10_provide_eim_package_result_as_one(capsys, message):
+    """BF50 is both ProvideEimPackageResult and its response: a v1.0 ePRAndNotifications (30 { BF51, BF2B }) used to
+    be guessed as ProvideEimPackageResultResponse {"emptyResponse": {}} (its 30 read as the empty SEQUENCE)."""
+    code, out, err = run_inprocess(capsys, "decode", "--auto", message["hex"])
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["type"] == "V10-ProvideEimPackageResult"
+    epr = doc["value"]["ePRAndNotifications"]
+    assert set(epr) == {"euiccPackageResult", "notificationList"}
+    code, out2, err = run_inprocess(capsys, "encode", "--type", doc["type"], json.dumps(doc["value"]))
+    assert code == 0 and out2.strip() == message["hex"], err  # the JSON gives back the received bytes
+
+
+def test_decode_auto_still_names_v12_answers_by_their_v12_type(capsys):
+    """Messages that read the same in both versions keep their v1.2 type (v1.0 types are listed last)."""
+    for m in V10:
+        code, out, err = run_inprocess(capsys, "decode", "--auto", m["hex"])
+        assert code == 0, err
+        if m["direction"] == "eim->ipa":
+            assert not json.loads(out)["type"].startswith("V10-"), m["name"]
+
+
+def test_script_decode_auto_v10_capture():
+    r = run_script("decode", "--auto", V10_RESULTS[0]["hex"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["type"] == "V10-ProvideEimPackageResult"

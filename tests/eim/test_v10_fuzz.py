@@ -1,0 +1,101 @@
+"""Hypothesis: malformed SGP.32 v1.0 envelopes into the dispatcher, on both stores.
+
+Seeds are the real v1.0 messages (tests/data/sgp32_v10_captures.json) with the operation they answer in progress.
+The envelope around the eUICC's signed BF51 is broken (headers, lengths, tags, inserted or cut bytes, garbage in the
+BF2B / IpaEuiccData), the BF51 itself is kept. Every input gets either a v1.0 answer the IPA can read (then the
+result was genuine and the operation is done with it) or EsipaRejected (HTTP 400) naming what was wrong, and then
+nothing in the store changed; never the v1.2 error BF50 03 02 01 xx, which a v1.0 IPA reads as success."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eim.interfaces import EsipaRejected, RequestContext
+from eim.model import OpKind, OpStatus
+from eim.store import open_store
+from rsp import asn1, tlv
+from tests.eim.test_v10_captures import EID, env_for, hand_out, lab, msg  # noqa: F401 (lab: fixture)
+
+RESULT = "ProvideEimPackageResult ePRAndNotifications enable"
+
+
+def envelope_mutations(raw: bytes) -> st.SearchStrategy[bytes]:
+    """``BF50 { 30 { BF51, BF2B } }`` with the 30/BF2B envelope broken and the BF51 kept; the outer BF50 length is
+    fixed so the message still reaches the dispatcher as one TLV."""
+    part = tlv.children(tlv.parse_exact(raw))[0]
+    epr, notes = tlv.children(part)
+    payloads = st.binary(max_size=40)
+
+    def wrap(inner: bytes) -> bytes:
+        return tlv.encode(0xBF50, inner)
+
+    return st.one_of(
+        # the 30's length byte(s) wrong
+        st.builds(lambda d: wrap(b"\x30" + bytes([d]) + epr.raw + notes.raw), st.integers(0, 0x7F)),
+        # another tag instead of BF2B / 30, or BF2B with garbage content
+        st.builds(
+            lambda t, c: wrap(tlv.encode(0x30, epr.raw + tlv.encode(t, c))),
+            st.sampled_from([0xBF2B, 0xBF2C, 0xA1, 0x04, 0xBF51]),
+            payloads,
+        ),
+        st.builds(lambda t: wrap(tlv.encode(t, epr.raw + notes.raw)), st.sampled_from([0x30, 0x31, 0x02])),
+        # bytes inserted between the BF51 and the BF2B, or after the BF2B
+        st.builds(lambda b: wrap(tlv.encode(0x30, epr.raw + b + notes.raw)), st.binary(min_size=1, max_size=8)),
+        st.builds(lambda b: wrap(tlv.encode(0x30, epr.raw + notes.raw + b)), st.binary(min_size=1, max_size=8)),
+        # the 30's content cut inside the BF2B (its header still claims the old length)
+        st.builds(lambda n: wrap(part.raw[: part.header_len + len(epr.raw) + n]), st.integers(1, len(notes.raw) - 1)),
+        # two members in the BF50 (a CHOICE in v1.0), a bare INTEGER of any size (with an eidValue first it is a
+        # v1.2 message and gets v1.2's answer: not a v1.0 envelope)
+        st.builds(lambda b: wrap(part.raw + b), st.binary(min_size=1, max_size=8)),
+        st.builds(lambda b: wrap(tlv.encode(0x02, b) + b"\x00"), st.binary(max_size=6)),
+        # IpaEuiccData of the v1.0 form with garbage members
+        st.builds(
+            lambda b: wrap(tlv.encode(0xBF52, tlv.encode(0xA0, tlv.encode(0x80, b"x") + b))),
+            st.binary(min_size=1, max_size=30),
+        ),
+    )
+
+
+def test_malformed_v10_envelopes(store_url, lab):  # noqa: F811
+    runner = asyncio.Runner()
+    try:
+        store = open_store(store_url)
+        runner.run(store.open())
+        factory, service, dispatcher = runner.run(env_for(store, lab))
+        op = runner.run(hand_out(factory, service, dispatcher, "GetEimPackageResponse euiccPackageRequest enable"))
+        genuine = msg(RESULT)
+        contexts = [RequestContext("http", "127.0.0.1"), RequestContext("coap", "127.0.0.1", eid_hint=EID)]
+
+        async def snapshot():
+            ops = await store.list_operations(eid=EID)
+            e = await store.get_euicc(EID)
+            return [(o.id, o.status, o.result) for o in ops], (e.sgp32_version, e.last_seq_number, e.info)
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(message=envelope_mutations(genuine), ctx=st.sampled_from(contexts))
+        def probe(message, ctx):
+            before = runner.run(snapshot())
+            try:
+                answer = runner.run(asyncio.wait_for(dispatcher.handle(message, ctx), 10))
+            except EsipaRejected as exc:
+                assert exc.http_status == 400 and exc.message
+                assert runner.run(snapshot()) == before  # nothing stored
+                return
+            # an answer: never one a v1.0 IPA reads as success for a result that was not accepted
+            assert answer is not None and answer[:3] != b"\xbf\x50\x03", answer.hex()
+            alt, value = asn1.decode("V10-EsipaMessageFromEimToIpa", answer)
+            assert alt == "provideEimPackageResultResponse"
+            if value.get("eimAcknowledgements"):
+                assert runner.run(service.get(op.id)).status is OpStatus.DONE
+
+        probe()
+        # still serving: the genuine result completes the operation (or is acknowledged again)
+        assert runner.run(dispatcher.handle(genuine, contexts[0])) == bytes.fromhex("BF5006BF5303800103")
+        assert runner.run(service.get(op.id)).status is OpStatus.DONE
+        assert runner.run(store.list_operations(eid=EID, kind=OpKind.PSMO))[0].result["seqNumber"] == 3
+        runner.run(store.close())
+    finally:
+        runner.close()
