@@ -199,8 +199,11 @@ class EuiccKeys:
 
     MAX_CACHED = 10_000
 
-    def __init__(self, trusted_cis: Iterable[x509.Certificate]) -> None:
+    def __init__(self, trusted_cis: Iterable[x509.Certificate], *, eid_range: bool = True) -> None:
+        """``eid_range=False`` skips the EUM's permitted-EID-range check, for test data signed under a lab PKI made
+        before its EUMs carried a range (the SGP.32 v1.0 captures); not reachable from the configuration."""
         self.trusted_cis = list(trusted_cis)
+        self.eid_range = eid_range
         self._cache: dict[bytes, tuple[x509.Certificate, dt.datetime, dt.datetime]] = {}
 
     def public_key(
@@ -234,6 +237,7 @@ class EuiccKeys:
                     "euicc",
                     now,
                     ci_key_id=ci_key_id,
+                    eid_range=self.eid_range,
                 )
             except (RspError, ValueError) as exc:
                 raise ResultRejected(f"eUICC certificate refused: {exc}", "certificate") from None

@@ -31,7 +31,7 @@ async def test_v10_indirect_download_with_the_authenticated_eid(smdp, client, pk
     v10_bf39 = T(0xBF39, T(0x81, card.get_challenge()) + T(0x83, smdp.address.encode()) + card.euicc_info1())
     assert tlv.find(v10_bf39, 0x82) is None  # the v1.0 form
     # over a binding that authenticates no EID (plain HTTP) nothing names the eUICC: 52, nothing relayed
-    http = RequestContext("http", "127.0.0.1")
+    http = RequestContext("http", "127.0.0.1", peer_ip="127.0.0.1")
     assert await env.handle(v10_bf39, http) == bytes.fromhex("BF3903810134")
     assert (await env.service.get(op.id)).smdp_transaction_id is None
 
