@@ -67,7 +67,10 @@ def test_malformed_v10_envelopes(store_url, lab):  # noqa: F811
         factory, service, dispatcher = runner.run(env_for(store, lab))
         op = runner.run(hand_out(factory, service, dispatcher, "GetEimPackageResponse euiccPackageRequest enable"))
         genuine = msg(RESULT)
-        contexts = [RequestContext("http", "127.0.0.1", peer_ip="127.0.0.1"), RequestContext("coap", "127.0.0.1", eid_hint=EID)]
+        contexts = [
+            RequestContext("http", "127.0.0.1", peer_ip="127.0.0.1"),
+            RequestContext("coap", "127.0.0.1", eid_hint=EID),
+        ]
 
         async def snapshot():
             ops = await store.list_operations(eid=EID)
