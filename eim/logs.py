@@ -7,6 +7,9 @@ import json
 import logging
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
 
@@ -37,38 +40,43 @@ def setup(level: str = "INFO", json_lines: bool = True) -> None:
 
 
 class RateLimitedLog:
-    """At most one log line per ``key`` (a cause, never an EID) every ``interval_s``; the lines held back in
-    between are counted and reported as ``suppressed`` on the next line of that key. Bounded: at most
-    ``max_keys`` keys are remembered (the oldest is forgotten), so a flood of distinct causes cannot grow it.
+    """At most one log line per ``key`` (a cause, never an EID or the input's text) every ``interval_s``; the lines
+    held back in between are counted and reported as ``suppressed`` on the next line of that key (0 when none).
+    Bounded: at most ``max_keys`` keys are remembered (the least recently logged is forgotten first), so a flood
+    of distinct causes cannot grow it.
 
-    Used where a remote peer decides how often we log (malformed CoAP blocks, refused notifications): a flood
-    of bad input costs one line per cause and interval, never a line (or a traceback) per datagram."""
+    Used wherever a remote peer decides how often we log (undecodable ESipa requests, malformed CoAP blocks,
+    refused notifications): a flood of bad input costs one line per cause and interval, never a line (or a
+    traceback) per request."""
 
     def __init__(
-        self, logger: logging.Logger, interval_s: float = 60.0, *, max_keys: int = 256, clock=time.monotonic
+        self,
+        logger: logging.Logger,
+        interval_s: float = 60.0,
+        *,
+        max_keys: int = 256,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.logger = logger
         self.interval_s = interval_s
         self.max_keys = max_keys
         self.clock = clock
-        self._last: dict[str, tuple[float, int]] = {}  # key -> (time of the last line, lines held back since)
+        self._last: OrderedDict[str, list[float]] = OrderedDict()  # key -> [time of the last line, held back]
 
-    def log(self, level: int, key: str, message: str, **extra: object) -> bool:
+    def log(self, level: int, key: str, message: str, extra: Mapping[str, Any] | None = None, **fields: Any) -> bool:
         """Log ``message`` unless ``key`` was logged less than ``interval_s`` ago; ``True`` if a line was written."""
         now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last[0] < self.interval_s:
-            self._last[key] = (last[0], last[1] + 1)
+        state = self._last.get(key)
+        if state is not None and now - state[0] < self.interval_s:
+            state[1] += 1
             return False
-        self._last.pop(key, None)
-        self._last[key] = (now, 0)
+        suppressed = int(state[1]) if state is not None else 0
+        self._last[key] = [now, 0]
+        self._last.move_to_end(key)
         while len(self._last) > self.max_keys:
-            self._last.pop(next(iter(self._last)))
-        fields = dict(extra, cause=key)
-        if last is not None and last[1]:
-            fields["suppressed"] = last[1]
-        self.logger.log(level, message, extra=fields)
+            self._last.popitem(last=False)
+        self.logger.log(level, message, extra={**(extra or {}), **fields, "cause": key, "suppressed": suppressed})
         return True
 
-    def warning(self, key: str, message: str, **extra: object) -> bool:
-        return self.log(logging.WARNING, key, message, **extra)
+    def warning(self, key: str, message: str, extra: Mapping[str, Any] | None = None, **fields: Any) -> bool:
+        return self.log(logging.WARNING, key, message, extra, **fields)

@@ -29,7 +29,7 @@ that no binding authenticated is served; a refused one gets that module's answer
 Every error answer (``noEimPackageAvailable`` excepted) is logged at warning with the function, the EID and the
 code, and counted as outcome ``rejected`` plus ``eim_esipa_error_answers_total{function,binding,code}``
 (:func:`error_answer_code` reads it from the answer bytes). Undecodable requests are logged at warning too, at
-most one line per cause a minute (:mod:`eim.esipa.lograte`), with the count of the lines held back.
+most one line per cause a minute (:class:`eim.logs.RateLimitedLog`), with the count of the lines held back.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from eim.esipa import (
     transfer_eim_package,
     v10,
 )
-from eim.esipa.lograte import RateLimitedLog
 from eim.esipa.results import ResultProcessor
 from eim.interfaces import EsipaRejected, RequestContext
+from eim.logs import RateLimitedLog
 from rsp import asn1, tlv
 from rsp.errors import DecodeError, RspError
 

@@ -27,12 +27,12 @@ the IPA sends it again later.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from eim.interfaces import NotificationRefused
+from eim.logs import RateLimitedLog
 from eim.packages import notification as nv
 from eim.packages.notification import NotificationParts, NotificationRejected, VerifiedNotification
 
@@ -58,30 +58,6 @@ class Taken:
         return HTTP_STATUS.get(self.cause or "", 403)
 
 
-class WarnLimiter:
-    """Log a warning at most once per key per ``every_s``; the next one says how many were not logged."""
-
-    def __init__(
-        self, logger: logging.Logger, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic
-    ):
-        self.log = logger
-        self.every_s = every_s
-        self.clock = clock
-        self._last: dict[str, float] = {}
-        self._skipped: dict[str, int] = {}
-
-    def warning(self, key: str, message: str, extra: dict[str, Any]) -> bool:
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.every_s:
-            self._skipped[key] = self._skipped.get(key, 0) + 1
-            return False
-        self._last[key] = now
-        skipped = self._skipped.pop(key, 0)
-        self.log.warning(message, extra={**extra, "not_logged_since_last": skipped})
-        return True
-
-
 class NotificationIntake:
     """Steps 1-4 of the module docstring over the store, the eUICC keys and the outbox (``None``: relay off)."""
 
@@ -93,14 +69,14 @@ class NotificationIntake:
         *,
         metrics: Any = None,
         public_key_of: Callable[[Any], Any] | None = None,
-        limiter: WarnLimiter | None = None,
+        limiter: RateLimitedLog | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
         self.outbox = outbox
         self.metrics = metrics
         self.public_key_of = public_key_of
-        self.limiter = limiter or WarnLimiter(log)
+        self.limiter = limiter or RateLimitedLog(log, LOG_EVERY_S)
 
     async def refuse(
         self,
@@ -131,7 +107,7 @@ class NotificationIntake:
         self.limiter.warning(
             cause,
             "notification dropped" if dropped else "notification refused",
-            {"cause": cause, "reason": reason, "eid": eid},
+            {"reason": reason, "eid": eid},
         )
         return Taken(acknowledged=dropped, cause=cause, reason=reason)
 

@@ -26,7 +26,7 @@ from typing import Any
 from eim.packages.common import ParamError, iccid_from_bytes, only_keys, require_dict, to_json
 from rsp import activation_code as ac_mod
 from rsp import asn1, tlv
-from rsp.errors import RspError
+from rsp.errors import DecodeError, RspError
 
 MODES = ("direct", "indirect")
 ERROR_REASONS = {
@@ -150,6 +150,8 @@ def pir_summary(pir: bytes) -> dict[str, Any]:
     if "iccid" in meta:
         out["iccid"] = iccid_from_bytes(meta["iccid"])
     alt, res = data["finalResult"]
+    if alt not in ("successResult", "errorResult"):  # an alternative this schema does not know: (None, raw TLV)
+        raise DecodeError("ProfileInstallationResult", "finalResult is neither successResult nor errorResult")
     if alt == "successResult":
         out["ok"] = True
         out["aid"] = res["aid"].hex().upper()

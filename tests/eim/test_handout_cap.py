@@ -15,7 +15,7 @@ import pytest
 
 from eim.esipa import dispatcher as dispatcher_module
 from eim.esipa.dispatcher import EsipaDispatcher, error_answer_code
-from eim.esipa.lograte import RateLimitedLog
+from eim.logs import RateLimitedLog
 from eim.metrics import Metrics
 from eim.model import OpKind, OpStatus
 from eim.operations import OperationSettings

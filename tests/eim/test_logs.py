@@ -28,7 +28,7 @@ def test_one_line_per_cause_and_interval_with_suppressed_count(caplog):
     clock.now += 61
     assert limited.warning("bad-block", "bad block")
     lines = [(r.getMessage(), getattr(r, "cause", None), getattr(r, "suppressed", None)) for r in caplog.records]
-    assert lines == [("bad block", "bad-block", None), ("other cause", "other", None), ("bad block", "bad-block", 49)]
+    assert lines == [("bad block", "bad-block", 0), ("other cause", "other", 0), ("bad block", "bad-block", 49)]
 
 
 @settings(max_examples=50, deadline=None)

@@ -157,10 +157,10 @@ def test_relay_keys_load_or_name_the_key(key, value):
 def test_refusals_are_logged_once_per_cause_and_interval(caplog):
     import logging
 
-    from eim.esipa.notification_intake import WarnLimiter
+    from eim.logs import RateLimitedLog
 
     now = [0.0]
-    limiter = WarnLimiter(logging.getLogger("eim.esipa.notifications"), every_s=60, clock=lambda: now[0])
+    limiter = RateLimitedLog(logging.getLogger("eim.esipa.notifications"), 60, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="eim.esipa.notifications"):
         logged = [limiter.warning("signature", "notification refused", {"cause": "signature"}) for _ in range(5)]
         logged.append(limiter.warning("rate", "notification refused", {"cause": "rate"}))
@@ -168,7 +168,7 @@ def test_refusals_are_logged_once_per_cause_and_interval(caplog):
         logged.append(limiter.warning("signature", "notification refused", {"cause": "signature"}))
     assert logged == [True, False, False, False, False, True, True]
     records = [r for r in caplog.records if r.name == "eim.esipa.notifications"]
-    assert [(r.cause, r.not_logged_since_last) for r in records] == [("signature", 0), ("rate", 0), ("signature", 4)]
+    assert [(r.cause, r.suppressed) for r in records] == [("signature", 0), ("rate", 0), ("signature", 4)]
 
 
 @settings(max_examples=300, deadline=None)
@@ -207,3 +207,19 @@ def test_address_classes(address, kind):
     from eim.smdp_addresses import address_class
 
     assert address_class(address) == kind
+
+
+def test_pir_with_an_unknown_final_result_alternative_is_a_decode_error():
+    """Found by the property test above: a PIR whose finalResult is an alternative the schema does not know decoded
+    to ``(None, raw bytes)`` and the summary indexed the bytes (TypeError, an internal error)."""
+    from eim.packages import download
+    from rsp.errors import DecodeError
+
+    pir = (
+        b"\xbf7\x81\x94\xbf'N\x80\x10" + bytes(16) + b"\xbf/\x19\x80\x01\t\x81\x02\x07\x80\x0c\x10smdp.example.com"
+        b"\x06\x04\x887 \n\xa2\x18\xa2\x16O\x10\xa0\x00\x00\x05Y\x10\x10\xff\xff\xff\xff\x89\x00\x00\x11"
+        b"\x00\x04\x020\x00"
+        b"_7@" + bytes(64)
+    )
+    with pytest.raises(DecodeError):
+        download.pir_summary(pir)
