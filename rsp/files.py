@@ -8,8 +8,12 @@ users can read are tightened and the caller is told, so it can say so in its log
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -63,3 +67,55 @@ def tighten_stdout() -> bool:
     except OSError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` (0600), so that two editors of one key file (``eim psk``, ``eim
+    operator``, ``eim device-secret``) do not lose each other's change. Raises ``OSError``."""
+    fd = os.open(Path(f"{path}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def replace_private(path: str | os.PathLike[str], text: str, *, keep_owner: bool = False) -> list[str]:
+    """Replace ``path`` atomically with ``text``: a temporary file in the same directory, mode 0600, fsync'ed,
+    renamed over it, the directory fsync'ed. ``keep_owner``: give it the old file's owner and group (root editing
+    a file the service reads); a warning is returned when that is not allowed. Raises ``OSError``; the old file
+    is then untouched."""
+    target = Path(path)
+    warnings: list[str] = []
+    old = None
+    if keep_owner:
+        with contextlib.suppress(FileNotFoundError):
+            old = target.stat()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), stat.S_IRUSR | stat.S_IWUSR)
+            if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(fh.fileno(), old.st_uid, old.st_gid)
+                except OSError:
+                    warnings.append(
+                        f"{target} now belongs to uid {os.geteuid()} (was {old.st_uid}): make sure the eIM can still"
+                        " read it"
+                    )
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself survives a crash only once the directory is synced
+        dfd = os.open(target.parent or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return warnings

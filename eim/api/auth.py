@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import fcntl
 import hashlib
 import hmac
 import logging
@@ -47,11 +46,12 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rsp import files
 
 log = logging.getLogger("eim.api.auth")
 
@@ -205,43 +205,20 @@ def read_text(path: str | os.PathLike[str], *, missing_ok: bool = False) -> str:
 @contextlib.contextmanager
 def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     """An exclusive lock on ``<path>.lock``: two ``eim operator`` runs do not lose each other's change."""
-    lock_path = Path(f"{path}.lock")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        with files.locked(path):
+            yield
     except OSError as exc:
-        raise OperatorsFileError(f"{lock_path}: cannot create the lock file: {exc}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+        raise OperatorsFileError(f"{path}.lock: cannot lock: {exc}") from None
 
 
 def write_operators_file(path: str | os.PathLike[str], text: str) -> None:
-    """Replace the file atomically (temporary file in the same directory, fsync, rename) with mode 0600."""
-    target = Path(path)
-    parse_operators_file(text, str(target))  # never write a file the eIM would refuse
+    """Replace the file atomically (:func:`rsp.files.replace_private`: mode 0600, fsync'ed, renamed)."""
+    parse_operators_file(text, str(path))  # never write a file the eIM would refuse
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+        files.replace_private(path, text)
     except OSError as exc:
-        raise OperatorsFileError(f"{target.parent}: cannot create a temporary file: {exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), stat.S_IRUSR | stat.S_IWUSR)
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OperatorsFileError(f"{target}: cannot write: {exc}") from None
-    with contextlib.suppress(OSError):
-        dfd = os.open(target.parent or ".", os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        raise OperatorsFileError(f"{path}: cannot write: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------------ registry

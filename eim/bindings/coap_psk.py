@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import re
 import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rsp import files
 
 log = logging.getLogger("eim.esipa.coaps")
 
@@ -178,61 +178,22 @@ def read_psk_text(path: str | os.PathLike[str], *, missing_ok: bool = False) -> 
 @contextlib.contextmanager
 def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     """An exclusive lock on ``<path>.lock`` so that two ``eim psk`` runs do not lose each other's change."""
-    lock_path = Path(f"{path}.lock")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        with files.locked(path):
+            yield
     except OSError as exc:
-        raise PskFileError(f"{lock_path}: cannot create the lock file: {exc}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+        raise PskFileError(f"{path}.lock: cannot lock: {exc}") from None
 
 
 def write_psk_file(path: str | os.PathLike[str], text: str, *, check: Any = parse_psk_file) -> list[str]:
-    """Replace the file atomically (temporary file in the same directory, fsync, rename), mode 0600, keeping the
+    """Replace the file atomically (:func:`rsp.files.replace_private`: mode 0600, fsync'ed, renamed), keeping the
     old file's owner and group when allowed. Returns warnings (e.g. the owner could not be kept). ``check``
     parses the text first (another key file's parser for files of the same kind, e.g. device secrets)."""
-    target = Path(path)
-    check(text, str(target))  # never write a file the eIM would refuse
-    warnings: list[str] = []
+    check(text, str(path))  # never write a file the eIM would refuse
     try:
-        old = target.stat()
-    except FileNotFoundError:
-        old = None
+        return files.replace_private(path, text, keep_owner=True)
     except OSError as exc:
-        raise PskFileError(f"{target}: {exc}") from None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-    except OSError as exc:
-        raise PskFileError(f"{target.parent}: cannot create a temporary file: {exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), stat.S_IRUSR | stat.S_IWUSR)
-            if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
-                try:
-                    os.fchown(fh.fileno(), old.st_uid, old.st_gid)
-                except OSError:
-                    warnings.append(
-                        f"{target} now belongs to uid {os.geteuid()} (was {old.st_uid}): "
-                        "make sure the eIM can still read it"
-                    )
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise PskFileError(f"{target}: cannot write: {exc}") from None
-    with contextlib.suppress(OSError):  # the rename itself survives a crash only once the directory is synced
-        dfd = os.open(target.parent or ".", os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return warnings
+        raise PskFileError(f"{path}: cannot write: {exc}") from None
 
 
 class PskFile:
