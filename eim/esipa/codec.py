@@ -73,3 +73,21 @@ GBPP_INVALID_TRANSACTION_ID = 95
 GBPP_UNDEFINED = 127
 CS_INVALID_TRANSACTION_ID = 1
 CS_UNDEFINED = 127
+
+
+def undefined_error(tag: int) -> bytes | None:
+    """The ``undefinedError`` answer of the ESipa function whose request starts with ``tag``; ``None`` for the
+    functions that have no error answer (HandleNotification, TransferEimPackageResponse) and unknown tags."""
+    if tag == 0xBF4F:
+        return get_eim_package_error(UNDEFINED)
+    if tag == 0xBF50:
+        return provide_result_error(UNDEFINED)
+    if tag == 0xBF39:
+        return initiate_authentication_error(IA_UNDEFINED)
+    if tag == 0xBF3B:
+        return authenticate_client_error(AC_UNDEFINED)
+    if tag == 0xBF3A:
+        return get_bound_profile_package_error(GBPP_UNDEFINED)
+    if tag == 0xBF41:
+        return cancel_session_error(CS_UNDEFINED)
+    return None

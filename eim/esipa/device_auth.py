@@ -138,20 +138,9 @@ def refusal(tag: int, *, esipa_answer: bool = True) -> bytes:
     """The answer to a refused unauthenticated request of function ``tag`` (table above); raises
     :class:`EsipaRejected` (403) for the functions that have no error answer, and for every function when
     ``esipa_answer`` is false (an SGP.32 v1.0 request: a v1.0 IPA takes any BF50 for success)."""
-    if not esipa_answer:
-        tag = 0
-    if tag == 0xBF4F:
-        return codec.get_eim_package_error(codec.UNDEFINED)
-    if tag == 0xBF50:
-        return codec.provide_result_error(codec.UNDEFINED)
-    if tag == 0xBF39:
-        return codec.initiate_authentication_error(codec.IA_UNDEFINED)
-    if tag == 0xBF3B:
-        return codec.authenticate_client_error(codec.AC_UNDEFINED)
-    if tag == 0xBF3A:
-        return codec.get_bound_profile_package_error(codec.GBPP_UNDEFINED)
-    if tag == 0xBF41:
-        return codec.cancel_session_error(codec.CS_UNDEFINED)
+    answer = codec.undefined_error(tag) if esipa_answer else None
+    if answer is not None:
+        return answer
     raise EsipaRejected(403, "device not authenticated: use a client certificate, a device secret, CoAPS or MQTT")
 
 

@@ -92,18 +92,7 @@ def _fallback(tag: int, raw: bytes) -> bytes | None:
             return codec.get_eim_package_error(codec.MISSING_EID)
         if len(eid.value) != 16:
             return codec.get_eim_package_error(codec.INVALID_EID)
-        return codec.get_eim_package_error(codec.UNDEFINED)
-    if tag == 0xBF50:
-        return codec.provide_result_error(codec.UNDEFINED)
-    if tag == 0xBF39:
-        return codec.initiate_authentication_error(codec.IA_UNDEFINED)
-    if tag == 0xBF3B:
-        return codec.authenticate_client_error(codec.AC_UNDEFINED)
-    if tag == 0xBF3A:
-        return codec.get_bound_profile_package_error(codec.GBPP_UNDEFINED)
-    if tag == 0xBF41:
-        return codec.cancel_session_error(codec.CS_UNDEFINED)
-    return None
+    return codec.undefined_error(tag)
 
 
 UNDECODABLE = RateLimitedLog(log, interval_s=60.0)
