@@ -241,6 +241,10 @@ async def test_crash_between_signing_and_replying(store_url, lab, tmp_path):
                 await asyncio.sleep(0.05)
             assert op.status is OpStatus.IN_PROGRESS and op.counter_value == 2
             signed_bytes = op.package
+            for _ in range(200):  # the claim commits just before the failpoint logs: wait for the line too
+                if "failpoint reached" in slow.log_text():
+                    break
+                await asyncio.sleep(0.05)
             assert "failpoint reached" in slow.log_text()
             slow.kill()
             with pytest.raises(httpx.HTTPError):
