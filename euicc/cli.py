@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError(f"state file {args.state} exists (use --force to overwrite)")
         return args.func(args)
     except BrokenPipeError:
-        raise  # the reader closed stdout: rsp.cli_contract.guard (exit 141)
+        raise  # the reader closed stdout: rsp.cli_contract.guard (exit 0, quiet)
     except (CliError, RspError, OSError) as exc:
         code = exc.code if isinstance(exc, CliError) else cc.EXIT_USAGE
         if args.json:

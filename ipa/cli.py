@@ -194,7 +194,7 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
         if cmd == "eim":
             return await _eim(args, config, out)
     except BrokenPipeError:
-        raise  # the reader closed stdout: rsp.cli_contract.guard (exit 141)
+        raise  # the reader closed stdout: rsp.cli_contract.guard (exit 0, quiet)
     except asyncio.CancelledError:  # Ctrl-C (asyncio.run cancels this task): say where, after the cleanup ran
         return out.error(cc.step_message(out.last_step or cmd, "interrupted"), out.where(), exit=cc.EXIT_INTERRUPTED)
     except ConfigError as exc:

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_ERROR
-    except BrokenPipeError:  # `rsp types | head -1`: the reader has what it wanted (docs/cli.md: exit 141)
+    except BrokenPipeError:  # `rsp types | head -1`: the reader has what it wanted (docs/cli.md: exit 0, quiet)
         from rsp.cli_contract import EXIT_PIPE, _silence_stdout
 
         _silence_stdout()

@@ -30,7 +30,7 @@ EXIT_USAGE = 2
 EXIT_CONNECTION = 3
 EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130
-EXIT_PIPE = 141
+EXIT_PIPE = 0  # the reader closed stdout (`| head -1`): it has what it asked for; quiet, and pipefail-safe
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "done",
@@ -39,7 +39,6 @@ EXIT_CODES: dict[int, str] = {
     EXIT_CONNECTION: "port or connection: the serial port is missing or busy, the server cannot be reached, TLS failed",
     EXIT_TIMEOUT: "timeout: the peer did not answer in time (AT command, HTTP request)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C / SIGINT); open sessions were cancelled",
-    EXIT_PIPE: "the reader closed standard output (e.g. `| head -1`); the rest was not printed",
 }
 
 DISTRIBUTION = "sgp32-stack"
@@ -211,7 +210,7 @@ def _silence_stdout() -> None:
 
 
 def guard(prog: str, main: Callable[[], int | None]) -> int:
-    """Run a tool's ``main()`` under the contract: a closed stdout exits 141 silently, Ctrl-C that reached here
+    """Run a tool's ``main()`` under the contract: a closed stdout exits 0 silently, Ctrl-C that reached here
     (the tool did not handle it itself) exits 130 with one line on stderr, never a traceback."""
     try:
         rc = main()

@@ -5,7 +5,7 @@ still gets an ``eim`` script. Each script first checks that the packages of its 
 they are not, says in one line which extra to install and exits 2 (the usage code), instead of a traceback from
 deep inside the command (``ModuleNotFoundError: No module named 'prometheus_client'`` under ``eim serve``).
 Then it runs the command's ``main()`` under :func:`rsp.cli_contract.guard`: no traceback for a closed pipe
-(``| head -1``, exit 141) or Ctrl-C (exit 130), the contract of docs/cli.md.
+(``| head -1``, exit 0) or Ctrl-C (exit 130), the contract of docs/cli.md.
 """
 
 from __future__ import annotations
