@@ -98,6 +98,11 @@ def test_main_error_paths_each_tool(tmp_path):
         cc.EXIT_USAGE,
         "--ca-file",
     )
+    # eim serve: a TLS certificate that is not there is named, a configuration error (2), not a FileNotFoundError
+    cfg = tmp_path / "eim.toml"
+    cfg.write_text(f'[http]\nhost = "127.0.0.1"\nport = {closed}\ntls_cert = "{tmp_path}/no.pem"\ntls_key = "k"\n')
+    proc = run("eim", "serve", "--config", str(cfg), "--json")
+    assert_error(proc, cc.EXIT_USAGE, f"[http] tls_cert {tmp_path}/no.pem: No such file or directory")
     # fwbridge: the same missing port, the same exit code as ipa (3), --json before the subcommand now
     p = assert_error(run("fwbridge", "--json", "probe", "--port", "/dev/no-such-modem"), cc.EXIT_CONNECTION)
     assert p["data"]["step"] == "open port" and p["data"]["port"] == "/dev/no-such-modem"
@@ -278,3 +283,52 @@ def test_step_is_named_once(step, reason):
     message = cc.step_message(step, f"{step}: {step}: {reason}")
     if step:
         assert message.startswith(f"{step}: ") and not message[len(step) + 2 :].startswith(f"{step}: ")
+
+
+def test_modem_gone_mid_download_names_the_step_segment_and_at_command(tmp_path):
+    from euicc.card import SoftEuicc
+    from firmware_bridge.virtual_modem import VirtualModem
+    from rsp.pki import create_lab_pki
+    from smdpp.config import SmdppConfig
+    from smdpp.orders import create_order
+    from smdpp.server import running_server
+    from tests.ipa.conftest import EID_TEXT
+
+    pki = create_lab_pki(tmp_path / "pki", curves=("nist",), eids=(EID_TEXT,))
+    card = SoftEuicc.create(pki.root, EID_TEXT, tmp_path / "card.cbor")
+    with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=pki.root, port=0)) as smdp:
+        vm = VirtualModem(card, quirks="slow=0.05")
+        path = vm.start()
+        order = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address)
+        proc = subprocess.Popen(
+            [
+                *(str(BIN / "ipa"), "--json", "--port", path, "--state", str(tmp_path / "s.cbor"), "download"),
+                *("-a", order.activation_code, "--ca-file", str(smdp.ca_bundle)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=tool_env(),
+        )
+        try:
+            seen = _read_until(
+                proc,
+                lambda ln: (
+                    ln["payload"]["message"] == "LoadBoundProfilePackage"
+                    and ln["payload"]["data"].get("segment", 0) >= 2
+                ),
+            )
+            vm.stop()  # the modem is unplugged
+            out, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    lines = seen + [json.loads(x) for x in out.decode().splitlines() if x.strip()]
+    assert proc.returncode == cc.EXIT_CONNECTION, err.decode()
+    payload = lines[-1]["payload"]
+    assert payload["code"] == -1 and lines[-1]["type"] == "lpa", payload
+    data = payload["data"]
+    assert data["step"] == "LoadBoundProfilePackage" and data["segment"] >= 2 and data["exit"] == 3, data
+    assert data["at"].startswith("AT+C"), data  # the AT command in flight (CGLA or CSIM)
+    assert payload["message"].startswith(f"LoadBoundProfilePackage (segment {data['segment']}/{data['segments']}): ")
+    assert payload["message"].count("LoadBoundProfilePackage") == 1 and "gone" in payload["message"], payload
