@@ -332,3 +332,27 @@ def test_modem_gone_mid_download_names_the_step_segment_and_at_command(tmp_path)
     assert data["at"].startswith("AT+C"), data  # the AT command in flight (CGLA or CSIM)
     assert payload["message"].startswith(f"LoadBoundProfilePackage (segment {data['segment']}/{data['segments']}): ")
     assert payload["message"].count("LoadBoundProfilePackage") == 1 and "gone" in payload["message"], payload
+
+
+def test_download_flags_ca_file_and_insecure_with_its_warning(tmp_path):
+    from euicc.card import SoftEuicc
+    from rsp.pki import create_lab_pki
+    from smdpp.config import SmdppConfig
+    from smdpp.orders import create_order
+    from smdpp.server import running_server
+    from tests.ipa.conftest import EID_TEXT
+
+    pki = create_lab_pki(tmp_path / "pki", curves=("nist",), eids=(EID_TEXT,))
+    SoftEuicc.create(pki.root, EID_TEXT, tmp_path / "card.cbor")
+    card = ["--card", str(tmp_path / "card.cbor"), "--state", str(tmp_path / "s.cbor")]
+    with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=pki.root, port=0)) as smdp:
+        first = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        proc = run("ipa", "download", "-a", first, "--json", *card)  # no CA: TLS refused, a connection error
+        assert_error(proc, cc.EXIT_CONNECTION, "initiateAuthentication: ", "CERTIFICATE_VERIFY_FAILED")
+        assert "WARNING" not in proc.stderr
+        proc = run("ipa", "download", "-a", first, "--ca-file", str(smdp.ca_bundle), "--json", *card)
+        assert proc.returncode == 0 and final(proc)["data"]["iccid"], proc.stderr
+        second = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        proc = run("ipa", "--json", *card, "download", "-a", second, "--insecure")
+        assert proc.returncode == 0, proc.stderr
+        assert "WARNING: --insecure: the SM-DP+'s TLS certificate is NOT verified" in proc.stderr
