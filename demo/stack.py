@@ -34,12 +34,12 @@ def iccid_from_card(value: str) -> str:
     return iccid_codec.from_bcd(bytes.fromhex(value))
 
 
-@dataclass
 def _envelope_data(stdout: str) -> Any:
     """The data of a tool's final ``--json`` line (the envelope of docs/cli.md)."""
     return json.loads(stdout.strip().splitlines()[-1])["payload"]["data"]
 
 
+@dataclass
 class LabStack:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
