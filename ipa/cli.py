@@ -24,6 +24,7 @@ import signal
 import sys
 from typing import Any
 
+from ipa import cli_report as report
 from ipa.config import ConfigError, IpaConfig, load_config
 from rsp import cli_contract as cc
 
@@ -178,7 +179,7 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
             data = {"outcome": r.outcome.value, "detail": r.detail, "package": r.package}
             if r.outcome.value == "failed":
                 return out.error(cc.step_message("GetEimPackage", r.detail), {"step": "GetEimPackage", **data})
-            return _poll_result(out, data)
+            return report.poll_result(out, data)
         if cmd == "chip":
             data, human = await _with_agent(config, out, _cmd_chip_info, bootstrap=False, state=args.state)
             return out.success(data, human)
@@ -213,18 +214,20 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
             },
         )
     except EsipaError as exc:
-        code = cc.EXIT_REFUSED if exc.status is not None else cc.EXIT_CONNECTION
-        if "timed out" in str(exc).lower() or "timeout" in str(exc).lower():
-            code = cc.EXIT_TIMEOUT if exc.status is None else code
+        text = str(exc).lower()
+        if exc.status is not None:  # the eIM answered (HTTP status, CoAP code): it refused
+            code = cc.EXIT_REFUSED
+        else:
+            code = cc.EXIT_TIMEOUT if "timed out" in text or "timeout" in text else cc.EXIT_CONNECTION
         return out.error(cc.step_message(exc.step, str(exc)), {"step": exc.step, "status": exc.status}, exit=code)
     except Es9Error as exc:
         return out.error(
             cc.step_message(exc.step, str(exc)),
             {"step": exc.step, "subjectCode": exc.subject_code, "reasonCode": exc.reason_code},
-            exit=_es9_exit(exc),
+            exit=report.es9_exit(exc),
         )
     except ProcedureError as exc:
-        return out.error(_procedure_message(exc), {"step": exc.step, "code": exc.code, "codeName": exc.code_name})
+        return out.error(report.procedure_message(exc), {"step": exc.step, "code": exc.code, "codeName": exc.code_name})
     except CardChanged as exc:
         return out.error(
             f"GetEID: {exc}; nothing was sent to it. Check the SIM and modem, then start the IPA again",
@@ -232,72 +235,8 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
         )
     except Exception as exc:  # the firmware bridge's own errors name their step (the AT command)
         log.debug("unexpected error", exc_info=True)
-        return _device_error(out, exc)
+        return report.device_error(out, exc)
     return EXIT_USAGE
-
-
-def _es9_exit(exc) -> int:
-    """An ES9+ failure: the SM-DP+ answered (refused, 1), or it could not be reached (3) or did not answer (4)."""
-    if exc.subject_code is not None or exc.reason_code is not None or exc.http_status is not None:
-        return cc.EXIT_REFUSED
-    text = str(exc).lower()
-    return cc.EXIT_TIMEOUT if "timed out" in text or "timeout" in text else cc.EXIT_CONNECTION
-
-
-def _short(command: str | None, width: int = 40) -> str | None:
-    if command is None or len(command) <= width:
-        return command
-    return command[:width] + f"...({len(command)} chars)"
-
-
-def _where_text(where: dict[str, Any]) -> str:
-    if where.get("segment") is not None and where.get("segments") is not None:
-        return f" (segment {where['segment']}/{where['segments']})"
-    return ""
-
-
-def _device_error(out: Output, exc: Exception) -> int:
-    """The modem and port errors of the firmware bridge (and the OS): port/connection 3, timeout 4, the modem
-    refused 1. The message names the procedure step once, where it was, and the AT command."""
-    from firmware_bridge.errors import AtError, AtTimeout, BridgeError, PortBusy, PortGone
-
-    where = out.where()
-    data: dict[str, Any] = {**where}
-    command = getattr(exc, "command", None)
-    if command:
-        data["at"] = command
-    step = where.get("step")
-    code = cc.EXIT_REFUSED
-    if isinstance(exc, PortBusy):
-        holder = cc.lock_holder(exc.port)
-        data.update(step="lock port", port=exc.port, holder=holder)
-        who = f"held by {holder}" if holder else f"locked by another program ({exc.reason})"
-        return out.error(
-            f"lock port: serial port {exc.port} is {who}; stop it (ipa run? ModemManager?) or tag the port "
-            "ID_MM_PORT_IGNORE (see deploy/udev/)",
-            data,
-            exit=cc.EXIT_CONNECTION,
-        )
-    if isinstance(exc, PortGone):
-        code = cc.EXIT_CONNECTION
-        during = f" during {_short(exc.command)!r}" if exc.command else ""
-        reason = f"serial port {exc.port} gone{during}: {exc.reason}"
-    elif isinstance(exc, AtTimeout):
-        code = cc.EXIT_TIMEOUT
-        reason = f"{_short(exc.command)!r}: no answer within {exc.timeout:g} s"
-    elif isinstance(exc, AtError):
-        reason = f"{_short(exc.command)!r} answered {exc.final!r}"
-    elif isinstance(exc, BridgeError):
-        reason = str(exc)
-    elif isinstance(exc, OSError):
-        code = cc.EXIT_CONNECTION
-        reason = f"device: {exc}"
-    else:
-        reason = f"{type(exc).__name__}: {exc}"
-    if step is None:
-        step = getattr(exc, "step", None) or "device"
-        data["step"] = step
-    return out.error(cc.step_message(f"{step}{_where_text(where)}", reason), data, exit=code)
 
 
 async def _notification(args, config: IpaConfig, out: Output) -> int:
@@ -357,7 +296,7 @@ async def _download(args, config: IpaConfig, out: Output) -> int:
         es9 = out.cleanup.get("cancelSession", {})
         where = out.where()
         return out.error(
-            cc.step_message(f"{where['step'] or 'download'}{_where_text(where)}", "interrupted")
+            cc.step_message(f"{where['step'] or 'download'}{report.where_text(where)}", "interrupted")
             + (f"; session cancelled ({cancel['reason']})" if cancel else "; no session was open"),
             {**where, "cancelSessionReason": cancel.get("reason"), "smdpCancelled": es9.get("accepted", False)},
             exit=cc.EXIT_INTERRUPTED,
@@ -366,7 +305,7 @@ async def _download(args, config: IpaConfig, out: Output) -> int:
         reason = code_name(CancelSessionReason, err.cancel_reason) if err.cancel_reason is not None else None
         where = out.where()
         return out.error(
-            _procedure_message(err) + (f"; session cancelled ({reason})" if reason else ""),
+            report.procedure_message(err) + (f"; session cancelled ({reason})" if reason else ""),
             {
                 **where,
                 "step": err.step,
@@ -374,107 +313,11 @@ async def _download(args, config: IpaConfig, out: Output) -> int:
                 "codeName": err.code_name,
                 "cancelSessionReason": reason,
             },
-            exit=_download_exit(err),
+            exit=report.download_exit(err),
         )
     return out.success(
         {"iccid": pir.iccid, "isdpAid": pir.aid, "seqNumber": pir.seq_number}, f"profile {pir.iccid} installed"
     )
-
-
-def _poll_result(out: Output, data: dict[str, Any]) -> int:
-    """The poll's final line: the card's answer per operation (EuiccPackageResult), with the listed profiles. A
-    package the card refused (``enableResult iccidOrAidNotFound(1)``, an euiccPackageErrorCode) exits 1."""
-    epr = out.cleanup.get("EuiccPackageResult") or (out.last_data if out.last_step == "EuiccPackageResult" else None)
-    if epr is None:
-        return out.success(data, f"poll: {data['outcome']} ({data['detail']})")
-    entries = epr.get("entries") or []
-    data = {**data, "euiccPackageResult": {"kind": epr.get("kind"), "error": epr.get("error"), "results": entries}}
-    lines = [f"poll: {data['outcome']} ({data['detail']})"]
-    refused = []
-    if epr.get("error") is not None:
-        refused.append(f"euiccPackageErrorCode {epr['error']}")
-    for e in entries:
-        label = e.get("codeName") if e.get("codeName") is not None else e.get("code")
-        lines.append(f"  {e['name']}: {label if label is not None else '-'}")
-        for p in e.get("profiles") or []:
-            lines.append(f"    {p.get('iccid')}  {p.get('profileState') or '-':<8}  {p.get('profileName') or ''}")
-        if e.get("code") not in (None, 0):
-            refused.append(f"{e['name']} {label}")
-    if refused:
-        return out.error(
-            cc.step_message("EuiccPackageResult", "the eUICC refused: " + ", ".join(refused)),
-            {"step": "EuiccPackageResult", **data},
-        )
-    return out.success(data, "\n".join(lines))
-
-
-def _status(config: IpaConfig, out: Output) -> int:
-    """``ipa status``: the daemon's view from its state file (read only: no port, no lock, the daemon keeps
-    running), and who holds the port."""
-    import datetime
-
-    from ipa.state import StateError, decode_state
-
-    path = config.ipa.state_file
-
-    def when(t: float) -> str | None:
-        return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds") if t else None
-
-    try:
-        with open(path, "rb") as fh:
-            st = decode_state(fh.read())
-    except FileNotFoundError:
-        return out.error(
-            f"status: no state file {path} (the IPA never ran with this --state / ipa.state_file)",
-            {"step": "status", "stateFile": path},
-        )
-    except (OSError, StateError) as exc:
-        return out.error(f"status: cannot read {path}: {exc}", {"step": "status", "stateFile": path})
-    holder = cc.lock_holder(config.device.port) if config.device.port else None
-    data = {
-        "stateFile": path,
-        "eid": st.eid.hex().upper() if st.eid else None,
-        "binding": config.eim.binding,
-        "eimUrl": config.eim.url or None,
-        "lastContact": when(st.last_contact),
-        "failures": st.failures,
-        "nextPoll": when(st.next_poll),
-        "queue": [{"kind": r.kind, "attempts": r.attempts, "seqNumbers": r.seq_numbers} for r in st.results],
-        "inflight": (st.inflight or {}).get("procedure") if st.inflight else None,
-        "removeSeqs": list(st.remove_seqs),
-        "fallback": st.fallback,
-        "port": config.device.port or None,
-        "portHolder": holder,
-    }
-    human = "\n".join(
-        [
-            f"state file    {path}",
-            f"EID           {data['eid'] or '-'}",
-            f"binding       {data['binding']}" + (f" ({data['eimUrl']})" if data["eimUrl"] else ""),
-            f"last contact  {data['lastContact'] or 'never'}",
-            f"backoff       {st.failures} failure(s), next poll {data['nextPoll'] or 'now'}",
-            f"queue         {len(st.results)} result(s) to deliver"
-            + (f": {', '.join(r.kind for r in st.results)}" if st.results else ""),
-            f"in flight     {data['inflight'] or '-'}",
-            f"port          {data['port'] or '-'}" + (f" held by {holder}" if holder else ""),
-        ]
-    )
-    return out.success(data, human)
-
-
-def _procedure_message(err) -> str:
-    """``STEP: reason`` of a ProcedureError, the step named once (not ``profile download: X: X: reason``)."""
-    text = str(err)
-    if text.startswith(f"{err.procedure}: "):
-        text = text[len(err.procedure) + 2 :]
-    return cc.step_message(err.step, text)
-
-
-def _download_exit(err) -> int:
-    text = str(err).lower()
-    if err.code is None and err.code_name is None and ("connect" in text or "cannot reach" in text):
-        return cc.EXIT_TIMEOUT if "timed out" in text or "timeout" in text else cc.EXIT_CONNECTION
-    return cc.EXIT_REFUSED
 
 
 async def _eim(args, config: IpaConfig, out: Output) -> int:
@@ -569,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return out.error(f"configuration: {exc}", {"step": "configuration"}, exit=cc.EXIT_USAGE)
     if args.command == "status":
-        return _status(config, out)
+        return report.status(config, out)
     try:
         return asyncio.run(run_command(args, config, out))
     except KeyboardInterrupt:  # a second Ctrl-C during the cleanup of the first
