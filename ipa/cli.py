@@ -178,7 +178,11 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
             r = await _with_agent(config, out, poll, state=args.state)
             data = {"outcome": r.outcome.value, "detail": r.detail, "package": r.package}
             if r.outcome.value == "failed":
-                return out.error(cc.step_message("GetEimPackage", r.detail), {"step": "GetEimPackage", **data})
+                return out.error(
+                    cc.step_message("GetEimPackage", r.detail),
+                    {"step": "GetEimPackage", **data},
+                    exit=report.poll_failure_exit(r.detail),
+                )
             return report.poll_result(out, data)
         if cmd == "chip":
             data, human = await _with_agent(config, out, _cmd_chip_info, bootstrap=False, state=args.state)

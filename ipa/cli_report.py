@@ -78,6 +78,18 @@ def device_error(out: cc.Envelope, exc: Exception) -> int:
     return out.error(cc.step_message(f"{step}{where_text(where)}", reason), data, exit=code)
 
 
+def poll_failure_exit(detail: str) -> int:
+    """The exit code of a failed poll step, from the failure the agent recorded (it keeps serving, so it hands the
+    CLI a description, not the exception): the modem or port gone 3, no answer 4, otherwise refused 1 (an HTTP or
+    CoAP error status, an eimPackageError, results the eIM did not take)."""
+    head = detail.split(":", 1)[0]
+    if head in ("PortGone", "PortBusy") or "cannot reach" in detail or "ConnectError" in detail:
+        return cc.EXIT_CONNECTION
+    if head in ("AtTimeout", "ReadTimeout", "ConnectTimeout", "TimeoutError") or "timed out" in detail.lower():
+        return cc.EXIT_TIMEOUT
+    return cc.EXIT_REFUSED
+
+
 def poll_result(out: cc.Envelope, data: dict[str, Any]) -> int:
     """The poll's final line: the card's answer per operation (EuiccPackageResult), with the listed profiles. A
     package the card refused (``enableResult iccidOrAidNotFound(1)``, an euiccPackageErrorCode) exits 1."""

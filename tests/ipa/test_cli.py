@@ -289,6 +289,10 @@ async def test_poll_shows_the_cards_result_codes_and_listed_profiles(make_rig):
     status = lines[-1]["payload"]["data"]
     assert status["eid"] == EID_TEXT and status["lastContact"] is not None and status["failures"] == 0
     assert status["queue"] == [] and status["binding"] == "auto"
+    # an eIM that cannot be reached is a connection failure (3), not a refusal (1)
+    rc, lines, err = await run_ipa("--json", *card, "poll", env={**env, "IPA_EIM_URL": "http://127.0.0.1:1"})
+    assert rc == 3, (lines, err)
+    assert lines[-1]["payload"]["data"]["exit"] == 3 and lines[-1]["payload"]["message"].startswith("GetEimPackage: ")
 
 
 def test_port_busy_names_the_process_holding_it(tmp_path):
