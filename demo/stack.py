@@ -34,6 +34,11 @@ def iccid_from_card(value: str) -> str:
     return iccid_codec.from_bcd(bytes.fromhex(value))
 
 
+def _envelope_data(stdout: str) -> Any:
+    """The data of a tool's final ``--json`` line (the envelope of docs/cli.md)."""
+    return json.loads(stdout.strip().splitlines()[-1])["payload"]["data"]
+
+
 @dataclass
 class LabStack:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
@@ -143,7 +148,7 @@ class LabStack:
         ]
         for k, v in extra.items():
             argv += [f"--{k.replace('_', '-')}", v]
-        return json.loads(run("create an SM-DP+ download order", argv).strip().splitlines()[-1])
+        return _envelope_data(run("create an SM-DP+ download order", argv))
 
     def start_broker(self) -> None:
         if self.binding != "mqtt":
@@ -405,7 +410,7 @@ state_file = "{self.workdir / "ipa-state.cbor"}"
     # ------------------------------------------------------------------ card side
     def card(self) -> dict[str, Any]:
         """The card's state as `euicc show --json` prints it (read from the state file)."""
-        return json.loads(
+        return _envelope_data(
             run("read the card state", [tool("euicc"), "show", "--state", str(self.card_state), "--json"])
         )
 
@@ -420,7 +425,8 @@ state_file = "{self.workdir / "ipa-state.cbor"}"
             "list the SM-DP+ notifications",
             [tool("smdpp"), "notifications", "--data", str(self.workdir / "smdpp"), "--json"],
         )
-        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        rows = [ln["payload"]["data"] for ln in lines if ln["type"] == "item"]  # the envelope of docs/cli.md
         return sorted(rows, key=lambda r: r["id"])
 
     def smdp_order_show(self, matching_id: str) -> dict[str, Any]:
@@ -428,7 +434,7 @@ state_file = "{self.workdir / "ipa-state.cbor"}"
             "show an SM-DP+ order",
             [tool("smdpp"), "order", "show", "--data", str(self.workdir / "smdpp"), matching_id, "--json"],
         )
-        return json.loads(out.strip().splitlines()[-1])
+        return _envelope_data(out)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, *, with_ipa: bool = True) -> LabStack:

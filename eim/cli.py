@@ -12,9 +12,12 @@
     eim device-secret set EID | remove EID | list   [--file FILE]   (eim.cli_device_secret)
 
 Operator commands talk to the REST API (``--url``, default ``[api] url`` of the configuration, else
-``http://127.0.0.1:8080``), so they work against any worker of a fleet. ``--json`` prints one JSON object per
-line. Exit codes: 0 ok, 1 the eIM refused the request (its message is printed), 2 bad command line,
-3 the eIM could not be reached.
+``http://127.0.0.1:8080``; ``--ca-file PEM`` to verify an https URL), so they work against any worker of a
+fleet. Output and exit codes follow docs/cli.md (:mod:`rsp.cli_contract`): ``--json`` prints the LPA envelope,
+one ``"type":"item"`` line per element of a listing and one final ``"type":"lpa"`` line (the object, or
+``{"count": N}`` after a listing; an error is ``code -1`` with ``data.exit``). Exit codes: 0 ok, 1 the eIM refused
+the request (its message is printed), 2 bad command line or configuration, 3 the eIM could not be reached,
+4 it did not answer in time. Global options may follow the subcommand.
 
 ``eim psk`` edits the CoAPS device keys locally (``--file``, default ``[coap] psk_file``); a running eIM picks the
 change up within a second. ``set`` prints the key (hex) for the device's configuration, once; ``list`` prints
@@ -31,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rsp import cli_contract as cc
+
 KINDS = ("psmo", "eco", "download", "euicc_data")
 STATUSES = ("queued", "in_progress", "done", "failed", "expired", "cancelled")
 
@@ -43,22 +48,32 @@ class CliError(Exception):
 
 # ------------------------------------------------------------------------------------------------ HTTP
 class Api:
-    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0, ca_file: str | None = None) -> None:
+        import ssl
+
         import httpx
 
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url.rstrip("/")
-        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        verify: Any = True
+        if ca_file:
+            try:
+                verify = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise CliError(f"--ca-file {ca_file}: {exc}", cc.EXIT_USAGE) from None
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=verify)
 
     def call(self, method: str, path: str, step: str, **kw: Any) -> Any:
         import httpx
 
         try:
             r = self.client.request(method, path, **kw)
+        except httpx.TimeoutException as exc:
+            raise CliError(f"{step}: the eIM at {self.url} did not answer in time: {exc}", cc.EXIT_TIMEOUT) from None
         except httpx.HTTPError as exc:
-            raise CliError(f"{step}: cannot reach the eIM at {self.url}: {exc}", 3) from None
+            raise CliError(f"{step}: cannot reach the eIM at {self.url}: {exc}", cc.EXIT_CONNECTION) from None
         try:
             body = r.json()
         except ValueError:
@@ -71,10 +86,16 @@ class Api:
 
 # ------------------------------------------------------------------------------------------------ output
 def emit(args: argparse.Namespace, obj: Any, human: str) -> None:
-    if args.json:
-        print(json.dumps(obj, separators=(",", ":"), sort_keys=True))
+    """One result: an element of a listing (``list`` actions: an ``item`` line now) or the command's object (the
+    final ``lpa`` line, written by :func:`main`)."""
+    out: cc.Envelope = getattr(args, "out", None) or cc.Envelope(args.json, "eim")
+    args.out = out
+    if getattr(args, "action", None) == "list":
+        out.item(args.command, obj, human)
+    elif args.json:
+        args.result = obj
     else:
-        print(human)
+        print(human, flush=True)
 
 
 def op_line(o: dict[str, Any]) -> str:
@@ -133,10 +154,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(f"configuration: {exc}", 2) from None
     logs.setup(config.log.level, config.log.json)
+    for key, path in (("[http] tls_cert", config.http.tls_cert), ("[http] tls_key", config.http.tls_key)):
+        try:
+            if path:
+                open(path, "rb").close()
+        except OSError as exc:
+            raise CliError(f"serve: configuration: {key} {path}: {exc.strerror}", 2) from None
     try:
         run(config, insecure_no_auth=args.insecure_no_operator_auth)
     except ConfigError as exc:
         raise CliError(f"serve: {exc}", 2) from None
+    except OSError as exc:  # a configured file that is not there ([http] tls_cert ...), or the port is taken
+        if exc.filename or isinstance(exc, FileNotFoundError | PermissionError):
+            raise CliError(f"serve: configuration: cannot read {exc.filename or 'a file'}: {exc.strerror}", 2) from None
+        raise CliError(f"serve: cannot listen: {exc}", cc.EXIT_CONNECTION) from None
     except KeyboardInterrupt:
         pass
     return 0
@@ -216,7 +247,13 @@ def cmd_batch(args: argparse.Namespace, api: Api) -> int:
         r = api.call("POST", "/v1/batches", "create batch", json=body)
     else:
         r = api.call("GET", f"/v1/batches/{args.id}", "show batch")
+    refused = sum(1 for it in r["items"] if it["status"] == "refused") if args.action == "create" else 0
     if args.json:
+        if refused:  # docs/cli.md: an answer that refused part of the request exits 1, the batch in data
+            args.out.error(
+                f"create batch: {refused} of {len(r['items'])} item(s) refused", {"step": "create batch", **r}
+            )
+            return cc.EXIT_REFUSED
         emit(args, r, "")
     else:
         print(f"batch {r['id']}  kind={r['kind']}  " + " ".join(f"{k}={v}" for k, v in sorted(r["summary"].items())))
@@ -225,7 +262,9 @@ def cmd_batch(args: argparse.Namespace, api: Api) -> int:
                 f"  {it['index']:>5}  {it['eid']}  {it['status']:<11} {it['operation_id'] or '-'}"
                 + (f"  ({it['error']})" if it.get("error") else "")
             )
-    return 0
+        if refused:
+            print(f"eim: create batch: {refused} of {len(r['items'])} item(s) refused", file=sys.stderr)
+    return cc.EXIT_REFUSED if refused else 0
 
 
 def _psk_path(args: argparse.Namespace) -> str:
@@ -336,14 +375,18 @@ def cmd_notification(args: argparse.Namespace, api: Api) -> int:
         params["status"] = args.status
     for n in paged(api, "/v1/notifications", "list notifications", params, args.limit):
         emit(args, n, notification_line(n))
+    if not args.json and not args.out.items:
+        print(f"no {args.status or 'pending or failed'} notifications")
     return 0
 
 
 # ------------------------------------------------------------------------------------------------ parser
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eim", description="SGP.32 eIM: server and operator commands")
+    p = cc.ContractParser(prog="eim", description="SGP.32 eIM: server and operator commands")
+    cc.add_version(p)
     p.add_argument("--config", help="TOML configuration (also EIM_CONFIG)")
     p.add_argument("--url", help="REST API of a running eIM (default: [api] url, else http://127.0.0.1:8080)")
+    p.add_argument("--ca-file", help="CA bundle (PEM) to verify an https --url (default: the system's CAs)")
     p.add_argument("--token", help="operator bearer token (default: [api] token / EIM_API_TOKEN)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -421,26 +464,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-GLOBAL_OPTIONS = ("--config", "--url", "--token", "--json")
+GLOBAL_OPTIONS = ("--config", "--url", "--ca-file", "--token", "--json")
 
 
 def _global_options_after_subcommands(root: argparse.ArgumentParser) -> None:
     """The global options are also accepted after the subcommand (``eim serve --config FILE``, the form of the
-    systemd unit, as well as ``eim --config FILE serve``). Given after it, they win; absent there, the value
-    given before the subcommand (or the default) stays."""
-    globals_ = [a for a in root._actions if a.option_strings and a.option_strings[0] in GLOBAL_OPTIONS]
-    todo = [root]
-    while todo:
-        parser_ = todo.pop()
-        for action in parser_._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    for g in globals_:
-                        kwargs: dict[str, Any] = {"dest": g.dest, "help": g.help, "default": argparse.SUPPRESS}
-                        if isinstance(g, argparse._StoreTrueAction):
-                            kwargs["action"] = "store_true"
-                        sub.add_argument(*g.option_strings, **kwargs)
-                    todo.append(sub)
+    systemd unit, as well as ``eim --config FILE serve``): the shared helper of the CLI contract."""
+    cc.globals_after_subcommands(root, GLOBAL_OPTIONS)
 
 
 def _op_args(p: argparse.ArgumentParser) -> None:
@@ -451,38 +481,46 @@ def _op_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = cc.parse_args(parser(), argv)
+    args.out, args.result = cc.Envelope(args.json, "eim"), None
     try:
-        if args.command == "serve":
-            return cmd_serve(args)
-        if args.command == "psk":
-            return cmd_psk(args)
-        if args.command == "operator":
-            from eim.cli_operator import cmd_operator
-
-            return cmd_operator(args, CliError)
-        if args.command == "device-secret":
-            from eim.cli_device_secret import cmd_device_secret
-
-            return cmd_device_secret(args)
-        url, token = args.url, args.token
-        if url is None or token is None:
-            from eim.config import ConfigError, load_config
-
-            try:
-                cfg = load_config(args.config)
-            except ConfigError as exc:
-                raise CliError(f"configuration: {exc}", 2) from None
-            url = url or cfg.api_url
-            token = token if token is not None else (cfg.api.token or None)
-        api = Api(url, token)
-        handler = {"euicc": cmd_euicc, "op": cmd_op, "batch": cmd_batch, "notification": cmd_notification}[args.command]
-        return handler(args, api)
+        rc = _run(args)
     except CliError as exc:
         if args.json:
-            print(json.dumps({"error": str(exc), "exit": exc.code}))
+            args.out.error(str(exc), {"step": str(exc).partition(": ")[0]}, exit=exc.code)
         print(f"eim: {exc}", file=sys.stderr)
         return exc.code
+    if args.json and rc == 0 and args.command != "serve":
+        args.out.success(args.result if args.result is not None else {"count": args.out.items})
+    return rc
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return cmd_serve(args)
+    if args.command == "psk":
+        return cmd_psk(args)
+    if args.command == "operator":
+        from eim.cli_operator import cmd_operator
+
+        return cmd_operator(args, CliError)
+    if args.command == "device-secret":
+        from eim.cli_device_secret import cmd_device_secret
+
+        return cmd_device_secret(args)
+    url, token = args.url, args.token
+    if url is None or token is None:
+        from eim.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            raise CliError(f"configuration: {exc}", 2) from None
+        url = url or cfg.api_url
+        token = token if token is not None else (cfg.api.token or None)
+    api = Api(url, token, ca_file=args.ca_file)
+    handler = {"euicc": cmd_euicc, "op": cmd_op, "batch": cmd_batch, "notification": cmd_notification}[args.command]
+    return handler(args, api)
 
 
 if __name__ == "__main__":  # pragma: no cover

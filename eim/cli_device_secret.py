@@ -11,7 +11,6 @@ EID, no file configured).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -52,7 +51,9 @@ def _path(args: argparse.Namespace) -> str:
 
 
 def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
-    print(json.dumps(obj) if args.json else text)
+    from eim.cli import emit
+
+    emit(args, obj, text)
 
 
 def cmd_device_secret(args: argparse.Namespace) -> int:
@@ -101,6 +102,8 @@ def cmd_device_secret(args: argparse.Namespace) -> int:
         return 0
     except DeviceSecretCliError as exc:
         if args.json:
-            print(json.dumps({"error": str(exc), "exit": exc.code}))
+            from eim.cli import CliError
+
+            raise CliError(str(exc), exc.code) from None  # eim.cli.main writes the envelope
         print(f"eim: {exc}", file=sys.stderr)
         return exc.code

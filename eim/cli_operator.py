@@ -12,7 +12,6 @@ line (malformed name or role, no file configured).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -97,4 +96,6 @@ def cmd_operator(args: argparse.Namespace, error: type[Exception]) -> int:
 
 
 def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
-    print(json.dumps(obj) if args.json else text)
+    from eim.cli import emit
+
+    emit(args, obj, text)

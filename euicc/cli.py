@@ -9,7 +9,9 @@
     euicc apdu  --state FILE HEX [HEX ...]     # raw APDUs in one card session (channels live within the call)
     euicc es10  --state FILE HEX [--block-size N]  # one ES10 command: open channel, SELECT ISD-R, STORE DATA
 
-Errors exit with status 2 and a message naming the step that failed. ``show`` never prints the private key. ICCIDs
+Errors name the step that failed and exit with the codes of docs/cli.md: 2 for a bad command line, option value
+or state file, 1 when the card refused an ES10 command. ``--json`` (before or after the subcommand) prints the
+JSON-lines envelope of docs/cli.md; ``euicc --version``. ``show`` never prints the private key. ICCIDs
 are printed as digits (``8949449999999990007``), as the other tools print them; ``--json`` keeps ``iccid`` in the
 wire form (EF.ICCID, nibble-swapped hex) and adds ``iccid_digits``.
 """
@@ -18,17 +20,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 
 from euicc import state as state_mod
 from euicc.state import CLASS_NAMES, EVENT_NAMES, EuiccState
+from rsp import cli_contract as cc
 from rsp import iccid as iccid_codec
 from rsp.errors import RspError
 
 
 class CliError(Exception):
-    pass
+    def __init__(self, message: str, code: int = 2) -> None:  # 2: usage (docs/cli.md)
+        self.code = code
+        super().__init__(message)
 
 
 def _hex(text: str, what: str) -> bytes:
@@ -180,9 +184,8 @@ def _cmd_import(args) -> int:
 def cmd_show(args) -> int:
     info = summary(state_mod.load(args.state))
     if args.json:
-        print(json.dumps(info))
-    else:
-        _print_human(info)
+        return cc.Envelope(True, "euicc").success(info)
+    _print_human(info)
     return 0
 
 
@@ -219,13 +222,15 @@ def cmd_es10(args) -> int:
     try:
         data = asyncio.run(run())
     except (ChannelError, Es10Error) as exc:
-        raise CliError(f"ES10 command: {exc}") from None
+        raise CliError(f"ES10 command: {exc}", cc.EXIT_REFUSED) from None
     print(data.hex().upper())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="euicc", description="software SGP.32 eUICC (lab card)")
+    parser = cc.ContractParser(prog="euicc", description="software SGP.32 eUICC (lab card)")
+    cc.add_version(parser)
+    parser.add_argument("--json", action="store_true", help="the JSON-lines envelope of docs/cli.md")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("new", help="create a card from the lab PKI or from an outside identity")
     p.add_argument("--pki", help="lab PKI directory (rsp pki init)")
@@ -244,7 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_new)
     p = sub.add_parser("show", help="print EID, profiles, eIMs, counters and pending notifications")
     p.add_argument("--state", required=True)
-    p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("apdu", help="send raw APDUs (one card session)")
     p.add_argument("--state", required=True)
@@ -255,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("hex", help="ES10 command TLV in hex, e.g. BF2200")
     p.add_argument("--block-size", type=int, default=120, choices=range(1, 256), metavar="1..255")
     p.set_defaults(func=cmd_es10)
+    cc.globals_after_subcommands(parser, ("--json",))
     return parser
 
 
@@ -262,7 +267,7 @@ STEPS = {"new": "create card", "show": "show card", "apdu": "send APDU", "es10":
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = cc.parse_args(build_parser(), argv)
     step = STEPS.get(args.command, args.command)
     try:
         if args.command == "new" and not args.force:
@@ -271,9 +276,14 @@ def main(argv: list[str] | None = None) -> int:
             if Path(args.state).exists():
                 raise CliError(f"state file {args.state} exists (use --force to overwrite)")
         return args.func(args)
+    except BrokenPipeError:
+        raise  # the reader closed stdout: rsp.cli_contract.guard (exit 0, quiet)
     except (CliError, RspError, OSError) as exc:
+        code = exc.code if isinstance(exc, CliError) else cc.EXIT_USAGE
+        if args.json:
+            cc.Envelope(True, "euicc").error(f"{step}: {exc}", {"step": step}, exit=code)
         print(f"euicc: {step}: {exc}", file=sys.stderr)
-        return 2
+        return code
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """``ipa``: the IoT Profile Assistant command line (daemon and field-technician commands).
 
-    ipa [--config FILE] [--json] [--port /dev/ttyUSB2 [--route auto|csim|cgla] [--block-size N] | --card STATE]
-        run | poll --once | chip info | profile list | notification list|process|remove SEQ
-        | download -a 'LPA:1$...' [--confirmation-code CODE] | eim add-initial FILE | eim list
+    ipa [--config FILE] [--json] [--port /dev/ttyUSB2 [--baud N] [--route auto|csim|cgla] [--block-size N]
+        | --card STATE] run | poll [--once] | status | chip info | profile list | notification list|process|remove SEQ
+        | download -a 'LPA:1$...' [--confirmation-code CODE] [--ca-file PEM] [--insecure]
+        | eim add-initial FILE | eim list
 
-``--json`` prints one JSON object per line in the de-facto LPA shape: ``{"type":"progress","payload":{...}}``
-while working and one ``{"type":"lpa","payload":{"code":0,"message":"success","data":...}}`` at the end; an error
-is ``{"type":"lpa","payload":{"code":-1,"message":"<step>: <reason>","data":{...}}}`` and a non-zero exit.
+The global options may also follow the subcommand. Output and exit codes follow the contract of docs/cli.md
+(:mod:`rsp.cli_contract`): ``--json`` prints one JSON object per line in the de-facto LPA shape,
+``{"type":"progress","payload":{...}}`` while working and one ``{"type":"lpa","payload":{"code":0,"message":
+"success","data":...}}`` at the end; an error is ``{"type":"lpa","payload":{"code":-1,"message":"<step>: <reason>",
+"data":{"step":...,"exit":N}}}`` and exit N (1 refused, 2 usage, 3 port/connection, 4 timeout, 130 interrupted).
 This module is the only place that imports concrete channels (``firmware_bridge``, ``euicc`` for ``--card``).
 """
 
@@ -15,64 +18,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
 from typing import Any
 
+from ipa import cli_report as report
 from ipa.config import ConfigError, IpaConfig, load_config
+from rsp import cli_contract as cc
 
 log = logging.getLogger("ipa.cli")
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = cc.EXIT_OK, cc.EXIT_REFUSED, cc.EXIT_USAGE
+GLOBAL_OPTIONS = ("--config", "--json", "--port", "--baud", "--route", "--block-size", "--card", "--state", "-v")
 
 
-class Output:
+class Output(cc.Envelope):
+    """The contract's envelope (rsp.cli_contract.Envelope) for ``ipa``."""
+
     def __init__(self, json_mode: bool, stream=None) -> None:
-        self.json = json_mode
-        self.stream = stream or sys.stdout
-
-    def _line(self, obj: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(obj, separators=(",", ":"), default=_default) + "\n")
-        self.stream.flush()
-
-    def progress(self, step: str, data: dict[str, Any]) -> None:
-        if self.json:
-            self._line({"type": "progress", "payload": {"code": 0, "message": step, "data": data}})
-        else:
-            detail = " ".join(f"{k}={v}" for k, v in data.items() if v is not None)
-            print(f"... {step} {detail}".rstrip(), file=sys.stderr, flush=True)
-
-    def success(self, data: Any, human: str | None = None) -> int:
-        if self.json:
-            self._line({"type": "lpa", "payload": {"code": 0, "message": "success", "data": data}})
-        else:
-            print(human if human is not None else json.dumps(data, indent=2, default=_default), file=self.stream)
-        return EXIT_OK
-
-    def error(self, message: str, data: dict[str, Any] | None = None) -> int:
-        if self.json:
-            self._line({"type": "lpa", "payload": {"code": -1, "message": message, "data": data or {}}})
-        else:
-            print(f"error: {message}", file=sys.stderr)
-        return EXIT_FAIL
-
-
-def _default(o: Any) -> Any:
-    if isinstance(o, bytes):
-        return o.hex().upper()
-    if isinstance(o, set | frozenset | tuple):
-        return list(o)
-    return str(o)
+        super().__init__(json_mode, "ipa", stream)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ipa", description="SGP.32 IoT Profile Assistant (IPAd)")
+    p = cc.ContractParser(prog="ipa", description="SGP.32 IoT Profile Assistant (IPAd)")
+    cc.add_version(p)
     p.add_argument("--config", help="TOML configuration file (default: $IPA_CONFIG)")
     p.add_argument("--json", action="store_true", help="one JSON object per line (LPA shape)")
     p.add_argument("--port", help="AT port of the modem (overrides device.port)")
+    p.add_argument("--baud", type=int, help="baud rate of a UART port (overrides device.baudrate; USB ignores it)")
     p.add_argument("--route", choices=["auto", "csim", "cgla"], help="APDU route (overrides device.route)")
     p.add_argument("--block-size", type=int, help="STORE DATA block size 1..255 (overrides device.block_size)")
     p.add_argument("--card", help="lab: state file of an in-process software eUICC instead of a modem")
@@ -80,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="the daemon: poll the eIM, run procedures, until SIGTERM")
-    poll = sub.add_parser("poll", help="one eIM poll step")
-    poll.add_argument("--once", action="store_true", required=True)
+    poll = sub.add_parser("poll", help="one eIM poll step (the card's result codes and listed profiles)")
+    poll.add_argument("--once", action="store_true", help="one step (the default; kept for scripts)")
+    sub.add_parser("status", help="the daemon's view from its state file: queue, last contact, backoff (no port)")
     chip = sub.add_parser("chip", help="eUICC information")
     chip.add_argument("action", choices=["info"])
     prof = sub.add_parser("profile", help="profiles on the eUICC")
@@ -92,9 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="direct profile download from an SM-DP+ (ES9+)")
     dl.add_argument("-a", "--activation-code", required=True)
     dl.add_argument("-c", "--confirmation-code")
+    dl.add_argument("--ca-file", help="CA bundle (PEM) for the SM-DP+'s TLS certificate (overrides es9.ca_file)")
+    dl.add_argument(
+        "--insecure", action="store_true", help="lab only: do not verify the SM-DP+'s TLS certificate (warns loudly)"
+    )
     eim = sub.add_parser("eim", help="eIM configuration on the eUICC")
     eim.add_argument("action", choices=["add-initial", "list"])
     eim.add_argument("file", nargs="?", help="provisioning file (DER AddInitialEimRequest or TOML)")
+    cc.globals_after_subcommands(p, GLOBAL_OPTIONS)
     return p
 
 
@@ -197,8 +178,12 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
             r = await _with_agent(config, out, poll, state=args.state)
             data = {"outcome": r.outcome.value, "detail": r.detail, "package": r.package}
             if r.outcome.value == "failed":
-                return out.error(f"GetEimPackage: {r.detail}", data)
-            return out.success(data, f"poll: {r.outcome.value} ({r.detail})")
+                return out.error(
+                    cc.step_message("GetEimPackage", r.detail),
+                    {"step": "GetEimPackage", **data},
+                    exit=report.poll_failure_exit(r.detail),
+                )
+            return report.poll_result(out, data)
         if cmd == "chip":
             data, human = await _with_agent(config, out, _cmd_chip_info, bootstrap=False, state=args.state)
             return out.success(data, human)
@@ -213,31 +198,48 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
             return await _download(args, config, out)
         if cmd == "eim":
             return await _eim(args, config, out)
+    except BrokenPipeError:
+        raise  # the reader closed stdout: rsp.cli_contract.guard (exit 0, quiet)
+    except asyncio.CancelledError:  # Ctrl-C (asyncio.run cancels this task): say where, after the cleanup ran
+        return out.error(cc.step_message(out.last_step or cmd, "interrupted"), out.where(), exit=cc.EXIT_INTERRUPTED)
     except ConfigError as exc:
-        return out.error(f"configuration: {exc}")
+        return out.error(f"configuration: {exc}", {"step": "configuration"}, exit=cc.EXIT_USAGE)
     except ProvisioningError as exc:
-        return out.error(f"provisioning file: {exc}")
+        return out.error(f"provisioning file: {exc}", {"step": "provisioning file"}, exit=cc.EXIT_USAGE)
     except Es10Error as exc:
         return out.error(
-            str(exc),
-            {"step": exc.step, "sw": f"{exc.sw:04X}" if exc.sw else None, "code": exc.code, "codeName": exc.code_name},
+            cc.step_message(exc.step, str(exc)),
+            {
+                **out.where(),
+                "step": exc.step,
+                "sw": f"{exc.sw:04X}" if exc.sw else None,
+                "code": exc.code,
+                "codeName": exc.code_name,
+            },
         )
     except EsipaError as exc:
-        return out.error(str(exc), {"step": exc.step, "status": exc.status})
+        text = str(exc).lower()
+        if exc.status is not None:  # the eIM answered (HTTP status, CoAP code): it refused
+            code = cc.EXIT_REFUSED
+        else:
+            code = cc.EXIT_TIMEOUT if "timed out" in text or "timeout" in text else cc.EXIT_CONNECTION
+        return out.error(cc.step_message(exc.step, str(exc)), {"step": exc.step, "status": exc.status}, exit=code)
     except Es9Error as exc:
-        return out.error(str(exc), {"step": exc.step, "subjectCode": exc.subject_code, "reasonCode": exc.reason_code})
+        return out.error(
+            cc.step_message(exc.step, str(exc)),
+            {"step": exc.step, "subjectCode": exc.subject_code, "reasonCode": exc.reason_code},
+            exit=report.es9_exit(exc),
+        )
     except ProcedureError as exc:
-        return out.error(str(exc), {"step": exc.step, "code": exc.code, "codeName": exc.code_name})
-    except OSError as exc:
-        return out.error(f"device: {exc}")
+        return out.error(report.procedure_message(exc), {"step": exc.step, "code": exc.code, "codeName": exc.code_name})
     except CardChanged as exc:
         return out.error(
-            f"{exc}; nothing was sent to it. Check the SIM and modem, then start the IPA again",
+            f"GetEID: {exc}; nothing was sent to it. Check the SIM and modem, then start the IPA again",
             {"step": "GetEID", "expectedEid": exc.expected.hex().upper(), "foundEid": (exc.found or b"").hex().upper()},
         )
-    except Exception as exc:  # the firmware bridge's own errors name their step; keep the message
+    except Exception as exc:  # the firmware bridge's own errors name their step (the AT command)
         log.debug("unexpected error", exc_info=True)
-        return out.error(f"{type(exc).__name__}: {exc}")
+        return report.device_error(out, exc)
     return EXIT_USAGE
 
 
@@ -289,11 +291,33 @@ async def _download(args, config: IpaConfig, out: Output) -> int:
         except DownloadFailed as exc:
             return None, exc
 
-    pir, err = await _with_agent(config, out, dl, bootstrap=False, state=args.state)
-    if err is not None:
+    from ipa.codes import CancelSessionReason, code_name
+
+    try:
+        pir, err = await _with_agent(config, out, dl, bootstrap=False, state=args.state)
+    except asyncio.CancelledError:  # Ctrl-C: the procedure cancelled the session (card and SM-DP+) first
+        cancel = out.cleanup.get("CancelSession", {})
+        es9 = out.cleanup.get("cancelSession", {})
+        where = out.where()
         return out.error(
-            str(err),
-            {"step": err.step, "code": err.code, "codeName": err.code_name, "cancelSessionReason": err.cancel_reason},
+            cc.step_message(f"{where['step'] or 'download'}{report.where_text(where)}", "interrupted")
+            + (f"; session cancelled ({cancel['reason']})" if cancel else "; no session was open"),
+            {**where, "cancelSessionReason": cancel.get("reason"), "smdpCancelled": es9.get("accepted", False)},
+            exit=cc.EXIT_INTERRUPTED,
+        )
+    if err is not None:
+        reason = code_name(CancelSessionReason, err.cancel_reason) if err.cancel_reason is not None else None
+        where = out.where()
+        return out.error(
+            report.procedure_message(err) + (f"; session cancelled ({reason})" if reason else ""),
+            {
+                **where,
+                "step": err.step,
+                "code": err.code,
+                "codeName": err.code_name,
+                "cancelSessionReason": reason,
+            },
+            exit=report.download_exit(err),
         )
     return out.success(
         {"iccid": pir.iccid, "isdpAid": pir.aid, "seqNumber": pir.seq_number}, f"profile {pir.iccid} installed"
@@ -355,13 +379,30 @@ def _sd_notify(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = cc.parse_args(parser, argv)
     out = Output(args.json)
     _setup_logging(args.verbose, args.json)
     try:
         config = load_config(args.config)
         if args.port:
             config.device.port, config.device.card = args.port, ""
+        if args.baud is not None:
+            config.device.baudrate = args.baud
+        if config.device.baudrate not in cc.BAUD_RATES:
+            raise ConfigError(
+                f"--baud / device.baudrate {config.device.baudrate} is not a serial baud rate "
+                f"(one of {', '.join(map(str, sorted(cc.BAUD_RATES)))})"
+            )
+        if getattr(args, "ca_file", None):
+            config.es9.ca_file = args.ca_file
+        if getattr(args, "insecure", False):
+            config.es9.insecure = True
+            print(
+                "ipa: WARNING: --insecure: the SM-DP+'s TLS certificate is NOT verified; anyone on the path can "
+                "impersonate it. Lab use only.",
+                file=sys.stderr,
+                flush=True,
+            )
         if args.card:
             config.device.card = args.card
         if args.route:
@@ -373,11 +414,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.state:
             config.ipa.state_file = args.state
     except ConfigError as exc:
-        return out.error(f"configuration: {exc}")
+        return out.error(f"configuration: {exc}", {"step": "configuration"}, exit=cc.EXIT_USAGE)
+    if args.command == "status":
+        return report.status(config, out)
     try:
         return asyncio.run(run_command(args, config, out))
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # a second Ctrl-C during the cleanup of the first
+        return out.error(
+            cc.step_message(out.last_step or args.command, "interrupted"), out.where(), exit=cc.EXIT_INTERRUPTED
+        )
 
 
 if __name__ == "__main__":

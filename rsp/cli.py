@@ -6,7 +6,8 @@
     rsp types [--all]
     rsp pki ...                                              # see `rsp pki --help`
 
-HEX/JSON may be given as ``-`` to read stdin. Errors print one line naming the step and exit with status 2. The JSON
+HEX/JSON may be given as ``-`` to read stdin. Errors print one line naming the step and exit with status 2 (the
+input is a bad option value: the exit codes of docs/cli.md, shared by every tool); ``rsp --version``. The JSON
 shape is described in docs/asn1.md and :mod:`rsp.asn1.jsonval`.
 """
 
@@ -165,10 +166,13 @@ def _run_pki(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from rsp import cli_contract as cc
+
+    parser = cc.ContractParser(
         prog="rsp",
         description="SGP.32/SGP.22 RSP field tool: decode/encode ESipa, ES10 and ES9+ messages; lab PKI.",
     )
+    cc.add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="{decode,encode,types,pki}")
     sub.required = True
 
@@ -205,8 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_ERROR
-    except BrokenPipeError:
-        return 0
+    except BrokenPipeError:  # `rsp types | head -1`: the reader has what it wanted (docs/cli.md: exit 0, quiet)
+        from rsp.cli_contract import EXIT_PIPE, _silence_stdout
+
+        _silence_stdout()
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":

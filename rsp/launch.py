@@ -4,6 +4,8 @@ One distribution installs every command, whatever extra was chosen: a device ins
 still gets an ``eim`` script. Each script first checks that the packages of its extra are importable and, when
 they are not, says in one line which extra to install and exits 2 (the usage code), instead of a traceback from
 deep inside the command (``ModuleNotFoundError: No module named 'prometheus_client'`` under ``eim serve``).
+Then it runs the command's ``main()`` under :func:`rsp.cli_contract.guard`: no traceback for a closed pipe
+(``| head -1``, exit 0) or Ctrl-C (exit 130), the contract of docs/cli.md.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def launch(command: str) -> int:
             file=sys.stderr,
         )
         return 2
-    return importlib.import_module(module).main()
+    from rsp.cli_contract import guard
+
+    return guard(command, importlib.import_module(module).main)
 
 
 def _entry(command: str) -> Callable[[], None]:

@@ -14,17 +14,20 @@
                          [--profile-class C] [--json]
     smdpp notifications --data DIR [--json]
 
-Exit codes: 0 done, 1 the step failed (message names it), 2 bad arguments.
+``--json`` (before or after the subcommand) prints the JSON-lines envelope of docs/cli.md: one ``item`` line per
+listed order, profile or notification and a final ``lpa`` line (``{"count": N}`` after a listing, else the
+object). Exit codes (docs/cli.md): 0 done, 1 the step failed (message names it), 2 bad arguments,
+3 ``serve`` cannot listen.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
+from rsp import cli_contract as cc
 from smdpp import orders, profiles, upp
 from smdpp.store import STATES, OrderStore, StoreError
 
@@ -33,7 +36,9 @@ CURVES = {"nist": ("nist",), "brainpool": ("brainpool",), "both": ("nist", "brai
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="smdpp", description="Lab SM-DP+ (SGP.22 v2.5 ES9+ over HTTPS)")
+    p = cc.ContractParser(prog="smdpp", description="Lab SM-DP+ (SGP.22 v2.5 ES9+ over HTTPS)")
+    cc.add_version(p)
+    p.add_argument("--json", action="store_true", help="the JSON-lines envelope of docs/cli.md")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="run the SM-DP+")
@@ -66,34 +71,29 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--host", default=DEFAULT_ADDRESS, help=f"SM-DP+ address for the code (default {DEFAULT_ADDRESS})")
     c.add_argument("--hold", action="store_true", help="confirm but do not release (state confirmed)")
     c.add_argument("--matching-id", help="use this matchingId instead of a random one")
-    c.add_argument("--json", action="store_true")
     for name in ("show", "release", "cancel"):
         x = o.add_parser(name)
         x.add_argument("matching_id")
         x.add_argument("--data", type=Path, required=True)
-        x.add_argument("--json", action="store_true")
         if name == "cancel":
             x.add_argument("--final", choices=("available", "unavailable"), default="unavailable")
     ls = o.add_parser("list")
     ls.add_argument("--data", type=Path, required=True)
     ls.add_argument("--state", choices=STATES)
     ls.add_argument("--eid")
-    ls.add_argument("--json", action="store_true")
 
     pr = sub.add_parser("profile", help="test profiles").add_subparsers(dest="profile_cmd", required=True)
     pl = pr.add_parser("list")
     pl.add_argument("--data", type=Path, help="also list the packages imported into this data directory")
-    pl.add_argument("--json", action="store_true")
     pi = pr.add_parser("import", help="import a profile package file (DER UPP) to serve by name")
     pi.add_argument("file", type=Path)
     pi.add_argument("--data", type=Path, required=True)
     pi.add_argument("--name", help="profile name (default upp-<sha256 prefix>)")
     _upp_metadata_args(pi)
-    pi.add_argument("--json", action="store_true")
 
     n = sub.add_parser("notifications", help="notifications received")
     n.add_argument("--data", type=Path, required=True)
-    n.add_argument("--json", action="store_true")
+    cc.globals_after_subcommands(p, ("--json",))
     return p
 
 
@@ -120,20 +120,15 @@ def _import(args: argparse.Namespace, path: Path, name: str | None = None) -> pr
     )
 
 
-def _print_profiles(items: list[profiles.TestProfile], as_json: bool) -> None:
-    for p in items:
-        if as_json:
-            print(json.dumps(p.to_json()))
-        elif p.upp is not None:
-            print(f"{p.name:<11} {p.size:>7} bytes  class {p.profile_class:<11} ICCID {p.fixed_iccid}  {p.description}")
-        else:
-            print(f"{p.name:<11} {p.size:>7} bytes  class {p.profile_class:<11} {p.description}")
+def _profile_line(p: profiles.TestProfile) -> str:
+    if p.upp is not None:
+        return f"{p.name:<11} {p.size:>7} bytes  class {p.profile_class:<11} ICCID {p.fixed_iccid}  {p.description}"
+    return f"{p.name:<11} {p.size:>7} bytes  class {p.profile_class:<11} {p.description}"
 
 
-def _print_order(d: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(d))
-        return
+def _print_order(d: dict, out: cc.Envelope) -> int:
+    if out.json:
+        return out.success(d)
     print(f"activation code: {d['activation_code']}")
     for key in (
         "matching_id",
@@ -152,12 +147,31 @@ def _print_order(d: dict, as_json: bool) -> None:
             print(f"  {key}: {d[key]}")
     for ev in d.get("history", []):
         print(f"  {ev['at']}  {ev['state']:<11} {ev['detail']}")
+    return 0
+
+
+def _fail(out: cc.Envelope, step: str, exc: Exception | str, code: int) -> int:
+    """The error line (stderr, and the final envelope line under --json); returns the exit code."""
+    message = cc.step_message(step, str(exc))
+    if out.json:
+        out.error(message, {"step": step}, exit=code)
+    print(f"smdpp {message}", file=sys.stderr)
+    return code
+
+
+def _listed(out: cc.Envelope, what: str) -> int:
+    if out.json:
+        return out.success({"count": out.items})
+    if not out.items:
+        print(f"no {what}")  # an empty listing says so (docs/cli.md)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = cc.parse_args(_parser(), argv)
+    out = cc.Envelope(args.json, "smdpp")
     if args.cmd == "serve":
-        return _serve(args)
+        return _serve(args, out)
     if args.cmd == "profile":
         if args.data is not None:
             profiles.use_data_dir(args.data)
@@ -165,29 +179,27 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 imported = _import(args, args.file, args.name)
             except upp.UppError as exc:
-                print(f"smdpp profile import: {exc}", file=sys.stderr)
-                return 2
-            _print_profiles([imported], args.json)
-            return 0
+                return _fail(out, "profile import", exc, cc.EXIT_USAGE)
+            return out.success(imported.to_json(), _profile_line(imported))
         try:
-            _print_profiles(profiles.all_profiles(), args.json)
+            for p in profiles.all_profiles():
+                out.item("profile", p.to_json(), _profile_line(p))
         except upp.UppError as exc:
-            print(f"smdpp profile list: {exc}", file=sys.stderr)
-            return 1
-        return 0
+            return _fail(out, "profile list", exc, cc.EXIT_REFUSED)
+        return _listed(out, "profiles")
     profiles.use_data_dir(args.data)
     store = OrderStore.in_dir(args.data)
     try:
         if args.cmd == "notifications":
             for note in store.notifications(1000):
                 d = note.to_json()
-                print(
-                    json.dumps(d)
-                    if args.json
-                    else f"{d['received_at']} {d['kind']:<5} {d['event'] or '-':<8} ICCID {d['iccid'] or '-'} "
-                    f"verified={d['verified']} {d['detail']}"
+                out.item(
+                    "notification",
+                    d,
+                    f"{d['received_at']} {d['kind']:<5} {d['event'] or '-':<8} ICCID {d['iccid'] or '-'} "
+                    f"verified={d['verified']} {d['detail']}",
                 )
-            return 0
+            return _listed(out, "notifications")
         if args.order_cmd == "create":
             try:
                 if args.upp is not None and args.profile is not None:
@@ -206,20 +218,18 @@ def main(argv: list[str] | None = None) -> int:
                     matching_id=args.matching_id,
                 )
             except (orders.OrderError, upp.UppError) as exc:
-                print(f"smdpp order create: {exc}", file=sys.stderr)
-                return 2
-            _print_order(orders.order_json(store, order), args.json)
-            return 0
+                return _fail(out, "order create", exc, cc.EXIT_USAGE)
+            return _print_order(orders.order_json(store, order), out)
         if args.order_cmd == "list":
             for order in store.list(args.state, args.eid):
                 d = orders.order_json(store, order)
-                print(
-                    json.dumps(d)
-                    if args.json
-                    else f"{d['matching_id']}  {d['state']:<11} {d['profile']:<10} ICCID {d['iccid']}  "
-                    f"EID {d['eid'] or '-'}"
+                out.item(
+                    "order",
+                    d,
+                    f"{d['matching_id']}  {d['state']:<11} {d['profile']:<10} ICCID {d['iccid']}  "
+                    f"EID {d['eid'] or '-'}",
                 )
-            return 0
+            return _listed(out, "orders")
         try:
             if args.order_cmd == "show":
                 order = store.require(args.matching_id)
@@ -228,15 +238,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 order = store.cancel(args.matching_id, args.final)
         except StoreError as exc:
-            print(f"smdpp order {args.order_cmd}: {exc}", file=sys.stderr)
-            return 1
-        _print_order(orders.order_json(store, order, history=args.order_cmd == "show"), args.json)
-        return 0
+            return _fail(out, f"order {args.order_cmd}", exc, cc.EXIT_REFUSED)
+        return _print_order(orders.order_json(store, order, history=args.order_cmd == "show"), out)
     finally:
         store.close()
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, out: cc.Envelope) -> int:
     from smdpp.config import SmdppConfig
     from smdpp.credentials import CredentialsError
     from smdpp.server import serve
@@ -245,8 +253,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     if args.pki is None and not args.sgp26:
-        print("smdpp serve: give --pki DIR (a lab PKI from `rsp pki init`) or --sgp26", file=sys.stderr)
-        return 2
+        return _fail(out, "serve", "give --pki DIR (a lab PKI from `rsp pki init`) or --sgp26", cc.EXIT_USAGE)
     config = SmdppConfig(
         data_dir=args.data,
         pki_dir=args.pki,
@@ -261,11 +268,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         serve(config)
     except CredentialsError as exc:
-        print(f"smdpp serve: loading credentials failed: {exc}", file=sys.stderr)
-        return 1
+        return _fail(out, "serve", f"loading credentials failed: {exc}", cc.EXIT_REFUSED)
     except OSError as exc:
-        print(f"smdpp serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(out, "serve", f"cannot listen on {args.host}:{args.port}: {exc}", cc.EXIT_CONNECTION)
     return 0
 
 

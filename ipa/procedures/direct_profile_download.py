@@ -10,10 +10,17 @@ Every failure after the eUICC opened a session ends with ES10b.CancelSession (re
 could not be reached, ``postponed`` when a confirmation code is needed and none was given, ``loadBppExecutionError``
 when the BPP load broke off, ``undefinedReason`` otherwise) and ES9+ cancelSession (best effort); errors the
 eUICC or the SM-DP+ reported themselves are sent to the SM-DP+ in the next ES9+ call as SGP.22 requires.
+
+Interrupted (the task cancelled: Ctrl-C in ``ipa download``) after the eUICC opened a session, the procedure still
+ends it - ES10b.CancelSession and ES9+ cancelSession with reason ``postponed`` (SGP.22 v2.5 §5.7.14 / §5.6.5: the
+end user did not reject the profile, the download was put off; the SM-DP+ keeps the order for a retry with the
+same activation code, where ``endUserRejection`` would end it) - reports ``CancelSession`` and ``cancelSession``
+progress steps, and re-raises the cancellation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ipa import messages as m
@@ -75,9 +82,12 @@ async def download(
         try:
             client = await es9.authenticate_client(addr, txid, auth.raw)
         except Es9Error as exc:
-            if auth.ok:
-                await _cancel(ctx, es9, addr, txid, _es9_cancel_reason(exc))
-            raise DownloadFailed(exc.step, str(exc), code=exc.reason_code, code_name=_es9_code(exc)) from None
+            reason = _es9_cancel_reason(exc) if auth.ok else None
+            if reason is not None:
+                await _cancel(ctx, es9, addr, txid, reason)
+            raise DownloadFailed(
+                exc.step, str(exc), code=exc.reason_code, code_name=_es9_code(exc), cancel_reason=reason
+            ) from None
         if not auth.ok:  # the SM-DP+ was told (SGP.22); nothing to cancel
             name = code_name(AuthenticateErrorCode, auth.error or 127)
             raise DownloadFailed("AuthenticateServer", f"eUICC answered {name}", code=auth.error, code_name=name)
@@ -99,9 +109,12 @@ async def download(
         try:
             bpp = await es9.get_bound_profile_package(addr, txid, prep.raw)
         except Es9Error as exc:
-            if prep.ok:
-                await _cancel(ctx, es9, addr, txid, _es9_cancel_reason(exc))
-            raise DownloadFailed(exc.step, str(exc), code=exc.reason_code, code_name=_es9_code(exc)) from None
+            reason = _es9_cancel_reason(exc) if prep.ok else None
+            if reason is not None:
+                await _cancel(ctx, es9, addr, txid, reason)
+            raise DownloadFailed(
+                exc.step, str(exc), code=exc.reason_code, code_name=_es9_code(exc), cancel_reason=reason
+            ) from None
         if not prep.ok:
             name = code_name(DownloadErrorCode, prep.error or 127)
             raise DownloadFailed("PrepareDownload", f"eUICC answered {name}", code=prep.error, code_name=name)
@@ -132,11 +145,22 @@ async def download(
             await immediate_enable(ctx)
         return pir
     except Es10Error as exc:
+        reason = None
         if txid is not None:
-            await _cancel(ctx, es9, addr, txid, CancelSessionReason.undefinedReason)
+            reason = CancelSessionReason.undefinedReason
+            await _cancel(ctx, es9, addr, txid, reason)
         raise DownloadFailed(
-            exc.step, str(exc), code=exc.code if exc.code is not None else exc.sw, code_name=exc.code_name
+            exc.step,
+            str(exc),
+            code=exc.code if exc.code is not None else exc.sw,
+            code_name=exc.code_name,
+            cancel_reason=reason,
         ) from None
+    except asyncio.CancelledError:
+        if txid is not None:
+            sent = await _cancel(ctx, es9, addr, txid, CancelSessionReason.postponed)
+            ctx.report("cancelSession", reason="postponed(1)", accepted=sent)
+        raise
     finally:
         await es9.close()
 
@@ -149,14 +173,17 @@ def _es9_code(exc: Es9Error) -> str | None:
     return None
 
 
-async def _cancel(ctx: IpaContext, es9, addr: str, txid: bytes, reason: int) -> None:
+async def _cancel(ctx: IpaContext, es9, addr: str, txid: bytes, reason: int) -> bool:
+    """ES10b.CancelSession then ES9+ cancelSession; whether the SM-DP+ took it."""
     signed = await cancel_on_card(ctx, txid, reason)
     if signed is None:
-        return
+        return False
     try:
         await es9.cancel_session(addr, txid, signed)
     except Es9Error as exc:
         log.warning("ES9+ cancelSession failed (the SM-DP+ session will expire): %s", exc)
+        return False
+    return True
 
 
 async def _deliver_pir(ctx: IpaContext, es9, addr: str, pir: ProfileInstallationResult) -> None:

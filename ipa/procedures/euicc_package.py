@@ -19,11 +19,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ipa import codes
 from ipa import messages as m
 from ipa.codes import EimPackageResultErrorCode
-from ipa.es10 import Es10Error
+from ipa.es10 import Es10Error, ProfileInfo
 from ipa.procedures.context import IpaContext
 from ipa.procedures.result_delivery import deliver_results, queue_provide_result
+from rsp import tlv
 
 log = logging.getLogger("ipa.procedures.euicc_package")
 
@@ -89,6 +91,46 @@ async def execute(ctx: IpaContext, pkg: m.EuiccPackageRequest, *, deliver: bool 
     return epr
 
 
+_RESULT_CODES = {
+    "enableResult": codes.EnableProfileResult,
+    "disableResult": codes.DisableProfileResult,
+    "deleteResult": codes.DeleteProfileResult,
+    "rollbackResult": codes.RollbackProfileResult,
+    "configureImmediateEnableResult": codes.ConfigImmediateEnableResult,
+}
+
+
+def result_entries(epr: m.EuiccPackageResult) -> list[dict[str, Any]]:
+    """The card's answer per operation, for people (SGP.32 §2.11.2.1 EuiccResultData): the code with its name
+    (``iccidOrAidNotFound(1)``), and the profiles of a listProfileInfoResult."""
+    out: list[dict[str, Any]] = []
+    for r in epr.results:
+        entry: dict[str, Any] = {"name": r.name, "code": r.code}
+        enum = _RESULT_CODES.get(r.name)
+        if r.code is not None:
+            entry["codeName"] = codes.code_name(enum, r.code) if enum else str(r.code)
+        if r.name == "listProfileInfoResult":
+            entry.update(_profile_list(r.raw))
+        out.append(entry)
+    return out
+
+
+def _profile_list(raw: bytes) -> dict[str, Any]:
+    try:
+        kids = tlv.children(tlv.parse_exact(raw))
+        if kids and kids[0].tag == 0x81:
+            code = m.dec_int(kids[0].value, "listProfileInfoResult")
+            return {"code": code, "codeName": codes.code_name(codes.ProfileInfoListError, code)}
+        if kids and kids[0].tag == 0xA0:
+            return {
+                "code": 0,
+                "profiles": [ProfileInfo.parse(p).to_json() for p in tlv.children(kids[0]) if p.tag == 0xE3],
+            }
+    except Exception as exc:  # shown to a person; the result itself is forwarded to the eIM verbatim
+        return {"decodeError": str(exc)}
+    return {}
+
+
 async def finish(ctx: IpaContext, inflight: dict[str, Any], epr: m.EuiccPackageResult) -> None:
     """Queue the ProvideEimPackageResult for ``epr`` (steps 3-4) and end ``inflight`` in the same write."""
     ctx.report(
@@ -97,6 +139,7 @@ async def finish(ctx: IpaContext, inflight: dict[str, Any], epr: m.EuiccPackageR
         seqNumber=epr.seq_number,
         results={r.name: r.code for r in epr.results} or None,
         error=epr.error_code,
+        entries=result_entries(epr) or None,
     )
     if epr.profile_changed or ctx.es10.channel.reset_detected:
         await ctx.es10.ensure_open()  # REFRESH recovery: the modem reset the card after the state change

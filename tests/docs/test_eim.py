@@ -120,7 +120,7 @@ def test_eim_guide_section_1(tmp_path: Path) -> None:
         euiccs = run(EUICC_LIST, tmp_path, subs, env).stdout
         assert f"{EID}  eim=eim.lab  counter=1  cert=yes  binding=http" in euiccs, euiccs
 
-        created = json.loads(run(DOWNLOAD, tmp_path, subs, env).stdout)
+        created = json.loads(run(DOWNLOAD, tmp_path, subs, env).stdout)["payload"]["data"]
         assert created["status"] == "queued"
         # the device reported eimDownloadDataHandling in the data request above: the eIM keeps the download data
         assert created["params"].get("eimHoldsData") is True, created["params"]
@@ -132,7 +132,9 @@ def test_eim_guide_section_1(tmp_path: Path) -> None:
 
         out = run(REGISTER_SECOND, tmp_path, subs, env).stdout
         assert out.startswith("registered 89999000000000000000000000010218  eim=eim.lab  counter=0"), out
-        batch = run(BATCH, tmp_path, subs, env).stdout.splitlines()
+        done = run(BATCH, tmp_path, subs, env, ok=False)
+        assert done.returncode == 1 and "eim: create batch: 1 of 3 item(s) refused" in done.stderr, done.stderr
+        batch = done.stdout.splitlines()
         assert "kind=psmo  queued=2 refused=1" in batch[0], batch
         rows = [line.split() for line in batch[1:]]
         assert [r[:3] for r in rows] == [

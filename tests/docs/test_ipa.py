@@ -14,6 +14,7 @@ from pathlib import Path
 
 from demo.procs import free_port, wait_path, wait_port
 from tests.docs.doccmds import BIN, doc_cmd, run, start, stop, tool_env
+from tests.envelope import json_result
 
 EID = "89999000000000000000000000000130"
 MATCHING_ID = "K6EMD-C40PE-48PEW-N8KDU"
@@ -49,7 +50,7 @@ def tool(cwd: Path, *argv: str, env: dict[str, str] | None = None) -> str:
 def wait_done(cwd: Path, op_id: str, env: dict[str, str], timeout: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        op = json.loads(tool(cwd, "eim", "--json", "op", "show", op_id, env=env).splitlines()[-1])
+        op = json.loads(tool(cwd, "eim", "--json", "op", "show", op_id, env=env).splitlines()[-1])["payload"]["data"]
         if op["status"] not in ("queued", "in_progress"):
             return op
         time.sleep(0.2)
@@ -147,7 +148,7 @@ def test_field_technician_commands(tmp_path: Path, mosquitto) -> None:
         tool(tmp_path, "eim", "euicc", "register", EID, "--eim-id", "eim.lab", "--association-token", "1", env=env)
         enable = {"psmos": [{"enable": {"iccid": iccid, "rollback": True}}]}
         created = tool(tmp_path, "eim", "--json", "op", "create", EID, "psmo", "--params", json.dumps(enable), env=env)
-        op_id = json.loads(created.splitlines()[-1])["id"]
+        op_id = json_result(created)["id"]
         outcomes = []
         for _ in range(3):
             last = lpa(run(POLL, tmp_path, subs, env).stdout)[-1]["payload"]["data"]
@@ -167,7 +168,7 @@ def test_field_technician_commands(tmp_path: Path, mosquitto) -> None:
         listing = {"psmos": [{"listProfileInfo": {}}]}
         created = tool(tmp_path, "eim", "--json", "op", "create", EID, "psmo", "--params", json.dumps(listing), env=env)
         ipa = start(RUN_HTTP, tmp_path, tmp_path / "ipa-http.log", subs, env)
-        assert wait_done(tmp_path, json.loads(created.splitlines()[-1])["id"], env)["status"] == "done"
+        assert wait_done(tmp_path, json_result(created)["id"], env)["status"] == "done"
         assert sigterm(ipa) == 0
         log = (tmp_path / "ipa-http.log").read_text()
         for text in (
@@ -188,7 +189,7 @@ def test_field_technician_commands(tmp_path: Path, mosquitto) -> None:
             time.sleep(0.1)
         disable = {"psmos": [{"disable": {"iccid": iccid}}]}
         created = tool(tmp_path, "eim", "--json", "op", "create", EID, "psmo", "--params", json.dumps(disable), env=env)
-        assert wait_done(tmp_path, json.loads(created.splitlines()[-1])["id"], env, timeout=20)["status"] == "done"
+        assert wait_done(tmp_path, json_result(created)["id"], env, timeout=20)["status"] == "done"
         assert sigterm(ipa) == 0
         log = (tmp_path / "ipa-mqtt.log").read_text()
         for text in (

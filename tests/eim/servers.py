@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.envelope import json_items, json_result  # noqa: F401  (re-exported for the eIM tests)
 from tests.services import free_port
 
 

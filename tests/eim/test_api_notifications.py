@@ -181,4 +181,4 @@ def test_cli_exit_codes(capsys):
     assert exc.value.code == 2 and "invalid choice: 'delivered'" in capsys.readouterr().err
     assert main(["--url", f"http://127.0.0.1:{CLOSED_PORT}", "--json", "notification", "list"]) == 3
     out, err = capsys.readouterr()
-    assert '"exit": 3' in out and "cannot reach the eIM" in err
+    assert '"exit":3' in out and "cannot reach the eIM" in err

@@ -193,7 +193,8 @@ def test_psk_set_generate_prints_the_key_once_and_writes_the_file(tmp_path, caps
     assert path.read_text() == f"{EID}:{key_hex}\n" and path.stat().st_mode & 0o777 == 0o600
 
     assert run_cli("--json", "psk", "set", EID, "--generate", "--file", str(path)) == 0
-    obj = json.loads(capsys.readouterr().out)
+    (line,) = capsys.readouterr().out.splitlines()  # the contract's final envelope line, nothing else
+    obj = json.loads(line)["payload"]["data"]
     assert obj["eid"] == EID and obj["replaced"] is True and obj["key"] != key_hex
     assert parse_psk_file(path.read_text()) == {EID: bytes.fromhex(obj["key"])}
 
@@ -209,7 +210,9 @@ def test_psk_list_shows_eids_never_keys(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out == f"{EID}\n{EID2}\n" and KEY.hex() not in out
     assert run_cli("--json", "psk", "list", "--file", str(path)) == 0
-    assert [json.loads(ln) for ln in capsys.readouterr().out.splitlines()] == [{"eid": EID}, {"eid": EID2}]
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert [ln["payload"]["data"] for ln in lines if ln["type"] == "item"] == [{"eid": EID}, {"eid": EID2}]
+    assert lines[-1]["type"] == "lpa" and lines[-1]["payload"]["data"] == {"count": 2}
 
 
 def test_psk_remove(tmp_path, capsys):
@@ -252,7 +255,8 @@ def test_psk_file_errors_name_the_step(tmp_path, capsys):
     assert path.read_text() == f"{EID}:{KEY.hex()}\nbroken\n"  # untouched
     assert run_cli("--json", "psk", "list", "--file", str(path)) == 1
     out, _ = capsys.readouterr()
-    assert json.loads(out)["exit"] == 1 and "line 2" in json.loads(out)["error"]
+    payload = json.loads(out)["payload"]
+    assert payload["code"] == -1 and payload["data"]["exit"] == 1 and "line 2" in payload["message"]
 
 
 def test_psk_without_a_file_is_a_usage_error(tmp_path, capsys, monkeypatch):

@@ -27,7 +27,7 @@ from rsp.pki import create_lab_pki, lab_eid
 from smdpp.config import SmdppConfig
 from smdpp.server import running_server
 from tests.eim.conftest import fresh_pg_database
-from tests.eim.servers import run_cli, start_eim
+from tests.eim.servers import json_items, run_cli, start_eim
 from tests.services import free_port
 from tests.smdpp.sim import SimEuicc
 
@@ -191,7 +191,7 @@ def test_permanent_refusal_ends_failed_with_the_reason(lab, tmp_path):
             assert listed(eim, "pending") == []
             r = run_cli(eim, "--json", "notification", "list", "--status", "failed")
             assert r.returncode == 0, r.stderr
-            [line] = [json.loads(x) for x in r.stdout.splitlines()]
+            [line] = json_items(r.stdout)
             assert line["id"] == failed["id"] and line["last_error"] == failed["last_error"]
             r = run_cli(eim, "notification", "list")
             assert "failed" in r.stdout and "Failed 1.2/2.1" in r.stdout

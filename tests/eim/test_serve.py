@@ -19,7 +19,7 @@ from eim.store import open_store
 from rsp import asn1, tlv
 from rsp.pki import create_lab_pki, lab_eid
 from tests.eim.helpers import EIM_ID, Card, get_eim_package_request, provide_result
-from tests.eim.servers import run_cli, start_eim
+from tests.eim.servers import json_items, json_result, run_cli, start_eim
 from tests.services import free_port, missing_service
 
 EIDS = [lab_eid(i) for i in range(41, 47)]
@@ -148,7 +148,7 @@ def test_curl_and_cli(store_url, lab, tmp_path):
         eid = EIDS[0]
         r = run_cli(server, "--json", "euicc", "register", eid, "--association-token", "1", "--label", "site=lab")
         assert r.returncode == 0, r.stderr
-        line = json.loads(r.stdout)
+        line = json_result(r.stdout)
         assert line["created"] is True and line["euicc"]["labels"] == {"site": "lab"}
         request = tmp_path / "get.der"
         request.write_bytes(bytes.fromhex("BF4F125A10" + eid))
@@ -179,20 +179,22 @@ def test_curl_and_cli(store_url, lab, tmp_path):
 
         r = run_cli(server, "--json", "op", "create", eid, "download", "--activation-code", "1$smdp.example.com$X1")
         assert r.returncode == 0, r.stderr
-        op = json.loads(r.stdout)
+        op = json_result(r.stdout)
         assert op["status"] == "queued" and op["params"]["activationCode"] == "1$smdp.example.com$X1"
         r = run_cli(server, "--json", "op", "create", eid, "psmo", "--params", '{"psmos": [{"getRAT": {}}]}')
         assert r.returncode == 0, r.stderr
         r = run_cli(server, "--json", "op", "list", "--eid", eid)
-        lines = [json.loads(ln) for ln in r.stdout.splitlines()]
+        lines = json_items(r.stdout)
         assert [o["kind"] for o in lines] == ["download", "euicc_data", "psmo"]  # one object per line, in order
         r = run_cli(server, "op", "show", op["id"])
         assert r.returncode == 0 and json.loads(r.stdout)["audit"][0]["action"] == "create"
         r = run_cli(server, "op", "cancel", op["id"])
         assert r.returncode == 0 and r.stdout.startswith("cancelled ")
         r = run_cli(server, "--json", "batch", "create", "euicc_data", "--eid", eid, "--eid", "123")
-        assert r.returncode == 0, r.stderr
-        batch = json.loads(r.stdout)
+        assert r.returncode == 1, r.stderr  # one item refused: exit 1 (docs/cli.md), the batch in the error's data
+        final = json.loads(r.stdout.splitlines()[-1])["payload"]
+        assert final["code"] == -1 and final["message"] == "create batch: 1 of 2 item(s) refused"
+        batch = final["data"]
         assert [i["status"] for i in batch["items"]] == ["queued", "refused"]
         r = run_cli(server, "batch", "show", batch["id"])
         assert r.returncode == 0 and "refused" in r.stdout

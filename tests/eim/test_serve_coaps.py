@@ -4,7 +4,6 @@ gets ``BF4F03020101``; keys set and removed with ``eim psk`` while it runs take 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import subprocess
 import time
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from rsp.pki import create_lab_pki, lab_eid
-from tests.eim.servers import eim_command, run_cli, start_eim
+from tests.eim.servers import eim_command, json_items, run_cli, start_eim
 from tests.services import free_port, require_dtls
 
 EIDS = [lab_eid(i) for i in range(61, 63)]
@@ -115,7 +114,7 @@ def test_eim_serve_answers_coaps_with_keys_from_eim_psk(lab, tmp_path):
         r = subprocess.run(
             [*eim_command(), "--config", str(server.config), "--json", "psk", "list"], capture_output=True, text=True
         )
-        assert r.returncode == 0 and [json.loads(x) for x in r.stdout.splitlines()] == [{"eid": EIDS[1]}]
+        assert r.returncode == 0 and json_items(r.stdout) == [{"eid": EIDS[1]}]
         metrics = httpx.get(server.url + "/metrics").text
         assert 'eim_esipa_requests_total{binding="coap",function="getEimPackage",outcome="ok"}' in metrics
     finally:

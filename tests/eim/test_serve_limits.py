@@ -19,7 +19,7 @@ import pytest
 
 from eim.config import load_config
 from rsp.pki import create_lab_pki, lab_eid
-from tests.eim.servers import EimServer, eim_command, run_cli, start_eim
+from tests.eim.servers import EimServer, eim_command, json_items, run_cli, start_eim
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -296,7 +296,7 @@ def test_operators_rotate_without_restart_and_the_audit_names_them(lab, tmp_path
         assert r.returncode == 0
         until(lambda: get("/v1/euiccs", grafana) == 401)
         listed = run_cli(None, "--json", "operator", "list", "--file", str(ops))
-        assert [json.loads(ln) for ln in listed.stdout.splitlines()] == [{"name": "alice", "role": "admin"}]
+        assert json_items(listed.stdout) == [{"name": "alice", "role": "admin"}]
         assert new not in ops.read_text() and alice not in server.log_text() and new not in server.log_text()
         access = [json.loads(ln) for ln in server.log_text().splitlines() if '"logger": "eim.api"' in ln]
         assert any(a["operator"] == "alice" and a["status"] == 201 and a["method"] == "POST" for a in access)

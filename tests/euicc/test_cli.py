@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 from euicc.cli import main
+from tests.envelope import json_result
 from tests.euicc.conftest import LAB_EID, REAL_EID
 
 SGP26_CI = Path(__file__).resolve().parent.parent / "data" / "sgp26" / "CertificateIssuer" / "CERT_CI_ECDSA_NIST.pem"
@@ -39,7 +39,7 @@ def test_new_show_apdu_es10(lab_pki, tmp_path, capsys):
     )
     assert code == 0 and REAL_EID in out
     code, out, _ = run(capsys, "show", "--state", state, "--json")
-    info = json.loads(out)
+    info = json_result(out)
     assert info["eid"] == REAL_EID and info["default_dp_address"] == "smdp.lab.example"
     assert "F54172BDF98A95D65CBEB88A38A1C11D800A85C3" in info["ci_key_ids_verification"]
     assert info["profiles"] == [] and info["eims"] == [] and info["pending_notifications"] == []
@@ -79,7 +79,7 @@ def test_errors_exit_2_naming_the_step(lab_pki, tmp_path, capsys):
     code, _, err = run(capsys, "apdu", "--state", state, "zz")
     assert code == 2 and "send APDU" in err and "not hexadecimal" in err
     code, _, err = run(capsys, "es10", "--state", state, "BF7F00")
-    assert code == 2 and "send ES10 command" in err and "6A88" in err
+    assert code == 1 and "send ES10 command" in err and "6A88" in err  # the card refused (docs/cli.md)
     code, _, err = run(capsys, "show", "--state", str(tmp_path / "missing.json"))
     assert code == 2 and "show card" in err
 
@@ -96,7 +96,7 @@ def test_console_script(lab_pki, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     shown = subprocess.run([script, "show", "--state", state, "--json"], capture_output=True, text=True, timeout=60)
-    assert json.loads(shown.stdout)["curve"] == "brainpool"
+    assert json_result(shown.stdout)["curve"] == "brainpool"
     bad = subprocess.run([script, "show"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2  # argparse usage error
 
@@ -114,5 +114,5 @@ def test_show_prints_iccids_as_digits(lab_pki, tmp_path, capsys):
     assert "ICCID 8944000000000000001 " in out and "98440000" not in out
     assert "install  smdp.example  ICCID 8944000000000000001" in out  # the pending PIR names it too
     code, out, _ = run(capsys, "show", "--state", str(state), "--json")
-    profile = json.loads(out)["profiles"][0]
+    profile = json_result(out)["profiles"][0]
     assert profile["iccid_digits"] == "8944000000000000001" and profile["iccid"] == "984400000000000000F1"

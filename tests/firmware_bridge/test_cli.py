@@ -46,11 +46,19 @@ def run_probe(port: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([FWBRIDGE, "probe", "--port", port, *extra], capture_output=True, text=True, timeout=60)
 
 
+def report_of(stdout: str) -> dict:
+    """The probe report: the data of the one envelope line ``--json`` prints (docs/cli.md)."""
+    (line,) = stdout.splitlines()
+    obj = json.loads(line)
+    assert obj["type"] == "lpa" and obj["payload"]["code"] in (0, -1)
+    return obj["payload"]["data"]
+
+
 def test_probe_json_on_a_good_modem(modem_factory, card):
     vm = modem_factory(card)
     done = run_probe(vm.path, "--json")
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
-    report = json.loads(done.stdout)
+    report = report_of(done.stdout)
     assert report["eid"] == EID and report["isdr_reachable"] is True
     assert report["routes"]["cgla"]["works"] and report["routes"]["csim"]["works"]
     assert report["routes"]["cgla"]["eid"] == report["routes"]["csim"]["eid"] == EID
@@ -66,7 +74,7 @@ def test_probe_reports_the_exact_failing_command_of_a_csim_only_modem(modem_fact
     vm = modem_factory(card, "csim-limit=250", model="SIM7600G-H")
     done = run_probe(vm.path, "--json")
     assert done.returncode == EXIT_OK
-    report = json.loads(done.stdout)
+    report = report_of(done.stdout)
     assert report["profile"] == "simcom" and report["profile_source"] == "ATI/AT+CGMM"
     assert report["route"] == "csim" and report["eid"] == EID
     cgla = report["routes"]["cgla"]
@@ -117,7 +125,7 @@ def test_probe_silent_modem_exit_4(tmp_path):
         os.close(master)
         os.close(slave)
     assert done.returncode == EXIT_NO_AT
-    report = json.loads(done.stdout)
+    report = report_of(done.stdout)
     assert report["failures"][0]["command"] == "AT"
     assert report["failures"][0]["answer"] == ["<no final result within 0.5 s>"]
 
@@ -125,7 +133,7 @@ def test_probe_silent_modem_exit_4(tmp_path):
 def test_probe_missing_port_exit_3():
     done = run_probe("/dev/does-not-exist-fwbridge", "--json")
     assert done.returncode == EXIT_PORT
-    assert json.loads(done.stdout)["failures"][0]["step"] == "open port"
+    assert report_of(done.stdout)["failures"][0]["step"] == "open port"
 
 
 async def test_probe_locked_port_exit_3(modem_factory):
@@ -169,7 +177,7 @@ def test_virtual_modem_cli_link_counters_and_bad_input(tmp_path, state_template)
         path = proc.stdout.readline().strip()
         assert os.path.realpath(link) == path
         done = run_probe(str(link), "--json")
-        report = json.loads(done.stdout)
+        report = report_of(done.stdout)
         assert done.returncode == EXIT_OK and report["profile"] == "quectel" and report["eid"] == EID
     finally:
         proc.send_signal(signal.SIGINT)

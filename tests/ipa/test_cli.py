@@ -97,7 +97,7 @@ def test_notification_list_process_remove(card_file, tmp_path):
     assert rc == 1 and "nothingToDelete(1)" in lines[-1]["payload"]["message"]
     # process: no eIM reachable -> the notification stays, the error names the ESipa step
     rc, lines, _ = ipa(*args, "notification", "process", env={"IPA_EIM_URL": "http://127.0.0.1:1"})
-    assert rc == 1 and lines[-1]["payload"]["data"] == {"delivered": 0, "pending": 1}
+    assert rc == 1 and lines[-1]["payload"]["data"] == {"delivered": 0, "pending": 1, "exit": 1}
     assert [n.seq for n in SoftEuicc.load(card_file).state.notifications] == [1]
 
 
@@ -168,7 +168,7 @@ def test_human_mode_download_progress_and_tls_refused_without_ca(lab_pki, tmp_pa
         rc, _out, err = ipa(
             "--card", str(tmp_path / "card.cbor"), "--state", str(tmp_path / "ipa.cbor"), "download", "-a", ac
         )
-        assert rc == 1 and "certificate verify failed" in err.lower() and "initiateAuthentication" in err
+        assert rc == 3 and "certificate verify failed" in err.lower() and "initiateAuthentication" in err  # TLS: 3
         proc = subprocess.run(
             [
                 sys.executable,
@@ -253,3 +253,65 @@ async def test_poll_once_bootstraps_and_runs_a_package(make_rig):
     rc, lines, _ = await run_ipa("--json", *card, "poll", "--once", env=env)
     assert rc == 1 and lines[-1]["payload"]["message"].startswith("GetEimPackage: ")
     assert "HTTP 503" in lines[-1]["payload"]["message"]
+
+
+async def test_poll_shows_the_cards_result_codes_and_listed_profiles(make_rig):
+    """docs/cli.md: `ipa poll` reports what the eUICC answered per operation - a refused enable is not `success`
+    (exit 1, the code named), and a listProfileInfo shows the profiles, not `listProfileInfoResult: null`."""
+    rig = await make_rig("http")
+    env = {
+        "IPA_EIM_URL": rig.config.eim.url,
+        "IPA_EIM_PROVISIONING_FILE": rig.config.eim.provisioning_file,
+        "IPA_IPA_STATE_FILE": rig.config.ipa.state_file,
+    }
+    card = ["--card", str(rig.card.state_path)]
+    rc, lines, err = await run_ipa("--json", *card, "poll", env=env)  # bootstrap; `--once` is optional
+    assert rc == 0, err
+    rig.peer.queue(rig.peer.psmo(rig.peer.enable("89490000000000000099")))  # no such profile
+    rc, lines, err = await run_ipa("--json", *card, "poll", env=env)
+    assert rc == 1, err
+    final = lines[-1]["payload"]
+    assert final["code"] == -1 and final["data"]["exit"] == 1 and final["data"]["step"] == "EuiccPackageResult"
+    assert final["message"] == "EuiccPackageResult: the eUICC refused: enableResult iccidOrAidNotFound(1)"
+    assert final["data"]["euiccPackageResult"]["results"] == [
+        {"name": "enableResult", "code": 1, "codeName": "iccidOrAidNotFound(1)"}
+    ]
+    assert rig.peer.result_kinds()[-1] == "euiccPackageResult"  # the result still went to the eIM
+    rig.peer.queue(rig.peer.psmo(rig.peer.list_profiles()))
+    rc, lines, err = await run_ipa("--json", *card, "poll", env=env)
+    assert rc == 0, err
+    (entry,) = lines[-1]["payload"]["data"]["euiccPackageResult"]["results"]
+    assert entry["name"] == "listProfileInfoResult" and entry["code"] == 0
+    assert [(p["iccid"], p["profileState"]) for p in entry["profiles"]] == [(ICCID_A, "enabled"), (ICCID_B, "disabled")]
+    # ipa status reads the state file the daemon keeps, without the card
+    rc, lines, err = await run_ipa("--json", "status", env=env)
+    assert rc == 0, err
+    status = lines[-1]["payload"]["data"]
+    assert status["eid"] == EID_TEXT and status["lastContact"] is not None and status["failures"] == 0
+    assert status["queue"] == [] and status["binding"] == "auto"
+    # an eIM that cannot be reached is a connection failure (3), not a refusal (1)
+    rc, lines, err = await run_ipa("--json", *card, "poll", env={**env, "IPA_EIM_URL": "http://127.0.0.1:1"})
+    assert rc == 3, (lines, err)
+    assert lines[-1]["payload"]["data"]["exit"] == 3 and lines[-1]["payload"]["message"].startswith("GetEimPackage: ")
+
+
+def test_port_busy_names_the_process_holding_it(tmp_path):
+    """pyserial locks the port with flock; a second program gets `PortBusy`. The message names the holder (from
+    /proc/locks), not only a hint about ModemManager; exit 3 (port)."""
+    import fcntl
+
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    holder = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what `ipa run` holds through pyserial (exclusive=True)
+    try:
+        rc, lines, _ = ipa("--json", "--port", path, "--state", str(tmp_path / "s.cbor"), "chip", "info")
+    finally:
+        os.close(holder)
+        os.close(slave)
+        os.close(master)
+    assert rc == 3
+    payload = lines[-1]["payload"]
+    assert payload["data"]["step"] == "lock port" and payload["data"]["exit"] == 3
+    assert payload["data"]["holder"].startswith(f"pid {os.getpid()} (")
+    assert f"is held by pid {os.getpid()}" in payload["message"]

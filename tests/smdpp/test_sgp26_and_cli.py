@@ -3,7 +3,6 @@ started as a real subprocess (``smdpp serve``)."""
 
 from __future__ import annotations
 
-import json
 import signal
 import ssl
 import subprocess
@@ -19,6 +18,7 @@ from smdpp.certs import subject_key_id
 from smdpp.config import SmdppConfig
 from smdpp.credentials import load_sgp26, sgp26_dir
 from smdpp.server import running_server
+from tests.envelope import json_items, json_result
 from tests.services import free_port, wait_port
 from tests.smdpp.sim import Download, Es9Client, SimEuicc, status, unb64
 
@@ -100,7 +100,7 @@ def test_cli_serve_order_download(lab_pki, tmp_path):
             "--json",
         )
         assert created.returncode == 0, created.stderr
-        order = json.loads(created.stdout)
+        order = json_result(created.stdout)
         assert order["activation_code"] == f"1${address}${order['matching_id']}$$1"
         assert order["state"] == "released"
         client = Es9Client(f"https://{address}", verify=ssl.create_default_context(cafile=str(lab_pki.ca_bundle_path)))
@@ -113,9 +113,9 @@ def test_cli_serve_order_download(lab_pki, tmp_path):
         shown = _smdpp("order", "show", order["matching_id"], "--data", str(data))
         assert shown.returncode == 0 and "state: installed" in shown.stdout and "installed on EID" in shown.stdout
         listed = _smdpp("order", "list", "--data", str(data), "--state", "installed", "--json")
-        assert [json.loads(line)["matching_id"] for line in listed.stdout.splitlines()] == [order["matching_id"]]
+        assert [o["matching_id"] for o in json_items(listed.stdout)] == [order["matching_id"]]
         notes = _smdpp("notifications", "--data", str(data), "--json")
-        assert json.loads(notes.stdout.splitlines()[0])["verified"] is True
+        assert json_items(notes.stdout)[0]["verified"] is True
         bad = _smdpp("order", "create", "--data", str(data), "--profile", "nope")
         assert bad.returncode == 2 and "unknown profile" in bad.stderr
         missing = _smdpp("order", "show", "NOPE", "--data", str(data))
@@ -182,7 +182,7 @@ def test_insecure_http_mode(lab_pki, tmp_path):
 
 def test_profile_list_cli():
     r = _smdpp("profile", "list", "--json")
-    names = [json.loads(line)["name"] for line in r.stdout.splitlines()]
+    names = [p["name"] for p in json_items(r.stdout)]
     assert {"ts48", "ts48-ppk", "large"} <= set(names)
 
 

@@ -6,7 +6,6 @@ and the check, and nothing is stored."""
 from __future__ import annotations
 
 import base64
-import json
 import ssl
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from ipa.es10 import Es10Client
 from smdpp import orders, profiles, upp
 from smdpp.profiles import iccid_to_bcd
 from smdpp.store import OrderStore
+from tests.envelope import json_items, json_result
 from tests.euicc.upp_sample import ts48_upp
 from tests.smdpp.conftest import EID1
 from tests.smdpp.lpa import LpaDownload
@@ -39,10 +39,10 @@ def test_cli_order_from_a_upp_file(tmp_path):
     path.write_bytes(ts48_upp(ICCID))
     r = _smdpp("order", "create", "--data", str(data), "--upp", str(path), "--service-provider", "GSMA", "--json")
     assert r.returncode == 0, r.stderr
-    order = json.loads(r.stdout)
+    order = json_result(r.stdout)
     assert order["iccid"] == ICCID and order["profile"].startswith("upp-") and order["state"] == "released"
     listed = _smdpp("profile", "list", "--data", str(data), "--json")
-    imported = [json.loads(line) for line in listed.stdout.splitlines() if json.loads(line)["source"] == "file"]
+    imported = [p for p in json_items(listed.stdout) if p["source"] == "file"]
     assert imported == [
         {
             "name": order["profile"],
@@ -59,7 +59,7 @@ def test_cli_order_from_a_upp_file(tmp_path):
     ]
     # the same file again: the same profile, a second order for the same ICCID
     again = _smdpp("order", "create", "--data", str(data), "--upp", str(path), "--json")
-    assert again.returncode == 0 and json.loads(again.stdout)["profile"] == order["profile"]
+    assert again.returncode == 0 and json_result(again.stdout)["profile"] == order["profile"]
     human = _smdpp("profile", "list", "--data", str(data))
     assert f"ICCID {ICCID}" in human.stdout
 
