@@ -121,8 +121,12 @@ def test_garbage_queries_get_4xx_with_a_message_and_change_nothing(store_url, la
         runner.run(fill(store))
         before = runner.run(store.list_notifications(limit=1000))
 
+        # "." and ".." are dot segments: the client resolves /v1/notifications/. to the collection itself (RFC 3986
+        # §5.2.4), so they name no other resource
+        suffixes = TEXT.filter(lambda t: quote(t, safe="") not in (".", ".."))
+
         @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(query=st.dictionaries(QUERY_KEYS, VALUES, max_size=4), suffix=st.one_of(st.none(), TEXT))
+        @given(query=st.dictionaries(QUERY_KEYS, VALUES, max_size=4), suffix=st.one_of(st.none(), suffixes))
         def probe(query, suffix):
             path = "/v1/notifications" + ("" if suffix is None else "/" + (quote(suffix, safe="") or "x"))
             resp = runner.run(client.get(path, params=query))
