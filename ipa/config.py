@@ -40,6 +40,8 @@ class EimConfig:
     psk_identity: str = ""  # coaps (DTLS PSK): identity sent in the handshake (default: the EID, 32 digits)
     psk_hex: str = ""  # coaps: the pre-shared key, 16 bytes in hex (prefer psk_file or IPA_EIM_PSK_HEX)
     psk_file: str = ""  # coaps: a file holding the key in hex (mode 0600)
+    push: bool = True  # coap(s): observe the eIM's push resource so queued work arrives at once (where offered)
+    push_refresh: float = 25.0  # coap(s): renew the observation before the carrier NAT drops the UDP mapping
 
 
 @dataclass
@@ -193,6 +195,8 @@ def validate(cfg: IpaConfig) -> IpaConfig:
         raise ConfigError("eim.psk_identity is at most 32 bytes (tinydtls)")
     if cfg.mqtt.retransmit_interval < 0 or cfg.mqtt.retransmit_max_interval < cfg.mqtt.retransmit_interval:
         raise ConfigError("mqtt.retransmit_interval must be >= 0 and mqtt.retransmit_max_interval >= it")
+    if not 1.0 <= cfg.eim.push_refresh <= 86400.0:
+        raise ConfigError("eim.push_refresh must be between 1 and 86400 seconds (below the NAT's UDP timeout)")
     if cfg.eim.timeout <= 0 or cfg.mqtt.notification_wait < 0:
         raise ConfigError("eim.timeout must be > 0 and mqtt.notification_wait >= 0")
     if not 0 <= cfg.poll.jitter < 1:

@@ -1,0 +1,281 @@
+"""Push over CoAP(S): the IPA observes (RFC 7641) a "package waiting" resource of its own at the eIM.
+
+Why an observation: a CoAP device behind a carrier NAT cannot be reached by a datagram the eIM starts, because the
+NAT has no mapping for it. The IPA sends ``GET /esipa/push/{EID}`` with ``Observe: 0`` over its existing CoAP
+association (for CoAPS: the same DTLS session it polls over); the eIM answers 2.05 and keeps the request open. When
+an operation is queued for that EID, the eIM sends a *notification* on it: the NAT mapping the registration opened
+lets it through. The IPA re-registers before the NAT forgets the mapping (``push.refresh_s`` on the IPA).
+
+**What a notification carries** (measured in ``bench/coap_push.py``, ``docs/performance.md``): a one-byte
+"package waiting" (``0x01``; ``0x00`` = nothing waiting), not the TransferEimPackageRequest. The IPA answers it with
+an immediate GetEimPackage, so the package is claimed by the same code path as a poll: a notification that is lost,
+duplicated or arrives after the IPA already polled hands out nothing twice, and a device that misses it (power
+saving, NAT rebinding) gets the package on its next poll, once. The cost is one more round trip than carrying the
+package itself; the bytes on air are about the same (the TransferEimPackageResponse it saves is as large as the
+GetEimPackageRequest it costs).
+
+Every registration is answered with the current state (``0x01`` when an operation is already queued or in progress),
+so a device that re-registers after an eIM restart or a lost observation fetches what was queued meanwhile.
+
+=======================================================  =================================================
+request                                                  answer
+=======================================================  =================================================
+GET ``/esipa/push/{EID}``, Observe 0, identity ok         2.05, payload 0x01/0x00, Observe; kept open
+GET without Observe (or Observe 1 = deregister)          2.05 with the current state, not kept open
+path segment not 32 hex digits                           4.04 Not Found
+EID not registered at the eIM                            4.04 Not Found
+CoAPS: EID differs from the DTLS PSK identity            4.03 Forbidden (the existing observation stays)
+plain CoAP from a peer :func:`unauthenticated_observer_allowed` refuses    4.01 Unauthorized
+POST/PUT/DELETE                                          4.05 Method Not Allowed
+=======================================================  =================================================
+
+Observers (:class:`ObserverTable`): one per EID; a new registration for an EID ends the old one (NAT rebinding: new
+source port, same EID) silently - the old token gets nothing more, nothing is sent to the dead address. The table
+is bounded (``max_observers``): the least recently (re-)registered observer is dropped first. Notifications are
+confirmable (CON): a notification that is not acknowledged after ``MAX_RETRANSMIT`` retransmissions, or answered
+with a Reset, ends the observation (aiocoap ends the request's pipe), and the device is back to polling.
+
+Forged tokens: aiocoap matches a cancellation, a Reset or a re-registration by (token, remote address); a peer at
+another address (or another DTLS session) that sends someone else's token reaches nothing of theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("eim.esipa.coap.push")
+
+PUSH_PATH = ("esipa", "push")
+WAITING = b"\x01"
+NOTHING = b"\x00"
+DEFAULT_MAX_OBSERVERS = 100_000
+_NO_RESPONSE_5XX = 16  # RFC 7967 No-Response bit for 5.xx: the ending answer is never sent
+
+
+def unauthenticated_observer_allowed(peer_host: str | None) -> bool:
+    """The device-authentication policy for *plain* CoAP observations (no DTLS identity).
+
+    For now: only a loopback peer (a lab, the demo, tests on one machine). This is the one function where the
+    project-wide device-authentication policy (explicit allow setting, etc.) plugs in.
+    """
+    if not peer_host:
+        return False
+    host = peer_host.strip("[]").split("%", 1)[0]
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower() == "localhost"
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return bool((mapped or addr).is_loopback)
+
+
+@dataclass
+class Observer:
+    """One open observation: the request's remote, a wake-up event and the time it was registered."""
+
+    eid: str
+    remote: Any
+    since: float
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    notifications: int = 0
+
+
+class ObserverTable:
+    """The observers one worker holds: EID -> :class:`Observer`, bounded, oldest registration dropped first."""
+
+    def __init__(self, max_observers: int = DEFAULT_MAX_OBSERVERS, *, clock: Callable[[], float] = time.time) -> None:
+        if max_observers < 1:
+            raise ValueError("max_observers must be at least 1")
+        self.max_observers = max_observers
+        self.clock = clock
+        self.observers: OrderedDict[str, Observer] = OrderedDict()
+        self.dropped = 0  # observers pushed out by newer ones (table full) or replaced (NAT rebinding)
+
+    def __len__(self) -> int:
+        return len(self.observers)
+
+    def add(self, eid: str, remote: Any) -> Observer:
+        """Register ``eid``'s observation at ``remote``; ends the EID's previous one and, when full, the oldest."""
+        old = self.observers.pop(eid, None)
+        since = self.clock()
+        if old is not None:
+            self._end(old)
+            if old.remote == remote:
+                since = old.since  # a refresh from the same address: reachable since the first registration
+        obs = Observer(eid, remote, since)
+        self.observers[eid] = obs
+        while len(self.observers) > self.max_observers:
+            _, oldest = self.observers.popitem(last=False)
+            self._end(oldest)
+        return obs
+
+    def _end(self, obs: Observer) -> None:
+        self.dropped += 1
+        obs.ended.set()
+        obs.wake.set()
+
+    def discard(self, obs: Observer) -> None:
+        """Forget ``obs`` if it is still the EID's current observer (its request ended)."""
+        if self.observers.get(obs.eid) is obs:
+            del self.observers[obs.eid]
+
+    def notify(self, eid: str) -> bool:
+        """Wake ``eid``'s observation (a package is waiting). ``True`` if this worker holds one."""
+        obs = self.observers.get(eid)
+        if obs is None:
+            return False
+        obs.wake.set()
+        return True
+
+    def status(self, eid: str) -> dict[str, Any] | None:
+        obs = self.observers.get(eid)
+        if obs is None:
+            return None
+        return {"binding": "coap", "since": obs.since}
+
+    def close_all(self) -> None:
+        for obs in list(self.observers.values()):
+            self._end(obs)
+        self.observers.clear()
+
+
+def push_resource_class() -> type:
+    from aiocoap import Message, error, resource
+    from aiocoap.numbers.codes import Code
+    from aiocoap.numbers.types import CON, NON
+
+    from eim.bindings.coap import _dtls_eid, _peer
+
+    class PushResource(resource.Resource, resource.PathCapable):
+        """``/esipa/push/{EID}``: the observable "package waiting" state of one eUICC."""
+
+        def __init__(
+            self,
+            table: ObserverTable,
+            pending: Callable[[str], Awaitable[bool]],
+            known: Callable[[str], Awaitable[bool]],
+            tuning: Any = None,
+        ) -> None:
+            super().__init__()
+            self.table = table
+            self.pending = pending
+            self.known = known
+            self.tuning = tuning
+
+        def get_link_description(self) -> dict[str, Any] | None:
+            return None
+
+        async def _authorise(self, request: Any) -> str:
+            path = request.opt.uri_path
+            if len(path) != 1 or len(path[0]) != 32 or any(c not in "0123456789abcdefABCDEF" for c in path[0]):
+                raise error.NotFound("push resource: /esipa/push/{EID} with the EID in 32 hex digits")
+            eid = path[0].upper()
+            authenticated = _dtls_eid(request)
+            if authenticated is not None:
+                if authenticated.upper() != eid:
+                    log.warning("push registration for another EID refused", extra={"peer": _peer(request)})
+                    raise error.Forbidden("observation of another eUICC than the DTLS identity")
+            elif not unauthenticated_observer_allowed(_host(request)):
+                log.warning("unauthenticated push registration refused", extra={"peer": _peer(request)})
+                raise error.Unauthorized("plain CoAP observation needs an authenticated device (use coaps)")
+            if not await self.known(eid):
+                raise error.NotFound("push resource: unknown eUICC")
+            return eid
+
+        async def render_to_pipe(self, pipe: Any) -> None:
+            request = pipe.request
+            if request.code is not Code.GET:
+                raise error.MethodNotAllowed("push resource: GET (Observe) only")
+            eid = await self._authorise(request)
+            state = WAITING if await self.pending(eid) else NOTHING
+            if request.opt.observe != 0:
+                pipe.add_response(Message(code=Code.CONTENT, payload=state), is_last=True)
+                return
+            obs = self.table.add(eid, request.remote)
+            log.info("push observer registered", extra={"peer": _peer(request), "observers": len(self.table)})
+            number = 0
+            try:
+                pipe.add_response(Message(code=Code.CONTENT, payload=state, observe=number), is_last=False)
+                while True:
+                    await obs.wake.wait()
+                    obs.wake.clear()
+                    if obs.ended.is_set():
+                        # replaced or pushed out: end the request without sending anything to the old address
+                        end = Message(code=Code.SERVICE_UNAVAILABLE, no_response=_NO_RESPONSE_5XX)
+                        end.mtype = NON
+                        pipe.add_response(end, is_last=True)
+                        return
+                    number = (number + 1) % (1 << 24)
+                    note = Message(code=Code.CONTENT, payload=WAITING, observe=number)
+                    note.mtype = CON  # confirmable: an unacknowledged notification ends the observation
+                    if self.tuning is not None:
+                        note.transport_tuning = self.tuning
+                    obs.notifications += 1
+                    pipe.add_response(note, is_last=False)
+            finally:
+                # the request ended: cancelled by the device, a Reset, or notifications not acknowledged
+                self.table.discard(obs)
+
+    return PushResource
+
+
+def _host(request: Any) -> str | None:
+    """The peer's IP address (simplesocketserver: ``address``, udp6: ``sockaddr``)."""
+    remote = request.remote
+    for attr in ("address", "sockaddr"):
+        value = getattr(remote, attr, None)
+        if isinstance(value, tuple) and value:
+            return str(value[0])
+    return None
+
+
+def notification_tuning(ack_timeout: float, max_retransmit: int) -> Any:
+    """aiocoap transport tuning for notifications: how long a CON notification is retransmitted before the
+    observation is dropped (RFC 7252 defaults: 2 s, 4 retransmissions, ~45 s)."""
+    from aiocoap.numbers.constants import TransportTuning
+
+    class NotificationTuning(TransportTuning):
+        ACK_TIMEOUT = ack_timeout
+        MAX_RETRANSMIT = max_retransmit
+
+    return NotificationTuning()
+
+
+class PushService:
+    """What a :class:`eim.bindings.coap.CoapBinding` needs to serve push: the observer table, how to ask the store
+    whether an EID is registered and has work, and how persistent notifications are.
+
+    It is also the binding's *waker* for :class:`eim.operations.OperationService` (``wake`` / ``status``).
+    """
+
+    def __init__(
+        self,
+        pending: Callable[[str], Awaitable[bool]],
+        known: Callable[[str], Awaitable[bool]],
+        *,
+        max_observers: int = DEFAULT_MAX_OBSERVERS,
+        ack_timeout: float = 2.0,
+        max_retransmit: int = 4,
+        table: ObserverTable | None = None,
+    ) -> None:
+        self.table = table or ObserverTable(max_observers)
+        self.pending = pending
+        self.known = known
+        self.tuning = notification_tuning(ack_timeout, max_retransmit)
+
+    def install(self, site: Any) -> None:
+        site.add_resource(PUSH_PATH, push_resource_class()(self.table, self.pending, self.known, self.tuning))
+
+    def wake(self, eid: str) -> bool:
+        return self.table.notify(eid)
+
+    def status(self, eid: str) -> dict[str, Any] | None:
+        return self.table.status(eid)
