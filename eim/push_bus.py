@@ -127,7 +127,7 @@ class PgWakeBus(LocalWakeBus):
 
     def _received(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         worker, _, eid = payload.rpartition(":")
-        if worker == self.worker or len(eid) != 32:
+        if worker == self.worker or len(eid) != 32 or not (eid.isascii() and eid.isdigit()):
             return
         self.received += 1
         super().wake(eid)
