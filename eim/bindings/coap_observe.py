@@ -83,6 +83,7 @@ class Observer:
     eid: str
     remote: Any
     since: float
+    binding: str = "coap"  # "coaps" when the registration came over DTLS
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     notifications: int = 0
@@ -102,7 +103,7 @@ class ObserverTable:
     def __len__(self) -> int:
         return len(self.observers)
 
-    def add(self, eid: str, remote: Any) -> Observer:
+    def add(self, eid: str, remote: Any, binding: str = "coap") -> Observer:
         """Register ``eid``'s observation at ``remote``; ends the EID's previous one and, when full, the oldest."""
         old = self.observers.pop(eid, None)
         since = self.clock()
@@ -110,7 +111,7 @@ class ObserverTable:
             self._end(old)
             if old.remote == remote:
                 since = old.since  # a refresh from the same address: reachable since the first registration
-        obs = Observer(eid, remote, since)
+        obs = Observer(eid, remote, since, binding)
         self.observers[eid] = obs
         while len(self.observers) > self.max_observers:
             _, oldest = self.observers.popitem(last=False)
@@ -139,7 +140,7 @@ class ObserverTable:
         obs = self.observers.get(eid)
         if obs is None:
             return None
-        return {"binding": "coap", "since": obs.since}
+        return {"binding": obs.binding, "since": obs.since}
 
     def close_all(self) -> None:
         for obs in list(self.observers.values()):
@@ -173,7 +174,7 @@ def push_resource_class() -> type:
         def get_link_description(self) -> dict[str, Any] | None:
             return None
 
-        async def _authorise(self, request: Any) -> str:
+        async def _authorise(self, request: Any) -> tuple[str, str]:
             path = request.opt.uri_path
             if len(path) != 1 or len(path[0]) != 32 or any(c not in "0123456789abcdefABCDEF" for c in path[0]):
                 raise error.NotFound("push resource: /esipa/push/{EID} with the EID in 32 hex digits")
@@ -188,18 +189,18 @@ def push_resource_class() -> type:
                 raise error.Unauthorized("plain CoAP observation needs an authenticated device (use coaps)")
             if not await self.known(eid):
                 raise error.NotFound("push resource: unknown eUICC")
-            return eid
+            return eid, "coap" if authenticated is None else "coaps"
 
         async def render_to_pipe(self, pipe: Any) -> None:
             request = pipe.request
             if request.code is not Code.GET:
                 raise error.MethodNotAllowed("push resource: GET (Observe) only")
-            eid = await self._authorise(request)
+            eid, binding = await self._authorise(request)
             state = WAITING if await self.pending(eid) else NOTHING
             if request.opt.observe != 0:
                 pipe.add_response(Message(code=Code.CONTENT, payload=state), is_last=True)
                 return
-            obs = self.table.add(eid, request.remote)
+            obs = self.table.add(eid, request.remote, binding)
             log.info("push observer registered", extra={"peer": _peer(request), "observers": len(self.table)})
             number = 0
             try:

@@ -139,6 +139,7 @@ async def test_coaps_push_shares_the_polls_dtls_session(coaps_lab):
         assert answer[:2] == b"\xbf\x4f" and len(answer) > 20
         (table,) = binding.dtls_sessions
         assert table.established == 1  # observation, notification and poll: one handshake
+        assert _push.status(EID)["binding"] == "coaps"
     finally:
         await t.close()
 
