@@ -1,0 +1,66 @@
+"""Push, as real processes: with the IPA's poll interval at one hour, operations queued through the REST API are
+executed because the eIM pushed them (CoAP: an observation notified; MQTT: TransferEimPackageRequest), and a device
+that was asleep when the push came (its observation dropped after unacknowledged notifications) gets the package
+once it is back, exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from demo.stack import LabStack
+from tests.e2e.conftest import done, start_stack, stop_stack, wait_until
+from tests.services import require_dtls
+
+HOUR = 3600.0
+
+
+@pytest.fixture
+def push_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> LabStack:
+    binding = request.param
+    if binding == "coaps":
+        require_dtls()
+    broker = request.getfixturevalue("mosquitto") if binding == "mqtt" else None
+    stack = start_stack(
+        tmp_path_factory.mktemp(f"push-{binding}"), binding, mosquitto=broker, poll_interval=HOUR, with_ipa=False
+    )
+    request.addfinalizer(lambda: stop_stack(stack))
+    stack.restart_eim(env={"EIM_COAP_PUSH_ACK_TIMEOUT_S": "0.2"})  # an unacknowledged push is dropped in ~6 s
+    stack.start_ipa(env={"IPA_EIM_PUSH_REFRESH": "2"}, verbose=True)
+    return stack
+
+
+@pytest.mark.parametrize("push_stack", ["coap", "coaps", "mqtt"], indirect=True)
+def test_with_an_hourly_poll_every_operation_arrives_by_push(push_stack: LabStack) -> None:
+    stack = push_stack
+    push = stack.wait_push_reachable()
+    assert push["binding"] == stack.binding
+    idle_polls = stack.log_count("ipa", "poll: idle")
+    done(stack, "euicc_data", {})
+    op = done(stack, "psmo", {"psmos": [{"listProfileInfo": {}}]})
+    assert op["status"] == "done"
+    assert stack.log_count("ipa", "push: ") >= 2
+    # after each push the IPA polls until nothing is left (one idle answer each), never on its hourly timer
+    assert stack.log_count("ipa", "poll: idle") <= idle_polls + 4
+
+
+@pytest.mark.parametrize("push_stack", ["coap"], indirect=True)
+def test_a_device_asleep_during_the_push_gets_the_package_once_when_it_is_back(push_stack: LabStack) -> None:
+    stack = push_stack
+    stack.wait_push_reachable()
+    ipa = stack.services["ipa"].proc
+    os.kill(ipa.pid, signal.SIGSTOP)  # power saving mode: no ACK, no poll
+    try:
+        op = stack.operation("psmo", {"psmos": [{"listProfileInfo": {}}]})
+        # the eIM's notification is never acknowledged: it drops the observation and waits for the device
+        wait_until("observation dropped", lambda: stack.api("GET", f"/v1/euiccs/{stack.eid}")["push"] is None)
+        assert stack.api("GET", f"/v1/operations/{op['id']}")["status"] == "queued"
+    finally:
+        os.kill(ipa.pid, signal.SIGCONT)
+    result = stack.wait_operation(op["id"], timeout=60)
+    assert result["status"] == "done"
+    handed_out = [a for a in result["audit"] if a["action"] == "hand_out"]
+    assert len(handed_out) == 1, result["audit"]  # delivered once: by the device's own fetch, never by the push
+    stack.wait_push_reachable()  # and it is reachable by push again
