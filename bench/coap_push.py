@@ -171,13 +171,13 @@ def air(bindings: list[str], refresh: float) -> list[dict[str, Any]]:
                                 standing.up + standing.down + UDP_IP * (standing.up_chunks + standing.down_chunks)
                             ) / per
                             _next_activity(px)  # a renewal just happened: the PSMO below runs between two
-                            op = _measure(px, lambda: stack.run_op("psmo", PSMO))
+                            op = _measure(px, lambda s=stack: s.run_op("psmo", PSMO))
                             removed = 0
                         else:
                             idle = _measure(px, lambda: time.sleep(4.2))
                             polls = max(1, idle.up_chunks)
                             unit = (idle.up + idle.down + UDP_IP * (idle.up_chunks + idle.down_chunks)) / polls
-                            op = _measure(px, lambda: stack.run_op("psmo", PSMO))
+                            op = _measure(px, lambda s=stack: s.run_op("psmo", PSMO))
                             removed = max(0, op.idle_polls - 1)  # the poll after the work is part of the flow
                         total = op.up + op.down + UDP_IP * (op.up_chunks + op.down_chunks) - removed * unit
                         rows.append(
@@ -206,7 +206,6 @@ def _alternative(rows: list[dict[str, Any]]) -> dict[str, Any]:
     GetEimPackage request and its answer's CoAP header disappear. Payload sizes from aiocoap's own encoder."""
     from aiocoap import Message
     from aiocoap.numbers.codes import Code
-
     from aiocoap.numbers.types import ACK, CON
 
     def enc(mtype, mid: int, code, **opts) -> int:
@@ -315,7 +314,7 @@ async def fanout(n: int) -> dict[str, Any]:
         line = await asyncio.wait_for(proc.stdout.readline(), 300)
         if line.strip() != b"registered":
             raise RuntimeError(f"devices: {line!r}")
-        while len(push.table) < n:
+        while len(push.table) < n:  # noqa: ASYNC110 - the table is filled by the binding
             await asyncio.sleep(0.05)
         per_observer = (tracemalloc.get_traced_memory()[0] - base) / n
         tracemalloc.stop()
