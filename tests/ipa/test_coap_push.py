@@ -10,6 +10,8 @@ import socket
 
 import pytest
 from aiocoap import Context, Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from aiocoap.numbers.codes import Code
 
 from eim.bindings.coap import CoapBinding
@@ -170,3 +172,36 @@ async def test_coaps_observation_of_another_eid_is_refused_and_the_owner_keeps_i
     finally:
         await owner.close()
         await intruder.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+def test_push_settings_default_on_and_env_overrides():
+    from ipa.config import parse_config
+
+    cfg = parse_config("", {})
+    assert cfg.eim.push is True and cfg.eim.push_refresh == 25.0
+    cfg = parse_config("[eim]\npush = false\npush_refresh = 170\n", {})
+    assert cfg.eim.push is False and cfg.eim.push_refresh == 170.0
+    cfg = parse_config("", {"IPA_EIM_PUSH": "false", "IPA_EIM_PUSH_REFRESH": "2"})
+    assert cfg.eim.push is False and cfg.eim.push_refresh == 2.0
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "-3", "86401", "nan", "inf", '"soon"', "true"])
+def test_bad_push_refresh_names_the_key(value):
+    from ipa.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="push_refresh"):
+        parse_config(f"[eim]\npush_refresh = {value}\n", {})
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=16))
+def test_any_push_refresh_from_the_environment_loads_or_names_the_key(text):
+    from ipa.config import ConfigError, parse_config
+
+    try:
+        cfg = parse_config("", {"IPA_EIM_PUSH_REFRESH": text})
+    except ConfigError as exc:
+        assert "push_refresh" in str(exc)
+    else:
+        assert 1.0 <= cfg.eim.push_refresh <= 86400.0
