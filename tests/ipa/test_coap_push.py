@@ -10,9 +10,9 @@ import socket
 
 import pytest
 from aiocoap import Context, Message
+from aiocoap.numbers.codes import Code
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from aiocoap.numbers.codes import Code
 
 from eim.bindings.coap import CoapBinding
 from eim.bindings.coap_observe import PushService
