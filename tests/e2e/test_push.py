@@ -29,7 +29,9 @@ def push_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     )
     request.addfinalizer(lambda: stop_stack(stack))
     stack.restart_eim(env={"EIM_COAP_PUSH_ACK_TIMEOUT_S": "0.2"})  # an unacknowledged push is dropped in ~6 s
-    stack.start_ipa(env={"IPA_EIM_PUSH_REFRESH": "2"}, verbose=True)
+    # renewals every 2 s where the test needs the device back quickly; else none (only a push can wake it)
+    refresh = "2" if "asleep" in request.node.name else "3600"
+    stack.start_ipa(env={"IPA_EIM_PUSH_REFRESH": refresh}, verbose=True)
     return stack
 
 
