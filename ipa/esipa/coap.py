@@ -92,10 +92,14 @@ class CoapTransport:
                     {f"{origin}/*": {"dtls": {"psk": self._psk, "client-identity": self._psk_identity}}}
                 )
                 self._ctx = ctx
-        if self.push_uri is not None and self._observer is None:
-            self._observer = asyncio.create_task(self._observe(), name="ipa.esipa.coap push observation")
 
     # ------------------------------------------------------------------ push (RFC 7641 Observe)
+    def start_push(self) -> None:
+        """Open the push observation (kept and renewed in the background until :meth:`close`). Called by the first
+        :meth:`next_push`, so one-shot commands that only send a message never register."""
+        if self.push_uri is not None and self._observer is None and self._ctx is not None:
+            self._observer = asyncio.create_task(self._observe(), name="ipa.esipa.coap push observation")
+
     def _signal(self) -> None:
         if self._waiting.empty():  # one "package waiting" is enough: the poll takes everything queued
             self._waiting.put_nowait(PackageWaiting())
@@ -164,6 +168,7 @@ class CoapTransport:
 
     async def next_push(self, timeout: float | None = None) -> PackageWaiting | None:  # noqa: ASYNC109
         """The next "package waiting" from the eIM, or ``None`` after ``timeout`` seconds."""
+        self.start_push()
         try:
             return await asyncio.wait_for(self._waiting.get(), timeout)
         except TimeoutError:

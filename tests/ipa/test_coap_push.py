@@ -42,6 +42,7 @@ async def test_package_waiting_arrives_at_once_and_the_poll_fetches_it(tmp_path,
     t = CoapTransport(f"coap://127.0.0.1:{lab.port}", timeout=5, push_eid=EID)
     try:
         await t.start()
+        t.start_push()
         await eventually(lambda: t.push_registered, "push observation registered")
         assert await t.next_push(0.2) is None  # nothing queued: the registration said so
         await lab.queue()
@@ -54,11 +55,26 @@ async def test_package_waiting_arrives_at_once_and_the_poll_fetches_it(tmp_path,
         await lab.env.store.close()
 
 
+async def test_a_one_shot_exchange_never_registers(tmp_path, pki):
+    lab = await start_lab(tmp_path, pki)
+    t = CoapTransport(f"coap://127.0.0.1:{lab.port}", timeout=5, push_eid=EID)
+    try:
+        await t.start()  # what `ipa` one-shot commands do: send, close; no next_push
+        assert (await t.send(get_eim_package_request(EID)))[:2] == b"\xbf\x4f"
+        await asyncio.sleep(0.3)
+        assert t.push_registrations == 0 and len(lab.table) == 0
+    finally:
+        await t.close()
+        await lab.binding.stop()
+        await lab.env.store.close()
+
+
 async def test_observation_is_renewed_and_the_eim_holds_one_per_device(tmp_path, pki):
     lab = await start_lab(tmp_path, pki)
     t = CoapTransport(f"coap://127.0.0.1:{lab.port}", timeout=5, push_eid=EID, push_refresh=1.0)
     try:
         await t.start()
+        t.start_push()
         await eventually(lambda: t.push_registrations >= 3, "observation renewed twice")
         assert list(lab.table.observers) == [EID]
         await lab.queue()
@@ -76,6 +92,7 @@ async def test_after_an_eim_restart_the_device_registers_again_and_gets_what_was
     t = CoapTransport(f"coap://127.0.0.1:{port}", timeout=2, push_eid=EID, push_refresh=1.0)
     try:
         await t.start()
+        t.start_push()
         await eventually(lambda: t.push_registered, "push observation registered")
         await lab.binding.stop()  # the eIM goes away with every observation
         await lab.queue()  # queued through the store while it was down (e.g. another worker's REST API)
@@ -98,6 +115,7 @@ async def test_an_eim_without_push_leaves_the_device_polling(tmp_path, pki):
     t = CoapTransport(f"coap://127.0.0.1:{binding.port}", timeout=5, push_eid=EID)
     try:
         await t.start()
+        t.start_push()
         await asyncio.sleep(0.3)
         assert not t.push_registered and t.push_registrations == 0
         assert (await t.send(get_eim_package_request(EID)))[:2] == b"\xbf\x4f"
@@ -134,6 +152,7 @@ async def test_coaps_push_shares_the_polls_dtls_session(coaps_lab):
     t = CoapTransport(f"coaps://127.0.0.1:{binding.port}", timeout=5, psk=KEY, psk_identity=EID.encode(), push_eid=EID)
     try:
         await t.start()
+        t.start_push()
         await eventually(lambda: t.push_registered, "push observation registered over DTLS")
         await env.service.create(EID, "psmo", PSMO)
         assert isinstance(await t.next_push(10), PackageWaiting)
@@ -157,6 +176,7 @@ async def test_coaps_observation_of_another_eid_is_refused_and_the_owner_keeps_i
     )
     try:
         await owner.start()
+        owner.start_push()
         await eventually(lambda: owner.push_registered, "owner registered")
         mine = push.table.observers[EID]
         uri = f"coaps://127.0.0.1:{binding.port}/esipa/push/{EID}"
