@@ -24,6 +24,9 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "re-runs the 1,000,000-eUICC fleet benchmark (~3.5 min) into docs/performance.md; --merge is run at tiny"
         " sizes in tests/bench/test_bench.py (test_merge_replaces_only_the_sections_re_run)"
     ),
+    ("performance.md", "python -m bench.coap_push"): (
+        "the push benchmark (~5 min, 10,000 devices); each part runs at tiny sizes in tests/bench/test_bench.py"
+    ),
     ("performance.md", "eim serve"): PERF_FIGURES,
     ("performance.md", "ipa run"): PERF_FIGURES,
 }
