@@ -196,14 +196,17 @@ def push_resource_class() -> type:
             if request.code is not Code.GET:
                 raise error.MethodNotAllowed("push resource: GET (Observe) only")
             eid, binding = await self._authorise(request)
-            state = WAITING if await self.pending(eid) else NOTHING
             if request.opt.observe != 0:
+                state = WAITING if await self.pending(eid) else NOTHING
                 pipe.add_response(Message(code=Code.CONTENT, payload=state), is_last=True)
                 return
+            # in the table before the store is read: work queued meanwhile wakes this observation (at worst the
+            # device hears "waiting" twice), never falls between the read and the registration
             obs = self.table.add(eid, request.remote, binding)
-            log.info("push observer registered", extra={"peer": _peer(request), "observers": len(self.table)})
+            log.debug("push observer registered", extra={"peer": _peer(request), "observers": len(self.table)})
             number = 0
             try:
+                state = WAITING if await self.pending(eid) else NOTHING
                 pipe.add_response(Message(code=Code.CONTENT, payload=state, observe=number), is_last=False)
                 while True:
                     await obs.wake.wait()

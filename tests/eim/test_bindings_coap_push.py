@@ -69,7 +69,7 @@ async def start_lab(tmp_path, pki, *, port: int | None = None, store=None, **pus
     env = make_env(store, pki)
     for eid in [EID, *EIDS]:
         await env.service.register_euicc(eid)
-    push_options.setdefault("ack_timeout", 0.1)
+    push_options.setdefault("ack_timeout", 2.0)  # a loaded machine acknowledges late: no spurious retransmissions
     push_options.setdefault("max_retransmit", 2)
     push = PushService(env.service.has_work, env.service.is_registered, **push_options)
     env.service.wakers.append(LocalWakeBus([push]))
@@ -108,7 +108,7 @@ class RawDevice:
         self.send(msg)
         return self.mid
 
-    async def receive(self, timeout: float = 5.0) -> Message | None:  # noqa: ASYNC109
+    async def receive(self, timeout: float = 20.0) -> Message | None:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
         try:
             data = await asyncio.wait_for(loop.sock_recv(self.sock, 2048), timeout)
@@ -130,7 +130,7 @@ def raw(mtype, mid: int, code, token: bytes = b"", **options) -> Message:
     return msg
 
 
-async def eventually(condition, what: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+async def eventually(condition, what: str, timeout: float = 30.0) -> None:  # noqa: ASYNC109
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
@@ -254,13 +254,14 @@ async def test_nat_rebinding_new_source_port_takes_over_nothing_sent_twice(lab):
         new.close()
 
 
-async def test_unacknowledged_notifications_are_retransmitted_then_dropped_and_the_poll_gets_it_once(lab):
+async def test_unacknowledged_notifications_are_retransmitted_then_dropped_and_the_poll_gets_it_once(tmp_path, pki):
+    lab = await start_lab(tmp_path, pki, ack_timeout=0.1)
     sleeper = RawDevice(lab.port)
     try:
         await registered(lab, sleeper)
         op_id = await lab.queue()
         copies = []
-        while (m := await sleeper.receive(2.0)) is not None:
+        while (m := await sleeper.receive(3.0)) is not None:
             copies.append(m)
         # the CON notification and its retransmissions (max_retransmit = 2), all the same message
         assert len(copies) == 3 and len({c.mid for c in copies}) == 1 and copies[0].payload == WAITING
@@ -279,6 +280,8 @@ async def test_unacknowledged_notifications_are_retransmitted_then_dropped_and_t
         assert len(ops) == 1 and ops[0].attempts == 1
     finally:
         sleeper.close()
+        await lab.binding.stop()
+        await lab.env.store.close()
 
 
 async def test_reset_on_a_notification_drops_the_observer(lab):

@@ -50,7 +50,7 @@ async def two_workers(postgres, pki):
             env.service.wakers.append(bus)
             workers.append(Worker(env, bus))
         else:
-            push = PushService(env.service.has_work, env.service.is_registered, ack_timeout=0.1, max_retransmit=2)
+            push = PushService(env.service.has_work, env.service.is_registered, ack_timeout=2.0, max_retransmit=2)
             bus = PgWakeBus(dsn, [push], worker="b")
             await bus.start()
             env.service.wakers.append(bus)
@@ -73,7 +73,7 @@ async def test_operation_queued_at_one_worker_wakes_the_device_observing_at_anot
     try:
         await registered(b, dev)
         op = await a.env.service.create(EID, "psmo", PSMO)  # the operator's REST call lands on worker A
-        note = await dev.receive(10)
+        note = await dev.receive(30)
         assert note is not None and note.payload == WAITING
         dev.ack(note)
         assert b.bus.received >= 1
@@ -94,7 +94,7 @@ async def test_junk_on_the_channel_is_ignored_and_the_bus_keeps_working(two_work
         # "b:<EID>" is worker B's own name: ignored (it wakes its observers itself)
         assert await dev.receive(0.5) is None
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "a:" + EID)
-        note = await dev.receive(10)
+        note = await dev.receive(30)
         assert note is not None and note.payload == WAITING
         dev.ack(note)
     finally:
@@ -112,9 +112,9 @@ async def test_the_listener_reconnects_after_losing_its_connection(two_workers):
         await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1", old.get_server_pid()
         )
-        await eventually(lambda: b.bus._conn is not None and b.bus._conn is not old, "listener reconnected", 20)
+        await eventually(lambda: b.bus._conn is not None and b.bus._conn is not old, "listener reconnected", 60)
         await a.env.service.create(EID, "psmo", PSMO)
-        note = await dev.receive(10)
+        note = await dev.receive(30)
         assert note is not None and note.payload == WAITING
         dev.ack(note)
     finally:

@@ -46,7 +46,7 @@ async def test_package_waiting_arrives_at_once_and_the_poll_fetches_it(tmp_path,
         await eventually(lambda: t.push_registered, "push observation registered")
         assert await t.next_push(0.2) is None  # nothing queued: the registration said so
         await lab.queue()
-        assert isinstance(await t.next_push(10), PackageWaiting)
+        assert isinstance(await t.next_push(30), PackageWaiting)
         answer = await t.send(get_eim_package_request(EID))
         assert answer[:2] == b"\xbf\x4f" and len(answer) > 20
     finally:
@@ -78,7 +78,7 @@ async def test_observation_is_renewed_and_the_eim_holds_one_per_device(tmp_path,
         await eventually(lambda: t.push_registrations >= 3, "observation renewed twice")
         assert list(lab.table.observers) == [EID]
         await lab.queue()
-        assert isinstance(await t.next_push(10), PackageWaiting)
+        assert isinstance(await t.next_push(30), PackageWaiting)
         assert await t.next_push(0.3) is None  # one notification, not one per renewal
     finally:
         await t.close()
@@ -97,7 +97,7 @@ async def test_after_an_eim_restart_the_device_registers_again_and_gets_what_was
         await lab.binding.stop()  # the eIM goes away with every observation
         await lab.queue()  # queued through the store while it was down (e.g. another worker's REST API)
         lab = await start_lab(tmp_path, pki, port=port, store=store)
-        assert isinstance(await t.next_push(15), PackageWaiting)
+        assert isinstance(await t.next_push(30), PackageWaiting)
         await eventually(lambda: EID in lab.table.observers, "observation at the new eIM")
     finally:
         await t.close()
@@ -155,7 +155,7 @@ async def test_coaps_push_shares_the_polls_dtls_session(coaps_lab):
         t.start_push()
         await eventually(lambda: t.push_registered, "push observation registered over DTLS")
         await env.service.create(EID, "psmo", PSMO)
-        assert isinstance(await t.next_push(10), PackageWaiting)
+        assert isinstance(await t.next_push(30), PackageWaiting)
         answer = await t.send(get_eim_package_request(EID))
         assert answer[:2] == b"\xbf\x4f" and len(answer) > 20
         (table,) = binding.dtls_sessions
@@ -188,7 +188,7 @@ async def test_coaps_observation_of_another_eid_is_refused_and_the_owner_keeps_i
         answer = await asyncio.wait_for(intruder.request(Message(code=Code.GET, uri=own, observe=0)).response, 10)
         assert answer.code == Code.CONTENT and OTHER in push.table.observers
         await env.service.create(EID, "psmo", PSMO)
-        assert isinstance(await owner.next_push(10), PackageWaiting)
+        assert isinstance(await owner.next_push(30), PackageWaiting)
     finally:
         await owner.close()
         await intruder.shutdown()
