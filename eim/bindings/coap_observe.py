@@ -47,7 +47,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("eim.esipa.coap.push")
@@ -76,17 +76,62 @@ def unauthenticated_observer_allowed(peer_host: str | None) -> bool:
     return bool((mapped or addr).is_loopback)
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class Observer:
-    """One open observation: the request's remote, a wake-up event and the time it was registered."""
+    """One open observation: the registration's aiocoap pipe (``None`` in unit tests), its remote and its time.
+
+    No task or coroutine is kept per observer: a notification is added to the pipe directly (coalesced within one
+    turn of the event loop), and the pipe tells the table when the request ends.
+    """
 
     eid: str
     remote: Any
     since: float
     binding: str = "coap"  # "coaps" when the registration came over DTLS
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    pipe: Any = None
+    tuning: Any = None
+    number: int = 0  # the Observe option of the last notification
     notifications: int = 0
+    ready: bool = False  # the registration's answer is out: notifications may follow
+    waiting: bool = False  # woken before it was ready, or a notification is scheduled
+    ended: bool = False
+
+    def notify(self) -> None:
+        if self.ended or self.waiting:
+            return
+        self.waiting = True
+        if self.ready:
+            asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        from aiocoap import Message
+        from aiocoap.numbers.codes import Code
+        from aiocoap.numbers.types import CON
+
+        self.waiting = False
+        if self.ended or self.pipe is None:
+            return
+        self.number = (self.number + 1) % (1 << 24)
+        note = Message(code=Code.CONTENT, payload=WAITING, observe=self.number)
+        note.mtype = CON  # confirmable: an unacknowledged notification ends the observation
+        if self.tuning is not None:
+            note.transport_tuning = self.tuning
+        self.notifications += 1
+        self.pipe.add_response(note, is_last=False)
+
+    def end(self) -> None:
+        """End the observation without sending anything to the device's (old) address."""
+        if self.ended:
+            return
+        self.ended = True
+        if self.pipe is not None:
+            from aiocoap import Message
+            from aiocoap.numbers.codes import Code
+            from aiocoap.numbers.types import NON
+
+            last = Message(code=Code.SERVICE_UNAVAILABLE, no_response=_NO_RESPONSE_5XX)  # RFC 7967: never sent
+            last.mtype = NON
+            self.pipe.add_response(last, is_last=True)
 
 
 class ObserverTable:
@@ -103,7 +148,7 @@ class ObserverTable:
     def __len__(self) -> int:
         return len(self.observers)
 
-    def add(self, eid: str, remote: Any, binding: str = "coap") -> Observer:
+    def add(self, eid: str, remote: Any, binding: str = "coap", *, pipe: Any = None, tuning: Any = None) -> Observer:
         """Register ``eid``'s observation at ``remote``; ends the EID's previous one and, when full, the oldest."""
         old = self.observers.pop(eid, None)
         since = self.clock()
@@ -111,7 +156,7 @@ class ObserverTable:
             self._end(old)
             if old.remote == remote:
                 since = old.since  # a refresh from the same address: reachable since the first registration
-        obs = Observer(eid, remote, since, binding)
+        obs = Observer(eid, remote, since, binding, pipe, tuning)
         self.observers[eid] = obs
         while len(self.observers) > self.max_observers:
             _, oldest = self.observers.popitem(last=False)
@@ -120,11 +165,12 @@ class ObserverTable:
 
     def _end(self, obs: Observer) -> None:
         self.dropped += 1
-        obs.ended.set()
-        obs.wake.set()
+        obs.end()
 
     def discard(self, obs: Observer) -> None:
-        """Forget ``obs`` if it is still the EID's current observer (its request ended)."""
+        """The observation's request ended (cancelled, Reset, notifications not acknowledged): forget ``obs`` if
+        it is still the EID's current observer."""
+        obs.ended = True
         if self.observers.get(obs.eid) is obs:
             del self.observers[obs.eid]
 
@@ -133,7 +179,7 @@ class ObserverTable:
         obs = self.observers.get(eid)
         if obs is None:
             return False
-        obs.wake.set()
+        obs.notify()
         return True
 
     def status(self, eid: str) -> dict[str, Any] | None:
@@ -151,7 +197,6 @@ class ObserverTable:
 def push_resource_class() -> type:
     from aiocoap import Message, error, resource
     from aiocoap.numbers.codes import Code
-    from aiocoap.numbers.types import CON, NON
 
     from eim.bindings.coap import _dtls_eid, _peer
 
@@ -202,31 +247,15 @@ def push_resource_class() -> type:
                 return
             # in the table before the store is read: work queued meanwhile wakes this observation (at worst the
             # device hears "waiting" twice), never falls between the read and the registration
-            obs = self.table.add(eid, request.remote, binding)
+            obs = self.table.add(eid, request.remote, binding, pipe=pipe, tuning=self.tuning)
+            pipe.on_interest_end(lambda: self.table.discard(obs))
             log.debug("push observer registered", extra={"peer": _peer(request), "observers": len(self.table)})
-            number = 0
-            try:
-                state = WAITING if await self.pending(eid) else NOTHING
-                pipe.add_response(Message(code=Code.CONTENT, payload=state, observe=number), is_last=False)
-                while True:
-                    await obs.wake.wait()
-                    obs.wake.clear()
-                    if obs.ended.is_set():
-                        # replaced or pushed out: end the request without sending anything to the old address
-                        end = Message(code=Code.SERVICE_UNAVAILABLE, no_response=_NO_RESPONSE_5XX)
-                        end.mtype = NON
-                        pipe.add_response(end, is_last=True)
-                        return
-                    number = (number + 1) % (1 << 24)
-                    note = Message(code=Code.CONTENT, payload=WAITING, observe=number)
-                    note.mtype = CON  # confirmable: an unacknowledged notification ends the observation
-                    if self.tuning is not None:
-                        note.transport_tuning = self.tuning
-                    obs.notifications += 1
-                    pipe.add_response(note, is_last=False)
-            finally:
-                # the request ended: cancelled by the device, a Reset, or notifications not acknowledged
-                self.table.discard(obs)
+            waiting = await self.pending(eid) or obs.waiting
+            obs.waiting = False
+            if obs.ended:
+                return  # replaced while the store was read: its pipe is closed already
+            pipe.add_response(Message(code=Code.CONTENT, payload=WAITING if waiting else NOTHING, observe=0))
+            obs.ready = True  # from now on notify() sends; the coroutine ends, the pipe stays open
 
     return PushResource
 
