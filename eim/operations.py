@@ -1,7 +1,8 @@
 """Operations: what operators ask of eUICCs, queued per eUICC and handed out in order.
 
 An operation is created ``queued`` (REST API / CLI), becomes ``in_progress`` when its package is handed to the
-IPA (poll: GetEimPackage; push: TransferEimPackage over MQTT), and ends ``done``, ``failed`` (with the eUICC's
+IPA (poll: GetEimPackage; push: TransferEimPackage over MQTT; a CoAP push only wakes the device through
+``wakers``, which then fetches with GetEimPackage), and ends ``done``, ``failed`` (with the eUICC's
 result code), ``expired`` (validity window over before a result came) or ``cancelled``. Every change leaves an
 audit entry (who, when, what, outcome) in the store.
 
