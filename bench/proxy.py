@@ -186,7 +186,8 @@ class CountingProxy:
             def datagram_received(self, data, addr):
                 proxy.counts.down += len(data)
                 proxy.counts.down_chunks += 1
-                proxy._coap(False, data)
+                if proxy.protocol == "coap":  # DTLS records are not parsed
+                    proxy._coap(False, data)
                 proxy._front.sendto(data, self.client_addr)
 
         upstreams: dict = {}
@@ -198,7 +199,8 @@ class CountingProxy:
             def datagram_received(self, data, addr):
                 proxy.counts.up += len(data)
                 proxy.counts.up_chunks += 1
-                proxy._coap(True, data)
+                if proxy.protocol == "coap":
+                    proxy._coap(True, data)
                 up = upstreams.get(addr)
                 if up is None:
                     upstreams[addr] = up = asyncio.ensure_future(

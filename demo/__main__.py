@@ -103,7 +103,13 @@ def story(stack: LabStack, tl: Timeline) -> None:
         describe=lambda tok: f"associationToken={tok}",
     )
     tl.step("register the eUICC at the eIM (POST /v1/euiccs)", stack.register_euicc)
-    tl.step(f"start the IPA (ipa run, ESipa over {stack.binding})", stack.start_ipa)
+    tl.step(f"start the IPA (ipa run, ESipa over {stack.binding})", lambda: stack.start_ipa(verbose=True))
+    if stack.binding != "http":
+        tl.step(
+            "the eIM can push to the device (GET /v1/euiccs/{eid}: push)",
+            stack.wait_push_reachable,
+            describe=lambda push: f"push over {push['binding']} since {push.get('since') or 'first contact'}",
+        )
 
     order1 = tl.step(
         "SM-DP+ order for profile 1",
@@ -178,15 +184,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--binding", choices=BINDINGS, default="http", help="ESipa binding between IPA and eIM")
     ap.add_argument("--workdir", help="keep everything here (default: a temporary directory, removed at the end)")
     ap.add_argument("--keep", action="store_true", help="leave the services running until Ctrl-C")
+    ap.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.5,
+        help="the IPA's idle poll interval in seconds (e.g. 3600: with coap, coaps or mqtt every operation then "
+        "arrives by push)",
+    )
     args = ap.parse_args(argv)
+    if not args.poll_interval > 0:
+        ap.error("--poll-interval must be a positive number of seconds")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sgp32-demo-"))
-    stack = LabStack(workdir=workdir, binding=args.binding)
+    stack = LabStack(workdir=workdir, binding=args.binding, poll_interval=args.poll_interval)
     tl = Timeline(args.binding)
     print(f"SGP.32 lab demo - ESipa over {args.binding}, working directory {workdir}\n", flush=True)
     code = 0
     try:
         story(stack, tl)
         print("\n" + tl.summary())
+        pushes = stack.log_count("ipa", "push: ")
+        print(f"the IPA was woken by push {pushes} time(s); idle poll interval {args.poll_interval:g} s")
         print(f"\neIM REST API: {stack.eim_url}/v1/euiccs   OpenAPI: {stack.eim_url}/openapi.json")
         print(f"eIM metrics:  {stack.eim_url}/metrics")
         print(f"SM-DP+ (ES9+): https://{stack.smdp_address}/gsma/rsp2/es9plus/")

@@ -387,6 +387,16 @@ state_file = "{self.workdir / "ipa-state.cbor"}"
             body["validity_s"] = validity_s
         return self.api("POST", f"/v1/euiccs/{self.eid}/operations", body)
 
+    def wait_push_reachable(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until ``GET /v1/euiccs/{eid}`` says the eIM can push to the device now; return its ``push``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            push = self.api("GET", f"/v1/euiccs/{self.eid}").get("push")
+            if push:
+                return push
+            time.sleep(0.1)
+        raise TimeoutError(f"the eIM cannot push to {self.eid} after {timeout:.0f} s")
+
     def wait_operation(self, op_id: Any, timeout: float = 90.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

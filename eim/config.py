@@ -67,6 +67,9 @@ class CoapSection:
     dtls_port: int = 5684
     psk_file: str = ""  # EID:hexkey per line (Mosquitto psk_file format), reloaded when it changes
     dtls_max_sessions: int = 1024  # DTLS sessions kept: unfinished handshakes dropped first, then the least recent
+    push: bool = True  # serve /esipa/push/{EID} (RFC 7641 Observe): wake devices at once when work is queued
+    push_max_observers: int = 100_000  # observations held by one worker; the oldest registration goes first
+    push_ack_timeout_s: float = 2.0  # a CON notification is retransmitted from this, doubling, 4 times; then dropped
 
 
 @dataclass
@@ -294,6 +297,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("[relay] retry_initial_s: must be > 0 and <= retry_max_s")
     if cfg.coap.dtls_max_sessions < 1:
         raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
+    if cfg.coap.push_max_observers < 1 or not 0 < cfg.coap.push_ack_timeout_s <= 60:
+        raise ConfigError("[coap] push_max_observers: at least 1; push_ack_timeout_s: between 0 and 60 seconds")
     _check_http_limits(cfg)
     _check_devices(cfg)
     return cfg

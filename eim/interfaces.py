@@ -108,6 +108,17 @@ class FailedRelayAnswer(bytes):
 
 
 @runtime_checkable
+class PushWaker(Protocol):
+    """Implemented by the CoAP push observers (``eim.bindings.coap_observe``) and the bus that carries wake-ups to
+    other workers (``eim.push_bus``): tell the eUICC's IPA that a package is waiting. Never blocks, never raises for
+    an EID it does not hold."""
+
+    def wake(self, eid: str) -> bool: ...
+
+    def status(self, eid: str) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
 class DownloadRelay(Protocol):
     """Implemented by ``eim.relay``: the ES9+ client for indirect profile downloads. All arguments are DER.
 

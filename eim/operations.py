@@ -1,7 +1,8 @@
 """Operations: what operators ask of eUICCs, queued per eUICC and handed out in order.
 
 An operation is created ``queued`` (REST API / CLI), becomes ``in_progress`` when its package is handed to the
-IPA (poll: GetEimPackage; push: TransferEimPackage over MQTT), and ends ``done``, ``failed`` (with the eUICC's
+IPA (poll: GetEimPackage; push: TransferEimPackage over MQTT; a CoAP push only wakes the device through
+``wakers``, which then fetches with GetEimPackage), and ends ``done``, ``failed`` (with the eUICC's
 result code), ``expired`` (validity window over before a result came) or ``cancelled``. Every change leaves an
 audit entry (who, when, what, outcome) in the store.
 
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from eim.interfaces import PackagePusher
+from eim.interfaces import PackagePusher, PushWaker
 from eim.model import Batch, BatchItem, Euicc, Operation, OpKind, OpStatus
 from eim.packages import PackageFactory, ParamError, download, validate_params
 from eim.packages.common import normalise_eid
@@ -79,7 +80,8 @@ class OperationService:
         self.settings = settings or OperationSettings()
         self.clock = clock
         self.metrics = metrics
-        self.pusher: PackagePusher | None = None
+        self.pusher: PackagePusher | None = None  # MQTT: claims and pushes the package itself
+        self.wakers: list[PushWaker] = []  # CoAP observers (or a bus to other workers): "package waiting"
         self._push_tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ registry
@@ -369,7 +371,13 @@ class OperationService:
 
     # ------------------------------------------------------------------ push (MQTT)
     def kick(self, euicc: Euicc) -> None:
-        """Push the next package now when the eUICC is reached over MQTT and a pusher is set."""
+        """Wake the eUICC's push observers (CoAP), and push the next package now when the eUICC is reached over
+        MQTT and a pusher is set."""
+        for waker in self.wakers:
+            try:
+                waker.wake(euicc.eid)
+            except Exception as exc:  # a push wake-up is best effort: the device polls anyway
+                log.warning("push wake-up failed", extra={"error": str(exc)})
         if self.pusher is None or euicc.binding != "mqtt":
             return
         try:
@@ -417,6 +425,26 @@ class OperationService:
             if await self.push(eid):
                 n += 1
         return n
+
+    def push_status(self, euicc: Euicc) -> dict[str, Any] | None:
+        """How the eUICC is reachable by push now (``GET /v1/euiccs/{eid}``), or ``None`` (poll only)."""
+        for waker in self.wakers:
+            status = waker.status(euicc.eid)
+            if status is not None:
+                return status
+        if self.pusher is not None and euicc.binding == "mqtt":
+            return {"binding": "mqtt", "since": None}  # the broker queues for a sleeping device
+        return None
+
+    async def has_work(self, eid: str) -> bool:
+        """An operation of ``eid`` is queued or handed out (a push registration answers "package waiting")."""
+        for status in (OpStatus.IN_PROGRESS, OpStatus.QUEUED):
+            if await self.store.list_operations(eid=eid, status=status, limit=1):
+                return True
+        return False
+
+    async def is_registered(self, eid: str) -> bool:
+        return await self.store.get_euicc(eid) is not None
 
     async def drain(self) -> None:
         """Wait for the pushes started by :meth:`kick` (tests, orderly shutdown)."""

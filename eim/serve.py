@@ -3,10 +3,10 @@ shared subscription spreads ESipa requests over them); SQLite suits one worker.
 
 Starts, in order: the store (migrations), the relay, the HTTP server (uvicorn on uvloop/httptools: ESipa at
 ``POST /gsma/rsp2/asn1`` plus the operator API), then, each if enabled in the configuration, the CoAP binding
-(``eim.bindings.coap.CoapBinding``) and the MQTT binding (``eim.bindings.mqtt.MqttBinding``, also the pusher of
-packages to MQTT devices), and a sweeper that expires operations past their window and pushes queued work to
-MQTT devices, and (with the relay on) the forwarder of the notification outbox. SIGTERM/SIGINT stop everything
-in reverse order.
+(``eim.bindings.coap.CoapBinding``, with push observers and their wake-up bus ``eim.push_bus``) and the MQTT
+binding (``eim.bindings.mqtt.MqttBinding``, also the pusher of packages to MQTT devices), and a sweeper that
+expires operations past their window and pushes queued work to MQTT devices, and (with the relay on) the
+forwarder of the notification outbox. SIGTERM/SIGINT stop everything in reverse order.
 
 Before anything starts, :func:`check_operator_auth` refuses to serve the operator API on an address other than
 loopback (127.0.0.0/8, ::1, localhost) without operator authentication (``[api] operators_file`` or ``token``),
@@ -43,11 +43,35 @@ def _binding(module: str, cls: str) -> Any:
         ) from None
 
 
+async def start_push_bus(config: Config, rt: Runtime) -> tuple[Any, Any]:
+    """CoAP push (``[coap] push``): one observer table for coap:// and coaps://, and the bus that carries wake-ups
+    from any worker to it (PostgreSQL LISTEN/NOTIFY with several workers, in-process with SQLite)."""
+    from eim.bindings.coap_observe import PushService
+    from eim.push_bus import LocalWakeBus, PgWakeBus
+
+    c = config.coap
+    push = PushService(
+        rt.service.has_work,
+        rt.service.is_registered,
+        max_observers=c.push_max_observers,
+        ack_timeout=c.push_ack_timeout_s,
+    )
+    dsn = getattr(rt.store, "dsn", None)
+    bus = PgWakeBus(dsn, [push]) if rt.store.dialect == "postgresql" and dsn else LocalWakeBus([push])
+    await bus.start()
+    rt.service.wakers.append(bus)
+    return push, bus
+
+
 async def start_bindings(config: Config, rt: Runtime) -> list[Any]:
     started: list[Any] = []
+    push = None
+    if config.coap.enabled and config.coap.push:
+        push, bus = await start_push_bus(config, rt)
+        started.append(bus)
     if config.coap.enabled and config.coap.plain:
         CoapBinding = _binding("coap", "CoapBinding")
-        coap = CoapBinding(rt.dispatcher, config.coap.host, config.coap.port)
+        coap = CoapBinding(rt.dispatcher, config.coap.host, config.coap.port, push=push)
         await coap.start()
         started.append(coap)
         log.info("CoAP binding listening", extra={"host": config.coap.host, "port": config.coap.port})
@@ -65,6 +89,7 @@ async def start_bindings(config: Config, rt: Runtime) -> list[Any]:
             config.coap.dtls_port,
             psk=psk,
             dtls_max_sessions=config.coap.dtls_max_sessions,
+            push=push,
         )
         try:
             await coaps.start()

@@ -22,7 +22,7 @@ from typing import Any
 from firmware_bridge.interfaces import ApduChannel
 from ipa.config import IpaConfig
 from ipa.es10 import CardChanged, EimConfiguration, Es10Client
-from ipa.esipa import EsipaTransport, choose_binding, open_transport
+from ipa.esipa import EsipaTransport, PackageWaiting, choose_binding, open_transport
 from ipa.procedures import eim_package_retrieval, fallback
 from ipa.procedures.context import IpaContext, ProgressFn
 from ipa.procedures.eim_package_retrieval import Outcome, PollResult
@@ -145,6 +145,19 @@ class Agent:
             t = self.ctx.transport
             return await eim_package_retrieval.handle_push(self.ctx, push, t.answer_push)  # type: ignore[union-attr]
 
+    async def _reopen_for_push(self) -> EsipaTransport | None:
+        """After a failure closed the transport, open a CoAP one again while waiting, so its push observation is
+        renewed at once rather than at the next poll (which may be an hour away)."""
+        if not self.config.eim.push or self.ctx.transport_factory is None:
+            return None
+        try:
+            if choose_binding(self.config, self.ctx.eim).binding != "coap":
+                return None
+            return await self.ctx.esipa()
+        except Exception as exc:  # no eIM configured yet, bad key: poll as before
+            log.debug("no push transport: %s", exc)
+            return None
+
     # ------------------------------------------------------------------ daemon loop
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; handle pushed packages (MQTT) while waiting."""
@@ -163,7 +176,7 @@ class Agent:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
-            t = self.ctx.transport
+            t = self.ctx.transport or await self._reopen_for_push()
             waiters = [asyncio.ensure_future(stop.wait())]
             push_wait = None
             if t is not None and hasattr(t, "next_push"):
@@ -176,6 +189,9 @@ class Agent:
                     await p
             if push_wait is not None and push_wait in done:
                 push = push_wait.result()
+                if isinstance(push, PackageWaiting):  # CoAP push: the eIM has a package, fetch it now
+                    log.info("push: package waiting")
+                    return
                 if push is not None:
                     try:
                         what = await self.handle_push(push)

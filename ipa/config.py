@@ -49,6 +49,8 @@ class EimConfig:
     # Authorization: Bearer; prefer device_secret_file (mode 0600) or IPA_EIM_DEVICE_SECRET to the file itself
     device_secret: str = ""
     device_secret_file: str = ""
+    push: bool = True  # coap(s): observe the eIM's push resource so queued work arrives at once (where offered)
+    push_refresh: float = 25.0  # coap(s): renew the observation before the carrier NAT drops the UDP mapping
 
 
 @dataclass
@@ -267,6 +269,8 @@ def validate(cfg: IpaConfig) -> IpaConfig:
         raise ConfigError("eim.psk_identity is at most 32 bytes (tinydtls)")
     if cfg.mqtt.retransmit_interval < 0 or cfg.mqtt.retransmit_max_interval < cfg.mqtt.retransmit_interval:
         raise ConfigError("mqtt.retransmit_interval must be >= 0 and mqtt.retransmit_max_interval >= it")
+    if not 1.0 <= cfg.eim.push_refresh <= 86400.0:
+        raise ConfigError("eim.push_refresh must be between 1 and 86400 seconds (below the NAT's UDP timeout)")
     if cfg.eim.timeout <= 0 or cfg.mqtt.notification_wait < 0:
         raise ConfigError("eim.timeout must be > 0 and mqtt.notification_wait >= 0")
     if not 0 <= cfg.poll.jitter < 1:

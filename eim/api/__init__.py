@@ -287,7 +287,11 @@ def create_api(
 
     @app.get("/v1/euiccs/{eid}", tags=["eUICCs"], summary="One eUICC with what the eIM learned about it")
     async def show_euicc(eid: str):
-        return euicc_view(await service.get_euicc(_eid(eid)))
+        euicc = await service.get_euicc(_eid(eid))
+        push = service.push_status(euicc)  # reachable by push now: {"binding": "coap", "since": ...} or None
+        if push is not None:
+            push = {**push, "since": _iso(push.get("since"))}
+        return {**euicc_view(euicc), "push": push}
 
     # -------------------------------------------------------------------------------- operations
     @app.post("/v1/euiccs/{eid}/operations", status_code=202, tags=["operations"], summary="Queue an operation")

@@ -46,6 +46,9 @@ socket to *port + 1* of what it is given; the binding compensates, so ``port`` i
 The session table is bounded by ``dtls_max_sessions`` (:mod:`eim.bindings.coap_dtls`: unfinished handshakes go
 first, an established session that is pushed out gets a close_notify and its device handshakes again); the key
 file is re-read when it changes (``PskFile.watch``, started and stopped with the binding).
+
+**Push** (``push=PushService(...)``): the binding also serves the observable ``/esipa/push/{EID}`` through which
+the eIM wakes a device at once when a package is queued for it (:mod:`eim.bindings.coap_observe`).
 """
 
 from __future__ import annotations
@@ -250,6 +253,7 @@ class CoapBinding:
         dedup_max_entries: int = 50_000,
         psk: Any = None,
         dtls_max_sessions: int = 1024,
+        push: Any = None,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -263,6 +267,7 @@ class CoapBinding:
         self.dtls_max_sessions = dtls_max_sessions
         self.dtls_sessions: list[Any] = []  # one DtlsSessionTable per DTLS socket
         self._watch: asyncio.Task[None] | None = None
+        self.push = push  # eim.bindings.coap_observe.PushService: serve /esipa/push/{EID} (Observe) when set
         if psk is not None and port < 2:
             raise ValueError("the CoAPS port must be 2 or higher (aiocoap binds DTLS to the given port + 1)")
         if psk is not None and dtls_max_sessions < 1:
@@ -304,6 +309,8 @@ class CoapBinding:
             aiocoap_log.setLevel(logging.WARNING)
         site = resource.Site()
         site.add_resource(RESOURCE_PATH, _resource_class()(self.handler, self.max_body_size))
+        if self.push is not None:
+            self.push.install(site)
         self._context = await Context.create_server_context(
             site,
             # aiocoap's tinydtls_server listens on the given port + 1 (its default ports are 5683 / 5684)
@@ -340,6 +347,8 @@ class CoapBinding:
                 await watch
         if self._context is not None:
             context, self._context = self._context, None
+            if self.push is not None:
+                self.push.table.close_all()
             for table in self.dtls_sessions:
                 table.close_all()
             self.dtls_sessions = []

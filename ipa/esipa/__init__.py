@@ -74,6 +74,11 @@ class PushedPackage:
     correlation: bytes | None = None
 
 
+@dataclass(frozen=True)
+class PackageWaiting:
+    """The eIM says a package is waiting (CoAP push notification): poll now (GetEimPackage)."""
+
+
 def step_of(message_der: bytes) -> str:
     """Name of the ESipa function a message belongs to (for errors and logs)."""
     names = {
@@ -229,7 +234,14 @@ async def open_transport(
             except ConfigError as exc:
                 raise EsipaError("CoAP", str(exc)) from None
         identity = config.eim.psk_identity or eid.hex().upper()
-        t = CoapTransport(endpoint.url, timeout=config.eim.timeout, psk=psk, psk_identity=identity.encode())
+        t = CoapTransport(
+            endpoint.url,
+            timeout=config.eim.timeout,
+            psk=psk,
+            psk_identity=identity.encode(),
+            push_eid=eid.hex().upper() if config.eim.push else None,
+            push_refresh=config.eim.push_refresh,
+        )
         await t.start()
         return t
     from ipa.esipa.mqtt import MqttTransport

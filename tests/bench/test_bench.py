@@ -187,3 +187,26 @@ def test_merge_replaces_only_the_sections_re_run(tmp_path):
     assert "- re-run and merged: smdpp at" in text
     assert "old findings" not in text  # findings come from bench/findings.md (none in --quick)
     assert text[text.index("## 6. Lab SM-DP+") :] != old_smdpp  # the re-run's own figures
+
+
+def test_coap_push_fanout_and_workers_tiny():
+    import asyncio
+
+    from bench.coap_push import fanout, workers
+
+    row = asyncio.run(fanout(20))
+    assert row["observers"] == 20 and row["still observing"] == 20  # every notification acknowledged, none lost
+    assert row["bytes per observer (tracemalloc)"] > 0 and row["notifications/s"] > 0
+    row = asyncio.run(workers(3))
+    assert row["wake-ups"] == 3 and row["max ms"] >= row["worker A -> device at worker B, median ms"] > 0
+
+
+def test_coap_push_air_tiny():
+    from bench.coap_push import air
+
+    rows = air(["coap"], 2.0)
+    push, poll, computed = rows
+    assert (push["mode"], poll["mode"]) == ("push", "poll") and computed["mode"].startswith("push, package")
+    # a push costs the notification and its acknowledgement on top of the poll-driven flow
+    assert push["datagrams"] == poll["datagrams"] + 2
+    assert push["standing unit bytes"] > 0 and poll["standing unit bytes"] > 0
