@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from eim.metrics import Metrics
+
 
 def test_cached_metric_children_count_every_request():
     """The label children are looked up once and reused: every request is still counted under its labels."""
