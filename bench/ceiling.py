@@ -10,9 +10,9 @@ rotates, so that whatever else the shared machine does falls on all of them alik
 Pinning (with 2 or more CPUs): every server on CPU 0, the load generator and the broker on CPU 1.
 
 The report gives, per binding and contender, the median rate and p99 over the rounds, and eIM / bare with its
-spread (lowest-highest of the per-round ratios). ``before=COMMIT`` adds the eIM of that commit (extracted with
-``git archive``, run from there with this venv) as one more contender: an optimisation's before/after pair,
-interleaved.
+spread (lowest-highest of the per-round ratios). ``before="COMMIT[,COMMIT...]"`` adds the eIM of each commit
+(extracted with ``git archive``, run from there with this venv) as more contenders: an optimisation's
+before/after pairs, interleaved.
 """
 
 from __future__ import annotations
@@ -77,8 +77,11 @@ def _server(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> Ite
 
 
 @contextlib.contextmanager
-def _eim(binding: str, url: str, pki: Path, mqtt_port: int, cpu: str | None, tree: Path | None) -> Iterator[dict]:
-    """One ``eim serve`` worker (of this tree, or of ``tree``) for ``binding``; yields {"port", "pid"}."""
+def _eim(
+    binding: str, url: str, pki: Path, mqtt_port: int, cpu: str | None, tree: Path | None, prefix: str = "esipa"
+) -> Iterator[dict]:
+    """One ``eim serve`` worker (of this tree, or of ``tree``) for ``binding``; yields {"port", "pid", "prefix"}.
+    ``prefix``: its MQTT topic prefix and shared group (each eIM its own, so they do not share the requests)."""
     from bench.eim import _wait_serving
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ceil-"))
@@ -89,7 +92,7 @@ def _eim(binding: str, url: str, pki: Path, mqtt_port: int, cpu: str | None, tre
         f'[store]\nurl = "{url}"\n[http]\nport = {http_port}\nallowed_hosts = ["eim", "127.0.0.1"]\n'
         f"[coap]\nenabled = {'true' if binding == 'coap' else 'false'}\nport = {coap_port}\n"
         f"[mqtt]\nenabled = {'true' if binding == 'mqtt' else 'false'}\nport = {mqtt_port or 1883}\n"
-        f'client_id = "eim-ceiling-{os.getpid()}-{tree is not None}"\n'
+        f'client_id = "eim-ceiling-{os.getpid()}-{prefix}"\nprefix = "{prefix}"\nshared_group = "{prefix}"\n'
         f'[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
     )
     env = dict(os.environ)
@@ -105,8 +108,11 @@ def _eim(binding: str, url: str, pki: Path, mqtt_port: int, cpu: str | None, tre
     )
     try:
         port = {"http": http_port, "coap": coap_port, "mqtt": mqtt_port}[binding]
-        asyncio.run(_wait_serving(binding, [port], [p], tmp))
-        yield {"port": port, "pid": p.pid}
+        if binding == "mqtt":
+            asyncio.run(_wait_mqtt(port, prefix, p))
+        else:
+            asyncio.run(_wait_serving(binding, [port], [p], tmp))
+        yield {"port": port, "pid": p.pid, "prefix": prefix}
     finally:
         if p.poll() is None:
             p.terminate()
@@ -119,6 +125,26 @@ def _eim(binding: str, url: str, pki: Path, mqtt_port: int, cpu: str | None, tre
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+async def _wait_mqtt(port: int, prefix: str, p: subprocess.Popen) -> None:
+    """Until the eIM answers a GetEimPackage on its MQTT ``prefix``."""
+    from bench.eim_load import LeanMqttPool, get_eim_package_request
+
+    eid = "89999000000000000000000000000000"
+    deadline = time.monotonic() + 60
+    while True:
+        if time.monotonic() > deadline or p.poll() is not None:
+            raise RuntimeError("eim serve did not answer over MQTT")
+        pool = LeanMqttPool("127.0.0.1", port, 1, prefix)
+        try:
+            await pool.start()
+            await pool.request(eid, get_eim_package_request(eid), 0, 1.0)
+            return
+        except (OSError, TimeoutError, RuntimeError):
+            await asyncio.sleep(0.2)
+        finally:
+            await pool.close()
+
+
 @contextlib.contextmanager
 def _bare(kind: str, mqtt_port: int, cpu: str | None) -> Iterator[dict]:
     port = mqtt_port if kind == "aiomqtt" else free_port(socket.SOCK_DGRAM if kind == "aiocoap" else socket.SOCK_STREAM)
@@ -129,7 +155,7 @@ def _bare(kind: str, mqtt_port: int, cpu: str | None) -> Iterator[dict]:
         line = _readline(p, 60)
         if line.strip() != "READY":
             raise RuntimeError(f"bare {kind} server did not start (said {line!r})")
-        yield {"port": port, "pid": p.pid}
+        yield {"port": port, "pid": p.pid, "prefix": BARE_MQTT_PREFIX}
 
 
 def run(
@@ -153,7 +179,7 @@ def run(
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ceiling-")))
-        tree = stack.enter_context(_tree(before)) if before else None
+        trees = {c: stack.enter_context(_tree(c)) for c in (before.split(",") if before else [])}
         pki = create_lab_pki(tmp / "pki", curves=("nist",), eids=eids_for(1))
         url = f"sqlite:///{tmp}/ceiling.db"
         eids = eids_for(n, start=1_000_001)
@@ -169,9 +195,9 @@ def run(
                 for kind in BARE[binding]:
                     contenders[kind] = servers.enter_context(_bare(kind, mqtt_port, server_cpu))
                 contenders["eIM"] = servers.enter_context(_eim(binding, url, pki.root, mqtt_port, server_cpu, None))
-                if tree is not None:
-                    contenders[f"eIM {before}"] = servers.enter_context(
-                        _eim(binding, url, pki.root, mqtt_port, server_cpu, tree)
+                for i, (commit, tree) in enumerate(trees.items()):
+                    contenders[f"eIM {commit}"] = servers.enter_context(
+                        _eim(binding, url, pki.root, mqtt_port, server_cpu, tree, prefix=f"esip{i}")
                     )
                 names = list(contenders)
                 per: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
@@ -187,9 +213,12 @@ def run(
                             "concurrency": concurrency,
                             "duration": duration,
                             "warmup": 0.5,
-                            "mqtt_prefix": BARE_MQTT_PREFIX if name == "aiomqtt" else "esipa",
+                            "mqtt_prefix": c["prefix"],
                         }
                         res = run_load(cfg, [c["pid"]], cpus=load_cpu)
+                        # the server's CPU over the measured window only (not the warm-up nor the load's start)
+                        cores = res["cpu"].get("eIM worker 1", 0.0)
+                        res["server_cpu_per_req_us"] = cores * res["elapsed"] / max(1, res["count"]) * 1e6
                         per[name].append(res)
                         print(
                             f"  ceiling {binding} round {r + 1} {name}: {res['rate']:.0f}/s p99 "
@@ -227,6 +256,9 @@ def _report(
             else "Not pinned (one CPU). "
         )
         + "The eIM is the real `eim serve` (Host allowlist, guarded uvicorn protocol, device policy, metrics). "
+        "*server CPU µs/req*: the server's CPU over the measured window / requests answered in it; bare / eIM of "
+        "it is the rate ratio the eIM would reach if the server alone limited both (with the load generator "
+        "on the other core, the load can be the limit: then the rate ratio is higher than this one). "
         "The figures were taken on a shared machine (other engineers' work ran meanwhile): compare the ratios "
         "within one run, not absolute rates between runs."
     )
@@ -271,6 +303,13 @@ def _report(
                     f"{eim} / {bare} over {binding.upper()}: rate {med:.2f} ({min(rate):.2f}-{max(rate):.2f} over "
                     f"{len(rate)} rounds), p99 {mp:.2f}× ({min(p99):.2f}-{max(p99):.2f})"
                 )
+                cpu = [
+                    y["server_cpu_per_req_us"] / x["server_cpu_per_req_us"]
+                    for x, y in zip(per[eim], per[bare], strict=True)
+                    if x["server_cpu_per_req_us"]
+                ]
+                if cpu:
+                    line += f"; server CPU per request: bare / eIM {statistics.median(cpu):.2f}"
                 if eim == "eIM" and bare == REFERENCE[binding]:
                     ok_r, ok_p = med >= BAR_RATE, mp <= BAR_P99
                     sec.add(
@@ -279,9 +318,11 @@ def _report(
                     )
                 else:
                     sec.add(f"- {line}")
-        if len(eims) > 1:
-            rate = _ratios(per, eims[0], eims[1], "rate")
+        for other in eims[1:]:
+            rate = _ratios(per, eims[0], other, "rate")
+            cpu = _ratios(per, other, eims[0], "server_cpu_per_req_us")
             sec.add(
-                f"- after / before ({eims[1].split(' ', 1)[1]}) over {binding.upper()}: "
-                f"{statistics.median(rate):.2f}× ({min(rate):.2f}-{max(rate):.2f})"
+                f"- eIM / eIM of {other.split(' ', 1)[1]} over {binding.upper()}: rate "
+                f"{statistics.median(rate):.2f}× ({min(rate):.2f}-{max(rate):.2f}), server CPU per request "
+                f"{statistics.median(cpu):.2f}× less ({min(cpu):.2f}-{max(cpu):.2f})"
             )
