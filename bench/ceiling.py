@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import socket
@@ -318,11 +319,16 @@ def _report(
                     )
                 else:
                     sec.add(f"- {line}")
-        for other in eims[1:]:
-            rate = _ratios(per, eims[0], other, "rate")
-            cpu = _ratios(per, other, eims[0], "server_cpu_per_req_us")
+        # before/after pairs: each eIM against the next older one given, and the newest against the oldest
+        pairs = list(itertools.pairwise(eims))
+        if len(eims) > 2:
+            pairs.append((eims[0], eims[-1]))
+        for new, old in pairs:
+            rate = _ratios(per, new, old, "rate")
+            cpu = _ratios(per, old, new, "server_cpu_per_req_us")
+            p99 = _ratios(per, old, new, "p99_ms")
             sec.add(
-                f"- eIM / eIM of {other.split(' ', 1)[1]} over {binding.upper()}: rate "
-                f"{statistics.median(rate):.2f}× ({min(rate):.2f}-{max(rate):.2f}), server CPU per request "
-                f"{statistics.median(cpu):.2f}× less ({min(cpu):.2f}-{max(cpu):.2f})"
+                f"- before/after over {binding.upper()}: {new} vs {old}: rate {statistics.median(rate):.2f}× "
+                f"({min(rate):.2f}-{max(rate):.2f}), server CPU per request {statistics.median(cpu):.2f}× less "
+                f"({min(cpu):.2f}-{max(cpu):.2f}), p99 {statistics.median(p99):.2f}× lower"
             )
