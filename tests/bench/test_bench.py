@@ -187,3 +187,17 @@ def test_merge_replaces_only_the_sections_re_run(tmp_path):
     assert "- re-run and merged: smdpp at" in text
     assert "old findings" not in text  # findings come from bench/findings.md (none in --quick)
     assert text[text.index("## 6. Lab SM-DP+") :] != old_smdpp  # the re-run's own figures
+
+
+@pytest.mark.parametrize("binding", ["http", "coap", "mqtt"])
+def test_ceiling_tiny(binding):
+    """The eIM and the bare servers of the binding all answer the same no-work polls; the report has the bar."""
+    from bench.ceiling import BARE, run
+
+    sec = run(True, bindings=(binding,), rounds=1, duration=0.5, n=5, concurrency=2)
+    per = sec.figures[binding]
+    assert set(per) == {*BARE[binding], "eIM"}
+    for runs in per.values():
+        assert len(runs) == 1 and runs[0]["count"] > 0 and runs[0]["errors"] == 0
+        _numbers(runs[0], LOAD_KEYS)
+    assert any(line.startswith("- Bar, eIM / ") for line in sec.lines)
