@@ -148,7 +148,8 @@ def run(quick: bool = False, *, window: float | None = None) -> Section:
     )
     sec.add(f"- Bar, RSS of `ipa run`: {fmt(hwm)} MB peak → {versus(hwm, 40, higher_is_better=False)}")
     sec.add(
-        f"- Bar (issue 18), RSS of `ipa run` with the HTTP binding: {fmt(hwm)} MB → {versus(hwm, 25, higher_is_better=False)}"
+        f"- Bar, RSS of `ipa run` with the HTTP binding (issue 18): {fmt(hwm)} MB → "
+        f"{versus(hwm, 25, higher_is_better=False)}"
     )
     sec.add(
         "- Third-party packages `ipa run` imported (modules each): "
