@@ -92,9 +92,9 @@ def report(
     head = [
         "# Performance",
         "",
-        "The figures of the benchmark suite (`bench/`, issue 9) against the bars of the issue, from the latest run of "
-        "`make bench`. Ceilings of the bare building blocks on this kind of machine are in "
-        "`../shared/docs/performance.md`.",
+        "The figures of the benchmark suite (`bench/`, issues 9 and 18) against the bars of the issues, from the "
+        "latest run of `make bench`. Section 0 measures the ceiling itself: each transport's bare server in the same "
+        "run as the eIM.",
         "",
         HOW_TO,
         "## Machine and run",
@@ -148,7 +148,8 @@ def merge(
                 block.pop()
             block.append(
                 f"- re-run and merged: {args.only} at {info['date']}, commit {info['commit']}, "
-                f"{seconds / 60:.1f} min; load average at the start {info['load']}; per benchmark: "
+                f"{seconds / 60:.1f} min, on {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; "
+                f"load average at the start {info['load']}; per benchmark: "
                 + ", ".join(f"{s.name} {s.figures.get('_load', '?')}" for s in sections)
             )
             block.append("")
