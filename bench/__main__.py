@@ -2,7 +2,9 @@
 
     python -m bench [--quick] [--only NAME[,NAME...]] [--fleet N] [--out docs/performance.md] [--merge FILE]
 
-Benchmarks (names for ``--only``): eim (ESipa throughput per binding and store, worker scaling), variants (the
+Benchmarks (names for ``--only``): ceiling (the eIM against the bare server of each transport, interleaved
+rounds, eIM/bare ratios; ``--before COMMIT`` adds that commit's eIM for a before/after pair), eim (ESipa
+throughput per binding and store, worker scaling), variants (the
 SQLite store's fsync cost: shipped store vs what-if variants, before/after), fleet (registry
 size), serial (profile download over the serial line), air (bytes on the air per operation), air_download (bytes on
 the air of an indirect 12 KB profile download through the whole lab), ipa (IPA footprint),
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from bench.common import REPO, Section, load, machine
 
-NAMES = ("eim", "variants", "fleet", "serial", "air", "air_download", "ipa", "smdpp")
+NAMES = ("ceiling", "eim", "variants", "fleet", "serial", "air", "air_download", "ipa", "smdpp")
 
 HOW_TO = """\
 ## How to run
@@ -31,6 +33,7 @@ HOW_TO = """\
     make bench                                   # the whole suite (~10 min on 2 cores), rewrites this file
     .venv/bin/python -m bench --quick            # small sizes, short runs (~2 min), report in build/
     .venv/bin/python -m bench --only eim,serial  # some benchmarks only
+    .venv/bin/python -m bench --only ceiling --bindings http --before HEAD~1  # before/after pair, interleaved
     .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~3.5 min)
     .venv/bin/python -m bench --only fleet --merge docs/performance.md  # re-run one section into this file
 
@@ -43,6 +46,10 @@ Figures move from machine to machine: compare ratios measured in one run.
 
 def run_one(name: str, args: argparse.Namespace) -> Section:
     quick = args.quick
+    if name == "ceiling":
+        from bench.ceiling import run
+
+        return run(quick, before=args.before or None, bindings=tuple(args.bindings.split(",")))
     if name == "eim":
         from bench.eim import throughput
 
@@ -85,9 +92,9 @@ def report(
     head = [
         "# Performance",
         "",
-        "The figures of the benchmark suite (`bench/`, issue 9) against the bars of the issue, from the latest run of "
-        "`make bench`. Ceilings of the bare building blocks on this kind of machine are in "
-        "`../shared/docs/performance.md`.",
+        "The figures of the benchmark suite (`bench/`, issues 9 and 18) against the bars of the issues, from the "
+        "latest run of `make bench`. Section 0 measures the ceiling itself: each transport's bare server in the same "
+        "run as the eIM.",
         "",
         HOW_TO,
         "## Machine and run",
@@ -141,7 +148,8 @@ def merge(
                 block.pop()
             block.append(
                 f"- re-run and merged: {args.only} at {info['date']}, commit {info['commit']}, "
-                f"{seconds / 60:.1f} min; load average at the start {info['load']}; per benchmark: "
+                f"{seconds / 60:.1f} min, on {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; "
+                f"load average at the start {info['load']}; per benchmark: "
                 + ", ".join(f"{s.name} {s.figures.get('_load', '?')}" for s in sections)
             )
             block.append("")
@@ -178,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="registered eUICCs for the fleet benchmark (default 1000000; 10000 with --quick)",
     )
+    ap.add_argument("--before", default="", help="ceiling: also run the eIM of this commit (before/after pair)")
+    ap.add_argument("--bindings", default="http,coap,mqtt", help="ceiling: the bindings measured")
     ap.add_argument("--out", default="", help="report file (default docs/performance.md for a full run)")
     ap.add_argument("--append", default="", help="Markdown file appended verbatim to the report (recorded runs)")
     ap.add_argument("--merge", default="", help="with --only: replace the sections re-run in this earlier full report")

@@ -446,10 +446,13 @@ class PgWaits:
         return self.result
 
 
-def run_load(cfg: dict[str, Any], pids: list[int], *, pg_url: str | None = None) -> dict[str, Any]:
+def run_load(
+    cfg: dict[str, Any], pids: list[int], *, pg_url: str | None = None, cpus: str | None = None
+) -> dict[str, Any]:
     """Run the load process; measures the workers' CPU and RSS around it, and where the machine's CPU went during
     the measured window (``result["cpu"]``: cores per role, :class:`bench.common.CpuAccount`); with ``pg_url``
-    also what PostgreSQL's backends were doing meanwhile (``result["pg"]``, :class:`PgWaits`)."""
+    also what PostgreSQL's backends were doing meanwhile (``result["pg"]``, :class:`PgWaits`); with ``cpus``
+    the load process is pinned to those CPUs (``taskset -c``)."""
     import threading
 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -458,7 +461,7 @@ def run_load(cfg: dict[str, Any], pids: list[int], *, pg_url: str | None = None)
     t0 = time.perf_counter()
     try:
         proc = subprocess.Popen(
-            [PY, "-m", "bench.eim_load", f.name],
+            (["taskset", "-c", cpus] if cpus else []) + [PY, "-m", "bench.eim_load", f.name],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -348,8 +348,8 @@ class LeanMqtt(asyncio.Protocol):
 class LeanMqttPool:
     """:class:`MqttPool`'s interface over :class:`LeanMqtt` connections (answers matched by Correlation Data)."""
 
-    def __init__(self, host: str, port: int, connections: int) -> None:
-        self.host, self.port, self.n = host, port, connections
+    def __init__(self, host: str, port: int, connections: int, prefix: str = "esipa") -> None:
+        self.host, self.port, self.n, self.prefix = host, port, connections, prefix
         self.conns: list[LeanMqtt] = []
         self.pending: dict[bytes, asyncio.Future[bytes]] = {}
         self.seq = 0
@@ -369,7 +369,7 @@ class LeanMqttPool:
                 + props
                 + _utf8(f"bench-ipa-{os.getpid()}-{i}"),
             )
-            c.send(0x82, struct.pack(">H", c.next_id()) + b"\x00" + _utf8("esipa/+/down") + bytes([1]))
+            c.send(0x82, struct.pack(">H", c.next_id()) + b"\x00" + _utf8(f"{self.prefix}/+/down") + bytes([1]))
             await asyncio.wait_for(c.ready, 10)
             self.conns.append(c)
 
@@ -379,10 +379,11 @@ class LeanMqttPool:
         fut = asyncio.get_running_loop().create_future()
         self.pending[corr] = fut
         c = self.conns[client_index % len(self.conns)]
-        props = bytes([0x08]) + _utf8(f"esipa/{eid}/down") + bytes([0x09]) + struct.pack(">H", len(corr)) + corr
+        p = self.prefix
+        props = bytes([0x08]) + _utf8(f"{p}/{eid}/down") + bytes([0x09]) + struct.pack(">H", len(corr)) + corr
         c.send(
             0x32,  # PUBLISH, QoS 1
-            _utf8(f"esipa/{eid}/up") + struct.pack(">H", c.next_id()) + _varint(len(props)) + props + body,
+            _utf8(f"{p}/{eid}/up") + struct.pack(">H", c.next_id()) + _varint(len(props)) + props + body,
         )
         try:
             return await asyncio.wait_for(fut, limit)
@@ -504,7 +505,9 @@ class Run:
     async def main(self) -> dict[str, Any]:
         cfg = self.cfg
         if cfg["binding"] == "mqtt":
-            self.mqtt = LeanMqttPool("127.0.0.1", cfg["ports"][0], cfg.get("mqtt_connections", 4))
+            self.mqtt = LeanMqttPool(
+                "127.0.0.1", cfg["ports"][0], cfg.get("mqtt_connections", 4), cfg.get("mqtt_prefix", "esipa")
+            )
             await self.mqtt.start()
         conc = cfg["concurrency"]
         if cfg["mode"] == "poll":

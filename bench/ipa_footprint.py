@@ -103,10 +103,11 @@ def run(quick: bool = False, *, window: float | None = None) -> Section:
                     p.kill()
                     p.wait()
             run_imports_s, run_modules = _importtime(errlog.read_text())
+            packages = _top_packages(errlog.read_text())
     polls = n1 - n0
     cpu_per_poll = (c1 - c0) / max(1, polls)
     imp, bare = import_time(runs=3 if quick else 7)
-    figures.update({"run_imports_s": run_imports_s, "run_modules": run_modules})
+    figures.update({"run_imports_s": run_imports_s, "run_modules": run_modules, "packages": packages})
     figures.update(
         {
             "rss_mb": rss,
@@ -146,6 +147,14 @@ def run(quick: bool = False, *, window: float | None = None) -> Section:
         ],
     )
     sec.add(f"- Bar, RSS of `ipa run`: {fmt(hwm)} MB peak → {versus(hwm, 40, higher_is_better=False)}")
+    sec.add(
+        f"- Bar, RSS of `ipa run` with the HTTP binding (issue 18): {fmt(hwm)} MB → "
+        f"{versus(hwm, 25, higher_is_better=False)}"
+    )
+    sec.add(
+        "- Third-party packages `ipa run` imported (modules each): "
+        + ", ".join(f"{name} {n}" for name, n in packages[:15])
+    )
     sec.add(f"- At one poll a minute (the default interval) that is {fmt(cpu_per_poll * 1440 * 1000)} ms of CPU a day.")
     return sec
 
@@ -162,6 +171,23 @@ def _importtime(text: str) -> tuple[float, int]:
         return 0.0, 0
     top = min(indent for indent, _ in entries)  # deeper imports are indented further
     return sum(c for indent, c in entries if indent == top) / 1e6, len(entries)
+
+
+def _top_packages(text: str) -> list[tuple[str, int]]:
+    """Top-level packages outside the standard library and this project in ``-X importtime`` output, with their
+    module counts, most modules first."""
+    import sys
+
+    own = {"ipa", "rsp", "firmware_bridge", "euicc", "eim", "smdpp", "bench"}
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        top = line.rsplit("|", 1)[1].strip().split(".")[0]
+        if top in sys.stdlib_module_names or top in own or top.startswith("_"):
+            continue
+        counts[top] = counts.get(top, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
 def _uss_mb(pid: int) -> float:

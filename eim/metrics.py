@@ -88,6 +88,7 @@ class Metrics:
         self.scrape_errors = Counter("eim_metrics_store_errors", "Store reads that failed during a scrape", registry=r)
         for k in OpKind:
             self.created.labels(k.value)
+        self._esipa_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     # hooks called by the core
     def operation_created(self, kind: str) -> None:
@@ -118,8 +119,16 @@ class Metrics:
 
     def esipa_request(self, function: str, binding: str, outcome: str, seconds: float) -> None:
         binding = binding if binding in ("http", "coap", "mqtt") else "other"
-        self.esipa.labels(function, binding, outcome).inc()
-        self.esipa_latency.labels(function, binding).observe(seconds)
+        # the children of a label set, looked up once (``labels()`` costs more than the update; the key set is
+        # bounded: functions, 4 bindings and the outcomes are fixed sets)
+        children = self._esipa_children.get((function, binding, outcome))
+        if children is None:
+            children = self._esipa_children[(function, binding, outcome)] = (
+                self.esipa.labels(function, binding, outcome),
+                self.esipa_latency.labels(function, binding),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def esipa_error_answer(self, function: str, binding: str, code: int) -> None:
         binding = binding if binding in ("http", "coap", "mqtt") else "other"

@@ -232,6 +232,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
         if rt.device_secrets is not None:
             secrets_watch = asyncio.create_task(rt.device_secrets.watch(), name="eim device secret file watch")
         rt.start_background()  # the notification forwarder
+        freeze_startup_objects()
         if ready is not None:
             ready.set()
         stop = asyncio.Event()
@@ -261,6 +262,16 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
             await server.shutdown()
         await rt.aclose()
         log.info("stopped")
+
+
+def freeze_startup_objects() -> None:
+    """Move everything allocated during start-up (modules, the app, the store, the keys: never garbage) out of
+    the garbage collector's reach (``gc.freeze``): a full collection then walks only what requests allocated,
+    instead of ~50 ms over every object of the process (docs/performance.md, section 0)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def run(config: Config, *, insecure_no_auth: bool = False) -> None:

@@ -26,6 +26,10 @@ def get_eim_package_error(code: int) -> bytes:
     return tlv.encode(0xBF4F, integer_tlv(0x02, code))
 
 
+#: ``noEimPackageAvailable``, the idle poll's answer, encoded once
+NO_PACKAGE_ANSWER = get_eim_package_error(NO_PACKAGE)
+
+
 def acknowledgements(seq_numbers: Iterable[int]) -> bytes:
     """EimAcknowledgements ``BF53 { 80 seq ... }``."""
     return tlv.encode(0xBF53, b"".join(integer_tlv(0x80, s) for s in seq_numbers))

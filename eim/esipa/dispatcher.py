@@ -106,6 +106,8 @@ def error_answer_code(tag: int, answer: bytes | None) -> int | None:
     (``noEimPackageAvailable`` is not an error: it is the idle poll's answer)."""
     if not answer or len(answer) > 10 or tag not in ERROR_TAGS:  # an error answer is BF4F 03 02 01 7F and the like
         return None
+    if answer == codec.NO_PACKAGE_ANSWER:
+        return None
     try:
         kids = tlv.children(tlv.parse_exact(answer))
     except RspError:
@@ -145,11 +147,18 @@ class EsipaDispatcher:
         outcome = "ok"
         tag, request, answer = 0, b"", None
         try:
-            try:
-                head = tlv.parse_exact(bytes(message), what="EsipaMessageFromIpaToEim")
-            except RspError as exc:
-                outcome = "rejected"
-                raise EsipaRejected(400, f"not an ESipa message: {exc}") from None
+            data = bytes(message)
+            # fast path: a plain GetEimPackageRequest (nearly every poll) is recognised without the decoders and
+            # gives the value they would give; everything else is parsed, checked and decoded below
+            plain = get_eim_package.plain_request(data)
+            if plain is not None:
+                head = tlv.Tlv(0xBF4F, 0, 3, 18, data)  # what tlv.parse_exact gives for these 21 bytes
+            else:
+                try:
+                    head = tlv.parse_exact(data, what="EsipaMessageFromIpaToEim")
+                except RspError as exc:
+                    outcome = "rejected"
+                    raise EsipaRejected(400, f"not an ESipa message: {exc}") from None
             function = FUNCTIONS.get(head.tag, "unknown")
             tag, request = head.tag, head.raw
             if function == "unknown":
@@ -170,8 +179,11 @@ class EsipaDispatcher:
                     outcome = "rejected"
                     raise
             try:
-                check_structure(head.raw)
-                _alt, value = asn1.decode("EsipaMessageFromIpaToEim", head.raw)
+                if plain is not None:
+                    value = plain
+                else:
+                    check_structure(head.raw)
+                    _alt, value = asn1.decode("EsipaMessageFromIpaToEim", head.raw)
             except RspError as exc:
                 UNDECODABLE.warning(
                     f"{function}:{getattr(exc, 'type_name', type(exc).__name__)}",

@@ -6,6 +6,11 @@ result has not come), or ``eimPackageError``: ``noEimPackageAvailable`` (1) = ``
 (2) for an EID that is not registered, ``invalidEid`` (3) for an eidValue that is not 16 BCD bytes of 32 digits.
 ``missingEid`` (4) is answered by the dispatcher when the request cannot be decoded for lack of its EID.
 A ``notifyStateChange`` (with its ``stateChangeCause``) and the ``rPLMN`` are recorded in the registry.
+
+Fast path (:func:`plain_request`): the request of nearly every poll is exactly ``BF4F 12 5A 10 <16 bytes>`` (an
+eidValue and nothing else). Those 21 bytes are recognised by comparing 4 bytes and the length, and give the same
+value as the full decoder (``{"eidValue": <16 bytes>}``); anything else - other lengths, optional fields, long-form
+lengths, trailing bytes - goes through :func:`eim.esipa.dispatcher.check_structure` and :mod:`rsp.asn1` as before.
 """
 
 from __future__ import annotations
@@ -31,6 +36,17 @@ STATE_CHANGE_CAUSES = {
 }
 
 
+_PLAIN_HEAD = bytes.fromhex("BF4F125A10")
+
+
+def plain_request(message: bytes) -> dict[str, Any] | None:
+    """The decoded value of a plain GetEimPackageRequest (``BF4F 12 5A 10`` + 16 bytes, nothing else), exactly as
+    ``rsp.asn1.decode("EsipaMessageFromIpaToEim", message)`` gives it; ``None`` for any other input."""
+    if len(message) == 21 and message[:5] == _PLAIN_HEAD:
+        return {"eidValue": bytes(message[5:])}
+    return None
+
+
 async def get_eim_package(rp: ResultProcessor, value: dict[str, Any], ctx: RequestContext) -> bytes:
     eid = eid_from_bytes(value["eidValue"])
     if eid is None:
@@ -54,4 +70,4 @@ async def get_eim_package(rp: ResultProcessor, value: dict[str, Any], ctx: Reque
         if rp.metrics:
             rp.metrics.package_handed_out(claim.operation.kind.value, claim.rehanded)
         return codec.get_eim_package_response(claim.operation.package)
-    return codec.get_eim_package_error(codec.NO_PACKAGE)
+    return codec.NO_PACKAGE_ANSWER

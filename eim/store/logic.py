@@ -141,6 +141,8 @@ def _dumps(v: Any) -> str | None:
 
 
 def _loads(v: Any) -> Any:
+    if v == "{}":  # the info and labels of most rows: no parse (a poll reads one row)
+        return {}
     return None if v is None else json.loads(v)
 
 

@@ -210,3 +210,17 @@ def test_coap_push_air_tiny():
     # a push costs the notification and its acknowledgement on top of the poll-driven flow
     assert push["datagrams"] == poll["datagrams"] + 2
     assert push["standing unit bytes"] > 0 and poll["standing unit bytes"] > 0
+
+
+@pytest.mark.parametrize("binding", ["http", "coap", "mqtt"])
+def test_ceiling_tiny(binding):
+    """The eIM and the bare servers of the binding all answer the same no-work polls; the report has the bar."""
+    from bench.ceiling import BARE, run
+
+    sec = run(True, bindings=(binding,), rounds=1, duration=0.5, n=5, concurrency=2)
+    per = sec.figures[binding]
+    assert set(per) == {*BARE[binding], "eIM"}
+    for runs in per.values():
+        assert len(runs) == 1 and runs[0]["count"] > 0 and runs[0]["errors"] == 0
+        _numbers(runs[0], LOAD_KEYS)
+    assert any(line.startswith("- Bar, eIM / ") for line in sec.lines)
