@@ -122,10 +122,12 @@ def create_app(
     service: OperationService | None = None,
     metrics: Metrics | None = None,
     registry: Any = None,
+    events: Any = None,
 ):
     """The worker's ASGI app: the Host allowlist (``[http] allowed_hosts``), the ESipa HTTP binding, and behind
     it the operator API (FastAPI) with its front (``eim.api.front``: operators, roles, body limits, access log).
-    ``registry``: the :class:`eim.api.auth.OperatorRegistry` (default: made from ``[api]``)."""
+    ``registry``: the :class:`eim.api.auth.OperatorRegistry` (default: made from ``[api]``); ``events``: the
+    worker's :class:`eim.events.deliverer.EventDeliverer` (woken when a delivery is re-sent)."""
     from eim.api import create_api
     from eim.api.front import ApiFront
     from eim.api.limits import HostAllowlist
@@ -141,7 +143,7 @@ def create_app(
         registry = operator_registry(config)
     a = config.api
     api: Any = ApiFront(
-        create_api(service, store, metrics=metrics, registry=registry),
+        create_api(service, store, metrics=metrics, registry=registry, settings=fleet_api_settings(config, events)),
         registry,
         max_body_bytes=a.max_body_bytes,
         max_batch_body_bytes=a.max_batch_body_bytes,
@@ -158,6 +160,35 @@ def create_app(
     if config.http.allowed_hosts:
         api = HostAllowlist(api, config.http.allowed_hosts)
     return api
+
+
+def event_settings(config: Config) -> Any:
+    """``[events]`` and ``[fleet]`` as :class:`eim.events.deliverer.EventSettings`."""
+    from eim.events.deliverer import EventSettings
+    from eim.events.webhook_url import UrlPolicy
+
+    e = config.events
+    return EventSettings(
+        url_policy=UrlPolicy(allow_loopback=e.allow_loopback, allow_private=e.allow_private),
+        retry_initial_s=e.retry_initial_s,
+        retry_max_s=e.retry_max_s,
+        max_attempts=e.max_attempts,
+        poll_s=e.poll_s,
+        timeout_s=e.timeout_s,
+        default_poll_interval_s=config.fleet.poll_interval_s,
+        stale_check_s=e.stale_check_s,
+    )
+
+
+def fleet_api_settings(config: Config, events: Any = None) -> Any:
+    from eim.api.fleet import FleetApiSettings
+
+    s = event_settings(config)
+    return FleetApiSettings(
+        default_poll_interval_s=s.default_poll_interval_s,
+        url_policy=s.url_policy,
+        wake_events=events.wake if events is not None else None,
+    )
 
 
 def operator_registry(config: Config) -> Any:
@@ -186,12 +217,15 @@ class Runtime:
     app: Any = None
     outbox: Any = None  # eim.relay.outbox.NotificationOutbox when the relay is on
     operators: Any = None  # eim.api.auth.OperatorRegistry, its file watched while the worker runs
+    events: Any = None  # eim.events.deliverer.EventDeliverer when [events] enabled
     _watch: Any = None
 
     def start_background(self) -> None:
         """Start the worker's background tasks that need a running loop (the notification forwarder)."""
         if self.outbox is not None:
             self.outbox.start()
+        if self.events is not None:
+            self.events.start()
         if self.operators is not None and self.operators.path is not None and self._watch is None:
             import asyncio
 
@@ -207,6 +241,8 @@ class Runtime:
                 await self._watch
         if self.outbox is not None:
             await self.outbox.aclose()  # before the store closes: gives back its leases
+        if self.events is not None:
+            await self.events.aclose()  # gives back its delivery leases
         await self.service.aclose()
         for c in reversed(self.closers):
             try:
@@ -276,6 +312,7 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     if not cis:
         log.warning("no trusted CI configured: eUICC results cannot be verified ([eim] trusted_ci)")
     metrics = metrics or Metrics()
+    metrics.stale_after_s = config.fleet.poll_interval_s
     store = store or open_store(config.store_url, **_store_options(config))
     await store.open()
     relay, closer = make_relay(config, store, lab)
@@ -287,7 +324,13 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     if closer is not None:
         rt.closers.append(closer)
     rt.operators = operators
-    rt.app = create_app(config, store, dispatcher, service=service, metrics=metrics, registry=rt.operators)
+    if config.events.enabled:
+        from eim.events.deliverer import EventDeliverer
+
+        rt.events = EventDeliverer(store, event_settings(config), metrics=metrics)
+    rt.app = create_app(
+        config, store, dispatcher, service=service, metrics=metrics, registry=rt.operators, events=rt.events
+    )
     return rt
 
 

@@ -2,10 +2,10 @@
 
     eim serve [--config FILE] [--insecure-no-operator-auth]
     eim [--url URL] [--token TOKEN] [--json] euicc register EID [--association-token N] [--counter N] ...
-    eim euicc list | show EID
+    eim euicc list [--label KEY=VALUE ...] | show EID
     eim op create EID KIND [--params JSON|@FILE] [--activation-code AC] [--validity SECONDS] [--not-before ISO]
-    eim op list [--eid EID] [--status S] [--kind K] [--batch ID] | show ID | cancel ID
-    eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID
+    eim op list [--eid EID] [--status S] [--kind K] [--batch ID] [--limit N] | show ID | cancel ID
+    eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID | cancel ID
     eim notification list [--status pending|failed] [--limit N]
     eim psk set EID (--key HEX | --generate) | remove EID | list   [--file PSKFILE]
     eim operator add NAME --role read-only|operator|admin | rotate NAME | remove NAME | list   [--file FILE]
@@ -161,17 +161,11 @@ def cmd_euicc(args: argparse.Namespace, api: Api) -> int:
         r = api.call("POST", "/v1/euiccs", "register eUICC", json=body)
         emit(args, r, ("registered " if r["created"] else "already registered ") + euicc_line(r["euicc"]))
     elif args.action == "list":
-        after = None
-        while True:
-            params: dict[str, Any] = {"limit": 1000}
-            if after:
-                params["after"] = after
-            r = api.call("GET", "/v1/euiccs", "list eUICCs", params=params)
-            for e in r["items"]:
-                emit(args, e, euicc_line(e))
-            after = r.get("next")
-            if not after:
-                break
+        params: dict[str, Any] = {"limit": 1000}
+        if args.label:
+            params["label"] = list(args.label)
+        for e in paged(api, "/v1/euiccs", "list eUICCs", params, None, what="eUICCs"):
+            emit(args, e, euicc_line(e))
     else:
         r = api.call("GET", f"/v1/euiccs/{args.eid}", "show eUICC")
         emit(args, r, json.dumps(r, indent=2))
@@ -184,13 +178,15 @@ def cmd_op(args: argparse.Namespace, api: Api) -> int:
         r = api.call("POST", f"/v1/euiccs/{args.eid}/operations", "create operation", json=body)
         emit(args, r["operation"], "queued " + op_line(r["operation"]))
     elif args.action == "list":
-        params: dict[str, Any] = {"limit": min(args.limit, 1000)}
+        if args.limit is not None and args.limit < 1:
+            raise CliError("op list: --limit must be at least 1", 2)
+        params: dict[str, Any] = {"limit": min(args.limit or 1000, 1000)}
         for key in ("eid", "status", "kind"):
             if getattr(args, key):
                 params[key] = getattr(args, key)
         if args.batch:
             params["batch_id"] = args.batch
-        for o in paged(api, "/v1/operations", "list operations", params, args.limit):
+        for o in paged(api, "/v1/operations", "list operations", params, args.limit, what="operations"):
             emit(args, o, op_line(o))
     elif args.action == "show":
         r = api.call("GET", f"/v1/operations/{args.id}", "show operation")
@@ -213,6 +209,11 @@ def cmd_batch(args: argparse.Namespace, api: Api) -> int:
             raise CliError("batch create: give --eid (repeatable) or --eids-file", 2)
         body = {"kind": args.kind, "params": _params(args), "eids": eids, **_window(args)}
         r = api.call("POST", "/v1/batches", "create batch", json=body)
+    elif args.action == "cancel":
+        r = api.call("POST", f"/v1/batches/{args.id}/cancel", "cancel batch")
+        by_status = " ".join(f"{k}={v}" for k, v in sorted(r["by_status"].items()))
+        emit(args, r, f"batch {r['id']}: cancelled {r['cancelled']} open operation(s); now {by_status}")
+        return 0
     else:
         r = api.call("GET", f"/v1/batches/{args.id}", "show batch")
     if args.json:
@@ -313,17 +314,29 @@ def notification_line(n: dict[str, Any]) -> str:
     )
 
 
-def paged(api: Api, path: str, step: str, params: dict[str, Any], limit: int) -> Iterator[dict[str, Any]]:
-    """At most ``limit`` items of a paged listing of the REST API, following its ``next`` cursor."""
+def paged(
+    api: Api, path: str, step: str, params: dict[str, Any], limit: int | None, *, what: str = "items"
+) -> Iterator[dict[str, Any]]:
+    """The items of a paged listing of the REST API, following its ``next`` cursor to the end, or at most
+    ``limit``: then a line on stderr says that the list stopped early (more exist)."""
     shown = 0
-    while shown < limit:
+    while True:
         r = api.call("GET", path, step, params=params)
-        for item in r["items"][: limit - shown]:
+        items = r["items"]
+        for n, item in enumerate(items):
+            if limit is not None and shown >= limit:
+                more = n < len(items) or bool(r.get("next"))
+                if more:
+                    print(f"stopped after {shown} {what} (--limit {limit}); there are more", file=sys.stderr)
+                return
             yield item
             shown += 1
         if not r.get("next"):
             return
-        params["after"] = r["next"]
+        if limit is not None and shown >= limit:
+            print(f"stopped after {shown} {what} (--limit {limit}); there are more", file=sys.stderr)
+            return
+        params["cursor"] = r["next"]
 
 
 def cmd_notification(args: argparse.Namespace, api: Api) -> int:
@@ -333,7 +346,7 @@ def cmd_notification(args: argparse.Namespace, api: Api) -> int:
     params: dict[str, Any] = {"limit": min(args.limit, 1000)}
     if args.status:
         params["status"] = args.status
-    for n in paged(api, "/v1/notifications", "list notifications", params, args.limit):
+    for n in paged(api, "/v1/notifications", "list notifications", params, args.limit, what="notifications"):
         emit(args, n, notification_line(n))
     return 0
 
@@ -363,7 +376,8 @@ def parser() -> argparse.ArgumentParser:
     reg.add_argument("--counter", type=int, default=0, help="last counter value the eUICC has seen (default 0)")
     reg.add_argument("--trusted-ci", help="CI SubjectKeyIdentifier (hex)")
     reg.add_argument("--label", action="append", help="key=value (repeatable)")
-    e.add_parser("list", help="list registered eUICCs")
+    el = e.add_parser("list", help="list registered eUICCs")
+    el.add_argument("--label", action="append", help="key=value (repeatable: all must match)")
     show = e.add_parser("show", help="one eUICC")
     show.add_argument("eid")
 
@@ -377,7 +391,7 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--kind", choices=KINDS)
     ls.add_argument("--batch")
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--limit", type=int, default=None, help="at most this many (default: all, paged)")
     for name in ("show", "cancel"):
         x = o.add_parser(name, help=f"{name} an operation")
         x.add_argument("id")
@@ -390,6 +404,8 @@ def parser() -> argparse.ArgumentParser:
     _op_args(bc)
     bs = b.add_parser("show", help="a batch with per-item results")
     bs.add_argument("id")
+    bx = b.add_parser("cancel", help="cancel every open operation of a batch")
+    bx.add_argument("id")
 
     file_opt = argparse.ArgumentParser(add_help=False)
     file_opt.add_argument("--file", help="the PSK file (default: [coap] psk_file of the configuration)")

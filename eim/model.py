@@ -58,6 +58,8 @@ class Euicc:
     last_seq_number: int | None = None  # highest EPR seqNumber accepted
     created_at: float = 0.0
     labels: dict[str, str] = field(default_factory=dict)
+    note: str | None = None  # the operator's free text (PATCH /v1/euiccs/{eid})
+    poll_interval_s: float | None = None  # expected poll interval; None = [fleet] poll_interval_s
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,8 @@ def row_to_euicc(r: dict[str, Any]) -> Euicc:
         labels=_loads(r["labels"]) or {},
         last_seq_number=r["last_seq_number"],
         created_at=r["created_at"],
+        note=r.get("note"),
+        poll_interval_s=r.get("poll_interval_s"),
     )
 
 
