@@ -318,23 +318,25 @@ def paged(
     api: Api, path: str, step: str, params: dict[str, Any], limit: int | None, *, what: str = "items"
 ) -> Iterator[dict[str, Any]]:
     """The items of a paged listing of the REST API, following its ``next`` cursor to the end, or at most
-    ``limit``: then a line on stderr says that the list stopped early (more exist)."""
+    ``limit``: then a line on stderr says that the list stopped early (when more exist)."""
     shown = 0
     while True:
         r = api.call("GET", path, step, params=params)
         items = r["items"]
-        for n, item in enumerate(items):
-            if limit is not None and shown >= limit:
-                more = n < len(items) or bool(r.get("next"))
-                if more:
-                    print(f"stopped after {shown} {what} (--limit {limit}); there are more", file=sys.stderr)
-                return
+        taken = items if limit is None else items[: limit - shown]
+        for item in taken:
             yield item
             shown += 1
-        if not r.get("next"):
-            return
+        more = bool(r.get("next"))
         if limit is not None and shown >= limit:
-            print(f"stopped after {shown} {what} (--limit {limit}); there are more", file=sys.stderr)
+            if len(taken) < len(items):
+                more = True
+            elif more:  # a full last page: is anything after it?
+                more = bool(api.call("GET", path, step, params={**params, "cursor": r["next"], "limit": 1})["items"])
+            if more:
+                print(f"stopped after {shown} {what} (--limit {limit}); there are more", file=sys.stderr)
+            return
+        if not more:
             return
         params["cursor"] = r["next"]
 

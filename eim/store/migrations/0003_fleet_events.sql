@@ -53,3 +53,5 @@ CREATE TABLE event_cursors (
     name      TEXT PRIMARY KEY,
     position  DOUBLE PRECISION NOT NULL
 );
+-- events start with this migration: the audit rows written before it are history, not news
+INSERT INTO event_cursors (name, position) SELECT 'audit', COALESCE(MAX(id), 0) FROM audit;
