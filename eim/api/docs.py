@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, Response
 
@@ -42,9 +42,11 @@ def register(app: FastAPI) -> None:
             swagger_favicon_url="data:,",  # no favicon fetched from elsewhere
         )
 
-    @app.get("/docs/oauth2-redirect", include_in_schema=False)
-    async def oauth2_redirect() -> HTMLResponse:
+    async def oauth2_redirect(_request: Request) -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
+
+    # a plain route: an OAuth2 redirect carries query parameters of its own (code, state)
+    app.add_route("/docs/oauth2-redirect", oauth2_redirect, include_in_schema=False)
 
     def handler(name: str, media_type: str):
         async def serve() -> Response:
