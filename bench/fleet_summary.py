@@ -1,5 +1,5 @@
 """The fleet at a glance with a large registry (SQLite): how long ``GET /v1/fleet`` (``Store.fleet_counts``: index
-range counts, migration 0003) and a label-filtered page of ``GET /v1/eUICCs`` take, and what the contact index
+range counts, migration 0004) and a label-filtered page of ``GET /v1/eUICCs`` take, and what the contact index
 costs the once-a-second ``last_contact`` batch of the poll path.
 
 The registry is bulk-inserted (``bench.eim.bulk_register``) and given a realistic spread of contacts: a third
@@ -193,7 +193,7 @@ def run(quick: bool = False, size: int | None = None) -> Section:
             ["GET /v1/euiccs?label=site=berlin&limit=100 (first page)", t["label_page_ms"]],
             ["operations by kind and status (the /metrics gauge)", t["ops_by_status_ms"]],
             [f"{min(20_000, n):,} last_contact values in one statement, with the contact index", with_index],
-            ["the same without the contact index (before migration 0003)", without_index],
+            ["the same without the contact index (before migration 0004)", without_index],
         ],
     )
     sec.add("Counts: " + json.dumps(t["counts"]) + ". Query plans (SQLite's EXPLAIN QUERY PLAN):")

@@ -1,7 +1,7 @@
 """The fleet routes of the operator API: relabel / annotate an eUICC (``PATCH /v1/euiccs/{eid}``), remove it
 (``DELETE``), and the fleet at a glance (``GET /v1/fleet``).
 
-``GET /v1/fleet`` counts from indexes (migration 0003), never by reading every row: registered eUICCs, those
+``GET /v1/fleet`` counts from indexes (migration 0004), never by reading every row: registered eUICCs, those
 never seen, seen within 1 h and 24 h, stale (silent longer than their expected poll interval: ``[fleet]
 poll_interval_s`` or the eUICC's own ``poll_interval_s``), by binding of the last contact; operations by kind and
 status; the notification outbox and the webhook deliveries by status. SGP.32 versions are not recorded per eUICC,

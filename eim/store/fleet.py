@@ -21,7 +21,7 @@ OPEN_SQL = "status IN ('queued', 'in_progress')"
 
 @dataclass(frozen=True)
 class FleetCounts:
-    """``GET /v1/fleet`` and the fleet gauges (counted from indexes, see migration 0003)."""
+    """``GET /v1/fleet`` and the fleet gauges (counted from indexes, see migration 0004)."""
 
     registered: int
     never_seen: int
@@ -181,7 +181,7 @@ class FleetLogic(Logic):
 
     # ------------------------------------------------------------------ the fleet at a glance
     def fleet_counts(self, now: float, default_interval_s: float) -> Gen:
-        """Index range counts only (migration 0003): never a scan of the table rows."""
+        """Index range counts only (migration 0004): never a scan of the table rows."""
 
         def one(sql: str, *args: Any) -> Q:
             return Q(sql, args, "one")

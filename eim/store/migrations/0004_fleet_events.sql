@@ -1,4 +1,4 @@
--- eIM store, schema version 3: the fleet at a glance (indexes the fleet summary and the fleet gauges count from),
+-- eIM store, schema version 4: the fleet at a glance (indexes the fleet summary and the fleet gauges count from),
 -- per-eUICC note and expected poll interval, and event subscriptions with their durable delivery queue.
 --
 -- Fleet counts are index range counts, never table scans: seen within 1 h / 24 h and stale with the default
