@@ -162,9 +162,9 @@ class Config:
     api: ApiSection = field(default_factory=ApiSection)
     operations: OperationsSection = field(default_factory=OperationsSection)
     relay: RelaySection = field(default_factory=RelaySection)
-    log: LogSection = field(default_factory=LogSection)
     events: EventsSection = field(default_factory=EventsSection)
     fleet: FleetSection = field(default_factory=FleetSection)
+    log: LogSection = field(default_factory=LogSection)
 
     @property
     def store_url(self) -> str:
@@ -276,8 +276,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("[relay] notification_burst_per_eid: must be at least 1 when there is a rate limit")
     if cfg.coap.dtls_max_sessions < 1:
         raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
-    _check_http_limits(cfg)
     _check_events(cfg)
+    _check_http_limits(cfg)
     return cfg
 
 
