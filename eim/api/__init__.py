@@ -210,11 +210,11 @@ def create_api(
     app = FastAPI(
         title=title,
         version="1.0",
+        description="SGP.32 v1.2 eIM: register eUICCs, queue operations (PSMO, eCO, profile download, eUICC data), "
+        'follow them, run batches. Errors: {"error": {"code", "message"}}.',
         docs_url=None,  # served from the package (eim.api.docs): no CDN
         redoc_url=None,
         dependencies=[Depends(reject_unknown_query)],
-        description="SGP.32 v1.2 eIM: register eUICCs, queue operations (PSMO, eCO, profile download, eUICC data), "
-        'follow them, run batches. Errors: {"error": {"code", "message"}}.',
     )
     app.state.service = service
     app.state.store = store
