@@ -122,12 +122,10 @@ def create_app(
     service: OperationService | None = None,
     metrics: Metrics | None = None,
     registry: Any = None,
-    events: Any = None,
 ):
     """The worker's ASGI app: the Host allowlist (``[http] allowed_hosts``), the ESipa HTTP binding, and behind
     it the operator API (FastAPI) with its front (``eim.api.front``: operators, roles, body limits, access log).
-    ``registry``: the :class:`eim.api.auth.OperatorRegistry` (default: made from ``[api]``); ``events``: the
-    worker's :class:`eim.events.deliverer.EventDeliverer` (woken when a delivery is re-sent)."""
+    ``registry``: the :class:`eim.api.auth.OperatorRegistry` (default: made from ``[api]``)."""
     from eim.api import create_api
     from eim.api.front import ApiFront
     from eim.api.limits import HostAllowlist
@@ -143,7 +141,7 @@ def create_app(
         registry = operator_registry(config)
     a = config.api
     api: Any = ApiFront(
-        create_api(service, store, metrics=metrics, registry=registry, settings=fleet_api_settings(config, events)),
+        create_api(service, store, metrics=metrics, registry=registry, settings=fleet_api_settings(config)),
         registry,
         max_body_bytes=a.max_body_bytes,
         max_batch_body_bytes=a.max_batch_body_bytes,
@@ -180,15 +178,26 @@ def event_settings(config: Config) -> Any:
     )
 
 
-def fleet_api_settings(config: Config, events: Any = None) -> Any:
+def fleet_api_settings(config: Config) -> Any:
+    """What the fleet routes need: ``[fleet]``, the subscriber URL policy, and the wake-up of this process's event
+    workers (a re-sent delivery goes out at once)."""
     from eim.api.fleet import FleetApiSettings
+    from eim.events.deliverer import wake_all
 
     s = event_settings(config)
     return FleetApiSettings(
-        default_poll_interval_s=s.default_poll_interval_s,
-        url_policy=s.url_policy,
-        wake_events=events.wake if events is not None else None,
+        default_poll_interval_s=s.default_poll_interval_s, url_policy=s.url_policy, wake_events=wake_all
     )
+
+
+def make_events(config: Config, store: Store, metrics: Metrics | None = None) -> Any:
+    """The worker's event fan-out and webhook deliverer (``eim.events.deliverer``), or None (``[events] enabled``
+    false)."""
+    if not config.events.enabled:
+        return None
+    from eim.events.deliverer import EventDeliverer
+
+    return EventDeliverer(store, event_settings(config), metrics=metrics)
 
 
 def operator_registry(config: Config) -> Any:
@@ -318,19 +327,14 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     relay, closer = make_relay(config, store, lab)
     service = OperationService(store, PackageFactory(key), operation_settings(config), metrics=metrics)
     outbox = make_outbox(config, store, relay, metrics) if relay is not None else None
+    events = make_events(config, store, metrics)
     results = ResultProcessor(store, service, EuiccKeys(cis), relay, outbox=outbox, metrics=metrics)
     dispatcher = EsipaDispatcher(results, metrics=metrics)
-    rt = Runtime(config, store, key, service, results, dispatcher, metrics, relay, outbox=outbox)
+    rt = Runtime(config, store, key, service, results, dispatcher, metrics, relay, outbox=outbox, events=events)
     if closer is not None:
         rt.closers.append(closer)
     rt.operators = operators
-    if config.events.enabled:
-        from eim.events.deliverer import EventDeliverer
-
-        rt.events = EventDeliverer(store, event_settings(config), metrics=metrics)
-    rt.app = create_app(
-        config, store, dispatcher, service=service, metrics=metrics, registry=rt.operators, events=rt.events
-    )
+    rt.app = create_app(config, store, dispatcher, service=service, metrics=metrics, registry=rt.operators)
     return rt
 
 

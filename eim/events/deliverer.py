@@ -23,6 +23,7 @@ import os
 import random
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,15 @@ class EventSettings:
         return 2 * self.timeout_s + 10
 
 
+_LIVE: weakref.WeakSet[EventDeliverer] = weakref.WeakSet()
+
+
+def wake_all() -> None:
+    """Wake every event worker of this process (a re-sent delivery goes out now, not at the next poll)."""
+    for d in list(_LIVE):
+        d.wake()
+
+
 def backoff(attempts: int, settings: EventSettings, rand: Callable[[], float] = random.random) -> float:
     """Delay before the next attempt after ``attempts`` failed ones: initial * 2^(n-1), capped, +-jitter."""
     base = min(settings.retry_initial_s * 2 ** max(0, min(attempts - 1, 40)), settings.retry_max_s)
@@ -85,6 +95,7 @@ class EventDeliverer:
         self._wake = asyncio.Event()
         self._last_stale = 0.0
         self._last_purge = 0.0
+        _LIVE.add(self)
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:

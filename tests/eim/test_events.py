@@ -65,7 +65,7 @@ async def rig(store, lab):
         clock=clock,
         owner="test-worker",
     )
-    app = create_app(cfg, store, env.dispatcher, service=env.service, events=deliverer)
+    app = create_app(cfg, store, env.dispatcher, service=env.service)
     receiver = await Receiver().start()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://eim", headers={"Authorization": f"Bearer {TOKEN}"}
