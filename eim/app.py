@@ -327,12 +327,12 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     relay, closer = make_relay(config, store, lab)
     service = OperationService(store, PackageFactory(key), operation_settings(config), metrics=metrics)
     outbox = make_outbox(config, store, relay, metrics) if relay is not None else None
-    events = make_events(config, store, metrics)
     results = ResultProcessor(store, service, EuiccKeys(cis), relay, outbox=outbox, metrics=metrics)
     dispatcher = EsipaDispatcher(results, metrics=metrics)
-    rt = Runtime(config, store, key, service, results, dispatcher, metrics, relay, outbox=outbox, events=events)
+    rt = Runtime(config, store, key, service, results, dispatcher, metrics, relay, outbox=outbox)
     if closer is not None:
         rt.closers.append(closer)
+    rt.events = make_events(config, store, metrics)
     rt.operators = operators
     rt.app = create_app(config, store, dispatcher, service=service, metrics=metrics, registry=rt.operators)
     return rt
