@@ -40,6 +40,7 @@ def register(app: FastAPI) -> None:
             swagger_js_url=f"{STATIC}/swagger-ui-bundle.js",
             swagger_css_url=f"{STATIC}/swagger-ui.css",
             swagger_favicon_url="data:,",  # no favicon fetched from elsewhere
+            swagger_ui_parameters={"validatorUrl": None},  # no badge from validator.swagger.io
         )
 
     async def oauth2_redirect(_request: Request) -> HTMLResponse:
