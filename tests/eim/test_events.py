@@ -285,3 +285,21 @@ def test_url_parser_never_lets_a_forbidden_host_through(scheme, host, rest, loop
     assert kind != "loopback" or loopback
     assert kind != "private" or private
     assert parts.username is None and not parts.fragment
+
+
+async def test_a_notification_taken_for_an_smdp_is_an_event(rig, store):
+    """The eIM took a verified notification into its outbox (its audit row): subscribers hear of it."""
+    from eim.model import NotificationToSend
+
+    _env, c, deliverer, receiver, _ = rig
+    await subscribe(c, receiver.url, ["euicc.notification"])
+    await c.post("/v1/euiccs", json={"eid": EID})
+    note = NotificationToSend(b"\x30\x03\x02\x01\x07", "smdp.example.com", "other", eid=EID, seq_number=7)
+    [(_row, created)] = await store.enqueue_notifications([note], who="ipa")
+    assert created
+    assert await deliverer.tick() == 1
+    event = json.loads(receiver.received[0].body)
+    assert (event["type"], event["eid"]) == ("euicc.notification", EID)
+    assert event["data"] == {"source": "notification", "kind": "other", "seq_number": 7, "address": "smdp.example.com"}
+    await store.enqueue_notifications([note], who="ipa")  # the same bytes again: not queued, no second event
+    assert await deliverer.tick() == 0 and len(receiver.received) == 1
