@@ -283,8 +283,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
 
 def _check_events(cfg: Config) -> None:
     e = cfg.events
-    if not 0 < e.retry_initial_s <= e.retry_max_s:
-        raise ConfigError("[events] retry_initial_s: must be > 0 and <= retry_max_s")
+    if not 0 < e.retry_initial_s <= e.retry_max_s <= 7 * 86400:
+        raise ConfigError("[events] retry_initial_s, retry_max_s: must be > 0, initial <= max, max <= 7 days")
     if e.max_attempts < 0:
         raise ConfigError("[events] max_attempts: must be 0 (no limit) or more")
     for key in ("timeout_s", "poll_s", "stale_check_s"):
