@@ -189,7 +189,7 @@ def run(quick: bool = False, size: int | None = None) -> Section:
     sec.table(
         ["what", "ms"],
         [
-            ["GET /v1/fleet (Store.fleet_counts: 9 counts)", t["fleet_ms"]],
+            ["GET /v1/fleet (Store.fleet_counts: 8 counts)", t["fleet_ms"]],
             ["GET /v1/euiccs?label=site=berlin&limit=100 (first page)", t["label_page_ms"]],
             ["operations by kind and status (the /metrics gauge)", t["ops_by_status_ms"]],
             [f"{min(20_000, n):,} last_contact values in one statement, with the contact index", with_index],

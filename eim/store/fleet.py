@@ -186,7 +186,6 @@ class FleetLogic(Logic):
         def one(sql: str, *args: Any) -> Q:
             return Q(sql, args, "one")
 
-        registered = yield one("SELECT COUNT(*) AS n FROM euiccs")
         never = yield one("SELECT COUNT(*) AS n FROM euiccs WHERE last_contact IS NULL")
         h1 = yield one("SELECT COUNT(*) AS n FROM euiccs WHERE last_contact >= ?", now - 3600.0)
         h24 = yield one("SELECT COUNT(*) AS n FROM euiccs WHERE last_contact >= ?", now - 86400.0)
@@ -202,13 +201,14 @@ class FleetLogic(Logic):
         ops = yield Q("SELECT kind, status, COUNT(*) AS n FROM operations GROUP BY kind, status", (), "all")
         outbox = yield Q("SELECT status, COUNT(*) AS n FROM notification_outbox GROUP BY status", (), "all")
         deliveries = yield Q("SELECT status, COUNT(*) AS n FROM event_deliveries GROUP BY status", (), "all")
+        by_binding = {(r["binding"] or "none"): int(r["n"]) for r in bindings}
         return FleetCounts(
-            registered=int(registered["n"]),
+            registered=sum(by_binding.values()),  # one pass over euiccs_binding serves both
             never_seen=int(never["n"]),
             seen_1h=int(h1["n"]),
             seen_24h=int(h24["n"]),
             stale=int(stale_default["n"]) + int(stale_own["n"]),
-            by_binding={(r["binding"] or "none"): int(r["n"]) for r in bindings},
+            by_binding=by_binding,
             operations={(r["kind"], r["status"]): int(r["n"]) for r in ops},
             notifications={r["status"]: int(r["n"]) for r in outbox},
             deliveries={r["status"]: int(r["n"]) for r in deliveries},

@@ -444,3 +444,23 @@ def test_garbage_on_the_new_endpoints_gets_a_4xx_and_stores_nothing(store_url, l
         runner.run(store.close())
     finally:
         runner.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=200)
+    | st.lists(st.lists(TEXT, max_size=4).map(",".join), max_size=5).map(
+        lambda rows: "eid,activation_code\n" + "\n".join(rows)
+    )
+)
+def test_csv_parser_names_a_field_or_returns_one_parameter_set_per_eid(text):
+    from eim.api.batches import parse_csv
+    from eim.packages.common import ParamError
+
+    try:
+        eids, rows = parse_csv(text)
+    except ParamError as exc:
+        assert exc.field and exc.reason
+        return
+    assert eids and len(eids) == len(rows) and all(e for e in eids)
+    assert all(set(r) <= {"activationCode", "mode"} for r in rows)
