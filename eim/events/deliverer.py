@@ -9,8 +9,9 @@ The same lease / backoff scheme as the notification outbox (``eim.relay.outbox``
 
 A request: ``POST <url>`` with the event JSON as body and headers ``Content-Type: application/json``,
 ``X-Eim-Event`` (type), ``X-Eim-Event-Id``, ``X-Eim-Delivery`` (delivery id), ``X-Eim-Signature: sha256=<hex>``
-(``eim.events.signing``). A 2xx answer is success; anything else, a timeout or a refused connection is a failed
-attempt. Redirects are not followed (a redirect could lead anywhere). The URL is checked again before each attempt
+(``eim.events.signing``). A 2xx answer is success; anything else, a timeout (``timeout_s`` for the whole exchange)
+or a refused connection is a failed attempt. Redirects are not followed (a redirect could lead anywhere) and the
+answer's body is not read. The URL is checked again before each attempt
 (``eim.events.webhook_url``) and its host name resolved: a name that points to a refused address is not contacted.
 """
 
@@ -188,10 +189,15 @@ class EventDeliverer:
                 signing.HEADER: signing.sign(d.secret or "", body),
             }
             try:
-                r = await self._http().post(d.url, content=body, headers=headers)
-                status_code = r.status_code
-                if not 200 <= r.status_code < 300:
-                    error = f"HTTP {r.status_code}"
+                # one deadline for the whole exchange (a receiver dripping its headers cannot hold a worker), and
+                # the answer's body is never read (a receiver cannot make the eIM buffer it)
+                async with asyncio.timeout(s.timeout_s):
+                    async with self._http().stream("POST", d.url, content=body, headers=headers) as r:
+                        status_code = r.status_code
+                if not 200 <= status_code < 300:
+                    error = f"HTTP {status_code}"
+            except TimeoutError:
+                error = f"no answer within {s.timeout_s:g} s"
             except Exception as exc:  # httpx errors, TLS, refused connection
                 error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
         else:

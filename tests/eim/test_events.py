@@ -19,6 +19,7 @@ from eim.config import Config
 from eim.events import signing
 from eim.events.deliverer import EventDeliverer, EventSettings, backoff
 from eim.events.webhook_url import UrlPolicy, WebhookUrlError, check_url, host_class
+from eim.model import Euicc
 from rsp import tlv
 from rsp.pki import create_lab_pki, lab_eid
 from tests.eim.helpers import make_env
@@ -303,3 +304,38 @@ async def test_a_notification_taken_for_an_smdp_is_an_event(rig, store):
     assert event["data"] == {"source": "notification", "kind": "other", "seq_number": 7, "address": "smdp.example.com"}
     await store.enqueue_notifications([note], who="ipa")  # the same bytes again: not queued, no second event
     assert await deliverer.tick() == 0 and len(receiver.received) == 1
+
+
+async def test_a_receiver_that_never_answers_is_a_failed_attempt_within_the_timeout(store):
+    """A subscriber that accepts the connection and then sends its headers a byte at a time, forever: the attempt
+    ends after timeout_s for the whole exchange, the delivery is pending with the reason."""
+    import asyncio
+
+    from eim.store.events import Subscription
+
+    async def drip(reader, writer):
+        await reader.readline()
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            while True:
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(b"X")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sid = "00000000-0000-4000-8000-0000000000d1"
+    await store.add_subscription(Subscription(sid, f"http://127.0.0.1:{port}/x", ("euicc.stale",), "s", "", 0, "t"))
+    await store.add_euicc(Euicc(eid=EID, eim_id="e", association_token=None, counter_value=0), who="t")
+    d = EventDeliverer(store, EventSettings(url_policy=LAB, timeout_s=0.5, settle_s=0.0, default_poll_interval_s=60))
+    await d.tick()  # the first stale scan sets the cursor
+    await store.update_euicc(EID, last_contact=time.time() - 30)
+    d._last_stale = 0.0
+    d.clock = lambda: time.time() + 60
+    assert await d.tick() == 1  # returns: the deadline ended the attempt, not the (endless) drip
+    [row] = await store.list_deliveries(sid)
+    assert row.status == "pending" and row.last_error == "no answer within 0.5 s"
+    await d.aclose()
+    server.close()
