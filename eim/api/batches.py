@@ -52,11 +52,14 @@ class BatchIn(BaseModel):
     rows: list[BatchRow] | None = Field(None, min_length=1, max_length=MAX_BATCH)
 
 
+# the JSON body is read by hand (it shares the route with CSV), so its schemas are added to the OpenAPI components
+_SCHEMA = BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")
+COMPONENTS = {**_SCHEMA.pop("$defs", {}), "BatchIn": _SCHEMA}
 BATCH_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": BatchIn.model_json_schema(ref_template="#/components/schemas/{model}")},
+            "application/json": {"schema": {"$ref": "#/components/schemas/BatchIn"}},
             "text/csv": {
                 "schema": {"type": "string"},
                 "example": "eid,activation_code\n89049032123451234512345678901235,1$smdp.example.com$MATCH-1\n",
@@ -120,6 +123,17 @@ def _window(validity_s: float | None, not_before: dt.datetime | None) -> tuple[f
 def register(app: FastAPI, service: OperationService, store: Any, settings: Any, who: Any) -> None:
     from eim.api import batch_view
     from eim.api.fleet import check_label_map
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, value in COMPONENTS.items():
+            schemas.setdefault(name, value)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.post(
         "/v1/batches",

@@ -356,6 +356,22 @@ async def test_docs_are_served_from_the_package(api):
         assert spec["paths"][path][method]["x-eim-role"] == role, (method, path)
     assert "text/csv" in spec["paths"]["/v1/batches"]["post"]["requestBody"]["content"]
 
+    def refs(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "$ref":
+                    yield v
+                else:
+                    yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    names = set(spec["components"]["schemas"])
+    dangling = {r for r in refs(spec) if r.removeprefix("#/components/schemas/") not in names}
+    assert not dangling  # every schema the document points to is in it
+    assert "rows" in spec["components"]["schemas"]["BatchIn"]["properties"]
+
 
 async def test_docs_public_flag_covers_the_assets(store, lab):
     cfg = Config()
