@@ -1,10 +1,14 @@
 """The operator REST API (FastAPI, OpenAPI at ``/openapi.json``, docs at ``/docs``).
 
 Every error answer has the same body, ``{"error": {"code": ..., "message": ...}}``: 400 for values the eIM cannot
-use (``message`` names the field), 401 without a valid operator token, 403 when the operator's role does not
-allow the call, 413 for a body over the limit (``eim.api.front``), 404 for unknown eUICCs / operations /
-batches, 409 for a state conflict (cancelling a finished operation), 422 for a body or query that is not the expected
-JSON / values (``GET /v1/notifications?status=bogus``).
+use or a query parameter the endpoint does not know (``field`` names it, ``eim.api.paging``), 401 without a
+valid operator token, 403 when the operator's role does not allow the call, 413 for a body over the limit
+(``eim.api.front``), 404 for unknown eUICCs / operations / batches, 409 for a state conflict (cancelling a finished
+operation), 422 for a body or query that is not the expected JSON / values (``GET /v1/notifications?status=bogus``).
+
+Routes live here (registry, operations, notifications, plumbing) and in ``eim.api.fleet`` (PATCH / DELETE of an
+eUICC, ``/v1/fleet``), ``eim.api.batches``, ``eim.api.subscriptions`` (webhooks) and ``eim.api.docs`` (Swagger UI
+from the package). Lists page with opaque cursors (``eim.api.paging``).
 """
 
 from __future__ import annotations
