@@ -2,7 +2,7 @@
 
     eim serve [--config FILE] [--insecure-no-operator-auth]
     eim [--url URL] [--token TOKEN] [--json] euicc register EID [--association-token N] [--counter N] ...
-    eim euicc list [--label KEY=VALUE ...] | show EID
+    eim euicc list [--label KEY=VALUE ...] | show EID | label EID [KEY=VALUE ...] [--unset KEY] | remove EID [--force]
     eim op create EID KIND [--params JSON|@FILE] [--activation-code AC] [--validity SECONDS] [--not-before ISO]
     eim op list [--eid EID] [--status S] [--kind K] [--batch ID] [--limit N] | show ID | cancel ID
     eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID | cancel ID
@@ -166,6 +166,25 @@ def cmd_euicc(args: argparse.Namespace, api: Api) -> int:
             params["label"] = list(args.label)
         for e in paged(api, "/v1/euiccs", "list eUICCs", params, None, what="eUICCs"):
             emit(args, e, euicc_line(e))
+    elif args.action == "label":
+        changes: dict[str, str | None] = {k: None for k in args.unset or []}
+        for item in args.set or []:
+            k, sep, v = item.partition("=")
+            if not sep:
+                raise CliError(f"{item!r}: expected key=value", 2)
+            changes[k] = v
+        if not changes:
+            raise CliError("euicc label: give key=value and/or --unset KEY", 2)
+        r = api.call("PATCH", f"/v1/euiccs/{args.eid}", "relabel eUICC", json={"labels": changes})
+        emit(args, r, f"{r['eid']}  labels={json.dumps(r['labels'], sort_keys=True)}")
+    elif args.action == "remove":
+        params = {"force": "true"} if args.force else {}
+        r = api.call("DELETE", f"/v1/euiccs/{args.eid}", "remove eUICC", params=params)
+        emit(
+            args,
+            r,
+            f"removed {r['eid']}" + (f", cancelled {len(r['cancelled'])} operation(s)" if r["cancelled"] else ""),
+        )
     else:
         r = api.call("GET", f"/v1/euiccs/{args.eid}", "show eUICC")
         emit(args, r, json.dumps(r, indent=2))
@@ -382,6 +401,13 @@ def parser() -> argparse.ArgumentParser:
     el.add_argument("--label", action="append", help="key=value (repeatable: all must match)")
     show = e.add_parser("show", help="one eUICC")
     show.add_argument("eid")
+    lab = e.add_parser("label", help="set (key=value) or remove (--unset KEY) labels of an eUICC")
+    lab.add_argument("eid")
+    lab.add_argument("set", nargs="*", metavar="KEY=VALUE")
+    lab.add_argument("--unset", action="append", metavar="KEY")
+    rm = e.add_parser("remove", help="remove an eUICC (refused while it has open operations, unless --force)")
+    rm.add_argument("eid")
+    rm.add_argument("--force", action="store_true", help="cancel its open operations first")
 
     o = sub.add_parser("op", help="operations").add_subparsers(dest="action", required=True)
     c = o.add_parser("create", help="queue an operation for one eUICC")

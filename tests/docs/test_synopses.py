@@ -50,6 +50,11 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
         [],
     ),
     (
+        S("eim.md", "eim euicc label EID [k=v ...] [--unset KEY ...] | remove EID [--force]"),
+        [["eim", "euicc", "label"], ["eim", "euicc", "remove"]],
+        [],
+    ),
+    (
         S(
             "eim.md",
             "eim op create EID {psmo,eco,download,euicc_data} [--params JSON|@file] [--activation-code AC] "

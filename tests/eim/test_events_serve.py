@@ -111,6 +111,18 @@ def test_op_list_pages_through_everything_unless_limited(lab, tmp_path):
         assert len(exact.stdout.splitlines()) == 105 and "stopped" not in exact.stderr
         cancelled = run_cli(server, "batch", "cancel", r.json()["id"])
         assert cancelled.returncode == 0 and "cancelled 1 open operation" in cancelled.stdout, cancelled.stderr
+        labelled = run_cli(server, "euicc", "label", EID, "site=berlin", "rack=3")
+        assert labelled.returncode == 0 and '"site": "berlin"' in labelled.stdout, labelled.stderr
+        run_cli(server, "euicc", "label", EID, "--unset", "rack")
+        listed = run_cli(server, "--json", "euicc", "list", "--label", "site=berlin")
+        assert [json.loads(ln)["labels"] for ln in listed.stdout.splitlines()] == [{"site": "berlin"}]
+        assert run_cli(server, "euicc", "list", "--label", "site=paris").stdout == ""
+        refused = run_cli(server, "euicc", "remove", EID)
+        assert refused.returncode == 1 and "104 open operation(s)" in refused.stderr
+        assert api.get(f"/v1/euiccs/{EID}").status_code == 200
+        removed = run_cli(server, "euicc", "remove", EID, "--force")
+        assert removed.returncode == 0 and "cancelled 104 operation(s)" in removed.stdout, removed.stderr
+        assert api.get(f"/v1/euiccs/{EID}").status_code == 404
     finally:
         server.stop()
 
