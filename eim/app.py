@@ -145,7 +145,7 @@ def create_app(
         registry = operator_registry(config)
     a = config.api
     api: Any = ApiFront(
-        create_api(service, store, metrics=metrics, registry=registry),
+        create_api(service, store, metrics=metrics, registry=registry, settings=fleet_api_settings(config)),
         registry,
         max_body_bytes=a.max_body_bytes,
         max_batch_body_bytes=a.max_batch_body_bytes,
@@ -162,6 +162,46 @@ def create_app(
     if config.http.allowed_hosts:
         api = HostAllowlist(api, config.http.allowed_hosts)
     return api
+
+
+def event_settings(config: Config) -> Any:
+    """``[events]`` and ``[fleet]`` as :class:`eim.events.deliverer.EventSettings`."""
+    from eim.events.deliverer import EventSettings
+    from eim.events.webhook_url import UrlPolicy
+
+    e = config.events
+    return EventSettings(
+        url_policy=UrlPolicy(allow_loopback=e.allow_loopback, allow_private=e.allow_private),
+        retry_initial_s=e.retry_initial_s,
+        retry_max_s=e.retry_max_s,
+        max_attempts=e.max_attempts,
+        poll_s=e.poll_s,
+        timeout_s=e.timeout_s,
+        default_poll_interval_s=config.fleet.poll_interval_s,
+        stale_check_s=e.stale_check_s,
+    )
+
+
+def fleet_api_settings(config: Config) -> Any:
+    """What the fleet routes need: ``[fleet]``, the subscriber URL policy, and the wake-up of this process's event
+    workers (a re-sent delivery goes out at once)."""
+    from eim.api.fleet import FleetApiSettings
+    from eim.events.deliverer import wake_all
+
+    s = event_settings(config)
+    return FleetApiSettings(
+        default_poll_interval_s=s.default_poll_interval_s, url_policy=s.url_policy, wake_events=wake_all
+    )
+
+
+def make_events(config: Config, store: Store, metrics: Metrics | None = None) -> Any:
+    """The worker's event fan-out and webhook deliverer (``eim.events.deliverer``), or None (``[events] enabled``
+    false)."""
+    if not config.events.enabled:
+        return None
+    from eim.events.deliverer import EventDeliverer
+
+    return EventDeliverer(store, event_settings(config), metrics=metrics)
 
 
 def operator_registry(config: Config) -> Any:
@@ -221,6 +261,7 @@ class Runtime:
     app: Any = None
     outbox: Any = None  # eim.relay.outbox.NotificationOutbox when the relay is on
     operators: Any = None  # eim.api.auth.OperatorRegistry, its file watched while the worker runs
+    events: Any = None  # eim.events.deliverer.EventDeliverer when [events] enabled
     _watch: Any = None
     device_secrets: Any = None  # eim.bindings.device_secrets.DeviceSecretFile with [devices] secret_file
 
@@ -228,6 +269,8 @@ class Runtime:
         """Start the worker's background tasks that need a running loop (the notification forwarder)."""
         if self.outbox is not None:
             self.outbox.start()
+        if self.events is not None:
+            self.events.start()
         if self.operators is not None and self.operators.path is not None and self._watch is None:
             import asyncio
 
@@ -243,6 +286,8 @@ class Runtime:
                 await self._watch
         if self.outbox is not None:
             await self.outbox.aclose()  # before the store closes: gives back its leases
+        if self.events is not None:
+            await self.events.aclose()  # gives back its delivery leases
         await self.service.aclose()
         for c in reversed(self.closers):
             try:
@@ -321,6 +366,7 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     if not cis:
         log.warning("no trusted CI configured: eUICC results cannot be verified ([eim] trusted_ci)")
     metrics = metrics or Metrics()
+    metrics.stale_after_s = config.fleet.poll_interval_s
     store = store or open_store(config.store_url, **_store_options(config))
     await store.open()
     relay, closer = make_relay(config, store, lab)
@@ -332,6 +378,7 @@ async def build(config: Config, *, store: Store | None = None, metrics: Metrics 
     rt.device_secrets = secrets
     if closer is not None:
         rt.closers.append(closer)
+    rt.events = make_events(config, store, metrics)
     rt.operators = operators
     rt.app = create_app(
         config, store, dispatcher, service=service, metrics=metrics, registry=rt.operators, device_secrets=secrets

@@ -2,10 +2,10 @@
 
     eim serve [--config FILE] [--insecure-no-operator-auth]
     eim [--url URL] [--token TOKEN] [--json] euicc register EID [--association-token N] [--counter N] ...
-    eim euicc list | show EID
+    eim euicc list [--label KEY=VALUE ...] | show EID | label EID [KEY=VALUE ...] [--unset KEY] | remove EID [--force]
     eim op create EID KIND [--params JSON|@FILE] [--activation-code AC] [--validity SECONDS] [--not-before ISO]
-    eim op list [--eid EID] [--status S] [--kind K] [--batch ID] | show ID | cancel ID
-    eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID
+    eim op list [--eid EID] [--status S] [--kind K] [--batch ID] [--limit N] | show ID | cancel ID
+    eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID | cancel ID
     eim notification list [--status pending|failed] [--limit N]
     eim psk set EID (--key HEX | --generate) | remove EID | list   [--file PSKFILE]
     eim operator add NAME --role read-only|operator|admin | rotate NAME | remove NAME | list   [--file FILE]
@@ -193,17 +193,30 @@ def cmd_euicc(args: argparse.Namespace, api: Api) -> int:
         r = api.call("POST", "/v1/euiccs", "register eUICC", json=body)
         emit(args, r, ("registered " if r["created"] else "already registered ") + euicc_line(r["euicc"]))
     elif args.action == "list":
-        after = None
-        while True:
-            params: dict[str, Any] = {"limit": 1000}
-            if after:
-                params["after"] = after
-            r = api.call("GET", "/v1/euiccs", "list eUICCs", params=params)
-            for e in r["items"]:
-                emit(args, e, euicc_line(e))
-            after = r.get("next")
-            if not after:
-                break
+        params: dict[str, Any] = {"limit": 1000}
+        if args.label:
+            params["label"] = list(args.label)
+        for e in paged(api, "/v1/euiccs", "list eUICCs", params, None, what="eUICCs"):
+            emit(args, e, euicc_line(e))
+    elif args.action == "label":
+        changes: dict[str, str | None] = {k: None for k in args.unset or []}
+        for item in args.set or []:
+            k, sep, v = item.partition("=")
+            if not sep:
+                raise CliError(f"{item!r}: expected key=value", 2)
+            changes[k] = v
+        if not changes:
+            raise CliError("euicc label: give key=value and/or --unset KEY", 2)
+        r = api.call("PATCH", f"/v1/euiccs/{args.eid}", "relabel eUICC", json={"labels": changes})
+        emit(args, r, f"{r['eid']}  labels={json.dumps(r['labels'], sort_keys=True)}")
+    elif args.action == "remove":
+        params = {"force": "true"} if args.force else {}
+        r = api.call("DELETE", f"/v1/euiccs/{args.eid}", "remove eUICC", params=params)
+        emit(
+            args,
+            r,
+            f"removed {r['eid']}" + (f", cancelled {len(r['cancelled'])} operation(s)" if r["cancelled"] else ""),
+        )
     else:
         r = api.call("GET", f"/v1/euiccs/{args.eid}", "show eUICC")
         emit(args, r, json.dumps(r, indent=2))
@@ -216,13 +229,15 @@ def cmd_op(args: argparse.Namespace, api: Api) -> int:
         r = api.call("POST", f"/v1/euiccs/{args.eid}/operations", "create operation", json=body)
         emit(args, r["operation"], "queued " + op_line(r["operation"]))
     elif args.action == "list":
-        params: dict[str, Any] = {"limit": min(args.limit, 1000)}
+        if args.limit is not None and args.limit < 1:
+            raise CliError("op list: --limit must be at least 1", 2)
+        params: dict[str, Any] = {"limit": min(args.limit or 1000, 1000)}
         for key in ("eid", "status", "kind"):
             if getattr(args, key):
                 params[key] = getattr(args, key)
         if args.batch:
             params["batch_id"] = args.batch
-        for o in paged(api, "/v1/operations", "list operations", params, args.limit):
+        for o in paged(api, "/v1/operations", "list operations", params, args.limit, what="operations"):
             emit(args, o, op_line(o))
     elif args.action == "show":
         r = api.call("GET", f"/v1/operations/{args.id}", "show operation")
@@ -245,6 +260,11 @@ def cmd_batch(args: argparse.Namespace, api: Api) -> int:
             raise CliError("batch create: give --eid (repeatable) or --eids-file", 2)
         body = {"kind": args.kind, "params": _params(args), "eids": eids, **_window(args)}
         r = api.call("POST", "/v1/batches", "create batch", json=body)
+    elif args.action == "cancel":
+        r = api.call("POST", f"/v1/batches/{args.id}/cancel", "cancel batch")
+        by_status = " ".join(f"{k}={v}" for k, v in sorted(r["by_status"].items()))
+        emit(args, r, f"batch {r['id']}: cancelled {r['cancelled']} open operation(s); now {by_status}")
+        return 0
     else:
         r = api.call("GET", f"/v1/batches/{args.id}", "show batch")
     refused = sum(1 for it in r["items"] if it["status"] == "refused") if args.action == "create" else 0
@@ -353,17 +373,31 @@ def notification_line(n: dict[str, Any]) -> str:
     )
 
 
-def paged(api: Api, path: str, step: str, params: dict[str, Any], limit: int) -> Iterator[dict[str, Any]]:
-    """At most ``limit`` items of a paged listing of the REST API, following its ``next`` cursor."""
+def paged(
+    api: Api, path: str, step: str, params: dict[str, Any], limit: int | None, *, what: str = "items"
+) -> Iterator[dict[str, Any]]:
+    """The items of a paged listing of the REST API, following its ``next`` cursor to the end, or at most
+    ``limit``: then a line on stderr says that the list stopped early (when more exist)."""
     shown = 0
-    while shown < limit:
+    while True:
         r = api.call("GET", path, step, params=params)
-        for item in r["items"][: limit - shown]:
+        items = r["items"]
+        taken = items if limit is None else items[: limit - shown]
+        for item in taken:
             yield item
             shown += 1
-        if not r.get("next"):
+        more = bool(r.get("next"))
+        if limit is not None and shown >= limit:
+            if len(taken) < len(items):
+                more = True
+            elif more:  # a full last page: is anything after it?
+                more = bool(api.call("GET", path, step, params={**params, "cursor": r["next"], "limit": 1})["items"])
+            if more:
+                print(f"stopped after {shown} {what} (--limit {limit}); there are more", file=sys.stderr)
             return
-        params["after"] = r["next"]
+        if not more:
+            return
+        params["cursor"] = r["next"]
 
 
 def cmd_notification(args: argparse.Namespace, api: Api) -> int:
@@ -373,7 +407,7 @@ def cmd_notification(args: argparse.Namespace, api: Api) -> int:
     params: dict[str, Any] = {"limit": min(args.limit, 1000)}
     if args.status:
         params["status"] = args.status
-    for n in paged(api, "/v1/notifications", "list notifications", params, args.limit):
+    for n in paged(api, "/v1/notifications", "list notifications", params, args.limit, what="notifications"):
         emit(args, n, notification_line(n))
     if not args.json and not args.out.items:
         print(f"no {args.status or 'pending or failed'} notifications")
@@ -407,9 +441,17 @@ def parser() -> argparse.ArgumentParser:
     reg.add_argument("--counter", type=int, default=0, help="last counter value the eUICC has seen (default 0)")
     reg.add_argument("--trusted-ci", help="CI SubjectKeyIdentifier (hex)")
     reg.add_argument("--label", action="append", help="key=value (repeatable)")
-    e.add_parser("list", help="list registered eUICCs")
+    el = e.add_parser("list", help="list registered eUICCs")
+    el.add_argument("--label", action="append", help="key=value (repeatable: all must match)")
     show = e.add_parser("show", help="one eUICC")
     show.add_argument("eid")
+    lab = e.add_parser("label", help="set (key=value) or remove (--unset KEY) labels of an eUICC")
+    lab.add_argument("eid")
+    lab.add_argument("set", nargs="*", metavar="KEY=VALUE")
+    lab.add_argument("--unset", action="append", metavar="KEY")
+    rm = e.add_parser("remove", help="remove an eUICC (refused while it has open operations, unless --force)")
+    rm.add_argument("eid")
+    rm.add_argument("--force", action="store_true", help="cancel its open operations first")
 
     o = sub.add_parser("op", help="operations").add_subparsers(dest="action", required=True)
     c = o.add_parser("create", help="queue an operation for one eUICC")
@@ -421,7 +463,7 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--kind", choices=KINDS)
     ls.add_argument("--batch")
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--limit", type=int, default=None, help="at most this many (default: all, paged)")
     for name in ("show", "cancel"):
         x = o.add_parser(name, help=f"{name} an operation")
         x.add_argument("id")
@@ -434,6 +476,8 @@ def parser() -> argparse.ArgumentParser:
     _op_args(bc)
     bs = b.add_parser("show", help="a batch with per-item results")
     bs.add_argument("id")
+    bx = b.add_parser("cancel", help="cancel every open operation of a batch")
+    bx.add_argument("id")
 
     file_opt = argparse.ArgumentParser(add_help=False)
     file_opt.add_argument("--file", help="the PSK file (default: [coap] psk_file of the configuration)")

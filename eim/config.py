@@ -148,6 +148,26 @@ class DevicesSection:
 
 
 @dataclass
+class EventsSection:
+    """Webhook subscriptions and their deliveries (eim.events, docs/eim.md "Events (webhooks)")."""
+
+    enabled: bool = True  # this worker fans out events and delivers them
+    allow_loopback: bool = False  # subscriber URLs on loopback (http:// too): labs and tests only
+    allow_private: bool = False  # subscriber URLs that are RFC 1918 / other non-global IP literals
+    retry_initial_s: float = 5.0  # delay after the first failed attempt, doubling
+    retry_max_s: float = 3600.0  # no delay is longer
+    max_attempts: int = 20  # then the delivery ends as failed (re-send it over the API); 0 = never give up
+    timeout_s: float = 10.0  # one POST to a subscriber
+    poll_s: float = 1.0  # how often a worker looks for events and due deliveries
+    stale_check_s: float = 60.0  # how often eUICCs are checked for going silent (euicc.stale)
+
+
+@dataclass
+class FleetSection:
+    poll_interval_s: float = 86400.0  # expected poll interval; an eUICC silent longer is stale (per-eUICC override)
+
+
+@dataclass
 class LogSection:
     level: str = "INFO"
     json: bool = True
@@ -163,6 +183,8 @@ class Config:
     api: ApiSection = field(default_factory=ApiSection)
     operations: OperationsSection = field(default_factory=OperationsSection)
     relay: RelaySection = field(default_factory=RelaySection)
+    events: EventsSection = field(default_factory=EventsSection)
+    fleet: FleetSection = field(default_factory=FleetSection)
     log: LogSection = field(default_factory=LogSection)
     devices: DevicesSection = field(default_factory=DevicesSection)
 
@@ -299,9 +321,23 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("[coap] dtls_max_sessions: must be at least 1")
     if cfg.coap.push_max_observers < 1 or not 0 < cfg.coap.push_ack_timeout_s <= 60:
         raise ConfigError("[coap] push_max_observers: at least 1; push_ack_timeout_s: between 0 and 60 seconds")
+    _check_events(cfg)
     _check_http_limits(cfg)
     _check_devices(cfg)
     return cfg
+
+
+def _check_events(cfg: Config) -> None:
+    e = cfg.events
+    if not 0 < e.retry_initial_s <= e.retry_max_s <= 7 * 86400:
+        raise ConfigError("[events] retry_initial_s, retry_max_s: must be > 0, initial <= max, max <= 7 days")
+    if e.max_attempts < 0:
+        raise ConfigError("[events] max_attempts: must be 0 (no limit) or more")
+    for key in ("timeout_s", "poll_s", "stale_check_s"):
+        if not 0 < getattr(e, key) <= 86400:
+            raise ConfigError(f"[events] {key}: must be > 0 and at most 86400 seconds")
+    if not 60 <= cfg.fleet.poll_interval_s <= 366 * 86400:
+        raise ConfigError("[fleet] poll_interval_s: must be between 60 seconds and 366 days")
 
 
 _HOST_PATTERN = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?|\[[0-9A-Fa-f:.]{2,45}\]|\*")

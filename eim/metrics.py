@@ -17,7 +17,12 @@ metric                                     labels
 ``eim_esipa_error_answers_total``          ``function``, ``binding``, ``code`` (the ESipa error code, 0..127 or other)
 ``eim_esipa_request_seconds`` (histogram)  ``function``, ``binding``
 ``eim_api_requests_total``                 ``method``, ``route`` (the route template), ``status``
+``eim_fleet_euiccs`` (gauge, from store)   ``state``: registered / never_seen / seen_1h / seen_24h / stale
+``eim_event_deliveries_total``             ``outcome`` (delivered / retry / failed) - webhook attempts
+``eim_event_delivery_queue`` (gauge)       ``status`` (pending / delivered / failed)
 =========================================  ===========================================================
+
+``stale``: silent longer than the expected poll interval (``[fleet] poll_interval_s`` or the eUICC's own).
 
 ``queued``: the eIM took responsibility for a notification (it is in the outbox); ``delivered``: the SM-DP+
 accepted it; ``retry``: an attempt failed and another one is scheduled; ``failed``: refused for good or given up;
@@ -85,6 +90,12 @@ class Metrics:
             registry=r,
         )
         self.api = Counter("eim_api_requests", "Operator API requests", ["method", "route", "status"], registry=r)
+        self.fleet = Gauge("eim_fleet_euiccs", "Registered eUICCs by contact state", ["state"], registry=r)
+        self.deliveries = Counter("eim_event_deliveries", "Webhook delivery attempts", ["outcome"], registry=r)
+        self.delivery_queue = Gauge(
+            "eim_event_delivery_queue", "Webhook deliveries in the store by status", ["status"], registry=r
+        )
+        self.stale_after_s = 86400.0  # [fleet] poll_interval_s
         self.scrape_errors = Counter("eim_metrics_store_errors", "Store reads that failed during a scrape", registry=r)
         for k in OpKind:
             self.created.labels(k.value)
@@ -137,6 +148,23 @@ class Metrics:
     def api_request(self, method: str, route: str, status: int) -> None:
         self.api.labels(method, route, str(status)).inc()
 
+    def event_delivery(self, outcome: str) -> None:
+        self.deliveries.labels(outcome).inc()
+
+    async def refresh_fleet(self, store: Any) -> None:
+        """The fleet gauges (index counts, ``eim.store.fleet``), when the store has them."""
+        if not hasattr(store, "fleet_counts"):
+            return
+        try:
+            c = await store.fleet_counts(default_interval_s=self.stale_after_s)
+        except Exception:
+            self.scrape_errors.inc()
+            return
+        for state in ("registered", "never_seen", "seen_1h", "seen_24h", "stale"):
+            self.fleet.labels(state).set(getattr(c, state))
+        for status in ("pending", "delivered", "failed"):
+            self.delivery_queue.labels(status).set(c.deliveries.get(status, 0))
+
     async def refresh(self, store: Any) -> None:
         """Read the queue gauges from the store (called before each scrape)."""
         try:
@@ -154,6 +182,7 @@ class Metrics:
             return
         for n in NotificationStatus:
             self.notification_queue.labels(n.value).set(queued.get(n.value, 0))
+        await self.refresh_fleet(store)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -55,6 +55,8 @@ class Euicc:
     profiles: list[dict[str, Any]] | None = None  # as last reported (listProfileInfo)
     ipa_capabilities: dict[str, Any] | None = None  # as last reported (IpaEuiccData A8)
     info: dict[str, Any] = field(default_factory=dict)  # other learned data (default SM-DP+, euiccInfo ...)
+    note: str | None = None  # the operator's free text (PATCH /v1/euiccs/{eid})
+    poll_interval_s: float | None = None  # expected poll interval; None = [fleet] poll_interval_s
     last_seq_number: int | None = None  # highest EPR seqNumber accepted
     created_at: float = 0.0
     labels: dict[str, str] = field(default_factory=dict)

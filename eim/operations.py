@@ -227,8 +227,11 @@ class OperationService:
         validity_s: float | None = None,
         not_before: float | None = None,
         who: str = "operator",
+        item_params: list[dict[str, Any]] | None = None,
     ) -> Batch:
-        """Queue the same operation for many eUICCs; each item gets an operation or an error of its own."""
+        """Queue the same operation for many eUICCs; each item gets an operation or an error of its own.
+        ``item_params``: per-EID parameters (one dict per EID, merged over ``params``), all validated before
+        anything is stored: a bad one is a :class:`ParamError` naming ``rows[i].<field>``."""
         try:
             kind = OpKind(kind)
         except ValueError:
@@ -237,8 +240,12 @@ class OperationService:
             raise ParamError("eids", "must be a non-empty list of EIDs")
         if len(eids) > MAX_BATCH:
             raise ParamError("eids", f"at most {MAX_BATCH} EIDs per batch")
-        params = validate_params(kind, params)
-        self._check_smdp_address(kind, params)
+        per_item: list[dict[str, Any]] | None = None
+        if item_params is None:
+            params = validate_params(kind, params)
+            self._check_smdp_address(kind, params)
+        else:
+            per_item = self._item_params(kind, params, item_params, len(eids))
         now = self.clock()
         nb, expires_at = self._window(validity_s, not_before, now)
         batch_id = new_id()
@@ -262,7 +269,8 @@ class OperationService:
                 continue
             if await self._needs_certificates(euicc, kind):
                 ops.append(replace(self._learn_op(eid, now, expires_at), batch_id=batch_id))
-            op = self._new_op(eid, kind, self._prepare(euicc, kind, params), now, nb, expires_at, who, batch_id)
+            p = per_item[i] if per_item is not None else params
+            op = self._new_op(eid, kind, self._prepare(euicc, kind, p), now, nb, expires_at, who, batch_id)
             ops.append(op)
             items.append(BatchItem(i, eid, op.id))
             kicks.append(euicc)
@@ -274,6 +282,21 @@ class OperationService:
         for e in kicks:
             self.kick(e)
         return saved
+
+    def _item_params(self, kind: OpKind, shared: Any, rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+        if not isinstance(shared, dict):
+            raise ParamError("params", "must be an object")
+        if len(rows) != n:
+            raise ParamError("rows", "one parameter set per EID")
+        out = []
+        for i, row in enumerate(rows):
+            try:
+                p = validate_params(kind, {**shared, **row})
+                self._check_smdp_address(kind, p)
+            except ParamError as exc:
+                raise ParamError(f"rows[{i}].{exc.field}", exc.reason) from None
+            out.append(p)
+        return out
 
     async def get(self, op_id: str) -> Operation:
         op = await self.store.get_operation(op_id)
@@ -307,6 +330,12 @@ class OperationService:
         return claim
 
     def _count_closed(self, claim: Claim) -> None:
+        for o in claim.closed:
+            if o.status is OpStatus.FAILED:
+                log.warning(
+                    "operation failed",
+                    extra={"operation": o.id, "eid": o.eid, "kind": o.kind.value, "reason": o.error},
+                )
         if self.metrics:
             for o in claim.closed:
                 self.metrics.operation_finished(o.kind.value, o.status.value)

@@ -213,6 +213,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
             timeout_keep_alive=config.http.keep_alive_s,  # type: ignore[arg-type]
             lifespan="off",
             log_config=None,
+            use_colors=False,
             access_log=False,
             server_header=False,
             **kw,

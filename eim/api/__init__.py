@@ -1,10 +1,14 @@
 """The operator REST API (FastAPI, OpenAPI at ``/openapi.json``, docs at ``/docs``).
 
 Every error answer has the same body, ``{"error": {"code": ..., "message": ...}}``: 400 for values the eIM cannot
-use (``message`` names the field), 401 without a valid operator token, 403 when the operator's role does not
-allow the call, 413 for a body over the limit (``eim.api.front``), 404 for unknown eUICCs / operations /
-batches, 409 for a state conflict (cancelling a finished operation), 422 for a body or query that is not the expected
-JSON / values (``GET /v1/notifications?status=bogus``).
+use or a query parameter the endpoint does not know (``field`` names it, ``eim.api.paging``), 401 without a
+valid operator token, 403 when the operator's role does not allow the call, 413 for a body over the limit
+(``eim.api.front``), 404 for unknown eUICCs / operations / batches, 409 for a state conflict (cancelling a finished
+operation), 422 for a body or query that is not the expected JSON / values (``GET /v1/notifications?status=bogus``).
+
+Routes live here (registry, operations, notifications, plumbing) and in ``eim.api.fleet`` (PATCH / DELETE of an
+eUICC, ``/v1/fleet``), ``eim.api.batches``, ``eim.api.subscriptions`` (webhooks) and ``eim.api.docs`` (Swagger UI
+from the package). Lists page with opaque cursors (``eim.api.paging``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eim.api.auth import OperatorRegistry
 from eim.api.openapi import declare_bearer_auth
+from eim.api.paging import decode_cursor, page, reject_unknown_query
 from eim.metrics import CONTENT_TYPE, Metrics
 from eim.model import Batch, Euicc, NotificationStatus, Operation, OpKind, OpStatus, OutboundNotification
 from eim.operations import Conflict, NotFound, OperationService
@@ -55,10 +60,6 @@ class OperationIn(BaseModel):
     not_before: dt.datetime | None = None
 
 
-class BatchIn(OperationIn):
-    eids: list[str] = Field(min_length=1, max_length=10000)
-
-
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
@@ -83,6 +84,8 @@ def euicc_view(e: Euicc) -> dict[str, Any]:
         "ipa_capabilities": e.ipa_capabilities,
         "info": e.info,
         "labels": e.labels,
+        "note": e.note,
+        "poll_interval_s": e.poll_interval_s,
         "last_seq_number": e.last_seq_number,
         "sgp32_version": e.sgp32_version,
         "created_at": _iso(e.created_at),
@@ -202,10 +205,13 @@ def create_api(
     metrics: Metrics | None = None,
     registry: OperatorRegistry | None = None,
     title: str = "eIM operator API",
+    settings: Any = None,
 ) -> FastAPI:
     """The REST API over ``service``. Authentication, roles and body limits are checked in front of it
     (``eim.api.front.ApiFront``, wired by ``eim.app.create_app``); ``registry`` lists the operators for
-    ``GET /v1/operators``."""
+    ``GET /v1/operators``. ``settings``: :class:`eim.api.fleet.FleetApiSettings` (fleet, events, batches)."""
+    from eim.api import batches, docs, fleet, subscriptions
+
     app = FastAPI(
         title=title,
         version="1.0",
@@ -213,6 +219,9 @@ def create_api(
         redirect_slashes=False,
         description="SGP.32 v1.2 eIM: register eUICCs, queue operations (PSMO, eCO, profile download, eUICC data), "
         'follow them, run batches. Errors: {"error": {"code", "message"}}.',
+        docs_url=None,  # served from the package (eim.api.docs): no CDN
+        redoc_url=None,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.service = service
     app.state.store = store
@@ -278,12 +287,18 @@ def create_api(
         response.headers["Location"] = f"/v1/euiccs/{e.eid}"
         return {"created": created, "euicc": euicc_view(e)}
 
-    @app.get("/v1/euiccs", tags=["eUICCs"], summary="List eUICCs (by EID, paged)")
-    async def list_euiccs(limit: int = Query(100, ge=1, le=1000), after: str | None = Query(None)):
-        if after is not None:
-            after = _eid(after)
-        items = await store.list_euiccs(limit=limit, after=after)
-        return {"items": [euicc_view(e) for e in items], "next": items[-1].eid if len(items) == limit else None}
+    @app.get("/v1/euiccs", tags=["eUICCs"], summary="List eUICCs (by EID, paged, filtered by labels)")
+    async def list_euiccs(
+        request: Request,
+        label: list[str] = Query([], description="key=value; repeat for more (all must match)"),
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = Query(None, description="the 'next' value of the previous page"),
+    ):
+        after = decode_cursor("euiccs", cursor)
+        if after is not None and not isinstance(after, str):
+            raise ParamError("cursor", "not a cursor of this list")
+        items = await store.find_euiccs(labels=fleet.parse_labels(label), limit=limit, after=after)
+        return page(request, [euicc_view(e) for e in items], limit, "euiccs", items[-1].eid if items else None)
 
     @app.get("/v1/euiccs/{eid}", tags=["eUICCs"], summary="One eUICC with what the eIM learned about it")
     async def show_euicc(eid: str):
@@ -317,13 +332,15 @@ def create_api(
 
     @app.get("/v1/operations", tags=["operations"], summary="List operations (filters combine)")
     async def list_operations(
+        request: Request,
         eid: str | None = None,
         status: OpStatus | None = None,
         kind: OpKind | None = None,
         batch_id: str | None = None,
         limit: int = Query(100, ge=1, le=1000),
-        after: int | None = Query(None, ge=0, lt=2**62, description="the 'next' cursor of the previous page"),
+        cursor: str | None = Query(None, description="the 'next' value of the previous page"),
     ):
+        after = _int_cursor("operations", cursor)
         if eid is not None:
             eid = _eid(eid)
         if batch_id is not None:
@@ -331,29 +348,12 @@ def create_api(
         ops = await store.list_operations(
             eid=eid, status=status, kind=kind, batch_id=batch_id, limit=limit, after_seq=after
         )
-        return {"items": [operation_view(o) for o in ops], "next": ops[-1].seq if len(ops) == limit else None}
+        return page(request, [operation_view(o) for o in ops], limit, "operations", ops[-1].seq if ops else None)
 
     @app.post("/v1/operations/{op_id}/cancel", tags=["operations"], summary="Cancel a queued or running operation")
     async def cancel(op_id: str, request: Request):
         _check_uuid(op_id, "operation")
         return operation_view(await service.cancel(op_id, who=who(request)))
-
-    # -------------------------------------------------------------------------------- batches
-    @app.post("/v1/batches", status_code=202, tags=["batches"], summary="Queue one operation for many eUICCs")
-    async def create_batch(body: BatchIn, request: Request, response: Response):
-        nb, validity = _window(body)
-        batch = await service.create_batch(
-            body.eids, body.kind, body.params, validity_s=validity, not_before=nb, who=who(request)
-        )
-        response.headers["Location"] = f"/v1/batches/{batch.id}"
-        _, ops = await service.get_batch(batch.id)
-        return batch_view(batch, ops)
-
-    @app.get("/v1/batches/{batch_id}", tags=["batches"], summary="A batch with per-item results")
-    async def show_batch(batch_id: str):
-        _check_uuid(batch_id, "batch")
-        batch, ops = await service.get_batch(batch_id)
-        return batch_view(batch, ops)
 
     # -------------------------------------------------------------------------------- notification outbox
     @app.get(
@@ -366,12 +366,16 @@ def create_api(
         "sent it (base64 DER).",
     )
     async def list_notifications(
+        request: Request,
         status: NotificationStatus | None = Query(None, description="pending | failed (default: both)"),
         limit: int = Query(100, ge=1, le=1000),
-        after: int | None = Query(None, ge=0, lt=2**62, description="the 'next' cursor of the previous page"),
+        cursor: str | None = Query(None, description="the 'next' value of the previous page"),
     ):
+        after = _int_cursor("notifications", cursor)
         items = await store.list_notifications(status=status, limit=limit, after_id=after)
-        return {"items": [notification_view(n) for n in items], "next": items[-1].id if len(items) == limit else None}
+        return page(
+            request, [notification_view(n) for n in items], limit, "notifications", items[-1].id if items else None
+        )
 
     # -------------------------------------------------------------------------------- plumbing
     @app.get("/metrics", tags=["plumbing"], summary="Prometheus metrics", response_class=Response)
@@ -399,4 +403,16 @@ def create_api(
             return _error(503, "store_unavailable", str(exc))
         return {"status": "ok", "store": store.dialect}
 
+    s = settings or fleet.FleetApiSettings()
+    fleet.register(app, service, store, s, who)
+    batches.register(app, service, store, s, who)
+    subscriptions.register(app, store, s, who)
+    docs.register(app)
     return app
+
+
+def _int_cursor(name: str, cursor: str | None) -> int | None:
+    after = decode_cursor(name, cursor)
+    if after is not None and (isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**62):
+        raise ParamError("cursor", "not a cursor of this list")
+    return after

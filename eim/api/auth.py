@@ -326,7 +326,10 @@ class OperatorRegistry:
 
 # ------------------------------------------------------------------------------------------------ policy
 ADMIN_PATHS = frozenset({"/v1/operators"})
-DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOC_PATHS = frozenset(
+    {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/docs/static/swagger-ui-bundle.js"}
+    | {"/docs/static/swagger-ui.css"}
+)
 OPEN_PATHS = frozenset({"/healthz"})
 
 

@@ -62,6 +62,9 @@ async def get_eim_package(rp: ResultProcessor, value: dict[str, Any], ctx: Reque
             info["rPLMN"] = value["rPLMN"].hex().upper()
         if not await rp.store.update_euicc(eid, info_merge=info):
             return codec.get_eim_package_error(codec.EID_NOT_FOUND)
+        if "lastStateChange" in info:  # the audit row is what the event feed sends (euicc.notification)
+            detail = {"cause": info["lastStateChange"]["cause"], "rPLMN": info.get("rPLMN")}
+            await rp.store.add_audit(who="ipa", action="state_change", outcome="reported", eid=eid, detail=detail)
     claim = await rp.service.claim(eid, ctx.binding)
     if claim.outcome is ClaimOutcome.UNKNOWN_EID:
         return codec.get_eim_package_error(codec.EID_NOT_FOUND)

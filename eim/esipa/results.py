@@ -98,13 +98,17 @@ class ResultProcessor:
         if changed is not None:
             if self.metrics and changed.status.final:
                 self.metrics.operation_finished(changed.kind.value, changed.status.value)
-            log.info(
-                "operation result",
+            failed = changed.status is OpStatus.FAILED
+            log.log(
+                logging.WARNING if failed else logging.INFO,
+                "operation failed" if failed else "operation result",
                 extra={
                     "operation": op.id,
+                    "eid": op.eid,
                     "kind": op.kind.value,
                     "status": changed.status.value,
                     "result_code": changed.result_code,
+                    "reason": changed.error,
                 },
             )
             if changed.status.final and self.service.pusher is not None:  # kick pushes over MQTT only

@@ -18,6 +18,7 @@ from eim.model import (
     OpStatus,
     OutboundNotification,
 )
+from eim.store.fleet_store import FleetEventsStore
 from eim.store.logic import Built, Claim, Gen, Logic, ResultContext, ResultUpdate
 
 Factory = Callable[[], Gen]
@@ -39,7 +40,7 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SqlStore:
+class SqlStore(FleetEventsStore):
     dialect = "sql"
 
     def __init__(self) -> None:

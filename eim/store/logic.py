@@ -164,6 +164,8 @@ def row_to_euicc(r: dict[str, Any]) -> Euicc:
         profiles=_loads(r["profiles"]),
         ipa_capabilities=_loads(r["ipa_capabilities"]),
         info=_loads(r["info"]) or {},
+        note=r.get("note"),
+        poll_interval_s=r.get("poll_interval_s"),
         labels=_loads(r["labels"]) or {},
         last_seq_number=r["last_seq_number"],
         created_at=r["created_at"],

@@ -96,6 +96,17 @@ def test_fleet_tiny():
     assert "Bar, poll p99 with 50 vs 10 registered" in sec.markdown()
 
 
+def test_fleet_summary_tiny():
+    from bench.fleet_summary import run
+
+    sec = run(True, size=500)
+    f = sec.figures
+    _numbers(f, {"fleet_ms", "label_page_ms", "ops_by_status_ms", "contact_batch_ms", "contact_batch_no_index_ms"})
+    assert f["counts"]["registered"] == 500 and f["counts"]["seen_1h"] > 0 and f["counts"]["stale"] > 0
+    assert "COVERING INDEX euiccs_contact" in f["plans"]["seen"]  # counted from the index, not the table
+    assert "euiccs_poll_override" in f["plans"]["stale_own"]
+
+
 def test_serial_download_tiny():
     from bench.serial_download import run
 

@@ -44,7 +44,16 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
         [["eim", "euicc", "register"]],
         [],
     ),
-    (S("eim.md", "eim euicc list | show EID"), [["eim", "euicc", "list"], ["eim", "euicc", "show"]], []),
+    (
+        S("eim.md", "eim euicc list [--label k=v ...] | show EID"),
+        [["eim", "euicc", "list"], ["eim", "euicc", "show"]],
+        [],
+    ),
+    (
+        S("eim.md", "eim euicc label EID [k=v ...] [--unset KEY ...] | remove EID [--force]"),
+        [["eim", "euicc", "label"], ["eim", "euicc", "remove"]],
+        [],
+    ),
     (
         S(
             "eim.md",
@@ -60,8 +69,8 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
         [],
     ),
     (
-        S("eim.md", "eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID"),
-        [["eim", "batch", "create"], ["eim", "batch", "show"]],
+        S("eim.md", "eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID | cancel ID"),
+        [["eim", "batch", "create"], ["eim", "batch", "show"], ["eim", "batch", "cancel"]],
         [],
     ),
     (

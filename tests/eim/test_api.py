@@ -64,7 +64,10 @@ async def test_register_list_show(api):
     listed = (await c.get("/v1/euiccs")).json()
     assert [e["eid"] for e in listed["items"]] == [EID, EID2] and listed["next"] is None
     page = (await c.get("/v1/euiccs", params={"limit": 1})).json()
-    assert [e["eid"] for e in page["items"]] == [EID] and page["next"] == EID
+    assert [e["eid"] for e in page["items"]] == [EID] and page["next"]  # an opaque cursor
+    rest = (await c.get("/v1/euiccs", params={"limit": 1, "cursor": page["next"]})).json()
+    assert [e["eid"] for e in rest["items"]] == [EID2]
+    assert page["next_url"] == f"/v1/euiccs?limit=1&cursor={page['next']}"
     shown = (await c.get(f"/v1/euiccs/{EID}")).json()
     assert shown["labels"] == {"site": "berlin"} and shown["certificate_known"] is False
     assert (await c.get(f"/v1/euiccs/{EID3}")).status_code == 404
@@ -352,7 +355,7 @@ def test_garbage_on_every_endpoint_gets_4xx_and_loses_nothing(store_url, lab):
             segment=SEGMENTS,
             body=BODIES,
             query=st.dictionaries(
-                st.sampled_from(["eid", "status", "kind", "batch_id", "limit", "after"]), TEXT, max_size=3
+                st.sampled_from(["eid", "status", "kind", "batch_id", "limit", "cursor", "label"]), TEXT, max_size=3
             ),
             raw=st.one_of(st.none(), st.binary(max_size=64)),
         )

@@ -52,7 +52,7 @@ async def fill(store) -> tuple[int, int, int]:
 async def test_list_filter_page_and_bytes(store, lab):
     _env, c = build(store, lab)
     async with c:
-        assert (await c.get("/v1/notifications")).json() == {"items": [], "next": None}
+        assert (await c.get("/v1/notifications")).json() == {"items": [], "next": None, "next_url": None}
         a, b, third = await fill(store)
         every = (await c.get("/v1/notifications")).json()
         assert [n["id"] for n in every["items"]] == [a, b, third] and every["next"] is None
@@ -77,18 +77,23 @@ async def test_list_filter_page_and_bytes(store, lab):
             failed["id"] == b and failed["last_error"].endswith("Failed 8.1/6.1") and failed["next_attempt_at"] is None
         )
         page = (await c.get("/v1/notifications", params={"limit": 2})).json()
-        assert [n["id"] for n in page["items"]] == [a, b] and page["next"] == b
-        rest = (await c.get("/v1/notifications", params={"limit": 2, "after": page["next"]})).json()
+        assert [n["id"] for n in page["items"]] == [a, b] and page["next"]  # an opaque cursor
+        rest = (await c.get("/v1/notifications", params={"limit": 2, "cursor": page["next"]})).json()
         assert [n["id"] for n in rest["items"]] == [third] and rest["next"] is None
         for params, words in (
             ({"status": "delivered"}, "status"),
             ({"limit": "0"}, "limit"),
             ({"limit": "1001"}, "limit"),
-            ({"after": "-1"}, "after"),
-            ({"after": "x"}, "after"),
         ):
             r = await c.get("/v1/notifications", params=params)
             assert r.status_code == 422 and words in r.json()["error"]["message"], (params, r.text)
+        for params, field in (
+            ({"cursor": "-1"}, "cursor"),
+            ({"cursor": "x"}, "cursor"),
+            ({"after": "1"}, "after"),  # the old parameter: unknown now, never silently ignored
+        ):
+            r = await c.get("/v1/notifications", params=params)
+            assert r.status_code == 400 and r.json()["error"]["field"] == field, (params, r.text)
         c.headers.pop("Authorization")
         assert (await c.get("/v1/notifications")).status_code == 401
 
@@ -103,11 +108,11 @@ async def test_gauge_and_openapi(store, lab):
         assert EID not in text and "smdp.example.com" not in text  # no EID (or address) labels
         spec = (await c.get("/openapi.json")).json()
         op = spec["paths"]["/v1/notifications"]["get"]
-        assert {p["name"] for p in op["parameters"]} == {"status", "limit", "after"}
+        assert {p["name"] for p in op["parameters"]} == {"status", "limit", "cursor"}
         assert "notifications" in op["tags"]
 
 
-QUERY_KEYS = st.sampled_from(["status", "limit", "after", "eid", "kind"])
+QUERY_KEYS = st.sampled_from(["status", "limit", "cursor", "eid", "kind"])
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
 VALUES = st.one_of(TEXT, st.integers(-(2**70), 2**70).map(str), st.sampled_from(["pending", "failed", "", "nan"]))
 
