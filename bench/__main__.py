@@ -87,7 +87,7 @@ def report(
         "",
         "The figures of the benchmark suite (`bench/`, issue 9) against the bars of the issue, from the latest run of "
         "`make bench`. Ceilings of the bare building blocks on this kind of machine are in "
-        "`../shared/docs/performance.md`.",
+        "[ceilings.md](ceilings.md).",
         "",
         HOW_TO,
         "## Machine and run",

@@ -132,7 +132,8 @@ class Agent:
                 await self.ctx.close_transport()
                 result = PollResult(Outcome.FAILED, str(self.card_changed))
         self.last = result
-        log.info("poll: %s %s", result.outcome.value, result.detail)
+        # an idle poll is not news: at INFO the journal shows only polls that did something or failed
+        (log.debug if result.outcome is Outcome.IDLE else log.info)("poll: %s %s", result.outcome.value, result.detail)
         return result
 
     def next_delay(self, result: PollResult | None = None) -> float:
