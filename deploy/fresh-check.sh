@@ -6,7 +6,9 @@
 #     make demo            -> deploy/install-system-deps.sh installs the Debian packages, then the venv, the demo
 #     make test            -> FRESH_TESTS selects the tests (default: a subset; FRESH_TESTS=all runs everything)
 #     make install-check   -> the wheel's [ipa] and [server] install sets in fresh venvs
-# Needs root, debootstrap and a Debian mirror (FRESH_MIRROR). Takes 10-20 minutes; kept out of `make test`.
+# then deploy/boot-check.sh installs the stack as docs/install.md says and boots the root with systemd
+# (systemd-nspawn) to check that eim.service starts hardened.
+# Needs root, debootstrap, systemd-nspawn and a Debian mirror (FRESH_MIRROR). Takes 10-20 minutes; kept out of `make test`.
 # The chroot is left in FRESH_ROOT for inspection and removed by the next run (FRESH_KEEP_BASE=1 reuses the
 # debootstrap tarball of the previous run to skip the download).
 set -eu
@@ -18,7 +20,8 @@ TESTS=${FRESH_TESTS:-tests/deploy tests/eim/test_unit_exec.py tests/ipa/test_uni
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
 [ "$(id -u)" = 0 ] || { echo "fresh-check: run as root (debootstrap and chroot)"; exit 2; }
-command -v debootstrap >/dev/null || { echo "fresh-check: apt-get install debootstrap"; exit 2; }
+command -v debootstrap >/dev/null && command -v systemd-nspawn >/dev/null ||
+    { echo "fresh-check: apt-get install debootstrap systemd-container"; exit 2; }
 
 cleanup() {
     for m in dev/pts dev/shm dev proc sys; do umount -l "$ROOT/$m" 2>/dev/null || true; done
@@ -72,11 +75,17 @@ else
     run "make test (subset)" ".venv/bin/python -m pytest -q -p no:cacheprovider $TESTS" || status=1
 fi
 run "make install-check" "make install-check" || status=1
+s=$(date +%s)
+rc=0
+cleanup # boot-check boots the root with systemd-nspawn, which mounts /proc, /sys and /dev itself
+sh "$SRC/deploy/boot-check.sh" "$ROOT" || rc=$?
+echo "fresh-check: boot-check (docs/install.md steps, eim.service under systemd): exit $rc in $(($(date +%s) - s)) s"
+[ $rc = 0 ] || status=1
 chroot "$ROOT" dpkg-query -W -f='${Package}\n' | sort >"$ROOT/var/tmp/packages-after"
 added=$(comm -13 "$ROOT/var/tmp/packages-before" "$ROOT/var/tmp/packages-after" | wc -l)
 echo "fresh-check: packages added by make: $added (of them named by deploy/install-system-deps.sh:" \
     "$(comm -13 "$ROOT/var/tmp/packages-before" "$ROOT/var/tmp/packages-after" |
-        grep -xE 'mosquitto|postgresql|chromium|chromium-driver|curl|openssl|systemd|autoconf|automake|libtool|build-essential|python3-dev|python3-venv' |
+        grep -xE 'mosquitto|postgresql|chromium|chromium-driver|curl|openssl|systemd|autoconf|automake|libtool|pkg-config|build-essential|python3-dev|python3-venv|git' |
         tr '\n' ' '))"
 echo "fresh-check: total $(($(date +%s) - t0)) s, $([ $status = 0 ] && echo PASS || echo FAIL)"
 exit $status

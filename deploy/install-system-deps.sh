@@ -5,7 +5,9 @@
 #   chromium, chromium-driver  headless browser for the browser tests of the operator UI
 #   curl, openssl        the docs' commands are run as written; openssl cross-checks the lab PKI
 #   systemd              systemd-analyze, which checks the shipped units (tests/deploy/)
-#   autoconf automake libtool build-essential python3-dev  build DTLSSocket (CoAPS; deploy/install-dtls.sh)
+#   autoconf automake libtool pkg-config build-essential python3-dev  build DTLSSocket (CoAPS; deploy/install-dtls.sh;
+#                        without pkg-config tinydtls' autoreconf stops at "possibly undefined macro: AC_DEFINE")
+#   git                  the tests list the tracked files (tests/deploy)
 #   python3-venv         `make venv`
 # Run as root with apt-get: installs what is missing (nothing when all is there). Otherwise: prints the one
 # command to run and exits 0, so that `make` goes on and the tests that need a missing package skip off CI (under
@@ -14,8 +16,8 @@ set -u
 [ "${SYSDEPS:-}" = skip ] && exit 0
 command -v dpkg-query >/dev/null 2>&1 || exit 0 # not Debian: docs/install.md lists the packages
 
-PKGS="mosquitto postgresql chromium chromium-driver curl openssl systemd autoconf automake libtool build-essential
-python3-dev python3-venv"
+PKGS="mosquitto postgresql chromium chromium-driver curl openssl systemd autoconf automake libtool pkg-config
+build-essential python3-dev python3-venv git"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
