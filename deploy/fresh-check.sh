@@ -16,7 +16,7 @@ ROOT=${FRESH_ROOT:-/var/tmp/sgp32-fresh}
 MIRROR=${FRESH_MIRROR:-http://deb.debian.org/debian}
 SUITE=${FRESH_SUITE:-bookworm}
 BASE_TGZ=${FRESH_BASE_TGZ:-/var/tmp/sgp32-fresh-base.tgz}
-TESTS=${FRESH_TESTS:-tests/deploy tests/eim/test_unit_exec.py tests/ipa/test_units.py tests/docs/test_demo.py tests/eim/test_store.py tests/eim/test_bindings_mqtt.py tests/test_services.py}
+TESTS=${FRESH_TESTS:-tests/deploy tests/eim/test_unit_exec.py tests/ipa/test_units.py tests/docs/test_demo.py tests/eim/test_bindings_coaps.py tests/eim/test_store.py tests/eim/test_bindings_mqtt.py tests/test_services.py}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
 [ "$(id -u)" = 0 ] || { echo "fresh-check: run as root (debootstrap and chroot)"; exit 2; }
