@@ -5,9 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BINDING ?= http
 
-.PHONY: venv demo test test-fast lint bench fuzz mutate clean
+.PHONY: venv demo test test-fast lint bench fuzz mutate clean fresh-check install-check
 
 $(STAMP): pyproject.toml
+	@sh deploy/install-system-deps.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -e '.[dev]'
@@ -41,6 +42,14 @@ fuzz: $(STAMP)
 mutate: $(STAMP)
 	@$(PY) -m pip install -q -e '.[mutate]'
 	$(PY) -m fuzz.mutate
+
+# The wheel with each install set ([ipa], [server]) in a fresh venv from the package index (~1 min; docs/install.md).
+install-check: $(STAMP)
+	$(PY) -m pytest -q -s -p no:cacheprovider tests/deploy/install_check.py
+
+# `make demo`, a test subset and install-check in a clean Debian chroot (root, debootstrap; 10-20 min; docs/install.md).
+fresh-check:
+	sh deploy/fresh-check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis mutants fuzz/corpus fuzz/findings

@@ -7,8 +7,8 @@ PY=${PY:-.venv/bin/python}
 if "$PY" -c 'import DTLSSocket' 2>/dev/null; then exit 0; fi
 if ! command -v autoreconf >/dev/null 2>&1 || ! command -v libtoolize >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "install-dtls: installing autoconf automake libtool (Debian packages) to build DTLSSocket"
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq autoconf automake libtool; } \
+        echo "install-dtls: installing autoconf automake libtool pkg-config (Debian packages) to build DTLSSocket"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq autoconf automake libtool pkg-config; } \
             >/dev/null 2>&1 || echo "install-dtls: apt-get install autoconf automake libtool failed"
     fi
 fi

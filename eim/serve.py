@@ -26,6 +26,7 @@ import signal
 import socket
 from typing import Any
 
+from eim import sdnotify
 from eim.app import Runtime, build
 from eim.config import Config, ConfigError
 
@@ -181,6 +182,7 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
     bindings: list[Any] = []
     sweep: asyncio.Task | None = None
     secrets_watch: asyncio.Task | None = None
+    watchdog: asyncio.Task | None = None  # systemd Type=notify (eim.sdnotify)
     server = None
     try:
         kw: dict[str, Any] = {}
@@ -236,6 +238,8 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
         freeze_startup_objects()
         if ready is not None:
             ready.set()
+        sdnotify.notify("READY=1")
+        watchdog = sdnotify.start_watchdog()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -251,6 +255,8 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
         else:
             await stop.wait()
     finally:
+        sdnotify.notify("STOPPING=1")
+        await sdnotify.stop_watchdog(watchdog)
         for task in (sweep, secrets_watch):
             if task is not None:
                 task.cancel()

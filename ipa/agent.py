@@ -131,8 +131,10 @@ class Agent:
                 log.error("%s: stopping, nothing sent to that card", self.card_changed)
                 await self.ctx.close_transport()
                 result = PollResult(Outcome.FAILED, str(self.card_changed))
-        self.last = result
-        log.info("poll: %s %s", result.outcome.value, result.detail)
+        previous, self.last = self.last, result
+        # at INFO only what changes: an idle poll after an idle poll is DEBUG (a quiet journal while nothing happens)
+        quiet = result.outcome is Outcome.IDLE and previous is not None and previous.outcome is Outcome.IDLE
+        (log.debug if quiet else log.info)("poll: %s %s", result.outcome.value, result.detail)
         return result
 
     def next_delay(self, result: PollResult | None = None) -> float:

@@ -356,7 +356,15 @@ async def _run_daemon(config: IpaConfig, out: Output, state: str | None) -> int:
         log.warning("ipa running: EID %s", agent.ctx.eid.hex().upper())
         if os.environ.get("NOTIFY_SOCKET"):
             _sd_notify("READY=1")
-        await agent.run(stop)
+        watchdog = asyncio.create_task(_sd_watchdog()) if _watchdog_interval() else None
+        try:
+            await agent.run(stop)
+        finally:
+            _sd_notify("STOPPING=1")
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
         return None
 
     await _with_agent(config, out, daemon, state=state, progress=False)  # the daemon logs, it prints no progress
@@ -375,6 +383,25 @@ def _sd_notify(msg: str) -> None:
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         s.connect(addr)
         s.send(msg.encode())
+
+
+def _watchdog_interval() -> float | None:
+    """Half of systemd's WATCHDOG_USEC (WatchdogSec=), or None: no watchdog asked for this process."""
+    if not os.environ.get("NOTIFY_SOCKET") or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
+        return None
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 2e6 if usec > 0 else None
+
+
+async def _sd_watchdog() -> None:
+    """WATCHDOG=1 from the event loop: a loop stuck in blocking code stops the pings and systemd restarts us."""
+    interval = _watchdog_interval() or 30.0
+    while True:
+        _sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
 
 
 def main(argv: list[str] | None = None) -> int:

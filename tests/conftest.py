@@ -19,7 +19,7 @@ settings.load_profile("default")
 
 @pytest.fixture(scope="session")
 def vectors() -> dict:
-    """Known-answer vectors (copied from ../shared/reference/vectors.json with provenance)."""
+    """Known-answer vectors (tests/data/vectors.json; provenance in tests/data/PROVENANCE.md)."""
     return json.loads((DATA / "vectors.json").read_text())
 
 

@@ -30,7 +30,7 @@ read.
 
 The request's ``X-Admin-Protocol`` and ``User-Agent`` are not required (``curl`` sends neither); they are only
 logged at debug level. The hot path is a plain ASGI callable: ~2x cheaper than a Starlette route and ~4x cheaper
-than a FastAPI route on this machine (``../shared/docs/performance.md``). Two ways to serve it:
+than a FastAPI route on this machine (docs/ceilings.md). Two ways to serve it:
 
 * ``EsipaHttpApp(handler, fallback=rest_app)`` in front of the operator API: ESipa requests never reach the
   framework's router; everything else is passed to ``fallback`` unchanged (lifespan included).

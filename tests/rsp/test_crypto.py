@@ -14,7 +14,7 @@ from rsp.crypto import SignatureError
 from tests.conftest import DATA
 
 # The same EuiccPackageResult was stored twice by the eUICC (its pending EPR list held a second copy with a
-# different signature over the same data): protocol brief §3.1, from onomondo-eim commit cf805336.
+# different signature over the same data): docs/protocol-notes.md, from onomondo-eim commit cf805336.
 SECOND_EPR_SIGNATURE = bytes.fromhex(
     "0523BFA5A4F0CAAA1D42637520E2DEF2DDC96FBE775342BB13D3D6EB6AD91995"
     "1354FB59082675038D949131ECF3AF272F771A085E3C2099DC45C897E9808022"
