@@ -99,7 +99,8 @@ def report(
         "",
         "The figures of the benchmark suite (`bench/`, issues 9 and 18) against the bars of the issues, from the "
         "latest run of `make bench`. Section 0 measures the ceiling itself: each transport's bare server in the same "
-        "run as the eIM. Ceilings of the bare building blocks on this kind of machine are in [ceilings.md](ceilings.md).",
+        "run as the eIM. Ceilings of the bare building blocks on this kind of machine are in "
+        "[ceilings.md](ceilings.md).",
         "",
         HOW_TO,
         "## Machine and run",
