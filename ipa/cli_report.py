@@ -78,12 +78,27 @@ def device_error(out: cc.Envelope, exc: Exception) -> int:
     return out.error(cc.step_message(f"{step}{where_text(where)}", reason), data, exit=code)
 
 
+#: how the ESipa clients name a connection that could not be made or was lost (httpx, the IPA's HTTP/1.1 client
+#: with its OSError, aiocoap, name resolution, TLS)
+CONNECTION_FAILURES = (
+    "cannot reach",
+    "ConnectError",
+    "ConnectionRefusedError",
+    "ConnectionResetError",
+    "ConnectionAbortedError",
+    "Connect call failed",
+    "gaierror",
+    "SSLError",
+    "SSLCertVerificationError",
+)
+
+
 def poll_failure_exit(detail: str) -> int:
     """The exit code of a failed poll step, from the failure the agent recorded (it keeps serving, so it hands the
     CLI a description, not the exception): the modem or port gone 3, no answer 4, otherwise refused 1 (an HTTP or
     CoAP error status, an eimPackageError, results the eIM did not take)."""
     head = detail.split(":", 1)[0]
-    if head in ("PortGone", "PortBusy") or "cannot reach" in detail or "ConnectError" in detail:
+    if head in ("PortGone", "PortBusy") or any(mark in detail for mark in CONNECTION_FAILURES):
         return cc.EXIT_CONNECTION
     if head in ("AtTimeout", "ReadTimeout", "ConnectTimeout", "TimeoutError") or "timed out" in detail.lower():
         return cc.EXIT_TIMEOUT

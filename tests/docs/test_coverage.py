@@ -44,6 +44,10 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "needs the SGP.26 eUICC files, which the repository does not carry; the import is run in "
         "tests/euicc/test_identity_import.py with an outside PKI"
     ),
+    ("performance.md", ".venv/bin/python -m bench --only ceiling --bindings http --before HEAD~1"): (
+        "re-runs section 0 with an older commit's eIM beside it (minutes); section 0 runs at tiny sizes in "
+        "tests/bench/test_bench.py (test_ceiling_tiny)"
+    ),
     ("performance.md", "python -m bench.coap_push"): (
         "the push benchmark (~5 min, 10,000 devices); each part runs at tiny sizes in tests/bench/test_bench.py"
     ),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest
@@ -13,6 +12,7 @@ from eim.bindings.device_secrets import DeviceSecretFile, parse_secret_file
 from eim.config import ConfigError, load_config
 from rsp.pki import create_lab_pki, lab_eid
 from tests.eim.servers import eim_command, start_eim
+from tests.envelope import json_result
 
 EID = lab_eid(151)
 
@@ -80,7 +80,7 @@ def test_device_secret_cli(tmp_path):
     assert f.stat().st_mode & 0o077 == 0
     assert DeviceSecretFile(f).verify(token) == EID
     again = run("device-secret", "set", EID, "--file", str(f), json_out=True)
-    obj = json.loads(again.stdout)
+    obj = json_result(again.stdout)  # the JSON-lines envelope of docs/cli.md
     assert obj["replaced"] and obj["token"] != token and DeviceSecretFile(f).verify(token) is None
     assert run("device-secret", "list", "--file", str(f)).stdout.split() == [EID]
     assert run("device-secret", "set", "1234", "--file", str(f)).returncode == 2
