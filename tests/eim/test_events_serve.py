@@ -17,6 +17,7 @@ from eim.model import Operation, OpKind, OpStatus
 from rsp.pki import create_lab_pki, lab_eid
 from tests.eim.servers import run_cli, start_eim
 from tests.eim.webhook_receiver import ThreadedReceiver
+from tests.envelope import json_items
 
 EID = lab_eid(71)
 EVENTS = """
@@ -115,8 +116,8 @@ def test_op_list_pages_through_everything_unless_limited(lab, tmp_path):
         assert labelled.returncode == 0 and '"site": "berlin"' in labelled.stdout, labelled.stderr
         run_cli(server, "euicc", "label", EID, "--unset", "rack")
         listed = run_cli(server, "--json", "euicc", "list", "--label", "site=berlin")
-        assert [json.loads(ln)["labels"] for ln in listed.stdout.splitlines()] == [{"site": "berlin"}]
-        assert run_cli(server, "euicc", "list", "--label", "site=paris").stdout == ""
+        assert [e["labels"] for e in json_items(listed.stdout)] == [{"site": "berlin"}]  # the envelope of cli.md
+        assert json_items(run_cli(server, "--json", "euicc", "list", "--label", "site=paris").stdout) == []
         refused = run_cli(server, "euicc", "remove", EID)
         assert refused.returncode == 1 and "104 open operation(s)" in refused.stderr
         assert api.get(f"/v1/euiccs/{EID}").status_code == 200
