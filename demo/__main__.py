@@ -19,6 +19,9 @@ from typing import Any
 from demo.procs import CommandFailed
 from demo.stack import BINDINGS, LabStack, iccid_from_card
 
+#: the bindings over which the eIM pushes (CoAP/CoAPS Observe, MQTT); over HTTP(S) the IPA polls
+PUSH_BINDINGS = ("coap", "coaps", "mqtt")
+
 
 class Timeline:
     def __init__(self, binding: str) -> None:
@@ -104,7 +107,7 @@ def story(stack: LabStack, tl: Timeline) -> None:
     )
     tl.step("register the eUICC at the eIM (POST /v1/euiccs)", stack.register_euicc)
     tl.step(f"start the IPA (ipa run, ESipa over {stack.binding})", lambda: stack.start_ipa(verbose=True))
-    if stack.binding != "http":
+    if stack.binding in PUSH_BINDINGS:
         tl.step(
             "the eIM can push to the device (GET /v1/euiccs/{eid}: push)",
             stack.wait_push_reachable,
