@@ -16,3 +16,20 @@ def test_make_demo() -> None:
         line = next((ln for ln in out.splitlines() if ln.startswith(step)), "")
         assert "done" in line, f"{step!r}: {line!r}\n{out}"
     assert "over ESipa/http" in out and "eIM REST API: http://127.0.0.1:" in out
+
+
+def test_demo_over_https_with_a_device_certificate() -> None:
+    """The README's `make demo BINDING=...` for the binding that authenticates the device by its TLS client
+    certificate: the whole story, and no wait for a push the binding does not offer."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "demo", "--binding", "https"], cwd=ROOT, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "TLS client certificate for the IPA" in proc.stdout and "over ESipa/https" in proc.stdout
+    assert "can push" not in proc.stdout
+    for step in ("download profile 1 (indirect", "delete profile 1", "eUICC data request"):
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(step)), "")
+        assert "done" in line, f"{step!r}: {line!r}\n{proc.stdout}"
