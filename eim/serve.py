@@ -51,11 +51,13 @@ async def start_push_bus(config: Config, rt: Runtime) -> tuple[Any, Any]:
     from eim.push_bus import LocalWakeBus, PgWakeBus
 
     c = config.coap
+    policy = rt.dispatcher.device_policy  # plain-CoAP observers: the [devices] rule of every unauthenticated request
     push = PushService(
         rt.service.has_work,
         rt.service.is_registered,
         max_observers=c.push_max_observers,
         ack_timeout=c.push_ack_timeout_s,
+        admits=lambda peer: policy.allow_unauthenticated or policy.peer_trusted(peer),
     )
     dsn = getattr(rt.store, "dsn", None)
     bus = PgWakeBus(dsn, [push]) if rt.store.dialect == "postgresql" and dsn else LocalWakeBus([push])

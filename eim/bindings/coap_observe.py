@@ -60,10 +60,9 @@ _NO_RESPONSE_5XX = 16  # RFC 7967 No-Response bit for 5.xx: the ending answer is
 
 
 def unauthenticated_observer_allowed(peer_host: str | None) -> bool:
-    """The device-authentication policy for *plain* CoAP observations (no DTLS identity).
-
-    For now: only a loopback peer (a lab, the demo, tests on one machine). This is the one function where the
-    project-wide device-authentication policy (explicit allow setting, etc.) plugs in.
+    """The default rule for *plain* CoAP observations (no DTLS identity) when no device policy is given: only a
+    loopback peer. ``eim serve`` passes the ``[devices]`` policy instead (:mod:`eim.esipa.device_auth`: trusted
+    networks, ``allow_unauthenticated``), the same rule as for every other unauthenticated ESipa request.
     """
     if not peer_host:
         return False
@@ -209,12 +208,14 @@ def push_resource_class() -> type:
             pending: Callable[[str], Awaitable[bool]],
             known: Callable[[str], Awaitable[bool]],
             tuning: Any = None,
+            admits: Callable[[str | None], bool] = unauthenticated_observer_allowed,
         ) -> None:
             super().__init__()
             self.table = table
             self.pending = pending
             self.known = known
             self.tuning = tuning
+            self.admits = admits
 
         def get_link_description(self) -> dict[str, Any] | None:
             return None
@@ -229,7 +230,7 @@ def push_resource_class() -> type:
                 if authenticated.upper() != eid:
                     log.warning("push registration for another EID refused", extra={"peer": _peer(request)})
                     raise error.Forbidden("observation of another eUICC than the DTLS identity")
-            elif not unauthenticated_observer_allowed(_host(request)):
+            elif not self.admits(_host(request)):
                 log.warning("unauthenticated push registration refused", extra={"peer": _peer(request)})
                 raise error.Unauthorized("plain CoAP observation needs an authenticated device (use coaps)")
             if not await self.known(eid):
@@ -298,14 +299,19 @@ class PushService:
         ack_timeout: float = 2.0,
         max_retransmit: int = 4,
         table: ObserverTable | None = None,
+        admits: Callable[[str | None], bool] = unauthenticated_observer_allowed,
     ) -> None:
+        """``admits(peer address)``: whether a device that proved no identity (plain CoAP) may observe."""
         self.table = table or ObserverTable(max_observers)
         self.pending = pending
         self.known = known
         self.tuning = notification_tuning(ack_timeout, max_retransmit)
+        self.admits = admits
 
     def install(self, site: Any) -> None:
-        site.add_resource(PUSH_PATH, push_resource_class()(self.table, self.pending, self.known, self.tuning))
+        site.add_resource(
+            PUSH_PATH, push_resource_class()(self.table, self.pending, self.known, self.tuning, self.admits)
+        )
 
     def wake(self, eid: str) -> bool:
         return self.table.notify(eid)

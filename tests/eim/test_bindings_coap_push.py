@@ -354,37 +354,38 @@ def test_unauthenticated_policy_hook_accepts_loopback_only(host, allowed):
     assert unauthenticated_observer_allowed(host) is allowed
 
 
-def _non_loopback_address() -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))  # no datagram is sent: this only picks the outgoing interface
-            addr = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if addr.startswith("127.") else addr
+@pytest.mark.parametrize(("trusted", "answer"), [(["127.0.0.2/32"], Code.UNAUTHORIZED), (["127.0.0.0/8"], None)])
+async def test_plain_coap_observers_follow_the_device_policy(tmp_path, pki, trusted, answer):
+    """A plain-CoAP registration proves no identity: it is admitted by the same ``[devices]`` rule as every other
+    unauthenticated ESipa request. A peer outside ``trusted_networks`` (127.0.0.1 when only 127.0.0.2 is trusted:
+    all on loopback, as the tests' traffic must be) gets 4.01 and no observation."""
+    from eim.esipa.device_auth import DevicePolicy
 
-
-async def test_plain_coap_from_a_non_loopback_peer_is_refused(tmp_path, pki):
-    addr = _non_loopback_address()
-    if addr is None:
-        pytest.skip("no non-loopback IPv4 address on this machine")
     store = open_store(f"sqlite:///{tmp_path}/eim.db")
     await store.open()
     env = make_env(store, pki)
     await env.service.register_euicc(EID)
-    push = PushService(env.service.has_work, env.service.is_registered)
-    binding = CoapBinding(env.dispatcher, addr, free_port(socket.SOCK_DGRAM), push=push)
+    policy = DevicePolicy(trusted_networks=trusted)
+    push = PushService(
+        env.service.has_work,
+        env.service.is_registered,
+        admits=lambda peer: policy.allow_unauthenticated or policy.peer_trusted(peer),
+    )
+    binding = CoapBinding(env.dispatcher, "127.0.0.1", free_port(socket.SOCK_DGRAM), push=push)
     await binding.start()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((addr, 0))
+    sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     try:
         msg = raw(CON, 1, Code.GET, b"\x01", observe=0)
         msg.opt.uri_path = ("esipa", "push", EID)
-        sock.sendto(msg.encode(), (addr, binding.port))
+        sock.sendto(msg.encode(), ("127.0.0.1", binding.port))
         data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 2048), 5)
-        assert Message.decode(data).code == Code.UNAUTHORIZED
-        assert len(push.table) == 0
+        code = Message.decode(data).code
+        if answer is None:
+            assert code.is_successful() and len(push.table) == 1
+        else:
+            assert code == answer and len(push.table) == 0
     finally:
         sock.close()
         await binding.stop()
