@@ -51,7 +51,7 @@ from rsp.errors import RspError
 log = logging.getLogger("eim.esipa.mqtt")
 
 DEFAULT_MAX_BODY = 256 * 1024
-_EID = re.compile(r"^[0-9A-Fa-f]{32}$")
+_EID = re.compile(r"[0-9A-Fa-f]{32}")
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -60,7 +60,7 @@ class PushFailed(Exception):
 
 
 def is_eid(value: str) -> bool:
-    return bool(_EID.match(value))
+    return bool(_EID.fullmatch(value))
 
 
 def topic_identity(prefix: str, topic: str, response_topic: str | None) -> tuple[str | None, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eim.bindings.mqtt import topic_identity
+from eim.bindings.mqtt import is_eid, topic_identity
 
 EID = "89049032123451234512345678901235"
 OTHER = "89049032123451234512345678901299"
@@ -50,6 +50,12 @@ def test_a_response_topic_outside_the_namespace_is_replaced():
         assert topic_identity("esipa", f"esipa/{EID}/up", asked) == (EID, down), asked
     # the namespace is the prefix given, not the default
     assert topic_identity("dev", f"dev/{EID}/up", f"esipa/{EID}/down") == (EID, f"dev/{EID}/down")
+
+
+def test_an_eid_with_a_trailing_newline_is_not_an_eid():
+    assert is_eid(EID)
+    assert not is_eid(EID + "\n")
+    assert topic_identity("esipa", f"esipa/{EID}\n/up", None)[0] is None
 
 
 @settings(max_examples=300, deadline=None)
