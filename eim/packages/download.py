@@ -26,7 +26,7 @@ from typing import Any
 from eim.packages.common import ParamError, iccid_from_bytes, only_keys, require_dict, to_json
 from rsp import activation_code as ac_mod
 from rsp import asn1, tlv
-from rsp.errors import RspError
+from rsp.errors import DecodeError, RspError
 
 MODES = ("direct", "indirect")
 ERROR_REASONS = {
@@ -153,11 +153,13 @@ def pir_summary(pir: bytes) -> dict[str, Any]:
     if alt == "successResult":
         out["ok"] = True
         out["aid"] = res["aid"].hex().upper()
-    else:
+    elif alt == "errorResult":
         out["ok"] = False
         out["bppCommandId"] = res["bppCommandId"]
         out["errorReason"] = res["errorReason"]
         out["name"] = ERROR_REASONS.get(res["errorReason"], str(res["errorReason"]))
+    else:  # an unknown alternative decodes to (None, raw TLV)
+        raise DecodeError("ProfileInstallationResult", "finalResult is neither successResult nor errorResult")
     return out
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from eim.interfaces import EsipaRejected, RequestContext
 from eim.packages import notification as nv
 from eim.packages.euicc_package import EuiccKeys
-from rsp import tlv
+from rsp import crypto, tlv
 from rsp.pki import create_lab_pki, lab_eid
 from tests.eim.helpers import lab_admission, make_env
 from tests.eim.test_dispatcher_flows import RecordingRelay, make_pir
@@ -119,6 +119,34 @@ def test_malformed_and_altered_notifications_are_refused_with_a_reason(store_url
             "unforwardable",
             "unknown_euicc",
         }
+        runner.run(store.close())
+    finally:
+        runner.close()
+
+
+def test_a_signed_pir_with_an_unknown_final_result_is_refused_as_malformed(store_url, lab):
+    """A PIR whose finalResult is neither successResult [0] nor errorResult [1] (here [2], found by the property
+    test above), correctly signed by the eUICC: refused as malformed with a reason, nothing stored, the eIM keeps
+    serving (it raised TypeError before)."""
+    from eim.store import open_store
+
+    runner = asyncio.Runner()
+    try:
+        store = open_store(store_url)
+        runner.run(store.open())
+        env = make_env(store, lab, relay=RecordingRelay(lab), admission=lab_admission(["smdp.example.com"]))
+        runner.run(env.service.register_euicc(EID_A))
+        pir = make_pir(lab, EID_A, bytes(16))
+        data = tlv.require(pir, 0xBF27, what="PIR").raw
+        final = data.index(b"\xa2\x18\xa0\x16")
+        forged = data[: final + 2] + b"\xa2" + data[final + 3 :]
+        sig = crypto.sign(lab.euicc_key(EID_A, "nist"), forged)
+        note = tlv.encode(0xBF37, forged + tlv.encode(0x5F37, sig))
+        for binding_eid in (None, EID_A):
+            taken = runner.run(env.rp.pending_notification(note, binding_eid))
+            assert not taken.acknowledged and taken.cause == "malformed", taken
+            assert "finalResult" in (taken.reason or "")
+        assert runner.run(store.list_notifications()) == []
         runner.run(store.close())
     finally:
         runner.close()
