@@ -21,10 +21,60 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: the security checks, as mutmut names them (module.x_function or module.xǁClassǁmethod, with * for mutants)
+#: the security checks, as mutmut names them (module.x_function or module.xǁClassǁmethod, with * for mutants);
+#: the files are ``[tool.mutmut] source_paths``, the tests that hold them ``pytest_add_cli_args_test_selection``
 CHECKS = [
+    # results: the signature, the echo (eimId, counterValue, eimTransactionId), the key of the EID's certificate
     "eim.packages.euicc_package.x_verify_outcome__mutmut_*",
     "eim.packages.euicc_package.xǁEuiccKeysǁpublic_key__mutmut_*",
+    # results: which operation a result closes, whether an unsigned error may end it, orphans
+    "eim.esipa.euicc_package_result.x_handle__mutmut_*",
+    "eim.esipa.euicc_package_result.x__by_counter__mutmut_*",
+    "eim.esipa.euicc_package_result.x__orphan__mutmut_*",
+    # notifications: the certificate's EID, the signature, attribution to the binding's EID
+    "eim.packages.notification.x_certificate_eid__mutmut_*",
+    "eim.packages.notification.x__check_signature__mutmut_*",
+    "eim.packages.notification.x_verify_other__mutmut_*",
+    "eim.packages.notification.x_verify_pir__mutmut_*",
+    "eim.esipa.notification_intake.xǁNotificationIntakeǁverify_other__mutmut_*",
+    "eim.esipa.notification_intake.xǁNotificationIntakeǁverify_pir__mutmut_*",
+    # SM-DP+ addresses (SSRF) and outbox admission
+    "eim.smdp_addresses.x_host_of__mutmut_*",
+    "eim.smdp_addresses.x_ip_of__mutmut_*",
+    "eim.smdp_addresses.x_address_class__mutmut_*",
+    "eim.smdp_addresses.xǁSmdpAddressPolicyǁlisted__mutmut_*",
+    "eim.smdp_addresses.xǁSmdpAddressPolicyǁrefusal__mutmut_*",
+    "eim.relay.admission.x_smdp_addresses_of__mutmut_*",
+    "eim.relay.admission.xǁAdmissionGateǁaddress_refusal__mutmut_*",
+    "eim.relay.admission.xǁAdmissionGateǁcheck__mutmut_*",
+    # the outbox: only verified notifications enter; a row is deleted only after the SM-DP+ took it
+    "eim.relay.outbox.xǁNotificationOutboxǁaccept__mutmut_*",
+    "eim.relay.outbox.xǁNotificationOutboxǁ_deliver__mutmut_*",
+    # devices: who may be served unauthenticated, the EID of a client certificate or a device secret
+    "eim.esipa.device_auth.x_peer_address__mutmut_*",
+    "eim.esipa.device_auth.xǁDevicePolicyǁpeer_trusted__mutmut_*",
+    "eim.esipa.device_auth.xǁDevicePolicyǁadmits__mutmut_*",
+    "eim.esipa.device_auth.x_eid_from_client_certificate__mutmut_*",
+    "eim.bindings.http.xǁHttpDeviceAuthǁidentify__mutmut_*",
+    "eim.bindings.device_secrets.x_parse_token__mutmut_*",
+    "eim.bindings.device_secrets.xǁDeviceSecretFileǁverify__mutmut_*",
+    # operators: the token, the role a request needs
+    "eim.api.auth.x_hash_token__mutmut_*",
+    "eim.api.auth.xǁRoleǁmay__mutmut_*",
+    "eim.api.auth.xǁOperatorRegistryǁauthenticate__mutmut_*",
+    "eim.api.auth.x_needed_role__mutmut_*",
+    "eim.api.auth.x_is_public__mutmut_*",
+    # CoAPS: the PSK identity is the EID; MQTT: the topic's EID and the answer topic
+    "eim.bindings.coap.x__dtls_eid__mutmut_*",
+    "eim.bindings.coap_psk.xǁPskFileǁkey_for__mutmut_*",
+    "eim.bindings.coap_psk.xǁPskFileǁlookup__mutmut_*",
+    "eim.bindings.coap_psk.xǁPskFileǁfind_dtls_psk__mutmut_*",
+    "eim.bindings.mqtt.x_is_eid__mutmut_*",
+    "eim.bindings.mqtt.x_topic_identity__mutmut_*",
+    # the IPA: the card behind the port is the one it was set up for
+    "ipa.es10.xǁEs10Clientǁ_check_card__mutmut_*",
+    # the EUM's permitted EID range
+    "rsp.pki.eid_range.x_check_eid_in_range__mutmut_*",
 ]
 
 
