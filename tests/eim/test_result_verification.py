@@ -359,3 +359,75 @@ async def test_euicc_data_and_trigger_results_posted_with_another_eid_are_refuse
     assert await env.handle(provide_result(card_a.eid, result)) == UNDEFINED
     assert (await env.service.get(download.id)).status is OpStatus.IN_PROGRESS
     assert refused(env, "eid") == 2
+
+
+# ---------------------------------------------------------------------------------------------------- matching
+async def test_a_result_matched_by_counter_never_takes_another_euiccs_operation(store, lab):
+    """A and B each have a PSMO with the same counterValue; B's signed result without eimTransactionId closes
+    B's operation (the match is by B's EID and the counter), never A's, and is then ambiguous for nobody."""
+    env = metered(make_env(store, lab))
+    card_a = await ready_card(env, lab, EIDS[0])
+    card_b = await ready_card(env, lab, EIDS[1])
+    op_a, _ = await psmo(env, card_a)
+    op_b, package_b = await psmo(env, card_b)
+    op_a, op_b = await env.service.get(op_a.id), await env.service.get(op_b.id)
+    assert op_a.counter_value == op_b.counter_value is not None
+    card_b.card.ctx.forgery = Forgery(drop_transaction_id=True)
+    epr = await card_b.load(package_b)
+    answer = await env.handle(provide_result(card_b.eid, epr))
+    assert asn1.decode("ProvideEimPackageResultResponse", answer)[0] == "eimAcknowledgements"
+    assert (await env.service.get(op_b.id)).status is OpStatus.DONE
+    assert (await env.service.get(op_a.id)).status is OpStatus.IN_PROGRESS
+
+
+async def test_a_genuine_result_matching_no_counter_is_an_orphan(store, lab):
+    """A signed result without eimTransactionId whose counterValue is no operation's: nothing closes, the
+    genuine signature makes it an acknowledged orphan, audited with its counter and seqNumber."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(drop_transaction_id=True, counter_offset=7)
+    epr = await card.load(package)
+    outcome = asn1.decode("EuiccPackageResult", epr)[1]["euiccPackageResultDataSigned"]
+    answer = await env.handle(provide_result(card.eid, epr))
+    assert asn1.decode("ProvideEimPackageResultResponse", answer) == (
+        "eimAcknowledgements",
+        [outcome["seqNumber"]],
+    )
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    [orphan] = [e for e in await store.list_audit(eid=card.eid) if e.outcome == "orphan"]
+    assert orphan.operation_id is None and orphan.eid == card.eid
+    assert orphan.detail == {"counter_value": outcome["counterValue"], "seqNumber": outcome["seqNumber"]}
+    # the same genuine result under another registered EID: refused (B's key does not verify A's signature)
+    other = await ready_card(env, lab, EIDS[2])
+    assert await env.handle(provide_result(other.eid, epr)) == UNDEFINED
+    assert [e for e in await store.list_audit(eid=other.eid) if e.outcome == "orphan"] == []
+    assert refused(env, "signature") + refused(env, "certificate_eid") + refused(env, "certificate") == 1
+    [entry] = [e for e in await store.list_audit(eid=other.eid) if e.action == "result" and e.outcome == "refused"]
+    assert entry.detail["cause"] in ("signature", "certificate_eid", "certificate") and entry.who == "ipa"
+
+
+async def test_a_signed_result_without_an_eid_or_transaction_closes_nothing(store, lab):
+    """No eidValue, an anonymous binding, no eimTransactionId: nothing names an eUICC, nothing is audited."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(drop_transaction_id=True)
+    epr = await card.load(package)
+    n = len(await store.list_audit())
+    answer = await env.handle(provide_result(None, epr))
+    assert answer[:4] == bytes.fromhex("BF500302")  # provideEimPackageResultError, no acknowledgement
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    assert refused(env, "no_operation") == 1
+    assert len(await store.list_audit()) == n
+
+
+async def test_an_unsigned_error_naming_an_unknown_transaction_is_audited_for_its_eid(store, lab):
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, _ = await psmo(env, card)
+    coaps = RequestContext("coap", "peer", card.eid)
+    assert await env.handle(provide_result(card.eid, unsigned_error(os.urandom(16))), coaps) == UNDEFINED
+    [entry] = [e for e in await store.list_audit(eid=card.eid) if e.outcome == "unverified_error"]
+    assert entry.eid == card.eid and entry.operation_id is None
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
