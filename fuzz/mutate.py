@@ -48,7 +48,7 @@ CHECKS = [
     "eim.relay.admission.xǁAdmissionGateǁcheck__mutmut_*",
     # the outbox: only verified notifications enter; a row is deleted only after the SM-DP+ took it
     "eim.relay.outbox.xǁNotificationOutboxǁaccept__mutmut_*",
-    "eim.relay.outbox.xǁNotificationOutboxǁ_deliver__mutmut_*",
+    "eim.relay.outbox.xǁNotificationOutboxǁ_send__mutmut_*",
     # devices: who may be served unauthenticated, the EID of a client certificate or a device secret
     "eim.esipa.device_auth.x_peer_address__mutmut_*",
     "eim.esipa.device_auth.xǁDevicePolicyǁpeer_trusted__mutmut_*",

