@@ -186,17 +186,39 @@ def codec_case_only(mutant: str) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``--report``: only print the score of the last run (``mutants/``), run nothing."""
-    args = sys.argv[1:] if argv is None else argv
-    if "--report" not in args:
-        print(f"mutate: running mutmut over {len(CHECKS)} security checks", flush=True)
-        subprocess.run([sys.executable, "-m", "mutmut", "run", *CHECKS], cwd=ROOT, check=False)
+def _statuses() -> dict[str, str]:
+    _FUNCTIONS.clear()  # a run may have regenerated mutants
     statuses: dict[str, str] = {}
     for line in _mutmut("results", "--all", "true").splitlines():
         m = re.match(r"\s*(\S+): (.+)$", line)
         if m and any(fnmatch.fnmatchcase(m.group(1), c) for c in CHECKS):
             statuses[m.group(1)] = m.group(2).strip()
+    return statuses
+
+
+def main(argv: list[str] | None = None) -> int:
+    """No argument: run every mutant of :data:`CHECKS`. ``--survivors``: run again only those the last run did
+    not kill (after adding tests; a changed function's mutants are new and run too). ``--report``: run nothing,
+    print the score of the last run (``mutants/``)."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--report" in args:
+        pass
+    elif "--survivors" in args:
+        # twice: mutmut regenerates the mutants of functions changed since the last run (their results reset) at
+        # the start of a run, so the second round picks those up
+        for _ in range(2):
+            todo = [
+                n
+                for n, s in _statuses().items()
+                if s != "killed" and not (s == "survived" and (message_only(n) or codec_case_only(n)))
+            ]
+            print(f"mutate: running mutmut again over {len(todo)} mutants not killed before", flush=True)
+            if todo:
+                subprocess.run([sys.executable, "-m", "mutmut", "run", *todo], cwd=ROOT, check=False)
+    else:
+        print(f"mutate: running mutmut over {len(CHECKS)} security checks", flush=True)
+        subprocess.run([sys.executable, "-m", "mutmut", "run", *CHECKS], cwd=ROOT, check=False)
+    statuses = _statuses()
     killed = [n for n, s in statuses.items() if s == "killed"]
     survived = [n for n, s in statuses.items() if s == "survived"]
     other = {n: s for n, s in statuses.items() if s not in ("killed", "survived")}
