@@ -109,6 +109,15 @@ def test_each_check_refuses_with_its_cause(lab, kw, check_kw, cause):
     assert exc.value.cause == cause
 
 
+def test_a_signed_result_without_a_verified_key_is_refused(lab):
+    """No key (the eUICC's certificate is not known or did not verify): never accepted, cause ``certificate``."""
+    key = lab.euicc_key(EIDS[0])
+    outcome = parse_euicc_package_result(signed_epr(key))
+    with pytest.raises(ResultRejected) as exc:
+        check(outcome, None)
+    assert exc.value.cause == "certificate" and exc.value.reason
+
+
 def test_unsigned_error_must_echo_the_transaction_id(lab):
     body = tlv.encode(0x80, EIM_ID.encode())
     bare = parse_euicc_package_result(tlv.encode(0xBF51, tlv.encode(0xA2, body)))
