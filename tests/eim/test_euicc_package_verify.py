@@ -118,6 +118,26 @@ def test_a_signed_result_without_a_verified_key_is_refused(lab):
     assert exc.value.cause == "certificate" and exc.value.reason
 
 
+def test_the_refusal_names_the_signature_that_failed(lab):
+    """euiccSignEPR for a result, euiccSignEPE for a signed error: the reason says which one did not verify."""
+    key, other = lab.euicc_key(EIDS[0]), lab.euicc_key(EIDS[1]).public_key()
+    with pytest.raises(ResultRejected) as exc:
+        check(parse_euicc_package_result(signed_epr(key)), other)
+    assert exc.value.cause == "signature" and "euiccSignEPR" in exc.value.reason
+    assert "euiccSignEPE" not in exc.value.reason
+    data = asn1.encode(
+        "EuiccPackageErrorDataSigned",
+        {"eimId": EIM_ID, "counterValue": COUNTER, "eimTransactionId": TXID, "euiccPackageErrorCode": 4},
+    )
+    sig = crypto.sign(key, data + association_token_tlv(TOKEN))
+    error = parse_euicc_package_result(tlv.encode(0xBF51, tlv.encode(0xA1, data + tlv.encode(0x5F37, sig))))
+    check(error, key.public_key())
+    with pytest.raises(ResultRejected) as exc:
+        check(error, other)
+    assert exc.value.cause == "signature" and "euiccSignEPE" in exc.value.reason
+    assert "euiccSignEPR" not in exc.value.reason
+
+
 def test_unsigned_error_must_echo_the_transaction_id(lab):
     body = tlv.encode(0x80, EIM_ID.encode())
     bare = parse_euicc_package_result(tlv.encode(0xBF51, tlv.encode(0xA2, body)))
