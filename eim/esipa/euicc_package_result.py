@@ -89,11 +89,7 @@ async def handle(
         op = context.operation
     elif outcome.signed and eid is not None:
         op = await _by_counter(rp, eid, outcome.counter_value)
-    elif not outcome.signed:
-        return await _unverified(
-            rp, outcome, eid, None, who, "an unsigned error without eimTransactionId names nothing"
-        )
-    if op is None:
+    if op is None:  # an unsigned error without eimTransactionId too: it names nothing, _orphan refuses it
         return await _orphan(rp, outcome, eid, context, who)
     if op.kind not in PACKAGE_KINDS:
         return await rp.refuse(
