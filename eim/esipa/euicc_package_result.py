@@ -60,7 +60,7 @@ async def handle(
     rp: ResultProcessor,
     raw: bytes,
     eid: str | None,
-    who: str = "ipa",
+    who: str,
     *,
     authenticated_eid: str | None = None,
     prefetched: tuple[EuiccPackageOutcome | RspError, ResultContext] | None = None,
@@ -80,7 +80,7 @@ async def handle(
         except RspError as exc:
             outcome_or_error = exc
     if isinstance(outcome_or_error, RspError):
-        return await rp.refuse("undecodable", f"undecodable EuiccPackageResult: {outcome_or_error}", audit=False)
+        return await rp.refuse("undecodable", f"undecodable EuiccPackageResult: {outcome_or_error}")
     outcome = outcome_or_error
     op: Operation | None = None
     if outcome.eim_transaction_id is not None:

@@ -456,3 +456,17 @@ async def test_an_orphan_over_mqtt_is_verified_with_the_topics_euicc(store, lab,
     as_stranger = RequestContext("mqtt", f"esipa/{stranger}/up", stranger)
     assert await env.handle(provide_result(None, epr), as_stranger) != answer
     assert refused(env, "no_operation") == 1 and len(await store.list_audit()) == n
+
+
+async def test_an_undecodable_result_is_refused_as_such_and_changes_nothing(store, lab):
+    """A BF51 whose signed part does not decode (the dispatcher's outer decoding lets the EuiccPackageResult
+    through as received): cause ``undecodable``, nothing audited, the operation stays."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, _package = await psmo(env, card)
+    garbage = tlv.encode(0xBF51, tlv.encode(0xA0, tlv.encode(0x30, tlv.encode(0x80, b"\xff\xfe"))))
+    n = len(await store.list_audit())
+    handled = await env.rp.euicc_package_result(garbage, card.eid)
+    assert handled.refused and "undecodable" in handled.refused and handled.acks == []
+    assert refused(env, "undecodable") == 1 and len(await store.list_audit()) == n
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
