@@ -90,7 +90,13 @@ async def handle(
     elif outcome.signed and eid is not None:
         op = await _by_counter(rp, eid, outcome.counter_value)
     if op is None:  # an unsigned error without eimTransactionId too: it names nothing, _orphan refuses it
-        return await _orphan(rp, outcome, eid, context, who)
+        return await _orphan(
+            rp,
+            outcome,
+            eid,
+            context,  # pragma: no mutate - only saves _orphan a read of the same eUICC row
+            who,
+        )
     if op.kind not in PACKAGE_KINDS:
         return await rp.refuse(
             "no_operation", "eimTransactionId belongs to an operation that is not an eUICC package", op=op, who=who

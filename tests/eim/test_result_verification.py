@@ -470,3 +470,19 @@ async def test_an_undecodable_result_is_refused_as_such_and_changes_nothing(stor
     assert handled.refused and "undecodable" in handled.refused and handled.acks == []
     assert refused(env, "undecodable") == 1 and len(await store.list_audit()) == n
     assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+
+
+async def test_a_result_naming_the_transaction_of_another_kind_of_operation_closes_nothing(store, lab):
+    """The card signs a PSMO result with the eimTransactionId of its eUICC data request: that operation is not
+    an eUICC package, so nothing closes; refused (no_operation), audited on that operation."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    [data_op] = await store.list_operations(eid=card.eid, kind=OpKind.EUICC_DATA)
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(eim_transaction_id=data_op.eim_transaction_id)
+    assert await env.handle(provide_result(card.eid, await card.load(package))) == UNDEFINED
+    assert refused(env, "no_operation") == 1
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    assert (await env.service.get(data_op.id)).status is OpStatus.DONE
+    [entry] = [e for e in await store.list_audit(operation_id=data_op.id) if e.outcome == "refused"]
+    assert entry.who == "ipa" and entry.detail["cause"] == "no_operation" and entry.eid == card.eid
