@@ -208,6 +208,8 @@ async def test_a_result_for_another_euicc_is_refused(store, lab):
     assert await env.handle(provide_result(card_a.eid, epr)) == UNDEFINED
     assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
     assert refused(env, "eid") == 1
+    [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "refused"]
+    assert (entry.eid, entry.who, entry.detail["cause"]) == (card_b.eid, "ipa", "eid")
     assert asn1.decode("ProvideEimPackageResultResponse", await env.handle(provide_result(card_b.eid, epr)))[0] == (
         "eimAcknowledgements"
     )
