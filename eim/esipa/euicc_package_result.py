@@ -103,9 +103,11 @@ async def handle(
         )
     if eid is not None and op.eid != eid:
         return await rp.refuse("eid", f"result for eUICC {op.eid} arrived with EID {eid}", op=op, who=who)
-    if context is not None and context.operation is op and context.operation_euicc is not None:
-        euicc: Euicc | None = context.operation_euicc
-    else:
+    # the operation's eUICC as the same read found it, else the store: the same row either way (no check here)
+    euicc: Euicc | None = None
+    if context is not None and context.operation is op:  # pragma: no mutate
+        euicc = context.operation_euicc  # pragma: no mutate
+    if euicc is None:  # pragma: no mutate
         euicc = await rp.store.get_euicc(op.eid)
     if euicc is None:
         return await rp.refuse("no_operation", "eUICC no longer registered", op=op, who=who)
