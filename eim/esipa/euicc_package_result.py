@@ -113,7 +113,12 @@ async def handle(
         return await rp.refuse("no_operation", "eUICC no longer registered", op=op, who=who)
     if not outcome.signed and authenticated_eid != op.eid:
         return await _unverified(
-            rp, outcome, eid, op, who, "unsigned error from a device not authenticated as the operation's eUICC"
+            rp,
+            outcome,
+            eid,  # pragma: no mutate - with an operation the audit names the operation's EID, not this one
+            op,
+            who,
+            "unsigned error from a device not authenticated as the operation's eUICC",
         )
     try:
         key = rp.euicc_public_key(euicc) if outcome.signed else None

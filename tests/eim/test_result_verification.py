@@ -488,3 +488,33 @@ async def test_a_result_naming_the_transaction_of_another_kind_of_operation_clos
     assert (await env.service.get(data_op.id)).status is OpStatus.DONE
     [entry] = [e for e in await store.list_audit(operation_id=data_op.id) if e.outcome == "refused"]
     assert entry.who == "ipa" and entry.detail["cause"] == "no_operation" and entry.eid == card.eid
+
+
+async def test_a_result_for_an_euicc_no_longer_registered_closes_nothing(store, lab):
+    """The operation's eUICC is gone from the store by the time its result arrives (matched by counter, over
+    MQTT): refused (no_operation) and audited on the operation, never verified with a key from elsewhere."""
+
+    class Forgetful:
+        def __init__(self, inner) -> None:
+            self.inner, self.forget = inner, False
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        async def get_euicc(self, eid):
+            return None if self.forget else await self.inner.get_euicc(eid)
+
+    forgetful = Forgetful(store)
+    env = metered(make_env(forgetful, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(drop_transaction_id=True)
+    epr = await card.load(package)
+    forgetful.forget = True
+    mqtt = RequestContext("mqtt", f"esipa/{card.eid}/up", card.eid)
+    assert await env.handle(provide_result(None, epr), mqtt) == UNDEFINED
+    assert refused(env, "no_operation") == 1
+    [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "refused"]
+    assert (entry.who, entry.detail["cause"]) == ("ipa", "no_operation")
+    forgetful.forget = False
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
