@@ -294,4 +294,4 @@ def verify_outcome(
             public_key, outcome.signed_part + association_token_tlv(association_token), outcome.signature, what=what
         )
     except RspError as exc:
-        raise ResultRejected(str(exc), "signature") from None
+        raise ResultRejected(str(exc)) from None  # cause "signature", the default
