@@ -235,3 +235,42 @@ def test_address_classes(address, kind):
     from eim.smdp_addresses import address_class
 
     assert address_class(address) == kind
+
+
+# ---------------------------------------------------------------- attribution of a PIR, each refusal with its cause
+async def test_pir_attribution_refusals_name_their_cause(lab):
+    """verify_pir of the intake: an unregistered eUICC, no stored certificate, no way to verify it, a stored chain
+    that no longer holds - each refused with its own cause; the genuine PIR verifies for its EID only."""
+    from types import SimpleNamespace
+
+    from eim.esipa.notification_intake import NotificationIntake
+    from eim.packages.euicc_package import ResultRejected
+
+    class Store:
+        def __init__(self, euiccs) -> None:
+            self.euiccs = euiccs
+
+        async def get_euicc(self, eid):
+            return self.euiccs.get(eid)
+
+    def broken(_euicc):
+        raise ResultRejected("the stored chain no longer holds", "certificate")
+
+    def key_of(_euicc):
+        return lab.euicc_key(EID_A).public_key()
+
+    parts = nv.parse(make_pir(lab, EID_A, bytes(16)))
+    known = SimpleNamespace(euicc_certificate=b"stored certificate")
+    unknown = SimpleNamespace(euicc_certificate=None)
+    for euiccs, public_key_of, cause, words in (
+        ({}, key_of, "unknown_euicc", "not registered"),
+        ({EID_A: unknown}, key_of, "certificate", "not known"),
+        ({EID_A: known}, None, "certificate", "not known"),
+        ({EID_A: known}, broken, "certificate", "no longer holds"),
+    ):
+        intake = NotificationIntake(Store(euiccs), EuiccKeys([]), public_key_of=public_key_of)
+        with pytest.raises(nv.NotificationRejected) as exc:
+            await intake.verify_pir(parts, EID_A)
+        assert exc.value.cause == cause and words in exc.value.reason, (cause, exc.value.reason)
+    note = await NotificationIntake(Store({EID_A: known}), EuiccKeys([]), public_key_of=key_of).verify_pir(parts, EID_A)
+    assert (note.eid, note.kind, note.raw) == (EID_A, "pir", parts.raw)
