@@ -256,6 +256,9 @@ async def test_pir_attribution_refusals_name_their_cause(lab):
     def broken(_euicc):
         raise ResultRejected("the stored chain no longer holds", "certificate")
 
+    def garbled(_euicc):
+        raise ValueError("stored certificate does not parse")
+
     def key_of(_euicc):
         return lab.euicc_key(EID_A).public_key()
 
@@ -267,6 +270,7 @@ async def test_pir_attribution_refusals_name_their_cause(lab):
         ({EID_A: unknown}, key_of, "certificate", "not known"),
         ({EID_A: known}, None, "certificate", "not known"),
         ({EID_A: known}, broken, "certificate", "no longer holds"),
+        ({EID_A: known}, garbled, "certificate", "does not parse"),
     ):
         intake = NotificationIntake(Store(euiccs), EuiccKeys([]), public_key_of=public_key_of)
         with pytest.raises(nv.NotificationRejected) as exc:
