@@ -278,3 +278,35 @@ async def test_pir_attribution_refusals_name_their_cause(lab):
         assert exc.value.cause == cause and words in exc.value.reason, (cause, exc.value.reason)
     note = await NotificationIntake(Store({EID_A: known}), EuiccKeys([]), public_key_of=key_of).verify_pir(parts, EID_A)
     assert (note.eid, note.kind, note.raw) == (EID_A, "pir", parts.raw)
+
+
+async def test_other_notification_attribution_refusals_name_their_cause(lab, monkeypatch):
+    """verify_other of the intake: an EID the caller attributes it to that is not the one the binding
+    authenticated (compared case-insensitively: topics may carry hex digits in either case), an unregistered
+    eUICC; what passes goes to the signature check for the upper-case EID."""
+    from eim.esipa import notification_intake
+    from eim.esipa.notification_intake import NotificationIntake
+
+    class Store:
+        def __init__(self, eids) -> None:
+            self.eids = set(eids)
+
+        async def get_euicc(self, eid):
+            return object() if eid in self.eids else None
+
+    checked = []
+    monkeypatch.setattr(notification_intake.nv, "verify_other", lambda parts, keys, eid: checked.append(eid) or eid)
+    hexa = "89abcdef" * 4
+    parts = nv.parse(SimEuicc(lab, "nist", eid=EID_A, seq=5).other_notification(3, ICCID, "smdp.example.com"))
+    intake = NotificationIntake(Store([EID_A, hexa.upper()]), EuiccKeys([]))
+    with pytest.raises(nv.NotificationRejected) as exc:
+        await intake.verify_other(parts, EID_A, hexa.upper())
+    assert exc.value.cause == "eid_mismatch" and EID_A in exc.value.reason
+    assert await intake.verify_other(parts, hexa, hexa.upper()) == hexa.upper()
+    assert await intake.verify_other(parts, hexa.upper(), hexa) == hexa.upper()
+    assert await intake.verify_other(parts, None, EID_A) == EID_A
+    assert await intake.verify_other(parts, None, None) == EID_A  # the certificate's EID
+    with pytest.raises(nv.NotificationRejected) as exc:
+        await NotificationIntake(Store([]), EuiccKeys([])).verify_other(parts, EID_A, None)
+    assert exc.value.cause == "unknown_euicc" and EID_A in exc.value.reason
+    assert checked == [hexa.upper(), hexa.upper(), EID_A, EID_A]
