@@ -310,3 +310,13 @@ async def test_other_notification_attribution_refusals_name_their_cause(lab, mon
         await NotificationIntake(Store([]), EuiccKeys([])).verify_other(parts, EID_A, None)
     assert exc.value.cause == "unknown_euicc" and EID_A in exc.value.reason
     assert checked == [hexa.upper(), hexa.upper(), EID_A, EID_A]
+
+
+def test_verify_pir_takes_only_a_pir_and_names_the_eid_upper_case(lab):
+    key = lab.euicc_key(EID_A).public_key()
+    other = nv.parse(SimEuicc(lab, "nist", eid=EID_A, seq=5).other_notification(3, ICCID, "smdp.example.com"))
+    with pytest.raises(nv.NotificationRejected) as exc:
+        nv.verify_pir(other, key, EID_A)
+    assert exc.value.cause == "malformed" and exc.value.reason
+    pir = nv.parse(make_pir(lab, EID_A, bytes(16)))
+    assert nv.verify_pir(pir, key, "89abcdef" * 4).eid == "89ABCDEF" * 4
