@@ -133,7 +133,7 @@ class AdmissionGate:
         try:
             check_address(note.address, "handleNotification")
         except RelayError as exc:
-            raise NotificationRefused(str(exc), cause="unforwardable") from None
+            raise NotificationRefused(str(exc)) from None  # cause "unforwardable", the default
         why = await self.address_refusal(note.eid, note.address, note.transaction_id)
         if why is not None:
             raise NotificationRefused(why, cause="address")

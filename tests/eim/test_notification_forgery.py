@@ -396,6 +396,7 @@ async def test_a_pir_may_go_to_the_smdp_of_the_session_this_eim_relayed(store, l
     await store.delete_download_session(session_key(txid))
     [delivery] = await NotificationOutbox(store, relay, admission=outbox.admission).deliver_due()
     assert delivery.outcome == "failed" and "not an SM-DP+ of this eIM" in delivery.reason
+    assert delivery.reason.startswith("ES9+ handleNotification: ")
     assert relay.sent == [(EID_A, raw)]
 
 
