@@ -227,8 +227,17 @@ async def test_forwarder_task_delivers_what_is_accepted_and_releases_on_close(st
 
 
 async def test_a_notification_is_queued_at_the_outboxs_clock_by_the_ipa(store, client, pki):
-    outbox = outbox_for(store, Es9Relay(store, client), FAST, allowed=["smdp.allowed.example"], clock=lambda: 1.5e9)
+    from eim.metrics import Metrics
+
+    metrics = Metrics()
+    outbox = outbox_for(
+        store, Es9Relay(store, client), FAST, allowed=["smdp.allowed.example"], clock=lambda: 1.5e9, metrics=metrics
+    )
     row = await outbox.accept(vpir("smdp.allowed.example", 7))
     assert row.created_at == row.next_attempt_at == 1.5e9
+    sample = metrics.registry.get_sample_value
+    assert sample("eim_notifications_forwarded_total", {"outcome": "queued"}) == 1
+    assert await outbox.accept(vpir("smdp.allowed.example", 7)) == row  # the same bytes: queued once
+    assert sample("eim_notifications_forwarded_total", {"outcome": "queued"}) == 1
     [entry] = [a for a in await store.list_audit(eid=EID) if a.action == "notification"]
     assert (entry.outcome, entry.who) == ("queued", "ipa")
