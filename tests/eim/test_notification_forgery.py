@@ -447,3 +447,26 @@ async def test_the_smdp_of_another_euiccs_download_is_not_an_address_for_this_on
     assert (row.eid, row.address) == (EID_B, "dp-b.example.net")
     row = await outbox.accept(VerifiedNotification(raw + b"\x00", "other", EID_B, 6, "DP-B.EXAMPLE.NET"))
     assert row.eid == EID_B
+
+
+async def test_the_default_smdp_is_an_address_and_only_it(store):
+    """``[relay] default_smdp_address`` (compared case-insensitively) admits that SM-DP+ for every eUICC, and
+    nothing else; an ES9+ session's SM-DP+ is matched to its eUICC case-insensitively too."""
+    import time
+
+    from eim.relay import session_key
+    from eim.relay.admission import Admission, AdmissionGate
+    from eim.smdp_addresses import SmdpAddressPolicy
+
+    gate = AdmissionGate(store, Admission(SmdpAddressPolicy.of(), default_smdp_address="Dp.Default.example"), time.time)
+    assert await gate.address_refusal(EID_A, "dp.default.EXAMPLE") is None
+    assert await gate.address_refusal(None, "DP.DEFAULT.EXAMPLE") is None
+    for address in ("dp.other.example", "dp.default.example.evil", "default.example"):
+        assert "not an SM-DP+ of this eIM" in (await gate.address_refusal(EID_A, address) or ""), address
+    nodefault = AdmissionGate(store, Admission(SmdpAddressPolicy.of()), time.time)
+    assert await nodefault.address_refusal(EID_A, "dp.default.example") is not None
+    hexa, txid = "89abcdef" * 4, os.urandom(16)
+    await store.put_download_session(session_key(txid), {"eid": hexa, "smdp_address": "Dp.Session.example"})
+    assert await nodefault.address_refusal(hexa.upper(), "dp.session.EXAMPLE", txid) is None
+    assert await nodefault.address_refusal(hexa, "dp.session.example", txid) is None
+    assert await nodefault.address_refusal(EID_A, "dp.session.example", txid) is not None
