@@ -473,3 +473,12 @@ def test_a_token_followed_by_more_words_is_refused(tmp_path):
         assert refused.value.status == 401
     # another scheme is no device credential: unauthenticated, not refused
     assert _identify(auth, authorization=[f"Basic {token_a}".encode()]) == (None, "none")
+
+
+def test_a_scope_id_is_dropped_from_the_peer_address():
+    from ipaddress import IPv4Address, IPv6Address
+
+    assert peer_address("fe80::1%eth0") == IPv6Address("fe80::1")
+    assert peer_address("fe80::1%eth0%x") == IPv6Address("fe80::1")
+    assert peer_address("::ffff:10.0.0.1%2") == IPv4Address("10.0.0.1")
+    assert peer_address("%eth0") is None and peer_address("") is None and peer_address(None) is None
