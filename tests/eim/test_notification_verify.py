@@ -320,3 +320,23 @@ def test_verify_pir_takes_only_a_pir_and_names_the_eid_upper_case(lab):
     assert exc.value.cause == "malformed" and exc.value.reason
     pir = nv.parse(make_pir(lab, EID_A, bytes(16)))
     assert nv.verify_pir(pir, key, "89abcdef" * 4).eid == "89ABCDEF" * 4
+
+
+def test_a_pir_has_no_certificate_to_name_an_eid(lab):
+    pir = nv.parse(make_pir(lab, EID_A, bytes(16)))
+    with pytest.raises(nv.NotificationRejected) as exc:
+        nv.certificate_eid(pir)
+    assert exc.value.cause == "malformed" and exc.value.reason
+
+
+def test_ip_literals_of_both_families_are_read():
+    import ipaddress
+
+    from eim.smdp_addresses import ip_of, loopback_only
+
+    assert ip_of("::1") == ipaddress.IPv6Address("::1") and ip_of("fe80::1") == ipaddress.IPv6Address("fe80::1")
+    assert ip_of("10.0.0.1") == ipaddress.IPv4Address("10.0.0.1") and ip_of("0x7f.1") == ipaddress.IPv4Address(
+        "127.0.0.1"
+    )
+    assert ip_of("smdp.example.com") is None
+    assert loopback_only(["::1", "[::1]", "127.0.0.1", "localhost"]) and not loopback_only(["::1", "0.0.0.0"])
