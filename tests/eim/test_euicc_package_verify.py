@@ -196,3 +196,20 @@ def test_whatever_the_parser_accepts_is_cut_from_the_received_bytes(raw):
         assert tlv.parse_exact(outcome.signed_part).tag == 0x30
     else:
         assert outcome.signed_part == b"" and inner.tag == 0xA2
+
+
+def test_a_cached_chain_past_its_validity_is_never_used(lab):
+    """The cache saves chain work only while the certificates are valid: an entry whose validity has passed is
+    dropped and the chain verified again (here the stale entry holds another card's certificate: never returned)."""
+    import datetime as dt
+    import hashlib
+
+    keys = EuiccKeys(lab.ci_certs())
+    a_cert, eum = der(lab.euicc_cert(EIDS[0])), der(lab.eum_cert())
+    genuine = crypto.public_point(keys.public_key(EIDS[0], a_cert, eum))
+    [ident] = keys._cache
+    assert ident == hashlib.sha256(b"|".join((EIDS[0].encode(), a_cert, eum, b""))).digest()
+    past = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
+    keys._cache[ident] = (lab.euicc_cert(EIDS[1]), past, past + dt.timedelta(days=1))
+    assert crypto.public_point(keys.public_key(EIDS[0], a_cert, eum)) == genuine
+    assert keys._cache[ident][2] > dt.datetime.now(dt.UTC)

@@ -318,8 +318,24 @@ def test_verify_pir_takes_only_a_pir_and_names_the_eid_upper_case(lab):
     with pytest.raises(nv.NotificationRejected) as exc:
         nv.verify_pir(other, key, EID_A)
     assert exc.value.cause == "malformed" and exc.value.reason
-    pir = nv.parse(make_pir(lab, EID_A, bytes(16)))
-    assert nv.verify_pir(pir, key, "89abcdef" * 4).eid == "89ABCDEF" * 4
+    txid = bytes(range(16))
+    pir = nv.parse(make_pir(lab, EID_A, txid))
+    note = nv.verify_pir(pir, key, "89abcdef" * 4)
+    assert note.eid == "89ABCDEF" * 4 and note.transaction_id == txid and note.kind == "pir"
+    # the refusal names the signature that failed
+    wrong = lab.euicc_key(EID_A).public_key()
+    other_key = crypto.generate_key("nist").public_key()
+    with pytest.raises(nv.NotificationRejected) as exc:
+        nv.verify_pir(pir, other_key, EID_A)
+    assert exc.value.cause == "signature" and "euiccSignPIR" in exc.value.reason
+    keys = EuiccKeys(lab.ci_certs())
+    note = nv.verify_other(other, keys, EID_A)
+    assert note.transaction_id is None and note.eid == EID_A and nv.verify_pir(pir, wrong, EID_A).raw == pir.raw
+    import dataclasses
+
+    with pytest.raises(nv.NotificationRejected) as exc:
+        nv.verify_other(dataclasses.replace(other, signature=bytes(64)), keys, EID_A)
+    assert exc.value.cause == "signature" and "euiccNotificationSignature" in exc.value.reason
 
 
 def test_a_pir_has_no_certificate_to_name_an_eid(lab):
