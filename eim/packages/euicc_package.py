@@ -237,7 +237,7 @@ class EuiccKeys:
                     [eum_cert] if eum_cert else [],
                     self.trusted_cis,
                     "euicc",
-                    now,
+                    now,  # pragma: no mutate - verify_chain takes None (or nothing) as now
                     ci_key_id=ci_key_id,
                     eid_range=self.eid_range,
                 )
