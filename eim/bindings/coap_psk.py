@@ -269,14 +269,16 @@ class PskFile:
 
     def lookup(self, identity: bytes, peer: str | None = None) -> tuple[bytes, str]:
         """(key, EID) for a PSK identity; ``KeyError`` (logged with the peer) when no device has it."""
-        eid = identity.decode("ascii", "replace") if isinstance(identity, bytes | bytearray) else ""
+        if not isinstance(identity, bytes | bytearray):
+            raise KeyError(identity)  # pragma: no mutate - the argument is only what a log shows; the type refuses
+        eid = identity.decode("ascii", "replace")
         key = self._keys.get(eid)
         if key is None:
             log.info(
                 "DTLS handshake with an unknown PSK identity",
                 extra={"identity": eid[:64], "peer": peer},
             )
-            raise KeyError(identity)
+            raise KeyError(identity)  # pragma: no mutate - as above
         return key, eid
 
     # aiocoap's tinydtls_server asks this (identity as bytes) during the handshake; the second value becomes the

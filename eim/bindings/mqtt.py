@@ -51,7 +51,7 @@ from rsp.errors import RspError
 log = logging.getLogger("eim.esipa.mqtt")
 
 DEFAULT_MAX_BODY = 256 * 1024
-_EID = re.compile(r"^[0-9A-Fa-f]{32}$")
+_EID = re.compile(r"[0-9A-Fa-f]{32}")
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -60,7 +60,23 @@ class PushFailed(Exception):
 
 
 def is_eid(value: str) -> bool:
-    return bool(_EID.match(value))
+    return bool(_EID.fullmatch(value))
+
+
+def topic_identity(prefix: str, topic: str, response_topic: str | None) -> tuple[str | None, str]:
+    """``(EID, answer topic)`` of a request published to ``topic`` (``{prefix}/{EID}/up``).
+
+    The EID is the topic's EID segment (upper case), ``None`` when that segment is not 32 hex digits; it is what
+    the broker ACL tied to the device's credentials, so it becomes ``RequestContext.eid_hint``. The answer goes to
+    ``response_topic`` only when that lies in the same device's namespace (``{prefix}/{segment}/...``, no
+    wildcard); otherwise to ``{prefix}/{segment}/down``."""
+    parts = topic.split("/")
+    segment = parts[-2] if len(parts) >= 3 else ""
+    eid = segment.upper() if is_eid(segment) else None
+    own = f"{prefix}/{segment}/"
+    if not response_topic or not response_topic.startswith(own) or "+" in response_topic or "#" in response_topic:
+        response_topic = f"{prefix}/{segment}/down"
+    return eid, response_topic
 
 
 class MqttBinding:
@@ -231,18 +247,13 @@ class MqttBinding:
         from paho.mqtt.properties import Properties
 
         topic = message.topic.value
-        parts = topic.split("/")
-        segment = parts[-2] if len(parts) >= 3 else ""
-        eid = segment.upper() if is_eid(segment) else None
         props = message.properties
-        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        asked_topic = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
-        asked = bool(response_topic)
-        own = f"{self.prefix}/{segment}/"
-        if not response_topic or not response_topic.startswith(own) or "+" in response_topic or "#" in response_topic:
-            if response_topic:
-                log.warning("response topic outside the device's namespace ignored", extra={"topic": topic})
-            response_topic = f"{self.prefix}/{segment}/down"
+        asked = bool(asked_topic)
+        eid, response_topic = topic_identity(self.prefix, topic, asked_topic)
+        if asked_topic and response_topic != asked_topic:
+            log.warning("response topic outside the device's namespace ignored", extra={"topic": topic})
         payload = message.payload
         if not isinstance(payload, bytes):
             payload = bytes(payload) if isinstance(payload, bytearray) else str(payload or "").encode()

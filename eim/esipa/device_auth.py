@@ -96,7 +96,7 @@ def peer_address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Addr
     if not text:
         return None
     try:
-        addr = ipaddress.ip_address(text.split("%", 1)[0])
+        addr = ipaddress.ip_address(text.partition("%")[0])
     except ValueError:
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
@@ -119,13 +119,15 @@ class DevicePolicy:
     def peer_trusted(self, peer_ip: str | None) -> bool:
         if peer_ip is None:
             return False
-        known = self._seen.get(peer_ip)
+        # a bounded memo (parsing an address costs more than the rest of a poll's check): its three lines only
+        # save work, the answer is computed the same without them
+        known = self._seen.get(peer_ip)  # pragma: no mutate
         if known is None:
             addr = peer_address(peer_ip)
             known = addr is not None and any(addr.version == n.version and addr in n for n in self.trusted_networks)
-            if len(self._seen) >= 4096:  # a bounded memo: parsing an address costs more than the rest of a poll's check
+            if len(self._seen) >= 4096:  # pragma: no mutate
                 self._seen.clear()
-            self._seen[peer_ip] = known
+            self._seen[peer_ip] = known  # pragma: no mutate
         return known
 
     def admits(self, ctx: RequestContext) -> bool:

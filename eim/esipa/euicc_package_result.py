@@ -60,7 +60,7 @@ async def handle(
     rp: ResultProcessor,
     raw: bytes,
     eid: str | None,
-    who: str = "ipa",
+    who: str,
     *,
     authenticated_eid: str | None = None,
     prefetched: tuple[EuiccPackageOutcome | RspError, ResultContext] | None = None,
@@ -80,7 +80,7 @@ async def handle(
         except RspError as exc:
             outcome_or_error = exc
     if isinstance(outcome_or_error, RspError):
-        return await rp.refuse("undecodable", f"undecodable EuiccPackageResult: {outcome_or_error}", audit=False)
+        return await rp.refuse("undecodable", f"undecodable EuiccPackageResult: {outcome_or_error}")
     outcome = outcome_or_error
     op: Operation | None = None
     if outcome.eim_transaction_id is not None:
@@ -89,27 +89,36 @@ async def handle(
         op = context.operation
     elif outcome.signed and eid is not None:
         op = await _by_counter(rp, eid, outcome.counter_value)
-    elif not outcome.signed:
-        return await _unverified(
-            rp, outcome, eid, None, who, "an unsigned error without eimTransactionId names nothing"
+    if op is None:  # an unsigned error without eimTransactionId too: it names nothing, _orphan refuses it
+        return await _orphan(
+            rp,
+            outcome,
+            eid,
+            context,  # pragma: no mutate - only saves _orphan a read of the same eUICC row
+            who,
         )
-    if op is None:
-        return await _orphan(rp, outcome, eid, context, who)
     if op.kind not in PACKAGE_KINDS:
         return await rp.refuse(
             "no_operation", "eimTransactionId belongs to an operation that is not an eUICC package", op=op, who=who
         )
     if eid is not None and op.eid != eid:
         return await rp.refuse("eid", f"result for eUICC {op.eid} arrived with EID {eid}", op=op, who=who)
-    if context is not None and context.operation is op and context.operation_euicc is not None:
-        euicc: Euicc | None = context.operation_euicc
-    else:
+    # the operation's eUICC as the same read found it, else the store: the same row either way (no check here)
+    euicc: Euicc | None = None
+    if context is not None and context.operation is op:  # pragma: no mutate
+        euicc = context.operation_euicc  # pragma: no mutate
+    if euicc is None:  # pragma: no mutate
         euicc = await rp.store.get_euicc(op.eid)
     if euicc is None:
         return await rp.refuse("no_operation", "eUICC no longer registered", op=op, who=who)
     if not outcome.signed and authenticated_eid != op.eid:
         return await _unverified(
-            rp, outcome, eid, op, who, "unsigned error from a device not authenticated as the operation's eUICC"
+            rp,
+            outcome,
+            eid,  # pragma: no mutate - with an operation the audit names the operation's EID, not this one
+            op,
+            who,
+            "unsigned error from a device not authenticated as the operation's eUICC",
         )
     try:
         key = rp.euicc_public_key(euicc) if outcome.signed else None
@@ -123,7 +132,14 @@ async def handle(
         )
     except ResultRejected as exc:
         if not outcome.signed:
-            return await _unverified(rp, outcome, eid, op, who, exc.reason)
+            return await _unverified(
+                rp,
+                outcome,
+                eid,  # pragma: no mutate - with an operation the audit names the operation's EID, not this one
+                op,
+                who,
+                exc.reason,
+            )
         return await rp.refuse(exc.cause, exc.reason, op=op, who=who)
     update = _update_for(rp, op, outcome, who)
     changed = await rp._record(op, update)
@@ -138,7 +154,10 @@ async def _by_counter(rp: ResultProcessor, eid: str, counter_value: int | None) 
         return None
     found = [
         cand
-        for cand in await rp.store.list_operations(eid=eid, limit=COUNTER_SCAN_LIMIT)
+        for cand in await rp.store.list_operations(
+            eid=eid,
+            limit=COUNTER_SCAN_LIMIT,  # pragma: no mutate - a bound on the work, not a check
+        )
         if cand.kind in PACKAGE_KINDS and cand.counter_value is not None and cand.counter_value == counter_value
     ]
     return found[0] if len(found) == 1 else None
@@ -211,11 +230,11 @@ async def _orphan(
 
     if not outcome.signed:
         return await _unverified(rp, outcome, eid, None, who, "no operation matches this unsigned error")
-    if eid is None:
-        return await rp.refuse("no_operation", "no operation matches this result", audit=False)
-    if context is not None and context.euicc is not None and context.euicc.eid == eid:
-        euicc: Euicc | None = context.euicc
-    else:
+    if eid is None:  # nothing to audit: refuse() audits only what names an operation or an eUICC
+        return await rp.refuse("no_operation", "no operation matches this result")
+    # the eUICC the prefetch read for this same EID, else the store: the same row either way (no check here)
+    euicc: Euicc | None = context.euicc if context is not None else None  # pragma: no mutate
+    if euicc is None or euicc.eid != eid:  # pragma: no mutate
         euicc = await rp.store.get_euicc(eid)
     if euicc is None:
         return await rp.refuse("no_operation", "no operation matches this result", audit=False)

@@ -137,7 +137,7 @@ class NotificationIntake:
         try:
             key = self.public_key_of(euicc)
         except Exception as exc:  # ResultRejected: the stored chain does not hold
-            raise NotificationRejected("certificate", getattr(exc, "reason", None) or str(exc)) from None
+            raise NotificationRejected("certificate", str(exc)) from None  # ResultRejected: str is its reason
         return nv.verify_pir(parts, key, eid)
 
     # ------------------------------------------------------------------ step 4

@@ -150,16 +150,16 @@ def pir_summary(pir: bytes) -> dict[str, Any]:
     if "iccid" in meta:
         out["iccid"] = iccid_from_bytes(meta["iccid"])
     alt, res = data["finalResult"]
-    if alt not in ("successResult", "errorResult"):  # an alternative this schema does not know: (None, raw TLV)
-        raise DecodeError("ProfileInstallationResult", "finalResult is neither successResult nor errorResult")
     if alt == "successResult":
         out["ok"] = True
         out["aid"] = res["aid"].hex().upper()
-    else:
+    elif alt == "errorResult":
         out["ok"] = False
         out["bppCommandId"] = res["bppCommandId"]
         out["errorReason"] = res["errorReason"]
         out["name"] = ERROR_REASONS.get(res["errorReason"], str(res["errorReason"]))
+    else:  # an unknown alternative decodes to (None, raw TLV)
+        raise DecodeError("ProfileInstallationResult", "finalResult is neither successResult nor errorResult")
     return out
 
 

@@ -173,12 +173,14 @@ def verify_other(parts: NotificationParts, keys: KeyRing, eid: str) -> VerifiedN
     """An otherSignedNotification attributed to ``eid``: its certificate chain to a trusted CI, the certificate's
     EID equal to ``eid``, then the signature over the received ``BF2F``."""
     cert_eid = certificate_eid(parts)
-    if cert_eid != eid.upper():
+    # pragma below: upper/lower are the same on the 32 decimal digits of a certificate's EID
+    wanted = eid.upper()  # pragma: no mutate
+    if cert_eid != wanted:
         raise NotificationRejected("eid_mismatch", f"the eUICC certificate belongs to EID {cert_eid}, not {eid}")
     try:
-        key = keys.public_key(cert_eid, parts.euicc_certificate, parts.eum_certificate, None)  # type: ignore[arg-type]
+        key = keys.public_key(cert_eid, parts.euicc_certificate, parts.eum_certificate)  # type: ignore[arg-type]
     except Exception as exc:  # ResultRejected and friends: the chain does not hold
-        raise NotificationRejected("certificate", getattr(exc, "reason", None) or str(exc)) from None
+        raise NotificationRejected("certificate", str(exc)) from None  # ResultRejected: str is its reason
     return _check_signature(parts, key, cert_eid)
 
 

@@ -71,7 +71,11 @@ async def smdp_addresses_of(store: Any, eid: str) -> set[str]:
     from eim.relay.relay import _download_target
 
     out = set()
-    for op in await store.list_operations(eid=eid, kind=OpKind.DOWNLOAD, limit=1000):
+    for op in await store.list_operations(
+        eid=eid,
+        kind=OpKind.DOWNLOAD,  # pragma: no mutate - other kinds' params never name an SM-DP+ (validated at creation)
+        limit=1000,  # pragma: no mutate - a bound on the work, not a check
+    ):
         address, _oid = _download_target(op.params)
         if address:
             out.add(address.lower())
@@ -129,7 +133,7 @@ class AdmissionGate:
         try:
             check_address(note.address, "handleNotification")
         except RelayError as exc:
-            raise NotificationRefused(str(exc), cause="unforwardable") from None
+            raise NotificationRefused(str(exc)) from None  # cause "unforwardable", the default
         why = await self.address_refusal(note.eid, note.address, note.transaction_id)
         if why is not None:
             raise NotificationRefused(why, cause="address")

@@ -203,6 +203,15 @@ class NotificationOutbox:
             out.append(r)
         return out
 
+    async def _send(self, item: OutboundNotification) -> None:
+        """One attempt: the address is checked again (the policy may have changed since the row was queued), then
+        the same bytes go to the SM-DP+. Raises when the SM-DP+ did not take it; the row is deleted only after this
+        returned (:meth:`_deliver`)."""
+        why = await self.gate.address_refusal(item.eid, item.address, pir_transaction_id(item.notification))
+        if why is not None:
+            raise InvalidSmdpAddress("handleNotification", why)
+        await self.relay.forward_notification(item.eid or "", item.notification)
+
     async def _deliver(self, item: OutboundNotification) -> Delivery:
         extra: dict[str, Any] = {
             "notification": item.id,
@@ -212,10 +221,7 @@ class NotificationOutbox:
             "attempt": item.attempts,
         }
         try:
-            why = await self.gate.address_refusal(item.eid, item.address, pir_transaction_id(item.notification))
-            if why is not None:
-                raise InvalidSmdpAddress("handleNotification", why)
-            await self.relay.forward_notification(item.eid or "", item.notification)
+            await self._send(item)
         except Exception as exc:  # a RelayError/DecodeError, or an unexpected one (then retried)
             reason = str(exc) or type(exc).__name__
             if not isinstance(exc, RelayError | RspError):

@@ -406,3 +406,40 @@ def test_garbage_authorization_headers_get_401_and_change_nothing(sqlite_store_u
         runner.run(store.close())
     finally:
         runner.close()
+
+
+# ---------------------------------------------------------------- tokens at their edges, as an attacker sends them
+def test_token_length_cap_holds_even_for_a_matching_token():
+    """Tokens over 512 characters are never hashed nor compared, even one that would match."""
+    at_cap, over = "t" * 512, "t" * 513
+    assert auth.OperatorRegistry(legacy_token=at_cap).authenticate(f"Bearer {at_cap}") == auth.Operator(
+        "admin", auth.Role.ADMIN
+    )
+    assert auth.OperatorRegistry(legacy_token=over).authenticate(f"Bearer {over}") is None
+    assert auth.OperatorRegistry(legacy_token=over).authenticate(f"Bearer {over}".encode()) is None
+
+
+def test_the_token_is_everything_after_the_scheme():
+    registry = auth.OperatorRegistry(legacy_token="two words")
+    assert registry.authenticate("Bearer two words") == auth.Operator(auth.LEGACY_OPERATOR, auth.Role.ADMIN)
+    assert registry.authenticate("Bearer words") is None
+    assert registry.authenticate("Bearer two") is None
+    assert registry.authenticate("Basic two words") is None
+
+
+def test_tokens_that_do_not_encode_are_refused_not_raised(tmp_path):
+    """A str token with an escaped byte (``\\udc80``-``\\udcff``: what bytes decoded with surrogateescape hold)."""
+    path = tmp_path / "operators"
+    write = write_operators(path, alice="admin")
+    registry = auth.OperatorRegistry(path, legacy_token="legacy")
+    for token in ("\udcff", "legacy\udcff", write["alice"] + "\udc80"):
+        assert registry.authenticate(f"Bearer {token}") is None
+    assert auth.hash_token("\udcff").startswith("sha256:") and auth.hash_token("\udcff") != auth.hash_token("\udcfe")
+
+
+def test_head_needs_only_read_only_and_other_methods_operator():
+    assert auth.needed_role("HEAD", "/v1/operations") is auth.Role.READ_ONLY
+    assert auth.needed_role("GET", "/v1/operations") is auth.Role.READ_ONLY
+    for method in ("POST", "PUT", "PATCH", "DELETE", "head", "get"):
+        assert auth.needed_role(method, "/v1/operations") is auth.Role.OPERATOR
+    assert auth.needed_role("GET", "/v1/operators") is auth.Role.ADMIN

@@ -173,9 +173,14 @@ def test_pskfile_lookup_and_strict_start(tmp_path):
     path.write_text(f"{EID}:{KEY.hex()}\n")
     psk = PskFile(path)
     assert psk.find_dtls_psk(EID.encode()) == (KEY, EID) and len(psk) == 1 and EID in psk
-    for unknown in (EID2.encode(), b"\xff\xfe", b""):
+    for unknown in (EID2.encode(), b"\xff\xfe", b"", EID.encode() + b"\xff", b"\xff" + EID.encode()[1:]):
         with pytest.raises(KeyError):
             psk.find_dtls_psk(unknown)
+    # the identity is bytes on the wire; anything else names nobody, not even a known EID's text
+    for other in (EID, None, 0, [EID]):
+        with pytest.raises(KeyError):
+            psk.lookup(other, "192.0.2.1")  # type: ignore[arg-type]
+    assert psk.lookup(bytearray(EID.encode()), "192.0.2.1") == (KEY, EID)
 
 
 # ------------------------------------------------------------------------------------------ eim psk

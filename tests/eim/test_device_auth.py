@@ -416,3 +416,69 @@ async def test_plain_coap_from_an_untrusted_address_is_refused(env):
     finally:
         await client.shutdown()
         await binding.stop()
+
+
+# ------------------------------------------------------------------------------------------ edges an attacker tries
+
+
+def test_a_token_whose_eid_part_is_not_an_eid_is_refused_even_with_a_good_secret():
+    secret = new_token(EID_A)[0].split(".", 1)[1]
+    for eid in ("1" * 31, "1" * 33, "", "a" * 32, EID_A + " "):
+        with pytest.raises(DeviceSecretError):
+            parse_token(f"{eid}.{secret}")
+    with pytest.raises(DeviceSecretError):
+        parse_token(EID_A + secret)  # no dot
+    assert parse_token(f"  {EID_A}.{secret}\n") == (EID_A, secret)
+
+
+def _identify(auth, *, cert_pem=None, authorization=()):
+    scope = {"extensions": {"tls": {"client_cert_chain": [cert_pem]}}} if cert_pem else {}
+    return auth.identify(scope, list(authorization))
+
+
+def test_certificate_and_token_of_different_eids_are_refused(tmp_path):
+    from eim.bindings.http import DeviceCredentialsRefused
+
+    ca, ca_key = make_device_ca()
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = issue_device_certificate(EID_A, key.public_key(), ca, ca_key).public_bytes(serialization.Encoding.PEM)
+    token_a, entry_a = new_token(EID_A)
+    token_b, entry_b = new_token(EID_B)
+    text, _ = set_secret("", EID_A, entry_a)
+    text, _ = set_secret(text, EID_B, entry_b)
+    path = tmp_path / "secrets"
+    path.write_text(text)
+    auth = HttpDeviceAuth(client_certificates=True, secrets=DeviceSecretFile(path))
+    # the certificate of A with the (valid) token of B: neither identity is taken
+    with pytest.raises(DeviceCredentialsRefused) as refused:
+        _identify(auth, cert_pem=pem.decode(), authorization=[f"Bearer {token_b}".encode()])
+    assert refused.value.status == 403 and refused.value.reason
+    # both naming A: the certificate's identity
+    assert _identify(auth, cert_pem=pem.decode(), authorization=[f"Bearer {token_a}".encode()]) == (EID_A, "mtls")
+    assert _identify(auth, authorization=[f"Bearer {token_b}".encode()]) == (EID_B, "device-secret")
+    assert _identify(auth) == (None, "none")
+    assert _identify(HttpDeviceAuth(), authorization=[f"Bearer {token_a}".encode()]) == (None, "none")
+
+
+def test_a_token_followed_by_more_words_is_refused(tmp_path):
+    from eim.bindings.http import DeviceCredentialsRefused
+
+    token_a, entry_a = new_token(EID_A)
+    path = tmp_path / "secrets"
+    path.write_text(format_secret_line(EID_A, entry_a))
+    auth = HttpDeviceAuth(secrets=DeviceSecretFile(path))
+    for header in (f"Bearer {token_a} x", f"Bearer x {token_a}", f"Bearer {token_a}.x"):
+        with pytest.raises(DeviceCredentialsRefused) as refused:
+            _identify(auth, authorization=[header.encode()])
+        assert refused.value.status == 401
+    # another scheme is no device credential: unauthenticated, not refused
+    assert _identify(auth, authorization=[f"Basic {token_a}".encode()]) == (None, "none")
+
+
+def test_a_scope_id_is_dropped_from_the_peer_address():
+    from ipaddress import IPv4Address, IPv6Address
+
+    assert peer_address("fe80::1%eth0") == IPv6Address("fe80::1")
+    assert peer_address("fe80::1%eth0%x") == IPv6Address("fe80::1")
+    assert peer_address("::ffff:10.0.0.1%2") == IPv4Address("10.0.0.1")
+    assert peer_address("%eth0") is None and peer_address("") is None and peer_address(None) is None

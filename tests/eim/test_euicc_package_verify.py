@@ -109,6 +109,35 @@ def test_each_check_refuses_with_its_cause(lab, kw, check_kw, cause):
     assert exc.value.cause == cause
 
 
+def test_a_signed_result_without_a_verified_key_is_refused(lab):
+    """No key (the eUICC's certificate is not known or did not verify): never accepted, cause ``certificate``."""
+    key = lab.euicc_key(EIDS[0])
+    outcome = parse_euicc_package_result(signed_epr(key))
+    with pytest.raises(ResultRejected) as exc:
+        check(outcome, None)
+    assert exc.value.cause == "certificate" and exc.value.reason
+
+
+def test_the_refusal_names_the_signature_that_failed(lab):
+    """euiccSignEPR for a result, euiccSignEPE for a signed error: the reason says which one did not verify."""
+    key, other = lab.euicc_key(EIDS[0]), lab.euicc_key(EIDS[1]).public_key()
+    with pytest.raises(ResultRejected) as exc:
+        check(parse_euicc_package_result(signed_epr(key)), other)
+    assert exc.value.cause == "signature" and "euiccSignEPR" in exc.value.reason
+    assert "euiccSignEPE" not in exc.value.reason
+    data = asn1.encode(
+        "EuiccPackageErrorDataSigned",
+        {"eimId": EIM_ID, "counterValue": COUNTER, "eimTransactionId": TXID, "euiccPackageErrorCode": 4},
+    )
+    sig = crypto.sign(key, data + association_token_tlv(TOKEN))
+    error = parse_euicc_package_result(tlv.encode(0xBF51, tlv.encode(0xA1, data + tlv.encode(0x5F37, sig))))
+    check(error, key.public_key())
+    with pytest.raises(ResultRejected) as exc:
+        check(error, other)
+    assert exc.value.cause == "signature" and "euiccSignEPE" in exc.value.reason
+    assert "euiccSignEPR" not in exc.value.reason
+
+
 def test_unsigned_error_must_echo_the_transaction_id(lab):
     body = tlv.encode(0x80, EIM_ID.encode())
     bare = parse_euicc_package_result(tlv.encode(0xBF51, tlv.encode(0xA2, body)))
@@ -167,3 +196,20 @@ def test_whatever_the_parser_accepts_is_cut_from_the_received_bytes(raw):
         assert tlv.parse_exact(outcome.signed_part).tag == 0x30
     else:
         assert outcome.signed_part == b"" and inner.tag == 0xA2
+
+
+def test_a_cached_chain_past_its_validity_is_never_used(lab):
+    """The cache saves chain work only while the certificates are valid: an entry whose validity has passed is
+    dropped and the chain verified again (here the stale entry holds another card's certificate: never returned)."""
+    import datetime as dt
+    import hashlib
+
+    keys = EuiccKeys(lab.ci_certs())
+    a_cert, eum = der(lab.euicc_cert(EIDS[0])), der(lab.eum_cert())
+    genuine = crypto.public_point(keys.public_key(EIDS[0], a_cert, eum))
+    [ident] = keys._cache
+    assert ident == hashlib.sha256(b"|".join((EIDS[0].encode(), a_cert, eum, b""))).digest()
+    past = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
+    keys._cache[ident] = (lab.euicc_cert(EIDS[1]), past, past + dt.timedelta(days=1))
+    assert crypto.public_point(keys.public_key(EIDS[0], a_cert, eum)) == genuine
+    assert keys._cache[ident][2] > dt.datetime.now(dt.UTC)

@@ -376,6 +376,28 @@ async def test_a_pir_may_go_to_the_smdp_of_the_session_this_eim_relayed(store, l
     await outbox.accept(VerifiedNotification(raw, "pir", EID_A, 3, "dp.example.net", txid))
     [row] = await store.list_notifications()
     assert (row.eid, row.address) == (EID_A, "dp.example.net")
+    # the address is checked again before the attempt, with the PIR's own transactionId: it still goes there,
+    # the same bytes, for A, and the row is deleted once the SM-DP+ took it
+    from eim.relay.outbox import NotificationOutbox
+
+    class Taken:
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, bytes]] = []
+
+        async def forward_notification(self, eid, notification):
+            self.sent.append((eid, notification))
+
+    relay = Taken()
+    [delivery] = await NotificationOutbox(store, relay, admission=outbox.admission).deliver_due()
+    assert delivery.outcome == "delivered" and relay.sent == [(EID_A, raw)]
+    assert await store.list_notifications() == []
+    # once the session is gone, a queued PIR for that SM-DP+ is never sent
+    await outbox.accept(VerifiedNotification(raw, "pir", EID_A, 3, "dp.example.net", txid))
+    await store.delete_download_session(session_key(txid))
+    [delivery] = await NotificationOutbox(store, relay, admission=outbox.admission).deliver_due()
+    assert delivery.outcome == "failed" and "not an SM-DP+ of this eIM" in delivery.reason
+    assert delivery.reason.startswith("ES9+ handleNotification: ")
+    assert relay.sent == [(EID_A, raw)]
 
 
 async def test_relay_never_calls_a_link_local_smdp(store, lab, client):
@@ -403,3 +425,48 @@ async def test_relay_never_calls_a_link_local_smdp(store, lab, client):
         )
         assert await relay.initiate_authentication(EID_A, request) == ia.error_response(ia.INVALID_DP_ADDRESS)
     assert calls == []
+
+
+async def test_the_smdp_of_another_euiccs_download_is_not_an_address_for_this_one(store, lab, client):
+    """B has a download operation with dp-b.example.net; A's verified notification for dp-b.example.net is
+    refused (the SM-DP+s a notification may go to are those of ITS eUICC's downloads), B's is taken. Neither
+    another operation kind nor an address in upper case changes that."""
+    from eim.packages.notification import VerifiedNotification
+
+    env = make_env(store, lab, relay=Es9Relay(store, client))
+    await env.service.register_euicc(EID_A)
+    await env.service.register_euicc(EID_B)
+    await env.service.create(EID_B, OpKind.DOWNLOAD, {"activationCode": "1$DP-B.example.net$M-B"})
+    await env.service.create(EID_A, OpKind.EUICC_DATA, {})
+    raw = bytes.fromhex("3000")
+    outbox = env.rp.outbox
+    with pytest.raises(NotificationRefused) as exc:
+        await outbox.accept(VerifiedNotification(raw, "other", EID_A, 5, "dp-b.example.net"))
+    assert exc.value.cause == "address"
+    row = await outbox.accept(VerifiedNotification(raw, "other", EID_B, 5, "dp-b.example.net"))
+    assert (row.eid, row.address) == (EID_B, "dp-b.example.net")
+    row = await outbox.accept(VerifiedNotification(raw + b"\x00", "other", EID_B, 6, "DP-B.EXAMPLE.NET"))
+    assert row.eid == EID_B
+
+
+async def test_the_default_smdp_is_an_address_and_only_it(store):
+    """``[relay] default_smdp_address`` (compared case-insensitively) admits that SM-DP+ for every eUICC, and
+    nothing else; an ES9+ session's SM-DP+ is matched to its eUICC case-insensitively too."""
+    import time
+
+    from eim.relay import session_key
+    from eim.relay.admission import Admission, AdmissionGate
+    from eim.smdp_addresses import SmdpAddressPolicy
+
+    gate = AdmissionGate(store, Admission(SmdpAddressPolicy.of(), default_smdp_address="Dp.Default.example"), time.time)
+    assert await gate.address_refusal(EID_A, "dp.default.EXAMPLE") is None
+    assert await gate.address_refusal(None, "DP.DEFAULT.EXAMPLE") is None
+    for address in ("dp.other.example", "dp.default.example.evil", "default.example"):
+        assert "not an SM-DP+ of this eIM" in (await gate.address_refusal(EID_A, address) or ""), address
+    nodefault = AdmissionGate(store, Admission(SmdpAddressPolicy.of()), time.time)
+    assert await nodefault.address_refusal(EID_A, "dp.default.example") is not None
+    hexa, txid = "89abcdef" * 4, os.urandom(16)
+    await store.put_download_session(session_key(txid), {"eid": hexa, "smdp_address": "Dp.Session.example"})
+    assert await nodefault.address_refusal(hexa.upper(), "dp.session.EXAMPLE", txid) is None
+    assert await nodefault.address_refusal(hexa, "dp.session.example", txid) is None
+    assert await nodefault.address_refusal(EID_A, "dp.session.example", txid) is not None

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from eim.interfaces import EsipaRejected, RequestContext
 from eim.packages import notification as nv
 from eim.packages.euicc_package import EuiccKeys
-from rsp import tlv
+from rsp import crypto, tlv
 from rsp.pki import create_lab_pki, lab_eid
 from tests.eim.helpers import lab_admission, make_env
 from tests.eim.test_dispatcher_flows import RecordingRelay, make_pir
@@ -124,6 +124,34 @@ def test_malformed_and_altered_notifications_are_refused_with_a_reason(store_url
         runner.close()
 
 
+def test_a_signed_pir_with_an_unknown_final_result_is_refused_as_malformed(store_url, lab):
+    """A PIR whose finalResult is neither successResult [0] nor errorResult [1] (here [2], found by the property
+    test above), correctly signed by the eUICC: refused as malformed with a reason, nothing stored, the eIM keeps
+    serving (it raised TypeError before)."""
+    from eim.store import open_store
+
+    runner = asyncio.Runner()
+    try:
+        store = open_store(store_url)
+        runner.run(store.open())
+        env = make_env(store, lab, relay=RecordingRelay(lab), admission=lab_admission(["smdp.example.com"]))
+        runner.run(env.service.register_euicc(EID_A))
+        pir = make_pir(lab, EID_A, bytes(16))
+        data = tlv.require(pir, 0xBF27, what="PIR").raw
+        final = data.index(b"\xa2\x18\xa0\x16")
+        forged = data[: final + 2] + b"\xa2" + data[final + 3 :]
+        sig = crypto.sign(lab.euicc_key(EID_A, "nist"), forged)
+        note = tlv.encode(0xBF37, forged + tlv.encode(0x5F37, sig))
+        for binding_eid in (None, EID_A):
+            taken = runner.run(env.rp.pending_notification(note, binding_eid))
+            assert not taken.acknowledged and taken.cause == "malformed", taken
+            assert "finalResult" in (taken.reason or "")
+        assert runner.run(store.list_notifications()) == []
+        runner.run(store.close())
+    finally:
+        runner.close()
+
+
 # ---------------------------------------------------------------- the [relay] keys
 @settings(max_examples=150, deadline=None)
 @given(
@@ -223,3 +251,124 @@ def test_pir_with_an_unknown_final_result_alternative_is_a_decode_error():
     )
     with pytest.raises(DecodeError):
         download.pir_summary(pir)
+
+
+# ---------------------------------------------------------------- attribution of a PIR, each refusal with its cause
+async def test_pir_attribution_refusals_name_their_cause(lab):
+    """verify_pir of the intake: an unregistered eUICC, no stored certificate, no way to verify it, a stored chain
+    that no longer holds - each refused with its own cause; the genuine PIR verifies for its EID only."""
+    from types import SimpleNamespace
+
+    from eim.esipa.notification_intake import NotificationIntake
+    from eim.packages.euicc_package import ResultRejected
+
+    class Store:
+        def __init__(self, euiccs) -> None:
+            self.euiccs = euiccs
+
+        async def get_euicc(self, eid):
+            return self.euiccs.get(eid)
+
+    def broken(_euicc):
+        raise ResultRejected("the stored chain no longer holds", "certificate")
+
+    def garbled(_euicc):
+        raise ValueError("stored certificate does not parse")
+
+    def key_of(_euicc):
+        return lab.euicc_key(EID_A).public_key()
+
+    parts = nv.parse(make_pir(lab, EID_A, bytes(16)))
+    known = SimpleNamespace(euicc_certificate=b"stored certificate")
+    unknown = SimpleNamespace(euicc_certificate=None)
+    for euiccs, public_key_of, cause, words in (
+        ({}, key_of, "unknown_euicc", "not registered"),
+        ({EID_A: unknown}, key_of, "certificate", "not known"),
+        ({EID_A: known}, None, "certificate", "not known"),
+        ({EID_A: known}, broken, "certificate", "no longer holds"),
+        ({EID_A: known}, garbled, "certificate", "does not parse"),
+    ):
+        intake = NotificationIntake(Store(euiccs), EuiccKeys([]), public_key_of=public_key_of)
+        with pytest.raises(nv.NotificationRejected) as exc:
+            await intake.verify_pir(parts, EID_A)
+        assert exc.value.cause == cause and words in exc.value.reason, (cause, exc.value.reason)
+    note = await NotificationIntake(Store({EID_A: known}), EuiccKeys([]), public_key_of=key_of).verify_pir(parts, EID_A)
+    assert (note.eid, note.kind, note.raw) == (EID_A, "pir", parts.raw)
+
+
+async def test_other_notification_attribution_refusals_name_their_cause(lab, monkeypatch):
+    """verify_other of the intake: an EID the caller attributes it to that is not the one the binding
+    authenticated (compared case-insensitively: topics may carry hex digits in either case), an unregistered
+    eUICC; what passes goes to the signature check for the upper-case EID."""
+    from eim.esipa import notification_intake
+    from eim.esipa.notification_intake import NotificationIntake
+
+    class Store:
+        def __init__(self, eids) -> None:
+            self.eids = set(eids)
+
+        async def get_euicc(self, eid):
+            return object() if eid in self.eids else None
+
+    checked = []
+    monkeypatch.setattr(notification_intake.nv, "verify_other", lambda parts, keys, eid: checked.append(eid) or eid)
+    hexa = "89abcdef" * 4
+    parts = nv.parse(SimEuicc(lab, "nist", eid=EID_A, seq=5).other_notification(3, ICCID, "smdp.example.com"))
+    intake = NotificationIntake(Store([EID_A, hexa.upper()]), EuiccKeys([]))
+    with pytest.raises(nv.NotificationRejected) as exc:
+        await intake.verify_other(parts, EID_A, hexa.upper())
+    assert exc.value.cause == "eid_mismatch" and EID_A in exc.value.reason
+    assert await intake.verify_other(parts, hexa, hexa.upper()) == hexa.upper()
+    assert await intake.verify_other(parts, hexa.upper(), hexa) == hexa.upper()
+    assert await intake.verify_other(parts, None, EID_A) == EID_A
+    assert await intake.verify_other(parts, None, None) == EID_A  # the certificate's EID
+    with pytest.raises(nv.NotificationRejected) as exc:
+        await NotificationIntake(Store([]), EuiccKeys([])).verify_other(parts, EID_A, None)
+    assert exc.value.cause == "unknown_euicc" and EID_A in exc.value.reason
+    assert checked == [hexa.upper(), hexa.upper(), EID_A, EID_A]
+
+
+def test_verify_pir_takes_only_a_pir_and_names_the_eid_upper_case(lab):
+    key = lab.euicc_key(EID_A).public_key()
+    other = nv.parse(SimEuicc(lab, "nist", eid=EID_A, seq=5).other_notification(3, ICCID, "smdp.example.com"))
+    with pytest.raises(nv.NotificationRejected) as exc:
+        nv.verify_pir(other, key, EID_A)
+    assert exc.value.cause == "malformed" and exc.value.reason
+    txid = bytes(range(16))
+    pir = nv.parse(make_pir(lab, EID_A, txid))
+    note = nv.verify_pir(pir, key, "89abcdef" * 4)
+    assert note.eid == "89ABCDEF" * 4 and note.transaction_id == txid and note.kind == "pir"
+    # the refusal names the signature that failed
+    wrong = lab.euicc_key(EID_A).public_key()
+    other_key = crypto.generate_key("nist").public_key()
+    with pytest.raises(nv.NotificationRejected) as exc:
+        nv.verify_pir(pir, other_key, EID_A)
+    assert exc.value.cause == "signature" and "euiccSignPIR" in exc.value.reason
+    keys = EuiccKeys(lab.ci_certs())
+    note = nv.verify_other(other, keys, EID_A)
+    assert note.transaction_id is None and note.eid == EID_A and nv.verify_pir(pir, wrong, EID_A).raw == pir.raw
+    import dataclasses
+
+    with pytest.raises(nv.NotificationRejected) as exc:
+        nv.verify_other(dataclasses.replace(other, signature=bytes(64)), keys, EID_A)
+    assert exc.value.cause == "signature" and "euiccNotificationSignature" in exc.value.reason
+
+
+def test_a_pir_has_no_certificate_to_name_an_eid(lab):
+    pir = nv.parse(make_pir(lab, EID_A, bytes(16)))
+    with pytest.raises(nv.NotificationRejected) as exc:
+        nv.certificate_eid(pir)
+    assert exc.value.cause == "malformed" and exc.value.reason
+
+
+def test_ip_literals_of_both_families_are_read():
+    import ipaddress
+
+    from eim.smdp_addresses import ip_of, loopback_only
+
+    assert ip_of("::1") == ipaddress.IPv6Address("::1") and ip_of("fe80::1") == ipaddress.IPv6Address("fe80::1")
+    assert ip_of("10.0.0.1") == ipaddress.IPv4Address("10.0.0.1") and ip_of("0x7f.1") == ipaddress.IPv4Address(
+        "127.0.0.1"
+    )
+    assert ip_of("smdp.example.com") is None
+    assert loopback_only(["::1", "[::1]", "127.0.0.1", "localhost"]) and not loopback_only(["::1", "0.0.0.0"])

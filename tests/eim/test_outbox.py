@@ -125,6 +125,8 @@ async def test_what_cannot_be_forwarded_is_refused_and_nothing_stored(store, cli
         with pytest.raises(NotificationRefused, match=re.escape(reason)) as exc:
             await outbox.accept(note)
         assert exc.value.cause == cause
+        if cause == "unforwardable":
+            assert exc.value.reason.startswith("ES9+ handleNotification: ")
     assert await store.list_notifications() == [] and await store.count_notifications_by_status() == {}
 
 
@@ -222,3 +224,20 @@ async def test_forwarder_task_delivers_what_is_accepted_and_releases_on_close(st
     await outbox2.aclose()
     [free] = await store.list_notifications()
     assert free.leased_by is None and free.lease_until is None
+
+
+async def test_a_notification_is_queued_at_the_outboxs_clock_by_the_ipa(store, client, pki):
+    from eim.metrics import Metrics
+
+    metrics = Metrics()
+    outbox = outbox_for(
+        store, Es9Relay(store, client), FAST, allowed=["smdp.allowed.example"], clock=lambda: 1.5e9, metrics=metrics
+    )
+    row = await outbox.accept(vpir("smdp.allowed.example", 7))
+    assert row.created_at == row.next_attempt_at == 1.5e9
+    sample = metrics.registry.get_sample_value
+    assert sample("eim_notifications_forwarded_total", {"outcome": "queued"}) == 1
+    assert await outbox.accept(vpir("smdp.allowed.example", 7)) == row  # the same bytes: queued once
+    assert sample("eim_notifications_forwarded_total", {"outcome": "queued"}) == 1
+    [entry] = [a for a in await store.list_audit(eid=EID) if a.action == "notification"]
+    assert (entry.outcome, entry.who) == ("queued", "ipa")

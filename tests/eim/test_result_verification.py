@@ -208,6 +208,8 @@ async def test_a_result_for_another_euicc_is_refused(store, lab):
     assert await env.handle(provide_result(card_a.eid, epr)) == UNDEFINED
     assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
     assert refused(env, "eid") == 1
+    [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "refused"]
+    assert (entry.eid, entry.who, entry.detail["cause"]) == (card_b.eid, "ipa", "eid")
     assert asn1.decode("ProvideEimPackageResultResponse", await env.handle(provide_result(card_b.eid, epr)))[0] == (
         "eimAcknowledgements"
     )
@@ -359,3 +361,175 @@ async def test_euicc_data_and_trigger_results_posted_with_another_eid_are_refuse
     assert await env.handle(provide_result(card_a.eid, result)) == UNDEFINED
     assert (await env.service.get(download.id)).status is OpStatus.IN_PROGRESS
     assert refused(env, "eid") == 2
+
+
+# ---------------------------------------------------------------------------------------------------- matching
+async def test_a_result_matched_by_counter_never_takes_another_euiccs_operation(store, lab):
+    """A and B each have a PSMO with the same counterValue; B's signed result without eimTransactionId closes
+    B's operation (the match is by B's EID and the counter), never A's, and is then ambiguous for nobody."""
+    env = metered(make_env(store, lab))
+    card_a = await ready_card(env, lab, EIDS[0])
+    card_b = await ready_card(env, lab, EIDS[1])
+    op_a, _ = await psmo(env, card_a)
+    op_b, package_b = await psmo(env, card_b)
+    op_a, op_b = await env.service.get(op_a.id), await env.service.get(op_b.id)
+    assert op_a.counter_value == op_b.counter_value is not None
+    card_b.card.ctx.forgery = Forgery(drop_transaction_id=True)
+    epr = await card_b.load(package_b)
+    answer = await env.handle(provide_result(card_b.eid, epr))
+    assert asn1.decode("ProvideEimPackageResultResponse", answer)[0] == "eimAcknowledgements"
+    assert (await env.service.get(op_b.id)).status is OpStatus.DONE
+    assert (await env.service.get(op_a.id)).status is OpStatus.IN_PROGRESS
+
+
+async def test_a_genuine_result_matching_no_counter_is_an_orphan(store, lab):
+    """A signed result without eimTransactionId whose counterValue is no operation's: nothing closes, the
+    genuine signature makes it an acknowledged orphan, audited with its counter and seqNumber."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(drop_transaction_id=True, counter_offset=7)
+    epr = await card.load(package)
+    outcome = asn1.decode("EuiccPackageResult", epr)[1]["euiccPackageResultDataSigned"]
+    answer = await env.handle(provide_result(card.eid, epr))
+    assert asn1.decode("ProvideEimPackageResultResponse", answer) == (
+        "eimAcknowledgements",
+        [outcome["seqNumber"]],
+    )
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    [orphan] = [e for e in await store.list_audit(eid=card.eid) if e.outcome == "orphan"]
+    assert orphan.operation_id is None and orphan.eid == card.eid
+    assert orphan.detail == {"counter_value": outcome["counterValue"], "seqNumber": outcome["seqNumber"]}
+    # the same genuine result under another registered EID: refused (B's key does not verify A's signature)
+    other = await ready_card(env, lab, EIDS[2])
+    assert await env.handle(provide_result(other.eid, epr)) == UNDEFINED
+    assert [e for e in await store.list_audit(eid=other.eid) if e.outcome == "orphan"] == []
+    assert refused(env, "signature") + refused(env, "certificate_eid") + refused(env, "certificate") == 1
+    [entry] = [e for e in await store.list_audit(eid=other.eid) if e.action == "result" and e.outcome == "refused"]
+    assert entry.detail["cause"] in ("signature", "certificate_eid", "certificate") and entry.who == "ipa"
+
+
+async def test_a_signed_result_without_an_eid_or_transaction_closes_nothing(store, lab):
+    """No eidValue, an anonymous binding, no eimTransactionId: nothing names an eUICC, nothing is audited."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(drop_transaction_id=True)
+    epr = await card.load(package)
+    n = len(await store.list_audit())
+    answer = await env.handle(provide_result(None, epr))
+    assert answer[:4] == bytes.fromhex("BF500302")  # provideEimPackageResultError, no acknowledgement
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    assert refused(env, "no_operation") == 1
+    assert len(await store.list_audit()) == n
+
+
+async def test_an_unsigned_error_naming_an_unknown_transaction_is_audited_for_its_eid(store, lab):
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, _ = await psmo(env, card)
+    coaps = RequestContext("coap", "peer", card.eid)
+    assert await env.handle(provide_result(card.eid, unsigned_error(os.urandom(16))), coaps) == UNDEFINED
+    [entry] = [e for e in await store.list_audit(eid=card.eid) if e.outcome == "unverified_error"]
+    assert entry.eid == card.eid and entry.operation_id is None
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+
+
+@pytest.mark.parametrize("txid", ["none", "unknown"])
+async def test_an_orphan_over_mqtt_is_verified_with_the_topics_euicc(store, lab, txid):
+    """The same orphans without eidValue, over MQTT (the topic's EID, no prefetch): acknowledged only with the
+    genuine signature of that EID's eUICC; from a topic of an EID that is not registered, refused unaudited."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, package = await psmo(env, card)
+    if txid == "none":
+        card.card.ctx.forgery = Forgery(drop_transaction_id=True, counter_offset=9)
+    else:
+        card.card.ctx.forgery = Forgery(eim_transaction_id=os.urandom(16))
+    epr = await card.load(package)
+    seq = asn1.decode("EuiccPackageResult", epr)[1]["euiccPackageResultDataSigned"]["seqNumber"]
+    mqtt = RequestContext("mqtt", f"esipa/{card.eid}/up", card.eid)
+    answer = await env.handle(provide_result(None, epr), mqtt)
+    assert asn1.decode("ProvideEimPackageResultResponse", answer) == ("eimAcknowledgements", [seq])
+    assert [e.outcome for e in await store.list_audit(eid=card.eid) if e.outcome == "orphan"] == ["orphan"]
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    stranger = lab_eid(49)
+    n = len(await store.list_audit())
+    as_stranger = RequestContext("mqtt", f"esipa/{stranger}/up", stranger)
+    assert await env.handle(provide_result(None, epr), as_stranger) != answer
+    assert refused(env, "no_operation") == 1 and len(await store.list_audit()) == n
+
+
+async def test_an_undecodable_result_is_refused_as_such_and_changes_nothing(store, lab):
+    """A BF51 whose signed part does not decode (the dispatcher's outer decoding lets the EuiccPackageResult
+    through as received): cause ``undecodable``, nothing audited, the operation stays."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, _package = await psmo(env, card)
+    garbage = tlv.encode(0xBF51, tlv.encode(0xA0, tlv.encode(0x30, tlv.encode(0x80, b"\xff\xfe"))))
+    n = len(await store.list_audit())
+    handled = await env.rp.euicc_package_result(garbage, card.eid)
+    assert handled.refused and "undecodable" in handled.refused and handled.acks == []
+    assert refused(env, "undecodable") == 1 and len(await store.list_audit()) == n
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+
+
+async def test_a_result_naming_the_transaction_of_another_kind_of_operation_closes_nothing(store, lab):
+    """The card signs a PSMO result with the eimTransactionId of its eUICC data request: that operation is not
+    an eUICC package, so nothing closes; refused (no_operation), audited on that operation."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    [data_op] = await store.list_operations(eid=card.eid, kind=OpKind.EUICC_DATA)
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(eim_transaction_id=data_op.eim_transaction_id)
+    assert await env.handle(provide_result(card.eid, await card.load(package))) == UNDEFINED
+    assert refused(env, "no_operation") == 1
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    assert (await env.service.get(data_op.id)).status is OpStatus.DONE
+    [entry] = [e for e in await store.list_audit(operation_id=data_op.id) if e.outcome == "refused"]
+    assert entry.who == "ipa" and entry.detail["cause"] == "no_operation" and entry.eid == card.eid
+
+
+async def test_a_result_for_an_euicc_no_longer_registered_closes_nothing(store, lab):
+    """The operation's eUICC is gone from the store by the time its result arrives (matched by counter, over
+    MQTT): refused (no_operation) and audited on the operation, never verified with a key from elsewhere."""
+
+    class Forgetful:
+        def __init__(self, inner) -> None:
+            self.inner, self.forget = inner, False
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        async def get_euicc(self, eid):
+            return None if self.forget else await self.inner.get_euicc(eid)
+
+    forgetful = Forgetful(store)
+    env = metered(make_env(forgetful, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(drop_transaction_id=True)
+    epr = await card.load(package)
+    forgetful.forget = True
+    mqtt = RequestContext("mqtt", f"esipa/{card.eid}/up", card.eid)
+    assert await env.handle(provide_result(None, epr), mqtt) == UNDEFINED
+    assert refused(env, "no_operation") == 1
+    [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "refused"]
+    assert (entry.who, entry.detail["cause"]) == ("ipa", "no_operation")
+    forgetful.forget = False
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+
+
+async def test_an_authenticated_unsigned_error_with_a_wrong_echo_ends_nothing(store, lab):
+    """The device is authenticated as the operation's eUICC, but its unsigned error names another eimId: the
+    echo does not hold, audited as an unverified error on the operation, which stays open."""
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[2])
+    op, package = await psmo(env, card)
+    coaps = RequestContext("coap", "peer", card.eid)
+    error = unsigned_error(txid_of(package), eim_id="eim.somebody.else")
+    assert await env.handle(provide_result(card.eid, error), coaps) == UNDEFINED
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+    [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "unverified_error"]
+    assert entry.eid == card.eid and entry.detail["eimId"] == "eim.somebody.else"
+    assert entry.detail["eimTransactionId"] == txid_of(package).hex().upper()

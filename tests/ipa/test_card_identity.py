@@ -139,3 +139,67 @@ async def test_same_card_after_a_reset_carries_on(cards, tmp_path):
     assert (await agent.es10.get_eid()) == bytes.fromhex(EID_A)
     assert agent.card_changed is None
     await agent.close()
+
+
+# ------------------------------------------------------------------ the check itself, against a port that lies
+class ScriptedPort:
+    """A card port that answers every APDU with ``answer`` (data + status word); ``close`` may fail."""
+
+    reset_detected = False
+
+    def __init__(self, answer: bytes, *, close_fails: bool = False) -> None:
+        self.answer, self.close_fails, self.closed = answer, close_fails, 0
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.closed += 1
+        if self.close_fails:
+            raise OSError("the port is gone")
+
+    async def transmit(self, apdu: bytes) -> bytes:
+        return self.answer
+
+
+EXPECTED = bytes.fromhex("89049032123451234512345678901235")
+
+
+def get_eid_answer(eid: bytes) -> bytes:
+    return bytes.fromhex("BF3E12") + b"\x5a\x10" + eid + b"\x90\x00"
+
+
+@pytest.mark.parametrize(
+    ("answer", "found"),
+    [
+        (bytes.fromhex("BF3E055A10") + b"\x90\x00", None),  # truncated: no EID can be read
+        (b"\x90\x00", None),  # no data at all
+        (bytes.fromhex("BF3E035A0100") + b"\x90\x00", b"\x00"),  # an EID of one byte
+        (get_eid_answer(bytes(16)), bytes(16)),  # another card
+    ],
+)
+async def test_a_card_that_does_not_say_it_is_ours_is_another_card(answer, found):
+    from ipa.es10 import Es10Client
+
+    for close_fails in (False, True):
+        port = ScriptedPort(answer, close_fails=close_fails)
+        client = Es10Client(port)
+        client.expected_eid = EXPECTED
+        with pytest.raises(CardChanged) as exc:
+            await client.open()
+        assert (exc.value.expected, exc.value.found) == (EXPECTED, found)
+        assert client.card_changed is exc.value and port.closed == 1
+    client = Es10Client(ScriptedPort(get_eid_answer(EXPECTED)))
+    client.expected_eid = EXPECTED
+    await client.open()
+    assert client.card_changed is None
+
+
+async def test_a_card_that_refuses_get_eid_fails_the_step_get_eid():
+    from ipa.es10 import Es10Client, Es10Error
+
+    client = Es10Client(ScriptedPort(b"\x6a\x88"))
+    client.expected_eid = EXPECTED
+    with pytest.raises(Es10Error) as exc:
+        await client.open()
+    assert exc.value.step == "GetEID" and exc.value.sw == 0x6A88

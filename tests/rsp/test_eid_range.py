@@ -386,3 +386,27 @@ def test_rsp_pki_init_refuses_a_bad_prefix_and_shows_the_range(tmp_path):
     assert shown.returncode == 0
 
     assert json.loads(shown.stdout)["eum_eid_prefixes"] == ["89999000", "8904903"]
+
+
+def test_the_eims_key_ring_refuses_the_out_of_range_euicc(ci, attacker):
+    """eim's EuiccKeys (results and notifications) applies the EUM's range, and a CI key id when one is named."""
+    from cryptography.hazmat.primitives import serialization
+
+    from eim.packages.euicc_package import EuiccKeys, ResultRejected
+
+    eum, eum_key = attacker
+
+    def der(cert) -> bytes:
+        return cert.public_bytes(serialization.Encoding.DER)
+
+    keys = EuiccKeys([ci[0]])
+    own = euicc_under(eum, eum_key, in_range_eid())
+    assert keys.public_key(in_range_eid(), der(own), der(eum)) is not None
+    stolen = euicc_under(eum, eum_key, SGP23_EID1)
+    with pytest.raises(ResultRejected) as exc:
+        keys.public_key(SGP23_EID1, der(stolen), der(eum))
+    assert exc.value.cause == "certificate" and "range" in exc.value.reason
+    assert EuiccKeys([ci[0]], eid_range=False).public_key(SGP23_EID1, der(stolen), der(eum)) is not None
+    with pytest.raises(ResultRejected) as exc:
+        EuiccKeys([ci[0]]).public_key(in_range_eid(), der(own), der(eum), ci_key_id=bytes(20))
+    assert exc.value.cause == "certificate"
