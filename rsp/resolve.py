@@ -4,21 +4,28 @@ A map is written ``{"host[:port]": "address:port"}``: a request for ``https://sm
 ``https://smdp.test:8443`` goes to ``127.0.0.1:9443`` with ``{"smdp.test": "127.0.0.1:9443"}``; a key with a port
 only maps that port, and wins over the key without one. Only the TCP connection changes: TLS still sends the
 original name (SNI) and checks the server's certificate against it, so a lab SM-DP+ needs a certificate for the
-name it is reached by. Names are compared without case. Pure parsing, no I/O: the ES9+ clients apply it.
+name it is reached by. Names are compared without case.
 
-:func:`parse` checks every entry and raises :class:`ResolveMapError` naming the key that is wrong.
+:func:`parse` checks every entry and raises :class:`ResolveMapError` naming the key that is wrong (pure, no I/O).
+:func:`mapped_transport` is the one adapter both ES9+ clients (the IPA's and the eIM relay's, which may not import
+each other) use to apply a map to httpx; it imports httpx only when called.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOST = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 MAX_ENTRIES = 256
+
+log = logging.getLogger("rsp.resolve")
 
 
 class ResolveMapError(ValueError):
@@ -113,3 +120,46 @@ def parse_text(text: str) -> dict[str, str]:
             raise ResolveMapError(f"{key.strip()!r}: the same name is mapped twice")
         out[key.strip()] = value.strip()
     return out
+
+
+def mapped_transport(resolve: ResolveMap, verify: ssl.SSLContext | bool, limits: Any = None) -> Any:
+    """An httpx transport that connects to the address ``resolve`` maps a name to (:mod:`rsp.resolve`, like curl's
+    ``--resolve``). The request keeps its URL, so TLS sends the original name (SNI) and checks the certificate
+    against it; connections are pooled per original name, never shared between two names mapped to one address.
+    Shared by the IPA's ES9+ client and the eIM's relay (which may not import each other); httpx and httpcore are
+    imported here only, by the callers that have them."""
+    import httpcore
+    import httpx
+
+    limits = limits or httpx.Limits()
+    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
+    context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
+
+    class MappedBackend(httpcore.AsyncNetworkBackend):
+        def __init__(self) -> None:
+            self.inner = httpcore.AnyIOBackend()
+
+        async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ASYNC109 (httpcore's signature)
+            target = resolve.lookup(host, port)
+            if target is not None:
+                log.debug("mapped %s:%s to %s:%s", host, port, *target)
+                host, port = target
+            return await self.inner.connect_tcp(
+                host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+            )
+
+        async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # noqa: ASYNC109
+            return await self.inner.connect_unix_socket(path, timeout=timeout, socket_options=socket_options)
+
+        async def sleep(self, seconds):
+            await self.inner.sleep(seconds)
+
+    # httpx builds its pool without a way to pass a network backend: replace it with one that has ours
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=MappedBackend(),
+    )
+    return transport

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eim.relay.errors import Es9BadResponse, Es9Failed, Es9Unreachable, InvalidSmdpAddress
-from rsp.resolve import ResolveMap
+from rsp.resolve import ResolveMap, mapped_transport
 
 log = logging.getLogger("eim.relay.es9plus")
 
@@ -65,47 +65,6 @@ def tls_context(ca_files: Sequence[str | Path] = (), *, use_system_store: bool =
     if not loaded and not use_system_store:
         raise ValueError("ES9+ client needs at least one CA certificate to verify SM-DP+ servers")
     return ctx
-
-
-def mapped_transport(resolve: ResolveMap, verify: ssl.SSLContext | bool, limits: Any = None) -> Any:
-    """An httpx transport that connects to the address ``resolve`` maps a name to (:mod:`rsp.resolve`, like curl's
-    ``--resolve``). The request keeps its URL, so TLS sends the original name (SNI) and checks the certificate
-    against it; connections are pooled per original name, never shared between two names mapped to one address."""
-    import httpcore
-    import httpx
-
-    limits = limits or httpx.Limits()
-    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits)
-    context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
-
-    class MappedBackend(httpcore.AsyncNetworkBackend):
-        def __init__(self) -> None:
-            self.inner = httpcore.AnyIOBackend()
-
-        async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # noqa: ASYNC109 (httpcore's signature)
-            target = resolve.lookup(host, port)
-            if target is not None:
-                log.debug("mapped %s:%s to %s:%s", host, port, *target)
-                host, port = target
-            return await self.inner.connect_tcp(
-                host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-            )
-
-        async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # noqa: ASYNC109
-            return await self.inner.connect_unix_socket(path, timeout=timeout, socket_options=socket_options)
-
-        async def sleep(self, seconds):
-            await self.inner.sleep(seconds)
-
-    # httpx builds its pool without a way to pass a network backend: replace it with one that has ours
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=MappedBackend(),
-    )
-    return transport
 
 
 class Es9PlusClient:
