@@ -44,7 +44,9 @@ def test_with_an_hourly_poll_every_operation_arrives_by_push(push_stack: LabStac
     done(stack, "euicc_data", {})
     op = done(stack, "psmo", {"psmos": [{"listProfileInfo": {}}]})
     assert op["status"] == "done"
-    assert stack.log_count("ipa", "push: ") >= 2
+    # the first operation can only arrive by push; the second by push, or by the poll the IPA makes right after the
+    # first one's work when it is queued before that poll (a race the test cannot fix): never by the hourly timer
+    assert stack.log_count("ipa", "push: ") >= 1
     # after each push the IPA polls until nothing is left (one idle answer each), never on its hourly timer
     assert stack.log_count("ipa", "poll: idle") <= idle_polls + 4
 
