@@ -314,7 +314,9 @@ class ResultProcessor:
             return None, await self.refuse("eid", f"{what} for eUICC {op.eid} arrived with EID {eid}", op=op)
         return op, None
 
-    async def trigger_result(self, value: dict[str, Any], raw: bytes, eid: str | None) -> Handled:
+    async def trigger_result(
+        self, value: dict[str, Any], raw: bytes, eid: str | None, *, why: str | None = None
+    ) -> Handled:
         """ProfileDownloadTriggerResult (direct download finished, or could not start): matched by its
         eimTransactionId only (OPTIONAL in the ASN.1, but the eIM sends one in every trigger and the IPA echoes
         it; a result without it is refused)."""
@@ -339,7 +341,7 @@ class ResultProcessor:
             status=OpStatus.FAILED,
             result={"profileDownloadError": summary},
             result_code=summary["profileDownloadErrorReason"],
-            error=f"profile download failed: {summary['name']}",
+            error=download.trigger_error(summary, why),
         )
         return Handled(operation=await self._record(op, update) or op)
 

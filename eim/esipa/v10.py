@@ -14,7 +14,8 @@ parse as TLVs                                               (a 400 is a failure 
 ``BF50 { BF52 { A0 {...} } }`` with ``80`` or ``BF2B`` in    v1.0 IpaEuiccData
 the A0, or with none of ``87 81 A0 A2`` in it (and no ``5A``)
 ``BF50 { BF52 { 81 ... } }``                                 v1.0 ipaEuiccDataError
-``BF50 { BF54 { ... 30 {...} } }`` whose 30 holds no ``80``  v1.0 profileDownloadError
+``BF50 { BF54 { ... 30 {...} } }`` whose 30 is empty or      v1.0 profileDownloadError
+holds one ``80`` of more than 4 bytes (errorResponse)
 ``BF50`` whose first member is none of ``5A A0 30 BF51``     neither version's: refused the v1.0 way (a 400 is a
 ``BF52 BF54``                                               failure for a v1.2 IPA too)
 anything else                                               v1.2 (``eim.esipa.dispatcher``)
@@ -98,8 +99,21 @@ def recognise(tag: int, raw: bytes) -> bool:
         return bool(tags & {0x80, 0xBF2B}) or not tags & {0x87, 0x81, 0xA0, 0xA2}
     if part.tag == 0xBF54:
         error = tlv.find(part, 0x30)
-        return error is not None and tlv.find(error, 0x80) is None
+        return error is not None and _v10_download_error(error)
     return False
+
+
+def _v10_download_error(error: tlv.Tlv) -> bool:
+    """A v1.0 profileDownloadError is ``30 { [80 errorResponse] }`` (automatic tags, no reason code); v1.2's is
+    ``30 { 80 reason, [04 errorResponse] }``. An ``80`` that is the only member and holds more than 4 bytes is an
+    errorResponse (the eIM's or SM-DP+'s answer, a whole TLV): no reason a v1.2 IPA sends is that long."""
+    try:
+        members = tlv.children(error)
+    except RspError:
+        return False
+    if not members:
+        return True
+    return len(members) == 1 and members[0].tag == 0x80 and len(members[0].value) > 4
 
 
 async def handle(rp: ResultProcessor, raw: bytes, ctx: RequestContext) -> bytes:
@@ -168,7 +182,7 @@ async def _process(
     if alt == "ipaEuiccDataResponse":
         return await _euicc_data(rp, body, part, ctx)
     if alt == "profileDownloadTriggerResult":
-        return await _trigger_result(rp, body, part, eid), eid
+        return await _trigger_result(rp, body, part, ctx), eid
     return Handled(refused=f"unknown eimPackageResult alternative {alt}"), eid
 
 
@@ -274,19 +288,42 @@ def _v12_members(data: tlv.Tlv, eim_transaction_id: bytes) -> bytes:
     return b"".join(out[t] for t in _V12_ORDER if t in out)
 
 
-async def _trigger_result(rp: ResultProcessor, body: dict[str, Any], part: tlv.Tlv, eid: str | None) -> Handled:
-    """v1.0 ProfileDownloadTriggerResult: its profileDownloadError has no reason code (undefinedError, 127)."""
+async def _trigger_result(rp: ResultProcessor, body: dict[str, Any], part: tlv.Tlv, ctx: RequestContext) -> Handled:
+    """v1.0 ProfileDownloadTriggerResult: its profileDownloadError has no reason code (undefinedError, 127) and
+    carries the errorResponse as ``80`` (v1.2: ``04``).
+
+    When the errorResponse is the eIM's own ``invalidEimTransactionId`` (52) to an InitiateAuthentication and the
+    device is not authenticated, the operation's error says why: a v1.0 InitiateAuthentication carries no
+    eimTransactionId, so only the device's authenticated identity can bind it to its download (docs/eim.md)."""
     members = b""
     if "eimTransactionId" in body:
         members += tlv.encode(0x82, body["eimTransactionId"])
     error = tlv.require(part, 0x30, what="profileDownloadError")
-    members += tlv.encode(0x30, integer_tlv(0x80, 127) + error.value)
+    response = tlv.find(error, 0x80)
+    members += tlv.encode(
+        0x30, integer_tlv(0x80, 127) + (tlv.encode(0x04, response.value) if response is not None else b"")
+    )
     v12 = tlv.encode(0xBF54, members)
     try:
         value = asn1.decode("ProfileDownloadTriggerResult", v12)
     except RspError as exc:
         return Handled(refused=f"ProfileDownloadTriggerResult does not map to v1.2: {exc}")
-    return await rp.trigger_result(value, v12, eid)
+    why = None
+    if (
+        response is not None
+        and response.value == codec.initiate_authentication_error(codec.IA_INVALID_EIM_TRANSACTION_ID)
+        and ctx.eid_hint is None
+    ):
+        why = UNBOUND_V10_DOWNLOAD
+    return await rp.trigger_result(value, v12, ctx.eid_hint, why=why)
+
+
+#: why a v1.0 indirect download over an unauthenticated binding cannot start (the operation's error)
+UNBOUND_V10_DOWNLOAD = (
+    "the IPA speaks SGP.32 v1.0, whose InitiateAuthentication carries no eimTransactionId, and the device is not"
+    " authenticated, so the eIM could not bind it to this download (invalidEimTransactionId 52); authenticate the"
+    " device: HTTPS client certificate, device secret, CoAPS PSK or MQTT"
+)
 
 
 async def initiate_authentication(

@@ -182,5 +182,45 @@ def trigger_result_summary(value: dict[str, Any]) -> dict[str, Any]:
         }
         if "errorResponse" in body:
             out["errorResponse"] = to_json(body["errorResponse"])
+            answered = describe_error_response(body["errorResponse"])
+            if answered is not None:
+                out["errorAnswer"] = answered
         return out
     return {"ok": None}
+
+
+#: the ESipa functions whose error answer an IPA reports as errorResponse: tag -> (function, error member tag)
+_ERROR_ANSWERS = {
+    0xBF39: ("InitiateAuthentication", 0x81),
+    0xBF3B: ("AuthenticateClient", 0x82),
+    0xBF3A: ("GetBoundProfilePackage", 0x81),
+    0xBF41: ("CancelSession", 0x81),
+}
+#: names of the codes the eIM answers itself (the relayed ones come from the SM-DP+'s reason, in the audit trail)
+_OWN_CODES = {52: "invalidEimTransactionId", 127: "undefinedError"}
+
+
+def describe_error_response(data: bytes) -> str | None:
+    """``"InitiateAuthentication answered invalidEimTransactionId (52)"`` for an errorResponse that is an ESipa
+    error answer (one INTEGER alternative); ``None`` for anything else (it stays in ``errorResponse`` as hex)."""
+    try:
+        outer = tlv.parse_exact(bytes(data))
+        members = tlv.children(outer)
+    except RspError:
+        return None
+    known = _ERROR_ANSWERS.get(outer.tag)
+    if known is None or len(members) != 1 or members[0].tag != known[1] or not 1 <= members[0].length <= 2:
+        return None
+    code = int.from_bytes(members[0].value, "big", signed=True)
+    name = _OWN_CODES.get(code, "error")
+    return f"{known[0]} answered {name} ({code})"
+
+
+def trigger_error(summary: dict[str, Any], why: str | None = None) -> str:
+    """The operation's ``error`` for a profileDownloadError: its reason, what the eIM or SM-DP+ answered, why."""
+    error = f"profile download failed: {summary['name']}"
+    if "errorAnswer" in summary:
+        error += f" ({summary['errorAnswer']})"
+    if why:
+        error += f": {why}"
+    return error

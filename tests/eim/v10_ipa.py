@@ -30,6 +30,7 @@ from rsp.errors import RspError
 
 Post = Callable[[bytes], Awaitable[tuple[int, bytes]]]
 NO_PACKAGE = bytes.fromhex("BF4F03020101")
+DEVICE_INFO = bytes.fromhex("800412345678A100")  # tac 12345678, no capabilities (as in the captures)
 
 
 def http_post(client: httpx.AsyncClient, url: str) -> Post:
@@ -135,3 +136,69 @@ def _acknowledgements(answer: bytes) -> list[int] | None:
     if alt != "provideEimPackageResultResponse":
         return None
     return list(value.get("eimAcknowledgements", []))
+
+
+@dataclass
+class Download:
+    """One indirect download the double ran: every ESipa message it sent and the eIM's answers, in order."""
+
+    sent: list[bytes] = field(default_factory=list)
+    answers: list[tuple[int, bytes]] = field(default_factory=list)
+    pir: bytes | None = None
+    failed: str | None = None  # the step that failed, as the IPA saw it
+    error_answer: bytes | None = None  # the eIM's error answer the IPA reported as errorResponse
+
+
+async def indirect_download(ipa: V10Ipa, trigger: bytes) -> Download:
+    """The v1.0 IPA's side of an indirect download (SGP.32 v1.0 §3.2.3.2) from the eIM's ``BF54`` trigger.
+
+    Every eUICC answer goes to the eIM unchanged (AuthenticateServerResponse inside BF3B, PrepareDownloadResponse
+    inside BF3A, the PIR inside BF3D); only the BF39 is the IPA's own, in the v1.0 form (no eimTransactionId).
+    When the eIM answers an error, the IPA reports ``ProvideEimPackageResult { profileDownloadTriggerResult {
+    eimTransactionId, profileDownloadError { errorResponse = the eIM's answer } } }`` in the v1.0 form (BF50 { BF54
+    { 82, 30 { 80 } } }), as the v1.0 ASN.1 has it."""
+    from ipa import messages as m
+
+    es10 = ipa.card.es10
+    out = Download()
+    code = tlv.find(trigger, 0xA0, 0x80)
+    assert code is not None, trigger.hex()
+    _, address, matching_id = code.value.decode().split("$")[:3]
+    eim_txid = tlv.find(trigger, 0x82)
+
+    async def send(message: bytes) -> bytes:
+        out.sent.append(message)
+        status, answer = await ipa.post(message)
+        out.answers.append((status, answer))
+        return answer
+
+    async def report(step: str, answer: bytes) -> Download:
+        out.failed, out.error_answer = step, answer
+        data = tlv.encode(0x30, tlv.encode(0x80, answer))
+        body = (tlv.encode(0x82, eim_txid.value) if eim_txid is not None else b"") + data
+        await send(tlv.encode(0xBF50, tlv.encode(0xBF54, body)))
+        return out
+
+    await es10.ensure_open()
+    info1 = await es10.get_euicc_info1()
+    challenge = await es10.get_euicc_challenge()
+    answer = await send(ipa.initiate_authentication(challenge, address, info1))
+    init = m.parse_initiate_authentication_response(answer)
+    if isinstance(init, m.EsipaErrorAnswer):
+        return await report("InitiateAuthentication", answer)
+    params = tlv.encode(0xA0, tlv.encode(0x80, matching_id.encode()) + tlv.encode(0xA1, DEVICE_INFO))
+    auth = await es10.authenticate_server(
+        init.server_signed1, init.server_signature1, init.euicc_ci_pkid_to_be_used, init.server_certificate, params
+    )
+    answer = await send(m.authenticate_client_request(init.transaction_id, auth.raw))
+    client = m.parse_authenticate_client_response(answer)
+    if isinstance(client, m.EsipaErrorAnswer):
+        return await report("AuthenticateClient", answer)
+    prep = await es10.prepare_download(client.smdp_signed2, client.smdp_signature2, client.smdp_certificate)
+    answer = await send(m.get_bound_profile_package_request(init.transaction_id, prep.raw))
+    bpp = m.parse_get_bound_profile_package_response(answer)
+    if isinstance(bpp, m.EsipaErrorAnswer):
+        return await report("GetBoundProfilePackage", answer)
+    out.pir = await es10.load_bound_profile_package(bpp)
+    await send(m.handle_notification(out.pir))
+    return out
