@@ -14,6 +14,9 @@ Held here:
 - ``fallback``: whether the IPA executed the fallback mechanism and when.
 - ``delivered``: the last sequence numbers the eIM received (so the card's pending EPR list, swept at start,
   only yields results that were never delivered).
+- ``downloads``: the eimTransactionIds of the last download triggers whose outcome the IPA has reported (a PIR, a
+  profileDownloadTriggerResult or a final CancelSession), so that a second copy of the same trigger is not run
+  again (``ipa.procedures.profile_download``, "Each trigger once").
 
 Writes go to a temporary file in the same directory, are fsync'ed, renamed over the old file, and the directory is
 fsync'ed: a crash leaves either the old or the new state, never a torn file. A damaged file is kept aside
@@ -52,6 +55,7 @@ log = logging.getLogger("ipa.state")
 
 STATE_VERSION = 1
 MAX_DELIVERED = 512
+MAX_FINISHED_DOWNLOADS = 64
 
 
 class StateError(Exception):
@@ -121,6 +125,7 @@ class IpaState:
     association_tokens: dict[str, int] = field(default_factory=dict)
     fallback: dict[str, Any] | None = None
     delivered_seqs: list[int] = field(default_factory=list)  # EPR/notification seqs the eIM received (recent)
+    finished_downloads: list[bytes] = field(default_factory=list)  # eimTransactionIds of reported downloads (recent)
     eid: bytes | None = None  # the eUICC this state belongs to (None: a new state, or a file from before)
 
     def is_empty(self) -> bool:
@@ -139,6 +144,7 @@ class IpaState:
             "tokens": dict(self.association_tokens),
             "fallback": self.fallback,
             "delivered": list(self.delivered_seqs),
+            "downloads": list(self.finished_downloads),
         }
 
     @classmethod
@@ -183,6 +189,9 @@ class IpaState:
             isinstance(s, int) and not isinstance(s, bool) for s in delivered
         ):
             raise StateError("delivered must be a list of integers")
+        downloads = obj.get("downloads", [])
+        if not isinstance(downloads, list) or not all(isinstance(t, bytes) and 0 < len(t) <= 16 for t in downloads):
+            raise StateError("downloads must be a list of eimTransactionIds (1-16 bytes each)")
         eid = obj.get("eid")
         if eid is not None and not (isinstance(eid, bytes) and len(eid) == 16):
             raise StateError("eid must be 16 bytes")
@@ -198,6 +207,7 @@ class IpaState:
             association_tokens=dict(tokens),
             fallback=fallback,
             delivered_seqs=list(delivered),
+            finished_downloads=list(downloads),
         )
 
 

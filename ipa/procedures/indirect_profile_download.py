@@ -154,7 +154,9 @@ async def download(
         return pir
     except DownloadFailed as exc:
         if exc.cancel_reason is not None and txid is not None:
-            await _cancel(ctx, txid, exc.cancel_reason)
+            delivered = await _cancel(ctx, txid, exc.cancel_reason)
+            # the eIM ends the operation on any cancel reason but timeout (it hands the trigger out again then)
+            exc.reported = delivered and exc.cancel_reason != CancelSessionReason.timeout
         raise
     except Es10Error as exc:
         if txid is not None:
@@ -173,18 +175,22 @@ def _parse(fn, answer: bytes, step: str):
         ) from None
 
 
-async def _cancel(ctx: IpaContext, txid: bytes, reason: int) -> None:
+async def _cancel(ctx: IpaContext, txid: bytes, reason: int) -> bool:
+    """ES10b.CancelSession and ESipa CancelSession; ``True`` when the eIM took it (answered without error)."""
     signed = await cancel_on_card(ctx, txid, reason)
     if signed is None:
-        return
+        return False
     try:
         answer = await ctx.send(m.cancel_session_request(txid, signed))
         if answer:
             err = m.parse_cancel_session_response(answer)
             if err is not None:
                 log.warning("eIM CancelSession answered error %d", err.code)
+                return False
+        return True
     except (EsipaError, DecodeError) as exc:
         log.warning("ESipa CancelSession not delivered: %s", exc)
+        return False
 
 
 async def _deliver_pir(ctx: IpaContext, pir: ProfileInstallationResult) -> None:
@@ -203,7 +209,11 @@ async def _deliver_pir(ctx: IpaContext, pir: ProfileInstallationResult) -> None:
         await remove_acknowledged(ctx)
 
 
-async def run(ctx: IpaContext, data: DownloadData | None, *, eim_transaction_id: bytes | None) -> None:
+async def run(ctx: IpaContext, data: DownloadData | None, *, eim_transaction_id: bytes | None) -> bool:
+    """The download and its report. ``True`` when the eIM has (or will get, from the IPA's queues) the outcome for
+    good: a PIR, a profileDownloadTriggerResult, or a CancelSession it took with a reason other than ``timeout``.
+    ``False`` when the eIM may hand the same trigger out again (it could not be reached, or told the IPA to come
+    back): then the trigger must run again."""
     try:
         await download(ctx, data, eim_transaction_id)
     except DownloadFailed as exc:
@@ -212,3 +222,6 @@ async def run(ctx: IpaContext, data: DownloadData | None, *, eim_transaction_id:
             reason = ProfileDownloadErrorReason.undefinedError
             await queue_provide_result(ctx, m.profile_download_trigger_result(eim_transaction_id, error_reason=reason))
             await deliver_results(ctx)
+            return True
+        return exc.reported
+    return True

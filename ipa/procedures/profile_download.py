@@ -9,6 +9,17 @@ profileDownloadError}); indirect -> the PIR goes to the eIM with HandleNotificat
 exists: CancelSession over ESipa and, when nothing could be cancelled, profileDownloadTriggerResult with the error).
 
 Shared here: download data from the trigger, ctxParams1, CancelSession with the reason of the failure path.
+
+Each trigger once: the same ProfileDownloadTriggerRequest can reach the IPA more than once. Over MQTT the eIM
+pushes a package again while its result is missing (``[operations] push_retry_s``), and the IPA's persistent
+session keeps every copy while the IPA is down or busy (a modem re-opening its SIM); after a restart the IPA also
+polls and is handed the same in-progress download. Run twice, the second run's InitiateAuthentication names an
+operation the first one finished: the eIM answers ``invalidEimTransactionId`` (52), and the IPA reports a failure
+for a download that succeeded. So once the outcome of a trigger is reported for good (a PIR, a
+profileDownloadTriggerResult, a CancelSession the eIM took with a reason other than ``timeout``), its
+eimTransactionId goes into the state file (``downloads``, the last 64), and a later copy is acknowledged (a push:
+``eimPackageReceived``) but not run. A download that failed because the eIM could not be reached, or told the IPA to
+come back, is not recorded: the eIM hands its trigger out again and it runs again.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ class DownloadFailed(ProcedureError):
         super().__init__("profile download", step, message, code, code_name)
         self.cancel_reason = cancel_reason
         self.error_response = error_response
+        self.reported = False  # the eIM took a CancelSession that ends the operation (set by the indirect procedure)
         self.pir = None  # the eUICC's PIR when the installation itself failed (finalResult error)
 
 
@@ -127,6 +139,12 @@ async def run(ctx: IpaContext, trig: m.ProfileDownloadTriggerRequest) -> None:
     from ipa.procedures.result_delivery import deliver_results, queue_provide_result
 
     txid = trig.eim_transaction_id
+    if txid and txid in ctx.store.state.finished_downloads:
+        log.warning(
+            "download trigger %s already handled, its outcome reported: not run again (a repeated push or hand-out)",
+            txid.hex().upper(),
+        )
+        return
     try:
         data = await download_data_from_trigger(ctx, trig)
     except DownloadFailed as exc:
@@ -134,10 +152,12 @@ async def run(ctx: IpaContext, trig: m.ProfileDownloadTriggerRequest) -> None:
         await queue_provide_result(
             ctx, m.profile_download_trigger_result(txid, error_reason=ProfileDownloadErrorReason.undefinedError)
         )
+        await finished(ctx, txid)
         await deliver_results(ctx)
         return
     if use_indirect(ctx, data):
-        await indirect_profile_download.run(ctx, data, eim_transaction_id=txid)
+        if await indirect_profile_download.run(ctx, data, eim_transaction_id=txid):
+            await finished(ctx, txid)
     else:
         pir = None
         err: DownloadFailed | None = None
@@ -159,4 +179,17 @@ async def run(ctx: IpaContext, trig: m.ProfileDownloadTriggerRequest) -> None:
             )
             seqs = []
         await queue_provide_result(ctx, result, seq_numbers=seqs)
+        await finished(ctx, txid)
         await deliver_results(ctx)
+
+
+async def finished(ctx: IpaContext, txid: bytes | None) -> None:
+    """Remember that the outcome of the trigger ``txid`` is reported (module docstring, "Each trigger once")."""
+    if not txid:
+        return
+    from ipa.state import MAX_FINISHED_DOWNLOADS
+
+    st = ctx.store.state
+    if txid not in st.finished_downloads:
+        st.finished_downloads = [*st.finished_downloads, bytes(txid)][-MAX_FINISHED_DOWNLOADS:]
+        await ctx.store.commit()

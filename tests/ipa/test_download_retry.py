@@ -56,3 +56,53 @@ async def test_come_back_later_at_initiate_authentication_reports_nothing(make_r
     finally:
         await agent.close()
         await relay.close()
+
+
+async def test_a_trigger_whose_outcome_was_reported_is_not_run_again(make_rig, smdp):
+    """The same trigger twice (over MQTT: a repeated push waiting in the persistent session, after the IPA completed
+    the download it was handed by a poll): the second copy is not run - no InitiateAuthentication naming a finished
+    operation (the eIM would answer invalidEimTransactionId 52), no second report. The record survives a restart."""
+    rig = await make_rig("http", profiles=False)
+    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
+    rig.peer.relay = relay
+    rig.config.ipa.direct_download = False
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac, b"\x45"))
+        await agent.poll_once()
+        assert len(rig.card.state.profiles) == 1
+        assert agent.store.state.finished_downloads == [b"\x45"]
+        before = [r.name for r in rig.peer.received]
+        rig.peer.queue(trigger(ac, b"\x45"))
+        await agent.poll_once()
+        after = [r.name for r in rig.peer.received][len(before) :]
+        assert "initiateAuthenticationRequestEsipa" not in after and "provideEimPackageResult" not in after
+        assert relay.calls == ["initiateAuthentication", "authenticateClient", "getBoundProfilePackage"]
+    finally:
+        await agent.close()
+        await relay.close()
+    from ipa.state import StateStore
+
+    assert StateStore(rig.config.ipa.state_file).load().finished_downloads == [b"\x45"]  # as after a restart
+
+
+async def test_a_download_the_eim_deferred_is_not_recorded(make_rig, smdp):
+    """Told to come back (503 at InitiateAuthentication): nothing reported, nothing recorded, so the same trigger
+    handed out again runs (the test above this file's first one)."""
+    rig = await make_rig("http", profiles=False)
+    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
+    rig.peer.relay = relay
+    rig.peer.drop = lambda name, der: name == "initiateAuthenticationRequestEsipa"
+    rig.config.ipa.direct_download = False
+    agent = rig.agent()
+    await agent.start()
+    try:
+        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+        rig.peer.queue(trigger(ac, b"\x46"))
+        await agent.poll_once()
+        assert agent.store.state.finished_downloads == []
+    finally:
+        await agent.close()
+        await relay.close()

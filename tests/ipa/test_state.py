@@ -39,6 +39,19 @@ async def test_round_trip_every_field(tmp_path):
     assert again.association_tokens == {"eim": 1}
 
 
+async def test_finished_downloads_survive_a_restart_and_bad_ones_are_refused(tmp_path):
+    store = StateStore(tmp_path / "s.cbor")
+    await store.aload()
+    store.state.finished_downloads = [b"\x01" * 16, b"\x44"]
+    await store.commit()
+    assert StateStore(tmp_path / "s.cbor").load().finished_downloads == [b"\x01" * 16, b"\x44"]
+    for bad in (["x"], [b""], [b"\x00" * 17], "ab"):
+        obj = IpaState().to_obj()
+        obj["downloads"] = bad
+        with pytest.raises(StateError, match="downloads"):
+            decode_state(cbor2.dumps(obj))
+
+
 async def test_result_delivered_records_acks_in_the_same_write(tmp_path):
     path = tmp_path / "s.cbor"
     store = StateStore(path)
@@ -116,6 +129,7 @@ cbor_values = st.recursive(
                 "state_change",
                 "tokens",
                 "fallback",
+                "downloads",
                 "x",
             ]
         ),
