@@ -238,3 +238,30 @@ async def test_v10_download_without_authentication_fails_and_says_why(lab, smdp,
     assert op["result"]["profileDownloadError"]["errorResponse"].upper() == IA_52.hex().upper()
     assert card.card.state.profiles == []
     assert smdp.ctx.store.get(order.matching_id).state not in ("downloaded", "installed")
+
+
+def test_a_v10_profile_download_error_with_its_error_response_is_read_as_v10():
+    """v1.0's profileDownloadError is ``30 { [80 errorResponse] }`` (automatic tags, no reason); v1.2's is
+    ``30 { 80 reason, [04 errorResponse] }``. Before, a v1.0 one carrying the eIM's answer went down the v1.2 path
+    (its 80 read as the reason INTEGER) and got a v1.2 answer the v1.0 IPA cannot read."""
+    from eim.esipa import v10
+    from rsp import asn1
+
+    txid = tlv.encode(0x82, bytes(16))
+    v10_error = tlv.encode(0xBF50, tlv.encode(0xBF54, txid + tlv.encode(0x30, tlv.encode(0x80, IA_52))))
+    v12_error = tlv.encode(
+        0xBF50,
+        tlv.encode(0x5A, bytes(16))
+        + tlv.encode(0xBF54, txid + tlv.encode(0x30, bytes.fromhex("80017F") + tlv.encode(0x04, IA_52))),
+    )
+    assert v10.recognise(0xBF50, v10_error) and not v10.recognise(0xBF50, v12_error)
+    v12_no_eid = tlv.encode(0xBF50, tlv.encode(0xBF54, txid + tlv.encode(0x30, bytes.fromhex("80017F"))))
+    assert not v10.recognise(0xBF50, v12_no_eid)  # a short 80 is v1.2's reason code
+    alt, value = asn1.decode("V10-ProvideEimPackageResult", v10_error)
+    assert alt == "profileDownloadTriggerResult"
+    assert value["profileDownloadTriggerResultData"] == ("profileDownloadError", {"errorResponse": IA_52})
+    # and what the IPA got is a failure in v1.0 terms: the error alternative of the same BF39 CHOICE
+    assert asn1.decode("V10-EsipaMessageFromEimToIpa", IA_52) == (
+        "initiateAuthenticationResponseEsipa",
+        ("initiateAuthenticationErrorEsipa", 52),
+    )
