@@ -20,6 +20,7 @@ import re
 import httpx
 
 from tests.e2e.conftest import start_stack, stop_stack, wait_until
+from tests.services import run_mosquitto
 
 CODE_52 = re.compile(r'eim_esipa_error_answers_total\{[^}]*code="52"[^}]*\} ([0-9.]+)')
 PUSHED = re.compile(r'eim_packages_pushed_total\{kind="download"\} ([0-9.]+)')
@@ -30,30 +31,36 @@ def metric(stack, pattern: re.Pattern[str]) -> float:
     return sum(float(v) for v in pattern.findall(text))
 
 
-def test_ipa_restarted_mid_download_over_mqtt_completes_without_52(mosquitto, tmp_path_factory) -> None:
-    stack = start_stack(tmp_path_factory.mktemp("mqtt-restart"), "mqtt", mosquitto=mosquitto, quirks="slow=0.01")
-    try:
-        # pushes repeated every second while unanswered, as a soak with a short push_retry_s does
-        stack.restart_eim(env={"EIM_OPERATIONS_PUSH_RETRY_S": "1", "EIM_OPERATIONS_SWEEP_INTERVAL_S": "0.5"})
-        stack.services["ipa"].stop()
-        stack.start_ipa(verbose=True)
-        stack.wait_push_reachable()
-        order = stack.smdp_order("ts48")
-        before = stack.log_count("eim", "ES9+ session started")
-        op = stack.operation("download", {"activationCode": order["activation_code"], "mode": "indirect"})
-        wait_until("the eIM relaying ES9+", lambda: stack.log_count("eim", "ES9+ session started") > before, 30, 0.01)
-        stack.services["ipa"].kill()  # SIGKILL in the middle of the download
-        # while the IPA is down the eIM pushes the unanswered trigger again into its persistent session
-        pushed = metric(stack, PUSHED)
-        wait_until("a repeated push", lambda: metric(stack, PUSHED) >= pushed + 2, 30, 0.1)
-        stack.start_ipa(verbose=True)
-        final = stack.wait_operation(op["id"], timeout=90)
-        assert final["status"] == "done", final
-        assert order["iccid"] in stack.card_profiles()
-        # the stale pushes were taken from the session, acknowledged and not run again
-        wait_until("a stale push skipped", lambda: stack.log_count("ipa", "already handled") >= 1, 30, 0.05)
-        wait_until("the IPA idle", lambda: stack.log_count("ipa", "poll: idle") >= 1, 30, 0.05)
-        assert metric(stack, CODE_52) == 0, stack.services["ipa"].tail(60)
-        assert stack.api("GET", f"/v1/operations/{op['id']}")["status"] == "done"
-    finally:
-        stop_stack(stack)
+def test_ipa_restarted_mid_download_over_mqtt_completes_without_52(tmp_path_factory) -> None:
+    # a broker of its own: the IPA's persistent session must hold only what this test's eIM pushed
+    with run_mosquitto() as broker:
+        stack = start_stack(tmp_path_factory.mktemp("mqtt-restart"), "mqtt", mosquitto=broker, quirks="slow=0.01")
+        try:
+            run(stack)
+        finally:
+            stop_stack(stack)
+
+
+def run(stack) -> None:
+    # pushes repeated every second while unanswered, as a soak with a short push_retry_s does
+    stack.restart_eim(env={"EIM_OPERATIONS_PUSH_RETRY_S": "1", "EIM_OPERATIONS_SWEEP_INTERVAL_S": "0.5"})
+    stack.services["ipa"].stop()
+    stack.start_ipa(verbose=True)
+    stack.wait_push_reachable()
+    order = stack.smdp_order("ts48")
+    before = stack.log_count("eim", "ES9+ session started")
+    op = stack.operation("download", {"activationCode": order["activation_code"], "mode": "indirect"})
+    wait_until("the eIM relaying ES9+", lambda: stack.log_count("eim", "ES9+ session started") > before, 30, 0.01)
+    stack.services["ipa"].kill()  # SIGKILL in the middle of the download
+    # while the IPA is down the eIM pushes the unanswered trigger again into its persistent session
+    pushed = metric(stack, PUSHED)
+    wait_until("a repeated push", lambda: metric(stack, PUSHED) >= pushed + 2, 30, 0.1)
+    stack.start_ipa(verbose=True)
+    final = stack.wait_operation(op["id"], timeout=90)
+    assert final["status"] == "done", final
+    assert order["iccid"] in stack.card_profiles()
+    # the stale pushes were taken from the session, acknowledged and not run again
+    wait_until("a stale push skipped", lambda: stack.log_count("ipa", "already handled") >= 1, 30, 0.05)
+    wait_until("the IPA idle", lambda: stack.log_count("ipa", "poll: idle") >= 1, 30, 0.05)
+    assert metric(stack, CODE_52) == 0, stack.services["ipa"].tail(60)
+    assert stack.api("GET", f"/v1/operations/{op['id']}")["status"] == "done"
