@@ -115,6 +115,7 @@ async def start_bindings(config: Config, rt: Runtime) -> list[Any]:
             prefix=m.prefix,
             username=m.username or None,
             password=m.password or None,
+            push_expiry=push_expiry_s(config),
         )
         await mqtt.start()
         started.append(mqtt)
@@ -122,6 +123,13 @@ async def start_bindings(config: Config, rt: Runtime) -> list[Any]:
             rt.service.pusher = mqtt
         log.info("MQTT binding connected", extra={"host": m.host, "port": m.port, "push": m.push})
     return started
+
+
+def push_expiry_s(config: Config) -> int:
+    """The MQTT Message Expiry Interval of a push: twice ``[operations] push_retry_s``. An unanswered package is
+    pushed again after ``push_retry_s``, so a device asleep for a day finds about two copies in its persistent
+    session instead of one per retry (288 at the default 300 s)."""
+    return max(1, int(2 * config.operations.push_retry_s))
 
 
 def warn_device_policy(config: Config) -> None:

@@ -418,3 +418,46 @@ def test_garbage_gets_esipa_answer_or_error_reply_and_worker_keeps_serving(lab, 
         assert reply.payload
     ok = lab.run(fuzz_device.request(get_eim_package_request(fuzz_device.eid)))
     assert ok.payload == NO_PACKAGE
+
+
+def test_push_expires_while_the_device_sleeps(lab, broker):
+    """A push carries the Message Expiry Interval: a copy whose expiry passed while the device slept is dropped by
+    the broker (a real Mosquitto), so a day asleep does not queue one copy per re-push. ``eim serve`` sets it to
+    twice ``[operations] push_retry_s``."""
+    from eim.config import Config
+    from eim.serve import push_expiry_s
+
+    cfg = Config()
+    cfg.operations.push_retry_s = 300.0
+    assert push_expiry_s(cfg) == 600
+    cfg.operations.push_retry_s = 0.2
+    assert push_expiry_s(cfg) == 1
+
+    short = lab.binding(SpecHandler(), "eim-worker-expiry", push_expiry=1)
+    eid = "89049032123451234512345678901299"
+
+    async def go():
+        async with Device(broker.host, broker.port, eid, persistent=True):
+            pass  # subscribed; the broker keeps the session while the device sleeps
+        await short.push(eid, TRANSFER)  # expires after 1 s
+        await asyncio.sleep(2.5)
+        await short.push(eid, TRANSFER[:2] + TRANSFER[2:])  # a fresh copy, still valid on wake-up
+        awake = Device(broker.host, broker.port, eid, persistent=True)
+        await awake.connect_only()
+        try:
+            first = await asyncio.wait_for(awake.unsolicited.get(), 10)
+            await asyncio.sleep(1.0)
+            extra = awake.unsolicited.qsize()
+        finally:
+            await awake.__aexit__(None, None, None)
+        async with Device(broker.host, broker.port, eid):
+            pass  # clean the session up
+        return first, extra
+
+    try:
+        first, extra = lab.run(go())
+    finally:
+        lab.run(short.stop())
+    assert first.payload == TRANSFER
+    assert 0 < first.properties.MessageExpiryInterval <= 1
+    assert extra == 0, "the expired copy was delivered"
