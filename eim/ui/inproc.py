@@ -36,7 +36,8 @@ class Answer:
             if not err.get("field") and err.get("code") == "invalid_request":  # 422: "params.x: Input should ..."
                 first = str(err.get("message", "")).split(";")[0]
                 if ": " in first:
-                    err["field"] = first.split(": ", 1)[0].strip() or None
+                    loc = first.split(": ", 1)[0].strip()
+                    err["field"] = loc.removeprefix("query.").removeprefix("path.") or None
             return err
         return {"code": "error", "message": str(self.body)[:500]}
 
