@@ -354,6 +354,23 @@ FORMS = {
     },
 }
 FORMS["/ui/batches/new"] = FORMS["/ui/batches/preview"]
+FORMS["/ui/login"] = {"token": st.one_of(TEXT, st.just("eim_" + "A" * 43)), "next": TEXT}
+SEARCHES = {
+    "/ui/euiccs": {
+        "eid": st.one_of(TEXT, st.just("8999")),
+        "label": st.one_of(TEXT, st.just("site=berlin")),
+        "state": st.one_of(TEXT, st.just("stale")),
+        "cursor": TEXT,
+    },
+    "/ui/operations": {
+        "eid": TEXT,
+        "status": st.one_of(TEXT, st.just("done")),
+        "kind": TEXT,
+        "batch_id": TEXT,
+        "cursor": TEXT,
+        "bogus": TEXT,
+    },
+}
 
 
 def test_malformed_form_data_gets_a_4xx_naming_the_field_and_stores_nothing(tmp_path, lab, operators):
@@ -386,6 +403,18 @@ def test_malformed_form_data_gets_a_4xx_naming_the_field_and_stores_nothing(tmp_
             )
 
         probe()
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(data=st.data(), path=st.sampled_from(sorted(SEARCHES)))
+        def search(data, path):
+            query = {k: data.draw(s, label=k) for k, s in SEARCHES[path].items() if data.draw(st.booleans())}
+            r = runner.run(c.get(path, params=query))
+            assert r.status_code in (200, 303) or 400 <= r.status_code < 500, (path, query, r.text[:500])
+            if r.status_code >= 400:
+                found = FIELD.search(r.text)
+                assert found and found.group(1), (path, query, r.text[:800])
+
+        search()
         assert runner.run(c.get("/ui/")).status_code == 200  # still serving
     finally:
         runner.run(c.aclose())
