@@ -77,7 +77,7 @@ def progress(summary: Mapping[str, int], *, width: int = 600) -> str:
     pct = 100.0 * ended / total
     out = [
         f'<svg class="chart progress" role="progressbar" aria-valuemin="0" aria-valuemax="100"'
-        f' aria-valuenow="{pct:.0f}" viewBox="0 0 {width} 28" width="{width}" height="28"'
+        f' aria-valuenow="{pct:.0f}" viewBox="0 0 {width} 20" width="{width}" height="20"'
         ' xmlns="http://www.w3.org/2000/svg">',
         f'<rect x="0" y="0" width="{width}" height="20" class="track"/>',
     ]
