@@ -34,7 +34,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from eim.api.auth import OperatorRegistry
+from eim.api.auth import OperatorRegistry, Role
 from eim.api.limits import DISCONNECTED, read_body
 from eim.ui import html as h
 from eim.ui.forms import Form, FormError, parse_form
@@ -85,6 +85,7 @@ class Ctx:
             csrf=self.session.csrf,
             active=active,
             can_act=self.can_act,
+            admin=self.session.role.may(Role.ADMIN),
         )
         return HTMLResponse(text, status_code=status)
 
@@ -110,7 +111,7 @@ class Dashboard:
         default_poll_interval_s: float = 86400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from eim.ui.pages import batches, euiccs, fleet, operations
+        from eim.ui.pages import batches, euiccs, fleet, operations, outbox, register, subscriptions, system
 
         self.fallback = fallback
         self.api = InProcessApi(api_app)
@@ -121,7 +122,8 @@ class Dashboard:
         self.default_poll_interval_s = default_poll_interval_s
         self.clock = clock
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
-        for module in (fleet, euiccs, operations, batches):
+        # register before euiccs: /ui/euiccs/new is not an EID
+        for module in (fleet, register, euiccs, operations, batches, subscriptions, outbox, system):
             for method, pattern, handler in module.ROUTES:
                 self._routes.append((method, re.compile(f"^{pattern}$"), handler))
         self._static: dict[str, bytes] = {}

@@ -15,7 +15,11 @@ NAV = [
     ("/ui/euiccs", "eUICCs"),
     ("/ui/operations", "Operations"),
     ("/ui/batches", "Batches"),
+    ("/ui/subscriptions", "Webhooks"),
+    ("/ui/notifications", "Outbox"),
+    ("/ui/system", "System"),
 ]
+ADMIN_NAV = [("/ui/operators", "Operators")]
 
 
 def esc(value: Any) -> str:
@@ -107,9 +111,20 @@ def pager(next_url: str | None) -> str:
     return f'<p class="pager"><a class="btn" rel="next" href="{esc(next_url)}">Next page &rarr;</a></p>'
 
 
-def layout(title: str, body: str, *, who: str | None, auth: bool, csrf: str, active: str = "", can_act: bool) -> str:
+def layout(
+    title: str,
+    body: str,
+    *,
+    who: str | None,
+    auth: bool,
+    csrf: str,
+    active: str = "",
+    can_act: bool,
+    admin: bool = False,
+) -> str:
     on = ' class="on"'
-    nav = "".join(f'<a href="{href}"{on if href == active else ""}>{esc(text)}</a>' for href, text in NAV)
+    items = NAV + (ADMIN_NAV if admin else [])
+    nav = "".join(f'<a href="{href}"{on if href == active else ""}>{esc(text)}</a>' for href, text in items)
     if auth:
         role = "" if can_act else ' <span class="badge">read-only</span>'
         user = (

@@ -111,8 +111,10 @@ async def list_page(ctx: Any) -> Response:
     if (more or len(rows) >= PAGE) and last is not None and (len(rows) >= PAGE or scanned >= MAX_SCAN):
         next_url = h.url("/ui/euiccs", eid=eid, label=labels, state=state, cursor=encode_cursor("euiccs", last))
     note = f'<p class="muted">{scanned} eUICCs read for this page</p>' if state else ""
+    actions = '<p class="actions"><a class="btn" href="/ui/euiccs/new">Register an eUICC</a></p>' if ctx.can_act else ""
     body = (
-        _filters(ctx, eid, labels, state)
+        actions
+        + _filters(ctx, eid, labels, state)
         + h.table(["EID", "labels", "binding", "last contact", "state", "certificate"], rows, cls="list")
         + note
         + h.pager(next_url)
