@@ -117,7 +117,7 @@ class Dashboard:
         self.api = InProcessApi(api_app)
         self.store = api_app.state.store
         self.service = api_app.state.service
-        self.sessions = Sessions(registry, clock)
+        self.sessions = Sessions(registry, self.store, clock)
         self.max_body_bytes = max_body_bytes
         self.default_poll_interval_s = default_poll_interval_s
         self.clock = clock
@@ -188,13 +188,13 @@ class Dashboard:
             from eim.ui.pages import login
 
             return await login.handle(self, request, body, secure), None
-        session = self.sessions.get(request.cookies.get(COOKIE))
+        session = await self.sessions.get(request.cookies.get(COOKIE))
         new_cookie = None
         if session is None:
             if self.sessions.auth_enabled or method == "POST":
                 target = path if method == "GET" else "/ui/"
                 return RedirectResponse(h.url("/ui/login", next=target), 303), None
-            session = self.sessions.anonymous()
+            session = await self.sessions.anonymous()
             new_cookie = session.id
         ctx = Ctx(request, session, self)
         if method == "POST":
@@ -204,7 +204,7 @@ class Dashboard:
                     "Forbidden", h.error_box("missing or wrong CSRF token: reload the page", "csrf"), status=403
                 ), session
             if path == "/ui/logout":
-                self.sessions.logout(session.id)
+                await self.sessions.logout(session.id)
                 r = RedirectResponse("/ui/login", 303)
                 r.headers.append("set-cookie", cookie_header("", secure=secure, clear=True))
                 return r, session

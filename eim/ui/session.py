@@ -8,46 +8,74 @@ login with a wrong token                                  401, the login page ag
 POST without the session's CSRF token, or a wrong one     403 ``csrf``, nothing done
 POST whose ``Origin`` (or ``Referer``) is another site    403 ``origin``, nothing done (also for the login form)
 POST by a read-only operator (any action)                 403 naming the operator and role, nothing done
-operator removed or rotated in the operators file         the session ends at its next request (token re-checked)
+operator removed or rotated in the operators file         the session ends at its next request (fingerprint)
 ========================================================  ==========================================================
 
-The session keeps the token the operator typed, in this process's memory only (never in a log, the cookie or the
-store), and authenticates it again with :class:`eim.api.auth.OperatorRegistry` on every request: the dashboard
-follows the API's rules exactly (roles, reloads of the operators file, the legacy ``[api] token``). The cookie
-carries only a random 256-bit session id: ``HttpOnly``, ``SameSite=Strict``, ``Path=/``, ``Secure`` when the
-request came over TLS. A session ends after :data:`IDLE_S` without a request, after :data:`MAX_AGE_S` in any case,
-or at logout. With no authentication configured (a lab on loopback, where the API lets every caller through),
-the dashboard does the same: a session is opened at the first visit (it carries the CSRF token), with no operator
-name, and the pages say that authentication is off.
-
-Sessions live in the worker's memory: behind a load balancer with several eIM workers, pin a browser to a worker
-(sticky sessions) or point the dashboard at one worker; a restart logs everybody out.
+The cookie carries only a random 256-bit session id: ``HttpOnly``, ``SameSite=Strict``, ``Path=/``, ``Secure``
+when the request came over TLS. The session itself is a row of the store (``ui_sessions``, migration 0006), so
+every eIM worker sharing the store knows it and a restart logs nobody out; the row is keyed by the SHA-256 of the
+id (the id is never stored) and holds the operator's name, the CSRF token, when it was opened and last used, when
+it expires, and a fingerprint of the operator's credential: SHA-256 over the token hash it logged in with (never
+the token, never the hash the operators file keeps). On every request the operator is looked up again in
+:class:`eim.api.auth.OperatorRegistry` by name and the fingerprint compared: a removed operator or a rotated token
+ends the session, a changed role applies at once. A session ends after :data:`IDLE_S` without a request (the last
+use is written at most every :data:`TOUCH_S`, so to within that), after :data:`MAX_AGE_S` in any case, or at
+logout (its row is deleted). Expired rows are deleted when a session is opened or found expired; past
+:data:`MAX_SESSIONS` the least recently used go. With no authentication configured (a lab on loopback, where the
+API lets every caller through), the dashboard does the same: a session is opened at the first visit (it carries the
+CSRF token), with no operator name, and the pages say that authentication is off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from eim.api.auth import Operator, OperatorRegistry, Role
+from eim.api.auth import Operator, OperatorRegistry, Role, hash_token
+from eim.store.ui_sessions import UiSessionRow
 
 COOKIE = "eim_session"
 IDLE_S = 3600.0
 MAX_AGE_S = 12 * 3600.0
+TOUCH_S = 60.0
 MAX_SESSIONS = 10000
+
+
+class SessionStore(Protocol):
+    """What the sessions need of the store (:class:`eim.store.ui_sessions.UiSessionStore`)."""
+
+    async def ui_session_create(self, row: UiSessionRow, *, now: float, cap: int) -> int: ...
+
+    async def ui_session_get(self, id_hash: str, *, now: float) -> UiSessionRow | None: ...
+
+    async def ui_session_touch(self, id_hash: str, *, now: float, expires_at: float) -> bool: ...
+
+    async def ui_session_delete(self, id_hash: str) -> bool: ...
+
+
+def id_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def fingerprint(token_hash: str) -> str:
+    """What a session keeps of the credential it was opened with: SHA-256 over the token's hash."""
+    return hashlib.sha256(b"eim-ui-session:" + token_hash.encode()).hexdigest()
 
 
 @dataclass
 class Session:
-    id: str
+    id: str  # the cookie's value: in this request's memory only
     csrf: str
     created: float
     seen: float
-    token: str | None = field(default=None, repr=False)  # None: authentication is off (lab)
-    operator: Operator | None = None
+    operator: Operator | None = None  # None: authentication is off (lab)
+    expires: float = 0.0
+    credential: str | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str | None:
@@ -62,36 +90,33 @@ class Session:
 
 
 class Sessions:
-    """The open sessions of this worker."""
+    """The dashboard's sessions, kept in the store shared by every worker."""
 
-    def __init__(self, registry: OperatorRegistry, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, registry: OperatorRegistry, store: SessionStore, clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
+        self.store = store
         self.clock = clock
-        self._by_id: dict[str, Session] = {}
 
     @property
     def auth_enabled(self) -> bool:
         return self.registry.enabled
 
-    def _new(self, token: str | None, operator: Operator | None) -> Session:
+    async def _new(self, operator: Operator | None, credential: str | None) -> Session:
         now = self.clock()
-        self._expire(now)
-        if len(self._by_id) >= MAX_SESSIONS:  # drop the oldest: a flood of logins cannot grow memory for ever
-            oldest = min(self._by_id.values(), key=lambda s: s.seen)
-            self._by_id.pop(oldest.id, None)
-        s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now, now, token, operator)
-        self._by_id[s.id] = s
+        s = Session(
+            secrets.token_urlsafe(32),
+            secrets.token_urlsafe(32),
+            now,
+            now,
+            operator,
+            now + min(IDLE_S, MAX_AGE_S),
+            credential,
+        )
+        row = UiSessionRow(id_hash(s.id), s.name, credential, s.csrf, now, now, s.expires)
+        await self.store.ui_session_create(row, now=now, cap=MAX_SESSIONS)
         return s
 
-    def _expire(self, now: float) -> None:
-        for sid in [k for k, s in self._by_id.items() if not self._alive(s, now)]:
-            del self._by_id[sid]
-
-    @staticmethod
-    def _alive(s: Session, now: float) -> bool:
-        return now - s.seen < IDLE_S and now - s.created < MAX_AGE_S
-
-    def login(self, token: str) -> Session | None:
+    async def login(self, token: str) -> Session | None:
         """A new session for the operator whose token this is, else None."""
         token = token.strip()
         if not token or len(token) > 512 or not token.isprintable():
@@ -99,38 +124,45 @@ class Sessions:
         operator = self.registry.authenticate(f"Bearer {token}")
         if operator is None:
             return None
-        return self._new(token, operator)
+        return await self._new(operator, fingerprint(hash_token(token)))
 
-    def anonymous(self) -> Session:
+    async def anonymous(self) -> Session:
         """A session when authentication is off (carries the CSRF token only)."""
-        return self._new(None, None)
+        return await self._new(None, None)
 
-    def get(self, sid: str | None) -> Session | None:
+    async def get(self, sid: str | None) -> Session | None:
         """The live session of this cookie value, with its operator checked again against the registry."""
-        if not sid or len(sid) > 100:
+        if not sid or len(sid) > 100 or not sid.isascii():
             return None
-        s = self._by_id.get(sid)
-        if s is None:
-            return None
+        key = id_hash(sid)
         now = self.clock()
-        if not self._alive(s, now):
-            self._by_id.pop(sid, None)
+        row = await self.store.ui_session_get(key, now=now)
+        if row is None:
             return None
+        operator: Operator | None = None
         if self.registry.enabled:
-            if s.token is None:  # opened while auth was off; it was turned on since
-                self._by_id.pop(sid, None)
+            operator = self._operator(row)
+            if operator is None:  # opened while auth was off, operator removed, token rotated
+                await self.store.ui_session_delete(key)
                 return None
-            operator = self.registry.authenticate(f"Bearer {s.token}")
-            if operator is None:  # removed or rotated
-                self._by_id.pop(sid, None)
-                return None
-            s.operator = operator  # a changed role applies at once
-        s.seen = now
-        return s
+        expires = min(row.created_at + MAX_AGE_S, now + IDLE_S)
+        seen = row.seen_at
+        if now - row.seen_at >= TOUCH_S:
+            await self.store.ui_session_touch(key, now=now, expires_at=expires)
+            seen = now
+        return Session(sid, row.csrf, row.created_at, seen, operator, expires, row.credential)
 
-    def logout(self, sid: str | None) -> None:
-        if sid:
-            self._by_id.pop(sid, None)
+    def _operator(self, row: UiSessionRow) -> Operator | None:
+        if row.operator is None or row.credential is None:
+            return None
+        for operator, token_hash in self.registry.credentials_of(row.operator):
+            if hmac.compare_digest(fingerprint(token_hash), row.credential):
+                return operator  # a changed role applies at once
+        return None
+
+    async def logout(self, sid: str | None) -> None:
+        if sid and len(sid) <= 100 and sid.isascii():
+            await self.store.ui_session_delete(id_hash(sid))
 
 
 def csrf_ok(session: Session, sent: str | None) -> bool:

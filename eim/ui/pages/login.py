@@ -45,7 +45,7 @@ async def handle(dash: Any, request: Request, body: bytes, secure: bool) -> Resp
         return HTMLResponse(form(_next(request.query_params.get("next", "/ui/"))))
     f = parse_form(request.headers.get("content-type", ""), body)
     nxt = _next(f.get("next", "/ui/"))
-    session = dash.sessions.login(f.get("token"))
+    session = await dash.sessions.login(f.get("token"))
     if session is None:
         client = request.client
         log.warning("dashboard login refused", extra={"peer": f"{client.host}:{client.port}" if client else None})
