@@ -2,10 +2,11 @@
 docs/images).
 
 Starts the lab (eIM with an operators file, IPA, virtual modem with the software eUICC, lab SM-DP+), registers a
-few silent eUICCs, runs work through the dashboard itself (a profile download and a CSV batch on the lab's card,
-a label batch on the silent ones, then cancelled), and takes 1200-pixel-wide PNGs of each page with Debian's
-Chromium (demo/browser.py), every request outside the eIM aborted. The PNGs are written as 8-bit palette images
-when Pillow is installed (smaller), else as Chromium writes them.
+few silent eUICCs, runs work through the dashboard itself (a webhook subscription to a loopback port where nothing
+listens, a profile download and a CSV batch on the lab's card, a label batch on the silent ones, then cancelled),
+and takes 1200-pixel-wide PNGs of each page with Debian's Chromium (demo/browser.py), every request outside the
+eIM aborted. The PNGs are written as 8-bit palette images when Pillow is installed (smaller), else as Chromium
+writes them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from demo.browser import browser_context
+from demo.services import free_port
 from demo.stack import LabStack
 from eim.api import auth
 from rsp.pki import lab_eid
@@ -52,7 +54,9 @@ def main(argv: list[str]) -> int:
             ops.write_text(f"alice:operator:{auth.hash_token(token)}\n")
             os.chmod(ops, 0o600)
             cfg = Path(tmp) / "eim.toml"
-            cfg.write_text(cfg.read_text() + f'\n[api]\noperators_file = "{ops}"\n')
+            # webhooks to a loopback port where nothing listens, given up after one attempt: a failed delivery
+            events = "[events]\nallow_loopback = true\nmax_attempts = 1\npoll_s = 0.3\n"
+            cfg.write_text(cfg.read_text() + f'\n[api]\noperators_file = "{ops}"\n{events}')
             stack.restart_eim()
             headers = {"Authorization": f"Bearer {token}"}
             for i, eid in enumerate(SILENT):
@@ -71,6 +75,14 @@ def main(argv: list[str]) -> int:
                 page.fill("#f-token", token)
                 page.click("button[type=submit]")
                 page.wait_for_url(re.compile(r".*/ui/$"))
+                # a webhook subscription (its deliveries fail: nothing listens there)
+                page.goto(stack.eim_url + "/ui/subscriptions")
+                page.fill("#f-url", f"http://127.0.0.1:{free_port()}/hooks/eim")
+                page.check('input[name=events][value="operation.done"]')
+                page.check('input[name=events][value="operation.failed"]')
+                page.fill("#f-description", "fleet dashboard of the NOC")
+                page.click("form.stack button[type=submit]")
+                page.wait_for_selector("code.secret")
                 # a download through the form
                 page.goto(stack.eim_url + f"/ui/operations/new?eid={stack.eid}&kind=download")
                 page.fill("#f-params", "")
@@ -111,6 +123,14 @@ def main(argv: list[str]) -> int:
                 page.goto(stack.eim_url + f"/ui/euiccs/{stack.eid}")
                 page.locator("#audit").scroll_into_view_if_needed()
                 shoot(page, out, "euicc-audit")
+                page.goto(stack.eim_url + "/ui/subscriptions")
+                page.click("table.list a")
+                for _ in range(40):  # until the deliverer has given up on the operation.done event
+                    if page.locator("text=Re-send").count():
+                        break
+                    page.wait_for_timeout(500)
+                    page.reload()
+                shoot(page, out, "webhooks")
         finally:
             stack.stop()
     return 0
