@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,12 @@ def dash_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabStac
         for eid in SILENT:
             r = httpx.post(stack.eim_url + "/v1/euiccs", json={"eid": eid, "labels": {"site": "lab"}}, headers=headers)
             assert r.status_code == 201, r.text
+        # the card's poll is in the store's counts (the SQLite store writes contacts up to a second later)
+        for _ in range(100):
+            fleet = httpx.get(stack.eim_url + "/v1/fleet", headers=headers).json()
+            if fleet["euiccs"]["never_seen"] == len(SILENT):
+                break
+            time.sleep(0.2)
         yield stack, tokens
     finally:
         stop_stack(stack)
