@@ -20,10 +20,10 @@ the token, never the hash the operators file keeps). On every request the operat
 :class:`eim.api.auth.OperatorRegistry` by name and the fingerprint compared: a removed operator or a rotated token
 ends the session, a changed role applies at once. A session ends after :data:`IDLE_S` without a request (the last
 use is written at most every :data:`TOUCH_S`, so to within that), after :data:`MAX_AGE_S` in any case, or at
-logout (its row is deleted). Expired rows are deleted when a session is opened or found expired; past
-:data:`MAX_SESSIONS` the least recently used go. With no authentication configured (a lab on loopback, where the
-API lets every caller through), the dashboard does the same: a session is opened at the first visit (it carries the
-CSRF token), with no operator name, and the pages say that authentication is off.
+logout (its row is deleted); an expired row is never used, and all of them are deleted whenever a session is
+opened; past :data:`MAX_SESSIONS` the least recently used go. With no authentication configured (a lab on
+loopback, where the API lets every caller through), the dashboard does the same: a session is opened at the first
+visit (it carries the CSRF token), with no operator name, and the pages say that authentication is off.
 """
 
 from __future__ import annotations

@@ -300,6 +300,31 @@ def test_malformed_new_forms_get_a_4xx_naming_the_field_and_store_nothing(tmp_pa
             assert runner.run(counts(store)) == before
 
         probe()
+        sub = runner.run(
+            c.post(
+                "/ui/subscriptions/new",
+                data={"csrf": csrf, "url": "https://hooks.example.com/x", "events": "operation.done"},
+            )
+        )
+        assert sub.status_code == 201
+        (s,) = runner.run(store.list_subscriptions())
+        searches = {
+            "/ui/notifications": {"status": st.one_of(TEXT, st.just("failed")), "cursor": TEXT, "bogus": TEXT},
+            f"/ui/subscriptions/{s.id}": {"status": st.one_of(TEXT, st.just("failed")), "cursor": TEXT},
+            "/ui/subscriptions": {"cursor": TEXT},
+        }
+
+        @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(data=st.data(), path=st.sampled_from(sorted(searches)))
+        def search(data, path):
+            query = {k: data.draw(v, label=k) for k, v in searches[path].items() if data.draw(st.booleans())}
+            r = runner.run(c.get(path, params=query))
+            assert r.status_code == 200 or 400 <= r.status_code < 500, (path, query, r.text[:500])
+            if r.status_code >= 400:
+                found = FIELD.search(r.text)
+                assert found and found.group(1) in searches[path], (path, query, r.text[:800])
+
+        search()
         assert runner.run(c.get("/ui/euiccs/new")).status_code == 200  # still serving
     finally:
         runner.run(c.aclose())

@@ -6,7 +6,7 @@
 -- the table opens no session). operator: the operator's name, NULL when authentication is off (a lab).
 -- credential: hex SHA-256 over the operator's token hash at login, so a rotated token or a removed operator ends
 -- the session (never the token or its hash). csrf: the session's CSRF token. expires_at: the earlier of
--- created_at + 12 h and the last use + 1 h; expired rows are deleted when a session is opened or found expired.
+-- created_at + 12 h and the last use + 1 h; an expired row is never used, and opening a session deletes them all.
 
 CREATE TABLE ui_sessions (
     id_hash     TEXT PRIMARY KEY,
