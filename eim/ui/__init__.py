@@ -14,6 +14,7 @@ POST from another origin / without the CSRF token 403, nothing done (:mod:`eim.u
 POST by a read-only operator                      403 naming the operator and role, nothing done
 a form with a bad value                           the page again, 4xx, the API's message naming the field
 unknown path under ``/ui/``                       404 page
+the store does not answer (sessions live there)   503 naming ``store``
 ================================================  ================================================================
 
 Every form goes through the REST API in-process (:mod:`eim.ui.inproc`): the same validation, the same errors,
@@ -36,6 +37,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from eim.api.auth import OperatorRegistry, Role
 from eim.api.limits import DISCONNECTED, read_body
+from eim.store import StoreError
 from eim.ui import html as h
 from eim.ui.forms import Form, FormError, parse_form
 from eim.ui.inproc import Answer, InProcessApi
@@ -141,6 +143,11 @@ class Dashboard:
             response, session = await self._handle(request, receive)
         except FormError as exc:
             response = HTMLResponse(h.bare("Bad request", h.error_box(exc.reason, exc.field)), exc.status)
+        except (StoreError, OSError) as exc:  # the sessions live in the store: as the API, a 503 naming it
+            log.error("store unavailable", extra={"path": path[:200], "error": str(exc)[:300]})
+            response = HTMLResponse(
+                h.bare("Unavailable", h.error_box(f"the store is not available: {exc}"[:300], "store")), 503
+            )
         for k, v in SECURITY_HEADERS.items():
             response.headers.setdefault(k, v)
         await response(scope, receive, send)

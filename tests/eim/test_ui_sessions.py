@@ -166,3 +166,15 @@ async def test_sessions_are_capped_and_a_lab_session_ends_when_auth_is_turned_on
     on = Sessions(OperatorRegistry(path), store, clock)  # the operators file configured since
     assert await on.get(made[-1].id) is None
     assert len(await rows(store)) == 2
+
+
+async def test_a_store_that_does_not_answer_gets_a_503_naming_it(tmp_path, lab, operators):
+    cfg, tokens, _ = operators
+    store = await opened(f"sqlite:///{tmp_path}/gone.db")
+    async with build(store, lab, cfg) as c:
+        r = await c.post("/ui/login", data={"token": tokens["alice"]})
+        assert r.status_code == 303
+        await store.close()
+        for call in (c.get("/ui/"), c.post("/ui/login", data={"token": tokens["alice"]})):
+            r = await call
+            assert r.status_code == 503 and 'data-field="store"' in r.text, r.text[:300]
