@@ -171,3 +171,20 @@ def test_read_only_operator_sees_no_buttons(page: Any, dash_lab: Any):
     assert page.locator("text=Relabel").count() == 0
     page.goto(stack.eim_url + "/ui/")
     page.wait_for_event("request", lambda r: r.url.endswith("/ui/fleet/live"), timeout=20000)  # live refresh
+
+
+def test_a_session_outlives_an_eim_restart(page: Any, dash_lab: Any):
+    """The session is a row of the store: ``eim serve`` stopped and started again, the browser is still logged in
+    and its forms still carry a valid CSRF token (before migration 0006 a restart logged everybody out)."""
+    stack, tokens = dash_lab
+    log_in(page, stack, tokens["alice"])
+    stack.restart_eim()
+    page.goto(stack.eim_url + "/ui/euiccs/new")
+    assert "/ui/login" not in page.url and "alice" in page.inner_text("header")
+    eid = lab_eid(950)
+    page.fill("#f-eid", eid)
+    page.fill("#f-labels", "site=after-restart")
+    page.click("form.stack button[type=submit]")
+    page.wait_for_url(re.compile(rf".*/ui/euiccs/{eid}$"))
+    r = httpx.get(f"{stack.eim_url}/v1/euiccs/{eid}", headers={"Authorization": f"Bearer {tokens['alice']}"})
+    assert r.json()["labels"] == {"site": "after-restart"}
