@@ -1,7 +1,8 @@
 """The dashboard in a real headless browser (Debian's Chromium through Playwright, demo/browser.py) against the
 whole lab as real processes (eIM with an operators file, IPA, virtual modem with the software eUICC, lab SM-DP+):
 log in, see the fleet, upload a CSV batch and watch it complete, cancel a second batch, open an eUICC's audit
-trail - with every request that does not go to the eIM aborted, and none made."""
+trail, stay logged in across an eIM restart - with every request that does not go to the eIM aborted, and none
+made."""
 
 from __future__ import annotations
 
