@@ -6,7 +6,8 @@ Benchmarks (names for ``--only``): ceiling (the eIM against the bare server of e
 rounds, eIM/bare ratios; ``--before COMMIT`` adds that commit's eIM for a before/after pair), eim (ESipa
 throughput per binding and store, worker scaling), variants (the
 SQLite store's fsync cost: shipped store vs what-if variants, before/after), fleet (registry
-size), fleet_summary (GET /v1/fleet and label filters with 1,000,000 eUICCs), serial (profile download over the
+size), fleet_summary (GET /v1/fleet and label filters with 1,000,000 eUICCs), dashboard (the
+overview page /ui/ end to end through eim serve with 1,000,000 eUICCs), serial (profile download over the
 serial line), air (bytes on the air per operation), air_download (bytes on
 the air of an indirect 12 KB profile download through the whole lab), ipa (IPA footprint),
 smdpp (lab SM-DP+ downloads/s). The report goes to ``--out`` (default ``docs/performance.md``; with ``--only`` or
@@ -27,6 +28,7 @@ from pathlib import Path
 from bench.common import REPO, Section, load, machine
 
 NAMES = ("ceiling", "eim", "variants", "fleet", "fleet_summary", "serial", "air", "air_download", "ipa", "smdpp")
+NAMES += ("dashboard",)  # the overview page /ui/ with 1,000,000 eUICCs (bench/dashboard.py)
 
 HOW_TO = """\
 ## How to run
@@ -65,6 +67,10 @@ def run_one(name: str, args: argparse.Namespace) -> Section:
         return fleet_scale(quick, size=args.fleet or (10_000 if quick else 1_000_000))
     if name == "fleet_summary":
         from bench.fleet_summary import run
+
+        return run(quick, size=args.fleet or None)
+    if name == "dashboard":
+        from bench.dashboard import run
 
         return run(quick, size=args.fleet or None)
     if name == "serial":

@@ -144,8 +144,9 @@ def create_app(
     if registry is None:
         registry = operator_registry(config)
     a = config.api
+    rest = create_api(service, store, metrics=metrics, registry=registry, settings=fleet_api_settings(config))
     api: Any = ApiFront(
-        create_api(service, store, metrics=metrics, registry=registry, settings=fleet_api_settings(config)),
+        rest,
         registry,
         max_body_bytes=a.max_body_bytes,
         max_batch_body_bytes=a.max_batch_body_bytes,
@@ -153,6 +154,9 @@ def create_app(
         public_docs=a.public_docs,
         metrics=metrics,
     )
+    from eim.ui import dashboard  # the operator dashboard at / and /ui/ (eim.ui), in front of the API's front
+
+    api = dashboard(api, rest, registry, config)
     try:
         from eim.bindings.http import EsipaHttpApp
 

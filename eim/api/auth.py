@@ -274,6 +274,18 @@ class OperatorRegistry:
             return Operator(LEGACY_OPERATOR, Role.ADMIN)
         return None
 
+    def credentials_of(self, name: str) -> list[tuple[Operator, str]]:
+        """``(operator, token hash)`` of each credential named ``name`` now: its line of the operators file and,
+        for ``admin``, the legacy token. The dashboard's sessions keep a fingerprint of the hash they were opened
+        with (:mod:`eim.ui.session`), so a rotated token or a removed operator ends them."""
+        out = []
+        entry = self._entries.get(name)
+        if entry is not None:
+            out.append((Operator(entry.name, entry.role), entry.token_hash))
+        if self.legacy_token is not None and name == LEGACY_OPERATOR:
+            out.append((Operator(LEGACY_OPERATOR, Role.ADMIN), hash_token(self.legacy_token)))
+        return out
+
     def reload(self, *, strict: bool = False) -> bool:
         """Read the file again if it changed. ``strict``: raise on a bad file instead of keeping the operators.
         Safe in a worker thread: the tables are replaced by single assignments."""

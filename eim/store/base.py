@@ -20,6 +20,7 @@ from eim.model import (
 )
 from eim.store.fleet_store import FleetEventsStore
 from eim.store.logic import Built, Claim, Gen, Logic, ResultContext, ResultUpdate
+from eim.store.ui_sessions import UiSessionStore
 
 Factory = Callable[[], Gen]
 
@@ -40,7 +41,7 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class SqlStore(FleetEventsStore):
+class SqlStore(FleetEventsStore, UiSessionStore):
     dialect = "sql"
 
     def __init__(self) -> None:

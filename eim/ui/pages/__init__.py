@@ -1,0 +1,1 @@
+"""The dashboard's pages, one module per area; each lists its ``ROUTES`` as ``(method, path regex, handler)``."""
