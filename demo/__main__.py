@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + tl.summary())
         pushes = stack.log_count("ipa", "push: ")
         print(f"the IPA was woken by push {pushes} time(s); idle poll interval {args.poll_interval:g} s")
-        print(f"\neIM REST API: {stack.eim_url}/v1/euiccs   OpenAPI: {stack.eim_url}/openapi.json")
+        print(f"\neIM dashboard: {stack.eim_url}/ui/")
+        print(f"eIM REST API: {stack.eim_url}/v1/euiccs   OpenAPI: {stack.eim_url}/openapi.json")
         print(f"eIM metrics:  {stack.eim_url}/metrics")
         print(f"SM-DP+ (ES9+): https://{stack.smdp_address}/gsma/rsp2/es9plus/")
         if args.keep:

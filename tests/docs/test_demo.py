@@ -16,6 +16,7 @@ def test_make_demo() -> None:
         line = next((ln for ln in out.splitlines() if ln.startswith(step)), "")
         assert "done" in line, f"{step!r}: {line!r}\n{out}"
     assert "over ESipa/http" in out and "eIM REST API: http://127.0.0.1:" in out
+    assert "eIM dashboard: http://127.0.0.1:" in out
 
 
 def test_demo_over_https_with_a_device_certificate() -> None:
