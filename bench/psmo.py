@@ -176,11 +176,14 @@ def run(
                 res["load_us_rt"] = cpu.get("load generator", 0.0) * res["elapsed"] / n * 1e6
                 res["kernel_us_rt"] = cpu.get("kernel softirq", 0.0) * res["elapsed"] / n * 1e6
                 res["other_cores"] = cpu.get("other", 0.0)
+                res["idle_cores"] = cpu.get("idle", 0.0)
+                res["eim_cores"] = cpu.get("eIM worker 1", 0.0)
                 per[name].append(res)
                 print(
                     f"  psmo round {r + 1} {name}: {res['rate']:.0f} rt/s p99 {res['p99_ms']:.0f} ms, eIM "
                     f"{res['server_us_rt']:.0f} µs/rt, load {res['load_us_rt']:.0f} µs/rt, other work "
-                    f"{res['other_cores']:.2f} cores, disk {disk[-1]['rate']:.0f} fsync/s, errors {res['errors']} "
+                    f"{res['other_cores']:.2f} cores, idle {res['idle_cores']:.2f}, disk "
+                    f"{disk[-1]['rate']:.0f} fsync/s, errors {res['errors']} "
                     f"{res['first_error']}",
                     flush=True,
                 )
@@ -216,8 +219,10 @@ def _report(
         "eUICC's signature verified, the result committed before the acknowledgement) -> acknowledgement checked. "
         f"{rounds} rounds of {duration:.1f} s; in each round every contender runs once, in a rotating order, on its "
         "own copy of the same store and cards. *eIM / load µs per rt*: the CPU of the eIM process and of the load "
-        "process (the cards' work is there) per round trip; *other*: cores used meanwhile by everything else on the "
-        "machine. *disk*: the raw rate of a 4 KiB write + fsync in a loop, measured in the same directory at the "
+        "process (the cards' work is there) per round trip; *eIM cores*: the eIM process's CPU over the measured "
+        "window; *other*: cores used meanwhile by everything else on the machine (other users' work); *idle*: the "
+        "machine's idle cores (none idle and the eIM under one core: the eIM was short of CPU, not waiting for the "
+        "disk). *disk*: the raw rate of a 4 KiB write + fsync in a loop, measured in the same directory at the "
         "start of each round."
     )
     sec.add("")
@@ -232,7 +237,9 @@ def _report(
                 _med([r["p99_ms"] for r in rs]),
                 _med([r["server_us_rt"] for r in rs]),
                 _med([r["load_us_rt"] for r in rs]),
+                _med([r["eim_cores"] for r in rs]),
                 _med([r["other_cores"] for r in rs]),
+                _med([r["idle_cores"] for r in rs]),
                 sum(r["errors"] for r in rs),
             ]
         )
@@ -244,7 +251,9 @@ def _report(
             "p99 ms",
             "eIM µs per rt",
             "load µs per rt",
+            "eIM cores",
             "other work, cores",
+            "idle cores",
             "errors",
         ],
         rows,
