@@ -4,7 +4,8 @@
 
 Benchmarks (names for ``--only``): ceiling (the eIM against the bare server of each transport, interleaved
 rounds, eIM/bare ratios; ``--before COMMIT`` adds that commit's eIM for a before/after pair), eim (ESipa
-throughput per binding and store, worker scaling), variants (the
+throughput per binding and store, worker scaling), psmo (signed PSMO round trips over HTTP + SQLite against
+the 1,200/s bar; ``--before COMMIT`` adds that commit's eIM, interleaved), variants (the
 SQLite store's fsync cost: shipped store vs what-if variants, before/after), fleet (registry
 size), fleet_summary (GET /v1/fleet and label filters with 1,000,000 eUICCs), dashboard (the
 overview page /ui/ end to end through eim serve with 1,000,000 eUICCs), serial (profile download over the
@@ -27,7 +28,19 @@ from pathlib import Path
 
 from bench.common import REPO, Section, load, machine
 
-NAMES = ("ceiling", "eim", "variants", "fleet", "fleet_summary", "serial", "air", "air_download", "ipa", "smdpp")
+NAMES = (
+    "ceiling",
+    "eim",
+    "psmo",
+    "variants",
+    "fleet",
+    "fleet_summary",
+    "serial",
+    "air",
+    "air_download",
+    "ipa",
+    "smdpp",
+)
 NAMES += ("dashboard",)  # the overview page /ui/ with 1,000,000 eUICCs (bench/dashboard.py)
 
 HOW_TO = """\
@@ -37,6 +50,7 @@ HOW_TO = """\
     .venv/bin/python -m bench --quick            # small sizes, short runs (~2 min), report in build/
     .venv/bin/python -m bench --only eim,serial  # some benchmarks only
     .venv/bin/python -m bench --only ceiling --bindings http --before HEAD~1  # before/after pair, interleaved
+    .venv/bin/python -m bench --only psmo --before HEAD~1  # signed PSMO round trips, before/after interleaved
     .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~3.5 min)
     .venv/bin/python -m bench --only fleet --merge docs/performance.md  # re-run one section into this file
 
@@ -57,6 +71,10 @@ def run_one(name: str, args: argparse.Namespace) -> Section:
         from bench.eim import throughput
 
         return throughput(quick)
+    if name == "psmo":
+        from bench.psmo import run as psmo_run
+
+        return psmo_run(quick, before=args.before or None)
     if name == "variants":
         from bench.eim import store_variants
 
@@ -198,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="registered eUICCs for the fleet benchmark (default 1000000; 10000 with --quick)",
     )
-    ap.add_argument("--before", default="", help="ceiling: also run the eIM of this commit (before/after pair)")
+    ap.add_argument("--before", default="", help="ceiling, psmo: also run the eIM of this commit (before/after pair)")
     ap.add_argument("--bindings", default="http,coap,mqtt", help="ceiling: the bindings measured")
     ap.add_argument("--out", default="", help="report file (default docs/performance.md for a full run)")
     ap.add_argument("--append", default="", help="Markdown file appended verbatim to the report (recorded runs)")

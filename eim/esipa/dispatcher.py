@@ -52,6 +52,7 @@ from eim.esipa import (
 from eim.esipa.results import ResultProcessor
 from eim.interfaces import EsipaRejected, RequestContext
 from eim.logs import RateLimitedLog
+from eim.packages.euicc_package import EuiccPackageOutcome
 from rsp import asn1, tlv
 from rsp.errors import DecodeError, RspError
 
@@ -151,6 +152,7 @@ class EsipaDispatcher:
             # fast path: a plain GetEimPackageRequest (nearly every poll) is recognised without the decoders and
             # gives the value they would give; everything else is parsed, checked and decoded below
             plain = get_eim_package.plain_request(data)
+            parsed = None  # a plain ProvideEimPackageResult's EuiccPackageResult, parsed by its fast path
             if plain is not None:
                 head = tlv.Tlv(0xBF4F, 0, 3, 18, data)  # what tlv.parse_exact gives for these 21 bytes
             else:
@@ -181,6 +183,8 @@ class EsipaDispatcher:
             try:
                 if plain is not None:
                     value = plain
+                elif head.tag == 0xBF50 and (fast := provide_eim_package_result.plain_result(head.raw)) is not None:
+                    value, parsed = fast  # the same value; its EuiccPackageResult is parsed once, here
                 else:
                     check_structure(head.raw)
                     _alt, value = asn1.decode("EsipaMessageFromIpaToEim", head.raw)
@@ -199,7 +203,7 @@ class EsipaDispatcher:
                     raise EsipaRejected(400, f"{function}: {exc}") from None
                 return answer
             try:
-                answer = await self._route(head.tag, value, head.raw, ctx)
+                answer = await self._route(head.tag, value, head.raw, ctx, parsed)
             except EsipaRejected:
                 outcome = "rejected"
                 raise
@@ -225,13 +229,15 @@ class EsipaDispatcher:
                 if code is not None:
                     self.metrics.esipa_error_answer(function, ctx.binding, code)
 
-    async def _route(self, tag: int, value: Any, raw: bytes, ctx: RequestContext) -> bytes | None:
+    async def _route(
+        self, tag: int, value: Any, raw: bytes, ctx: RequestContext, parsed: EuiccPackageOutcome | None = None
+    ) -> bytes | None:
         rp = self.rp
         handler: Callable[..., Awaitable[bytes | None]]
         if tag == 0xBF4F:
             return await get_eim_package.get_eim_package(rp, value, ctx)
         if tag == 0xBF50:
-            return await provide_eim_package_result.provide_eim_package_result(rp, value, raw, ctx)
+            return await provide_eim_package_result.provide_eim_package_result(rp, value, raw, ctx, parsed)
         if tag == 0xBF3D:
             return await handle_notification.handle_notification(rp, value, raw, ctx)
         if tag == 0xBF4E:

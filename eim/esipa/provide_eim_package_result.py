@@ -20,6 +20,14 @@ unverified and answered ``undefinedError``: of the four codes of ``provideEimPac
 one that fits (the EID is valid and known), and an answer that is not ``emptyResponse`` tells the IPA the eIM
 did not take the result, so a genuine IPA behind an unauthenticated binding retries, and the operation stays in
 progress (its package is handed out again on the next poll, within its validity, up to the hand-out cap).
+
+Fast path (:func:`plain_result`): nearly every result arrives as ``BF50 L { 5A 10 <16 bytes>, BF51 ... }`` (an
+eidValue and a euiccPackageResult, nothing else). When the whole message is exactly that, in DER, and its BF51
+parses with :func:`eim.packages.euicc_package.decode_euicc_package_result` (the decoder plus the DER check the
+result needs anyway), the dispatcher takes that value - the same value ``rsp.asn1`` gives for the whole message -
+and the parsed result is handed on, so the EuiccPackageResult is decoded once instead of twice (the dispatcher's
+decode of the whole message, then the result's own). Anything else, or a BF51 that does not parse, declines and
+goes through ``check_structure`` and the full decoder as before, with the same answers and the same records.
 """
 
 from __future__ import annotations
@@ -30,15 +38,45 @@ from eim.esipa import codec
 from eim.esipa.results import Handled, ResultProcessor
 from eim.interfaces import RequestContext
 from eim.packages.common import eid_from_bytes
+from eim.packages.euicc_package import EuiccPackageOutcome, decode_euicc_package_result
 from rsp import tlv
 from rsp.errors import RspError
 
+_EID_HEAD = b"\x5a\x10"
+
+
+def plain_result(message: bytes) -> tuple[dict[str, Any], EuiccPackageOutcome] | None:
+    """A plain ProvideEimPackageResult (``BF50 { 5A 10 <16 bytes>, BF51 ... }`` in DER and nothing else, whose
+    BF51 parses): ``(value, parsed result)``, the value exactly as ``rsp.asn1.decode("EsipaMessageFromIpaToEim",
+    message)`` gives it; ``None`` for any other input (the caller takes the full decoder)."""
+    if message[:2] != b"\xbf\x50":
+        return None
+    try:
+        top = tlv.parse_exact(message)
+    except RspError:
+        return None
+    body = top.value
+    if len(body) < 21 or body[:2] != _EID_HEAD or body[18:20] != b"\xbf\x51":
+        return None
+    try:
+        if tlv.encode(0xBF50, body) != message:  # the outer length in its DER form
+            return None
+        value, outcome = decode_euicc_package_result(body[18:])
+    except RspError:
+        return None
+    return {"eidValue": bytes(body[2:18]), "eimPackageResult": ("euiccPackageResult", value)}, outcome
+
 
 async def process(
-    rp: ResultProcessor, value: dict[str, Any], raw: bytes, ctx: RequestContext
+    rp: ResultProcessor,
+    value: dict[str, Any],
+    raw: bytes,
+    ctx: RequestContext,
+    parsed: EuiccPackageOutcome | None = None,
 ) -> tuple[int | None, Handled]:
     """Shared by ProvideEimPackageResult and HandleNotification(provideEimPackageResult).
 
+    ``parsed``: the EuiccPackageResult as :func:`plain_result` parsed it (not parsed again).
     Returns ``(error code or None, handled)``."""
     eid = ctx.eid_hint
     prefetched = None
@@ -49,7 +87,7 @@ async def process(
         epr_raw = _epr_of(value, raw)
         if epr_raw is not None:
             # one store call: the EID's registration, the result's operation and its eUICC
-            prefetched = await rp.prefetch(epr_raw, eid)
+            prefetched = await rp.prefetch(epr_raw, eid, parsed=parsed)
             if not prefetched[1].eid_known:
                 return codec.EID_NOT_FOUND, Handled()
         elif await rp.store.get_euicc(eid) is None:
@@ -122,9 +160,13 @@ def _epr_of(value: dict[str, Any], raw: bytes) -> bytes | None:
 
 
 async def provide_eim_package_result(
-    rp: ResultProcessor, value: dict[str, Any], raw: bytes, ctx: RequestContext
+    rp: ResultProcessor,
+    value: dict[str, Any],
+    raw: bytes,
+    ctx: RequestContext,
+    parsed: EuiccPackageOutcome | None = None,
 ) -> bytes:
-    error, handled = await process(rp, value, raw, ctx)
+    error, handled = await process(rp, value, raw, ctx, parsed)
     if error is not None:
         return codec.provide_result_error(error)
     return codec.provide_result_response(handled.acks)

@@ -124,13 +124,21 @@ class ResultProcessor:
         return ops[0] if ops else None
 
     # ------------------------------------------------------------------ EuiccPackageResult
-    async def prefetch(self, raw: bytes, eid: str) -> tuple[EuiccPackageOutcome | RspError, ResultContext]:
-        """Decode an EuiccPackageResult that came with ``eid`` and read, in one store call, the eUICC of ``eid``
-        (``context.eid_known`` is False when it is not registered), the result's operation and its eUICC."""
-        try:
-            outcome: EuiccPackageOutcome | RspError = parse_euicc_package_result(raw)
-        except RspError as exc:
-            outcome = exc
+    async def prefetch(
+        self, raw: bytes, eid: str, *, parsed: EuiccPackageOutcome | None = None
+    ) -> tuple[EuiccPackageOutcome | RspError, ResultContext]:
+        """Decode an EuiccPackageResult that came with ``eid`` (unless ``parsed`` is what the fast path of
+        :mod:`eim.esipa.provide_eim_package_result` parsed of these bytes) and read, in one store call, the eUICC
+        of ``eid`` (``context.eid_known`` is False when it is not registered), the result's operation and its
+        eUICC."""
+        outcome: EuiccPackageOutcome | RspError
+        if parsed is not None:
+            outcome = parsed
+        else:
+            try:
+                outcome = parse_euicc_package_result(raw)
+            except RspError as exc:
+                outcome = exc
         txid = outcome.eim_transaction_id if isinstance(outcome, EuiccPackageOutcome) else None
         return outcome, await self.store.result_context(eid, txid)
 

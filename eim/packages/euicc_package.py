@@ -143,6 +143,12 @@ def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
     Only DER is accepted, and nothing the schema does not name: the decoded value must encode back to exactly
     ``raw``, so what is verified (the received bytes) and what is acted on (the decoded value) are the same
     thing. Raises :class:`rsp.errors.DecodeError` for malformed input."""
+    return decode_euicc_package_result(raw)[1]
+
+
+def decode_euicc_package_result(raw: bytes) -> tuple[Any, EuiccPackageOutcome]:
+    """:func:`parse_euicc_package_result` that also returns the decoded value (``rsp.asn1.decode`` of
+    ``EuiccPackageResult``): the ProvideEimPackageResult fast path hands both on, so the result is decoded once."""
     value = asn1.decode("EuiccPackageResult", raw)
     alt, body = value
     try:
@@ -158,7 +164,7 @@ def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
     inner = first[0]
     if alt == "euiccPackageResultSigned":
         data = body["euiccPackageResultDataSigned"]
-        return EuiccPackageOutcome(
+        return value, EuiccPackageOutcome(
             kind="result",
             eim_id=data["eimId"],
             eim_transaction_id=data.get("eimTransactionId"),
@@ -170,7 +176,7 @@ def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
         )
     if alt == "euiccPackageErrorSigned":
         data = body["euiccPackageErrorDataSigned"]
-        return EuiccPackageOutcome(
+        return value, EuiccPackageOutcome(
             kind="error_signed",
             eim_id=data["eimId"],
             eim_transaction_id=data.get("eimTransactionId"),
@@ -180,7 +186,7 @@ def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
             signature=body["euiccSignEPE"],
         )
     if alt == "euiccPackageErrorUnsigned":
-        return EuiccPackageOutcome(
+        return value, EuiccPackageOutcome(
             kind="error_unsigned",
             eim_id=body["eimId"],
             eim_transaction_id=body.get("eimTransactionId"),

@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from eim import failpoints
 from eim.model import Euicc, Operation
 from eim.store.base import Factory, SqlStore, migrations, split_statements
 from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Q, Retry, StoreError, quiet_claim
@@ -176,6 +177,8 @@ class SqliteStore(SqlStore):
         try:
             for factory in factories:
                 out.append(self._savepoint(conn, factory))
+            if failpoints.fails("sqlite_commit"):  # tests: a COMMIT that fails (disk full, I/O error)
+                raise sqlite3.OperationalError("failpoint sqlite_commit: COMMIT failed")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -235,3 +235,19 @@ def test_ceiling_tiny(binding):
         assert len(runs) == 1 and runs[0]["count"] > 0 and runs[0]["errors"] == 0
         _numbers(runs[0], LOAD_KEYS)
     assert any(line.startswith("- Bar, eIM / ") for line in sec.lines)
+
+
+def test_psmo_tiny():
+    """Signed PSMO round trips against `eim serve` on SQLite, this tree and HEAD interleaved: every contender
+    completes round trips without errors on its own copy of the store, and the report has the bar."""
+    from bench.psmo import run
+
+    sec = run(True, before="HEAD", rounds=2, duration=0.5, cards=4, concurrency=2)
+    per = sec.figures["per"]
+    assert set(per) == {"eIM", "eIM HEAD"}
+    for runs in per.values():
+        assert len(runs) == 2 and all(r["count"] > 0 and r["errors"] == 0 for r in runs)
+        assert all(r["server_us_rt"] > 0 for r in runs)
+    assert len(sec.figures["disk"]) == 2 and all(d["rate"] > 0 for d in sec.figures["disk"])
+    assert any(line.startswith("- Bar, signed PSMO round trips") for line in sec.lines)
+    assert any(line.startswith("- before/after: eIM vs eIM HEAD") for line in sec.lines)
