@@ -151,6 +151,12 @@ def report(
     return "\n".join(head) + "\n" + "\n".join(body) + (("\n" + extra) if extra else "")
 
 
+def _section_order(number: str) -> tuple[int, str]:
+    """``"2b."`` -> ``(2, "b")``: numbered sections in the report's order (0, 1, 1b, 1c, 2, 2b, ...)."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    return int(digits or 0), number.rstrip(".").lstrip("0123456789")
+
+
 def merge(
     old: str, sections: list[Section], info: dict[str, str], args: argparse.Namespace, seconds: float, extra: str
 ) -> str:
@@ -167,10 +173,13 @@ def merge(
 
     new = {s.title.split(" ", 1)[0]: s.markdown().rstrip("\n").splitlines() for s in sections}
     out: list[list[str]] = []
+    in_findings = False
     for block in blocks:
         k = key(block)
         if block and block[0].startswith("## Findings"):
-            break  # the findings (and anything appended after them) come from bench/findings.md
+            in_findings = True  # the findings (and what follows them) come from bench/findings.md ...
+        if in_findings and not k[:1].isdigit():
+            continue  # ... but a numbered section placed after them is a section of the report: kept
         if block and block[0] == "## How to run":
             block = [*HOW_TO.rstrip("\n").splitlines(), ""]
         elif block and block[0] == "## Machine and run":
@@ -188,6 +197,8 @@ def merge(
         out.append(block)
     for lines in new.values():  # sections the old report did not have
         out.append([*lines, ""])
+    numbered = sorted((b for b in out if key(b)[:1].isdigit()), key=lambda b: _section_order(key(b)))
+    out = [b for b in out if not key(b)[:1].isdigit()] + numbered
     bars = [
         f"- {key(b).rstrip('.')}: " + line[2:].replace("Bar, ", "", 1)
         for b in out

@@ -189,7 +189,8 @@ def test_merge_replaces_only_the_sections_re_run(tmp_path):
     # an earlier report with one more section, kept as it is
     kept = "## 2. Fleet scale\n\nkept text\n\n- Bar, kept bar → 1.00× bar (1.00) met\n\n"
     out.write_text(
-        first.replace("## 6. Lab SM-DP+", kept + "## 6. Lab SM-DP+") + "\n## Findings: old\n\nold findings\n"
+        first.replace("## 6. Lab SM-DP+", kept + "## 6. Lab SM-DP+")
+        + "\n## Findings: old\n\nold findings\n\n## 2b. Placed after the findings\n\nlate text\n"
     )
     assert main(["--only", "smdpp", "--quick", "--merge", str(out)]) == 0
     text = out.read_text()
@@ -197,6 +198,9 @@ def test_merge_replaces_only_the_sections_re_run(tmp_path):
     assert "kept text" in text and "- 2: kept bar" in text  # the other section and its bar at a glance
     assert "- re-run and merged: smdpp at" in text
     assert "old findings" not in text  # findings come from bench/findings.md (none in --quick)
+    # a numbered section placed after the findings is kept, and sections come in their numbers' order
+    assert "late text" in text
+    assert text.index("## 2. Fleet") < text.index("## 2b. Placed") < text.index("## 6. Lab SM-DP+")
     assert text[text.index("## 6. Lab SM-DP+") :] != old_smdpp  # the re-run's own figures
 
 

@@ -48,6 +48,10 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "re-runs section 0 with an older commit's eIM beside it (minutes); section 0 runs at tiny sizes in "
         "tests/bench/test_bench.py (test_ceiling_tiny)"
     ),
+    ("performance.md", ".venv/bin/python -m bench --only psmo --before HEAD~1"): (
+        "interleaved before/after rounds of two eIM builds (minutes); the benchmark runs at tiny size in "
+        "tests/bench/test_bench.py (test_psmo_tiny)"
+    ),
     ("performance.md", "python -m bench.coap_push"): (
         "the push benchmark (~5 min, 10,000 devices); each part runs at tiny sizes in tests/bench/test_bench.py"
     ),
