@@ -13,10 +13,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eim.model import OpStatus
+from eim.store.enabled_profile import enabled_from_notification
 from eim.store.logic import Gen, Logic, Q, _dumps, row_to_euicc, row_to_op
 
 LABEL_KEY = re.compile(r"[A-Za-z0-9._/-]{1,64}")
 OPEN_SQL = "status IN ('queued', 'in_progress')"
+FINAL_SQL = "('done', 'failed', 'expired', 'cancelled')"  # the predicate of the partial index operations_ended
+FAILED_STATUSES = ("failed", "expired")
+DEFAULT_VERSION = "1.2"  # euiccs.sgp32_version NULL: nothing version-specific seen, served as SGP.32 v1.2
+HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,14 @@ class FleetCounts:
     operations: dict[tuple[str, str], int] = field(default_factory=dict)
     notifications: dict[str, int] = field(default_factory=dict)
     deliveries: dict[str, int] = field(default_factory=dict)
+    # migration 0005 (appended; see FleetLogic.fleet_counts for what each one is counted from)
+    by_sgp32_version: dict[str, int] = field(default_factory=dict)  # None in the store counts as "1.2"
+    by_enabled_smdp: dict[str, int] = field(default_factory=dict)  # "unknown": none enabled or not learned
+    ended_24h: dict[str, int] = field(default_factory=dict)  # final status -> operations ended in the last 24 h
+    failure_rate_24h: float | None = None  # (failed + expired) / (done + failed + expired), last 24 h; None: 0/0
+    failure_rate_all: float | None = None  # the same over every stored operation
+    # 24 buckets, oldest first: {"hour": start (POSIX s), "created", "ended", "failed", "polls"}
+    hourly: tuple[dict[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,14 +215,124 @@ class FleetLogic(Logic):
         outbox = yield Q("SELECT status, COUNT(*) AS n FROM notification_outbox GROUP BY status", (), "all")
         deliveries = yield Q("SELECT status, COUNT(*) AS n FROM event_deliveries GROUP BY status", (), "all")
         by_binding = {(r["binding"] or "none"): int(r["n"]) for r in bindings}
+        registered = sum(by_binding.values())
+        operations = {(r["kind"], r["status"]): int(r["n"]) for r in ops}
+        versions = yield Q(
+            "SELECT sgp32_version AS v, COUNT(*) AS n FROM euiccs WHERE sgp32_version IS NOT NULL"
+            " GROUP BY sgp32_version",
+            (),
+            "all",
+        )
+        smdps = yield Q(
+            "SELECT enabled_smdp AS v, COUNT(*) AS n FROM euiccs WHERE enabled_smdp IS NOT NULL GROUP BY enabled_smdp",
+            (),
+            "all",
+        )
+        hours = yield from self.hourly(now)
+        by_version = {str(r["v"]): int(r["n"]) for r in versions}
+        by_version[DEFAULT_VERSION] = (
+            by_version.get(DEFAULT_VERSION, 0) + registered - sum(int(r["n"]) for r in versions)
+        )
+        by_smdp = {str(r["v"]): int(r["n"]) for r in smdps}
+        unknown = registered - sum(by_smdp.values())
+        if unknown:
+            by_smdp["unknown"] = unknown
+        all_ended: dict[str, int] = {}
+        for (_kind, status), n in operations.items():
+            all_ended[status] = all_ended.get(status, 0) + n
+        ended_24h, buckets = hours
         return FleetCounts(
-            registered=sum(by_binding.values()),  # one pass over euiccs_binding serves both
+            registered=registered,  # one pass over euiccs_binding serves both
             never_seen=int(never["n"]),
             seen_1h=int(h1["n"]),
             seen_24h=int(h24["n"]),
             stale=int(stale_default["n"]) + int(stale_own["n"]),
             by_binding=by_binding,
-            operations={(r["kind"], r["status"]): int(r["n"]) for r in ops},
+            operations=operations,
             notifications={r["status"]: int(r["n"]) for r in outbox},
             deliveries={r["status"]: int(r["n"]) for r in deliveries},
+            by_sgp32_version=by_version,
+            by_enabled_smdp=by_smdp,
+            ended_24h=ended_24h,
+            failure_rate_24h=failure_rate(ended_24h),
+            failure_rate_all=failure_rate(all_ended),
+            hourly=buckets,
         )
+
+    def _hour_of(self, column: str) -> str:
+        """The hour bucket (hour start / 3600) of a POSIX-seconds column, in the backend's SQL."""
+        return f"FLOOR({column} / 3600)::BIGINT" if self.pg else f"CAST({column} / 3600 AS INTEGER)"
+
+    def hourly(self, now: float) -> Gen:
+        """``(ended in the last 24 h by status, 24 hourly buckets)``: index range counts on operations_created and
+        operations_ended, and the fleet_hourly poll counters (migration 0005). The last bucket is the current,
+        partial hour; an operation's end is when it reached its final status (its ``updated_at``)."""
+        current = int(now // 3600)
+        first = current - (HOURS - 1)
+        created = yield Q(
+            f"SELECT {self._hour_of('created_at')} AS h, COUNT(*) AS n FROM operations WHERE created_at >= ?"
+            f" GROUP BY {self._hour_of('created_at')}",
+            (first * 3600.0,),
+            "all",
+        )
+        ended = yield Q(
+            f"SELECT {self._hour_of('updated_at')} AS h, status, COUNT(*) AS n FROM operations"
+            f" WHERE status IN {FINAL_SQL} AND updated_at >= ? GROUP BY {self._hour_of('updated_at')}, status",
+            (now - 86400.0,),
+            "all",
+        )
+        polls = yield Q("SELECT hour, n FROM fleet_hourly WHERE name = 'polls' AND hour >= ?", (first * 3600,), "all")
+        buckets = {
+            h: {"hour": h * 3600, "created": 0, "ended": 0, "failed": 0, "polls": 0} for h in range(first, current + 1)
+        }
+        for r in created:
+            if int(r["h"]) in buckets:
+                buckets[int(r["h"])]["created"] += int(r["n"])
+        ended_24h: dict[str, int] = {}  # the last 24 h exactly (the first bucket's hour may begin later)
+        for r in ended:
+            h, n, status = int(r["h"]), int(r["n"]), r["status"]
+            ended_24h[status] = ended_24h.get(status, 0) + n
+            if h in buckets:
+                buckets[h]["ended"] += n
+                if status in FAILED_STATUSES:
+                    buckets[h]["failed"] += n
+        for r in polls:
+            h = int(r["hour"]) // 3600
+            if h in buckets:
+                buckets[h]["polls"] += int(r["n"])
+        return ended_24h, tuple(buckets[h] for h in range(first, current + 1))
+
+    def add_hourly(self, counts: list[tuple[str, int, int]], prune_before: int) -> Gen:
+        """Add ``(name, hour start, n)`` to the fleet_hourly counters (one upsert each) and drop rows older than
+        ``prune_before``."""
+        for name, hour, n in counts:
+            yield Q(
+                "INSERT INTO fleet_hourly (name, hour, n) VALUES (?, ?, ?)"
+                " ON CONFLICT (name, hour) DO UPDATE SET n = fleet_hourly.n + excluded.n",
+                (name, hour, n),
+            )
+        yield Q("DELETE FROM fleet_hourly WHERE hour < ?", (prune_before,))
+        return len(counts)
+
+    # ------------------------------------------------------------------ the enabled profile
+    def note_profile_event(self, eid: str, event: str, iccid: str | None, address: str | None) -> Gen:
+        """A verified notification's profile event (:func:`eim.store.enabled_profile.enabled_from_notification`);
+        True when the eUICC's enabled profile columns changed."""
+        r = yield Q("SELECT enabled_iccid, enabled_smdp FROM euiccs WHERE eid = ?" + self._lock(), (eid,), "one")
+        if r is None:
+            return False
+        changes = enabled_from_notification(r["enabled_iccid"], event, iccid, address)
+        changes = {k: v for k, v in changes.items() if r[k] != v}
+        if not changes:
+            return False
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        yield Q(f"UPDATE euiccs SET {sets} WHERE eid = ?", (*changes.values(), eid))
+        return True
+
+
+def failure_rate(by_status: dict[str, int]) -> float | None:
+    """``(failed + expired) / (done + failed + expired)``; cancelled operations are the operator's choice and do not
+    count. ``None`` when nothing ended."""
+    failed = sum(by_status.get(s, 0) for s in FAILED_STATUSES)
+    ended = failed + by_status.get("done", 0)
+    return None if ended == 0 else failed / ended

@@ -39,6 +39,7 @@ from eim.model import (
     OpStatus,
     OutboundNotification,
 )
+from eim.store.enabled_profile import enabled_from_profiles
 
 
 class StoreError(Exception):
@@ -170,6 +171,8 @@ def row_to_euicc(r: dict[str, Any]) -> Euicc:
         last_seq_number=r["last_seq_number"],
         created_at=r["created_at"],
         sgp32_version=r.get("sgp32_version"),
+        enabled_iccid=r.get("enabled_iccid"),
+        enabled_smdp=r.get("enabled_smdp"),
     )
 
 
@@ -359,6 +362,10 @@ class Logic:
                 v = max(v, current.last_seq_number)
             sets.append(f"{k} = ?")
             args.append(_dumps(v) if k in EUICC_JSON else v)
+        if "profiles" in fields:  # the enabled profile and its SM-DP+ (the fleet overview counts them)
+            for k, v in enabled_from_profiles(current.enabled_iccid, current.enabled_smdp, fields["profiles"]).items():
+                sets.append(f"{k} = ?")
+                args.append(v)
         if not sets:
             return 0
         n = yield Q(f"UPDATE euiccs SET {', '.join(sets)} WHERE eid = ?", (*args, current.eid))

@@ -320,8 +320,13 @@ async def test_fleet_summary_and_gauges(api, store):
         "seen_24h": 3,
         "stale": 2,
         "by_binding": {"http": 1, "mqtt": 2, "coap": 1, "none": 2},
+        "by_sgp32_version": {"1.2": 6},
+        "by_enabled_smdp": {"unknown": 6},
     }
     assert f["operations"]["by_status"] == {"queued": 1} and f["stale_after_s"] == 3600.0
+    assert f["operations"]["ended_24h"] == {} and f["operations"]["failure_rate_24h"] is None
+    assert len(f["hourly"]) == 24 and f["hourly"][-1]["hour"] >= int(now // 3600) * 3600
+    assert f["hourly"][-1]["created"] == 1 and sum(h["created"] for h in f["hourly"]) == 1
     text = (await c.get("/metrics")).text
     for line in (
         'eim_fleet_euiccs{state="registered"} 6.0',
@@ -329,6 +334,9 @@ async def test_fleet_summary_and_gauges(api, store):
         'eim_fleet_euiccs{state="seen_24h"} 3.0',
         'eim_fleet_euiccs{state="stale"} 2.0',
         'eim_operations{kind="euicc_data",status="queued"} 1.0',
+        'eim_fleet_euiccs_by_sgp32_version{version="1.2"} 6.0',
+        'eim_fleet_euiccs_by_enabled_smdp{smdp="unknown"} 6.0',
+        "eim_operations_failure_ratio_24h NaN",
     ):
         assert line in text, line
     assert not any(e in text for e in EIDS)  # never labelled by EID

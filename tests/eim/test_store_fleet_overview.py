@@ -1,0 +1,254 @@
+"""Migration 0005 and the rest of the fleet overview on both backends (SQLite and a real PostgreSQL): eUICCs by
+SGP.32 version and by the SM-DP+ of their enabled profile, the failure rate, and the hourly series of operations and
+polls - rows in through the store, counts out, and still right after the rows change (version change, profile change,
+a removed eUICC). Hypothesis feeds the notification metadata and profile-list parsers garbage."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eim.metrics import bounded_smdps
+from eim.model import Euicc, Operation, OpKind, OpStatus
+from eim.packages import notification as nv
+from eim.store import Built, ResultUpdate
+from eim.store.enabled_profile import enabled_from_notification, enabled_from_profiles, smdp_key
+from eim.store.logic import new_id
+from rsp import tlv
+from rsp.pki import lab_eid
+from tests.eim.test_store_fleet import index_names
+
+EIDS = [lab_eid(120 + i) for i in range(5)]
+ICCID_A, ICCID_B = "89000000000000000011", "89000000000000000022"
+NOW = 1_800_000_000.0  # a whole hour: NOW // 3600 * 3600 == NOW
+assert NOW % 3600 == 0
+
+
+async def add(store, eid: str, **kw) -> None:
+    e = Euicc(eid=eid, eim_id="eim.test", association_token=None, counter_value=0, created_at=NOW - 86400 * 3, **kw)
+    assert await store.add_euicc(e, who="test")
+
+
+def op(eid: str, created_at: float) -> Operation:
+    return Operation(new_id(), eid, OpKind.EUICC_DATA, {}, OpStatus.QUEUED, created_at, created_at)
+
+
+def build(e: Euicc, o: Operation, next_counter: int) -> Built:
+    txid = os.urandom(16)
+    return Built(b"\xbf\x51" + next_counter.to_bytes(4, "big") + txid, txid, next_counter)
+
+
+async def counts(store, now: float = NOW):
+    return await store.fleet_counts(now=now, default_interval_s=86400.0)
+
+
+async def test_migration_0005_indexes_and_columns(store):
+    assert await store.schema_version() >= 5
+    assert {"euiccs_sgp32_version", "euiccs_enabled_smdp", "operations_created", "operations_ended"} <= (
+        await index_names(store)
+    )
+    await add(store, EIDS[0])
+    e = await store.get_euicc(EIDS[0])
+    assert (e.enabled_iccid, e.enabled_smdp, e.sgp32_version) == (None, None, None)
+
+
+async def test_counts_by_sgp32_version_follow_changes_and_removal(store):
+    for eid in EIDS[:4]:
+        await add(store, eid)
+    assert (await counts(store)).by_sgp32_version == {"1.2": 4}
+    await store.update_euicc(EIDS[0], sgp32_version="1.0")
+    await store.update_euicc(EIDS[1], sgp32_version="1.0")
+    assert (await counts(store)).by_sgp32_version == {"1.2": 2, "1.0": 2}
+    await store.update_euicc(EIDS[1], sgp32_version=None)  # back to the default
+    assert (await counts(store)).by_sgp32_version == {"1.2": 3, "1.0": 1}
+    removal = await store.delete_euicc(EIDS[0], who="t")
+    assert removal.deleted
+    c = await counts(store)
+    assert c.by_sgp32_version == {"1.2": 3} and c.registered == 3
+
+
+async def test_counts_by_enabled_smdp_from_profile_lists_and_notifications(store):
+    for eid in EIDS[:4]:
+        await add(store, eid)
+    listed = [
+        {"iccid": ICCID_A, "state": "enabled", "smdpAddress": "SMDP.Example.com "},
+        {"iccid": ICCID_B, "state": "disabled"},
+    ]
+    await store.update_euicc(EIDS[0], profiles=listed)
+    await store.update_euicc(EIDS[1], profiles=listed)
+    await store.update_euicc(EIDS[2], profiles=[{"iccid": ICCID_B, "state": "enabled"}])  # no address listed
+    c = await counts(store)
+    assert c.by_enabled_smdp == {"smdp.example.com": 2, "unknown": 2}
+    e2 = await store.get_euicc(EIDS[2])
+    assert (e2.enabled_iccid, e2.enabled_smdp) == (ICCID_B, None)
+
+    # a verified enable notification names the SM-DP+ of the profile the list did not
+    assert await store.note_profile_event(EIDS[2], "enable", ICCID_B, "rsp.operator-b.example")
+    assert (await counts(store)).by_enabled_smdp == {"smdp.example.com": 2, "rsp.operator-b.example": 1, "unknown": 1}
+    # the same list again does not forget it (same enabled ICCID)
+    await store.update_euicc(EIDS[2], profiles=[{"iccid": ICCID_B, "state": "enabled"}])
+    assert (await store.get_euicc(EIDS[2])).enabled_smdp == "rsp.operator-b.example"
+    # a profile change: EIDS[1] enables B (its SM-DP+ from the notification), a late disable of A changes nothing
+    assert await store.note_profile_event(EIDS[1], "enable", ICCID_B, "rsp.operator-b.example")
+    assert not await store.note_profile_event(EIDS[1], "disable", ICCID_A, "smdp.example.com")
+    assert (await counts(store)).by_enabled_smdp == {"smdp.example.com": 1, "rsp.operator-b.example": 2, "unknown": 1}
+    # disable of the enabled one, and a list with nothing enabled: none
+    assert await store.note_profile_event(EIDS[1], "disable", ICCID_B, "rsp.operator-b.example")
+    await store.update_euicc(EIDS[0], profiles=[{"iccid": ICCID_A, "state": "disabled"}])
+    assert (await counts(store)).by_enabled_smdp == {"rsp.operator-b.example": 1, "unknown": 3}
+    assert (await store.get_euicc(EIDS[0])).enabled_iccid is None
+    # removal takes its count with it; an unknown eUICC's notification changes nothing
+    assert (await store.delete_euicc(EIDS[2], who="t")).deleted
+    assert (await counts(store)).by_enabled_smdp == {"unknown": 3}
+    assert not await store.note_profile_event(EIDS[4], "enable", ICCID_A, "x.example")
+
+
+async def _ended(store, eid: str, at: float, status: OpStatus) -> None:
+    """One operation created at ``at`` that ends at ``at`` + 60 with ``status`` (through the store's own paths)."""
+    [o] = await store.add_operations([op(eid, at)], who="t")
+    if status is OpStatus.CANCELLED:
+        await store.cancel_operation(o.id, who="t", now=at + 60)
+        return
+    claim = await store.claim_next(eid, at + 30, build)
+    assert claim.operation is not None and claim.operation.id == o.id
+    update = ResultUpdate(operation_id=o.id, eid=eid, status=status, who="ipa", now=at + 60, error="x")
+    assert await store.record_result(update) is not None
+
+
+async def test_failure_rate_and_hourly_operations(store):
+    await add(store, EIDS[0])
+    await add(store, EIDS[1])
+    await _ended(store, EIDS[0], NOW - 2 * 3600 + 10, OpStatus.DONE)  # bucket -3 (NOW is the next hour's start)
+    await _ended(store, EIDS[0], NOW - 2 * 3600 + 100, OpStatus.FAILED)
+    await _ended(store, EIDS[0], NOW - 600, OpStatus.DONE)  # bucket -1
+    await _ended(store, EIDS[1], NOW - 500, OpStatus.CANCELLED)
+    await _ended(store, EIDS[1], NOW - 30 * 3600, OpStatus.FAILED)  # older than 24 h
+    [late] = await store.add_operations([op(EIDS[1], NOW - 300)], who="t")  # still queued
+    c = await counts(store, NOW + 1)
+    assert c.ended_24h == {"done": 2, "failed": 1, "cancelled": 1}
+    assert c.failure_rate_24h == 1 / 3
+    assert c.failure_rate_all == 2 / 4  # the old failure too; cancelled never counts
+    assert len(c.hourly) == 24
+    assert c.hourly[-1]["hour"] == NOW and c.hourly[0]["hour"] == NOW - 23 * 3600
+    by_hour = {h["hour"]: h for h in c.hourly}
+    assert by_hour[NOW - 2 * 3600] == {"hour": NOW - 2 * 3600, "created": 2, "ended": 2, "failed": 1, "polls": 0}
+    assert by_hour[NOW - 3600]["created"] == 3 and by_hour[NOW - 3600]["ended"] == 2  # incl. the queued one
+    assert sum(h["created"] for h in c.hourly) == 5 and sum(h["ended"] for h in c.hourly) == 4
+    # an expiry ends an operation too, and counts as a failure
+    [exp] = await store.add_operations(
+        [Operation(new_id(), EIDS[1], OpKind.EUICC_DATA, {}, OpStatus.QUEUED, NOW + 5, NOW + 5, expires_at=NOW + 10)],
+        who="t",
+    )
+    assert await store.expire_operations(NOW + 20) == 1
+    c = await counts(store, NOW + 30)
+    assert c.ended_24h["expired"] == 1 and c.failure_rate_24h == 2 / 4
+    assert c.hourly[-1] == {"hour": NOW, "created": 1, "ended": 1, "failed": 1, "polls": 0}
+    assert late.id != exp.id
+
+
+async def test_polls_per_hour_are_counted_and_survive_a_reopen(store_url):
+    from eim.store import open_store
+
+    s = open_store(store_url)
+    await s.open()
+    try:
+        await add(s, EIDS[0])
+        for i in range(5):
+            await s.claim_next(EIDS[0], NOW - 3600 + i * 10, build, binding="http")  # 5 polls in the last hour
+        await s.claim_next(EIDS[0], NOW + 1, build, binding="http")
+        await s.claim_next(EIDS[3], NOW + 2, build, binding="http")  # not registered: no poll of the fleet
+        await s.claim_next(EIDS[0], NOW + 3, build)  # no binding: not a poll (the eIM's own look)
+    finally:
+        await s.close()  # writes the tally
+    s = open_store(store_url)
+    await s.open()
+    try:
+        c = await counts(s, NOW + 5)
+        assert [h["polls"] for h in c.hourly[-2:]] == [5, 1] and sum(h["polls"] for h in c.hourly) == 6
+        for i in range(3):
+            await s.claim_next(EIDS[0], NOW + 100 + i, build, binding="coap")
+        await s.flush_poll_tally()
+        assert (await counts(s, NOW + 200)).hourly[-1]["polls"] == 4
+    finally:
+        await s.close()
+
+
+# ------------------------------------------------------------------------------------------------ pure parts
+def _metadata(op_bits: bytes | None, iccid: bytes | None) -> bytes:
+    body = tlv.encode(0x80, b"\x05")
+    if op_bits is not None:
+        body += tlv.encode(0x81, op_bits)
+    body += tlv.encode(0x0C, b"smdp.example.com")
+    if iccid is not None:
+        body += tlv.encode(0x5A, iccid)
+    return tlv.encode(0xBF2F, body)
+
+
+def _other(meta: bytes) -> bytes:
+    return tlv.encode(0x30, meta + tlv.encode(0x5F37, b"\x00" * 64) + tlv.encode(0x30, b"") + tlv.encode(0x30, b""))
+
+
+def test_notification_event_and_iccid_are_read_from_the_metadata():
+    iccid = bytes.fromhex("98000000000000000011")
+    parts = nv.parse(_other(_metadata(b"\x06\x40", iccid)))  # notificationEnable
+    assert (parts.event, parts.iccid) == ("enable", "89000000000000000011")
+    assert nv.parse(_other(_metadata(b"\x05\x20", None))).event == "disable"
+    assert nv.parse(_other(_metadata(b"\x06\x60", None))).event is None  # two bits: not one event
+    assert nv.parse(_other(_metadata(None, None))).event is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(bits=st.one_of(st.none(), st.binary(max_size=4)), iccid=st.one_of(st.none(), st.binary(max_size=12)))
+def test_garbage_event_or_iccid_never_breaks_the_parse(bits, iccid):
+    parts = nv.parse(_other(_metadata(bits, iccid)))  # the rest of the metadata is fine: it parses
+    assert parts.event in (None, *nv.EVENTS)
+    assert parts.iccid is None or (iccid is not None and len(iccid) == 10)
+
+
+profiles_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+profile_dicts = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "iccid": st.one_of(st.text(max_size=22), st.integers()),
+            "state": st.sampled_from(["enabled", "disabled", 7]),
+            "smdpAddress": st.one_of(st.text(max_size=300), st.integers()),
+        },
+    )
+    | profiles_json,
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    current=st.one_of(st.none(), st.just(ICCID_A)),
+    smdp=st.one_of(st.none(), st.just("a.example")),
+    profiles=st.one_of(st.none(), profile_dicts),
+    event=st.one_of(st.none(), st.sampled_from(nv.EVENTS), st.text(max_size=5)),
+    address=st.one_of(st.none(), st.text(max_size=300)),
+)
+def test_enabled_profile_rules_take_any_input(current, smdp, profiles, event, address):
+    for out in (
+        enabled_from_profiles(current, smdp, profiles),
+        enabled_from_notification(current, event, ICCID_B, address),
+    ):
+        assert set(out) <= {"enabled_iccid", "enabled_smdp"}
+        assert all(v is None or isinstance(v, str) for v in out.values())
+        s = out.get("enabled_smdp")
+        assert s is None or (s == s.strip().lower() and 0 < len(s) <= 255)
+    assert smdp_key(address) is None or len(smdp_key(address)) <= 255
+
+
+def test_the_smdp_gauge_keeps_its_label_set_bounded():
+    many = {f"smdp{i:02d}.example": 100 - i for i in range(30)} | {"unknown": 7}
+    out = bounded_smdps(many, top=10)
+    assert len(out) == 12 and out["other"] == sum(100 - i for i in range(10, 30)) and out["unknown"] == 7
+    assert sum(out.values()) == sum(many.values())
+    assert bounded_smdps({"a": 1}) == {"a": 1}
