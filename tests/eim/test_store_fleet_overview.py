@@ -175,6 +175,37 @@ async def test_polls_per_hour_are_counted_and_survive_a_reopen(store_url):
         await s.close()
 
 
+# ------------------------------------------------------------------------------------------------ through ESipa
+async def test_verified_notifications_set_the_enabled_smdp_and_forged_ones_do_not(store, tmp_path_factory):
+    """HandleNotification (ESipa BF3D) with the software eUICC's signed enable / disable notifications moves the
+    eUICC's enabled SM-DP+; a forged enable (random signature) is refused and changes nothing."""
+    import pytest
+
+    from eim.interfaces import EsipaRejected
+    from rsp.pki import create_lab_pki
+    from tests.eim.helpers import make_env
+    from tests.eim.test_dispatcher_flows import ready_card
+    from tests.eim.test_notification_forgery import forged, handle
+    from tests.smdpp.sim import SimEuicc
+
+    eid = EIDS[4]
+    lab = create_lab_pki(tmp_path_factory.mktemp("overview-pki"), curves=("nist",), eids=(eid,))
+    env = make_env(store, lab)
+    card = await ready_card(env, lab, eid)
+    sim = SimEuicc(lab, "nist", eid=card.eid, seq=40)
+    assert await env.handle(handle(sim.other_notification(1, ICCID_A, "SMDP.Example.com"))) is None  # enable
+    e = await store.get_euicc(eid)
+    assert (e.enabled_iccid, e.enabled_smdp) == (ICCID_A, "smdp.example.com")
+    with pytest.raises(EsipaRejected):
+        await env.handle(handle(forged(lab, card.eid, "evil.example")))
+    assert (await store.get_euicc(eid)).enabled_smdp == "smdp.example.com"
+    assert (await counts(store)).by_enabled_smdp == {"smdp.example.com": 1}
+    assert await env.handle(handle(sim.other_notification(2, ICCID_A, "smdp.example.com"))) is None  # disable
+    e = await store.get_euicc(eid)
+    assert (e.enabled_iccid, e.enabled_smdp) == (None, None)
+    assert (await counts(store)).by_enabled_smdp == {"unknown": 1}
+
+
 # ------------------------------------------------------------------------------------------------ pure parts
 def _metadata(op_bits: bytes | None, iccid: bytes | None) -> bytes:
     body = tlv.encode(0x80, b"\x05")
