@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eim.model import OpStatus
+from eim.store import tallies
 from eim.store.enabled_profile import enabled_from_notification
 from eim.store.logic import Gen, Logic, Q, _dumps, row_to_euicc, row_to_op
 
@@ -26,7 +27,7 @@ HOURS = 24
 
 @dataclass(frozen=True)
 class FleetCounts:
-    """``GET /v1/fleet`` and the fleet gauges (counted from indexes, see migration 0004)."""
+    """``GET /v1/fleet`` and the fleet gauges (counted from indexes and counters, see migrations 0004 and 0005)."""
 
     registered: int
     never_seen: int
@@ -127,7 +128,9 @@ class FleetLogic(Logic):
     def delete_euicc(self, eid: str, who: str, now: float, force: bool) -> Gen:
         """Remove an eUICC and its operations' rows (the audit trail keeps their history). Refused while it has
         open operations unless ``force``: then they are cancelled first (audited), in the same transaction."""
-        r = yield Q("SELECT eid FROM euiccs WHERE eid = ?" + self._lock(), (eid,), "one")
+        r = yield Q(
+            "SELECT eid, binding, sgp32_version, enabled_smdp FROM euiccs WHERE eid = ?" + self._lock(), (eid,), "one"
+        )
         if r is None:
             return Removal(found=False)
         rows = yield Q(f"SELECT * FROM operations WHERE eid = ? AND {OPEN_SQL} ORDER BY seq", (eid,), "all")
@@ -142,6 +145,7 @@ class FleetLogic(Logic):
         )
         yield Q("DELETE FROM operations WHERE eid = ?", (eid,))
         yield Q("DELETE FROM euiccs WHERE eid = ?", (eid,))
+        yield from self._tally(tallies.added(r, -1))
         yield self._audit(at=now, who=who, action="remove", outcome="ok", eid=eid, detail={"cancelled": len(cancelled)})
         return Removal(found=True, deleted=True, open_ops=len(rows), cancelled=cancelled)
 
@@ -194,7 +198,8 @@ class FleetLogic(Logic):
 
     # ------------------------------------------------------------------ the fleet at a glance
     def fleet_counts(self, now: float, default_interval_s: float) -> Gen:
-        """Index range counts only (migration 0004): never a scan of the table rows."""
+        """Index range counts and small counters only (migrations 0004 and 0005): never a scan of the table rows.
+        NULL versions count as :data:`DEFAULT_VERSION`; eUICCs without a known enabled SM-DP+ as ``unknown``."""
 
         def one(sql: str, *args: Any) -> Q:
             return Q(sql, args, "one")
@@ -210,39 +215,28 @@ class FleetLogic(Logic):
             "SELECT COUNT(*) AS n FROM euiccs WHERE poll_interval_s IS NOT NULL AND last_contact + poll_interval_s < ?",
             now,
         )
-        bindings = yield Q("SELECT binding, COUNT(*) AS n FROM euiccs GROUP BY binding", (), "all")
+        counted = yield Q(
+            "SELECT dim, value, SUM(n) AS n FROM fleet_tallies GROUP BY dim, value HAVING SUM(n) <> 0", (), "all"
+        )
         ops = yield Q("SELECT kind, status, COUNT(*) AS n FROM operations GROUP BY kind, status", (), "all")
         outbox = yield Q("SELECT status, COUNT(*) AS n FROM notification_outbox GROUP BY status", (), "all")
         deliveries = yield Q("SELECT status, COUNT(*) AS n FROM event_deliveries GROUP BY status", (), "all")
-        by_binding = {(r["binding"] or "none"): int(r["n"]) for r in bindings}
+        by: dict[str, dict[str, int]] = {dim: {} for dim in tallies.NULL_AS}
+        for r in counted:
+            by.setdefault(r["dim"], {})[r["value"]] = int(r["n"])
+        by_binding = by["binding"]
         registered = sum(by_binding.values())
         operations = {(r["kind"], r["status"]): int(r["n"]) for r in ops}
-        versions = yield Q(
-            "SELECT sgp32_version AS v, COUNT(*) AS n FROM euiccs WHERE sgp32_version IS NOT NULL"
-            " GROUP BY sgp32_version",
-            (),
-            "all",
-        )
-        smdps = yield Q(
-            "SELECT enabled_smdp AS v, COUNT(*) AS n FROM euiccs WHERE enabled_smdp IS NOT NULL GROUP BY enabled_smdp",
-            (),
-            "all",
-        )
         hours = yield from self.hourly(now)
-        by_version = {str(r["v"]): int(r["n"]) for r in versions}
-        by_version[DEFAULT_VERSION] = (
-            by_version.get(DEFAULT_VERSION, 0) + registered - sum(int(r["n"]) for r in versions)
-        )
-        by_smdp = {str(r["v"]): int(r["n"]) for r in smdps}
-        unknown = registered - sum(by_smdp.values())
-        if unknown:
-            by_smdp["unknown"] = unknown
+        by_version = by["version"]
+        by_version.setdefault(DEFAULT_VERSION, 0)
+        by_smdp = by["smdp"]
         all_ended: dict[str, int] = {}
         for (_kind, status), n in operations.items():
             all_ended[status] = all_ended.get(status, 0) + n
         ended_24h, buckets = hours
         return FleetCounts(
-            registered=registered,  # one pass over euiccs_binding serves both
+            registered=registered,  # the binding tallies count every registered eUICC once
             never_seen=int(never["n"]),
             seen_1h=int(h1["n"]),
             seen_24h=int(h24["n"]),
@@ -327,6 +321,42 @@ class FleetLogic(Logic):
             return False
         sets = ", ".join(f"{k} = ?" for k in changes)
         yield Q(f"UPDATE euiccs SET {sets} WHERE eid = ?", (*changes.values(), eid))
+        yield from self._tally(tallies.changed(r, changes))
+        return True
+
+    # ------------------------------------------------------------------ the tallies (eim.store.tallies)
+    def tally_rows(self) -> Gen:
+        r = yield Q("SELECT COUNT(*) AS n FROM fleet_tallies", (), "one")
+        return int(r["n"])
+
+    def compact_tallies(self) -> Gen:
+        """Fold the delta rows into one row per (dim, value), dropping zeros. PostgreSQL: one statement (the rows
+        deleted are exactly those summed, whatever commits meanwhile); SQLite: one writer at a time."""
+        if self.pg:
+            n = yield Q(
+                "WITH d AS (DELETE FROM fleet_tallies RETURNING dim, value, n)"
+                " INSERT INTO fleet_tallies (dim, value, n)"
+                " SELECT dim, value, SUM(n) FROM d GROUP BY dim, value HAVING SUM(n) <> 0",
+                (),
+            )
+            return n
+        rows = yield Q(
+            "SELECT dim, value, SUM(n) AS n FROM fleet_tallies GROUP BY dim, value HAVING SUM(n) <> 0", (), "all"
+        )
+        yield Q("DELETE FROM fleet_tallies", ())
+        yield from self._tally([(r["dim"], r["value"], int(r["n"])) for r in rows])
+        return len(rows)
+
+    def recount_tallies(self) -> Gen:
+        """Rebuild the tallies from the registry (one GROUP BY per counted column)."""
+        yield Q("DELETE FROM fleet_tallies", ())
+        for col, dim in tallies.COLUMNS.items():
+            null = tallies.NULL_AS[dim]  # a constant of ours: spelled in the SQL so both GROUP BYs match
+            yield Q(
+                f"INSERT INTO fleet_tallies (dim, value, n) SELECT ?, COALESCE({col}, '{null}'), COUNT(*) FROM euiccs"
+                f" GROUP BY COALESCE({col}, '{null}')",
+                (dim,),
+            )
         return True
 
 

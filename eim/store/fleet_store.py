@@ -14,6 +14,7 @@ from eim.model import AuditEntry, Euicc, Operation
 from eim.store.events import Delivery, Event, EventLogic, Subscription
 from eim.store.fleet import FleetCounts, FleetLogic, Removal
 from eim.store.logic import StoreError
+from eim.store.tallies import COMPACT_AT
 
 log = logging.getLogger("eim.store")
 
@@ -86,7 +87,13 @@ class FleetEventsStore:
 
     async def fleet_counts(self, *, now: float | None = None, default_interval_s: float = 86400.0) -> FleetCounts:
         at = time.time() if now is None else now
+        if await self._run(self.fleet.tally_rows, write=False) > COMPACT_AT:  # fold the delta rows first
+            await self._run(self.fleet.compact_tallies)
         return await self._run(lambda: self.fleet.fleet_counts(at, default_interval_s), write=False)
+
+    async def recount_fleet_tallies(self) -> None:
+        """Rebuild the fleet tallies from the registry (after rows were written around the store)."""
+        await self._run(self.fleet.recount_tallies)
 
     async def note_profile_event(self, eid: str, event: str, iccid: str | None, address: str | None) -> bool:
         """A verified notification's profile event: updates the eUICC's enabled profile and its SM-DP+."""

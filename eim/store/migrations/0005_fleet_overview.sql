@@ -1,11 +1,12 @@
 -- eIM store, schema version 5: the rest of the fleet overview, still counted from indexes and small counters,
 -- never by reading every row (eim.store.fleet.FleetLogic.fleet_counts).
 --
--- * By SGP.32 version: sgp32_version is NULL for most eUICCs (v1.2, or nothing version-specific seen yet), so the
---   partial index euiccs_sgp32_version holds only the others; the NULL count is registered minus their sum.
--- * By the SM-DP+ of the enabled profile: enabled_iccid / enabled_smdp are what the eIM last learned about the
---   eUICC's enabled profile (a verified enable / disable notification, a listProfileInfo result); NULL = none
---   enabled or not known. The partial index euiccs_enabled_smdp holds the eUICCs whose SM-DP+ is known.
+-- * By binding, SGP.32 version and the SM-DP+ of the enabled profile (and so the registered count): fleet_tallies,
+--   delta rows (dim, value, +1 / -1) written in the transaction that registers, removes or changes an eUICC
+--   (eim.store.tallies), summed by the overview and folded into one row per value when they pile up. Filled here
+--   from the registry as it is.
+-- * enabled_iccid / enabled_smdp: what the eIM last learned about the eUICC's enabled profile (a verified enable /
+--   disable notification, a listProfileInfo result); NULL = none enabled or not known.
 -- * Operations created / ended per hour and the failure rate of the last 24 h: range counts on operations_created
 --   and on the partial index operations_ended (final statuses only, by the time they ended).
 -- * Polls per hour: fleet_hourly, a counter per (name, hour start) that each eIM process adds its tally to once a
@@ -13,8 +14,6 @@
 
 ALTER TABLE euiccs ADD COLUMN enabled_iccid TEXT;
 ALTER TABLE euiccs ADD COLUMN enabled_smdp TEXT;
-CREATE INDEX euiccs_sgp32_version ON euiccs (sgp32_version) WHERE sgp32_version IS NOT NULL;
-CREATE INDEX euiccs_enabled_smdp ON euiccs (enabled_smdp) WHERE enabled_smdp IS NOT NULL;
 CREATE INDEX operations_created ON operations (created_at);
 CREATE INDEX operations_ended ON operations (updated_at, status) WHERE status IN ('done', 'failed', 'expired', 'cancelled');
 
@@ -24,3 +23,12 @@ CREATE TABLE fleet_hourly (
     n     BIGINT NOT NULL,
     PRIMARY KEY (name, hour)
 );
+
+CREATE TABLE fleet_tallies (
+    dim    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    n      BIGINT NOT NULL
+);
+INSERT INTO fleet_tallies (dim, value, n) SELECT 'binding', COALESCE(binding, 'none'), COUNT(*) FROM euiccs GROUP BY COALESCE(binding, 'none');
+INSERT INTO fleet_tallies (dim, value, n) SELECT 'version', COALESCE(sgp32_version, '1.2'), COUNT(*) FROM euiccs GROUP BY COALESCE(sgp32_version, '1.2');
+INSERT INTO fleet_tallies (dim, value, n) SELECT 'smdp', 'unknown', COUNT(*) FROM euiccs HAVING COUNT(*) > 0;
