@@ -204,28 +204,39 @@ class FleetLogic(Logic):
         def one(sql: str, *args: Any) -> Q:
             return Q(sql, args, "one")
 
+        counted = yield Q(
+            "SELECT dim, value, SUM(n) AS n FROM fleet_tallies GROUP BY dim, value HAVING SUM(n) <> 0", (), "all"
+        )
+        by: dict[str, dict[str, int]] = {dim: {} for dim in tallies.NULL_AS}
+        for r in counted:
+            by.setdefault(r["dim"], {})[r["value"]] = int(r["n"])
+        registered = sum(by["binding"].values())
+        # The contact counts walk as few index entries as they can: seen within 24 h is seen within 1 h plus the
+        # range between, and the eUICCs silent since the stale threshold are those seen at all minus those seen
+        # since (registered comes from the tallies), less the few with their own interval (partial index).
         never = yield one("SELECT COUNT(*) AS n FROM euiccs WHERE last_contact IS NULL")
         h1 = yield one("SELECT COUNT(*) AS n FROM euiccs WHERE last_contact >= ?", now - 3600.0)
-        h24 = yield one("SELECT COUNT(*) AS n FROM euiccs WHERE last_contact >= ?", now - 86400.0)
-        stale_default = yield one(
-            "SELECT COUNT(*) AS n FROM euiccs WHERE last_contact < ? AND poll_interval_s IS NULL",
+        day = yield one(
+            "SELECT COUNT(*) AS n FROM euiccs WHERE last_contact >= ? AND last_contact < ?", now - 86400.0, now - 3600.0
+        )
+        seen_1h, seen_24h = int(h1["n"]), int(h1["n"]) + int(day["n"])
+        since = {3600.0: seen_1h, 86400.0: seen_24h}.get(float(default_interval_s))
+        if since is None:
+            r = yield one("SELECT COUNT(*) AS n FROM euiccs WHERE last_contact >= ?", now - default_interval_s)
+            since = int(r["n"])
+        own_silent = yield one(
+            "SELECT COUNT(*) AS n FROM euiccs WHERE poll_interval_s IS NOT NULL AND last_contact < ?",
             now - default_interval_s,
         )
+        stale_default = registered - int(never["n"]) - since - int(own_silent["n"])
         stale_own = yield one(
             "SELECT COUNT(*) AS n FROM euiccs WHERE poll_interval_s IS NOT NULL AND last_contact + poll_interval_s < ?",
             now,
         )
-        counted = yield Q(
-            "SELECT dim, value, SUM(n) AS n FROM fleet_tallies GROUP BY dim, value HAVING SUM(n) <> 0", (), "all"
-        )
         ops = yield Q("SELECT kind, status, COUNT(*) AS n FROM operations GROUP BY kind, status", (), "all")
         outbox = yield Q("SELECT status, COUNT(*) AS n FROM notification_outbox GROUP BY status", (), "all")
         deliveries = yield Q("SELECT status, COUNT(*) AS n FROM event_deliveries GROUP BY status", (), "all")
-        by: dict[str, dict[str, int]] = {dim: {} for dim in tallies.NULL_AS}
-        for r in counted:
-            by.setdefault(r["dim"], {})[r["value"]] = int(r["n"])
         by_binding = by["binding"]
-        registered = sum(by_binding.values())
         operations = {(r["kind"], r["status"]): int(r["n"]) for r in ops}
         hours = yield from self.hourly(now)
         by_version = by["version"]
@@ -238,9 +249,9 @@ class FleetLogic(Logic):
         return FleetCounts(
             registered=registered,  # the binding tallies count every registered eUICC once
             never_seen=int(never["n"]),
-            seen_1h=int(h1["n"]),
-            seen_24h=int(h24["n"]),
-            stale=int(stale_default["n"]) + int(stale_own["n"]),
+            seen_1h=seen_1h,
+            seen_24h=seen_24h,
+            stale=stale_default + int(stale_own["n"]),
             by_binding=by_binding,
             operations=operations,
             notifications={r["status"]: int(r["n"]) for r in outbox},

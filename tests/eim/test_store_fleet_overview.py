@@ -52,6 +52,27 @@ async def test_migration_0005_indexes_and_columns(store):
     assert (e.enabled_iccid, e.enabled_smdp, e.sgp32_version) == (None, None, None)
 
 
+async def test_contact_counts_agree_with_a_count_by_hand_for_any_default_interval(store):
+    """seen / stale are computed with as few index walks as possible (stale from registered minus the recently
+    seen): the same numbers as counting each eUICC, for the intervals with a shortcut (1 h, 24 h) and others."""
+    ages = [None, 10, 3000, 4000, 7000, 8000, 50_000, 90_000, 200_000, None]
+    own = [None, None, None, 600.0, None, 10_000.0, None, 100_000.0, None, 60.0]
+    eids = [lab_eid(170 + i) for i in range(len(ages))]
+    for eid, age, interval in zip(eids, ages, own, strict=True):
+        await add(store, eid, last_contact=None if age is None else NOW - age)
+        if interval is not None:
+            await store.patch_euicc(eid, {"poll_interval_s": interval}, who="t")
+    for default in (3600.0, 7200.0, 86400.0, 150_000.0):
+        c = await store.fleet_counts(now=NOW, default_interval_s=default)
+        seen = [a for a in ages if a is not None]
+        stale = sum(
+            1 for a, i in zip(ages, own, strict=True) if a is not None and a > (i if i is not None else default)
+        )
+        assert (c.registered, c.never_seen) == (10, 2)
+        assert (c.seen_1h, c.seen_24h) == (sum(a <= 3600 for a in seen), sum(a <= 86400 for a in seen))
+        assert c.stale == stale, default
+
+
 async def test_counts_by_sgp32_version_follow_changes_and_removal(store):
     for eid in EIDS[:4]:
         await add(store, eid)
