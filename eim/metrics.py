@@ -44,6 +44,7 @@ from eim.model import NotificationStatus, OpKind, OpStatus
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 disable_created_metrics()  # no *_created series: they double the output and nobody graphs them
+TOP_SMDPS = 10  # SM-DP+ labels on eim_fleet_euiccs_by_enabled_smdp at most (then "other")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -96,6 +97,23 @@ class Metrics:
             "eim_event_delivery_queue", "Webhook deliveries in the store by status", ["status"], registry=r
         )
         self.stale_after_s = 86400.0  # [fleet] poll_interval_s
+        self.fleet_versions = Gauge(
+            "eim_fleet_euiccs_by_sgp32_version",
+            "Registered eUICCs by SGP.32 version of their IPA",
+            ["version"],
+            registry=r,
+        )
+        self.fleet_smdps = Gauge(
+            "eim_fleet_euiccs_by_enabled_smdp",
+            f"Registered eUICCs by the SM-DP+ of their enabled profile (the {TOP_SMDPS} largest, then other, unknown)",
+            ["smdp"],
+            registry=r,
+        )
+        self.failure_ratio = Gauge(
+            "eim_operations_failure_ratio_24h",
+            "(failed + expired) / (done + failed + expired) of the operations ended in the last 24 h",
+            registry=r,
+        )
         self.scrape_errors = Counter("eim_metrics_store_errors", "Store reads that failed during a scrape", registry=r)
         for k in OpKind:
             self.created.labels(k.value)
@@ -164,6 +182,15 @@ class Metrics:
             self.fleet.labels(state).set(getattr(c, state))
         for status in ("pending", "delivered", "failed"):
             self.delivery_queue.labels(status).set(c.deliveries.get(status, 0))
+        versions = getattr(c, "by_sgp32_version", {})
+        self.fleet_versions.clear()
+        for version, n in sorted(versions.items())[:TOP_SMDPS]:  # a handful of versions; bounded all the same
+            self.fleet_versions.labels(version).set(n)
+        self.fleet_smdps.clear()
+        for smdp, n in bounded_smdps(getattr(c, "by_enabled_smdp", {})).items():
+            self.fleet_smdps.labels(smdp).set(n)
+        rate = getattr(c, "failure_rate_24h", None)
+        self.failure_ratio.set(rate if rate is not None else float("nan"))  # NaN: nothing ended in 24 h
 
     async def refresh(self, store: Any) -> None:
         """Read the queue gauges from the store (called before each scrape)."""
@@ -186,6 +213,20 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def bounded_smdps(by_smdp: dict[str, int], top: int | None = None) -> dict[str, int]:
+    """The ``top`` largest SM-DP+ counts by name, the rest summed as ``other`` (``unknown`` kept as it is): the
+    gauge's label set stays bounded whatever the fleet holds."""
+    top = TOP_SMDPS if top is None else top
+    known = sorted(((n, k) for k, n in by_smdp.items() if k != "unknown"), key=lambda x: (-x[0], x[1]))
+    out = {k: n for n, k in known[:top]}
+    rest = sum(n for n, _k in known[top:])
+    if rest:
+        out["other"] = out.get("other", 0) + rest
+    if "unknown" in by_smdp:
+        out["unknown"] = by_smdp["unknown"]
+    return out
 
 
 def now() -> float:

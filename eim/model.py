@@ -61,6 +61,8 @@ class Euicc:
     created_at: float = 0.0
     labels: dict[str, str] = field(default_factory=dict)
     sgp32_version: str | None = None  # "1.0" once a message of the SGP.32 v1.0 form was accepted (eim.esipa.v10)
+    enabled_iccid: str | None = None  # the enabled profile as last learned (eim.store.enabled_profile), or None
+    enabled_smdp: str | None = None  # its SM-DP+ address (notificationAddress), when known
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,8 @@ def euicc_view(e: Euicc) -> dict[str, Any]:
         "last_seq_number": e.last_seq_number,
         "sgp32_version": e.sgp32_version,
         "created_at": _iso(e.created_at),
+        "enabled_iccid": e.enabled_iccid,
+        "enabled_smdp": e.enabled_smdp,
     }
 
 

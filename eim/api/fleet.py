@@ -4,8 +4,12 @@
 ``GET /v1/fleet`` counts from indexes (migration 0004), never by reading every row: registered eUICCs, those
 never seen, seen within 1 h and 24 h, stale (silent longer than their expected poll interval: ``[fleet]
 poll_interval_s`` or the eUICC's own ``poll_interval_s``), by binding of the last contact; operations by kind and
-status; the notification outbox and the webhook deliveries by status. SGP.32 versions are not recorded per eUICC,
-so there is no count by version.
+status; the notification outbox and the webhook deliveries by status. Since migration 0005 also: eUICCs by SGP.32
+version (``1.2`` includes those with nothing version-specific seen yet) and by the SM-DP+ of their enabled profile
+(``unknown``: none enabled or not learned yet, :mod:`eim.store.enabled_profile`); operations ended in the last 24 h
+by status and the failure rate, ``(failed + expired) / (done + failed + expired)``, over the last 24 h and over
+every stored operation (``null`` when nothing ended); and ``hourly``, 24 buckets (oldest first, the last one the
+current hour) of operations created, ended and failed and of polls.
 """
 
 from __future__ import annotations
@@ -87,11 +91,20 @@ def fleet_view(c: Any, default_interval_s: float) -> dict[str, Any]:
             "seen_24h": c.seen_24h,
             "stale": c.stale,
             "by_binding": c.by_binding,
+            "by_sgp32_version": c.by_sgp32_version,
+            "by_enabled_smdp": c.by_enabled_smdp,
         },
         "stale_after_s": default_interval_s,
-        "operations": {"by_status": by_status, "by_kind": ops},
+        "operations": {
+            "by_status": by_status,
+            "by_kind": ops,
+            "ended_24h": c.ended_24h,
+            "failure_rate_24h": c.failure_rate_24h,
+            "failure_rate_all": c.failure_rate_all,
+        },
         "notifications": c.notifications,
         "event_deliveries": c.deliveries,
+        "hourly": list(c.hourly),
     }
 
 

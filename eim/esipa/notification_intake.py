@@ -167,4 +167,7 @@ class NotificationIntake:
             note = await self.verify_other(parts, eid, binding_eid)
         except NotificationRejected as exc:
             return await self.refuse(exc.cause, exc.reason, eid=eid or binding_eid, kind="other", claimed_eid=claimed)
+        if note.event is not None and hasattr(self.store, "note_profile_event"):
+            # genuine (verified): what it says about the enabled profile holds whether or not it is forwarded
+            await self.store.note_profile_event(note.eid, note.event, note.iccid, note.address)
         return await self.admit(note)

@@ -79,6 +79,8 @@ class NotificationParts:
     transaction_id: bytes | None  # PIR: the ES9+ transactionId of the download it ends
     euicc_certificate: bytes | None  # otherSignedNotification only
     eum_certificate: bytes | None
+    event: str | None = None  # profileManagementOperation: install | enable | disable | delete (None: not one bit)
+    iccid: str | None = None  # NotificationMetadata iccid (OPTIONAL)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class VerifiedNotification:
     seq_number: int
     address: str
     transaction_id: bytes | None = None
+    event: str | None = None  # as in NotificationParts (what the fleet overview learns the enabled profile from)
+    iccid: str | None = None
 
 
 def _metadata(meta: tlv.Tlv) -> tuple[int, str]:
@@ -112,6 +116,33 @@ def _metadata(meta: tlv.Tlv) -> tuple[int, str]:
     return int.from_bytes(seq.value, "big", signed=True), text
 
 
+EVENTS = ("install", "enable", "disable", "delete")  # NotificationEvent BIT STRING, bits 0..3
+
+
+def notification_event(bits: bytes) -> str | None:
+    """The one event of a ``profileManagementOperation`` BIT STRING value (``unused-bits`` octet first), or None."""
+    if len(bits) < 2:
+        return None
+    named = [EVENTS[i] for i in range(len(EVENTS)) if bits[1] & (0x80 >> i)]
+    return named[0] if len(named) == 1 else None
+
+
+def _profile_event(meta: tlv.Tlv) -> tuple[str | None, str | None]:
+    """``profileManagementOperation`` (81) and ``iccid`` (5A) of a NotificationMetadata already checked by
+    :func:`_metadata`; an unreadable ICCID or event is ``None`` (they inform the fleet overview only)."""
+    from eim.packages.common import iccid_from_bytes
+
+    fields = {c.tag: c for c in tlv.children(meta, what="NotificationMetadata")}
+    event = notification_event(fields[0x81].value) if 0x81 in fields else None
+    iccid = None
+    if 0x5A in fields and len(fields[0x5A].value) == 10:
+        try:
+            iccid = iccid_from_bytes(fields[0x5A].value)
+        except (RspError, ValueError):
+            iccid = None
+    return event, iccid
+
+
 def parse(raw: bytes) -> NotificationParts:
     """Cut a PIR (``BF37``) or otherSignedNotification (``30``) into its parts; raises :class:`NotificationRejected`
     (``malformed`` / ``compact``)."""
@@ -128,8 +159,19 @@ def parse(raw: bytes) -> NotificationParts:
                     "OtherSignedNotification must be BF2F metadata, 5F37 signature, eUICC and EUM certificates",
                 )
             seq, address = _metadata(parts[0])
+            event, iccid = _profile_event(parts[0])
             return NotificationParts(
-                top.raw, "other", parts[0].raw, parts[1].value, seq, address, None, parts[2].raw, parts[3].raw
+                top.raw,
+                "other",
+                parts[0].raw,
+                parts[1].value,
+                seq,
+                address,
+                None,
+                parts[2].raw,
+                parts[3].raw,
+                event,
+                iccid,
             )
         if top.tag == 0xBF37:
             if tags != [0xBF27, 0x5F37]:
@@ -166,7 +208,9 @@ def _check_signature(parts: NotificationParts, key: Any, eid: str) -> VerifiedNo
         crypto.verify(key, parts.signed, parts.signature, what=what)
     except (RspError, ValueError, TypeError) as exc:
         raise NotificationRejected("signature", str(exc)) from None
-    return VerifiedNotification(parts.raw, parts.kind, eid, parts.seq_number, parts.address, parts.transaction_id)
+    return VerifiedNotification(
+        parts.raw, parts.kind, eid, parts.seq_number, parts.address, parts.transaction_id, parts.event, parts.iccid
+    )
 
 
 def verify_other(parts: NotificationParts, keys: KeyRing, eid: str) -> VerifiedNotification:

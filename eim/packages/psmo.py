@@ -229,6 +229,10 @@ def profile_view(p: dict[str, Any]) -> dict[str, Any]:
         out["profileClass"] = {v: k for k, v in PROFILE_CLASSES.items()}.get(p["profileClass"], p["profileClass"])
     if "fallbackAttribute" in p:
         out["fallbackAttribute"] = p["fallbackAttribute"]
+    for config in p.get("notificationConfigurationInfo") or ():  # the SM-DP+ its notifications go to
+        if isinstance(config, dict) and isinstance(config.get("notificationAddress"), str):
+            out["smdpAddress"] = config["notificationAddress"]
+            break
     return out
 
 

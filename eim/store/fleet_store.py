@@ -3,6 +3,9 @@ both backends: each one runs one logic generator as one transaction, like :class
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +13,13 @@ from typing import Any
 from eim.model import AuditEntry, Euicc, Operation
 from eim.store.events import Delivery, Event, EventLogic, Subscription
 from eim.store.fleet import FleetCounts, FleetLogic, Removal
+from eim.store.logic import StoreError
+from eim.store.tallies import COMPACT_AT
+
+log = logging.getLogger("eim.store")
+
+POLL_FLUSH_S = 1.0  # the poll tally is added to fleet_hourly this often
+KEEP_HOURLY_S = 7 * 86400  # fleet_hourly rows older than this are pruned
 
 
 class FleetEventsStore:
@@ -77,7 +87,61 @@ class FleetEventsStore:
 
     async def fleet_counts(self, *, now: float | None = None, default_interval_s: float = 86400.0) -> FleetCounts:
         at = time.time() if now is None else now
+        if await self._run(self.fleet.tally_rows, write=False) > COMPACT_AT:  # fold the delta rows first
+            await self._run(self.fleet.compact_tallies)
         return await self._run(lambda: self.fleet.fleet_counts(at, default_interval_s), write=False)
+
+    async def recount_fleet_tallies(self) -> None:
+        """Rebuild the fleet tallies from the registry (after rows were written around the store)."""
+        await self._run(self.fleet.recount_tallies)
+
+    async def note_profile_event(self, eid: str, event: str, iccid: str | None, address: str | None) -> bool:
+        """A verified notification's profile event: updates the eUICC's enabled profile and its SM-DP+."""
+        return await self._run(lambda: self.fleet.note_profile_event(eid, event, iccid, address))
+
+    # ---- polls per hour (fleet_hourly, migration 0005): tallied in memory, added once a second
+    def count_poll(self, now: float) -> None:
+        """One poll of a registered eUICC at ``now``; written by :meth:`flush_poll_tally` within a second."""
+        tally: dict[int, int] = self.__dict__.setdefault("_poll_tally", {})
+        hour = int(now // 3600) * 3600
+        tally[hour] = tally.get(hour, 0) + 1
+        task = self.__dict__.get("_poll_flusher")
+        if task is None or task.done():
+            self.__dict__["_poll_flusher"] = asyncio.get_running_loop().create_task(
+                self._poll_flush_loop(), name="eim-store-poll-tally"
+            )
+
+    async def _poll_flush_loop(self) -> None:
+        while self.__dict__.get("_poll_tally"):
+            await asyncio.sleep(POLL_FLUSH_S)
+            await self.flush_poll_tally()
+
+    async def flush_poll_tally(self, *, now: float | None = None) -> None:
+        """Add the polls counted since the last flush to fleet_hourly (one transaction); kept for the next
+        attempt when the store refuses."""
+        tally: dict[int, int] = self.__dict__.get("_poll_tally") or {}
+        if not tally:
+            return
+        self.__dict__["_poll_tally"] = {}
+        at = time.time() if now is None else now
+        rows = [("polls", hour, n) for hour, n in sorted(tally.items())]
+        prune = int(at // 3600) * 3600 - KEEP_HOURLY_S
+        try:
+            await self._run(lambda: self.fleet.add_hourly(rows, prune))
+        except StoreError as exc:
+            log.warning("poll counts not written", extra={"hours": len(rows), "error": str(exc)})
+            again: dict[int, int] = self.__dict__.setdefault("_poll_tally", {})
+            for hour, n in tally.items():
+                again[hour] = again.get(hour, 0) + n
+
+    async def stop_poll_tally(self) -> None:
+        """Stop the flusher and write what is left (the backends call this when they close)."""
+        task = self.__dict__.get("_poll_flusher")
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush_poll_tally()
 
     # ---- subscriptions
     async def add_subscription(self, sub: Subscription) -> Subscription:

@@ -39,6 +39,8 @@ from eim.model import (
     OpStatus,
     OutboundNotification,
 )
+from eim.store import tallies
+from eim.store.enabled_profile import enabled_from_profiles
 
 
 class StoreError(Exception):
@@ -170,6 +172,8 @@ def row_to_euicc(r: dict[str, Any]) -> Euicc:
         last_seq_number=r["last_seq_number"],
         created_at=r["created_at"],
         sgp32_version=r.get("sgp32_version"),
+        enabled_iccid=r.get("enabled_iccid"),
+        enabled_smdp=r.get("enabled_smdp"),
     )
 
 
@@ -281,6 +285,11 @@ class Logic:
             (at, who, action, eid, operation_id, outcome, _dumps(detail or {})),
         )
 
+    def _tally(self, rows: list[tuple[str, str, int]]) -> Gen:
+        """Delta rows of the fleet tallies (:mod:`eim.store.tallies`), in the caller's transaction."""
+        if rows:
+            yield Q(tallies.INSERT_SQL, rows, "many")
+
     def add_audit(self, **kw: Any) -> Gen:
         yield self._audit(**kw)
 
@@ -323,6 +332,7 @@ class Logic:
                 e.created_at,
             ),
         )
+        yield from self._tally(tallies.added({"binding": e.binding}))  # no version nor enabled profile yet
         yield self._audit(
             at=e.created_at,
             who=who,
@@ -359,9 +369,22 @@ class Logic:
                 v = max(v, current.last_seq_number)
             sets.append(f"{k} = ?")
             args.append(_dumps(v) if k in EUICC_JSON else v)
+        counted = {k: v for k, v in fields.items() if k in tallies.COLUMNS}
+        if "profiles" in fields:  # the enabled profile and its SM-DP+ (the fleet overview counts them)
+            for k, v in enabled_from_profiles(current.enabled_iccid, current.enabled_smdp, fields["profiles"]).items():
+                sets.append(f"{k} = ?")
+                args.append(v)
+                if k in tallies.COLUMNS:
+                    counted[k] = v
         if not sets:
             return 0
         n = yield Q(f"UPDATE euiccs SET {', '.join(sets)} WHERE eid = ?", (*args, current.eid))
+        before = {
+            "binding": current.binding,
+            "sgp32_version": current.sgp32_version,
+            "enabled_smdp": current.enabled_smdp,
+        }
+        yield from self._tally(tallies.changed(before, counted))
         return n
 
     def update_euicc(self, eid: str, fields: dict[str, Any]) -> Gen:
@@ -548,6 +571,7 @@ class Logic:
         ):
             # Written at most every CONTACT_GRANULARITY_S per eUICC: an idle poll is then a read-only transaction.
             yield Q("UPDATE euiccs SET last_contact = ?, binding = ? WHERE eid = ?", (now, binding, eid))
+            yield from self._tally(tallies.changed({"binding": euicc.binding}, {"binding": binding}))
             euicc = replace(euicc, last_contact=now, binding=binding)
         # deferred and not written: the claim's eUICC keeps the stored last_contact (the caller compares)
         closed: list[Operation] = []

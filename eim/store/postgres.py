@@ -74,6 +74,7 @@ class PostgresStore(SqlStore):
 
     async def close(self) -> None:
         if self._pool is not None:
+            await self.stop_poll_tally()
             await self._pool.close()
             self._pool = None
 
@@ -159,7 +160,9 @@ class PostgresStore(SqlStore):
     ) -> Claim:
         claim = await self._read(lambda: self._quiet_poll(eid, now, binding), autocommit_writes=True)
         if claim is None:  # work to hand out, or a binding to write: the locking claim transaction
-            return await super().claim_next(eid, now, build, binding=binding)
+            claim = await super().claim_next(eid, now, build, binding=binding)
+        if binding is not None and claim.euicc is not None:
+            self.count_poll(now)
         return claim
 
     def _quiet_poll(self, eid: str, now: float, binding: str | None) -> Gen:

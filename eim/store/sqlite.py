@@ -245,6 +245,7 @@ class SqliteStore(SqlStore):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush_contacts()
+        await self.stop_poll_tally()
         while self._drainer is not None and not self._drainer.done():
             await asyncio.shield(self._drainer)
         while self._rdrainer is not None and not self._rdrainer.done():
@@ -350,6 +351,7 @@ class SqliteStore(SqlStore):
             claim = await self._run(lambda: self.logic.claim_next(eid, now, build, binding, defer_contact=True))
         e = claim.euicc
         if binding is not None and e is not None:
+            self.count_poll(now)
             # the same granularity as when written in the claim (CONTACT_GRANULARITY_S): the values seen are too
             known = max(
                 e.last_contact if e.last_contact is not None else float("-inf"),

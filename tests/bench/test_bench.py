@@ -104,7 +104,17 @@ def test_fleet_summary_tiny():
     _numbers(f, {"fleet_ms", "label_page_ms", "ops_by_status_ms", "contact_batch_ms", "contact_batch_no_index_ms"})
     assert f["counts"]["registered"] == 500 and f["counts"]["seen_1h"] > 0 and f["counts"]["stale"] > 0
     assert "COVERING INDEX euiccs_contact" in f["plans"]["seen"]  # counted from the index, not the table
-    assert "euiccs_poll_override" in f["plans"]["stale_own"]
+    assert "euiccs_poll_override" in f["plans"]["stale_own"] and "euiccs_poll_override" in f["plans"]["own_silent"]
+    _numbers(f, {"contacts_ms", "tallies_ms", "hourly_ms", "by_binding_ms", "recount_s"})
+    assert "operations_ended" in f["plans"]["ended"] and "operations_created" in f["plans"]["created"]
+    assert sum(f["counts"]["by_sgp32_version"].values()) == 500 and f["counts"]["hourly_created"] > 0
+    if isinstance(f["postgresql"], dict):  # PostgreSQL started by the benchmark (else a message why not)
+        pg = f["postgresql"]["counts"]  # the same registry: the counts that do not move with the clock agree
+        assert [pg[k] for k in ("registered", "by_sgp32_version", "smdps", "unknown_smdp")] == [
+            f["counts"][k] for k in ("registered", "by_sgp32_version", "smdps", "unknown_smdp")
+        ]
+        assert "Index Only Scan using operations_ended" in f["postgresql"]["plans"]["ended"]
+    assert "Bar, the whole fleet overview" in sec.markdown()
 
 
 def test_serial_download_tiny():

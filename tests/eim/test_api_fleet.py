@@ -310,6 +310,10 @@ async def test_fleet_summary_and_gauges(api, store):
     await store.update_euicc(EIDS[3], last_contact=now - 2 * 86400, binding="coap")  # stale
     await c.patch(f"/v1/euiccs/{EIDS[4]}", json={"poll_interval_s": 60})  # never seen: not stale
     await c.post(f"/v1/euiccs/{EIDS[0]}/operations", json={"kind": "euicc_data"})
+    listed = [{"iccid": "8900000000000000001", "state": "enabled", "smdpAddress": "smdp.example.com"}]
+    await store.update_euicc(EIDS[5], sgp32_version="1.0", profiles=listed)  # as learned from its IPA
+    e5 = (await c.get(f"/v1/euiccs/{EIDS[5]}")).json()
+    assert (e5["enabled_iccid"], e5["enabled_smdp"]) == ("8900000000000000001", "smdp.example.com")
     r = await c.get("/v1/fleet")
     assert r.status_code == 200, r.text
     f = r.json()
@@ -320,8 +324,13 @@ async def test_fleet_summary_and_gauges(api, store):
         "seen_24h": 3,
         "stale": 2,
         "by_binding": {"http": 1, "mqtt": 2, "coap": 1, "none": 2},
+        "by_sgp32_version": {"1.2": 5, "1.0": 1},
+        "by_enabled_smdp": {"smdp.example.com": 1, "unknown": 5},
     }
     assert f["operations"]["by_status"] == {"queued": 1} and f["stale_after_s"] == 3600.0
+    assert f["operations"]["ended_24h"] == {} and f["operations"]["failure_rate_24h"] is None
+    assert len(f["hourly"]) == 24 and f["hourly"][-1]["hour"] >= int(now // 3600) * 3600
+    assert sum(h["created"] for h in f["hourly"]) == 1 and all(h["polls"] == 0 for h in f["hourly"])
     text = (await c.get("/metrics")).text
     for line in (
         'eim_fleet_euiccs{state="registered"} 6.0',
@@ -329,6 +338,11 @@ async def test_fleet_summary_and_gauges(api, store):
         'eim_fleet_euiccs{state="seen_24h"} 3.0',
         'eim_fleet_euiccs{state="stale"} 2.0',
         'eim_operations{kind="euicc_data",status="queued"} 1.0',
+        'eim_fleet_euiccs_by_sgp32_version{version="1.2"} 5.0',
+        'eim_fleet_euiccs_by_sgp32_version{version="1.0"} 1.0',
+        'eim_fleet_euiccs_by_enabled_smdp{smdp="smdp.example.com"} 1.0',
+        'eim_fleet_euiccs_by_enabled_smdp{smdp="unknown"} 5.0',
+        "eim_operations_failure_ratio_24h NaN",
     ):
         assert line in text, line
     assert not any(e in text for e in EIDS)  # never labelled by EID
