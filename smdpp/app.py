@@ -87,7 +87,7 @@ def create_app(
     store = store or OrderStore.in_dir(config.data_dir)
     profiles.use_data_dir(config.data_dir)  # serve the packages imported there (smdpp profile import)
     ctx = SmdpContext(
-        config=config, credentials=credentials, store=store, sessions=SessionStore(ttl=config.session_ttl)
+        config=config, credentials=credentials, store=store, sessions=SessionStore(store, ttl=config.session_ttl)
     )
 
     async def es9(request: Request) -> Response:
