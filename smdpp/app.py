@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 from typing import Any
 
 from starlette.applications import Starlette
@@ -90,7 +91,14 @@ def create_app(
         config=config, credentials=credentials, store=store, sessions=SessionStore(store, ttl=config.session_ttl)
     )
 
+    worker = str(os.getpid())  # create_app runs in the worker process (smdpp.workers)
+
     async def es9(request: Request) -> Response:
+        response = await _es9_call(request)
+        response.headers["X-Smdpp-Worker"] = worker
+        return response
+
+    async def _es9_call(request: Request) -> Response:
         name = request.path_params["function"]
         fn = FUNCTIONS.get(name)
         if fn is None:
@@ -255,7 +263,9 @@ def create_app(
                 "sessions": len(ctx.sessions),
                 "credentials": credentials.origin,
                 "curves": credentials.curves,
-            }
+                "worker": int(worker),
+            },
+            headers={"X-Smdpp-Worker": worker},
         )
 
     routes = [

@@ -172,9 +172,7 @@ class SessionStore:
         session.touched = now
         with self.store.transaction() as db:
             db.execute("DELETE FROM sessions WHERE touched < ?", (now - self.ttl,))
-            db.execute(
-                "DELETE FROM sessions WHERE id <= (SELECT MAX(id) FROM sessions) - ?", (self.max_sessions - 1,)
-            )
+            db.execute("DELETE FROM sessions WHERE id <= (SELECT MAX(id) FROM sessions) - ?", (self.max_sessions - 1,))
             db.execute(
                 "INSERT INTO sessions(transaction_id, state, touched, data) VALUES(?,?,?,?)",
                 (session.transaction_id, session.state, now, session.to_json()),

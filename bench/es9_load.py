@@ -1,0 +1,556 @@
+"""Complete profile downloads against any ES9+ server, with concurrent clients: downloads/s, p50/p99 and the
+server's CPU per download.
+
+Each download is the whole SGP.22 v2.5 §3.1.2-§3.1.3 / §3.5 exchange an LPA makes with an SM-DP+ over ES9+
+(JSON over HTTPS, §6.5): initiateAuthentication -> authenticateClient -> getBoundProfilePackage ->
+handleNotification (the ProfileInstallationResult), with a software eUICC (``euicc.card.SoftEuicc``, a fresh one
+per download, ES10 commands executed in the load process) doing the card side between the calls and the Bound
+Profile Package loaded segment by segment into it. A download counts only when the card installed the profile and
+the SM-DP+ accepted the notification.
+
+Against any ES9+ server (the server must trust the eUICC's CI):
+
+    python -m bench.es9_load --url https://smdp.example:8443 --ca-file ca.pem [--insecure]
+        [--resolve smdp.example:8443:127.0.0.1] [--address smdp.example:8443]
+        (--matching-id ID | --orders-api URL [--profile ts48]) (--pki DIR [--curve nist] | --card STATE.json)
+        [--clients 16] [--procs 2] [--downloads 200] [--pid PID ...]
+
+``--matching-id``: the same matchingId for every download (osmocom's osmo-smdpp serves any matchingId that names
+one of its profile files, again and again); ``--orders-api``: this project's operator API (``POST /v1/orders``)
+creates one one-time order per download before the timed window (as ES2+ DownloadOrder would). ``--pki``: cards
+issued by a lab PKI (``rsp pki init``); ``--card``: copies of a software eUICC state (``euicc new ...``, e.g. an
+imported SGP.26 identity for a server that trusts only the SGP.26 test CI). ``--pid``: the server's process (its
+children count too) for the CPU per download.
+
+With ``--serve 1,2`` the bench starts this project's SM-DP+ itself (``smdpp serve --workers N`` over HTTPS with a
+fresh lab PKI), once per worker count, and runs interleaved rounds against each. The 10x bar of issue 18 is
+against osmocom pySim's osmo-smdpp measured by this same client in the same run: give its URL with ``--url``; the
+last figure measured for it on this machine kind (15-17 downloads/s, issue 18) is printed as context only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench.common import PY, REPO, percentile
+
+OSMO_BASELINE = "15-17 downloads/s (issue 18: osmo-smdpp, same client, same machine kind; context only)"
+TAC = b"\x35\x29\x06\x11"
+B64 = base64.b64encode
+
+
+class DownloadError(Exception):
+    """A download that did not complete: which ES9+/ES10 step failed and why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the ES9+ server is: ``url`` (base, without /gsma/...), TLS verification, an optional address map
+    (``--resolve host:port:addr``), the SM-DP+ address the card is told (``smdpAddress``) and whether each request
+    gets its own connection (else one keep-alive connection per download)."""
+
+    url: str
+    ca_file: str | None = None
+    insecure: bool = False
+    resolve: tuple[tuple[str, int, str], ...] = ()
+    address: str = ""
+    fresh_connections: bool = False
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        u = urlsplit(self.url)
+        return u.port or (443 if u.scheme == "https" else 80)
+
+    @property
+    def smdp_address(self) -> str:
+        return self.address or f"{self.host}:{self.port}"
+
+    def connect_to(self) -> tuple[str, int]:
+        for host, port, addr in self.resolve:
+            if host == self.host and port == self.port:
+                return addr, port
+        return self.host, self.port
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if urlsplit(self.url).scheme != "https":
+            return None
+        if self.insecure:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+class Connection:
+    """One HTTP/1.1 keep-alive connection (``ipa.esipa.http1.read_response`` reads the answers)."""
+
+    def __init__(self, target: Target, tls: ssl.SSLContext | None) -> None:
+        self.target = target
+        self.tls = tls
+        self.prefix = urlsplit(target.url).path.rstrip("/")
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post_json(self, function: str, body: dict) -> tuple[int, dict[str, str], bytes]:
+        from ipa.esipa.http1 import read_response
+
+        if self._writer is None or self.target.fresh_connections or self._reader.at_eof():  # type: ignore[union-attr]
+            await self.close()
+            host, port = self.target.connect_to()
+            sni = self.target.host if self.tls else None
+            self._reader, self._writer = await asyncio.open_connection(host, port, ssl=self.tls, server_hostname=sni)
+        data = json.dumps(body, separators=(",", ":")).encode()
+        head = (
+            f"POST {self.prefix}/gsma/rsp2/es9plus/{function} HTTP/1.1\r\nHost: {self.target.host}:{self.target.port}"
+            "\r\nContent-Type: application/json;charset=UTF-8\r\nX-Admin-Protocol: gsma/rsp/v2.5.0\r\n"
+            f"User-Agent: gsma-rsp-lpad\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        assert self._reader is not None and self._writer is not None
+        self._writer.write(head.encode("latin-1") + data)
+        await self._writer.drain()
+        status, headers, answer, keep_alive = await read_response(self._reader)
+        if not keep_alive:
+            await self.close()
+        return status, headers, answer
+
+    async def close(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            except (OSError, TimeoutError, ssl.SSLError):
+                pass
+
+
+@dataclass
+class DownloadResult:
+    seconds: float
+    bpp_bytes: int
+    workers: list[str] = field(default_factory=list)  # X-Smdpp-Worker of each answer, when the server sends it
+
+
+def _card(card, command: bytes, step: str) -> bytes:
+    data, sw = card.execute(command)
+    if sw != 0x9000:
+        raise DownloadError(f"{step}: the card answered {sw:04X}")
+    return data
+
+
+async def _es9(conn, function: str, fields: dict, workers: list[str]) -> dict | None:
+    body = {"header": {"functionRequesterIdentifier": "bench", "functionCallIdentifier": uuid.uuid4().hex}, **fields}
+    status, headers, answer = await conn.post_json(function, body)
+    if "x-smdpp-worker" in headers:
+        workers.append(headers["x-smdpp-worker"])
+    if status == 204:
+        return None
+    if status != 200:
+        raise DownloadError(f"{function}: HTTP {status}: {answer[:200]!r}")
+    js = json.loads(answer)
+    fes = js.get("header", {}).get("functionExecutionStatus", {})
+    if fes.get("status") != "Executed-Success":
+        raise DownloadError(f"{function}: {fes.get('statusCodeData')}")
+    return js
+
+
+async def download(
+    target: Target,
+    card,
+    matching_id: str,
+    tls: ssl.SSLContext | None = None,
+    *,
+    connections: dict[str, Connection] | None = None,
+) -> DownloadResult:
+    """One complete download through ``card`` (a fresh ``SoftEuicc``); raises :class:`DownloadError`.
+    ``connections``: the connection to use for each ES9+ function (left open), e.g. one per server worker; by
+    default one connection for the whole download."""
+    from bench.smdpp_download import _segments
+    from rsp import asn1, tlv
+
+    d = base64.b64decode
+    workers: list[str] = []
+    own = Connection(target, tls if tls is not None else target.ssl_context())
+
+    class _Route:
+        async def post_json(self, function: str, body: dict) -> tuple[int, dict[str, str], bytes]:
+            return await (connections or {}).get(function, own).post_json(function, body)
+
+    conn = _Route()
+    t = time.perf_counter()
+    try:
+        info1 = _card(card, b"\xbf\x20\x00", "GetEUICCInfo1")
+        challenge = tlv.require(_card(card, b"\xbf\x2e\x00", "GetEUICCChallenge"), 0x80).value
+        auth = await _es9(
+            conn,
+            "initiateAuthentication",
+            {
+                "euiccChallenge": B64(challenge).decode(),
+                "euiccInfo1": B64(info1).decode(),
+                "smdpAddress": target.smdp_address,
+            },
+            workers,
+        )
+        assert auth is not None
+        ctx1 = asn1.encode(
+            "CtxParams1",
+            (
+                "ctxParamsForCommonAuthentication",
+                {"matchingId": matching_id, "deviceInfo": {"tac": TAC, "deviceCapabilities": {}}},
+            ),
+        )
+        asr = _card(
+            card,
+            tlv.encode(
+                0xBF38,
+                d(auth["serverSigned1"])
+                + d(auth["serverSignature1"])
+                + d(auth["euiccCiPKIdToBeUsed"])
+                + d(auth["serverCertificate"])
+                + ctx1,
+            ),
+            "AuthenticateServer",
+        )
+        client = await _es9(
+            conn,
+            "authenticateClient",
+            {"transactionId": auth["transactionId"], "authenticateServerResponse": B64(asr).decode()},
+            workers,
+        )
+        assert client is not None
+        pdr = _card(
+            card,
+            tlv.encode(0xBF21, d(client["smdpSigned2"]) + d(client["smdpSignature2"]) + d(client["smdpCertificate"])),
+            "PrepareDownload",
+        )
+        bpp = await _es9(
+            conn,
+            "getBoundProfilePackage",
+            {"transactionId": auth["transactionId"], "prepareDownloadResponse": B64(pdr).decode()},
+            workers,
+        )
+        assert bpp is not None
+        raw = d(bpp["boundProfilePackage"])
+        pir = b""
+        for segment in _segments(raw):
+            pir = _card(card, segment, "LoadBoundProfilePackage")
+        if tlv.parse_exact(pir).tag != 0xBF37 or tlv.find(tlv.require(tlv.parse_exact(pir), 0xBF27), 0xA2) is None:
+            raise DownloadError("LoadBoundProfilePackage: no ProfileInstallationResult")
+        final = tlv.children(tlv.require(tlv.require(tlv.parse_exact(pir), 0xBF27), 0xA2))
+        if not final or final[0].tag != 0xA0:
+            raise DownloadError("LoadBoundProfilePackage: the card reported an installation error")
+        await _es9(conn, "handleNotification", {"pendingNotification": B64(pir).decode()}, workers)
+        return DownloadResult(time.perf_counter() - t, len(raw), workers)
+    finally:
+        await own.close()
+
+
+class CardMaker:
+    """Fresh software eUICCs: from a lab PKI (``pki_dir``, its first EID) or copies of a saved card state."""
+
+    def __init__(self, pki_dir: str | None = None, curve: str = "nist", card_state: str | None = None) -> None:
+        if (pki_dir is None) == (card_state is None):
+            raise ValueError("give a lab PKI directory or a card state file")
+        self.pki_dir, self.curve, self.card_state = pki_dir, curve, card_state
+
+    def __call__(self):
+        from euicc import state as state_mod
+        from euicc.card import SoftEuicc
+
+        if self.card_state is not None:
+            return SoftEuicc.in_memory(state_mod.load(self.card_state))
+        from rsp.pki import LabPki
+
+        return SoftEuicc.create(self.pki_dir, LabPki.load(self.pki_dir).eid, None, curve=self.curve)
+
+
+def _load_process(target: Target, maker: CardMaker, matching_ids: list[str], clients: int, start_at: float, out):
+    """One load process: ``clients`` coroutines share its matchingIds; cards are made before the start."""
+    cards = [maker() for _ in matching_ids]
+    tls = target.ssl_context()
+
+    async def main() -> tuple[list[float], list[str]]:
+        latencies: list[float] = []
+        errors: list[str] = []
+        queue = list(zip(matching_ids, cards, strict=True))
+
+        async def client() -> None:
+            while queue:
+                mid, card = queue.pop()
+                try:
+                    latencies.append((await download(target, card, mid, tls)).seconds)
+                except (DownloadError, OSError, TimeoutError, ValueError, KeyError) as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return latencies, errors
+
+    cpu = time.process_time()
+    latencies, errors = asyncio.run(main())
+    out.put((latencies, errors, time.time(), time.process_time() - cpu))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its live descendants, plus what its waited-for children used."""
+    parents: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                parents[int(d)] = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    pids, todo = {pid}, [pid]
+    while todo:
+        p = todo.pop()
+        for child, parent in parents.items():
+            if parent == p and child not in pids:
+                pids.add(child)
+                todo.append(child)
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for p in pids:
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if p == pid else 0)) / ticks
+    return total
+
+
+@dataclass
+class RunFigures:
+    downloads: int
+    errors: list[str]
+    seconds: float
+    per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms: float | None  # server CPU per completed download
+    load_cpu_ms: float  # load-process CPU (cards, TLS, HTTP) per completed download
+
+
+def run_load(
+    target: Target,
+    maker: CardMaker,
+    matching_ids: list[str],
+    *,
+    clients: int = 16,
+    procs: int = 2,
+    server_pids: tuple[int, ...] = (),
+) -> RunFigures:
+    """Run the downloads (one per matchingId) from ``procs`` load processes with ``clients`` clients in all."""
+    procs = max(1, min(procs, len(matching_ids)))
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    start_at = time.time() + 0.5 + len(matching_ids) / procs * 0.003  # after the cards are made
+    shares = [matching_ids[i::procs] for i in range(procs)]
+    workers = [
+        ctx.Process(target=_load_process, args=(target, maker, share, max(1, clients // procs), start_at, out))
+        for share in shares
+    ]
+    for w in workers:
+        w.start()
+    while time.time() < start_at - 0.05:
+        time.sleep(0.01)
+    cpu0 = sum(tree_cpu_seconds(p) for p in server_pids)
+    results = [out.get(timeout=600) for _ in workers]
+    end = max(r[2] for r in results)
+    cpu1 = sum(tree_cpu_seconds(p) for p in server_pids)
+    load_cpu = sum(r[3] for r in results)  # includes the asyncio start-up, not the cards made before
+    for w in workers:
+        w.join()
+    latencies = [x for r in results for x in r[0]]
+    errors = [x for r in results for x in r[1]]
+    seconds = max(1e-9, end - start_at)
+    n = len(latencies)
+    return RunFigures(
+        downloads=n,
+        errors=errors,
+        seconds=seconds,
+        per_s=n / seconds,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        server_cpu_ms=(cpu1 - cpu0) * 1000 / n if server_pids and n else None,
+        load_cpu_ms=load_cpu * 1000 / n if n else 0.0,
+    )
+
+
+def create_orders(orders_api: str, target: Target, n: int, profile: str) -> list[str]:
+    """``n`` one-time orders through this project's operator API (``POST /v1/orders``); their matchingIds."""
+    import httpx
+
+    verify: ssl.SSLContext | bool = target.ssl_context() or False
+    mids = []
+    with httpx.Client(base_url=orders_api, verify=verify, timeout=30) as http:
+        for _ in range(n):
+            r = http.post("/v1/orders", json={"profile": profile, "smdp_address": target.smdp_address})
+            if r.status_code != 201:
+                raise SystemExit(f"order create: HTTP {r.status_code}: {r.text[:200]}")
+            mids.append(r.json()["matching_id"])
+    return mids
+
+
+def start_own_server(pki_dir: Path, data_dir: Path, workers: int, curve: str) -> tuple[subprocess.Popen, Target]:
+    """``smdpp serve --workers N`` over HTTPS on a free port with its own data directory."""
+    from demo.services import free_port, wait_port
+
+    port = free_port()
+    argv = [PY, "-m", "smdpp", "serve", "--pki", str(pki_dir), "--data", str(data_dir), "--port", str(port)]
+    argv += ["--curve", curve, "--workers", str(workers)]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait_port(port, 30):
+        proc.kill()
+        raise SystemExit(f"smdpp serve --workers {workers} did not listen on port {port}")
+    time.sleep(0.5 * workers)  # every worker up (the first one listening is not all of them)
+    return proc, Target(url=f"https://127.0.0.1:{port}", ca_file=str(pki_dir / "ca-bundle.pem"))
+
+
+def _line(label: str, f: RunFigures) -> str:
+    cpu = f"{f.server_cpu_ms:.2f}" if f.server_cpu_ms is not None else "-"
+    return (
+        f"{label:<22} {f.downloads:>5} {len(f.errors):>4} {f.per_s:>8.1f} {f.p50_ms:>8.1f} {f.p99_ms:>8.1f} "
+        f"{cpu:>9} {f.load_cpu_ms:>8.2f}"
+    )
+
+
+HEADER = (
+    f"{'server':<22} {'done':>5} {'errs':>4} {'dl/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv CPU ms':>9} {'load ms':>8}"
+)
+
+
+def compare_own(
+    worker_counts: tuple[int, ...], *, rounds: int, downloads: int, clients: int, procs: int, curve: str, profile: str
+) -> dict[int, list[RunFigures]]:
+    """Start ``smdpp serve --workers N`` for each N, then ``rounds`` interleaved rounds of ``downloads`` each."""
+    from rsp.pki import create_lab_pki
+
+    results: dict[int, list[RunFigures]] = {n: [] for n in worker_counts}
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = create_lab_pki(Path(tmp) / "pki", curves=(curve,))
+        maker = CardMaker(str(pki.root), curve)
+        servers = {n: start_own_server(pki.root, Path(tmp) / f"data{n}", n, curve) for n in worker_counts}
+        try:
+            for _proc, target in servers.values():  # warm-up: imports, caches, TLS session set-up
+                run_load(target, maker, create_orders(target.url, target, 4, profile), clients=2, procs=1)
+            print(HEADER, flush=True)
+            for r in range(rounds):
+                order = list(worker_counts) if r % 2 == 0 else list(reversed(worker_counts))
+                for n in order:
+                    proc, target = servers[n]
+                    mids = create_orders(target.url, target, downloads, profile)
+                    f = run_load(target, maker, mids, clients=clients, procs=procs, server_pids=(proc.pid,))
+                    results[n].append(f)
+                    print(_line(f"round {r + 1} workers={n}", f), flush=True)
+                    for e in f.errors[:3]:
+                        print(f"    error: {e}", flush=True)
+        finally:
+            for proc, _target in servers.values():
+                proc.terminate()
+            for proc, _target in servers.values():
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return results
+
+
+def _median(values: list[float]) -> float:
+    s = sorted(values)
+    return s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", help="ES9+ base URL (https://host:port)")
+    ap.add_argument("--ca-file", help="PEM bundle to verify the server's TLS certificate")
+    ap.add_argument("--insecure", action="store_true", help="do not verify the TLS certificate")
+    ap.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR", help="connect there instead")
+    ap.add_argument("--address", default="", help="SM-DP+ address sent in initiateAuthentication (default host:port)")
+    ap.add_argument("--matching-id", help="the same matchingId for every download")
+    ap.add_argument("--orders-api", help="create one order per download with POST <URL>/v1/orders")
+    ap.add_argument("--profile", default="ts48", help="profile of the created orders (default ts48)")
+    ap.add_argument("--pki", help="lab PKI directory of the cards (rsp pki init)")
+    ap.add_argument("--card", help="software eUICC state file to copy for every download (euicc new ...)")
+    ap.add_argument("--curve", default="nist", choices=("nist", "brainpool"))
+    ap.add_argument("--clients", type=int, default=16, help="concurrent downloads in all (default 16)")
+    ap.add_argument("--procs", type=int, default=2, help="load processes (default 2)")
+    ap.add_argument("--downloads", type=int, default=200, help="downloads per run (default 200)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --serve (default 3)")
+    ap.add_argument("--pid", type=int, action="append", default=[], help="server process (with its children)")
+    ap.add_argument("--serve", help="start this project's SM-DP+ with these worker counts, e.g. 1,2")
+    args = ap.parse_args(argv)
+
+    if args.serve:
+        counts = tuple(int(x) for x in args.serve.split(","))
+        print(
+            f"lab SM-DP+ (smdpp serve --workers N, HTTPS, SQLite), {args.downloads} downloads of {args.profile} per "
+            f"round, {args.clients} clients in {args.procs} load processes, curve {args.curve}, {os.cpu_count()} CPUs"
+        )
+        res = compare_own(
+            counts,
+            rounds=args.rounds,
+            downloads=args.downloads,
+            clients=args.clients,
+            procs=args.procs,
+            curve=args.curve,
+            profile=args.profile,
+        )
+        print("\nmedians over the rounds:")
+        base = _median([f.per_s for f in res[counts[0]]])
+        for n, fs in res.items():
+            rate = _median([f.per_s for f in fs])
+            cpu = _median([f.server_cpu_ms or 0.0 for f in fs])
+            print(
+                f"  workers={n}: {rate:.1f} downloads/s ({rate / base:.2f}x of workers={counts[0]}), "
+                f"server CPU {cpu:.2f} ms per download ({cpu / 6.0:.2f}x of the 6 ms bar), "
+                f"p50 {_median([f.p50_ms for f in fs]):.0f} ms, p99 {_median([f.p99_ms for f in fs]):.0f} ms"
+            )
+        print(f"  10x bar (issue 18) against osmo-smdpp: needs an osmo-smdpp URL: --url. Last known: {OSMO_BASELINE}")
+        return 0
+
+    if not args.url:
+        ap.error("give --url (an ES9+ server) or --serve 1,2")
+    if not (args.matching_id or args.orders_api):
+        ap.error("give --matching-id or --orders-api")
+    if not (args.pki or args.card):
+        ap.error("give --pki or --card (the cards' identity)")
+    resolve = []
+    for item in args.resolve:
+        host, port, addr = item.rsplit(":", 2)
+        resolve.append((host, int(port), addr))
+    target = Target(args.url, args.ca_file, args.insecure, tuple(resolve), args.address)
+    maker = CardMaker(args.pki, args.curve, args.card)
+    if args.orders_api:
+        mids = create_orders(args.orders_api, target, args.downloads, args.profile)
+    else:
+        mids = [args.matching_id] * args.downloads
+    f = run_load(target, maker, mids, clients=args.clients, procs=args.procs, server_pids=tuple(args.pid))
+    print(HEADER)
+    print(_line(target.url[:22], f))
+    for e in f.errors[:5]:
+        print(f"    error: {e}")
+    print(f"  10x bar (issue 18): run this client against osmo-smdpp too (--url). Last known: {OSMO_BASELINE}")
+    return 0 if f.downloads else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
