@@ -18,11 +18,13 @@ not one, a bad name or a name taken by another package is a 400 naming the check
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.applications import Starlette
@@ -44,6 +46,7 @@ log = logging.getLogger("smdpp.http")
 ADMIN_PROTOCOL = "gsma/rsp/v2.5.0"
 JSON_TYPE = "application/json;charset=UTF-8"
 MAX_BODY = 1_000_000
+ES9_THREADS = 8  # ES9+ calls of one worker process in flight at once (the store serialises its transactions anyway)
 EXECUTION_ERROR = errors.StatusCode("1.2", "4.2", "Function - Execution error")
 
 
@@ -92,6 +95,9 @@ def create_app(
     )
 
     worker = str(os.getpid())  # create_app runs in the worker process (smdpp.workers)
+    # The ES9+ functions (crypto, SQLite) run off the event loop in threads of their own: the executor's hop costs
+    # less CPU than anyio's run_in_threadpool (docs/performance.md, section 6b).
+    es9_threads = ThreadPoolExecutor(max_workers=ES9_THREADS, thread_name_prefix="smdpp-es9")
 
     async def es9(request: Request) -> Response:
         response = await _es9_call(request)
@@ -119,7 +125,7 @@ def create_app(
         if header is not None and not isinstance(header, dict):
             return _failed(errors.REQUEST_INVALID.error("header must be a JSON object"))
         try:
-            result = await run_in_threadpool(fn, ctx, body)
+            result = await asyncio.get_running_loop().run_in_executor(es9_threads, fn, ctx, body)
         except Es9Error as exc:
             log.info("%s failed: %s", name, exc)
             return _failed(exc)
@@ -292,4 +298,5 @@ def create_app(
 
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error})
     app.state.ctx = ctx
+    app.state.es9_threads = es9_threads
     return app

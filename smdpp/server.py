@@ -165,4 +165,5 @@ def running_server(config: SmdppConfig, credentials: Credentials | None = None) 
     finally:
         server.should_exit = True
         thread.join(10)
+        app.state.es9_threads.shutdown(wait=True)
         app.state.ctx.store.close()

@@ -79,6 +79,7 @@ def _worker_main(config: SmdppConfig, credentials: Credentials, sock: socket.soc
     try:
         uvicorn.Server(uvicorn_config(config, credentials, app)).run(sockets=[sock])
     finally:
+        app.state.es9_threads.shutdown(wait=True)
         app.state.ctx.store.close()
     return 0
 
