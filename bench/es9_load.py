@@ -582,7 +582,8 @@ def run(quick: bool = False, *, downloads: int | None = None, rounds: int | None
     sec.figures = {f"workers_{w}": m for w, m in med.items()}
     sec.figures["scaling"] = med[2]["per_s"] / med[1]["per_s"] if med[1]["per_s"] else 0.0
     sec.add(
-        f"`smdpp serve --workers N` (HTTPS, SQLite, curve nist, ts48 profile ~12.7 KB BPP) started by the bench, "
+        "The lab SM-DP+ with `--workers` 1 and 2 (HTTPS, SQLite, curve nist, ts48 profile ~12.7 KB BPP) started "
+        "by the bench, "
         f"{k} interleaved rounds of {n} complete downloads each (`bench/es9_load.py`: initiateAuthentication, "
         "authenticateClient, getBoundProfilePackage with the BPP loaded into a fresh software eUICC, "
         "handleNotification; one TLS connection per download), 16 concurrent downloads from 2 load processes, "
