@@ -20,7 +20,8 @@ How it runs:
    an unreadable data directory, ends there quickly instead of being restarted forever).
 5. SIGTERM or SIGINT to the supervisor is passed on to the workers (uvicorn's graceful shutdown, at most
    ``timeout_graceful_shutdown`` seconds); workers still alive :data:`STOP_TIMEOUT` seconds later are killed. Exit
-   status 0.
+   status 0. A supervisor that is killed outright (SIGKILL) takes its workers with it: each asked the kernel for a
+   SIGTERM when its parent dies (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -68,13 +69,28 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_main(config: SmdppConfig, credentials: Credentials, sock: socket.socket) -> int:
+def _stop_with_parent(parent: int) -> None:
+    """Linux ``prctl(PR_SET_PDEATHSIG, SIGTERM)``: a worker whose supervisor is gone (even by SIGKILL) stops too,
+    instead of serving on without anyone to restart it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the supervisor died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(config: SmdppConfig, credentials: Credentials, sock: socket.socket, parent: int) -> int:
     """In the forked worker: its own app, store connection and event loop on the shared socket."""
     from smdpp.app import create_app
     from smdpp.server import uvicorn_config
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own handlers in serve()
+    _stop_with_parent(parent)
     app = create_app(config, credentials)
     try:
         uvicorn.Server(uvicorn_config(config, credentials, app)).run(sockets=[sock])
@@ -97,11 +113,12 @@ class Supervisor:
         self.stopping = False
 
     def _spawn(self, slot: int) -> int:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
-                code = _worker_main(self.config, self.credentials, self.sock)
+                code = _worker_main(self.config, self.credentials, self.sock, parent)
             except BaseException:  # a worker never returns into the supervisor's loop
                 log.exception("worker %d: failed", os.getpid())
             finally:

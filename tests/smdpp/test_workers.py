@@ -245,6 +245,22 @@ def test_workers_that_keep_dying_stop_the_server_with_a_clear_exit(lab_pki, tmp_
     assert not _children(srv.proc.pid)
 
 
+def test_workers_stop_when_the_supervisor_is_killed(lab_pki, tmp_path):
+    srv = Server(lab_pki, tmp_path / "data")
+    workers = srv.workers
+    os.kill(srv.proc.pid, signal.SIGKILL)
+    srv.proc.wait(10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for pid in alive:  # do not leave them behind if the assertion fails
+        os.kill(pid, signal.SIGKILL)
+    srv.stop()
+    assert alive == [], "workers kept running without their supervisor"
+    assert not wait_port(srv.port, 0.5), "the port still answers"
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "two", "257", ""])
 def test_workers_argument_refused(tmp_path, lab_pki, value):
     argv = [sys.executable, "-m", "smdpp", "serve", "--pki", str(lab_pki.root), "--data", str(tmp_path)]
