@@ -1,7 +1,7 @@
 """``smdpp serve --workers N``: several processes on one port sharing the store (``smdpp.workers``), and the RSP
 sessions in that store (``smdpp.session``).
 
-The server runs as a real subprocess on a free port. Downloads are complete (``bench.es9_load.download``: ES9+
+The server runs as a real subprocess on a free port. Downloads are complete (``bench.es9_client.download``: ES9+
 over HTTPS, the software eUICC doing the card side) and each ES9+ function is sent over a connection that a known
 worker accepted (every answer names its worker in ``X-Smdpp-Worker``), so one download is demonstrably served by
 two processes.
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.es9_load import CardMaker, Connection, DownloadError, Target, download
+from bench.es9_client import CardMaker, Connection, DownloadError, Target, download
 from smdpp.session import INITIATED, Session, SessionConflict, SessionStore
 from smdpp.store import OrderStore
 from smdpp.workers import worker_count
