@@ -11,7 +11,8 @@ size), fleet_summary (GET /v1/fleet and label filters with 1,000,000 eUICCs), da
 overview page /ui/ end to end through eim serve with 1,000,000 eUICCs), serial (profile download over the
 serial line), air (bytes on the air per operation), air_download (bytes on
 the air of an indirect 12 KB profile download through the whole lab), ipa (IPA footprint),
-smdpp (lab SM-DP+ downloads/s). The report goes to ``--out`` (default ``docs/performance.md``; with ``--only`` or
+smdpp (lab SM-DP+ downloads/s), smdpp_workers (the SM-DP+ over HTTPS with 1 and 2 worker processes).
+The report goes to ``--out`` (default ``docs/performance.md``; with ``--only`` or
 ``--quick`` the default is ``build/performance-partial.md`` so a partial run never overwrites the published one)
 and is printed. ``--merge FILE`` (with ``--only``): the sections re-run replace theirs in FILE, an earlier full
 report (written back to FILE unless ``--out`` is given); its "Machine and run" gains a line for the re-run, the bars
@@ -40,6 +41,7 @@ NAMES = (
     "air_download",
     "ipa",
     "smdpp",
+    "smdpp_workers",
 )
 NAMES += ("dashboard",)  # the overview page /ui/ with 1,000,000 eUICCs (bench/dashboard.py)
 
@@ -109,6 +111,10 @@ def run_one(name: str, args: argparse.Namespace) -> Section:
         return run(quick)
     if name == "smdpp":
         from bench.smdpp_download import run
+
+        return run(quick)
+    if name == "smdpp_workers":
+        from bench.es9_load import run
 
         return run(quick)
     raise SystemExit(f"unknown benchmark {name!r}: choose from {', '.join(NAMES)}")

@@ -18,10 +18,13 @@ not one, a bad name or a name taken by another package is a 400 naming the check
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.applications import Starlette
@@ -43,6 +46,7 @@ log = logging.getLogger("smdpp.http")
 ADMIN_PROTOCOL = "gsma/rsp/v2.5.0"
 JSON_TYPE = "application/json;charset=UTF-8"
 MAX_BODY = 1_000_000
+ES9_THREADS = 8  # ES9+ calls of one worker process in flight at once (the store serialises its transactions anyway)
 EXECUTION_ERROR = errors.StatusCode("1.2", "4.2", "Function - Execution error")
 
 
@@ -87,10 +91,20 @@ def create_app(
     store = store or OrderStore.in_dir(config.data_dir)
     profiles.use_data_dir(config.data_dir)  # serve the packages imported there (smdpp profile import)
     ctx = SmdpContext(
-        config=config, credentials=credentials, store=store, sessions=SessionStore(ttl=config.session_ttl)
+        config=config, credentials=credentials, store=store, sessions=SessionStore(store, ttl=config.session_ttl)
     )
 
+    worker = str(os.getpid())  # create_app runs in the worker process (smdpp.workers)
+    # The ES9+ functions (crypto, SQLite) run off the event loop in threads of their own: the executor's hop costs
+    # less CPU than anyio's run_in_threadpool (docs/performance.md, section 6b).
+    es9_threads = ThreadPoolExecutor(max_workers=ES9_THREADS, thread_name_prefix="smdpp-es9")
+
     async def es9(request: Request) -> Response:
+        response = await _es9_call(request)
+        response.headers["X-Smdpp-Worker"] = worker
+        return response
+
+    async def _es9_call(request: Request) -> Response:
         name = request.path_params["function"]
         fn = FUNCTIONS.get(name)
         if fn is None:
@@ -111,7 +125,7 @@ def create_app(
         if header is not None and not isinstance(header, dict):
             return _failed(errors.REQUEST_INVALID.error("header must be a JSON object"))
         try:
-            result = await run_in_threadpool(fn, ctx, body)
+            result = await asyncio.get_running_loop().run_in_executor(es9_threads, fn, ctx, body)
         except Es9Error as exc:
             log.info("%s failed: %s", name, exc)
             return _failed(exc)
@@ -255,7 +269,9 @@ def create_app(
                 "sessions": len(ctx.sessions),
                 "credentials": credentials.origin,
                 "curves": credentials.curves,
-            }
+                "worker": int(worker),
+            },
+            headers={"X-Smdpp-Worker": worker},
         )
 
     routes = [
@@ -282,4 +298,5 @@ def create_app(
 
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error})
     app.state.ctx = ctx
+    app.state.es9_threads = es9_threads
     return app

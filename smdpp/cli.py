@@ -1,7 +1,7 @@
 """``smdpp``: the lab SM-DP+ command line.
 
     smdpp serve --pki DIR --data DIR [--host H] [--port P] [--address ADDR] [--insecure-http] [--sgp26]
-                [--curve nist|brainpool|both]
+                [--curve nist|brainpool|both] [--workers N|auto]
     smdpp order create --data DIR [--profile NAME | --upp FILE [--profile-name N] [--service-provider S]
                        [--profile-class C]] [--eid EID] [--confirmation-code CC] [--expires 2h|ISO]
                        [--host ADDR] [--hold] [--matching-id ID] [--json]
@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure-http", action="store_true", help="plain HTTP, for debugging only")
     s.add_argument("--sgp26", action="store_true", help="present the GSMA SGP.26 test DPauth/DPpb/TLS credentials")
     s.add_argument("--curve", choices=sorted(CURVES), default="both", help="credential sets to offer")
+    s.add_argument(
+        "--workers",
+        default="1",
+        help="worker processes on the port, sharing the store (default 1; auto = one per CPU)",
+    )
     s.add_argument("-v", "--verbose", action="count", default=0)
 
     o = sub.add_parser("order", help="download orders").add_subparsers(dest="order_cmd", required=True)
@@ -254,6 +259,12 @@ def _serve(args: argparse.Namespace, out: cc.Envelope) -> int:
     )
     if args.pki is None and not args.sgp26:
         return _fail(out, "serve", "give --pki DIR (a lab PKI from `rsp pki init`) or --sgp26", cc.EXIT_USAGE)
+    from smdpp.workers import worker_count
+
+    try:
+        workers = worker_count(args.workers)
+    except ValueError as exc:
+        return _fail(out, "serve", exc, cc.EXIT_USAGE)
     config = SmdppConfig(
         data_dir=args.data,
         pki_dir=args.pki,
@@ -266,11 +277,13 @@ def _serve(args: argparse.Namespace, out: cc.Envelope) -> int:
         curves=CURVES[args.curve],
     )
     try:
-        serve(config)
+        code = serve(config, workers)
     except CredentialsError as exc:
         return _fail(out, "serve", f"loading credentials failed: {exc}", cc.EXIT_REFUSED)
     except OSError as exc:
         return _fail(out, "serve", f"cannot listen on {args.host}:{args.port}: {exc}", cc.EXIT_CONNECTION)
+    if code:
+        return _fail(out, "serve", "worker processes kept dying (see the log)", cc.EXIT_REFUSED)
     return 0
 
 

@@ -24,8 +24,9 @@ The metadata (``StoreMetadataRequest``, BF25) names the ICCID, service provider,
 ``notificationConfigurationInfo`` pointing at this SM-DP+ for install/enable/disable/delete, so the eUICC sends
 those notifications back here.
 
-Per-profile work that does not change per download is cached (the package of an ICCID, its plaintext
-segmentation and, for pre-protected profiles, the PPK-protected ``86`` segments).
+Per-profile work that does not change per download is cached (the layout of a generated profile, built once: a new
+ICCID only fills its two 10-byte fields, ~25 us instead of ~550 us of generation per order; the package of an
+ICCID, its plaintext segmentation and, for pre-protected profiles, the PPK-protected ``86`` segments).
 """
 
 from __future__ import annotations
@@ -286,32 +287,54 @@ def profile_package(profile_name: str, iccid: str) -> bytes:
         if iccid != profile.fixed_iccid:
             raise ValueError(f"profile {profile_name} is a package for ICCID {profile.fixed_iccid}, not {iccid}")
         return profile.upp
-    header = profile_header(profile, iccid)
-    end = tlv(PE_END, _pe_header(len(TS48_PES) + 2))
-    # MF first, with EF.ICCID (2FE2) holding the ICCID as EF.ICCID does: nibble-swapped
-    mf_body = tlv(0xA4, tlv(0xA1, tlv(0x83, bytes.fromhex("2FE2"))) + tlv(0x83, iccid_to_bcd(iccid)))
-    seed = hashlib.sha256(profile.name.encode()).digest()
+    # every ICCID of a profile gets the same layout: only the header and the MF (EF.ICCID) carry it, both in
+    # fields of a fixed 10 bytes, so the sized PEs after the MF are built once per profile (_layout)
+    mf_tag, mf_template, mf_content, pes, end = _layout(profile_name)
+    mf = _pe(mf_tag, 2, mf_template, _mf_body(iccid) + mf_content)
+    return b"".join((profile_header(profile, iccid), mf, pes, end))
 
-    def build(sizes: list[int]) -> bytes:
-        out = bytearray(header)
-        for i, (tag, name, tpl) in enumerate(TS48_PES):
-            body = mf_body if name == "mf" else b""
-            if sizes[i]:  # one file element with a fillFileContent of deterministic bytes
-                body += tlv(0xA5, tlv(0x83, _content(seed + bytes([i]), sizes[i])))
-            out += _pe(tag, i + 2, tpl, body)
-        return bytes(out + end)
+
+def _mf_body(iccid: str) -> bytes:
+    """The MF's file list: EF.ICCID (2FE2) holding the ICCID nibble-swapped, as EF.ICCID does."""
+    return tlv(0xA4, tlv(0xA1, tlv(0x83, bytes.fromhex("2FE2"))) + tlv(0x83, iccid_to_bcd(iccid)))
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(profile_name: str) -> tuple[int, int | None, bytes, bytes, bytes]:
+    """(MF tag, MF template, the MF's file content after its EF.ICCID, the encoded PEs after the MF, the End PE) of
+    a generated profile, sized so that the package has the profile's size."""
+    profile = get_profile(profile_name)
+    placeholder = "8900000000000000000"  # the sizes do not depend on the ICCID's value
+    header_len = len(profile_header(profile, placeholder))
+    end = tlv(PE_END, _pe_header(len(TS48_PES) + 2))
+    seed = hashlib.sha256(profile.name.encode()).digest()
+    assert TS48_PES[0][1] == "mf"
+    mf_tag, _name, mf_template = TS48_PES[0]
+
+    def pes(sizes: list[int]) -> tuple[bytes, bytes]:
+        """(the MF's content element, the PEs after the MF)"""
+        parts = []
+        for i, (tag, _n, tpl) in enumerate(TS48_PES):
+            body = tlv(0xA5, tlv(0x83, _content(seed + bytes([i]), sizes[i]))) if sizes[i] else b""
+            parts.append(body if i == 0 else _pe(tag, i + 2, tpl, body))
+        return parts[0], b"".join(parts[1:])
+
+    def size(sizes: list[int]) -> int:
+        mf_extra, rest = pes(sizes)
+        return header_len + len(_pe(mf_tag, 2, mf_template, _mf_body(placeholder) + mf_extra)) + len(rest) + len(end)
 
     sizes = [0] * len(TS48_PES)
-    budget = max(0, profile.size - len(build(sizes)) - 8 * len(TS48_PES))
+    budget = max(0, profile.size - size(sizes) - 8 * len(TS48_PES))
     sizes = [budget // len(sizes) + (1 if i < budget % len(sizes) else 0) for i in range(len(sizes))]
-    package = build(sizes)
+    total = size(sizes)
     for _ in range(8):  # TLV length fields grow with the content: settle the size on the largest file
-        diff = profile.size - len(package)
+        diff = profile.size - total
         if diff == 0 or sizes[0] + diff <= 0:
             break
         sizes[0] += diff
-        package = build(sizes)
-    return package
+        total = size(sizes)
+    mf_content, rest = pes(sizes)
+    return mf_tag, mf_template, mf_content, rest, end
 
 
 @functools.lru_cache(maxsize=256)

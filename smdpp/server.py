@@ -86,10 +86,11 @@ def uvicorn_config(config: SmdppConfig, credentials: Credentials, app) -> uvicor
     return uvicorn.Config(app, **kwargs)
 
 
-def serve(config: SmdppConfig) -> None:
+def serve(config: SmdppConfig, workers: int = 1) -> int:
+    """Run in the foreground until stopped; ``workers`` > 1: that many processes on the port (``smdpp.workers``).
+    Returns the exit status."""
     credentials = load_credentials(config)
     config = finalize(config, credentials)
-    app = create_app(config, credentials)
     scheme = "http" if config.insecure_http else "https"
     if config.insecure_http:
         log.warning("plain HTTP (--insecure-http): for debugging only, real LPAs and eUICCs need TLS")
@@ -102,7 +103,14 @@ def serve(config: SmdppConfig) -> None:
         credentials.origin,
         ", ".join(credentials.curves),
     )
+    if workers > 1:
+        from smdpp.workers import serve_workers
+
+        log.info("SM-DP+ %s: %d worker processes sharing the port and the store", config.address, workers)
+        return serve_workers(config, credentials, workers)
+    app = create_app(config, credentials)
     uvicorn.Server(uvicorn_config(config, credentials, app)).run()
+    return 0
 
 
 class RunningServer(str):
@@ -157,4 +165,5 @@ def running_server(config: SmdppConfig, credentials: Credentials | None = None) 
     finally:
         server.should_exit = True
         thread.join(10)
+        app.state.es9_threads.shutdown(wait=True)
         app.state.ctx.store.close()

@@ -232,6 +232,19 @@ class OrderStore:
         with self._lock:
             self._db.close()
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction on the store's connection (for the tables of ``smdpp.session``)."""
+        return self._tx()
+
+    def fetchone(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
+        """One row of a read outside a write transaction (for the tables of ``smdpp.session``)."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def executescript(self, script: str) -> None:
+        with self._lock:
+            self._db.executescript(script)
+
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:

@@ -20,7 +20,7 @@ from rsp.errors import DecodeError, RspError
 from smdpp import errors, profiles
 from smdpp.certs import verify_euicc_chain
 from smdpp.errors import Es9Error
-from smdpp.es9plus.common import SmdpContext, b64, b64_field, log, session_for, transaction_id_field
+from smdpp.es9plus.common import SmdpContext, b64, b64_field, log, save_session, session_for, transaction_id_field
 from smdpp.session import AUTHENTICATED, INITIATED, Session
 from smdpp.store import DOWNLOADABLE, Order, StoreError
 
@@ -159,6 +159,7 @@ def _authenticate(ctx: SmdpContext, session: Session, response: bytes) -> dict[s
     session.cc_required = order.cc_required
     session.smdp_signature2_tlv = tlv.encode(0x5F37, signature2)
     session.state = AUTHENTICATED
+    save_session(ctx, session, expect=INITIATED)
     log.info("authenticateClient: session %s EID %s order %s", session.transaction_id_hex, eid, order.matching_id)
     return {
         "transactionId": session.transaction_id_hex,

@@ -10,14 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from smdpp import errors
 from smdpp.config import SmdppConfig
 from smdpp.credentials import Credentials
 from smdpp.errors import Es9Error
-from smdpp.session import Session, SessionStore
+from smdpp.session import Session, SessionConflict, SessionStore
 from smdpp.store import OrderStore
 
 log = logging.getLogger("smdpp.es9plus")
@@ -27,12 +27,17 @@ MAX_B64_FIELD = 1_000_000  # no ES9+ field the eUICC/LPA sends comes close
 
 @dataclass
 class SmdpContext:
-    """Everything an ES9+ function needs; built once by the app factory."""
+    """Everything an ES9+ function needs; built once per worker process by the app factory. The sessions live in
+    the store's SQLite file (``smdpp.session``) unless given."""
 
     config: SmdppConfig
     credentials: Credentials
     store: OrderStore
-    sessions: SessionStore = field(default_factory=SessionStore)
+    sessions: SessionStore = None  # type: ignore[assignment]  # set in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.sessions is None:
+            self.sessions = SessionStore(self.store, ttl=self.config.session_ttl)
 
     @property
     def address(self) -> str:
@@ -74,6 +79,15 @@ def transaction_id_field(request: dict[str, Any]) -> bytes:
         return bytes.fromhex(value)
     except ValueError:
         raise Es9Error("8.10.1", "2.1", "TransactionId - Invalid: not hex") from None
+
+
+def save_session(ctx: SmdpContext, session: Session, expect: str) -> None:
+    """Write a session's step (guarded by the state it was read in): another worker that moved or ended it
+    meanwhile makes this step fail as "TransactionId - Unknown"."""
+    try:
+        ctx.sessions.save(session, expect)
+    except SessionConflict as exc:
+        raise errors.TRANSACTION_ID_UNKNOWN.error(f"TransactionId - Unknown: {exc}") from None
 
 
 def session_for(ctx: SmdpContext, transaction_id: bytes) -> Session:

@@ -20,7 +20,7 @@ from rsp import crypto, tlv
 from rsp.errors import DecodeError, RspError
 from smdpp import binding, errors, profiles
 from smdpp.errors import Es9Error
-from smdpp.es9plus.common import SmdpContext, b64, b64_field, log, session_for, transaction_id_field
+from smdpp.es9plus.common import SmdpContext, b64, b64_field, log, save_session, session_for, transaction_id_field
 from smdpp.session import AUTHENTICATED, BOUND, Session
 from smdpp.store import StoreError
 
@@ -135,6 +135,7 @@ def _bind(ctx: SmdpContext, session: Session, response: bytes) -> dict[str, Any]
                     f"{after.cc_max} attempts used): download order {order.matching_id} is ended"
                 )
             session.cc_refused += 1
+            save_session(ctx, session, expect=session.state)
             left = after.cc_max - after.cc_attempts
             raise _KeepSession(
                 errors.CONFIRMATION_CODE_REFUSED.error(
@@ -167,8 +168,10 @@ def _bind(ctx: SmdpContext, session: Session, response: bytes) -> dict[str, Any]
         )
     except StoreError as exc:
         raise errors.MATCHING_ID_REFUSED.error(f"Matching ID - Refused: {exc}") from None
+    read_in = session.state
     session.euicc_otpk = ok.euicc_otpk
     session.state = BOUND
+    save_session(ctx, session, expect=read_in)
     log.info(
         "getBoundProfilePackage: session %s order %s, %d bytes",
         session.transaction_id_hex,

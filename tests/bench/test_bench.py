@@ -265,3 +265,43 @@ def test_psmo_tiny():
     assert len(sec.figures["disk"]) == 2 and all(d["rate"] > 0 for d in sec.figures["disk"])
     assert any(line.startswith("- Bar, signed PSMO round trips") for line in sec.lines)
     assert any(line.startswith("- before/after: eIM vs eIM HEAD") for line in sec.lines)
+def test_smdpp_workers_tiny():
+    from bench.es9_load import run
+
+    sec = run(True, downloads=2, rounds=1)
+    for w in (1, 2):
+        figures = sec.figures[f"workers_{w}"]
+        _numbers(figures, {"per_s", "server_cpu_ms", "load_cpu_ms", "p50_ms", "p99_ms"})
+        assert figures["errors"] == 0 and figures["per_s"] > 0 and figures["server_cpu_ms"] > 0
+    text = sec.markdown()
+    assert "- Bar, SM-DP+ server CPU per download (2 workers):" in text
+    assert "needs an osmo-smdpp URL" in text
+
+
+def test_es9_load_client_against_a_url(tmp_path):
+    """The comparison client against a server it did not start: a URL, its CA, an address map, orders through
+    the operator API; the server's pid for its CPU."""
+    import os
+    import subprocess
+    import sys
+
+    from rsp.pki import create_lab_pki
+    from smdpp.config import SmdppConfig
+    from smdpp.server import running_server
+
+    pki = create_lab_pki(tmp_path / "pki", curves=("nist",))
+    config = SmdppConfig(data_dir=tmp_path / "data", pki_dir=pki.root, port=0, curves=("nist",))
+    with running_server(config) as srv:
+        port = srv.config.port
+        argv = [sys.executable, "-m", "bench.es9_load", "--url", f"https://localhost:{port}"]
+        argv += ["--resolve", f"localhost:{port}:127.0.0.1", "--address", srv.address, "--ca-file"]
+        argv += [str(pki.root / "ca-bundle.pem"), "--orders-api", f"https://localhost:{port}", "--pki", str(pki.root)]
+        argv += ["--downloads", "3", "--clients", "2", "--procs", "1", "--pid", str(os.getpid())]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        states = [o.state for o in srv.ctx.store.list()]
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.splitlines()[1].split()
+    assert line[1:3] == ["3", "0"]  # 3 downloads done, no error
+    assert float(line[3]) > 0 and float(line[6]) > 0  # downloads/s, server CPU ms per download
+    assert states == ["installed"] * 3
+    assert "needs" not in r.stdout and "osmo-smdpp too (--url)" in r.stdout

@@ -127,7 +127,7 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
         S(
             "smdpp.md",
             "smdpp serve --pki DIR --data DIR [--host 127.0.0.1] [--port 8443] [--address ADDR] [--alias ADDR]... "
-            "[--insecure-http] [--sgp26] [--curve nist|brainpool|both] [-v]",
+            "[--insecure-http] [--sgp26] [--curve nist|brainpool|both] [--workers N|auto] [-v]",
         ),
         [["smdpp", "serve"]],
         [],
@@ -172,6 +172,24 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
     (
         S("smdpp.md", "python bench/smdpp_download.py [--downloads 50] [--curve nist|brainpool]"),
         [["python", "bench/smdpp_download.py"]],
+        [],
+    ),
+    (
+        S(
+            "smdpp.md",
+            "python -m bench.es9_load --url URL [--ca-file PEM | --insecure] [--resolve HOST:PORT:ADDR] "
+            "[--address ADDR] (--matching-id ID | --orders-api URL [--profile ts48]) (--pki DIR "
+            "[--curve nist|brainpool] | --card STATE) [--clients 16] [--procs 2] [--downloads 200] [--pid PID]",
+        ),
+        [["python", "-m", "bench.es9_load"]],
+        [],
+    ),
+    (
+        S(
+            "smdpp.md",
+            "python -m bench.es9_load --serve 1,2 [--downloads 200] [--rounds 3] [--clients 16] [--procs 2]",
+        ),
+        [["python", "-m", "bench.es9_load"]],
         [],
     ),
     # benchmarks: minutes long (make bench ~8 min, --quick ~2 min); tests/bench/test_bench.py runs each benchmark

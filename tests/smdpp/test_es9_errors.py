@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import time
 
@@ -307,7 +308,10 @@ def test_pir_after_a_server_restart_still_verifies(lab_pki, tmp_path):
         dl.get_bpp()
         pir = dl.install()
         client.close()
-    with running_server(config) as srv:  # new process state: no sessions, same store
+    # sessions live in the store now (shared by workers, kept over a restart): let this one expire, so the PIR
+    # must verify with the eUICC key the store learned in authenticateClient
+    time.sleep(0.05)
+    with running_server(dataclasses.replace(config, session_ttl=0.01)) as srv:
         assert len(srv.ctx.sessions) == 0
         client = Es9Client(srv.base_url, verify=ssl.create_default_context(cafile=str(srv.ca_bundle)))
         code, _ = client.call("handleNotification", pendingNotification=b64(pir))
