@@ -17,16 +17,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from firmware_bridge.interfaces import ApduChannel
 from ipa.config import IpaConfig
 from ipa.es10 import CardChanged, EimConfiguration, Es10Client
-from ipa.esipa import EsipaTransport, PackageWaiting, choose_binding, open_transport
-from ipa.procedures import eim_package_retrieval, fallback
 from ipa.procedures.context import IpaContext, ProgressFn
-from ipa.procedures.eim_package_retrieval import Outcome, PollResult
 from ipa.state import StateStore
+
+if TYPE_CHECKING:
+    from firmware_bridge.interfaces import ApduChannel
+    from ipa.esipa import EsipaTransport
+    from ipa.procedures.eim_package_retrieval import PollResult
+
+# The ESipa clients and the procedures of a poll are imported when the agent first polls (ipa.procedures.
+# eim_package_retrieval, ipa.esipa): a one-shot command (``ipa chip info``) starts the agent to read the card and
+# never loads them, and ``ipa run`` loads only its binding's stack (ipa.esipa.open_transport).
 
 log = logging.getLogger("ipa.agent")
 
@@ -86,6 +91,8 @@ class Agent:
         return eims[0] if eims else None
 
     async def _default_transport(self) -> EsipaTransport:
+        from ipa.esipa import choose_binding, open_transport
+
         endpoint = choose_binding(self.config, self.ctx.eim)
         log.info("ESipa over %s to %s", endpoint.binding, endpoint.url)
         return await open_transport(endpoint, self.config, self.ctx.eid, self.ctx.eim)
@@ -109,6 +116,9 @@ class Agent:
 
     # ------------------------------------------------------------------ one step
     async def poll_once(self) -> PollResult:
+        from ipa.procedures import eim_package_retrieval, fallback
+        from ipa.procedures.eim_package_retrieval import Outcome, PollResult
+
         async with self._lock:
             try:
                 result = await eim_package_retrieval.poll_once(self.ctx)
@@ -138,11 +148,16 @@ class Agent:
         return result
 
     def next_delay(self, result: PollResult | None = None) -> float:
+        from ipa.procedures import eim_package_retrieval
+        from ipa.procedures.eim_package_retrieval import Outcome
+
         r = result or self.last
         outcome = r.outcome if r else Outcome.IDLE
         return eim_package_retrieval.next_delay(self.config.poll, outcome, self.store.state.failures)
 
     async def handle_push(self, push) -> str:
+        from ipa.procedures import eim_package_retrieval
+
         async with self._lock:
             t = self.ctx.transport
             return await eim_package_retrieval.handle_push(self.ctx, push, t.answer_push)  # type: ignore[union-attr]
@@ -152,6 +167,8 @@ class Agent:
         renewed at once rather than at the next poll (which may be an hour away)."""
         if not self.config.eim.push or self.ctx.transport_factory is None:
             return None
+        from ipa.esipa import choose_binding
+
         try:
             if choose_binding(self.config, self.ctx.eim).binding != "coap":
                 return None
@@ -190,6 +207,8 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await p
             if push_wait is not None and push_wait in done:
+                from ipa.esipa import PackageWaiting
+
                 push = push_wait.result()
                 if isinstance(push, PackageWaiting):  # CoAP push: the eIM has a package, fetch it now
                     log.info("push: package waiting")

@@ -159,12 +159,6 @@ def _profiles_human(profiles) -> str:
 
 
 async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) -> int:
-    from ipa.es9 import Es9Error
-    from ipa.es10 import CardChanged, Es10Error
-    from ipa.esipa import EsipaError
-    from ipa.procedures.add_initial_eim import ProvisioningError
-    from ipa.procedures.context import ProcedureError
-
     cmd = args.command
     try:
         if cmd == "run":
@@ -204,6 +198,23 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
         return out.error(cc.step_message(out.last_step or cmd, "interrupted"), out.where(), exit=cc.EXIT_INTERRUPTED)
     except ConfigError as exc:
         return out.error(f"configuration: {exc}", {"step": "configuration"}, exit=cc.EXIT_USAGE)
+    except Exception as exc:
+        return _error_exit(exc, out)
+    return EXIT_USAGE
+
+
+def _error_exit(exc: Exception, out: Output) -> int:
+    """The final line and exit code of a command that failed with ``exc``. The error classes are imported here,
+    on the error path only: a command imports just the modules it uses (a fast ``chip info``), and an exception
+    of a module that was never imported cannot have been raised."""
+    from ipa.es9 import Es9Error
+    from ipa.es10 import CardChanged, Es10Error
+    from ipa.esipa import EsipaError
+    from ipa.procedures.add_initial_eim import ProvisioningError
+    from ipa.procedures.context import ProcedureError
+
+    try:
+        raise exc
     except ProvisioningError as exc:
         return out.error(f"provisioning file: {exc}", {"step": "provisioning file"}, exit=cc.EXIT_USAGE)
     except Es10Error as exc:
@@ -240,7 +251,6 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
     except Exception as exc:  # the firmware bridge's own errors name their step (the AT command)
         log.debug("unexpected error", exc_info=True)
         return report.device_error(out, exc)
-    return EXIT_USAGE
 
 
 async def _notification(args, config: IpaConfig, out: Output) -> int:
