@@ -100,9 +100,35 @@ def globals_after_subcommands(root: argparse.ArgumentParser, names: Iterable[str
                 todo.append(sub)
 
 
+def _terminal_columns() -> int:
+    """What ``shutil.get_terminal_size().columns`` answers ($COLUMNS, else the terminal, else 80)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own formatter, its width found without ``shutil`` (argparse imports it for every parser it
+    builds, and with it bz2, lzma and zlib: 0.5 MB of a device daemon's memory and a few ms of every command)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, _terminal_columns() - 2 if width is None else width)
+
+
 class ContractParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors follow the contract: the message on stderr, exit 2, and under
     ``--json`` (anywhere on the command line) also the final envelope line on stdout."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
