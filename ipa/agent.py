@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from ipa.config import IpaConfig
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from firmware_bridge.interfaces import ApduChannel
     from ipa.esipa import EsipaTransport
     from ipa.procedures.eim_package_retrieval import PollResult
+    from ipa.status import StatusWriter
 
 # The ESipa clients and the procedures of a poll are imported when the agent first polls (ipa.procedures.
 # eim_package_retrieval, ipa.esipa): a one-shot command (``ipa chip info``) starts the agent to read the card and
@@ -59,6 +61,7 @@ class Agent:
             es9_factory=es9_factory or self._default_es9,
         )
         self._lock = asyncio.Lock()
+        self.endpoint: Any = None  # the ESipa endpoint in use (binding, url), once a transport was opened
         self.last: PollResult | None = None
         self.card_changed: CardChanged | None = None
 
@@ -94,6 +97,7 @@ class Agent:
         from ipa.esipa import choose_binding, open_transport
 
         endpoint = choose_binding(self.config, self.ctx.eim)
+        self.endpoint = endpoint
         log.info("ESipa over %s to %s", endpoint.binding, endpoint.url)
         return await open_transport(endpoint, self.config, self.ctx.eid, self.ctx.eim)
 
@@ -178,17 +182,44 @@ class Agent:
             return None
 
     # ------------------------------------------------------------------ daemon loop
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop`` is set; handle pushed packages (MQTT) while waiting."""
-        while not stop.is_set():
-            result = await self.poll_once()
-            if self.card_changed is not None:
-                raise self.card_changed
-            delay = self.next_delay(result)
-            await self._wait(stop, delay)
-        log.info("stopping: state saved, %d result(s) queued", len(self.store.state.results))
+    async def run(self, stop: asyncio.Event, status: StatusWriter | None = None) -> None:
+        """Poll until ``stop`` is set; handle pushed packages (MQTT) while waiting. ``status``: the daemon's status
+        file (:mod:`ipa.status`), told every change of the daemon's view, and ``stopped`` at the end."""
+        try:
+            await self._report(status)
+            while not stop.is_set():
+                result = await self.poll_once()
+                if self.card_changed is not None:
+                    raise self.card_changed
+                delay = self.next_delay(result)
+                await self._report(status, result, delay)
+                await self._wait(stop, delay, status)
+            log.info("stopping: state saved, %d result(s) queued", len(self.store.state.results))
+        finally:
+            await self._report(status, state="stopped", stopped=time.time())
 
-    async def _wait(self, stop: asyncio.Event, delay: float) -> None:
+    async def _report(self, status: StatusWriter | None, result: PollResult | None = None, delay: float = 0.0, **kw):
+        """Tell the status file what the daemon is doing (it writes only when that changed)."""
+        if status is None:
+            return
+        st = self.store.state
+        fields: dict[str, Any] = {
+            "binding": self.endpoint.binding if self.endpoint is not None else None,
+            "eimUrl": self.endpoint.url if self.endpoint is not None else None,
+            "failures": st.failures,
+            "queue": [{"kind": r.kind, "attempts": r.attempts, "seqNumbers": list(r.seq_numbers)} for r in st.results],
+            "inflight": st.inflight.get("procedure") if st.inflight else None,
+        }
+        if result is not None:
+            now = time.time()
+            outcome = result.outcome.value
+            fields["lastPoll"] = {"outcome": outcome, "detail": result.detail, "at": now}
+            fields["state"] = {"work": "working", "idle": "idle", "failed": "backoff"}[outcome]
+            fields["nextPoll"] = now + delay if outcome == "failed" else None
+        fields.update(kw)
+        await status.update(**fields)
+
+    async def _wait(self, stop: asyncio.Event, delay: float, status: StatusWriter | None = None) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay
         while not stop.is_set():
@@ -223,4 +254,5 @@ class Agent:
                         log.error("pushed package failed: %s", exc)
                     if self.es10.card_changed is not None:
                         self.card_changed = self.es10.card_changed
+                    await self._report(status)
                     return  # poll again at once after work (run() stops first if the card changed)

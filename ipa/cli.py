@@ -367,8 +367,13 @@ async def _run_daemon(config: IpaConfig, out: Output, state: str | None) -> int:
         if os.environ.get("NOTIFY_SOCKET"):
             _sd_notify("READY=1")
         watchdog = asyncio.create_task(_sd_watchdog()) if _watchdog_interval() else None
+        status = None
+        if agent.store.path is not None:  # `ipa status` reads it (ipa.status): next to the state file, per EID
+            from ipa.status import StatusWriter, status_path
+
+            status = StatusWriter(status_path(agent.store.path, agent.ctx.eid), agent.ctx.eid)
         try:
-            await agent.run(stop)
+            await agent.run(stop, status)
         finally:
             _sd_notify("STOPPING=1")
             if watchdog is not None:
