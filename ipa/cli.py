@@ -41,7 +41,7 @@ class Output(cc.Envelope):
         super().__init__(json_mode, "ipa", stream)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = cc.ContractParser(prog="ipa", description="SGP.32 IoT Profile Assistant (IPAd)")
     cc.add_version(p)
     p.add_argument("--config", help="TOML configuration file (default: $IPA_CONFIG)")
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     eim = sub.add_parser("eim", help="eIM configuration on the eUICC")
     eim.add_argument("action", choices=["add-initial", "list"])
     eim.add_argument("file", nargs="?", help="provisioning file (DER AddInitialEimRequest or TOML)")
-    cc.globals_after_subcommands(p, GLOBAL_OPTIONS)
+    cc.globals_after_subcommands(p, GLOBAL_OPTIONS, argv)  # argv: only the subcommand used gets them
     return p
 
 
@@ -420,7 +420,7 @@ async def _sd_watchdog() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = cc.parse_args(parser, argv)
     out = Output(args.json)
     _setup_logging(args.verbose, args.json)

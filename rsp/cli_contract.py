@@ -70,11 +70,16 @@ def add_version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
 
 
-def globals_after_subcommands(root: argparse.ArgumentParser, names: Iterable[str]) -> None:
+def globals_after_subcommands(
+    root: argparse.ArgumentParser, names: Iterable[str], argv: Iterable[str] | None = None
+) -> None:
     """Accept the root options ``names`` (their first option string, e.g. ``--json``) after the subcommand too, at
     every level (``eim serve --config FILE`` as well as ``eim --config FILE serve``). Given after it, they win;
-    absent there, the value given before the subcommand (or the default) stays."""
+    absent there, the value given before the subcommand (or the default) stays. With ``argv`` (the command line
+    about to be parsed) only the subcommands named in it get them: a parser that is not used is not dressed (a
+    one-shot command spends its milliseconds on its work, not on argparse)."""
     wanted = set(names)
+    named = set(argv) if argv is not None else None
     globals_ = [a for a in root._actions if a.option_strings and a.option_strings[0] in wanted]
     todo = [root]
     while todo:
@@ -82,7 +87,9 @@ def globals_after_subcommands(root: argparse.ArgumentParser, names: Iterable[str
         for action in parser_._actions:
             if not isinstance(action, argparse._SubParsersAction):
                 continue
-            for sub in action.choices.values():
+            for name, sub in action.choices.items():
+                if named is not None and name not in named:
+                    continue
                 present = {s for a in sub._actions for s in a.option_strings}
                 for g in globals_:
                     if present & set(g.option_strings):
