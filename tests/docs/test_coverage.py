@@ -48,6 +48,10 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "re-runs section 0 with an older commit's eIM beside it (minutes); section 0 runs at tiny sizes in "
         "tests/bench/test_bench.py (test_ceiling_tiny)"
     ),
+    ("performance.md", ".venv/bin/python -m bench --only ipa_cli --before HEAD~3"): (
+        "re-runs section 5b with an older commit's ipa beside it (~2 min); section 5b runs in one round in "
+        "tests/bench/test_bench.py (test_ipa_commands_tiny)"
+    ),
     ("performance.md", "python -m bench.coap_push"): (
         "the push benchmark (~5 min, 10,000 devices); each part runs at tiny sizes in tests/bench/test_bench.py"
     ),
