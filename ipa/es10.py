@@ -15,7 +15,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING
 
 from ipa import der
 from rsp import apdu, tlv
@@ -24,6 +24,7 @@ from rsp.errors import DecodeError
 if TYPE_CHECKING:
     from firmware_bridge.interfaces import ApduChannel
     from ipa import messages as m
+    from ipa.es10_download import AuthenticateServerResult, PrepareDownloadResult
 
 # ipa.messages (the ESipa and eUICC package messages) and ipa.codes (every result code's name) are imported by the
 # functions that use them: reading the card's identity and configuration (``ipa chip info``) loads neither.
@@ -460,6 +461,8 @@ class Es10Client:
             + ctx_params1,
         )
         data = await self._cmd(req, "AuthenticateServer", 0xBF38, idempotent=False)
+        from ipa.es10_download import AuthenticateServerResult
+
         return AuthenticateServerResult.parse(data)
 
     async def prepare_download(
@@ -470,6 +473,8 @@ class Es10Client:
             body += tlv.encode(0x04, hash_cc)
         body += smdp_certificate
         data = await self._cmd(tlv.encode(0xBF21, body), "PrepareDownload", 0xBF21, idempotent=False)
+        from ipa.es10_download import PrepareDownloadResult
+
         return PrepareDownloadResult.parse(data)
 
     async def load_bound_profile_package(self, bpp: bytes, progress=None) -> bytes:
@@ -478,6 +483,8 @@ class Es10Client:
         Raises :class:`Es10Error` if a segment is refused; a BF37 earlier than the last segment ends the load and
         is returned (its finalResult says what failed).
         """
+        from ipa.es10_download import bpp_segments
+
         segments = bpp_segments(bpp)
         await self.ensure_open()
         for i, seg in enumerate(segments):
@@ -509,25 +516,6 @@ def _code_error(step: str, enum: type[IntEnum], code: int) -> Es10Error:
 
     name = codes.code_name(enum, code)
     return Es10Error(step, f"card answered {name}", code=code, code_name=name)
-
-
-def bpp_segments(bpp: bytes) -> list[bytes]:
-    """Split a BoundProfilePackage (BF36) into the ES10b.LoadBoundProfilePackage commands (protocol brief §7.5)."""
-    what = "BoundProfilePackage"
-    outer = der.expect(bpp, 0xBF36, what)
-    kids = tlv.children(outer, what=what)
-    if not kids or kids[0].tag != 0xBF23:
-        raise DecodeError(what, "initialiseSecureChannelRequest (BF23) must come first")
-    segs = [outer.raw[: outer.header_len] + kids[0].raw]
-    for k in kids[1:]:
-        if k.tag in (0xA0, 0xA2):
-            segs.append(k.raw)
-        elif k.tag in (0xA1, 0xA3):
-            segs.append(k.raw[: k.header_len])
-            segs.extend(c.raw for c in tlv.children(k, what=what))
-        else:
-            raise DecodeError(what, f"unexpected part {k.tag:X}")
-    return segs
 
 
 # ------------------------------------------------------------------ typed results
@@ -763,106 +751,19 @@ class NotificationMetadata:
         }
 
 
-@dataclass(frozen=True)
-class _SignedOrErrorResult:
-    """An ES10b answer ``{ A0 { 30 signed {80 transactionId ...}, 5F37 sig } | A1 { [80 transactionId], 02 code } }``:
-    ``raw`` goes verbatim to the server; ``error`` is the card's code when it failed."""
-
-    raw: bytes
-    transaction_id: bytes | None
-    error: int | None = None
-
-    STEP: ClassVar[str] = ""
-    ERROR_TYPE: ClassVar[str] = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @classmethod
-    def parse(cls, data: bytes) -> Self:
-        alt = tlv.children(data)
-        if not alt:
-            raise Es10Error(cls.STEP, "empty answer")
-        a = alt[0]
-        if a.tag == 0xA1:
-            f = der.child_map(a, cls.ERROR_TYPE)
-            return cls(data, f[0x80].value if 0x80 in f else None, der.dec_int(f[0x02].value) if 0x02 in f else 127)
-        signed = tlv.find(a, 0x30)
-        txid = tlv.find(signed, 0x80) if signed is not None else None
-        return cls(data, txid.value if txid else None)
+# The profile download's results and BPP segmentation live in ipa.es10_download (imported by the functions that need
+# them); the old names still resolve here.
+_DOWNLOAD_NAMES = (
+    "AuthenticateServerResult",
+    "PrepareDownloadResult",
+    "ProfileInstallationResult",
+    "bpp_segments",
+)
 
 
-@dataclass(frozen=True)
-class AuthenticateServerResult(_SignedOrErrorResult):
-    """BF38 answer (AuthenticateServerResponse)."""
+def __getattr__(name: str):
+    if name in _DOWNLOAD_NAMES:
+        from ipa import es10_download
 
-    STEP: ClassVar[str] = "AuthenticateServer"
-    ERROR_TYPE: ClassVar[str] = "AuthenticateResponseError"
-
-
-@dataclass(frozen=True)
-class PrepareDownloadResult(_SignedOrErrorResult):
-    """BF21 answer (PrepareDownloadResponse)."""
-
-    STEP: ClassVar[str] = "PrepareDownload"
-    ERROR_TYPE: ClassVar[str] = "PrepareDownloadResponseError"
-
-
-@dataclass(frozen=True)
-class ProfileInstallationResult:
-    """What the IPA reads from a PIR (BF37), raw kept for forwarding."""
-
-    raw: bytes
-    transaction_id: bytes | None
-    seq_number: int | None
-    iccid: str | None
-    success: bool
-    aid: str | None = None
-    bpp_command_id: int | None = None
-    error_reason: int | None = None
-
-    @classmethod
-    def parse(cls, data: bytes) -> ProfileInstallationResult:
-        from ipa import messages as m
-
-        what = "ProfileInstallationResult"
-        data_t = tlv.require(data, 0xBF27, what=what)
-        f = der.child_map(data_t, what)
-        seq = iccid = None
-        if 0xBF2F in f:
-            seq, _events, _addr, iccid = m.parse_notification_metadata(f[0xBF2F])
-        final = f.get(0xA2)
-        if final is None:
-            raise DecodeError(what, "finalResult (A2) missing")
-        alt = tlv.children(final, what=what)[0]
-        if alt.tag == 0xA0:
-            sf = der.child_map(alt, what)
-            return cls(
-                data,
-                f[0x80].value if 0x80 in f else None,
-                seq,
-                iccid,
-                True,
-                sf[0x4F].value.hex().upper() if 0x4F in sf else None,
-            )
-        ef = der.child_map(alt, what)
-        return cls(
-            data,
-            f[0x80].value if 0x80 in f else None,
-            seq,
-            iccid,
-            False,
-            bpp_command_id=der.dec_int(ef[0x80].value) if 0x80 in ef else None,
-            error_reason=der.dec_int(ef[0x81].value) if 0x81 in ef else None,
-        )
-
-    def describe(self) -> str:
-        from ipa import codes
-
-        if self.success:
-            return "success"
-        return (
-            f"{codes.code_name(codes.BppCommandId, self.bpp_command_id or 0)} failed: "
-            f"{codes.code_name(codes.BppErrorReason, self.error_reason or 127)}"
-        )
+        return getattr(es10_download, name)
+    raise AttributeError(f"module 'ipa.es10' has no attribute {name!r}")
