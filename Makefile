@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -e '.[dev]'
 	@PY=$(PY) sh deploy/install-dtls.sh
+	@# an editable install compiles nothing: without this, where PYTHONDONTWRITEBYTECODE is set every command
+	@# compiles the project's modules at each start (`ipa chip info` 1.6x slower; docs/performance.md 5b)
+	@$(PY) -m compileall -q rsp ipa euicc firmware_bridge eim smdpp demo >/dev/null
 	@touch $(STAMP)
 
 venv: $(STAMP)

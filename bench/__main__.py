@@ -10,7 +10,8 @@ SQLite store's fsync cost: shipped store vs what-if variants, before/after), fle
 size), fleet_summary (GET /v1/fleet and label filters with 1,000,000 eUICCs), dashboard (the
 overview page /ui/ end to end through eim serve with 1,000,000 eUICCs), serial (profile download over the
 serial line), air (bytes on the air per operation), air_download (bytes on
-the air of an indirect 12 KB profile download through the whole lab), ipa (IPA footprint),
+the air of an indirect 12 KB profile download through the whole lab), ipa (IPA footprint), ipa_cli (``ipa chip
+info`` against the floor ``python -c "import cryptography.x509"``; ``--before COMMIT`` adds that commit's ipa),
 smdpp (lab SM-DP+ downloads/s), smdpp_workers (the SM-DP+ over HTTPS with 1 and 2 worker processes).
 The report goes to ``--out`` (default ``docs/performance.md``; with ``--only`` or
 ``--quick`` the default is ``build/performance-partial.md`` so a partial run never overwrites the published one)
@@ -40,6 +41,7 @@ NAMES = (
     "air",
     "air_download",
     "ipa",
+    "ipa_cli",
     "smdpp",
     "smdpp_workers",
 )
@@ -55,6 +57,7 @@ HOW_TO = """\
     .venv/bin/python -m bench --only psmo --before HEAD~1  # signed PSMO round trips, before/after interleaved
     .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~3.5 min)
     .venv/bin/python -m bench --only fleet --merge docs/performance.md  # re-run one section into this file
+    .venv/bin/python -m bench --only ipa_cli --before HEAD~3  # ipa chip info vs the floor, before/after pair
 
 Benchmarks start their own services on loopback (a private Mosquitto and PostgreSQL exactly like the tests,
 `demo/services.py`), run the load in a separate process, and stop by themselves. Tests never assert timings;
@@ -109,6 +112,10 @@ def run_one(name: str, args: argparse.Namespace) -> Section:
         from bench.ipa_footprint import run
 
         return run(quick)
+    if name == "ipa_cli":
+        from bench.ipa_commands import run
+
+        return run(quick, before=args.before or None)
     if name == "smdpp":
         from bench.smdpp_download import run
 
@@ -233,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="registered eUICCs for the fleet benchmark (default 1000000; 10000 with --quick)",
     )
-    ap.add_argument("--before", default="", help="ceiling, psmo: also run the eIM of this commit (before/after pair)")
+    ap.add_argument(
+        "--before",
+        default="",
+        help="ceiling, psmo, ipa_cli: also run the eIM / the ipa of this commit (before/after pair)",
+    )
     ap.add_argument("--bindings", default="http,coap,mqtt", help="ceiling: the bindings measured")
     ap.add_argument("--out", default="", help="report file (default docs/performance.md for a full run)")
     ap.add_argument("--append", default="", help="Markdown file appended verbatim to the report (recorded runs)")

@@ -33,12 +33,13 @@ def peek_tag(data: bytes) -> int | None:
 
 def dispatch(ctx: Context, command: bytes) -> bytes:
     from euicc.es10 import REGISTRY
-    from euicc.es10 import load_bound_profile_package as lbpp
 
     tag = peek_tag(command)
     if tag is None:
         raise Es10Reject(SW_WRONG_DATA, "ES10", "no tag")
     if tag == 0xBF36 or tag in BPP_CONTINUATION_TAGS:
+        from euicc.es10 import load_bound_profile_package as lbpp  # BSP and the profile package: only to load one
+
         return lbpp.handle_segment(ctx, command)
     try:
         request = tlv.parse_exact(command, what="ES10 command")

@@ -17,16 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
-from firmware_bridge.interfaces import ApduChannel
 from ipa.config import IpaConfig
 from ipa.es10 import CardChanged, EimConfiguration, Es10Client
-from ipa.esipa import EsipaTransport, PackageWaiting, choose_binding, open_transport
-from ipa.procedures import eim_package_retrieval, fallback
 from ipa.procedures.context import IpaContext, ProgressFn
-from ipa.procedures.eim_package_retrieval import Outcome, PollResult
 from ipa.state import StateStore
+
+if TYPE_CHECKING:
+    from firmware_bridge.interfaces import ApduChannel
+    from ipa.esipa import EsipaTransport
+    from ipa.procedures.eim_package_retrieval import PollResult
+    from ipa.status import StatusWriter
+
+# The ESipa clients and the procedures of a poll are imported when the agent first polls (ipa.procedures.
+# eim_package_retrieval, ipa.esipa): a one-shot command (``ipa chip info``) starts the agent to read the card and
+# never loads them, and ``ipa run`` loads only its binding's stack (ipa.esipa.open_transport).
 
 log = logging.getLogger("ipa.agent")
 
@@ -54,6 +61,7 @@ class Agent:
             es9_factory=es9_factory or self._default_es9,
         )
         self._lock = asyncio.Lock()
+        self.endpoint: Any = None  # the ESipa endpoint in use (binding, url), once a transport was opened
         self.last: PollResult | None = None
         self.card_changed: CardChanged | None = None
 
@@ -86,7 +94,10 @@ class Agent:
         return eims[0] if eims else None
 
     async def _default_transport(self) -> EsipaTransport:
+        from ipa.esipa import choose_binding, open_transport
+
         endpoint = choose_binding(self.config, self.ctx.eim)
+        self.endpoint = endpoint
         log.info("ESipa over %s to %s", endpoint.binding, endpoint.url)
         return await open_transport(endpoint, self.config, self.ctx.eid, self.ctx.eim)
 
@@ -109,6 +120,9 @@ class Agent:
 
     # ------------------------------------------------------------------ one step
     async def poll_once(self) -> PollResult:
+        from ipa.procedures import eim_package_retrieval, fallback
+        from ipa.procedures.eim_package_retrieval import Outcome, PollResult
+
         async with self._lock:
             try:
                 result = await eim_package_retrieval.poll_once(self.ctx)
@@ -138,11 +152,16 @@ class Agent:
         return result
 
     def next_delay(self, result: PollResult | None = None) -> float:
+        from ipa.procedures import eim_package_retrieval
+        from ipa.procedures.eim_package_retrieval import Outcome
+
         r = result or self.last
         outcome = r.outcome if r else Outcome.IDLE
         return eim_package_retrieval.next_delay(self.config.poll, outcome, self.store.state.failures)
 
     async def handle_push(self, push) -> str:
+        from ipa.procedures import eim_package_retrieval
+
         async with self._lock:
             t = self.ctx.transport
             return await eim_package_retrieval.handle_push(self.ctx, push, t.answer_push)  # type: ignore[union-attr]
@@ -152,6 +171,8 @@ class Agent:
         renewed at once rather than at the next poll (which may be an hour away)."""
         if not self.config.eim.push or self.ctx.transport_factory is None:
             return None
+        from ipa.esipa import choose_binding
+
         try:
             if choose_binding(self.config, self.ctx.eim).binding != "coap":
                 return None
@@ -161,17 +182,44 @@ class Agent:
             return None
 
     # ------------------------------------------------------------------ daemon loop
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop`` is set; handle pushed packages (MQTT) while waiting."""
-        while not stop.is_set():
-            result = await self.poll_once()
-            if self.card_changed is not None:
-                raise self.card_changed
-            delay = self.next_delay(result)
-            await self._wait(stop, delay)
-        log.info("stopping: state saved, %d result(s) queued", len(self.store.state.results))
+    async def run(self, stop: asyncio.Event, status: StatusWriter | None = None) -> None:
+        """Poll until ``stop`` is set; handle pushed packages (MQTT) while waiting. ``status``: the daemon's status
+        file (:mod:`ipa.status`), told every change of the daemon's view, and ``stopped`` at the end."""
+        try:
+            await self._report(status)
+            while not stop.is_set():
+                result = await self.poll_once()
+                if self.card_changed is not None:
+                    raise self.card_changed
+                delay = self.next_delay(result)
+                await self._report(status, result, delay)
+                await self._wait(stop, delay, status)
+            log.info("stopping: state saved, %d result(s) queued", len(self.store.state.results))
+        finally:
+            await self._report(status, state="stopped", stopped=time.time())
 
-    async def _wait(self, stop: asyncio.Event, delay: float) -> None:
+    async def _report(self, status: StatusWriter | None, result: PollResult | None = None, delay: float = 0.0, **kw):
+        """Tell the status file what the daemon is doing (it writes only when that changed)."""
+        if status is None:
+            return
+        st = self.store.state
+        fields: dict[str, Any] = {
+            "binding": self.endpoint.binding if self.endpoint is not None else None,
+            "eimUrl": self.endpoint.url if self.endpoint is not None else None,
+            "failures": st.failures,
+            "queue": [{"kind": r.kind, "attempts": r.attempts, "seqNumbers": list(r.seq_numbers)} for r in st.results],
+            "inflight": st.inflight.get("procedure") if st.inflight else None,
+        }
+        if result is not None:
+            now = time.time()
+            outcome = result.outcome.value
+            fields["lastPoll"] = {"outcome": outcome, "detail": result.detail, "at": now}
+            fields["state"] = {"work": "working", "idle": "idle", "failed": "backoff"}[outcome]
+            fields["nextPoll"] = now + delay if outcome == "failed" else None
+        fields.update(kw)
+        await status.update(**fields)
+
+    async def _wait(self, stop: asyncio.Event, delay: float, status: StatusWriter | None = None) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay
         while not stop.is_set():
@@ -190,6 +238,8 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await p
             if push_wait is not None and push_wait in done:
+                from ipa.esipa import PackageWaiting
+
                 push = push_wait.result()
                 if isinstance(push, PackageWaiting):  # CoAP push: the eIM has a package, fetch it now
                     log.info("push: package waiting")
@@ -204,4 +254,5 @@ class Agent:
                         log.error("pushed package failed: %s", exc)
                     if self.es10.card_changed is not None:
                         self.card_changed = self.es10.card_changed
+                    await self._report(status)
                     return  # poll again at once after work (run() stops first if the card changed)

@@ -41,7 +41,7 @@ class Output(cc.Envelope):
         super().__init__(json_mode, "ipa", stream)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = cc.ContractParser(prog="ipa", description="SGP.32 IoT Profile Assistant (IPAd)")
     cc.add_version(p)
     p.add_argument("--config", help="TOML configuration file (default: $IPA_CONFIG)")
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     eim = sub.add_parser("eim", help="eIM configuration on the eUICC")
     eim.add_argument("action", choices=["add-initial", "list"])
     eim.add_argument("file", nargs="?", help="provisioning file (DER AddInitialEimRequest or TOML)")
-    cc.globals_after_subcommands(p, GLOBAL_OPTIONS)
+    cc.globals_after_subcommands(p, GLOBAL_OPTIONS, argv)  # argv: only the subcommand used gets them
     return p
 
 
@@ -159,12 +159,6 @@ def _profiles_human(profiles) -> str:
 
 
 async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) -> int:
-    from ipa.es9 import Es9Error
-    from ipa.es10 import CardChanged, Es10Error
-    from ipa.esipa import EsipaError
-    from ipa.procedures.add_initial_eim import ProvisioningError
-    from ipa.procedures.context import ProcedureError
-
     cmd = args.command
     try:
         if cmd == "run":
@@ -204,6 +198,23 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
         return out.error(cc.step_message(out.last_step or cmd, "interrupted"), out.where(), exit=cc.EXIT_INTERRUPTED)
     except ConfigError as exc:
         return out.error(f"configuration: {exc}", {"step": "configuration"}, exit=cc.EXIT_USAGE)
+    except Exception as exc:
+        return _error_exit(exc, out)
+    return EXIT_USAGE
+
+
+def _error_exit(exc: Exception, out: Output) -> int:
+    """The final line and exit code of a command that failed with ``exc``. The error classes are imported here,
+    on the error path only: a command imports just the modules it uses (a fast ``chip info``), and an exception
+    of a module that was never imported cannot have been raised."""
+    from ipa.es9 import Es9Error
+    from ipa.es10 import CardChanged, Es10Error
+    from ipa.esipa import EsipaError
+    from ipa.procedures.add_initial_eim import ProvisioningError
+    from ipa.procedures.context import ProcedureError
+
+    try:
+        raise exc
     except ProvisioningError as exc:
         return out.error(f"provisioning file: {exc}", {"step": "provisioning file"}, exit=cc.EXIT_USAGE)
     except Es10Error as exc:
@@ -240,7 +251,6 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
     except Exception as exc:  # the firmware bridge's own errors name their step (the AT command)
         log.debug("unexpected error", exc_info=True)
         return report.device_error(out, exc)
-    return EXIT_USAGE
 
 
 async def _notification(args, config: IpaConfig, out: Output) -> int:
@@ -357,8 +367,13 @@ async def _run_daemon(config: IpaConfig, out: Output, state: str | None) -> int:
         if os.environ.get("NOTIFY_SOCKET"):
             _sd_notify("READY=1")
         watchdog = asyncio.create_task(_sd_watchdog()) if _watchdog_interval() else None
+        status = None
+        if agent.store.path is not None:  # `ipa status` reads it (ipa.status): next to the state file, per EID
+            from ipa.status import StatusWriter, status_path
+
+            status = StatusWriter(status_path(agent.store.path, agent.ctx.eid), agent.ctx.eid)
         try:
-            await agent.run(stop)
+            await agent.run(stop, status)
         finally:
             _sd_notify("STOPPING=1")
             if watchdog is not None:
@@ -405,7 +420,7 @@ async def _sd_watchdog() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = cc.parse_args(parser, argv)
     out = Output(args.json)
     _setup_logging(args.verbose, args.json)

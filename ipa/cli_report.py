@@ -155,6 +155,7 @@ def status(config: IpaConfig, out: cc.Envelope) -> int:
     except (OSError, StateError) as exc:
         return out.error(f"status: cannot read {path}: {exc}", {"step": "status", "stateFile": path})
     holder = cc.lock_holder(config.device.port) if config.device.port else None
+    daemon = _daemon(path, st.eid)
     data = {
         "stateFile": path,
         "eid": st.eid.hex().upper() if st.eid else None,
@@ -169,7 +170,16 @@ def status(config: IpaConfig, out: cc.Envelope) -> int:
         "fallback": st.fallback,
         "port": config.device.port or None,
         "portHolder": holder,
+        "daemon": daemon,
     }
+    for key in ("lastPoll",):
+        if isinstance(daemon.get(key), dict) and isinstance(daemon[key].get("at"), int | float):
+            daemon[key] = {**daemon[key], "at": when(daemon[key]["at"])}
+    for key in ("since", "updated", "nextPoll", "stopped"):
+        if isinstance(daemon.get(key), int | float):
+            daemon[key] = when(daemon[key])
+    if daemon.get("nextPoll"):
+        data["nextPoll"] = daemon["nextPoll"]  # the daemon's own plan (backoff), fresher than the state file's
     human = "\n".join(
         [
             f"state file    {path}",
@@ -181,9 +191,35 @@ def status(config: IpaConfig, out: cc.Envelope) -> int:
             + (f": {', '.join(r.kind for r in st.results)}" if st.results else ""),
             f"in flight     {data['inflight'] or '-'}",
             f"port          {data['port'] or '-'}" + (f" held by {holder}" if holder else ""),
+            f"daemon        {_daemon_line(daemon)}",
         ]
     )
     return out.success(data, human)
+
+
+def _daemon(state_path: str, eid: bytes | None) -> dict[str, Any]:
+    """The daemon's own view from its status file (:mod:`ipa.status`), and whether it is running."""
+    from ipa.status import StatusError, daemon_view, read_status, status_path
+
+    if eid is None:
+        return {"running": False, "note": "the state file names no eUICC yet: ipa run has not started with it"}
+    path = status_path(state_path, eid)
+    try:
+        view = daemon_view(read_status(path))
+    except StatusError as exc:
+        view = {"running": False, "note": f"status file unreadable: {exc}"}
+    return {**view, "statusFile": str(path)}
+
+
+def _daemon_line(d: dict[str, Any]) -> str:
+    if not d.get("running"):
+        state = f" (last: {d['state']} since {d.get('since')})" if d.get("state") and d["state"] != "stopped" else ""
+        stopped = f" at {d['stopped']}" if d.get("stopped") else ""
+        return f"{d['note']}{stopped}{state}"
+    binding = f", {d['binding']} to {d['eimUrl']}" if d.get("binding") else ""
+    last = d.get("lastPoll") or {}
+    poll = f", last poll {last.get('outcome')} at {last.get('at')}" if last else ""
+    return f"running (pid {d['pid']}), {d['state']} since {d['since']}{binding}{poll}"
 
 
 def procedure_message(err) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import ssl
-import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -245,12 +244,13 @@ def check_client_certificate(cfg: IpaConfig) -> None:
 
 
 def validate(cfg: IpaConfig) -> IpaConfig:
-    from rsp.resolve import ResolveMapError, parse
+    if cfg.es9.resolve:
+        from rsp.resolve import ResolveMapError, parse
 
-    try:
-        parse(cfg.es9.resolve)
-    except ResolveMapError as exc:
-        raise ConfigError(f"es9.resolve: {exc}") from None
+        try:
+            parse(cfg.es9.resolve)
+        except ResolveMapError as exc:
+            raise ConfigError(f"es9.resolve: {exc}") from None
     if cfg.device.route not in ("auto", "csim", "cgla"):
         raise ConfigError(f"device.route must be auto, csim or cgla, got {cfg.device.route!r}")
     if not 1 <= cfg.device.block_size <= 255:
@@ -290,10 +290,14 @@ def validate(cfg: IpaConfig) -> IpaConfig:
 
 def parse_config(text: str, env: dict[str, str] | None = None) -> IpaConfig:
     """Parse TOML text, then apply ``IPA_<SECTION>_<KEY>`` overrides from ``env``."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}") from None
+    data: dict[str, Any] = {}
+    if text.strip():  # no file (the defaults and IPA_* variables): the TOML parser is not even imported
+        import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}") from None
     cfg = IpaConfig()
     for section, values in data.items():
         if not isinstance(values, dict):

@@ -15,13 +15,19 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING
 
-from firmware_bridge.interfaces import ApduChannel
-from ipa import codes
-from ipa import messages as m
+from ipa import der
 from rsp import apdu, tlv
 from rsp.errors import DecodeError
+
+if TYPE_CHECKING:
+    from firmware_bridge.interfaces import ApduChannel
+    from ipa import messages as m
+    from ipa.es10_download import AuthenticateServerResult, PrepareDownloadResult
+
+# ipa.messages (the ESipa and eUICC package messages) and ipa.codes (every result code's name) are imported by the
+# functions that use them: reading the card's identity and configuration (``ipa chip info``) loads neither.
 
 log = logging.getLogger("ipa.es10")
 
@@ -112,7 +118,7 @@ class Es10Client:
         if self.expected_eid is None:
             return
         try:
-            found = tlv.find(await self.call(GET_EID, "GetEID"), m.TAG_EID)
+            found = tlv.find(await self.call(GET_EID, "GetEID"), der.TAG_EID)
         except DecodeError:
             found = None
         eid = found.value if found is not None else None
@@ -157,7 +163,7 @@ class Es10Client:
     async def get_eid(self) -> bytes:
         """ES10c.GetEID (GetEuiccData tagList 5A): the 16-byte EID."""
         data = await self._cmd(GET_EID, "GetEID", 0xBF3E)
-        found = tlv.find(data, m.TAG_EID)
+        found = tlv.find(data, der.TAG_EID)
         if found is None or len(found.value) != 16:
             raise Es10Error("GetEID", "no 16-byte EID (5A) in the answer")
         return found.value
@@ -179,22 +185,24 @@ class Es10Client:
 
     async def get_euicc_configured_addresses(self) -> ConfiguredAddresses:
         data = await self._cmd(b"\xbf\x3c\x00", "EuiccConfiguredAddresses", 0xBF3C)
-        f = m.child_map(tlv.parse_exact(data), "EuiccConfiguredAddresses")
+        f = der.child_map(tlv.parse_exact(data), "EuiccConfiguredAddresses")
         return ConfiguredAddresses(
-            default_dp_address=m.dec_utf8(f[0x80].value, "defaultDpAddress") if 0x80 in f else None,
-            root_ds_address=m.dec_utf8(f[0x81].value, "rootDsAddress") if 0x81 in f else None,
+            default_dp_address=der.dec_utf8(f[0x80].value, "defaultDpAddress") if 0x80 in f else None,
+            root_ds_address=der.dec_utf8(f[0x81].value, "rootDsAddress") if 0x81 in f else None,
         )
 
     async def get_certs(self, euicc_ci_pkid: bytes | None = None) -> Certs:
         """SGP.32 ES10b.GetCerts: EUM and eUICC certificates (A5/A6 contents are the certificates)."""
+        from ipa import codes
+
         body = tlv.encode(0x80, euicc_ci_pkid) if euicc_ci_pkid else b""
         data = await self._cmd(tlv.encode(0xBF56, body), "GetCerts", 0xBF56)
         alt = tlv.children(data)[0] if tlv.children(data) else None
         if alt is not None and alt.tag == 0x81:
-            raise _code_error("GetCerts", codes.GetCertsError, m.dec_int(alt.value))
+            raise _code_error("GetCerts", codes.GetCertsError, der.dec_int(alt.value))
         if alt is None or alt.tag != 0xA0:
             raise Es10Error("GetCerts", "no certs in the answer")
-        f = m.child_map(alt, "GetCerts")
+        f = der.child_map(alt, "GetCerts")
         if 0xA5 not in f or 0xA6 not in f:
             raise Es10Error("GetCerts", "eumCertificate (A5) or euiccCertificate (A6) missing")
         # [5]/[6] IMPLICIT over Certificate: the value is the certificate's contents; rebuild the 30 TLV.
@@ -209,13 +217,15 @@ class Es10Client:
 
     # ------------------------------------------------------------------ profiles
     async def get_profiles_info(self, iccid: str | None = None) -> list[ProfileInfo]:
+        from ipa import codes
+
         body = b""
         if iccid:
-            body = tlv.encode(0xA0, tlv.encode(m.TAG_EID, m.iccid_to_bytes(iccid)))
+            body = tlv.encode(0xA0, tlv.encode(der.TAG_EID, der.iccid_to_bytes(iccid)))
         data = await self._cmd(tlv.encode(0xBF2D, body), "GetProfilesInfo", 0xBF2D)
         kids = tlv.children(data)
         if kids and kids[0].tag == 0x81:
-            raise _code_error("GetProfilesInfo", codes.ProfileInfoListError, m.dec_int(kids[0].value))
+            raise _code_error("GetProfilesInfo", codes.ProfileInfoListError, der.dec_int(kids[0].value))
         if not kids or kids[0].tag != 0xA0:
             raise Es10Error("GetProfilesInfo", "no profileInfoListOk (A0)")
         return [ProfileInfo.parse(p) for p in tlv.children(kids[0]) if p.tag == 0xE3]
@@ -231,22 +241,26 @@ class Es10Client:
 
     async def add_initial_eim(self, request: bytes) -> AddInitialEimResult:
         """SGP.32 ES10b.AddInitialEim: ``request`` is the whole BF57 AddInitialEimRequest."""
+        from ipa import codes
+
         if request[:2] != b"\xbf\x57":
             raise Es10Error("AddInitialEim", "request is not a BF57 AddInitialEimRequest")
         data = await self._cmd(request, "AddInitialEim", 0xBF57, idempotent=False)
         alt = tlv.children(data)
         if alt and alt[0].tag == 0x81:
-            raise _code_error("AddInitialEim", codes.AddInitialEimError, m.dec_int(alt[0].value))
+            raise _code_error("AddInitialEim", codes.AddInitialEimError, der.dec_int(alt[0].value))
         if not alt or alt[0].tag != 0xA0:
             raise Es10Error("AddInitialEim", "unexpected answer")
         tokens: list[int | None] = []
         for c in tlv.children(alt[0]):
-            tokens.append(m.dec_int(c.value) if c.tag == 0x84 else None)
+            tokens.append(der.dec_int(c.value) if c.tag == 0x84 else None)
         return AddInitialEimResult(tuple(tokens), data)
 
     # ------------------------------------------------------------------ eUICC packages
     async def load_euicc_package(self, package: bytes) -> m.EuiccPackageResult:
         """SGP.32 ES10b.LoadEuiccPackage: ``package`` is the eIM's BF51 verbatim."""
+        from ipa import messages as m
+
         data = await self._cmd(package, "LoadEuiccPackage", 0xBF51, idempotent=False)
         try:
             return m.parse_euicc_package_result(data)
@@ -254,13 +268,16 @@ class Es10Client:
             raise Es10Error("LoadEuiccPackage", f"malformed EuiccPackageResult: {exc}") from None
 
     async def profile_rollback(self, refresh: bool = True) -> RollbackResult:
+        from ipa import codes
+        from ipa import messages as m
+
         data = await self._cmd(
             bytes.fromhex("BF58038001") + (b"\xff" if refresh else b"\x00"), "ProfileRollback", 0xBF58, idempotent=False
         )
-        f = m.child_map(tlv.parse_exact(data), "ProfileRollback")
+        f = der.child_map(tlv.parse_exact(data), "ProfileRollback")
         if 0x02 not in f:
             raise Es10Error("ProfileRollback", "cmdResult missing")
-        code = m.dec_int(f[0x02].value)
+        code = der.dec_int(f[0x02].value)
         epr = m.parse_euicc_package_result(f[0xBF51]) if 0xBF51 in f else None
         if code != 0:
             raise _code_error("ProfileRollback", codes.ProfileRollbackCmdResult, code)
@@ -270,17 +287,19 @@ class Es10Client:
         self, seq_number: int | None = None, event_bits: set[int] | None = None
     ) -> list[m.PendingNotification]:
         """SGP.32 RetrieveNotificationsList (BF2B): pending notifications (PIR BF37 / otherSignedNotification 30)."""
+        from ipa import messages as m
+
         crit = b""
         if seq_number is not None:
-            crit = tlv.encode(0xA0, m.enc_int(0x80, seq_number))
+            crit = tlv.encode(0xA0, der.enc_int(0x80, seq_number))
         elif event_bits is not None:
-            crit = tlv.encode(0xA0, m.enc_bitstring(0x81, event_bits))
+            crit = tlv.encode(0xA0, der.enc_bitstring(0x81, event_bits))
         data = await self._cmd(tlv.encode(0xBF2B, crit), "RetrieveNotificationsList", 0xBF2B)
         alt = tlv.children(data)
         if not alt:
             return []
         if alt[0].tag == 0x81:
-            raise Es10Error("RetrieveNotificationsList", f"notificationsListResultError {m.dec_int(alt[0].value)}")
+            raise Es10Error("RetrieveNotificationsList", f"notificationsListResultError {der.dec_int(alt[0].value)}")
         if alt[0].tag != 0xA0:
             raise Es10Error("RetrieveNotificationsList", f"unexpected alternative {alt[0].tag:X}")
         out = []
@@ -293,12 +312,14 @@ class Es10Client:
 
     async def retrieve_euicc_package_results(self) -> list[m.EuiccPackageResult]:
         """RetrieveNotificationsList with searchCriteria euiccPackageResults: the card's pending EPR list."""
+        from ipa import messages as m
+
         data = await self._cmd(bytes.fromhex("BF2B04A0028200"), "RetrieveNotificationsList(EPR)", 0xBF2B)
         alt = tlv.children(data)
         if not alt:
             return []
         if alt[0].tag == 0x81:
-            raise Es10Error("RetrieveNotificationsList(EPR)", f"error {m.dec_int(alt[0].value)}")
+            raise Es10Error("RetrieveNotificationsList(EPR)", f"error {der.dec_int(alt[0].value)}")
         out = []
         for e in tlv.children(alt[0]):
             if e.tag == m.TAG_EUICC_PACKAGE:
@@ -310,12 +331,14 @@ class Es10Client:
 
     async def list_notification(self) -> list[NotificationMetadata]:
         """ES10b.ListNotification (BF28): metadata of the pending notifications."""
+        from ipa import messages as m
+
         data = await self._cmd(b"\xbf\x28\x00", "ListNotification", 0xBF28)
         alt = tlv.children(data)
         if not alt:
             return []
         if alt[0].tag == 0x81:
-            raise Es10Error("ListNotification", f"listNotificationsResultError {m.dec_int(alt[0].value)}")
+            raise Es10Error("ListNotification", f"listNotificationsResultError {der.dec_int(alt[0].value)}")
         out = []
         for md in tlv.children(alt[0]):
             if md.tag == 0xBF2F:
@@ -325,9 +348,11 @@ class Es10Client:
 
     async def remove_notification_from_list(self, seq_number: int) -> int:
         """ES10b.RemoveNotificationFromList (BF30): 0 ok, 1 nothingToDelete (an earlier removal succeeded)."""
-        data = await self._cmd(tlv.encode(0xBF30, m.enc_int(0x80, seq_number)), "RemoveNotificationFromList", 0xBF30)
-        f = m.child_map(tlv.parse_exact(data), "RemoveNotificationFromList")
-        code = m.dec_int(f[0x80].value) if 0x80 in f else 127
+        from ipa import codes
+
+        data = await self._cmd(tlv.encode(0xBF30, der.enc_int(0x80, seq_number)), "RemoveNotificationFromList", 0xBF30)
+        f = der.child_map(tlv.parse_exact(data), "RemoveNotificationFromList")
+        code = der.dec_int(f[0x80].value) if 0x80 in f else 127
         if code not in (0, 1):
             raise _code_error("RemoveNotificationFromList", codes.RemoveNotificationResult, code)
         return code
@@ -336,47 +361,61 @@ class Es10Client:
     async def _refresh_cmd(self, tag: int, step: str, enum: type[IntEnum], refresh: bool) -> int:
         req = tlv.encode(tag, b"\x80\x01" + (b"\xff" if refresh else b"\x00"))
         data = await self._cmd(req, step, tag, idempotent=False)
-        f = m.child_map(tlv.parse_exact(data), step)
+        f = der.child_map(tlv.parse_exact(data), step)
         if 0x80 not in f:
             raise Es10Error(step, "result (80) missing")
-        code = m.dec_int(f[0x80].value)
+        code = der.dec_int(f[0x80].value)
         if code != 0:
             raise _code_error(step, enum, code)
         return code
 
     async def immediate_enable(self, refresh: bool = True) -> int:
+        from ipa import codes
+
         return await self._refresh_cmd(0xBF5A, "ImmediateEnable", codes.ImmediateEnableResult, refresh)
 
     async def execute_fallback_mechanism(self, refresh: bool = True) -> int:
+        from ipa import codes
+
         return await self._refresh_cmd(
             0xBF5D, "ExecuteFallbackMechanism", codes.ExecuteFallbackMechanismResult, refresh
         )
 
     async def return_from_fallback(self, refresh: bool = True) -> int:
+        from ipa import codes
+
         return await self._refresh_cmd(0xBF5E, "ReturnFromFallback", codes.ReturnFromFallbackResult, refresh)
 
     async def enable_emergency_profile(self, refresh: bool = True) -> int:
+        from ipa import codes
+
         return await self._refresh_cmd(0xBF5B, "EnableEmergencyProfile", codes.EnableEmergencyProfileResult, refresh)
 
     async def disable_emergency_profile(self, refresh: bool = True) -> int:
+        from ipa import codes
+
         return await self._refresh_cmd(0xBF5C, "DisableEmergencyProfile", codes.DisableEmergencyProfileResult, refresh)
 
     async def configure_immediate_profile_enabling(self, enable: bool, default_smdp_address: str | None = None) -> int:
+        from ipa import codes
+
         body = b"\x80\x00" if enable else b""
         if default_smdp_address:
             body += tlv.encode(0x82, default_smdp_address.encode())
         data = await self._cmd(tlv.encode(0xBF59, body), "ConfigureImmediateProfileEnabling", 0xBF59)
-        f = m.child_map(tlv.parse_exact(data), "ConfigureImmediateProfileEnabling")
-        code = m.dec_int(f[0x80].value) if 0x80 in f else 127
+        f = der.child_map(tlv.parse_exact(data), "ConfigureImmediateProfileEnabling")
+        code = der.dec_int(f[0x80].value) if 0x80 in f else 127
         if code != 0:
             raise _code_error("ConfigureImmediateProfileEnabling", codes.ConfigImmediateEnableResult, code)
         return code
 
     async def get_connectivity_parameters(self) -> bytes | None:
+        from ipa import codes
+
         data = await self._cmd(b"\xbf\x5f\x00", "GetConnectivityParameters", 0xBF5F)
         alt = tlv.children(data)
         if alt and alt[0].tag == 0x81:
-            code = m.dec_int(alt[0].value)
+            code = der.dec_int(alt[0].value)
             if code == codes.ConnectivityParametersError.parametersNotAvailable:
                 return None
             raise _code_error("GetConnectivityParameters", codes.ConnectivityParametersError, code)
@@ -384,17 +423,21 @@ class Es10Client:
         return found.value if found else None
 
     async def set_default_dp_address(self, address: str) -> int:
+        from ipa import codes
+
         data = await self._cmd(tlv.encode(0xBF65, tlv.encode(0x80, address.encode())), "SetDefaultDpAddress", 0xBF65)
-        f = m.child_map(tlv.parse_exact(data), "SetDefaultDpAddress")
-        code = m.dec_int(f[0x80].value) if 0x80 in f else 127
+        f = der.child_map(tlv.parse_exact(data), "SetDefaultDpAddress")
+        code = der.dec_int(f[0x80].value) if 0x80 in f else 127
         if code != 0:
             raise _code_error("SetDefaultDpAddress", codes.SetDefaultDpAddressResult, code)
         return code
 
     async def euicc_memory_reset(self, options: set[int]) -> int:
-        data = await self._cmd(tlv.encode(0xBF64, m.enc_bitstring(0x82, options)), "EuiccMemoryReset", 0xBF64)
+        from ipa import codes
+
+        data = await self._cmd(tlv.encode(0xBF64, der.enc_bitstring(0x82, options)), "EuiccMemoryReset", 0xBF64)
         kids = tlv.children(data)
-        code = m.dec_int(kids[0].value) if kids else 127
+        code = der.dec_int(kids[0].value) if kids else 127
         if code != 0:
             raise _code_error("EuiccMemoryReset", codes.EuiccMemoryResetResult, code)
         return code
@@ -418,6 +461,8 @@ class Es10Client:
             + ctx_params1,
         )
         data = await self._cmd(req, "AuthenticateServer", 0xBF38, idempotent=False)
+        from ipa.es10_download import AuthenticateServerResult
+
         return AuthenticateServerResult.parse(data)
 
     async def prepare_download(
@@ -428,6 +473,8 @@ class Es10Client:
             body += tlv.encode(0x04, hash_cc)
         body += smdp_certificate
         data = await self._cmd(tlv.encode(0xBF21, body), "PrepareDownload", 0xBF21, idempotent=False)
+        from ipa.es10_download import PrepareDownloadResult
+
         return PrepareDownloadResult.parse(data)
 
     async def load_bound_profile_package(self, bpp: bytes, progress=None) -> bytes:
@@ -436,6 +483,8 @@ class Es10Client:
         Raises :class:`Es10Error` if a segment is refused; a BF37 earlier than the last segment ends the load and
         is returned (its finalResult says what failed).
         """
+        from ipa.es10_download import bpp_segments
+
         segments = bpp_segments(bpp)
         await self.ensure_open()
         for i, seg in enumerate(segments):
@@ -450,38 +499,23 @@ class Es10Client:
 
     async def cancel_session(self, transaction_id: bytes, reason: int) -> bytes:
         """ES10b.CancelSession (BF41): the card's signed BF41 answer, verbatim."""
-        req = tlv.encode(0xBF41, tlv.encode(0x80, transaction_id) + m.enc_int(0x81, reason))
+        req = tlv.encode(0xBF41, tlv.encode(0x80, transaction_id) + der.enc_int(0x81, reason))
         data = await self._cmd(req, "CancelSession", 0xBF41, idempotent=False)
         alt = tlv.children(data)
         if alt and alt[0].tag == 0x81:
             raise Es10Error(
-                "CancelSession", f"cancelSessionResponseError {m.dec_int(alt[0].value)}", code=m.dec_int(alt[0].value)
+                "CancelSession",
+                f"cancelSessionResponseError {der.dec_int(alt[0].value)}",
+                code=der.dec_int(alt[0].value),
             )
         return data
 
 
 def _code_error(step: str, enum: type[IntEnum], code: int) -> Es10Error:
+    from ipa import codes
+
     name = codes.code_name(enum, code)
     return Es10Error(step, f"card answered {name}", code=code, code_name=name)
-
-
-def bpp_segments(bpp: bytes) -> list[bytes]:
-    """Split a BoundProfilePackage (BF36) into the ES10b.LoadBoundProfilePackage commands (protocol brief §7.5)."""
-    what = "BoundProfilePackage"
-    outer = m.expect(bpp, 0xBF36, what)
-    kids = tlv.children(outer, what=what)
-    if not kids or kids[0].tag != 0xBF23:
-        raise DecodeError(what, "initialiseSecureChannelRequest (BF23) must come first")
-    segs = [outer.raw[: outer.header_len] + kids[0].raw]
-    for k in kids[1:]:
-        if k.tag in (0xA0, 0xA2):
-            segs.append(k.raw)
-        elif k.tag in (0xA1, 0xA3):
-            segs.append(k.raw[: k.header_len])
-            segs.extend(c.raw for c in tlv.children(k, what=what))
-        else:
-            raise DecodeError(what, f"unexpected part {k.tag:X}")
-    return segs
 
 
 # ------------------------------------------------------------------ typed results
@@ -542,7 +576,7 @@ class EuiccInfo2:
         iot_versions: tuple[str, ...] = ()
         ecall = fallback = False
         if iot is not None:
-            im = m.child_map(iot, "IoTSpecificInfo")
+            im = der.child_map(iot, "IoTSpecificInfo")
             if 0xA0 in im:
                 iot_versions = tuple(_version(v.value) for v in tlv.children(im[0xA0]))
             ecall = 0x81 in im
@@ -556,8 +590,8 @@ class EuiccInfo2:
             ci_pkids_verification=tuple(c.value for c in tlv.children(f[0xA9])) if 0xA9 in f else (),
             ci_pkids_signing=tuple(c.value for c in tlv.children(f[0xAA])) if 0xAA in f else (),
             pp_version=_version(pp.value) if pp else None,
-            sas_accreditation_number=m.dec_utf8(sas.value, "EUICCInfo2") if sas else None,
-            ipa_mode=m.dec_int(f[0x90].value) if 0x90 in f else None,
+            sas_accreditation_number=der.dec_utf8(sas.value, "EUICCInfo2") if sas else None,
+            ipa_mode=der.dec_int(f[0x90].value) if 0x90 in f else None,
             iot_versions=iot_versions,
             ecall_supported=ecall,
             fallback_supported=fallback,
@@ -594,19 +628,19 @@ class ProfileInfo:
 
     @classmethod
     def parse(cls, t: tlv.Tlv) -> ProfileInfo:
-        f = m.child_map(t, "ProfileInfo")
+        f = der.child_map(t, "ProfileInfo")
 
         def s(tag: int) -> str | None:
-            return m.dec_utf8(f[tag].value, "ProfileInfo") if tag in f else None
+            return der.dec_utf8(f[tag].value, "ProfileInfo") if tag in f else None
 
         return cls(
-            iccid=m.iccid_to_str(f[0x5A].value) if 0x5A in f else None,
+            iccid=der.iccid_to_str(f[0x5A].value) if 0x5A in f else None,
             isdp_aid=f[0x4F].value.hex().upper() if 0x4F in f else None,
-            state=m.dec_int(f[0x9F70].value) if 0x9F70 in f else None,
+            state=der.dec_int(f[0x9F70].value) if 0x9F70 in f else None,
             nickname=s(0x90),
             service_provider_name=s(0x91),
             profile_name=s(0x92),
-            profile_class=m.dec_int(f[0x95].value) if 0x95 in f else None,
+            profile_class=der.dec_int(f[0x95].value) if 0x95 in f else None,
             fallback_attribute=bool(f[0x9F26].value and f[0x9F26].value[0]) if 0x9F26 in f else False,
         )
 
@@ -647,7 +681,7 @@ class EimConfiguration:
     @classmethod
     def parse(cls, t: tlv.Tlv) -> EimConfiguration:
         what = "EimConfigurationData"
-        f = m.child_map(t, what)
+        f = der.child_map(t, what)
         if 0x80 not in f:
             raise DecodeError(what, "eimId missing")
         tls = None
@@ -659,15 +693,15 @@ class EimConfiguration:
                 tls_cert = inner[0].tag == 0xA1
         return cls(
             raw=t.raw,
-            eim_id=m.dec_utf8(f[0x80].value, what),
-            fqdn=m.dec_utf8(f[0x81].value, what) if 0x81 in f else None,
-            id_type=m.dec_int(f[0x82].value) if 0x82 in f else None,
-            counter_value=m.dec_int(f[0x83].value) if 0x83 in f else None,
-            association_token=m.dec_int(f[0x84].value) if 0x84 in f else None,
+            eim_id=der.dec_utf8(f[0x80].value, what),
+            fqdn=der.dec_utf8(f[0x81].value, what) if 0x81 in f else None,
+            id_type=der.dec_int(f[0x82].value) if 0x82 in f else None,
+            counter_value=der.dec_int(f[0x83].value) if 0x83 in f else None,
+            association_token=der.dec_int(f[0x84].value) if 0x84 in f else None,
             public_key_data=f[0xA5].value if 0xA5 in f else None,
             tls_trust=tls,
             tls_trust_is_certificate=tls_cert,
-            supported_protocols=frozenset(m.dec_bitstring(f[0x87].value)) if 0x87 in f else frozenset(),
+            supported_protocols=frozenset(der.dec_bitstring(f[0x87].value)) if 0x87 in f else frozenset(),
             euicc_ci_pkid=f[0x88].value if 0x88 in f else None,
             indirect_profile_download=0x89 in f,
         )
@@ -717,102 +751,19 @@ class NotificationMetadata:
         }
 
 
-@dataclass(frozen=True)
-class _SignedOrErrorResult:
-    """An ES10b answer ``{ A0 { 30 signed {80 transactionId ...}, 5F37 sig } | A1 { [80 transactionId], 02 code } }``:
-    ``raw`` goes verbatim to the server; ``error`` is the card's code when it failed."""
-
-    raw: bytes
-    transaction_id: bytes | None
-    error: int | None = None
-
-    STEP: ClassVar[str] = ""
-    ERROR_TYPE: ClassVar[str] = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @classmethod
-    def parse(cls, data: bytes) -> Self:
-        alt = tlv.children(data)
-        if not alt:
-            raise Es10Error(cls.STEP, "empty answer")
-        a = alt[0]
-        if a.tag == 0xA1:
-            f = m.child_map(a, cls.ERROR_TYPE)
-            return cls(data, f[0x80].value if 0x80 in f else None, m.dec_int(f[0x02].value) if 0x02 in f else 127)
-        signed = tlv.find(a, 0x30)
-        txid = tlv.find(signed, 0x80) if signed is not None else None
-        return cls(data, txid.value if txid else None)
+# The profile download's results and BPP segmentation live in ipa.es10_download (imported by the functions that need
+# them); the old names still resolve here.
+_DOWNLOAD_NAMES = (
+    "AuthenticateServerResult",
+    "PrepareDownloadResult",
+    "ProfileInstallationResult",
+    "bpp_segments",
+)
 
 
-@dataclass(frozen=True)
-class AuthenticateServerResult(_SignedOrErrorResult):
-    """BF38 answer (AuthenticateServerResponse)."""
+def __getattr__(name: str):
+    if name in _DOWNLOAD_NAMES:
+        from ipa import es10_download
 
-    STEP: ClassVar[str] = "AuthenticateServer"
-    ERROR_TYPE: ClassVar[str] = "AuthenticateResponseError"
-
-
-@dataclass(frozen=True)
-class PrepareDownloadResult(_SignedOrErrorResult):
-    """BF21 answer (PrepareDownloadResponse)."""
-
-    STEP: ClassVar[str] = "PrepareDownload"
-    ERROR_TYPE: ClassVar[str] = "PrepareDownloadResponseError"
-
-
-@dataclass(frozen=True)
-class ProfileInstallationResult:
-    """What the IPA reads from a PIR (BF37), raw kept for forwarding."""
-
-    raw: bytes
-    transaction_id: bytes | None
-    seq_number: int | None
-    iccid: str | None
-    success: bool
-    aid: str | None = None
-    bpp_command_id: int | None = None
-    error_reason: int | None = None
-
-    @classmethod
-    def parse(cls, data: bytes) -> ProfileInstallationResult:
-        what = "ProfileInstallationResult"
-        data_t = tlv.require(data, 0xBF27, what=what)
-        f = m.child_map(data_t, what)
-        seq = iccid = None
-        if 0xBF2F in f:
-            seq, _events, _addr, iccid = m.parse_notification_metadata(f[0xBF2F])
-        final = f.get(0xA2)
-        if final is None:
-            raise DecodeError(what, "finalResult (A2) missing")
-        alt = tlv.children(final, what=what)[0]
-        if alt.tag == 0xA0:
-            sf = m.child_map(alt, what)
-            return cls(
-                data,
-                f[0x80].value if 0x80 in f else None,
-                seq,
-                iccid,
-                True,
-                sf[0x4F].value.hex().upper() if 0x4F in sf else None,
-            )
-        ef = m.child_map(alt, what)
-        return cls(
-            data,
-            f[0x80].value if 0x80 in f else None,
-            seq,
-            iccid,
-            False,
-            bpp_command_id=m.dec_int(ef[0x80].value) if 0x80 in ef else None,
-            error_reason=m.dec_int(ef[0x81].value) if 0x81 in ef else None,
-        )
-
-    def describe(self) -> str:
-        if self.success:
-            return "success"
-        return (
-            f"{codes.code_name(codes.BppCommandId, self.bpp_command_id or 0)} failed: "
-            f"{codes.code_name(codes.BppErrorReason, self.error_reason or 127)}"
-        )
+        return getattr(es10_download, name)
+    raise AttributeError(f"module 'ipa.es10' has no attribute {name!r}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rsp import iccid as iccid_codec
+from ipa import der
 from rsp import tlv
 from rsp.errors import DecodeError
 
@@ -31,7 +31,20 @@ TAG_IPA_EUICC_DATA = 0xBF52
 TAG_EIM_ACKNOWLEDGEMENTS = 0xBF53
 TAG_PROFILE_DOWNLOAD_TRIGGER = 0xBF54
 TAG_PIR = 0xBF37
-TAG_EID = 0x5A
+
+# ------------------------------------------------------------------ primitive helpers
+# in ipa.der (the ES10 client needs them without the message classes); the same functions under their old names
+TAG_EID = der.TAG_EID
+child_map = der.child_map
+dec_bitstring = der.dec_bitstring
+dec_int = der.dec_int
+dec_utf8 = der.dec_utf8
+enc_bitstring = der.enc_bitstring
+enc_int = der.enc_int
+expect = der.expect
+iccid_to_bytes = der.iccid_to_bytes
+iccid_to_str = der.iccid_to_str
+int_value = der.int_value
 
 
 class UnknownPackage(Exception):
@@ -40,85 +53,6 @@ class UnknownPackage(Exception):
     def __init__(self, tag: int, where: str) -> None:
         self.tag = tag
         super().__init__(f"{where}: unknown package tag {tag:X}")
-
-
-# ------------------------------------------------------------------ primitive helpers
-def int_value(n: int) -> bytes:
-    """DER minimal two's-complement INTEGER contents."""
-    length = max(1, (n + (n < 0)).bit_length() // 8 + 1)
-    return n.to_bytes(length, "big", signed=True)
-
-
-def enc_int(tag: int, n: int) -> bytes:
-    return tlv.encode(tag, int_value(n))
-
-
-def dec_int(value: bytes, what: str = "INTEGER") -> int:
-    if not value:
-        raise DecodeError(what, "empty INTEGER")
-    if len(value) > 8:
-        raise DecodeError(what, f"INTEGER of {len(value)} bytes too large")
-    return int.from_bytes(value, "big", signed=True)
-
-
-def dec_utf8(value: bytes, what: str) -> str:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError(what, f"invalid UTF-8: {exc.reason}", exc.start) from None
-
-
-def enc_bitstring(tag: int, bits: list[int] | set[int]) -> bytes:
-    """Named-bit BIT STRING, DER (no trailing zero bits)."""
-    if not bits:
-        return tlv.encode(tag, b"\x00")
-    top = max(bits)
-    nbytes = top // 8 + 1
-    buf = bytearray(nbytes)
-    for b in bits:
-        buf[b // 8] |= 0x80 >> (b % 8)
-    unused = 7 - (top % 8)
-    return tlv.encode(tag, bytes([unused]) + bytes(buf))
-
-
-def dec_bitstring(value: bytes, what: str = "BIT STRING") -> set[int]:
-    if not value:
-        raise DecodeError(what, "empty BIT STRING")
-    unused = value[0]
-    if unused > 7 or (unused and len(value) == 1):
-        raise DecodeError(what, f"{unused} unused bits")
-    bits = set()
-    nbits = (len(value) - 1) * 8 - unused
-    for i in range(nbits):
-        if value[1 + i // 8] & (0x80 >> (i % 8)):
-            bits.add(i)
-    return bits
-
-
-def child_map(t: tlv.Tlv, what: str) -> dict[int, tlv.Tlv]:
-    """Children of a constructed TLV by tag (first occurrence wins)."""
-    out: dict[int, tlv.Tlv] = {}
-    for c in tlv.children(t, what=what):
-        out.setdefault(c.tag, c)
-    return out
-
-
-def expect(data: bytes, tag: int, what: str) -> tlv.Tlv:
-    t = tlv.parse_exact(data, what=what)
-    if t.tag != tag:
-        raise DecodeError(what, f"expected tag {tag:X}, got {t.tag:X}", 0)
-    return t
-
-
-def iccid_to_str(value: bytes) -> str:
-    """ICCID from its 10-byte BCD nibble-swapped form (trailing F removed)."""
-    return iccid_codec.from_bcd(value)
-
-
-def iccid_to_bytes(text: str) -> bytes:
-    if not text.isalnum():
-        raise ValueError(f"bad ICCID {text!r}")
-    return iccid_codec.to_bcd(text)
 
 
 def strip_tlv_envelope(value: bytes, tag: int, length: int) -> bytes:

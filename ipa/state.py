@@ -41,7 +41,6 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import secrets
 import threading
 import time
 import traceback
@@ -382,7 +381,8 @@ class StateStore:
         clear_inflight: bool = False,
     ) -> PendingResult:
         """Queue a result and (optionally) end the procedure in flight, in one atomic write."""
-        r = PendingResult(secrets.token_hex(8), kind, der, eim_id, list(seq_numbers or []), 0, time.time(), rollback)
+        # os.urandom(8).hex() is secrets.token_hex(8) without importing secrets (hmac, hashlib, random)
+        r = PendingResult(os.urandom(8).hex(), kind, der, eim_id, list(seq_numbers or []), 0, time.time(), rollback)
         self.state.results.append(r)
         if clear_inflight:
             self.state.inflight = None

@@ -54,15 +54,32 @@ def version() -> str:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: reads the distribution's metadata only when asked (``importlib.metadata`` and the email
+    parser it pulls in are ~10 ms of every start otherwise)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
+        parser._print_message(f"{parser.prog} {version()}\n", sys.stdout)
+        parser.exit()
+
+
 def add_version(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--version", action="version", version=f"{parser.prog} {version()}")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
 
 
-def globals_after_subcommands(root: argparse.ArgumentParser, names: Iterable[str]) -> None:
+def globals_after_subcommands(
+    root: argparse.ArgumentParser, names: Iterable[str], argv: Iterable[str] | None = None
+) -> None:
     """Accept the root options ``names`` (their first option string, e.g. ``--json``) after the subcommand too, at
     every level (``eim serve --config FILE`` as well as ``eim --config FILE serve``). Given after it, they win;
-    absent there, the value given before the subcommand (or the default) stays."""
+    absent there, the value given before the subcommand (or the default) stays. With ``argv`` (the command line
+    about to be parsed) only the subcommands named in it get them: a parser that is not used is not dressed (a
+    one-shot command spends its milliseconds on its work, not on argparse)."""
     wanted = set(names)
+    named = set(argv) if argv is not None else None
     globals_ = [a for a in root._actions if a.option_strings and a.option_strings[0] in wanted]
     todo = [root]
     while todo:
@@ -70,7 +87,9 @@ def globals_after_subcommands(root: argparse.ArgumentParser, names: Iterable[str
         for action in parser_._actions:
             if not isinstance(action, argparse._SubParsersAction):
                 continue
-            for sub in action.choices.values():
+            for name, sub in action.choices.items():
+                if named is not None and name not in named:
+                    continue
                 present = {s for a in sub._actions for s in a.option_strings}
                 for g in globals_:
                     if present & set(g.option_strings):
@@ -88,9 +107,35 @@ def globals_after_subcommands(root: argparse.ArgumentParser, names: Iterable[str
                 todo.append(sub)
 
 
+def _terminal_columns() -> int:
+    """What ``shutil.get_terminal_size().columns`` answers ($COLUMNS, else the terminal, else 80)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own formatter, its width found without ``shutil`` (argparse imports it for every parser it
+    builds, and with it bz2, lzma and zlib: 0.5 MB of a device daemon's memory and a few ms of every command)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, _terminal_columns() - 2 if width is None else width)
+
+
 class ContractParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors follow the contract: the message on stderr, exit 2, and under
     ``--json`` (anywhere on the command line) also the final envelope line on stdout."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +91,8 @@ def replace_private(path: str | os.PathLike[str], text: str, *, keep_owner: bool
     if keep_owner:
         with contextlib.suppress(FileNotFoundError):
             old = target.stat()
+    import tempfile  # here: it imports shutil, random and hashlib, which a device daemon otherwise never loads
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -6,12 +6,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipa.config import IpaConfig
 from ipa.es10 import EimConfiguration, Es10Client
-from ipa.esipa import EsipaTransport
 from ipa.state import StateStore
+
+if TYPE_CHECKING:
+    from ipa.esipa import EsipaTransport  # imported when a procedure first talks to the eIM
 
 log = logging.getLogger("ipa.procedures")
 

@@ -26,7 +26,8 @@ import logging
 from ipa import messages as m
 from ipa.codes import AuthenticateErrorCode, CancelSessionReason, DownloadErrorCode, code_name
 from ipa.es9 import Es9Error
-from ipa.es10 import Es10Error, ProfileInstallationResult
+from ipa.es10 import Es10Error
+from ipa.es10_download import ProfileInstallationResult
 from ipa.procedures.context import IpaContext
 from ipa.procedures.profile_download import (
     DownloadData,

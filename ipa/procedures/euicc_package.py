@@ -170,6 +170,9 @@ async def recover(ctx: IpaContext) -> bool:
         return False
     st = ctx.store.state
     already = {s for r in st.results for s in r.seq_numbers} | set(st.remove_seqs) | set(st.delivered_seqs)
+    # The package's own result only: same eIM, same counterValue (unique per eIM: the eUICC refuses a counter that
+    # is not higher than the last) and same eimTransactionId (OPTIONAL: both None when the package has none). Without
+    # a transaction id the counter alone tells this result from an OLDER undelivered one of the same eIM.
     for epr in eprs:
         if (
             epr.eim_id == inflight.get("eim")

@@ -28,7 +28,8 @@ from ipa.codes import (
     ProfileDownloadErrorReason,
     code_name,
 )
-from ipa.es10 import Es10Error, ProfileInstallationResult
+from ipa.es10 import Es10Error
+from ipa.es10_download import ProfileInstallationResult
 from ipa.esipa import EsipaError
 from ipa.procedures.context import IpaContext
 from ipa.procedures.profile_download import (

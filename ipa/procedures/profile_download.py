@@ -24,7 +24,6 @@ come back, is not recorded: the eIM hands its trigger out again and it runs agai
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -85,6 +84,8 @@ def ctx_params1(matching_id: str | None, config: IpaConfig) -> bytes:
 
 def hash_confirmation_code(code: str, transaction_id: bytes) -> bytes:
     """SGP.22 §3.1.3: SHA256(SHA256(confirmation code) || transactionId)."""
+    import hashlib  # only with a confirmation code: the daemon does not load it otherwise
+
     return hashlib.sha256(hashlib.sha256(code.encode()).digest() + transaction_id).digest()
 
 

@@ -11,30 +11,90 @@
   ``docs/pki.md``; command line ``rsp pki init|show`` (:mod:`rsp.pki_cli`).
 """
 
-from rsp.crypto import load_certificate
-from rsp.pki.certs import (
-    ID_RSP_ROLE,
-    LAB_EIM_POLICY,
-    LAB_EIM_TLS_POLICY,
-    LAB_EIN,
-    LAB_SMDP_OID,
-    POLICY_OF_ROLE,
-    Role,
-    as_certificate,
-    authority_key_id,
-    eid_check_digits,
-    eid_of,
-    is_valid_eid,
-    lab_eid,
-    load_certificates,
-    policies_of,
-    role_of,
-    roles_of,
-    subject_key_id,
-)
-from rsp.pki.chain import REASONS, ChainError, VerifiedChain, verify_chain
-from rsp.pki.eid_range import PERMITTED_EINS_OID, EidRange, EidRangeError, check_eid_in_range, eid_range_of
-from rsp.pki.lab import DEFAULT_EID, LabPki, LabPkiError, create_lab_pki, issue_certificate, make_ci
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The names below come from the submodules on first use (PEP 562): a program that only reads certificates
+# (the software eUICC loading its identity, ``ipa --card``) never loads the lab PKI generator or the chain checks.
+_HOME = {
+    "load_certificate": "rsp.crypto",
+    **dict.fromkeys(
+        (
+            "ID_RSP_ROLE",
+            "LAB_EIM_POLICY",
+            "LAB_EIM_TLS_POLICY",
+            "LAB_EIN",
+            "LAB_SMDP_OID",
+            "POLICY_OF_ROLE",
+            "Role",
+            "as_certificate",
+            "authority_key_id",
+            "eid_check_digits",
+            "eid_of",
+            "is_valid_eid",
+            "lab_eid",
+            "load_certificates",
+            "policies_of",
+            "role_of",
+            "roles_of",
+            "subject_key_id",
+        ),
+        "rsp.pki.certs",
+    ),
+    **dict.fromkeys(("REASONS", "ChainError", "VerifiedChain", "verify_chain"), "rsp.pki.chain"),
+    **dict.fromkeys(
+        ("PERMITTED_EINS_OID", "EidRange", "EidRangeError", "check_eid_in_range", "eid_range_of"), "rsp.pki.eid_range"
+    ),
+    **dict.fromkeys(
+        ("DEFAULT_EID", "LabPki", "LabPkiError", "create_lab_pki", "issue_certificate", "make_ci"), "rsp.pki.lab"
+    ),
+}
+
+_SUBMODULES = ("certs", "chain", "eid_range", "lab")
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        if name in _SUBMODULES:  # ``rsp.pki.lab`` without importing it first, as when __init__ imported it
+            return importlib.import_module(f"rsp.pki.{name}")
+        raise AttributeError(f"module 'rsp.pki' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
+
+if TYPE_CHECKING:
+    from rsp.crypto import load_certificate
+    from rsp.pki.certs import (
+        ID_RSP_ROLE,
+        LAB_EIM_POLICY,
+        LAB_EIM_TLS_POLICY,
+        LAB_EIN,
+        LAB_SMDP_OID,
+        POLICY_OF_ROLE,
+        Role,
+        as_certificate,
+        authority_key_id,
+        eid_check_digits,
+        eid_of,
+        is_valid_eid,
+        lab_eid,
+        load_certificates,
+        policies_of,
+        role_of,
+        roles_of,
+        subject_key_id,
+    )
+    from rsp.pki.chain import REASONS, ChainError, VerifiedChain, verify_chain
+    from rsp.pki.eid_range import PERMITTED_EINS_OID, EidRange, EidRangeError, check_eid_in_range, eid_range_of
+    from rsp.pki.lab import DEFAULT_EID, LabPki, LabPkiError, create_lab_pki, issue_certificate, make_ci
 
 __all__ = [
     "DEFAULT_EID",

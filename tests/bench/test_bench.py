@@ -172,6 +172,16 @@ def test_ipa_footprint_tiny():
     assert sec.figures["polls"] > 0
 
 
+def test_ipa_commands_tiny():
+    """`ipa chip info` (--card and through the virtual modem) against the floor, one round; the report has the
+    bar against the issue's 0.30 s."""
+    from bench.ipa_commands import run
+
+    sec = run(True, rounds=1)
+    _numbers(sec.figures, {"floor_s", "card_s", "card_cpu_s", "modem_s", "modem_cpu_s", "card_no_bytecode_cache_s"})
+    assert any(line.startswith("- Bar, `ipa --json --card STATE chip info`") for line in sec.lines)
+
+
 def test_smdpp_tiny():
     from bench.smdpp_download import run
 

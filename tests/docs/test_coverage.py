@@ -52,6 +52,10 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "interleaved before/after rounds of two eIM builds (minutes); the benchmark runs at tiny size in "
         "tests/bench/test_bench.py (test_psmo_tiny)"
     ),
+    ("performance.md", ".venv/bin/python -m bench --only ipa_cli --before HEAD~3"): (
+        "re-runs section 5b with an older commit's ipa beside it (~2 min); section 5b runs in one round in "
+        "tests/bench/test_bench.py (test_ipa_commands_tiny)"
+    ),
     ("performance.md", "python -m bench.coap_push"): (
         "the push benchmark (~5 min, 10,000 devices); each part runs at tiny sizes in tests/bench/test_bench.py"
     ),

@@ -61,8 +61,11 @@ class ScriptedEim:
     decode_errors: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ packages
-    def sign(self, package: bytes, *, txid: bytes | None = None, eid: bytes | None = None) -> bytes:
-        """EuiccPackageRequest BF51 around ``package`` (A0 psmoList / A1 ecoList)."""
+    def sign(
+        self, package: bytes, *, txid: bytes | None = None, eid: bytes | None = None, with_txid: bool = True
+    ) -> bytes:
+        """EuiccPackageRequest BF51 around ``package`` (A0 psmoList / A1 ecoList). ``with_txid=False`` leaves out
+        eimTransactionId (OPTIONAL in EuiccPackageSigned, SGP.32 v1.2)."""
         self.counter += 1
         txid = txid if txid is not None else os.urandom(16)
         signed = tlv.encode(
@@ -70,7 +73,7 @@ class ScriptedEim:
             tlv.encode(0x80, self.eim_id.encode())
             + tlv.encode(0x5A, eid or self.eid)
             + m.enc_int(0x81, self.counter)
-            + tlv.encode(0x82, txid)
+            + (tlv.encode(0x82, txid) if with_txid else b"")
             + package,
         )
         sig = crypto.sign(self.eim_key, signed + m.enc_int(0x84, self.association_token))

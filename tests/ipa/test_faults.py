@@ -349,3 +349,61 @@ async def test_agent_keeps_serving_after_modem_io_errors_and_garbage(make_rig):
         assert r.package == "euiccPackageRequest" and rig.peer.result_kinds() == ["ePRAndNotifications"]
     finally:
         await agent.close()
+
+
+@pytest.mark.parametrize("point", ["before_load", "after_load"])
+async def test_recovery_without_transaction_id_never_takes_an_older_result(make_rig, point, monkeypatch):
+    """Issue 17: a package without eimTransactionId (OPTIONAL) crashes while the card still holds an OLDER
+    undelivered result of the same eIM (lower counter, no transaction id either), one the state file does not know
+    (it was produced behind the IPA's back). Recovery may only take the result whose counterValue is the package's;
+    taking the older one would report it as this package's result with this package's notifications, and (crash
+    before the load) leave this package never executed."""
+    rig = await make_rig("http")
+    agent = rig.agent()
+    await agent.start()
+    await agent.poll_once()  # idle poll: the start-up sweep of the card's EPR list is done
+    older = rig.peer.psmo(rig.peer.list_profiles(), with_txid=False)  # counter 1
+    epr_older = await agent.es10.load_euicc_package(older)  # behind the IPA's back: the state never saw it
+    assert epr_older.eim_transaction_id is None and epr_older.counter_value == 1
+
+    def crash(at):
+        if at == point:
+            raise euicc_package.CrashPoint(at)
+
+    monkeypatch.setattr(euicc_package, "crash_hook", crash)
+    rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B), with_txid=False))  # counter 2, no eimTransactionId
+    with pytest.raises(euicc_package.CrashPoint):
+        await agent.poll_once()
+    monkeypatch.setattr(euicc_package, "crash_hook", None)
+    inflight = StateStore(rig.config.ipa.state_file).load().inflight
+    assert inflight is not None and inflight["counter"] == 2 and inflight["txid"] is None
+    rig.reload_card()
+    again = rig.agent()
+    await again.start()
+    try:
+        await again.poll_once()
+        await again.poll_once()
+        # the package of counter 2 ran exactly once and its own result went to the eIM; the older result of
+        # counter 1 went too, as itself (the card's pending list is the second source of truth), once
+        assert states(rig.card) == {ICCID_A: 0, ICCID_B: 1}
+        # each result once, as itself: the enable's own notifications (disable A, enable B) ride with its result,
+        # the older result goes alone (taking the older one would send it with the enable's notifications)
+        sent = sorted(
+            (epr_counter(d), kind, epr_results(d)[0][0])
+            for d, kind in zip(rig.peer.results, rig.peer.result_kinds(), strict=True)
+        )
+        assert sent == [
+            (1, "euiccPackageResult", "listProfileInfoResult"),
+            (2, "ePRAndNotifications", "enableResult"),
+        ]
+        assert rig.peer.epr_verified == [True, True]
+        assert again.store.state.results == [] and again.store.state.inflight is None
+        assert rig.card.state.notifications == []
+    finally:
+        await again.close()
+
+
+def epr_counter(der: bytes) -> int:
+    v = asn1.decode("EsipaMessageFromIpaToEim", der)[1]["eimPackageResult"]
+    epr = v[1]["euiccPackageResult"] if v[0] == "ePRAndNotifications" else v[1]
+    return epr[1]["euiccPackageResultDataSigned"]["counterValue"]
