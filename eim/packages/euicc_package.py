@@ -249,7 +249,7 @@ class EuiccKeys:
                     [eum_cert] if eum_cert else [],
                     self.trusted_cis,
                     Role.EUICC,
-                    now,  # pragma: no mutate - verify_chain takes None (or nothing) as now
+                    now,  # the clock's time: the cache bounds below compare with the same instant
                     ci_key_id=ci_key_id,
                     eid_range=self.eid_range,
                 )

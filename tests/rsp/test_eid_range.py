@@ -435,3 +435,30 @@ def test_an_eid_that_is_not_32_ascii_digits_is_outside_any_range(ci, eid, shown)
         check_eid_in_range(eid, eum)  # type: ignore[arg-type]
     assert err.value.reason == "outside"
     assert str(err.value) == f"EID {shown} is not 32 decimal digits"
+
+
+def test_the_organisation_refusal_names_every_organisation_the_matching_subtrees_permit(ci):
+    """Two nameConstraints subtrees match the EID (``8904`` for O=Alpha, ``89049033`` for O=Beta): an eUICC
+    certificate of O=Gamma is refused, naming the first matching prefix and both organisations, sorted."""
+    eum_key = ec.generate_private_key(ec.SECP256R1())
+    sub = lambda o, s: T(0x30, T(0xA4, name((ORG, o), (SERIAL, s))))  # noqa: E731
+    exts = [
+        ext("2.5.29.19", T(0x30, T(0x01, b"\xff") + T(0x02, b"\x00")), critical=True),
+        ext("2.5.29.15", T(0x03, b"\x01\x06"), critical=True),
+        ext("2.5.29.32", T(0x30, T(0x30, oid("2.23.146.1.2.1.2"))), critical=True),
+        ext("2.5.29.14", T(0x04, ski(eum_key.public_key()))),
+        ext("2.5.29.35", T(0x30, T(0x80, ski(ci[0].public_key())))),
+        ext("2.5.29.30", T(0x30, T(0xA0, sub("Beta", "89049033") + sub("Alpha", "8904"))), critical=True),
+    ]
+    eum = x509.load_der_x509_certificate(
+        hand_cert(name((ORG, "Alpha"), (CN, "EUM")), ci[0].subject.public_bytes(), eum_key.public_key(), ci[1], exts)
+    )
+    eid = in_range_eid()
+    assert check_eid_in_range(eid, eum, euicc_under(eum, eum_key, eid, org="Alpha")).present
+    with pytest.raises(EidRangeError) as err:
+        check_eid_in_range(eid, eum, euicc_under(eum, eum_key, eid, org="Gamma"))
+    assert err.value.reason == "outside"
+    assert str(err.value) == (
+        "eUICC certificate organisation 'Gamma' is not the one the EUM's nameConstraints name for EID prefix "
+        "89049033 (Alpha, Beta)"
+    )
