@@ -133,7 +133,7 @@ class DownloadRelay(Protocol):
 
     async def cancel_session(self, eid: str, request: bytes) -> bytes: ...  # BF41 -> BF41
 
-    async def forward_notification(self, eid: str, pending_notification: bytes) -> None: ...  # to the SM-DP+
+    async def forward_notification(self, eid: str | None, pending_notification: bytes) -> None: ...  # to the SM-DP+
 
 
 @runtime_checkable

@@ -236,8 +236,8 @@ async def _orphan(
     euicc: Euicc | None = context.euicc if context is not None else None  # pragma: no mutate
     if euicc is None or euicc.eid != eid:  # pragma: no mutate
         euicc = await rp.store.get_euicc(eid)
-    if euicc is None:
-        return await rp.refuse("no_operation", "no operation matches this result", audit=False)
+    if euicc is None:  # an EID that is not registered: named to refuse() neither, so not audited either
+        return await rp.refuse("no_operation", "no operation matches this result")
     try:
         verify_outcome(
             outcome,

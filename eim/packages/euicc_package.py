@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +195,10 @@ def decode_euicc_package_result(raw: bytes) -> tuple[Any, EuiccPackageOutcome]:
     raise DecodeError("EuiccPackageResult", f"unknown alternative ({inner.tag:X})")
 
 
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class EuiccKeys:
     """eUICC public keys from certificates verified up to a trusted CI, FOR AN EID.
 
@@ -205,11 +209,19 @@ class EuiccKeys:
 
     MAX_CACHED = 10_000
 
-    def __init__(self, trusted_cis: Iterable[x509.Certificate], *, eid_range: bool = True) -> None:
+    def __init__(
+        self,
+        trusted_cis: Iterable[x509.Certificate],
+        *,
+        eid_range: bool = True,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         """``eid_range=False`` skips the EUM's permitted-EID-range check, for test data signed under a lab PKI made
-        before its EUMs carried a range (the SGP.32 v1.0 captures); not reachable from the configuration."""
+        before its EUMs carried a range (the SGP.32 v1.0 captures); not reachable from the configuration.
+        ``clock``: the time certificates are checked at (default now, UTC)."""
         self.trusted_cis = list(trusted_cis)
         self.eid_range = eid_range
+        self.clock = clock or _utc_now
         self._cache: dict[bytes, tuple[x509.Certificate, dt.datetime, dt.datetime]] = {}
 
     def public_key(
@@ -217,10 +229,10 @@ class EuiccKeys:
     ) -> ec.EllipticCurvePublicKey:
         """The verified key of ``eid``'s eUICC certificate. Raises :class:`ResultRejected` naming the fault
         (cause ``certificate`` or ``certificate_eid``)."""
-        from rsp.pki.certs import eid_of
+        from rsp.pki.certs import Role, eid_of
         from rsp.pki.chain import verify_chain
 
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock()
         # the cache key and lookup only save chain work: a miss verifies the chain again, and the EID check below
         # runs on every use (so neither line is a check; both marked no-mutate)
         ident = hashlib.sha256(
@@ -242,8 +254,8 @@ class EuiccKeys:
                     euicc_cert,
                     [eum_cert] if eum_cert else [],
                     self.trusted_cis,
-                    "euicc",
-                    now,  # pragma: no mutate - verify_chain takes None (or nothing) as now
+                    Role.EUICC,
+                    now,  # the clock's time: the cache bounds below compare with the same instant
                     ci_key_id=ci_key_id,
                     eid_range=self.eid_range,
                 )
@@ -255,16 +267,13 @@ class EuiccKeys:
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache.clear()
             self._cache[ident] = (leaf, valid_from, valid_to)
-        # the identity check runs on every use, cached or not
-        try:
-            cert_eid = eid_of(leaf)
-        except ValueError as exc:
-            raise ResultRejected(f"eUICC certificate refused: {exc}", "certificate") from None
+        # the identity check runs on every use, cached or not; verify_chain refused a leaf without a 32-digit EID
+        # (ChainError "malformed") and one whose key is not on an RSP curve, so neither can fail here
+        cert_eid = eid_of(leaf)
         if cert_eid != eid:
             raise ResultRejected(f"the eUICC certificate belongs to EID {cert_eid}, not {eid}", "certificate_eid")
         key = leaf.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey):  # verify_chain accepts EC keys only
-            raise ResultRejected("eUICC certificate without an EC public key", "certificate")
+        assert isinstance(key, ec.EllipticCurvePublicKey)  # verify_chain accepts EC keys only (curve_name)
         return key
 
 

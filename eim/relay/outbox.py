@@ -210,7 +210,7 @@ class NotificationOutbox:
         why = await self.gate.address_refusal(item.eid, item.address, pir_transaction_id(item.notification))
         if why is not None:
             raise InvalidSmdpAddress("handleNotification", why)
-        await self.relay.forward_notification(item.eid or "", item.notification)
+        await self.relay.forward_notification(item.eid, item.notification)
 
     async def _deliver(self, item: OutboundNotification) -> Delivery:
         extra: dict[str, Any] = {

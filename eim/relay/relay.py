@@ -261,7 +261,7 @@ class Es9Relay:
         return cs.OK
 
     # ------------------------------------------------------------------ HandleNotification
-    async def forward_notification(self, eid: str, pending_notification: bytes) -> None:
+    async def forward_notification(self, eid: str | None, pending_notification: bytes) -> None:
         """Deliver a PIR or other signed notification to its notificationAddress (HTTP 204 expected).
 
         Raises :class:`~eim.relay.errors.RelayError` (``NotForwardable``, ``InvalidSmdpAddress``,

@@ -123,8 +123,8 @@ def test_the_refusal_names_the_signature_that_failed(lab):
     key, other = lab.euicc_key(EIDS[0]), lab.euicc_key(EIDS[1]).public_key()
     with pytest.raises(ResultRejected) as exc:
         check(parse_euicc_package_result(signed_epr(key)), other)
-    assert exc.value.cause == "signature" and "euiccSignEPR" in exc.value.reason
-    assert "euiccSignEPE" not in exc.value.reason
+    assert exc.value.cause == "signature"
+    assert exc.value.reason == "euiccSignEPR does not verify with the given nist key"
     data = asn1.encode(
         "EuiccPackageErrorDataSigned",
         {"eimId": EIM_ID, "counterValue": COUNTER, "eimTransactionId": TXID, "euiccPackageErrorCode": 4},
@@ -134,8 +134,8 @@ def test_the_refusal_names_the_signature_that_failed(lab):
     check(error, key.public_key())
     with pytest.raises(ResultRejected) as exc:
         check(error, other)
-    assert exc.value.cause == "signature" and "euiccSignEPE" in exc.value.reason
-    assert "euiccSignEPR" not in exc.value.reason
+    assert exc.value.cause == "signature"
+    assert exc.value.reason == "euiccSignEPE does not verify with the given nist key"
 
 
 def test_unsigned_error_must_echo_the_transaction_id(lab):
@@ -213,3 +213,83 @@ def test_a_cached_chain_past_its_validity_is_never_used(lab):
     keys._cache[ident] = (lab.euicc_cert(EIDS[1]), past, past + dt.timedelta(days=1))
     assert crypto.public_point(keys.public_key(EIDS[0], a_cert, eum)) == genuine
     assert keys._cache[ident][2] > dt.datetime.now(dt.UTC)
+
+
+class _ChainSpy:
+    """Counts the chain verifications ``EuiccKeys`` asks for (the work its cache exists to save)."""
+
+    def __init__(self, monkeypatch):
+        import rsp.pki.chain
+
+        self.calls = 0
+        real = rsp.pki.chain.verify_chain
+
+        def counting(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(rsp.pki.chain, "verify_chain", counting)
+
+
+def test_a_cached_chain_is_used_up_to_the_exact_instants_of_its_validity(lab, monkeypatch):
+    """Certificate validity includes notBefore and notAfter (RFC 5280 §4.1.2.5): the cached chain serves at both
+    instants without being verified again; one microsecond after notAfter it is dropped, verified again at that
+    time and refused as expired."""
+    import datetime as dt
+
+    spy = _ChainSpy(monkeypatch)
+    path = [lab.euicc_cert(EIDS[0]), lab.eum_cert(), *lab.ci_certs()]
+    valid_from = max(c.not_valid_before_utc for c in path)
+    valid_to = min(c.not_valid_after_utc for c in path)
+    at = [valid_from]
+    keys = EuiccKeys(lab.ci_certs(), clock=lambda: at[0])
+    a_cert, eum = der(lab.euicc_cert(EIDS[0])), der(lab.eum_cert())
+    genuine = crypto.public_point(lab.euicc_key(EIDS[0]))
+    assert crypto.public_point(keys.public_key(EIDS[0], a_cert, eum)) == genuine and spy.calls == 1
+    assert crypto.public_point(keys.public_key(EIDS[0], a_cert, eum)) == genuine and spy.calls == 1
+    at[0] = valid_to
+    assert crypto.public_point(keys.public_key(EIDS[0], a_cert, eum)) == genuine and spy.calls == 1
+    at[0] = valid_to + dt.timedelta(microseconds=1)
+    with pytest.raises(ResultRejected) as exc:
+        keys.public_key(EIDS[0], a_cert, eum)
+    assert exc.value.cause == "certificate" and "(expired)" in exc.value.reason and spy.calls == 2
+    # a clock set back before notBefore does not get the chain from the cache either
+    at[0] = valid_from
+    keys.public_key(EIDS[0], a_cert, eum)
+    at[0] = valid_from - dt.timedelta(microseconds=1)
+    with pytest.raises(ResultRejected) as exc:
+        keys.public_key(EIDS[0], a_cert, eum)
+    assert exc.value.cause == "certificate" and "(not-yet-valid)" in exc.value.reason and spy.calls == 4
+
+
+def test_the_chain_cache_is_bounded(lab, monkeypatch):
+    """At ``MAX_CACHED`` entries the cache starts again: a chain cached before that is verified again."""
+    spy = _ChainSpy(monkeypatch)
+    keys = EuiccKeys(lab.ci_certs())
+    keys.MAX_CACHED = 2
+    eum = der(lab.eum_cert())
+    uses = [(EIDS[0], None), (EIDS[0], _ci_key_id(lab)), (EIDS[1], None)]  # the CI key id named: another entry
+    for eid, ci_key_id in uses:  # three entries: the third starts the cache again
+        keys.public_key(eid, der(lab.euicc_cert(eid)), eum, ci_key_id)
+    assert spy.calls == 3
+    keys.public_key(EIDS[1], der(lab.euicc_cert(EIDS[1])), eum)  # the entry kept
+    assert spy.calls == 3
+    keys.public_key(EIDS[0], der(lab.euicc_cert(EIDS[0])), eum)  # dropped when the third came: verified again
+    assert spy.calls == 4
+    assert len(keys._cache) <= keys.MAX_CACHED
+
+
+def _ci_key_id(lab) -> bytes:
+    from cryptography import x509
+
+    [ci] = lab.ci_certs()
+    return ci.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+
+
+def test_an_euicc_certificate_without_its_eum_is_refused_naming_the_missing_issuer(lab):
+    """No EUM certificate known (``eum_cert`` None): nothing links the eUICC certificate to a CI."""
+    with pytest.raises(ResultRejected) as exc:
+        EuiccKeys(lab.ci_certs()).public_key(EIDS[0], der(lab.euicc_cert(EIDS[0])), None)
+    assert exc.value.cause == "certificate"
+    assert exc.value.reason.startswith("eUICC certificate refused: ")
+    assert "which is not a trusted CI" in exc.value.reason and "nor a given intermediate" in exc.value.reason

@@ -46,11 +46,11 @@ def test_a_random_signature_is_always_rejected(lab, signature, seq, address):
     assert (parts.signed, parts.signature, parts.address) == (meta, signature, address)
     with pytest.raises(nv.NotificationRejected) as exc:
         nv.verify_other(parts, EuiccKeys(lab.ci_certs()), EID_A)
-    assert exc.value.cause == "signature" and "euiccNotificationSignature" in exc.value.reason
+    assert exc.value.cause == "signature" and exc.value.reason.startswith("euiccNotificationSignature")
     pir = T(0xBF37, T(0xBF27, T(0x80, bytes(16)) + meta + T(0xA2, T(0xA0, b""))) + T(0x5F37, signature))
     with pytest.raises(nv.NotificationRejected) as exc:
         nv.verify_pir(nv.parse(pir), lab.euicc_cert(EID_A, "nist"), EID_A)
-    assert exc.value.cause == "signature" and "euiccSignPIR" in exc.value.reason
+    assert exc.value.cause == "signature" and exc.value.reason.startswith("euiccSignPIR")
 
 
 @st.composite
@@ -343,7 +343,7 @@ def test_verify_pir_takes_only_a_pir_and_names_the_eid_upper_case(lab):
     other_key = crypto.generate_key("nist").public_key()
     with pytest.raises(nv.NotificationRejected) as exc:
         nv.verify_pir(pir, other_key, EID_A)
-    assert exc.value.cause == "signature" and "euiccSignPIR" in exc.value.reason
+    assert exc.value.cause == "signature" and exc.value.reason.startswith("euiccSignPIR")
     keys = EuiccKeys(lab.ci_certs())
     note = nv.verify_other(other, keys, EID_A)
     assert note.transaction_id is None and note.eid == EID_A and nv.verify_pir(pir, wrong, EID_A).raw == pir.raw
@@ -351,7 +351,7 @@ def test_verify_pir_takes_only_a_pir_and_names_the_eid_upper_case(lab):
 
     with pytest.raises(nv.NotificationRejected) as exc:
         nv.verify_other(dataclasses.replace(other, signature=bytes(64)), keys, EID_A)
-    assert exc.value.cause == "signature" and "euiccNotificationSignature" in exc.value.reason
+    assert exc.value.cause == "signature" and exc.value.reason.startswith("euiccNotificationSignature")
 
 
 def test_a_pir_has_no_certificate_to_name_an_eid(lab):

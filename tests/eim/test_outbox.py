@@ -7,6 +7,7 @@ anything is stored. The retry policy's delays are checked as a function."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 
@@ -131,7 +132,8 @@ async def test_what_cannot_be_forwarded_is_refused_and_nothing_stored(store, cli
 
 
 # ---------------------------------------------------------------- delivering
-async def test_smdp_down_then_up_gets_it_exactly_once(store, client, pki, tmp_path):
+async def test_smdp_down_then_up_gets_it_exactly_once(store, client, pki, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="eim.relay")
     port = free_port()
     address = f"127.0.0.1:{port}"
     card = SimEuicc(pki, "nist", eid=EID)
@@ -156,6 +158,9 @@ async def test_smdp_down_then_up_gets_it_exactly_once(store, client, pki, tmp_pa
         assert got.kind == "other" and got.verified and got.eid == EID  # the card's signature held: same bytes
         await outbox.deliver_due()
         assert len(received(smdp, card.seq)) == 1
+        # the relay's log names the EID of the row it forwarded
+        forwarded = [r for r in caplog.records if r.getMessage() == "notification forwarded"]
+        assert [(r.eid, r.address) for r in forwarded] == [(EID, address)]
         await client.aclose()  # no idle keep-alive connection for the SM-DP+ to wait for when it stops
     audit = [(a.outcome, a.detail) for a in await store.list_audit(eid=EID) if a.action == "notification"]
     assert [o for o, _ in audit] == ["queued", "delivered"] and audit[1][1]["attempts"] >= 2

@@ -533,3 +533,116 @@ async def test_an_authenticated_unsigned_error_with_a_wrong_echo_ends_nothing(st
     [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "unverified_error"]
     assert entry.eid == card.eid and entry.detail["eimId"] == "eim.somebody.else"
     assert entry.detail["eimTransactionId"] == txid_of(package).hex().upper()
+
+
+# ------------------------------------------------------------------------------------------- who, what comes back
+WHO = "ipa-under-test"  # whoever the caller says delivered the result: the audit names it on every path
+
+
+async def test_every_refusal_is_audited_as_from_whoever_delivered_the_result(store, lab):
+    """``euicc_package_result(..., who)``: a refusal for another kind of operation, for another EID, one whose
+    signed echo fails and a genuine orphan checked under the wrong EID are each audited with that ``who``."""
+    env = metered(make_env(store, lab))
+    cards = [await ready_card(env, lab, eid) for eid in EIDS[:4]]
+    ops = [(await psmo(env, c)) for c in cards]
+    # card 0: signs its result with the eimTransactionId of its eUICC data request (not an eUICC package)
+    [data_op] = await store.list_operations(eid=cards[0].eid, kind=OpKind.EUICC_DATA)
+    cards[0].card.ctx.forgery = Forgery(eim_transaction_id=data_op.eim_transaction_id)
+    kind = await env.rp.euicc_package_result(await cards[0].load(ops[0][1]), cards[0].eid, WHO)
+    # card 1: its genuine result arriving with card 2's EID
+    for_other = await env.rp.euicc_package_result(await cards[1].load(ops[1][1]), cards[2].eid, WHO)
+    # card 2: a counterValue the package did not carry (the signature covers the lie)
+    cards[2].card.ctx.forgery = Forgery(counter_offset=1)
+    lying = await env.rp.euicc_package_result(await cards[2].load(ops[2][1]), cards[2].eid, WHO)
+    # card 3: a genuine orphan (no eimTransactionId, no operation's counter) under card 2's EID and key
+    cards[3].card.ctx.forgery = Forgery(drop_transaction_id=True, counter_offset=11)
+    wrong_key = await env.rp.euicc_package_result(await cards[3].load(ops[3][1]), cards[2].eid, WHO)
+    assert all(h.refused for h in (kind, for_other, lying, wrong_key))
+    refusals = [e for e in await store.list_audit() if e.outcome in ("refused", "eid_mismatch")]
+    assert {(e.operation_id, e.detail["cause"]) for e in refusals if e.operation_id} == {
+        (data_op.id, "no_operation"),
+        (ops[1][0].id, "eid"),
+        (ops[2][0].id, "counter"),
+    }
+    [orphan] = [e for e in refusals if e.operation_id is None]
+    assert orphan.eid == cards[2].eid and orphan.detail["cause"] in ("signature", "certificate_eid", "certificate")
+    assert len(refusals) == 4 and {e.who for e in refusals} == {WHO}
+    for op, _ in ops:
+        assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS
+
+
+async def test_a_result_for_an_euicc_no_longer_registered_is_audited_as_from_whoever_delivered_it(store, lab):
+    class Forgetful:
+        def __init__(self, inner) -> None:
+            self.inner, self.forget = inner, False
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        async def get_euicc(self, eid):
+            return None if self.forget else await self.inner.get_euicc(eid)
+
+    forgetful = Forgetful(store)
+    env = metered(make_env(forgetful, lab))
+    card = await ready_card(env, lab, EIDS[3])
+    op, package = await psmo(env, card)
+    card.card.ctx.forgery = Forgery(drop_transaction_id=True)  # matched by counter: the eUICC is read again
+    epr = await card.load(package)
+    forgetful.forget = True
+    handled = await env.rp.euicc_package_result(epr, card.eid, WHO)
+    assert handled.refused == "eUICC no longer registered"
+    [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "refused"]
+    assert (entry.who, entry.detail["cause"]) == (WHO, "no_operation")
+
+
+async def test_the_operation_a_result_closed_comes_back_to_the_caller_also_on_a_replay(store, lab):
+    """The ESipa functions attribute the notifications that came with a result to the operation's eUICC
+    (``Handled.operation``), also when the result arrived without an EID and when it is a replay."""
+    env = make_env(store, lab)
+    card = await ready_card(env, lab, EIDS[1])
+    op, package = await psmo(env, card)
+    epr = await card.load(package)
+    first = await env.rp.euicc_package_result(epr, None)
+    assert first.refused is None and first.operation is not None
+    assert (first.operation.id, first.operation.status) == (op.id, OpStatus.DONE)
+    again = await env.rp.euicc_package_result(epr, None)  # a replay: changes nothing, acknowledged again
+    assert again.refused is None and again.acks == first.acks
+    assert again.operation is not None and again.operation.id == op.id
+
+
+async def test_an_authenticated_unsigned_error_ends_its_operation_without_the_euiccs_key(store, lab):
+    """An unsigned error is checked by its echo alone; the eUICC's key is not needed, so an error from the device
+    authenticated as the operation's eUICC ends the operation even when its certificate cannot be verified now
+    (here no CI is trusted any more)."""
+    from eim.packages.euicc_package import EuiccKeys
+
+    env = make_env(store, lab)
+    card = await ready_card(env, lab, EIDS[0])
+    op, package = await psmo(env, card)
+    env.rp.keys = EuiccKeys([])
+    coaps = RequestContext("coap", "peer", card.eid)
+    assert await env.handle(provide_result(card.eid, unsigned_error(txid_of(package))), coaps) == EMPTY
+    failed = await env.service.get(op.id)
+    assert failed.status is OpStatus.FAILED and failed.result["euiccPackageErrorUnsigned"] is True
+
+
+async def test_a_genuine_signed_error_matching_nothing_is_an_orphan_with_nothing_to_acknowledge(store, lab):
+    """EuiccPackageErrorSigned carries no seqNumber: a genuine one for no operation (no eimTransactionId, a
+    counterValue no operation has) is audited as an orphan and acknowledged with no sequence number."""
+    from eim.packages.common import association_token_tlv
+    from rsp import crypto
+
+    env = metered(make_env(store, lab))
+    card = await ready_card(env, lab, EIDS[2])
+    op, _package = await psmo(env, card)
+    token = (await store.get_euicc(card.eid)).association_token
+    data = asn1.encode(
+        "EuiccPackageErrorDataSigned", {"eimId": EIM_ID, "counterValue": 977, "euiccPackageErrorCode": 4}
+    )
+    sig = crypto.sign(lab.euicc_key(card.eid), data + association_token_tlv(token))
+    error = tlv.encode(0xBF51, tlv.encode(0xA1, data + tlv.encode(0x5F37, sig)))
+    handled = await env.rp.euicc_package_result(error, card.eid)
+    assert handled.refused is None and handled.acks == []
+    [orphan] = [e for e in await store.list_audit(eid=card.eid) if e.outcome == "orphan"]
+    assert orphan.detail == {"counter_value": 977, "seqNumber": None} and orphan.operation_id is None
+    assert (await env.service.get(op.id)).status is OpStatus.IN_PROGRESS

@@ -410,3 +410,55 @@ def test_the_eims_key_ring_refuses_the_out_of_range_euicc(ci, attacker):
     with pytest.raises(ResultRejected) as exc:
         EuiccKeys([ci[0]]).public_key(in_range_eid(), der(own), der(eum), ci_key_id=bytes(20))
     assert exc.value.cause == "certificate"
+
+
+@pytest.mark.parametrize(
+    ("eid", "shown"),
+    [
+        ("8904" + "0" * 27, "'8904" + "0" * 27 + "'"),  # 31 digits inside the prefix
+        ("8904" + "0" * 29, "'8904" + "0" * 29 + "'"),  # 33 digits
+        ("8904" + "0" * 27 + "A", "'8904" + "0" * 27 + "A'"),  # a letter
+        ("8904" + "\uff10" * 28, "'8904" + "\uff10" * 28 + "'"),  # fullwidth digits: isdigit, but not ASCII
+        ("8904" + "\u0663" * 28, "'8904" + "\u0663" * 28 + "'"),  # Arabic-Indic digits, likewise
+        ("8904" + "0" * 46, "'8904" + "0" * 36 + "'"),  # 50 digits: the message shows the first 40
+        (b"8904" + b"0" * 28, "\"b'8904" + "0" * 28 + "'\""),  # 32 ASCII digits, but bytes
+        (89040000000000000000000000000000, "'89040000000000000000000000000000'"),  # a number
+    ],
+)
+def test_an_eid_that_is_not_32_ascii_digits_is_outside_any_range(ci, eid, shown):
+    """Only 32 ASCII decimal digits are an EID: anything else is refused before the prefixes are compared, even when
+    it starts with a permitted prefix (a 31-digit or non-ASCII "EID" under ``8904`` must not pass)."""
+    eum_key = ec.generate_private_key(ec.SECP256R1())
+    eum = issue_certificate(Role.EUM, eum_key.public_key(), ci[0], ci[1], eid_prefixes=["8904"])
+    assert check_eid_in_range("8904" + "0" * 28, eum).present  # the same prefix with 32 ASCII digits is inside
+    with pytest.raises(EidRangeError) as err:
+        check_eid_in_range(eid, eum)  # type: ignore[arg-type]
+    assert err.value.reason == "outside"
+    assert str(err.value) == f"EID {shown} is not 32 decimal digits"
+
+
+def test_the_organisation_refusal_names_every_organisation_the_matching_subtrees_permit(ci):
+    """Two nameConstraints subtrees match the EID (``8904`` for O=Alpha, ``89049033`` for O=Beta): an eUICC
+    certificate of O=Gamma is refused, naming the first matching prefix and both organisations, sorted."""
+    eum_key = ec.generate_private_key(ec.SECP256R1())
+    sub = lambda o, s: T(0x30, T(0xA4, name((ORG, o), (SERIAL, s))))  # noqa: E731
+    exts = [
+        ext("2.5.29.19", T(0x30, T(0x01, b"\xff") + T(0x02, b"\x00")), critical=True),
+        ext("2.5.29.15", T(0x03, b"\x01\x06"), critical=True),
+        ext("2.5.29.32", T(0x30, T(0x30, oid("2.23.146.1.2.1.2"))), critical=True),
+        ext("2.5.29.14", T(0x04, ski(eum_key.public_key()))),
+        ext("2.5.29.35", T(0x30, T(0x80, ski(ci[0].public_key())))),
+        ext("2.5.29.30", T(0x30, T(0xA0, sub("Beta", "89049033") + sub("Alpha", "8904"))), critical=True),
+    ]
+    eum = x509.load_der_x509_certificate(
+        hand_cert(name((ORG, "Alpha"), (CN, "EUM")), ci[0].subject.public_bytes(), eum_key.public_key(), ci[1], exts)
+    )
+    eid = in_range_eid()
+    assert check_eid_in_range(eid, eum, euicc_under(eum, eum_key, eid, org="Alpha")).present
+    with pytest.raises(EidRangeError) as err:
+        check_eid_in_range(eid, eum, euicc_under(eum, eum_key, eid, org="Gamma"))
+    assert err.value.reason == "outside"
+    assert str(err.value) == (
+        "eUICC certificate organisation 'Gamma' is not the one the EUM's nameConstraints name for EID prefix "
+        "89049033 (Alpha, Beta)"
+    )
