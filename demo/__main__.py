@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -182,6 +183,10 @@ def story(stack: LabStack, tl: Timeline) -> None:
     )
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
     ap.add_argument("--binding", choices=BINDINGS, default="http", help="ESipa binding between IPA and eIM")
@@ -195,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "arrives by push)",
     )
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)  # SIGTERM stops the services like Ctrl-C does
     if not args.poll_interval > 0:
         ap.error("--poll-interval must be a positive number of seconds")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="sgp32-demo-"))
@@ -218,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(1)
             except KeyboardInterrupt:
                 pass
+    except KeyboardInterrupt:
+        code = 130
+        print("\ndemo interrupted: stopping the services", file=sys.stderr)
     except (CommandFailed, RuntimeError, TimeoutError, OSError) as exc:
         code = 1
         print(f"\ndemo failed: {exc}", file=sys.stderr)

@@ -34,3 +34,56 @@ def test_demo_over_https_with_a_device_certificate() -> None:
     for step in ("download profile 1 (indirect", "delete profile 1", "eUICC data request"):
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(step)), "")
         assert "done" in line, f"{step!r}: {line!r}\n{proc.stdout}"
+
+
+def test_demo_keep_stops_every_service_on_sigterm(tmp_path) -> None:
+    """`demo --keep` (README) leaves the services running until Ctrl-C; a SIGTERM (a service manager, `kill`) stops
+    them the same way: afterwards no process of the lab is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    work = tmp_path / "lab"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "demo", "--workdir", str(work), "--keep"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def lab_pids() -> list[int]:
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != proc.pid:
+                try:
+                    cmd = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                if str(work) in cmd:
+                    pids.append(int(entry))
+        return pids
+
+    try:
+        out = []
+        for line in proc.stdout:  # type: ignore[union-attr]
+            out.append(line)
+            if "services keep running" in line:
+                break
+        else:
+            raise AssertionError("demo ended before keeping its services:\n" + "".join(out))
+        running = lab_pids()
+        assert len(running) >= 4, running  # SM-DP+, eIM, virtual modem, IPA
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        deadline = time.monotonic() + 20
+        while lab_pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert lab_pids() == [], "services left running after SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in lab_pids():
+            os.kill(pid, signal.SIGKILL)
