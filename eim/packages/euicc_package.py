@@ -53,11 +53,7 @@ class EimKey:
 def euicc_package_signed(
     eim_id: str, eid: str, counter_value: int, eim_transaction_id: bytes, euicc_package: tuple[str, list]
 ) -> bytes:
-    """DER of EuiccPackageSigned (our own encoding; these bytes are signed and then sent unchanged).
-
-    The constraints are checked; the Python-type walk is not: each field is built here or by the kind's module from
-    parameters checked when queued (``eim.packages.psmo`` / ``eco``), so its type holds by construction
-    (``tests/eim/test_encode_type_check.py`` holds this encode to the fully checked one)."""
+    """DER of EuiccPackageSigned (our own encoding; these bytes are signed and then sent unchanged)."""
     return asn1.encode(
         "EuiccPackageSigned",
         {
@@ -155,8 +151,8 @@ def decode_euicc_package_result(raw: bytes) -> tuple[Any, EuiccPackageOutcome]:
     ``EuiccPackageResult``): the ProvideEimPackageResult fast path hands both on, so the result is decoded once."""
     value = asn1.decode("EuiccPackageResult", raw)
     alt, body = value
-    try:  # the decoder's output has the schema's types by construction: the constraints are what is checked
-        same = asn1.encode("EuiccPackageResult", value, check_types=False) == bytes(raw)
+    try:
+        same = asn1.encode("EuiccPackageResult", value) == bytes(raw)
     except RspError:
         same = False
     if not same:

@@ -174,18 +174,14 @@ def decode(type_name: str, data: bytes, *, strict: bool = False):
     return value
 
 
-def encode(type_name: str, value, *, strict: bool = True, check_types: bool = True) -> bytes:
-    """DER-encode ``value`` as ``type_name``. ``strict`` (default) enforces SIZE/value constraints.
-
-    ``check_types=False`` skips asn1tools' Python-type walk of ``value`` (a third to a half of the encode): only
-    for values whose types hold by construction (a decoder's output, a value built field by field from checked
-    parameters); the constraints are still checked with ``strict``."""
+def encode(type_name: str, value, *, strict: bool = True) -> bytes:
+    """DER-encode ``value`` as ``type_name``. ``strict`` (default) enforces SIZE/value constraints."""
     try:
         name = resolve_type(type_name)
     except KeyError:
         raise _unknown_type(type_name, EncodeError) from None
     try:
-        return bytes(specification().encode(name, value, check_types=check_types, check_constraints=strict))
+        return bytes(specification().encode(name, value, check_types=True, check_constraints=strict))
     except Exception as exc:  # wrong types, missing members, bad bit strings ...
         raise EncodeError(type_name, _error_text(exc, name)) from exc
 
