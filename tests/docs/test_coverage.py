@@ -52,6 +52,10 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "interleaved before/after rounds of two eIM builds (minutes); the benchmark runs at tiny size in "
         "tests/bench/test_bench.py (test_psmo_tiny)"
     ),
+    ("performance.md", ".venv/bin/python -m bench.psmo_callgrind --commits .,HEAD~1"): (
+        "runs each eim serve under valgrind (minutes, needs valgrind); its load and store are those of "
+        "bench/psmo.py, which runs at tiny size in tests/bench/test_bench.py (test_psmo_tiny)"
+    ),
     ("performance.md", "python -m bench.coap_push"): (
         "the push benchmark (~5 min, 10,000 devices); each part runs at tiny sizes in tests/bench/test_bench.py"
     ),
