@@ -56,6 +56,10 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "re-runs section 5b with an older commit's ipa beside it (~2 min); section 5b runs in one round in "
         "tests/bench/test_bench.py (test_ipa_commands_tiny)"
     ),
+    ("performance.md", ".venv/bin/python -m bench.psmo_callgrind --commits .,HEAD~1"): (
+        "runs each eim serve under valgrind (minutes, needs valgrind); its load and store are those of "
+        "bench/psmo.py, which runs at tiny size in tests/bench/test_bench.py (test_psmo_tiny)"
+    ),
     ("performance.md", "python -m bench.coap_push"): (
         "the push benchmark (~5 min, 10,000 devices); each part runs at tiny sizes in tests/bench/test_bench.py"
     ),

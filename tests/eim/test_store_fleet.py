@@ -5,6 +5,7 @@ per subscription and survives a reopened store."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from eim.events.catalog import from_audit
@@ -98,3 +99,26 @@ async def test_fan_out_queues_each_event_once_per_subscription_across_a_reopen(s
         assert {d.event_type for d in due} == {"operation.cancelled"}
     finally:
         await s.close()
+
+
+async def test_fan_out_without_subscriber_moves_the_cursor_and_queues_nothing(store_url):
+    """With no subscription the rows are passed over (read count and cursor as with one), and a subscription made
+    afterwards gets the events of later rows only."""
+    s = open_store(store_url)
+    await s.open()
+    try:
+        await add(s, EIDS[0])
+        await s.add_audit(who="t", action="cancelled", outcome="cancelled", eid=EIDS[0], operation_id="op-1")
+        await s.add_audit(who="t", action="hand_out", outcome="in_progress", eid=EIDS[0], operation_id="op-2")
+        first = await s.fan_out_events(from_audit, now=time.time() + 10, settle_s=0.0)
+        await s.add_audit(who="t", action="cancelled", outcome="cancelled", eid=EIDS[0], operation_id="op-3")
+        assert (await s.fan_out_events(from_audit, now=time.time() + 10, settle_s=0.0)) == (1, 0)
+        sid = "00000000-0000-4000-8000-000000000009"
+        await s.add_subscription(Subscription(sid, "https://h.example/x", ("operation.cancelled",), "s", "", 0, "t"))
+        await s.add_audit(who="t", action="cancelled", outcome="cancelled", eid=EIDS[0], operation_id="op-4")
+        assert (await s.fan_out_events(from_audit, now=time.time() + 10, settle_s=0.0))[1] == 1
+        due = await s.claim_deliveries(now=time.time() + 10, lease_s=30, owner="w")
+        assert [json.loads(d.body)["operation_id"] for d in due] == ["op-4"]
+    finally:
+        await s.close()
+    assert first[1] == 0

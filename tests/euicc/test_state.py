@@ -207,3 +207,22 @@ def test_mutated_state_files_load_or_fail_with_state_error(lab_pki, tmp_path):
             assert mutated_driver.call_sw(bytes.fromhex(command))[1] != 0x6F00
 
     check()
+
+
+def test_snapshot_is_an_equal_independent_copy(lab_pki, tmp_path):
+    """``EuiccState.snapshot`` (the rollback copy, a pickle round trip): equal to the state and to its deep copy,
+    and nothing nested is shared, so changing the live state after a snapshot leaves the snapshot as it was."""
+    import copy
+
+    card = make_card(lab_pki, state_path=tmp_path / "card.json")
+    spki = crypto.public_key_spki_der(lab_pki.eim_cert("nist").public_key())
+    add_initial_eim(Es10Driver(card), eim_config("e", spki, counter=0, token=1))
+    state = card.state
+    snap = state.snapshot()
+    assert snap == state == copy.deepcopy(state)
+    assert snap is not state and snap.eims is not state.eims and snap.profiles is not state.profiles
+    frozen = copy.deepcopy(state)
+    state.eims[0].counter += 7
+    state.ci_certs.append(b"\x30\x00")
+    state.next_seq += 1
+    assert snap == frozen and snap != state
