@@ -276,7 +276,7 @@ def pages_of(eids: list[str], ids: dict[str, Any]) -> list[tuple[str, str, str |
             "/v1/operations?kind=eco&status=failed&limit=100",
             "eco",
         ),
-        (f"batch page, {BATCH_ITEMS:,} items", f"/ui/batches/{batch}", f"/v1/batches/{batch}", batch),
+        (f"batch page, {BATCH_ITEMS:,} items", f"/ui/batches/{batch}", f"/v1/batches/{batch}?limit=100", batch),
         ("batch list", "/ui/batches", "/v1/batches", batch[:8]),
         ("notification outbox", "/ui/notifications", "/v1/notifications?limit=100", "smdp.example"),
         (
