@@ -7,8 +7,8 @@ rounds, eIM/bare ratios; ``--before COMMIT`` adds that commit's eIM for a before
 throughput per binding and store, worker scaling), variants (the
 SQLite store's fsync cost: shipped store vs what-if variants, before/after), fleet (registry
 size), fleet_summary (GET /v1/fleet and label filters with 1,000,000 eUICCs), dashboard (the
-overview page /ui/ end to end through eim serve with 1,000,000 eUICCs), serial (profile download over the
-serial line), air (bytes on the air per operation), air_download (bytes on
+overview page /ui/ and every other page end to end through eim serve with 1,000,000 eUICCs), serial (profile
+download over the serial line), air (bytes on the air per operation), air_download (bytes on
 the air of an indirect 12 KB profile download through the whole lab), ipa (IPA footprint),
 smdpp (lab SM-DP+ downloads/s). The report goes to ``--out`` (default ``docs/performance.md``; with ``--only`` or
 ``--quick`` the default is ``build/performance-partial.md`` so a partial run never overwrites the published one)
@@ -28,7 +28,7 @@ from pathlib import Path
 from bench.common import REPO, Section, load, machine
 
 NAMES = ("ceiling", "eim", "variants", "fleet", "fleet_summary", "serial", "air", "air_download", "ipa", "smdpp")
-NAMES += ("dashboard",)  # the overview page /ui/ with 1,000,000 eUICCs (bench/dashboard.py)
+NAMES += ("dashboard",)  # the overview page /ui/ and every other page with 1,000,000 eUICCs (bench/dashboard.py)
 
 HOW_TO = """\
 ## How to run

@@ -161,7 +161,7 @@ async def test_migration_0007_copies_the_labels_of_existing_euiccs(store_url):
 
         def undo():  # back to schema 6 with the labels column only, as a store of the previous release
             yield Q("DROP TABLE euicc_labels", ())
-            for name in ("operations_batch_status", "operations_kind_seq"):
+            for name in ("operations_batch_status", "operations_batch_seq", "operations_kind_seq"):
                 yield Q(f"DROP INDEX {name}", ())
             yield Q("DELETE FROM schema_version WHERE version = 7", ())
 

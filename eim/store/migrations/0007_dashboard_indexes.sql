@@ -21,6 +21,10 @@ INSERT INTO euicc_labels (eid, key, value) SELECT e.eid, j.key, j.value FROM eui
 -- by batch and status): operations_status walked every operation of that status to find the batch's. Partial: only
 -- the operations of a batch are in it, so a status change of any other operation does not touch it.
 CREATE INDEX operations_batch_status ON operations (batch_id, status, seq) WHERE batch_id IS NOT NULL;
+-- And a batch's operations in sequence order from an index of the same kind: with the partial index above alone,
+-- SQLite's statistics (operations_batch holds every unbatched operation under NULL, so it looks unselective) made the
+-- plain batch list take operations_batch_status and sort the whole batch (10,000 rows) for each page of 100.
+CREATE INDEX operations_batch_seq ON operations (batch_id, seq) WHERE batch_id IS NOT NULL;
 -- The operations list filtered by kind alone, in sequence order: the kind is never updated, so the index costs an
 -- insert only; without it a rare kind was a walk through every operation.
 CREATE INDEX operations_kind_seq ON operations (kind, seq);
