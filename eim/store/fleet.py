@@ -65,6 +65,21 @@ class StateFilter:
             ), [self.now - self.default_interval_s, self.now]
         raise ValueError(f"state must be one of {', '.join(STATES)}")
 
+    def count_parts(self) -> list[tuple[str, list[Any]]]:
+        """The state as index ranges to count (each capped by the caller), in the contact index's order so that
+        a generic plan (PostgreSQL, after five runs of a prepared statement) walks the index rather than the
+        table: stale = the default-interval range of ``euiccs_contact`` + the partial ``euiccs_poll_override``."""
+        if self.state == "stale":
+            return [
+                (
+                    "e.poll_interval_s IS NULL AND e.last_contact < ? ORDER BY e.last_contact",
+                    [self.now - self.default_interval_s],
+                ),
+                ("e.poll_interval_s IS NOT NULL AND e.last_contact < ? - e.poll_interval_s", [self.now]),
+            ]
+        cond, args = self.condition()
+        return [(cond + ("" if self.state == "never_seen" else " ORDER BY e.last_contact"), args)]
+
 
 @dataclass(frozen=True)
 class Removal:
@@ -96,19 +111,20 @@ class FleetLogic(Logic):
         if isinstance(driver, int):  # a label drives: its index range, in EID order
             key, value = labels[driver]
             rest = [p for i, p in enumerate(labels) if i != driver]
-            where, wargs = ["e.eid = d.eid", "d.key = ?", "d.value = ?"], [key, value]
+            where, wargs = ["d.key = ?", "d.value = ?"], [key, value]
             if after is not None:
                 where.append("d.eid > ?")
                 wargs.append(after)
-            sql = "SELECT e.* FROM euicc_labels d CROSS JOIN euiccs e"  # SQLite: d is the outer loop
+            sql = "SELECT e.* FROM euicc_labels d" + self._row_of("d", where)
             order = "d.eid"
         elif driver == "state":  # a small state set: its eIDs from the contact indexes, then sorted
-            where, wargs = ["e.eid = s.eid"], []
+            where, wargs = [], []
             sql = (
                 "WITH s AS MATERIALIZED (SELECT e.eid FROM euiccs e WHERE "
                 + cond
                 + (" AND e.eid > ?" if after is not None else "")
-                + ") SELECT e.* FROM s CROSS JOIN euiccs e"
+                + ") SELECT e.* FROM s"
+                + self._row_of("s", where)
             )
             args = [*args, *([after] if after is not None else [])]
             cond, order, rest = "", "s.eid", list(labels)
@@ -129,6 +145,17 @@ class FleetLogic(Logic):
         rows = yield Q(sql, (*args, *wargs, limit), "all")
         return [row_to_euicc(r) for r in rows]
 
+    def _row_of(self, alias: str, where: list[str]) -> str:
+        """The eUICC row of each ``alias.eid``, probed by primary key in the walk's order. SQLite: a CROSS JOIN
+        (the left table stays the outer loop). PostgreSQL: a LATERAL subquery that cannot be flattened (OFFSET
+        0): the driver's statements are prepared and, after five runs, planned generically, and a generic plan
+        estimated a label at a sixth of the table and merge-joined it with a walk through the whole primary key
+        (135 ms for a label on 100 of 300,000 eUICCs, against 0.5 ms probed)."""
+        if self.pg:
+            return f" CROSS JOIN LATERAL (SELECT * FROM euiccs x WHERE x.eid = {alias}.eid OFFSET 0) e"
+        where.insert(0, f"e.eid = {alias}.eid")
+        return " CROSS JOIN euiccs e"
+
     def _driver(self, labels: list[tuple[str, str]], state: StateFilter | None) -> Gen:
         """Which filter the walk starts from: the index of the label with the fewest eUICCs, ``"state"``, or
         ``None`` (the EID index). Each set is counted up to :data:`DRIVER_CAP` rows (an index range each); a
@@ -136,16 +163,21 @@ class FleetLogic(Logic):
         best: int | str | None = None
         best_n = DRIVER_CAP
         if state is not None:
-            cond, args = state.condition()
-            r = yield Q(
-                f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM euiccs e WHERE {cond} LIMIT {DRIVER_CAP}) c", args, "one"
-            )
-            if r["n"] < DRIVER_CAP:
-                best, best_n = "state", r["n"]
+            n = 0
+            for cond, args in state.count_parts():
+                r = yield Q(
+                    f"SELECT COUNT(*) AS n FROM (SELECT e.eid FROM euiccs e WHERE {cond} LIMIT {DRIVER_CAP}) c",
+                    args,
+                    "one",
+                )
+                n += r["n"]
+            if n < DRIVER_CAP:
+                best, best_n = "state", n
         for i, (key, value) in enumerate(labels):
-            r = yield Q(
-                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM euicc_labels WHERE key = ? AND value = ?"
-                f" LIMIT {DRIVER_CAP}) c",
+            r = yield Q(  # ORDER BY eid: the index's order, so that no plan (not even PostgreSQL's generic one,
+                # which guesses a sixth of the table) prefers a sequential scan that a rare label runs to its end
+                "SELECT COUNT(*) AS n FROM (SELECT eid FROM euicc_labels WHERE key = ? AND value = ?"
+                f" ORDER BY eid LIMIT {DRIVER_CAP}) c",
                 (key, value),
                 "one",
             )
