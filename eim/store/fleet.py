@@ -166,7 +166,9 @@ class FleetLogic(Logic):
             n = 0
             for cond, args in state.count_parts():
                 r = yield Q(
-                    f"SELECT COUNT(*) AS n FROM (SELECT e.eid FROM euiccs e WHERE {cond} LIMIT {DRIVER_CAP}) c",
+                    # last_contact, not eid: SQLite's contact indexes cover it (eid is not their rowid)
+                    "SELECT COUNT(*) AS n FROM (SELECT e.last_contact FROM euiccs e"
+                    f" WHERE {cond} LIMIT {DRIVER_CAP}) c",
                     args,
                     "one",
                 )
