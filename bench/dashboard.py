@@ -413,6 +413,134 @@ def measure(tmp: Path, n: int, runs: int, with_history: bool = True) -> dict[str
             proc.wait(5)
 
 
+def store_pg(n: int, runs: int) -> dict[str, float] | None:
+    """The dashboard's filtered lists and batch page in the PostgreSQL store alone (no HTTP): a private cluster
+    (``demo.services.run_postgres``), ``n`` eUICCs spread like :func:`bench.fleet_summary._spread` with the same
+    labels, 210,000 operations and a 10,000-item batch, ``ANALYZE``d; median of ``runs`` calls (more than five, so
+    that PostgreSQL's generic plans of the prepared statements are what is timed). Then the contacts are made
+    rare (0.1 % never seen, 0.05 % stale) and the state lists timed again (the sorted path). ``None`` without the
+    PostgreSQL binaries."""
+    import json
+    import random
+    import uuid
+
+    from demo.services import ServiceUnavailable, run_postgres
+    from eim.store import open_store
+    from eim.store.fleet import StateFilter
+
+    async def go(dsn: str) -> dict[str, float]:
+        import asyncpg
+
+        s = open_store(dsn)
+        await s.open()  # migrations
+        await s.close()
+        eids = eids_for(n)
+        now = time.time()
+        rnd = random.Random(32)
+
+        def euiccs() -> Any:
+            for i, e in enumerate(eids):
+                r = rnd.random()
+                if r < 0.05:
+                    contact = None
+                elif r < 0.37:
+                    contact = now - rnd.uniform(0, 3600)
+                elif r < 0.69:
+                    contact = now - rnd.uniform(3600, 86400)
+                else:
+                    contact = now - rnd.uniform(86400, 30 * 86400)
+                labels = {"site": "berlin" if i % 10 == 0 else "paris"}
+                if i % 10_000 == 3:
+                    labels[RARE[0]] = RARE[1]
+                interval = 600.0 if rnd.random() < 0.01 else None
+                yield (e, "eim.bench", 0, "{}", json.dumps(labels), now, contact, interval)
+
+        c = await asyncpg.connect(dsn)
+        try:
+            cols = ["eid", "eim_id", "counter_value", "info", "labels", "created_at", "last_contact", "poll_interval_s"]
+            await c.copy_records_to_table("euiccs", records=euiccs(), columns=cols)
+            await c.execute(
+                "INSERT INTO euicc_labels (eid, key, value)"
+                " SELECT e.eid, j.key, j.value FROM euiccs e, jsonb_each_text(e.labels::jsonb) AS j"
+            )
+            batch = str(uuid.uuid4())
+            await c.execute(
+                "INSERT INTO batches (id, created_at, created_by, kind, params) VALUES ($1, $2, 'b', 'psmo', '{}')",
+                batch,
+                now,
+            )
+            statuses = ["done"] * 16 + ["failed", "expired", "cancelled", "queued"]
+            kinds = ["psmo", "eco", "download", "euicc_data"]
+
+            def ops() -> Any:
+                for i in range(HISTORY_OPS + BATCH_ITEMS):
+                    b = i >= HISTORY_OPS
+                    status = ("queued" if i % 10 else "done") if b else statuses[i % 20]
+                    kind = "psmo" if b else kinds[(i // 20) % 4]
+                    eid = eids[(i * 97) % n]
+                    yield (str(uuid.uuid4()), eid, kind, "{}", status, now, now, "b", batch if b else None)
+
+            cols = ["id", "eid", "kind", "params", "status", "created_at", "updated_at", "created_by", "batch_id"]
+            await c.copy_records_to_table("operations", records=ops(), columns=cols)
+            await c.execute(
+                "INSERT INTO batch_items (batch_id, idx, eid, operation_id) SELECT batch_id,"
+                " (ROW_NUMBER() OVER (ORDER BY seq) - 1)::int, eid, id FROM operations WHERE batch_id = $1",
+                batch,
+            )
+            await c.execute("ANALYZE")
+        finally:
+            await c.close()
+
+        out: dict[str, float] = {}
+        s = open_store(dsn)
+        await s.open()
+        try:
+
+            async def timed(name: str, call: Any) -> None:
+                took = []
+                for _ in range(runs + 1):
+                    t = time.perf_counter()
+                    await call()
+                    took.append((time.perf_counter() - t) * 1000)
+                out[name] = statistics.median(took[1:])
+
+            t0 = time.time()
+            await timed("label site=berlin", lambda: s.find_euiccs(labels=[("site", "berlin")], limit=50))
+            await timed(f"label {RARE[0]}={RARE[1]}", lambda: s.find_euiccs(labels=[RARE], limit=50))
+            both = [("site", "paris"), RARE]
+            await timed("two labels", lambda: s.find_euiccs(labels=both, limit=50))
+            for st in ("never_seen", "seen_1h", "seen_24h", "stale"):
+                await timed(f"state {st}", lambda st=st: s.find_euiccs(state=StateFilter(st, t0), limit=50))
+            rare_stale = StateFilter("stale", t0)
+            await timed("label + state", lambda: s.find_euiccs(labels=[RARE], state=rare_stale, limit=50))
+            await timed("batch page (counts + 100 items)", lambda: s.batch_page(batch, limit=100))
+            await timed("batch + status done", lambda: s.list_operations(batch_id=batch, status="done", limit=100))
+            await timed("kind eco", lambda: s.list_operations(kind="eco", limit=100))
+            c = await asyncpg.connect(dsn)
+            try:  # rare states: 0.1 % never seen, 0.05 % stale, the rest seen a minute ago
+                await c.execute(
+                    "UPDATE euiccs SET poll_interval_s = NULL, last_contact = CASE"
+                    " WHEN abs(hashtext(eid)) % 2000 < 2 THEN NULL WHEN abs(hashtext(eid)) % 2000 = 2 THEN $2::float8"
+                    " ELSE $1::float8 END",
+                    t0 - 60,
+                    t0 - 5 * 86400,
+                )
+                await c.execute("ANALYZE euiccs")
+            finally:
+                await c.close()
+            for st in ("never_seen", "stale"):
+                await timed(f"rare state {st}", lambda st=st: s.find_euiccs(state=StateFilter(st, t0), limit=50))
+        finally:
+            await s.close()
+        return out
+
+    try:
+        with run_postgres() as pg:
+            return asyncio.run(go(pg.dsn))
+    except ServiceUnavailable:
+        return None
+
+
 def run(quick: bool = False, size: int | None = None) -> Section:
     n = size or (5_000 if quick else 1_000_000)
     runs = 5 if quick else 25
@@ -444,6 +572,20 @@ def run(quick: bool = False, size: int | None = None) -> Section:
     )
     if f["pages"]:
         _pages_table(sec, f)
+    if not quick:  # the store alone on PostgreSQL (about 2 minutes at 1,000,000 eUICCs)
+        pg = store_pg(n, 12)
+        sec.add("")
+        if pg is None:
+            sec.add("PostgreSQL store: not measured (no PostgreSQL server binaries on this machine).")
+        else:
+            sec.add(
+                f"The same lists in the PostgreSQL store alone ({n:,} eUICCs, {HISTORY_OPS + BATCH_ITEMS:,} "
+                "operations, `bench.dashboard.store_pg`), median of 12 calls after one:"
+            )
+            sec.add("")
+            sec.table(["PostgreSQL store call (first page)", "ms"], [[k, v] for k, v in pg.items()])
+            for k, v in pg.items():
+                sec.figures[f"pg_{_slug(k)}_ms"] = v
     return sec
 
 
