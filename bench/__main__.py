@@ -8,8 +8,8 @@ throughput per binding and store, worker scaling), psmo (signed PSMO round trips
 the 1,200/s bar; ``--before COMMIT`` adds that commit's eIM, interleaved), variants (the
 SQLite store's fsync cost: shipped store vs what-if variants, before/after), fleet (registry
 size), fleet_summary (GET /v1/fleet and label filters with 1,000,000 eUICCs), dashboard (the
-overview page /ui/ end to end through eim serve with 1,000,000 eUICCs), serial (profile download over the
-serial line), air (bytes on the air per operation), air_download (bytes on
+overview page /ui/ and every other page end to end through eim serve with 1,000,000 eUICCs), serial (profile
+download over the serial line), air (bytes on the air per operation), air_download (bytes on
 the air of an indirect 12 KB profile download through the whole lab), ipa (IPA footprint), ipa_cli (``ipa chip
 info`` against the floor ``python -c "import cryptography.x509"``; ``--before COMMIT`` adds that commit's ipa),
 smdpp (lab SM-DP+ downloads/s), smdpp_workers (the SM-DP+ over HTTPS with 1 and 2 worker processes).
@@ -45,7 +45,7 @@ NAMES = (
     "smdpp",
     "smdpp_workers",
 )
-NAMES += ("dashboard",)  # the overview page /ui/ with 1,000,000 eUICCs (bench/dashboard.py)
+NAMES += ("dashboard",)  # the overview page /ui/ and every other page with 1,000,000 eUICCs (bench/dashboard.py)
 
 HOW_TO = """\
 ## How to run

@@ -295,11 +295,13 @@ def create_api(
         label: list[str] = Query([], description="key=value; repeat for more (all must match)"),
         limit: int = Query(100, ge=1, le=1000),
         cursor: str | None = Query(None, description="the 'next' value of the previous page"),
+        state: str | None = Query(None, description="never_seen, seen_1h, seen_24h or stale (see GET /v1/fleet)"),
     ):
         after = decode_cursor("euiccs", cursor)
         if after is not None and not isinstance(after, str):
             raise ParamError("cursor", "not a cursor of this list")
-        items = await store.find_euiccs(labels=fleet.parse_labels(label), limit=limit, after=after)
+        in_state = fleet.state_filter(state, settings)
+        items = await store.find_euiccs(labels=fleet.parse_labels(label), limit=limit, after=after, state=in_state)
         return page(request, [euicc_view(e) for e in items], limit, "euiccs", items[-1].eid if items else None)
 
     @app.get("/v1/euiccs/{eid}", tags=["eUICCs"], summary="One eUICC with what the eIM learned about it")

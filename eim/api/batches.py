@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import math
 from typing import Any
 
@@ -118,6 +119,35 @@ def _window(validity_s: float | None, not_before: dt.datetime | None) -> tuple[f
     if validity_s is not None and not (math.isfinite(validity_s) and validity_s > 0):
         raise ParamError("validity_s", "must be a positive number of seconds")
     return nb, validity_s
+
+
+def batch_page_view(request: Request, got: tuple[Any, int, dict[str, int], list[dict[str, Any]]], limit: int) -> dict:
+    """``GET /v1/batches/{id}?limit=``: the batch's fields and counts as without ``limit``, one page of items."""
+    from eim.api import _iso
+
+    b, n_items, summary, rows = got
+    items = [
+        {
+            "index": r["idx"],
+            "eid": r["eid"],
+            "operation_id": r["operation_id"],
+            "status": r["status"] or "refused",
+            "result_code": r["result_code"],
+            "error": r["op_error"] if r["status"] else r["error"],
+        }
+        for r in rows
+    ]
+    out = page(request, items, limit, "batch_items", rows[-1]["idx"] if rows else None)
+    return {
+        "id": b["id"],
+        "kind": b["kind"],
+        "params": json.loads(b["params"]) if b["params"] else {},
+        "created_at": _iso(b["created_at"]),
+        "created_by": b["created_by"],
+        "summary": summary,
+        "item_count": n_items,
+        **out,
+    }
 
 
 def register(app: FastAPI, service: OperationService, store: Any, settings: Any, who: Any) -> None:
@@ -229,12 +259,30 @@ def register(app: FastAPI, service: OperationService, store: Any, settings: Any,
         return page(request, items, limit, "batches", last)
 
     @app.get("/v1/batches/{batch_id}", tags=["batches"], summary="A batch with per-item results")
-    async def show_batch(batch_id: str):
+    async def show_batch(
+        batch_id: str,
+        request: Request,
+        limit: int | None = Query(None, ge=1, le=1000, description="items per page (default: every item)"),
+        cursor: str | None = Query(None, description="the 'next' value of the previous page (with limit)"),
+    ):
+        """Without ``limit``: every item. With it: the same counts (``summary``, ``item_count``) and one page of
+        items in index order with ``next`` / ``next_url``, read as index ranges (a 10,000-item batch page costs
+        what its page costs, see docs/performance.md 2c)."""
         from eim.api import _check_uuid
 
         _check_uuid(batch_id, "batch")
-        batch, ops = await service.get_batch(batch_id)
-        return batch_view(batch, ops)
+        if limit is None:
+            if cursor is not None:
+                raise ParamError("cursor", "only with limit")
+            batch, ops = await service.get_batch(batch_id)
+            return batch_view(batch, ops)
+        after = decode_cursor("batch_items", cursor)
+        if after is not None and (not isinstance(after, int) or isinstance(after, bool)):
+            raise ParamError("cursor", "not a cursor of this list")
+        got = await store.batch_page(batch_id, limit=limit, after_idx=after)
+        if got is None:
+            raise NotFound(f"batch {batch_id} not found")
+        return batch_page_view(request, got, limit)
 
     @app.post(
         "/v1/batches/{batch_id}/cancel",

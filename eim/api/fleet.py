@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from eim.events.webhook_url import UrlPolicy
 from eim.operations import Conflict, NotFound, OperationService
 from eim.packages.common import ParamError, normalise_eid
-from eim.store.fleet import LABEL_KEY
+from eim.store.fleet import LABEL_KEY, STATES, StateFilter
 
 MAX_NOTE = 1024
 
@@ -53,6 +53,17 @@ def parse_labels(values: list[str], name: str = "label") -> list[tuple[str, str]
     if len(out) > 16:
         raise ParamError(name, "at most 16 label filters")
     return out
+
+
+def state_filter(state: str | None, settings: FleetApiSettings | None) -> StateFilter | None:
+    """``GET /v1/euiccs?state=``: the contact state at this moment (stale after ``[fleet] poll_interval_s`` or
+    the eUICC's own interval); 400 naming ``state`` for anything else."""
+    if state is None:
+        return None
+    if state not in STATES:
+        raise ParamError("state", f"must be one of {', '.join(STATES)}")
+    interval = (settings or FleetApiSettings()).default_poll_interval_s
+    return StateFilter(state, time.time(), interval)
 
 
 def check_label_map(labels: dict[str, Any], name: str, *, allow_null: bool) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from eim.model import AuditEntry, Euicc, Operation
 from eim.store.events import Delivery, Event, EventLogic, Subscription
-from eim.store.fleet import FleetCounts, FleetLogic, Removal
+from eim.store.fleet import FleetCounts, FleetLogic, Removal, StateFilter
 from eim.store.logic import StoreError
 from eim.store.tallies import COMPACT_AT
 
@@ -56,10 +56,13 @@ class FleetEventsStore:
         labels: list[tuple[str, str]] = (),
         limit: int = 100,
         after: str | None = None,  # type: ignore[assignment]
+        state: StateFilter | None = None,
     ) -> list[Euicc]:
-        """eUICCs in EID order, those with every ``(key, value)`` label only."""
+        """eUICCs in EID order, those with every ``(key, value)`` label (and in ``state``) only. The state is
+        read from the rows: a contact not yet written (the SQLite store writes them about once a second) counts
+        from the next page read on."""
         pairs = list(labels)
-        out = await self._run(lambda: self.fleet.list_euiccs(limit, after, pairs), write=False)
+        out = await self._run(lambda: self.fleet.list_euiccs(limit, after, pairs, state), write=False)
         return [e for e in (self._fresh(e) for e in out) if e is not None]
 
     async def eids_by_labels(self, labels: list[tuple[str, str]], *, limit: int) -> list[str]:
@@ -78,6 +81,10 @@ class FleetEventsStore:
 
     async def list_batches(self, *, limit: int = 100, after: tuple[float, str] | None = None) -> list[dict[str, Any]]:
         return await self._run(lambda: self.fleet.list_batches(limit, after), write=False)
+
+    async def batch_page(self, batch_id: str, *, limit: int, after_idx: int | None = None) -> Any:
+        """See :meth:`eim.store.fleet.FleetLogic.batch_page`."""
+        return await self._run(lambda: self.fleet.batch_page(batch_id, limit, after_idx), write=False)
 
     async def cancel_batch(
         self, batch_id: str, *, who: str, now: float | None = None

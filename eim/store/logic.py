@@ -333,6 +333,7 @@ class Logic:
             ),
         )
         yield from self._tally(tallies.added({"binding": e.binding}))  # no version nor enabled profile yet
+        yield from self.write_labels(e.eid, e.labels, fresh=True)
         yield self._audit(
             at=e.created_at,
             who=who,
@@ -342,6 +343,14 @@ class Logic:
             detail={"eim_id": e.eim_id, "counter_value": e.counter_value},
         )
         return True
+
+    def write_labels(self, eid: str, labels: dict[str, str], *, fresh: bool = False) -> Gen:
+        """Mirror an eUICC's labels into ``euicc_labels`` (migration 0007), in the caller's transaction."""
+        if not fresh:
+            yield Q("DELETE FROM euicc_labels WHERE eid = ?", (eid,))
+        if labels:
+            rows = [(eid, k, v) for k, v in labels.items()]
+            yield Q("INSERT INTO euicc_labels (eid, key, value) VALUES (?, ?, ?)", rows, "many")
 
     def get_euicc(self, eid: str) -> Gen:
         r = yield Q("SELECT * FROM euiccs WHERE eid = ?", (eid,), "one")

@@ -90,6 +90,7 @@ class PostgresStore(SqlStore):
                 if version in done:
                     continue
                 sql = sql.replace("{BYTES}", "BYTEA").replace("{AUTO_ID}", "BIGSERIAL PRIMARY KEY")
+                sql = sql.replace("{LABEL_PAIRS}", "jsonb_each_text(e.labels::jsonb) AS j")
                 for stmt in split_statements(sql):
                     await conn.execute(stmt)
                 await conn.execute(

@@ -117,6 +117,7 @@ class SqliteStore(SqlStore):
                 if version in done:
                     continue
                 sql = sql.replace("{BYTES}", "BLOB").replace("{AUTO_ID}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+                sql = sql.replace("{LABEL_PAIRS}", "json_each(e.labels) AS j")
                 for stmt in split_statements(sql):
                     conn.execute(stmt)
                 conn.execute(

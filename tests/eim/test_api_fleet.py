@@ -421,6 +421,7 @@ NEW_ENDPOINTS = [
     ("DELETE", "/v1/subscriptions/{x}"),
     ("GET", "/v1/subscriptions/{x}/deliveries"),
     ("POST", "/v1/subscriptions/{x}/deliveries/{x}/retry"),
+    ("GET", "/v1/batches/{x}"),  # ?limit=&cursor= (a page of items)
 ]
 
 
@@ -440,7 +441,9 @@ def test_garbage_on_the_new_endpoints_gets_a_4xx_and_stores_nothing(store_url, l
             segment=st.one_of(TEXT, st.just(EIDS[0]), st.just("00000000-0000-4000-8000-000000000000")),
             body=BODIES,
             query=st.dictionaries(
-                st.sampled_from(["label", "limit", "cursor", "status", "kind", "validity_s", "x"]), TEXT, max_size=3
+                st.sampled_from(["label", "limit", "cursor", "status", "kind", "validity_s", "x", "state"]),
+                TEXT,
+                max_size=3,
             ),
             csv=st.one_of(st.none(), TEXT.map(lambda t: "eid,activation_code\n" + t)),
         )

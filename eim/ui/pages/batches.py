@@ -30,7 +30,7 @@ from eim.ui import html as h
 from eim.ui.pages.euiccs import parse_label_lines
 
 SOURCES = ("eids", "csv", "labels")
-SHOWN = 500  # items listed on a page (the counts cover all)
+SHOWN = 100  # items listed on a page, paged (the counts cover all)
 
 
 # ------------------------------------------------------------------------------------------------ list
@@ -258,20 +258,31 @@ def progress_block(ctx: Any, b: dict[str, Any]) -> str:
             h.esc(it.get("result_code") if it.get("result_code") is not None else ""),
             h.esc(it.get("error") or ""),
         ]
-        for it in b["items"][:SHOWN]
+        for it in b["items"]
     ]
     state = "running" if open_n else "ended"
     return (
         f'<div class="batch-state" data-state="{state}" data-open="{open_n}">'
         f'{charts.progress(summary)}<p class="counts">{counts}</p>{cancel}'
         + h.table(["#", "EID", "status", "operation", "result code", "error"], rows, cls="list items")
-        + (f'<p class="muted">first {SHOWN} of {len(b["items"])} items shown</p>' if len(b["items"]) > SHOWN else "")
+        + _items_pager(b)
         + "</div>"
     )
 
 
+def _items_pager(b: dict[str, Any]) -> str:
+    """Where this page of items stands, and the link to the next one (``GET /v1/batches/{id}?limit=``)."""
+    first = b["items"][0]["index"] + 1 if b["items"] else 0
+    last = b["items"][-1]["index"] + 1 if b["items"] else 0
+    shown = f'<p class="muted">items {first}-{last} of {b["item_count"]}</p>' if b["items"] else ""
+    nxt = h.url(f"/ui/batches/{b['id']}", cursor=b["next"]) if b.get("next") else None
+    return shown + h.pager(nxt)
+
+
 async def _get(ctx: Any) -> Any:
-    return await ctx.call("GET", f"/v1/batches/{quote(ctx.params['batch_id'], safe='')}")
+    cursor = ctx.request.query_params.get("cursor")
+    params = {"limit": SHOWN, **({"cursor": cursor} if cursor else {})}
+    return await ctx.call("GET", f"/v1/batches/{quote(ctx.params['batch_id'], safe='')}", params=params)
 
 
 async def show(ctx: Any, notice: str = "") -> Response:
@@ -288,11 +299,12 @@ async def show(ctx: Any, notice: str = "") -> Response:
             ("kind", h.esc(b["kind"])),
             ("created", h.when(b["created_at"])),
             ("by", h.esc(b["created_by"])),
-            ("items", h.esc(len(b["items"]))),
+            ("items", h.esc(b["item_count"])),
             ("operations", h.link(h.url("/ui/operations", batch_id=b["id"]), "list")),
         ]
     )
-    live = f'<div id="batch" data-poll="/ui/batches/{b["id"]}/live" data-every="2000">{progress_block(ctx, b)}</div>'
+    poll = h.url(f"/ui/batches/{b['id']}/live", cursor=ctx.request.query_params.get("cursor"))
+    live = f'<div id="batch" data-poll="{h.esc(poll)}" data-every="2000">{progress_block(ctx, b)}</div>'
     body = h.notice(notice) + facts + "<h2>Parameters</h2>" + h.pretty(b["params"]) + "<h2>Progress</h2>" + live
     return ctx.page(f"Batch {b['id'][:8]}", body, active="/ui/batches")
 
