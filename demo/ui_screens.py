@@ -29,9 +29,9 @@ from rsp.pki import lab_eid
 SILENT = [lab_eid(900 + i) for i in range(5)]
 
 
-def shoot(page: Any, out: Path, name: str) -> Path:
+def shoot(page: Any, out: Path, name: str, *, full: bool = False) -> Path:
     path = out / f"dashboard-{name}.png"
-    page.screenshot(path=str(path), full_page=False)
+    page.screenshot(path=str(path), full_page=full)
     try:
         from PIL import Image
 
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
                 page.click("text=Cancel the batch")
                 page.wait_for_selector("text=operation(s) cancelled")
                 page.goto(stack.eim_url + "/ui/")
-                shoot(page, out, "fleet")
+                shoot(page, out, "fleet", full=True)  # down to the charts of the last 24 hours
                 page.goto(stack.eim_url + "/ui/euiccs")
                 shoot(page, out, "euiccs")
                 page.goto(stack.eim_url + "/ui/operations")

@@ -322,8 +322,11 @@ def test_fleet_overview_renders_keys_it_does_not_know():
     }
     out = fleet.render(data)
     assert 'data-key="by_sgp32_version"' in out and "smdp.example.com" in out
-    assert "Failure rate 24h" in out and "0.25" in out
-    assert "25.0 % (1 of 4 ended)" in out  # computed from operations by status
+    assert "Failure rate, last 24 h (failed or expired of ended)" in out and "25.0 %" in out
+    assert "By SGP.32 version" in out and "Bucket s" not in out and "1 h" in out  # durations in words
+    assert "(1 of 4 ended)" not in out  # the summary's own rate, not one computed beside it
+    computed = fleet.render({"operations": {"by_status": {"done": 3, "failed": 1}}})
+    assert "25.0 % (1 of 4 ended)" in computed  # a summary without a rate: computed from operations by status
     assert out.count('class="chart cols"') == 1 and "11:00" in out
 
 
@@ -420,3 +423,14 @@ def test_malformed_form_data_gets_a_4xx_naming_the_field_and_stores_nothing(tmp_
         runner.run(c.aclose())
         runner.run(store.close())
         runner.close()
+
+
+def test_fleet_overview_hourly_series_are_labelled_in_utc_hours():
+    """GET /v1/fleet's ``hourly`` buckets carry the hour as POSIX seconds: the charts label them HH:MM (UTC)."""
+    from datetime import UTC, datetime
+
+    hour = int(datetime(2026, 12, 7, 5, tzinfo=UTC).timestamp())
+    data = {"hourly": [{"hour": hour, "created": 1, "polls": 4}, {"hour": hour + 3600, "created": 0, "polls": 9}]}
+    out = fleet.render(data)
+    assert "Last 24 hours, per hour" in out and "Polls" in out and "Operations created" in out
+    assert "05:00" in out and "06:00" in out and str(hour) not in out

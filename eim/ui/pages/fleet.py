@@ -14,6 +14,7 @@ The section below the title refreshes every few seconds (``data-poll``, ``eim/ui
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.responses import Response
@@ -25,8 +26,37 @@ TIME_KEYS = ("t", "at", "time", "start", "bucket", "hour", "day", "from", "perio
 ENDED = ("done", "failed", "expired")
 
 
+LABELS = {  # keys GET /v1/fleet has today; any other key gets a title made from its name
+    "by_binding": "By binding",
+    "by_sgp32_version": "By SGP.32 version",
+    "by_enabled_smdp": "By enabled profile's SM-DP+",
+    "by_status": "By status",
+    "by_kind": "By kind",
+    "ended_24h": "Ended in the last 24 h",
+    "failure_rate_24h": "Failure rate, last 24 h (failed or expired of ended)",
+    "failure_rate_all": "Failure rate, all stored operations",
+    "stale_after_s": "Stale after (default poll interval)",
+    "hourly": "Last 24 hours, per hour",
+    "polls": "Polls",
+    "created": "Operations created",
+    "ended": "Operations ended",
+    "failed": "Operations failed",
+}
+
+
 def title(key: str) -> str:
-    return key.replace("_", " ").replace("by ", "by ").capitalize()
+    if key in LABELS:
+        return LABELS[key]
+    if key.endswith("_s"):  # a duration: its value is shown with its unit (``duration``)
+        key = key[:-2]
+    return key.replace("_", " ").capitalize()
+
+
+def duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
 def is_num(v: Any) -> bool:
@@ -58,7 +88,7 @@ def render_value(key: str, value: Any, depth: int = 0) -> str:
             rows = [[h.esc(k)] + [h.esc(v.get(c, "")) for c in cols] for k, v in value.items()]
             return f"{_open(key)}<{tag}>{name}</{tag}>{h.table(['', *cols], rows)}</section>"
         inner = "".join(render_value(k, v, depth + 1) for k, v in value.items() if not _scalar(v))
-        scalars = [(title(k), h.esc(_show(v))) for k, v in value.items() if _scalar(v)]
+        scalars = [(title(k), h.esc(_show(v, k))) for k, v in value.items() if _scalar(v)]
         return (
             f'<section class="block" data-key="{h.esc(key)}"><{tag}>{name}</{tag}>'
             f"{h.kv(scalars) if scalars else ''}{inner}</section>"
@@ -81,7 +111,7 @@ def series(key: str, items: list[Any]) -> str:
         out = []
         for n in numeric:
             points = [
-                (str(it.get(tkey, i)) if tkey else str(i), float(it.get(n, 0) or 0)) for i, it in enumerate(items)
+                (_tlabel(it.get(tkey, i)) if tkey else str(i), float(it.get(n, 0) or 0)) for i, it in enumerate(items)
             ]
             out.append(f'<div class="series"><h4>{h.esc(title(n))}</h4>{charts.columns(points, label=title(n))}</div>')
         nested = [k for k, v in items[0].items() if isinstance(v, Mapping)]
@@ -89,7 +119,7 @@ def series(key: str, items: list[Any]) -> str:
             names = sorted({x for it in items for x in (it.get(n) or {})})
             for inner in names:
                 points = [
-                    (str(it.get(tkey, i)) if tkey else str(i), float((it.get(n) or {}).get(inner, 0) or 0))
+                    (_tlabel(it.get(tkey, i)) if tkey else str(i), float((it.get(n) or {}).get(inner, 0) or 0))
                     for i, it in enumerate(items)
                 ]
                 out.append(
@@ -101,6 +131,13 @@ def series(key: str, items: list[Any]) -> str:
     return h.pretty(items)
 
 
+def _tlabel(v: Any) -> str:
+    """A time series' time as shown under its chart: POSIX seconds (``hourly``'s ``hour``) as ``HH:MM`` UTC."""
+    if is_num(v) and 1e9 <= v < 1e11:
+        return datetime.fromtimestamp(v, UTC).strftime("%H:%M")
+    return str(v)
+
+
 def _open(key: str) -> str:
     return f'<section class="block" data-key="{h.esc(key)}">'
 
@@ -109,7 +146,11 @@ def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, str | int | float | bool)
 
 
-def _show(v: Any) -> str:
+def _show(v: Any, key: str = "") -> str:
+    if key.startswith("failure_rate") and is_num(v):
+        return f"{100.0 * v:.1f} %"
+    if key.endswith("_s") and is_num(v):
+        return duration(float(v))
     if isinstance(v, float) and not v.is_integer():
         return f"{v:.4g}"
     return "-" if v is None else str(v)
@@ -142,11 +183,12 @@ def render(data: Mapping[str, Any]) -> str:
             )
     figures: list[tuple[str, str]] = []
     ops = data.get("operations") if isinstance(data.get("operations"), Mapping) else {}
-    if "failure_rate" not in data and "failure_rate" not in ops and isinstance(ops.get("by_status"), Mapping):
+    known_rate = any(str(k).startswith("failure_rate") for k in (*data, *ops))
+    if not known_rate and isinstance(ops.get("by_status"), Mapping):
         figures.append(("Failure rate (failed of ended)", h.esc(failure_rate(ops["by_status"]))))
     for k, v in data.items():
         if _scalar(v):
-            figures.append((title(k), h.esc(_show(v))))
+            figures.append((title(k), h.esc(_show(v, k))))
     blocks = [render_value(k, v, 1) for k, v in euiccs.items() if not _scalar(v)]
     blocks += [render_value(k, v) for k, v in data.items() if k != "euiccs" and not _scalar(v)]
     return (
