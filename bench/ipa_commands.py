@@ -48,6 +48,23 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float
     return wall, usage.ru_utime + usage.ru_stime
 
 
+def _instructions(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Instructions one run executes (valgrind callgrind's "Collected"): the same on a busy machine as on an idle
+    one, unlike wall and CPU time."""
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as out:
+        p = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.out", *cmd],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    found = re.search(r"Collected\s*:\s*(\d+)", p.stderr)
+    if p.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind of {' '.join(cmd[-4:])} exited {p.returncode}: {p.stderr[-1000:]}")
+    return int(found.group(1))
+
+
 def _copy_without_bytecode(repo: Path, target: Path) -> Path:
     """The packages ``ipa`` imports (rsp, ipa, firmware_bridge, euicc), copied without their ``__pycache__``."""
     import shutil
@@ -57,7 +74,9 @@ def _copy_without_bytecode(repo: Path, target: Path) -> Path:
     return target
 
 
-def run(quick: bool = False, *, before: str | None = None, rounds: int | None = None) -> Section:
+def run(
+    quick: bool = False, *, before: str | None = None, rounds: int | None = None, instructions: bool = False
+) -> Section:
     from bench.ceiling import _tree
     from euicc.card import SoftEuicc
     from firmware_bridge.virtual_modem import VirtualModem
@@ -106,6 +125,8 @@ def run(quick: bool = False, *, before: str | None = None, rounds: int | None = 
                 w, c = _timed(*contenders[n])
                 wall[n].append(w)
                 cpu[n].append(c)
+        # instructions: one run of each under valgrind (slow: about 20 s each), after the timed rounds
+        counts = {n: _instructions(*contenders[n]) for n in names} if instructions else {}
     floor = statistics.median(wall["floor"])
     figures: dict = {"rounds": rounds, "floor_s": floor, "issue_s": ISSUE_SECONDS}
     rows = []
@@ -122,8 +143,11 @@ def run(quick: bool = False, *, before: str | None = None, rounds: int | None = 
                 statistics.median(cpu[n]),
                 f"{med / floor:.2f}×",
                 "-" if n == "floor" else f"{med / ISSUE_SECONDS:.2f}×",
+                *([counts[n] / 1e6] if counts else []),
             ]
         )
+        if counts:
+            figures[f"{key}_instructions"] = counts[n]
     sec.figures = figures
     sec.add(
         f"Each command a fresh process, {rounds} interleaved rounds (the order rotating); wall and CPU (user + "
@@ -137,7 +161,11 @@ def run(quick: bool = False, *, before: str | None = None, rounds: int | None = 
         "0.30 s was measured)."
     )
     sec.add("")
-    sec.table(["command", "median s", "lowest s", "CPU s (median)", "/ floor", f"/ issue's {ISSUE_SECONDS} s"], rows)
+    sec.table(
+        ["command", "median s", "lowest s", "CPU s (median)", "/ floor", f"/ issue's {ISSUE_SECONDS} s"]
+        + (["instructions (M)"] if counts else []),
+        rows,
+    )
     card = statistics.median(wall["chip info, --card"])
     modem = statistics.median(wall["chip info, modem"])
     sec.add(
@@ -167,5 +195,11 @@ def run(quick: bool = False, *, before: str | None = None, rounds: int | None = 
                 f"- before/after, chip info {what}{suffix}: {fmt(old)} s at {commit} → {fmt(new)} s "
                 f"({new / old:.2f}×; per round {min(ratios):.2f}-{max(ratios):.2f}×); CPU {fmt(old_cpu)} → "
                 f"{fmt(new_cpu)} s ({new_cpu / old_cpu:.2f}×)"
+                + (
+                    f"; instructions {counts[before_name] / 1e6:,.0f} M → {counts[after_name] / 1e6:,.0f} M "
+                    f"({counts[after_name] / counts[before_name]:.2f}×; bar: at most half)"
+                    if counts
+                    else ""
+                )
             )
     return sec

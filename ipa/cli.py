@@ -92,8 +92,12 @@ def make_channel(config: IpaConfig):
         return LocalApduChannel(card), None
     if not config.device.port:
         raise ConfigError("no device: give --port /dev/ttyUSBx (device.port) or --card STATE_FILE (device.card)")
-    from firmware_bridge.at import AtEngine
     from firmware_bridge.channel import AtApduChannel
+
+    if loopless.loop_running():
+        from firmware_bridge.at import AtEngine
+    else:  # a one-shot command run without an event loop (main, _loopless): blocking reads, same deadlines
+        from firmware_bridge.at_blocking import BlockingAtEngine as AtEngine
 
     engine = AtEngine(config.device.port, baudrate=config.device.baudrate, long_timeout=config.device.apdu_timeout)
     return AtApduChannel(engine, config.device.modem or None, config.device.route), engine
@@ -436,11 +440,11 @@ LOOPLESS_COMMANDS = {
 
 
 def _loopless(args: argparse.Namespace, config: IpaConfig) -> bool:
-    """Can this command run without an event loop (:mod:`ipa.loopless`)? A one-shot ES10 command on the
-    in-process software eUICC: its card answers in this thread and the state file is written in it. Through a
-    modem the AT engine waits on the serial port, so that path keeps asyncio."""
-    command = (args.command, getattr(args, "action", None))
-    return bool(config.device.card) and not config.device.port and command in LOOPLESS_COMMANDS
+    """Can this command run without an event loop (:mod:`rsp.loopless`)? A one-shot ES10 command talks only to
+    the card: the in-process software eUICC answers in this thread, a modem through
+    :class:`~firmware_bridge.at_blocking.BlockingAtEngine` (blocking reads with the AT engine's deadlines), and
+    the state file is written in this thread."""
+    return (args.command, getattr(args, "action", None)) in LOOPLESS_COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:

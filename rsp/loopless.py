@@ -10,6 +10,7 @@ starting a loop for that is about a quarter of the command's instructions (docs/
   nothing can suspend; with a modem or a network it uses ``asyncio.run``.
 - :func:`blocking` is the one seam in the shared code: blocking work (disk I/O) goes to a worker thread when a
   loop runs, and runs inline when there is none (nothing else could run meanwhile anyway).
+- :func:`sleep` and :class:`Lock` are asyncio's under a loop and their plain forms without one;
 - :func:`loop_running` and :func:`cancelled_error` answer without importing :mod:`asyncio` when nobody has.
 """
 
@@ -59,3 +60,43 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return stop.value
     coro.close()  # its finally blocks run (GeneratorExit): nothing is left half-open
     raise NeedsLoop(f"{getattr(coro, '__qualname__', coro)} waited for {awaited!r}: it needs an event loop")
+
+
+async def sleep(seconds: float) -> None:
+    """``asyncio.sleep`` under a loop; ``time.sleep`` without one (a retry's backoff in a one-shot command)."""
+    if not loop_running():
+        import time
+
+        time.sleep(seconds)  # noqa: ASYNC251 - no loop runs: nothing else is kept waiting
+        return
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+class Lock:
+    """``async with lock:`` - an :class:`asyncio.Lock` (made at first use) under a loop. Without a loop there is one
+    caller and nothing runs meanwhile, so the lock is a flag; taking it twice would wait forever under a loop and
+    raises :class:`NeedsLoop` here."""
+
+    def __init__(self) -> None:
+        self._lock: Any = None
+        self._held = False  # taken without a loop
+
+    async def __aenter__(self) -> None:
+        if loop_running():
+            if self._lock is None:
+                import asyncio
+
+                self._lock = asyncio.Lock()
+            await self._lock.acquire()
+            return
+        if self._held or (self._lock is not None and self._lock.locked()):
+            raise NeedsLoop("the lock is held: waiting for it needs an event loop")
+        self._held = True
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._held:
+            self._held = False
+        else:
+            self._lock.release()

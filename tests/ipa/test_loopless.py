@@ -47,6 +47,19 @@ def test_chip_info_on_a_card_imports_neither_asyncio_nor_x509_and_binds_the_stat
     assert cbor2.loads(state.read_bytes())["eid"] == bytes.fromhex(EID_TEXT)
 
 
+def test_chip_info_through_a_modem_runs_without_asyncio(lab_pki, tmp_path):
+    from firmware_bridge.virtual_modem import VirtualModem
+
+    card = SoftEuicc.create(lab_pki.root, EID_TEXT, tmp_path / "card.cbor")
+    with VirtualModem(card, baud=115200) as vm:
+        args = ("--json", "--port", vm.path, "--state", str(tmp_path / "ipa.cbor"))
+        answer, modules = _probe(*args, "chip", "info")
+        assert modules == {"rc": 0, "asyncio": False, "x509": False}
+        assert answer["payload"]["data"]["eidValue"] == EID_TEXT
+        answer, modules = _probe(*args, "profile", "list")
+        assert modules["rc"] == 0 and not modules["asyncio"] and answer["payload"]["data"] == []
+
+
 def test_a_command_that_signs_still_works_on_the_lazily_loaded_identity(lab_pki, tmp_path):
     card = SoftEuicc.create(lab_pki.root, EID_TEXT, tmp_path / "card.cbor")
     again = SoftEuicc.load(tmp_path / "card.cbor")
