@@ -20,6 +20,7 @@ Only one command runs at a time (one caller, no loop: nothing else can send mean
 from __future__ import annotations
 
 import logging
+import select
 import time
 from typing import Any
 
@@ -153,10 +154,12 @@ class BlockingAtEngine(AtEngineBase):
                     if remaining <= 0:
                         self.last_answer = (*ex.lines, f"<no final result within {deadline:g} s>")
                         raise AtTimeout(command, deadline, ex.lines)
-                    port.timeout = remaining
-                    chunk = port.read(max(1, port.in_waiting))
-                    if chunk:
-                        self._feed(ex, chunk)
+                    # wait with select: setting pyserial's timeout would reconfigure the port (tcsetattr) each time
+                    ready, _, _ = select.select([port.fileno()], [], [], remaining)
+                    if ready:  # timeout 0: what is there (a hang-up reads nothing: SerialException, port gone)
+                        chunk = port.read(max(1, port.in_waiting))
+                        if chunk:
+                            self._feed(ex, chunk)
             except (serial.SerialException, OSError) as exc:
                 self._lost(exc)
                 self.last_answer = (*ex.lines, f"<port gone: {self._lost_reason}>")
