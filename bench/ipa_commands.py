@@ -3,7 +3,9 @@
 Field scripts call ``ipa chip info`` in loops; the common C LPA answers it in 0.02-0.06 s through a modem. Each
 contender is a fresh process, run in interleaved rounds (every contender once per round, the order rotating from
 round to round), so that other work on the machine hits all of them alike; the report gives the median and the
-lowest wall time and the median CPU time (user + system, from ``wait4``) of each.
+lowest wall time and the median CPU time (user + system, from ``wait4``) of each; with ``instructions=True``
+(``python -m bench --only ipa_cli --instructions``) also the instructions of one run of each under valgrind's
+callgrind, a figure the machine's load does not move (the bar of issue 17 read as "at most half of before").
 
 - *floor*: ``python -c "import cryptography.x509"`` - Python's start plus the crypto stack the software eUICC needs;
 - *chip info, --card*: ``ipa --json --card STATE chip info`` (the in-process software eUICC of the issue);
@@ -155,10 +157,16 @@ def run(
         "info` (in-process software eUICC); *modem*: `ipa --json --port PTY chip info` through the virtual modem "
         "(115200 baud, software eUICC as its SIM, served by the benchmark's process). Run as the console script "
         "runs (`rsp.launch.ipa`) with a bytecode cache"
-        + (f"; `({c})`: the same from commit {c}" if (c := before) else "")
+        + (f"; `(COMMIT)`: the same from that commit ({', '.join(before.split(','))})" if before else "")
         + ". *no bytecode cache*: the project's modules compiled at every start (a copy without `__pycache__`, "
         "`PYTHONDONTWRITEBYTECODE=1`: an editable install in an environment that sets it, which is how the issue's "
         "0.30 s was measured)."
+        + (
+            " *instructions*: one run of each under valgrind's callgrind (`--instructions`; the load of the machine "
+            "does not change it)."
+            if counts
+            else ""
+        )
     )
     sec.add("")
     sec.table(
