@@ -115,7 +115,7 @@ def run_one(name: str, args: argparse.Namespace) -> Section:
     if name == "ipa_cli":
         from bench.ipa_commands import run
 
-        return run(quick, before=args.before or None)
+        return run(quick, before=args.before or None, instructions=getattr(args, "instructions", False))
     if name == "smdpp":
         from bench.smdpp_download import run
 
@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         help="ceiling, psmo, ipa_cli: also run the eIM / the ipa of this commit (before/after pair)",
     )
     ap.add_argument("--bindings", default="http,coap,mqtt", help="ceiling: the bindings measured")
+    ap.add_argument(
+        "--instructions", action="store_true", help="ipa_cli: also count instructions (valgrind callgrind, slow)"
+    )
     ap.add_argument("--out", default="", help="report file (default docs/performance.md for a full run)")
     ap.add_argument("--append", default="", help="Markdown file appended verbatim to the report (recorded runs)")
     ap.add_argument("--merge", default="", help="with --only: replace the sections re-run in this earlier full report")

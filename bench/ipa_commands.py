@@ -3,7 +3,9 @@
 Field scripts call ``ipa chip info`` in loops; the common C LPA answers it in 0.02-0.06 s through a modem. Each
 contender is a fresh process, run in interleaved rounds (every contender once per round, the order rotating from
 round to round), so that other work on the machine hits all of them alike; the report gives the median and the
-lowest wall time and the median CPU time (user + system, from ``wait4``) of each.
+lowest wall time and the median CPU time (user + system, from ``wait4``) of each; with ``instructions=True``
+(``python -m bench --only ipa_cli --instructions``) also the instructions of one run of each under valgrind's
+callgrind, a figure the machine's load does not move (the bar of issue 17 read as "at most half of before").
 
 - *floor*: ``python -c "import cryptography.x509"`` - Python's start plus the crypto stack the software eUICC needs;
 - *chip info, --card*: ``ipa --json --card STATE chip info`` (the in-process software eUICC of the issue);
@@ -48,6 +50,23 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float
     return wall, usage.ru_utime + usage.ru_stime
 
 
+def _instructions(cmd: list[str], cwd: Path, env: dict[str, str]) -> int:
+    """Instructions one run executes (valgrind callgrind's "Collected"): the same on a busy machine as on an idle
+    one, unlike wall and CPU time."""
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as out:
+        p = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/cg.out", *cmd],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    found = re.search(r"Collected\s*:\s*(\d+)", p.stderr)
+    if p.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind of {' '.join(cmd[-4:])} exited {p.returncode}: {p.stderr[-1000:]}")
+    return int(found.group(1))
+
+
 def _copy_without_bytecode(repo: Path, target: Path) -> Path:
     """The packages ``ipa`` imports (rsp, ipa, firmware_bridge, euicc), copied without their ``__pycache__``."""
     import shutil
@@ -57,7 +76,9 @@ def _copy_without_bytecode(repo: Path, target: Path) -> Path:
     return target
 
 
-def run(quick: bool = False, *, before: str | None = None, rounds: int | None = None) -> Section:
+def run(
+    quick: bool = False, *, before: str | None = None, rounds: int | None = None, instructions: bool = False
+) -> Section:
     from bench.ceiling import _tree
     from euicc.card import SoftEuicc
     from firmware_bridge.virtual_modem import VirtualModem
@@ -106,6 +127,8 @@ def run(quick: bool = False, *, before: str | None = None, rounds: int | None = 
                 w, c = _timed(*contenders[n])
                 wall[n].append(w)
                 cpu[n].append(c)
+        # instructions: one run of each under valgrind (slow: about 20 s each), after the timed rounds
+        counts = {n: _instructions(*contenders[n]) for n in names} if instructions else {}
     floor = statistics.median(wall["floor"])
     figures: dict = {"rounds": rounds, "floor_s": floor, "issue_s": ISSUE_SECONDS}
     rows = []
@@ -122,8 +145,11 @@ def run(quick: bool = False, *, before: str | None = None, rounds: int | None = 
                 statistics.median(cpu[n]),
                 f"{med / floor:.2f}×",
                 "-" if n == "floor" else f"{med / ISSUE_SECONDS:.2f}×",
+                *([counts[n] / 1e6] if counts else []),
             ]
         )
+        if counts:
+            figures[f"{key}_instructions"] = counts[n]
     sec.figures = figures
     sec.add(
         f"Each command a fresh process, {rounds} interleaved rounds (the order rotating); wall and CPU (user + "
@@ -131,13 +157,23 @@ def run(quick: bool = False, *, before: str | None = None, rounds: int | None = 
         "info` (in-process software eUICC); *modem*: `ipa --json --port PTY chip info` through the virtual modem "
         "(115200 baud, software eUICC as its SIM, served by the benchmark's process). Run as the console script "
         "runs (`rsp.launch.ipa`) with a bytecode cache"
-        + (f"; `({c})`: the same from commit {c}" if (c := before) else "")
+        + (f"; `(COMMIT)`: the same from that commit ({', '.join(before.split(','))})" if before else "")
         + ". *no bytecode cache*: the project's modules compiled at every start (a copy without `__pycache__`, "
         "`PYTHONDONTWRITEBYTECODE=1`: an editable install in an environment that sets it, which is how the issue's "
         "0.30 s was measured)."
+        + (
+            " *instructions*: one run of each under valgrind's callgrind (`--instructions`; the load of the machine "
+            "does not change it)."
+            if counts
+            else ""
+        )
     )
     sec.add("")
-    sec.table(["command", "median s", "lowest s", "CPU s (median)", "/ floor", f"/ issue's {ISSUE_SECONDS} s"], rows)
+    sec.table(
+        ["command", "median s", "lowest s", "CPU s (median)", "/ floor", f"/ issue's {ISSUE_SECONDS} s"]
+        + (["instructions (M)"] if counts else []),
+        rows,
+    )
     card = statistics.median(wall["chip info, --card"])
     modem = statistics.median(wall["chip info, modem"])
     sec.add(
@@ -167,5 +203,11 @@ def run(quick: bool = False, *, before: str | None = None, rounds: int | None = 
                 f"- before/after, chip info {what}{suffix}: {fmt(old)} s at {commit} → {fmt(new)} s "
                 f"({new / old:.2f}×; per round {min(ratios):.2f}-{max(ratios):.2f}×); CPU {fmt(old_cpu)} → "
                 f"{fmt(new_cpu)} s ({new_cpu / old_cpu:.2f}×)"
+                + (
+                    f"; instructions {counts[before_name] / 1e6:,.0f} M → {counts[after_name] / 1e6:,.0f} M "
+                    f"({counts[after_name] / counts[before_name]:.2f}×; bar: at most half)"
+                    if counts
+                    else ""
+                )
             )
     return sec

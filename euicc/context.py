@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from euicc.forgery import Forgery
 from euicc.identity import Identity
 from euicc.state import EuiccState
+
+if TYPE_CHECKING:  # annotations only: a card that only answers GetEUICCInfo2 never imports cryptography
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from euicc.forgery import Forgery
 
 SW_WRONG_DATA = 0x6A80
 SW_NOT_FOUND = 0x6A88

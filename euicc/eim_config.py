@@ -15,14 +15,16 @@ usable P-256/brainpoolP256r1 key (``commandError(7)``); malformed data is ``comm
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.asymmetric import ec
+from typing import TYPE_CHECKING
 
 from euicc import der
 from euicc.context import Context
 from euicc.state import EimConfig
-from rsp import crypto, tlv
+from rsp import tlv
 from rsp.errors import DecodeError, RspError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 #: the largest counterValue this card accepts (the counter is kept as a signed 32-bit value)
 COUNTER_MAX = 0x7FFFFFFF
@@ -111,6 +113,8 @@ def parse(node: tlv.Tlv, ctx: Context) -> ParsedConfig:
 
 def public_key(data: bytes) -> ec.EllipticCurvePublicKey:
     """The eIM signing key from the value of ``A5`` (``A0`` SPKI or ``A1`` certificate, implicitly tagged)."""
+    from rsp import crypto  # only where a key is used: listing the eIMs (GetEimConfigurationData) needs none
+
     try:
         inner = tlv.parse_exact(data, what="eimPublicKeyData")
         if inner.tag not in (0xA0, 0xA1):

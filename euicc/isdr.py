@@ -32,7 +32,7 @@ def peek_tag(data: bytes) -> int | None:
 
 
 def dispatch(ctx: Context, command: bytes) -> bytes:
-    from euicc.es10 import REGISTRY
+    from euicc.es10 import handler as es10_handler
 
     tag = peek_tag(command)
     if tag is None:
@@ -45,7 +45,7 @@ def dispatch(ctx: Context, command: bytes) -> bytes:
         request = tlv.parse_exact(command, what="ES10 command")
     except DecodeError as exc:
         raise Es10Reject(SW_WRONG_DATA, "ES10", str(exc)) from None
-    handler = REGISTRY.get(request.tag)
+    handler = es10_handler(request.tag)
     if handler is None:
         raise Es10Reject(SW_NOT_FOUND, "ES10", f"unknown function tag {request.tag:X}")
     return handler(ctx, request)

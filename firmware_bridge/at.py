@@ -21,19 +21,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
 import serial
 import serial_asyncio_fast
 
-from firmware_bridge.at_parser import AtResponse, Exchange, LineSplitter, final_result, is_urc
+from firmware_bridge.at_base import (  # noqa: F401 - the defaults are part of this module's interface
+    DEFAULT_LONG_TIMEOUT,
+    DEFAULT_REOPEN_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    AtEngineBase,
+)
+from firmware_bridge.at_parser import AtResponse, Exchange
 from firmware_bridge.errors import AtError, AtTimeout, PortBusy, PortGone
 
 log = logging.getLogger("firmware_bridge.at")
-
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_LONG_TIMEOUT = 600.0
-DEFAULT_REOPEN_TIMEOUT = 30.0
 
 
 class _Protocol(asyncio.Protocol):
@@ -50,44 +53,15 @@ class _Protocol(asyncio.Protocol):
         self.engine._on_lost(self, exc)
 
 
-class AtEngine:
+class AtEngine(AtEngineBase):
     """AT commands over one serial port. Use as ``async with AtEngine(port) as at: await at.command("AT")``."""
 
-    def __init__(
-        self,
-        port: str,
-        *,
-        baudrate: int = 115200,
-        timeout: float = DEFAULT_TIMEOUT,
-        long_timeout: float = DEFAULT_LONG_TIMEOUT,
-        reopen_timeout: float = DEFAULT_REOPEN_TIMEOUT,
-        exclusive: bool = True,
-    ) -> None:
-        self.port = port
-        self.baudrate = baudrate
-        self.timeout = timeout
-        self.long_timeout = long_timeout
-        self.reopen_timeout = reopen_timeout
-        self.exclusive = exclusive
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.commands = 0
-        self.generation = 0  # how many times the port was opened
+    def __init__(self, port: str, **options: Any) -> None:  # the options of AtEngineBase
+        super().__init__(port, **options)
         self._transport: serial_asyncio_fast.SerialTransport | None = None
         self._protocol: _Protocol | None = None
-        self._splitter = LineSplitter()
         self._lock = asyncio.Lock()
-        self._exchange: Exchange | None = None
         self._future: asyncio.Future[AtResponse] | None = None
-        self._urc_listeners: list[Callable[[str], None]] = []
-        self._port_listeners: list[Callable[[str], None]] = []
-        self._long = 0
-        self._needs_sync = False
-        self._closed = False
-        self._lost_reason = ""
-        # The last exchange, for diagnostics (the probe reports the exact command and answer of a failure).
-        self.last_command: str | None = None
-        self.last_answer: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ life cycle
     async def __aenter__(self) -> AtEngine:
@@ -119,23 +93,13 @@ class AtEngine:
                 rtscts=False,
                 xonxoff=False,
             )
-        except serial.SerialException as exc:
-            text = str(exc)
-            if "lock" in text.lower():
-                raise PortBusy(self.port, text) from exc
-            raise PortGone(self.port, text) from exc
-        except OSError as exc:
-            raise PortGone(self.port, str(exc)) from exc
+        except (serial.SerialException, OSError) as exc:
+            raise self._open_error(exc) from exc
         with contextlib.suppress(Exception):
             transport.serial.reset_input_buffer()
         self._transport = transport
         self._protocol = protocol
-        self._splitter.clear()
-        self.generation += 1
-        if self.generation > 1:
-            self._needs_sync = True
-            log.info("port %s reopened (generation %d)", self.port, self.generation)
-            self._notify_port("reopened")
+        self._opened()
 
     async def close(self) -> None:
         """Release the port (and its lock). Safe to call twice."""
@@ -170,16 +134,6 @@ class AtEngine:
             delay = min(delay * 2, 1.0)
 
     # ------------------------------------------------------------------ listeners
-    def add_urc_listener(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        """Call ``callback(line)`` for every unsolicited result code. Returns a function that unsubscribes."""
-        self._urc_listeners.append(callback)
-        return lambda: self._urc_listeners.remove(callback) if callback in self._urc_listeners else None
-
-    def add_port_listener(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        """Call ``callback(event)`` with ``"lost"`` / ``"reopened"``. Returns a function that unsubscribes."""
-        self._port_listeners.append(callback)
-        return lambda: self._port_listeners.remove(callback) if callback in self._port_listeners else None
-
     def urc_queue(self, maxsize: int = 256) -> tuple[asyncio.Queue[str], Callable[[], None]]:
         """A queue that receives URCs (oldest dropped when full) and its unsubscribe function."""
         queue: asyncio.Queue[str] = asyncio.Queue(maxsize)
@@ -190,21 +144,6 @@ class AtEngine:
             queue.put_nowait(line)
 
         return queue, self.add_urc_listener(put)
-
-    def _notify_port(self, event: str) -> None:
-        for cb in list(self._port_listeners):
-            try:
-                cb(event)
-            except Exception:
-                log.exception("port listener failed on %s", event)
-
-    def _dispatch_urc(self, line: str) -> None:
-        log.debug("URC %r", line)
-        for cb in list(self._urc_listeners):
-            try:
-                cb(line)
-            except Exception:
-                log.exception("URC listener failed on %r", line)
 
     # ------------------------------------------------------------------ transport callbacks
     def _on_data(self, protocol: _Protocol, data: bytes) -> None:
@@ -223,12 +162,7 @@ class AtEngine:
                 return
             self._dispatch_urc(line)
             return
-        if is_urc(line):
-            self._dispatch_urc(line)
-        elif final_result(line) is not None:
-            log.debug("stray final result %r (late answer?)", line)
-        else:
-            log.debug("stray line %r", line)
+        self._stray(line)
 
     def _on_lost(self, protocol: _Protocol, exc: Exception | None) -> None:
         if protocol is not self._protocol:
@@ -246,19 +180,6 @@ class AtEngine:
         self._notify_port("lost")
 
     # ------------------------------------------------------------------ commands
-    @contextlib.contextmanager
-    def long_mode(self) -> Iterator[None]:
-        """Inside this block the default deadline is ``long_timeout`` (package or profile loading)."""
-        self._long += 1
-        try:
-            yield
-        finally:
-            self._long -= 1
-
-    @property
-    def default_timeout(self) -> float:
-        return self.long_timeout if self._long else self.timeout
-
     async def command(
         self,
         command: str,

@@ -19,14 +19,13 @@ the modem no longer knows) sets :attr:`reset_detected`; ``transmit`` then raises
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from firmware_bridge.at import AtEngine
 from firmware_bridge.at_parser import format_apdu_command, is_sim_reset_urc, parse_apdu_answer, parse_session_id
 from firmware_bridge.errors import (
     ApduTooLong,
@@ -42,7 +41,11 @@ from firmware_bridge.modem import identify
 from firmware_bridge.profiles import ModemProfile, get_profile
 from firmware_bridge.state_change import command_tag, profile_state_changed
 from rsp import apdu as apdus
+from rsp import loopless
 from rsp.errors import DecodeError
+
+if TYPE_CHECKING:  # or a firmware_bridge.at_blocking.BlockingAtEngine (no event loop)
+    from firmware_bridge.at import AtEngine
 
 log = logging.getLogger("firmware_bridge.channel")
 
@@ -265,8 +268,9 @@ class AtApduChannel:
         self.session_file = Path(session_file) if session_file is not None else None
         self._learned_limit: int | None = None
         self._chain_tag: int | None = None
-        self._lock = asyncio.Lock()
-        self._reset_event = asyncio.Event()
+        self._lock = loopless.Lock()  # an asyncio.Lock under a loop (a one-shot command may run without one)
+        self._reset_seen = False  # a SIM reset URC or a port event since the channel was opened
+        self._reset_waiter: Any = None  # an asyncio.Event while _sim_reread waits for the modem's own reset
         self.select_response: bytes = b""
         self.sim_refreshes = 0
         self.reopens = 0
@@ -320,13 +324,18 @@ class AtApduChannel:
             if not self._reset:
                 log.warning("SIM reset URC %r: logical channel %s lost", line, self._route.handle)
             self._reset = True
-            self._reset_event.set()
+            self._reset_signal()
 
     def _on_port(self, event: str) -> None:
         if self._route is not None:
             log.warning("port %s: logical channel %s lost", event, self._route.handle)
             self._reset = True
-            self._reset_event.set()
+            self._reset_signal()
+
+    def _reset_signal(self) -> None:
+        self._reset_seen = True
+        if self._reset_waiter is not None:
+            self._reset_waiter.set()
 
     def _lost(self, step: str, reason: str, sw: int | None = None, cause: BaseException | None = None) -> ChannelLost:
         self._reset = True
@@ -367,7 +376,7 @@ class AtApduChannel:
                 self._route = route
                 self._last_route = name
                 self._reset = False
-                self._reset_event.clear()
+                self._reset_seen = False
                 await self._record(route)
                 self._chain_tag = None
                 log.info("ISD-R open over %s (%s)", name, route.handle)
@@ -396,7 +405,7 @@ class AtApduChannel:
                 if not waiting or time.monotonic() + delay > deadline:
                     raise
                 log.info("%s: SIM not ready (%s), retrying in %.1f s", err.command, err.final, delay)
-            await asyncio.sleep(delay)
+            await loopless.sleep(delay)
             delay = min(delay * 2, 2.0)
 
     async def _select_isdr(self, route: _CsimRoute) -> None:
@@ -440,11 +449,11 @@ class AtApduChannel:
 
     async def _record(self, route: _Route | None) -> None:
         record = None if route is None else {"route": route.name, "id": route.ident, "port": self.engine.port}
-        await asyncio.to_thread(self._write_session_file, record)
+        await loopless.blocking(self._write_session_file, record)
 
     async def _close_stale(self) -> None:
         """Close what an earlier run left open (recorded in ``session_file``) and what failed to close."""
-        previous = await asyncio.to_thread(self._read_session_file)
+        previous = await loopless.blocking(self._read_session_file)
         if previous is not None and previous not in self._stale:
             log.info("closing the %s %s a previous run left open", *previous)
             self._stale.append(previous)
@@ -516,11 +525,18 @@ class AtApduChannel:
     async def _sim_reread(self) -> None:
         """After a profile change: unless the modem resets the SIM by itself (a SIM URC within the grace
         period), make it re-read the SIM."""
-        try:
-            await asyncio.wait_for(self._reset_event.wait(), self.profile.sim_reset_grace)
-            log.info("the modem reset the SIM by itself after the profile change")
-        except TimeoutError:
-            await self._refresh_sim_locked()
+        import asyncio
+
+        if not self._reset_seen:
+            self._reset_waiter = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._reset_waiter.wait(), self.profile.sim_reset_grace)
+            except TimeoutError:
+                await self._refresh_sim_locked()
+                return
+            finally:
+                self._reset_waiter = None
+        log.info("the modem reset the SIM by itself after the profile change")
 
     async def _send(self, route: _Route, apdu: bytes, limit: float | None) -> bytes:
         retries = self.profile.bare_error_retries

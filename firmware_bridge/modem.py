@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from firmware_bridge.at import AtEngine
 from firmware_bridge.errors import AtError, AtProtocolError, AtTimeout
 from firmware_bridge.profiles import ModemProfile, match_profile
+
+if TYPE_CHECKING:
+    from firmware_bridge.at import AtEngine
 
 log = logging.getLogger("firmware_bridge.modem")
 

@@ -155,9 +155,30 @@ def get_profile(name: str) -> ModemProfile:
         raise ValueError(f"unknown modem profile {name!r} (known: {', '.join(PROFILES)})") from None
 
 
+def _literal_prefix(pattern: str) -> str:
+    """The literal text every match of ``pattern`` starts with (after a leading ``\\b``): letters, digits and
+    ``-`` up to the first other regex character or the first one a quantifier makes optional."""
+    body = pattern[2:] if pattern.startswith("\\b") else pattern
+    out = []
+    for i, ch in enumerate(body):
+        if not (ch.isalnum() or ch == "-") or body[i + 1 : i + 2] in ("?", "*", "{"):
+            break
+        out.append(ch)
+    return "".join(out)
+
+
 def match_profile(identity: str) -> ModemProfile:
-    """The first profile (in :data:`PROFILES` order, most specific first) whose pattern matches ``identity``."""
+    """The first profile (in :data:`PROFILES` order, most specific first) whose pattern matches ``identity``.
+
+    For ASCII text (what modems answer) a pattern is compiled only when its literal prefix occurs in ``identity``,
+    ignoring case: without it the pattern cannot match, and compiling all 36 for an unknown modem cost ~6 M
+    instructions of a 330 M ``ipa chip info`` (docs/performance.md, 5b). Other text takes every pattern (Unicode
+    case rules). tests/firmware_bridge/test_profiles.py checks the result equals the plain loop's for any text."""
+    folded = identity.lower() if identity.isascii() else None
     for profile in PROFILES.values():
-        if any(re.search(pat, identity, re.IGNORECASE) for pat in profile.match):
-            return profile
+        for pat in profile.match:
+            if folded is not None and _literal_prefix(pat).lower() not in folded:
+                continue
+            if re.search(pat, identity, re.IGNORECASE):
+                return profile
     return GENERIC

@@ -14,7 +14,6 @@ binding it also handles packages pushed by the eIM while it waits.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -26,6 +25,8 @@ from ipa.procedures.context import IpaContext, ProgressFn
 from ipa.state import StateStore
 
 if TYPE_CHECKING:
+    import asyncio
+
     from firmware_bridge.interfaces import ApduChannel
     from ipa.esipa import EsipaTransport
     from ipa.procedures.eim_package_retrieval import PollResult
@@ -60,10 +61,18 @@ class Agent:
             progress=progress,
             es9_factory=es9_factory or self._default_es9,
         )
-        self._lock = asyncio.Lock()
+        self._lock_: Any = None  # an asyncio.Lock, made when first needed (one-shot commands run without asyncio)
         self.endpoint: Any = None  # the ESipa endpoint in use (binding, url), once a transport was opened
         self.last: PollResult | None = None
         self.card_changed: CardChanged | None = None
+
+    @property
+    def _lock(self) -> Any:
+        if self._lock_ is None:
+            import asyncio
+
+            self._lock_ = asyncio.Lock()
+        return self._lock_
 
     # ------------------------------------------------------------------ life cycle
     async def start(self, *, bootstrap: bool = True) -> None:
@@ -220,6 +229,8 @@ class Agent:
         await status.update(**fields)
 
     async def _wait(self, stop: asyncio.Event, delay: float, status: StatusWriter | None = None) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay
         while not stop.is_set():

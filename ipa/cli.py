@@ -16,7 +16,6 @@ This module is the only place that imports concrete channels (``firmware_bridge`
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -27,6 +26,7 @@ from typing import Any
 from ipa import cli_report as report
 from ipa.config import ConfigError, IpaConfig, load_config
 from rsp import cli_contract as cc
+from rsp import loopless
 
 log = logging.getLogger("ipa.cli")
 
@@ -92,8 +92,12 @@ def make_channel(config: IpaConfig):
         return LocalApduChannel(card), None
     if not config.device.port:
         raise ConfigError("no device: give --port /dev/ttyUSBx (device.port) or --card STATE_FILE (device.card)")
-    from firmware_bridge.at import AtEngine
     from firmware_bridge.channel import AtApduChannel
+
+    if loopless.loop_running():
+        from firmware_bridge.at import AtEngine
+    else:  # a one-shot command run without an event loop (main, _loopless): blocking reads, same deadlines
+        from firmware_bridge.at_blocking import BlockingAtEngine as AtEngine
 
     engine = AtEngine(config.device.port, baudrate=config.device.baudrate, long_timeout=config.device.apdu_timeout)
     return AtApduChannel(engine, config.device.modem or None, config.device.route), engine
@@ -194,7 +198,7 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
             return await _eim(args, config, out)
     except BrokenPipeError:
         raise  # the reader closed stdout: rsp.cli_contract.guard (exit 0, quiet)
-    except asyncio.CancelledError:  # Ctrl-C (asyncio.run cancels this task): say where, after the cleanup ran
+    except loopless.cancelled_error():  # Ctrl-C (asyncio.run cancels this task): say where, after the cleanup ran
         return out.error(cc.step_message(out.last_step or cmd, "interrupted"), out.where(), exit=cc.EXIT_INTERRUPTED)
     except ConfigError as exc:
         return out.error(f"configuration: {exc}", {"step": "configuration"}, exit=cc.EXIT_USAGE)
@@ -301,6 +305,8 @@ async def _download(args, config: IpaConfig, out: Output) -> int:
         except DownloadFailed as exc:
             return None, exc
 
+    import asyncio
+
     from ipa.codes import CancelSessionReason, code_name
 
     try:
@@ -356,6 +362,8 @@ async def _eim(args, config: IpaConfig, out: Output) -> int:
 
 
 async def _run_daemon(config: IpaConfig, out: Output, state: str | None) -> int:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -413,10 +421,30 @@ def _watchdog_interval() -> float | None:
 
 async def _sd_watchdog() -> None:
     """WATCHDOG=1 from the event loop: a loop stuck in blocking code stops the pings and systemd restarts us."""
+    import asyncio
+
     interval = _watchdog_interval() or 30.0
     while True:
         _sd_notify("WATCHDOG=1")
         await asyncio.sleep(interval)
+
+
+#: one-shot commands that only talk ES10 to the card (no eIM, no SM-DP+, no timers)
+LOOPLESS_COMMANDS = {
+    ("chip", "info"),
+    ("profile", "list"),
+    ("notification", "list"),
+    ("notification", "remove"),
+    ("eim", "list"),
+}
+
+
+def _loopless(args: argparse.Namespace, config: IpaConfig) -> bool:
+    """Can this command run without an event loop (:mod:`rsp.loopless`)? A one-shot ES10 command talks only to
+    the card: the in-process software eUICC answers in this thread, a modem through
+    :class:`~firmware_bridge.at_blocking.BlockingAtEngine` (blocking reads with the AT engine's deadlines), and
+    the state file is written in this thread."""
+    return (args.command, getattr(args, "action", None)) in LOOPLESS_COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,8 +488,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return report.status(config, out)
     try:
+        if _loopless(args, config):  # nothing can wait: the same coroutines, run without importing asyncio
+            return loopless.run(run_command(args, config, out))
+        import asyncio
+
         return asyncio.run(run_command(args, config, out))
-    except KeyboardInterrupt:  # a second Ctrl-C during the cleanup of the first
+    except KeyboardInterrupt:  # loopless: Ctrl-C (the coroutines' cleanup ran); asyncio: a second Ctrl-C
         return out.error(
             cc.step_message(out.last_step or args.command, "interrupted"), out.where(), exit=cc.EXIT_INTERRUPTED
         )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -237,6 +236,8 @@ def check_client_certificate(cfg: IpaConfig) -> None:
         raise ConfigError("eim.tls_client_cert and eim.tls_client_key: give both (the certificate and its key)")
     if not cert:
         return
+    import ssl  # only when a client certificate is configured (a one-shot command on a card needs no TLS)
+
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key)
     except (OSError, ssl.SSLError, ValueError) as exc:

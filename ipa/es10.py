@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from firmware_bridge.interfaces import ApduChannel
     from ipa import messages as m
     from ipa.es10_download import AuthenticateServerResult, PrepareDownloadResult
+    from ipa.es10_results import AddInitialEimResult, Certs, NotificationMetadata, ProfileInfo, RollbackResult
 
 # ipa.messages (the ESipa and eUICC package messages) and ipa.codes (every result code's name) are imported by the
 # functions that use them: reading the card's identity and configuration (``ipa chip info``) loads neither.
@@ -194,6 +195,7 @@ class Es10Client:
     async def get_certs(self, euicc_ci_pkid: bytes | None = None) -> Certs:
         """SGP.32 ES10b.GetCerts: EUM and eUICC certificates (A5/A6 contents are the certificates)."""
         from ipa import codes
+        from ipa.es10_results import Certs
 
         body = tlv.encode(0x80, euicc_ci_pkid) if euicc_ci_pkid else b""
         data = await self._cmd(tlv.encode(0xBF56, body), "GetCerts", 0xBF56)
@@ -218,6 +220,7 @@ class Es10Client:
     # ------------------------------------------------------------------ profiles
     async def get_profiles_info(self, iccid: str | None = None) -> list[ProfileInfo]:
         from ipa import codes
+        from ipa.es10_results import ProfileInfo
 
         body = b""
         if iccid:
@@ -242,6 +245,7 @@ class Es10Client:
     async def add_initial_eim(self, request: bytes) -> AddInitialEimResult:
         """SGP.32 ES10b.AddInitialEim: ``request`` is the whole BF57 AddInitialEimRequest."""
         from ipa import codes
+        from ipa.es10_results import AddInitialEimResult
 
         if request[:2] != b"\xbf\x57":
             raise Es10Error("AddInitialEim", "request is not a BF57 AddInitialEimRequest")
@@ -270,6 +274,7 @@ class Es10Client:
     async def profile_rollback(self, refresh: bool = True) -> RollbackResult:
         from ipa import codes
         from ipa import messages as m
+        from ipa.es10_results import RollbackResult
 
         data = await self._cmd(
             bytes.fromhex("BF58038001") + (b"\xff" if refresh else b"\x00"), "ProfileRollback", 0xBF58, idempotent=False
@@ -332,6 +337,7 @@ class Es10Client:
     async def list_notification(self) -> list[NotificationMetadata]:
         """ES10b.ListNotification (BF28): metadata of the pending notifications."""
         from ipa import messages as m
+        from ipa.es10_results import NotificationMetadata
 
         data = await self._cmd(b"\xbf\x28\x00", "ListNotification", 0xBF28)
         alt = tlv.children(data)
@@ -525,13 +531,6 @@ class ConfiguredAddresses:
     root_ds_address: str | None
 
 
-@dataclass(frozen=True)
-class Certs:
-    eum_certificate: bytes
-    euicc_certificate: bytes
-    raw: bytes
-
-
 def _version(value: bytes) -> str:
     return ".".join(str(b) for b in value)
 
@@ -616,52 +615,6 @@ class EuiccInfo2:
 
 
 @dataclass(frozen=True)
-class ProfileInfo:
-    iccid: str | None
-    isdp_aid: str | None
-    state: int | None
-    nickname: str | None
-    service_provider_name: str | None
-    profile_name: str | None
-    profile_class: int | None
-    fallback_attribute: bool = False
-
-    @classmethod
-    def parse(cls, t: tlv.Tlv) -> ProfileInfo:
-        f = der.child_map(t, "ProfileInfo")
-
-        def s(tag: int) -> str | None:
-            return der.dec_utf8(f[tag].value, "ProfileInfo") if tag in f else None
-
-        return cls(
-            iccid=der.iccid_to_str(f[0x5A].value) if 0x5A in f else None,
-            isdp_aid=f[0x4F].value.hex().upper() if 0x4F in f else None,
-            state=der.dec_int(f[0x9F70].value) if 0x9F70 in f else None,
-            nickname=s(0x90),
-            service_provider_name=s(0x91),
-            profile_name=s(0x92),
-            profile_class=der.dec_int(f[0x95].value) if 0x95 in f else None,
-            fallback_attribute=bool(f[0x9F26].value and f[0x9F26].value[0]) if 0x9F26 in f else False,
-        )
-
-    def to_json(self) -> dict:
-        return {
-            "iccid": self.iccid,
-            "isdpAid": self.isdp_aid,
-            "profileState": {0: "disabled", 1: "enabled"}.get(self.state, self.state)
-            if self.state is not None
-            else None,
-            "profileNickname": self.nickname,
-            "serviceProviderName": self.service_provider_name,
-            "profileName": self.profile_name,
-            "profileClass": {0: "test", 1: "provisioning", 2: "operational"}.get(self.profile_class, self.profile_class)
-            if self.profile_class is not None
-            else None,
-            "fallbackAttribute": self.fallback_attribute,
-        }
-
-
-@dataclass(frozen=True)
 class EimConfiguration:
     raw: bytes
     eim_id: str
@@ -723,34 +676,6 @@ class EimConfiguration:
         }
 
 
-@dataclass(frozen=True)
-class AddInitialEimResult:
-    association_tokens: tuple[int | None, ...]
-    raw: bytes
-
-
-@dataclass(frozen=True)
-class RollbackResult:
-    code: int
-    euicc_package_result: m.EuiccPackageResult | None
-
-
-@dataclass(frozen=True)
-class NotificationMetadata:
-    seq_number: int
-    events: tuple[str, ...]
-    address: str | None
-    iccid: str | None
-
-    def to_json(self) -> dict:
-        return {
-            "seqNumber": self.seq_number,
-            "profileManagementOperation": list(self.events),
-            "notificationAddress": self.address,
-            "iccid": self.iccid,
-        }
-
-
 # The profile download's results and BPP segmentation live in ipa.es10_download (imported by the functions that need
 # them); the old names still resolve here.
 _DOWNLOAD_NAMES = (
@@ -759,6 +684,8 @@ _DOWNLOAD_NAMES = (
     "ProfileInstallationResult",
     "bpp_segments",
 )
+# The results of the functions ``chip info`` does not call live in ipa.es10_results (imported when first returned).
+_RESULT_NAMES = ("Certs", "ProfileInfo", "AddInitialEimResult", "RollbackResult", "NotificationMetadata")
 
 
 def __getattr__(name: str):
@@ -766,4 +693,8 @@ def __getattr__(name: str):
         from ipa import es10_download
 
         return getattr(es10_download, name)
+    if name in _RESULT_NAMES:
+        from ipa import es10_results
+
+        return getattr(es10_results, name)
     raise AttributeError(f"module 'ipa.es10' has no attribute {name!r}")

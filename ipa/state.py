@@ -36,8 +36,6 @@ state is never dropped) but logs an error naming the call, because it stalls the
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -48,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rsp import loopless
 from rsp.files import private_dir
 
 log = logging.getLogger("ipa.state")
@@ -241,7 +240,7 @@ class StateStore:
         self._on_disk = 0  # number of the snapshot in the file
         self._mutex = threading.Lock()  # guards _generation/_latest/_on_disk (loop thread and writer thread)
         self._io = threading.Lock()  # one file write at a time (the writer thread, or save() in its caller)
-        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._writer: Any = None  # a concurrent.futures.ThreadPoolExecutor once commit() ran under a loop
 
     def load(self) -> IpaState:
         if self.path is None or not self.path.exists():
@@ -260,7 +259,7 @@ class StateStore:
 
     async def aload(self) -> IpaState:
         """:meth:`load` in a thread (reading, and perhaps moving a damaged file aside, is disk I/O)."""
-        return await asyncio.to_thread(self.load)
+        return await loopless.blocking(self.load)
 
     def parked_path(self, eid: bytes) -> Path:
         """Where the state of a card that is not in the device now is kept (``state.cbor.<EID>``)."""
@@ -287,11 +286,11 @@ class StateStore:
             outcome = "unbound" if current.eid is None else "swapped"
             if self.path is not None:
                 aside = self.path.with_name(self.path.name + ".unbound") if current.eid is None else None
-                await asyncio.to_thread(self._park, current, aside)
+                await loopless.blocking(self._park, current, aside)
             self.state = IpaState()
             if outcome == "swapped" and self.path is not None:
                 parked = self.parked_path(eid)
-                restored = await asyncio.to_thread(_read_state, parked)
+                restored = await loopless.blocking(_read_state, parked)
                 if restored is not None and restored.eid == eid:
                     self.state = restored
                     outcome = "swapped back"
@@ -338,6 +337,12 @@ class StateStore:
         generation = self._snapshot()
         if self.path is None:
             return
+        if not loopless.loop_running():  # a one-shot command driven without a loop (ipa.loopless): write here
+            self._write_through(generation)
+            return
+        import asyncio
+        import concurrent.futures
+
         if self._writer is None:
             self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipa-state")
         done = asyncio.wrap_future(self._writer.submit(self._write_through, generation))
@@ -366,6 +371,8 @@ class StateStore:
         """Wait for the writes in progress and stop the writer thread (a later commit starts a new one)."""
         writer, self._writer = self._writer, None
         if writer is not None:
+            import asyncio
+
             await asyncio.wrap_future(writer.submit(lambda: None))  # in order: after every queued write
             writer.shutdown(wait=False)
 
@@ -431,7 +438,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def _log_failure(fut: asyncio.Future[None]) -> None:
+def _log_failure(fut: Any) -> None:  # an asyncio.Future
     """The outcome of a write whose caller was cancelled: a failure is logged, not lost."""
     if fut.cancelled():
         return
@@ -441,8 +448,4 @@ def _log_failure(fut: asyncio.Future[None]) -> None:
 
 
 def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    return loopless.loop_running()

@@ -38,6 +38,34 @@ def test_profile_from_identity(identity, name):
     assert match_profile(identity).name == name
 
 
+def _plain_match(identity: str):
+    """match_profile without its literal-prefix shortcut: every pattern tried."""
+    import re
+
+    for profile in PROFILES.values():
+        if any(re.search(pat, identity, re.IGNORECASE) for pat in profile.match):
+            return profile
+    return GENERIC
+
+
+def _example(pattern: str) -> str:
+    """A text the pattern matches (\\d{n,m} -> n sevens, [abc] -> a)."""
+    import re
+
+    text = re.sub(r"\\d\{(\d)(,\d)?\}", lambda m: "7" * int(m.group(1)), pattern.replace("\\b", ""))
+    return re.sub(r"\[(.)[^\]]*\]", r"\1", text).replace("\\d", "7").replace("-?", "-")
+
+
+_PIECES = [_example(pat) for p in PROFILES.values() for pat in p.match]
+
+
+@given(st.lists(st.sampled_from(_PIECES) | st.text(max_size=12), max_size=4).map(" ".join))
+def test_the_prefix_shortcut_picks_what_every_pattern_would(identity):
+    assert all(_plain_match(piece) is not GENERIC for piece in _PIECES)  # the examples do match
+    assert match_profile(identity) is _plain_match(identity)
+    assert match_profile(identity.lower()) is _plain_match(identity.lower())
+
+
 def test_every_virtual_model_maps_to_a_profile_that_knows_it():
     expected = {
         "generic": "generic",
