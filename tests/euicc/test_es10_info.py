@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography import x509
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from euicc import der
@@ -78,10 +78,16 @@ def test_rat_and_empty_lists(lab_pki):
 
 
 @given(st.integers(-(2**40), 2**40))
+@example(-128)
+@example(-129)
+@example(128)
+@example(-1)
 def test_der_integers_are_minimal_and_round_trip(value):
     encoded = der.integer(0x02, value)
     assert der.decode_int(tlv.parse_exact(encoded).value) == value
-    assert len(der.int_bytes(value)) == len(value.to_bytes((value.bit_length() + 8) // 8 or 1, "big", signed=True))
+    # X.690 8.3.2: the shortest two's complement; -128 is one octet (80), 128 two (00 80)
+    minimal = (value if value >= 0 else ~value).bit_length() // 8 + 1
+    assert len(der.int_bytes(value)) == minimal
 
 
 @given(st.sets(st.integers(0, 30)))
