@@ -37,6 +37,16 @@ def _no_blocking_state_writes_on_the_loop(caplog):
     assert not blocking, blocking
 
 
+@pytest.fixture
+def smdp(lab_pki, tmp_path):
+    """A lab SM-DP+ on a free port (HTTPS), its data under ``tmp_path``."""
+    from smdpp.config import SmdppConfig
+    from smdpp.server import running_server
+
+    with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=lab_pki.root, port=0)) as srv:
+        yield srv
+
+
 @pytest.fixture(scope="session")
 def lab_pki(tmp_path_factory):
     return create_lab_pki(tmp_path_factory.mktemp("ipa-pki"), curves=("nist",), eids=(EID_TEXT,))
