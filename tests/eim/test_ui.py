@@ -6,7 +6,10 @@ tests/e2e/test_dashboard.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -26,9 +29,25 @@ CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 FIELD = re.compile(r'class="error" role="alert" data-field="([^"]*)"')
 
 
+def ui_lab(tmp_path_factory):
+    """The dashboard tests' lab PKI (one nist curve, the first of EIDS): for a module-scoped ``lab`` fixture."""
+    return create_lab_pki(tmp_path_factory.mktemp("pki"), curves=("nist",), eids=EIDS[:1])
+
+
+@contextlib.asynccontextmanager
+async def sqlite_store(tmp_path) -> AsyncIterator[Any]:
+    """An open SQLite store under ``tmp_path``, closed on exit."""
+    s = open_store(f"sqlite:///{tmp_path}/eim.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    return create_lab_pki(tmp_path_factory.mktemp("pki"), curves=("nist",), eids=EIDS[:1])
+    return ui_lab(tmp_path_factory)
 
 
 def build(store, lab, cfg: Config, base: str = "http://eim") -> httpx.AsyncClient:
@@ -39,21 +58,22 @@ def build(store, lab, cfg: Config, base: str = "http://eim") -> httpx.AsyncClien
 
 @pytest.fixture
 async def sqlite(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/eim.db")
-    await s.open()
-    try:
+    async with sqlite_store(tmp_path) as s:
         yield s
-    finally:
-        await s.close()
+
+
+def operators_config(tmp_path, **roles: str):
+    """An operators file under ``tmp_path`` with ``roles`` (name=role) and a Config reading it: (cfg, tokens, path)."""
+    path = tmp_path / "operators"
+    tokens = write_operators(path, **roles)
+    cfg = Config()
+    cfg.api.operators_file = str(path)
+    return cfg, tokens, path
 
 
 @pytest.fixture
 def operators(tmp_path):
-    path = tmp_path / "operators"
-    tokens = write_operators(path, alice="operator", grafana="read-only")
-    cfg = Config()
-    cfg.api.operators_file = str(path)
-    return cfg, tokens, path
+    return operators_config(tmp_path, alice="operator", grafana="read-only")
 
 
 async def login(c: httpx.AsyncClient, token: str) -> str:

@@ -13,38 +13,29 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eim.api.paging import encode_cursor
-from eim.config import Config
 from eim.events.catalog import stale_event
 from eim.store import open_store
-from rsp.pki import create_lab_pki, lab_eid
-from tests.eim.test_api_auth import write_operators
+from rsp.pki import lab_eid
 from tests.eim.test_api_notifications import fill
-from tests.eim.test_ui import EIDS, FIELD, TEXT, build, login, register
+from tests.eim.test_ui import EIDS, FIELD, TEXT, build, login, operators_config, register, sqlite_store, ui_lab
 
 NEW_EID = lab_eid(90)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    return create_lab_pki(tmp_path_factory.mktemp("pki"), curves=("nist",), eids=EIDS[:1])
+    return ui_lab(tmp_path_factory)
 
 
 @pytest.fixture
 async def sqlite(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/eim.db")
-    await s.open()
-    try:
+    async with sqlite_store(tmp_path) as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture
 def operators(tmp_path):
-    path = tmp_path / "operators"
-    tokens = write_operators(path, alice="operator", grafana="read-only", root="admin")
-    cfg = Config()
-    cfg.api.operators_file = str(path)
+    cfg, tokens, path = operators_config(tmp_path, alice="operator", grafana="read-only", root="admin")
     cfg.events.allow_loopback = True
     return cfg, tokens, path
 
