@@ -99,13 +99,10 @@ class Connection:
         return status, headers, answer
 
     async def close(self) -> None:
+        from ipa.esipa.http1 import close_writer
+
         writer, self._reader, self._writer = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, TimeoutError, ssl.SSLError):
-                pass
+        await close_writer(writer)
 
 
 @dataclass
