@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, REPO, Section, versus
+from bench.common import Section, eim_serve, versus
 from bench.eim import bulk_register, eids_for, free_port
 from bench.fleet_summary import _spread
 
@@ -363,11 +363,7 @@ def measure(tmp: Path, n: int, runs: int, with_history: bool = True) -> dict[str
         '[coap]\nenabled = false\n[mqtt]\nenabled = false\n[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
     )
     log = tmp / "eim.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [PY, "-m", "eim.cli", "--config", str(cfg), "serve"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err
-        )
-    try:
+    with eim_serve(cfg, log) as proc:
         _wait(port, proc, log)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
             r = c.post("/ui/login", data={"token": token, "next": "/ui/"})
@@ -404,13 +400,6 @@ def measure(tmp: Path, n: int, runs: int, with_history: bool = True) -> dict[str
             "page_bytes": len(page.content),
             "pages": pages,
         }
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def store_pg(n: int, runs: int) -> dict[str, float] | None:
