@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -74,6 +74,22 @@ def operators_config(tmp_path, **roles: str):
 @pytest.fixture
 def operators(tmp_path):
     return operators_config(tmp_path, alice="operator", grafana="read-only")
+
+
+@contextlib.contextmanager
+def sync_client(tmp_path, lab, cfg: Config) -> Iterator[tuple[asyncio.Runner, Any, httpx.AsyncClient]]:
+    """For hypothesis tests, which run outside an event loop: a Runner, a SQLite store and a dashboard client on
+    it, all closed on exit."""
+    runner = asyncio.Runner()
+    store = open_store(f"sqlite:///{tmp_path}/hyp.db")
+    runner.run(store.open())
+    c = build(store, lab, cfg)
+    try:
+        yield runner, store, c
+    finally:
+        runner.run(c.aclose())
+        runner.run(store.close())
+        runner.close()
 
 
 async def login(c: httpx.AsyncClient, token: str) -> str:
@@ -398,11 +414,7 @@ SEARCHES = {
 
 def test_malformed_form_data_gets_a_4xx_naming_the_field_and_stores_nothing(tmp_path, lab, operators):
     cfg, tokens, _ = operators
-    runner = asyncio.Runner()
-    store = open_store(f"sqlite:///{tmp_path}/hyp.db")
-    runner.run(store.open())
-    c = build(store, lab, cfg)
-    try:
+    with sync_client(tmp_path, lab, cfg) as (runner, store, c):
         runner.run(register(c, tokens["alice"]))
         csrf = runner.run(login(c, tokens["alice"]))
 
@@ -439,10 +451,6 @@ def test_malformed_form_data_gets_a_4xx_naming_the_field_and_stores_nothing(tmp_
 
         search()
         assert runner.run(c.get("/ui/")).status_code == 200  # still serving
-    finally:
-        runner.run(c.aclose())
-        runner.run(store.close())
-        runner.close()
 
 
 def test_fleet_overview_hourly_series_are_labelled_in_utc_hours():

@@ -17,7 +17,18 @@ from eim.events.catalog import stale_event
 from eim.store import open_store
 from rsp.pki import lab_eid
 from tests.eim.test_api_notifications import fill
-from tests.eim.test_ui import EIDS, FIELD, TEXT, build, login, operators_config, register, sqlite_store, ui_lab
+from tests.eim.test_ui import (
+    EIDS,
+    FIELD,
+    TEXT,
+    build,
+    login,
+    operators_config,
+    register,
+    sqlite_store,
+    sync_client,
+    ui_lab,
+)
 
 NEW_EID = lab_eid(90)
 
@@ -270,11 +281,7 @@ FORMS = {
 
 def test_malformed_new_forms_get_a_4xx_naming_the_field_and_store_nothing(tmp_path, lab, operators):
     cfg, tokens, _ = operators
-    runner = asyncio.Runner()
-    store = open_store(f"sqlite:///{tmp_path}/hyp.db")
-    runner.run(store.open())
-    c = build(store, lab, cfg)
-    try:
+    with sync_client(tmp_path, lab, cfg) as (runner, store, c):
         csrf = runner.run(login(c, tokens["alice"]))
 
         @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
@@ -317,7 +324,3 @@ def test_malformed_new_forms_get_a_4xx_naming_the_field_and_store_nothing(tmp_pa
 
         search()
         assert runner.run(c.get("/ui/euiccs/new")).status_code == 200  # still serving
-    finally:
-        runner.run(c.aclose())
-        runner.run(store.close())
-        runner.close()
