@@ -241,3 +241,21 @@ def eim_serve(
             yield p
         finally:
             stop_process(p, wait, kill_wait)
+
+
+def wait_healthz(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    """Until the ``eim serve`` process ``proc`` answers ``GET /healthz`` on ``port`` with 200; RuntimeError with the
+    end of its ``log`` if it exits or ``timeout`` seconds pass."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"eim serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"eim serve did not start: {log.read_text()[-2000:]}")
