@@ -4,6 +4,7 @@ the scripted eIM peer on a real HTTP/CoAP/MQTT server, and an Agent wired to the
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,16 @@ class Rig:
         """A fresh card object from the state file (as after a power cycle / process restart)."""
         self.card = SoftEuicc.load(self.card.state_path)
         self.channel = LocalApduChannel(self.card)
+
+    @contextlib.asynccontextmanager
+    async def started(self, **kw) -> AsyncIterator[Agent]:
+        """The rig's agent, started, closed on exit."""
+        agent = self.agent(**kw)
+        await agent.start()
+        try:
+            yield agent
+        finally:
+            await agent.close()
 
 
 @pytest.fixture

@@ -28,23 +28,12 @@ def new_ac(smdp, profile: str = "small", **kwargs: Any) -> str:
 
 
 @contextlib.asynccontextmanager
-async def started(rig) -> AsyncIterator[Agent]:
-    """The rig's agent, started, closed on exit."""
-    agent = rig.agent()
-    await agent.start()
-    try:
-        yield agent
-    finally:
-        await agent.close()
-
-
-@contextlib.asynccontextmanager
 async def relayed(rig, smdp) -> AsyncIterator[tuple[Agent, Es9Relay]]:
     """The rig's agent, started, its eIM relaying ES9+ to ``smdp``; both closed on exit."""
     relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
     rig.peer.relay = relay
     try:
-        async with started(rig) as agent:
+        async with rig.started() as agent:
             yield agent, relay
     finally:
         await relay.close()
@@ -64,7 +53,7 @@ async def install_directly(make_rig, smdp, package: bytes):
     imported = profiles.import_upp(smdp.ctx.config.data_dir, package, service_provider_name="GSMA")
     rig = await make_rig("http", profiles=False, device="modem", modem_model="EG25-G")
     direct_only(rig, smdp)
-    async with started(rig) as agent:
+    async with rig.started() as agent:
         ac = new_ac(smdp, profile=imported.name)
         rig.peer.queue(trigger(ac))
         await agent.poll_once()

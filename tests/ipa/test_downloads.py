@@ -11,14 +11,14 @@ from ipa.procedures import direct_profile_download
 from ipa.procedures.profile_download import DownloadFailed, parse_activation_code
 from rsp import asn1, tlv
 from smdpp.orders import create_order
-from tests.ipa.downloads import direct_only, install_directly, new_ac, order_state, relayed, started, trigger
+from tests.ipa.downloads import direct_only, install_directly, new_ac, order_state, relayed, trigger
 
 
 @pytest.mark.parametrize(("binding", "device"), [("http", "modem"), ("mqtt", "local"), ("coap", "modem")])
 async def test_direct_download_triggered_by_eim(make_rig, smdp, binding, device):
     rig = await make_rig(binding, profiles=False, device=device)
     direct_only(rig, smdp)
-    async with started(rig) as agent:
+    async with rig.started() as agent:
         ac = new_ac(smdp)
         rig.peer.queue(trigger(ac))
         r = await agent.poll_once()
@@ -142,7 +142,7 @@ async def test_indirect_download_eim_unreachable_cancels_with_timeout(make_rig, 
 async def test_direct_download_missing_confirmation_code_postponed(make_rig, smdp):
     rig = await make_rig("http", profiles=False)
     rig.config.es9.ca_file = str(smdp.ca_bundle)
-    async with started(rig) as agent:
+    async with rig.started() as agent:
         ac = new_ac(smdp, confirmation_code="1234")
         with pytest.raises(DownloadFailed) as err:
             await direct_profile_download.download(agent.ctx, parse_activation_code(ac))
@@ -157,7 +157,7 @@ async def test_direct_download_missing_confirmation_code_postponed(make_rig, smd
 
 async def test_direct_download_unreachable_smdp_names_the_step(make_rig):
     rig = await make_rig("http", profiles=False)
-    async with started(rig) as agent:
+    async with rig.started() as agent:
         with pytest.raises(DownloadFailed) as err:
             await direct_profile_download.download(agent.ctx, parse_activation_code("1$127.0.0.1:1$X"))
         assert err.value.step == "initiateAuthentication"
@@ -167,7 +167,7 @@ async def test_immediate_enable_after_download_announced_with_cause_5(make_rig, 
     rig = await make_rig("http", device="modem")
     direct_only(rig, smdp)
     rig.config.ipa.immediate_enable = True
-    async with started(rig) as agent:
+    async with rig.started() as agent:
         # the eIM allows immediate enabling (PSMO configureImmediateEnable with the flag)
         rig.peer.queue(rig.peer.psmo(tlv.encode(0xA7, b"\x80\x00")))
         await agent.poll_once()
@@ -188,7 +188,7 @@ async def test_failed_installation_reported_with_its_error_pir(make_rig, smdp):
 
     seed_profiles(rig.card, enabled=None, others=("8949000013000000011",))  # the ICCID the order will carry
     direct_only(rig, smdp)
-    async with started(rig) as agent:
+    async with rig.started() as agent:
         rig.peer.queue(trigger(new_ac(smdp), b"\x44"))
         await agent.poll_once()
         v = asn1.decode("EsipaMessageFromIpaToEim", rig.peer.results[-1])[1]

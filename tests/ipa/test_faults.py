@@ -47,12 +47,8 @@ async def crash_in_package(monkeypatch, agent, point: str) -> None:
 async def restarted(rig) -> AsyncIterator[Agent]:
     """The next process: the card reloaded from its state file, a new agent started (closed on exit)."""
     rig.reload_card()
-    again = rig.agent()
-    await again.start()
-    try:
+    async with rig.started() as again:
         yield again
-    finally:
-        await again.close()
 
 
 ROOT = Path(__file__).resolve().parents[2]
