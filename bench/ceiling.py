@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, REPO, Section, fmt
+from bench.common import PY, REPO, Section, eim_serve, fmt, stop_process
 from bench.eim import EIM_ID, _readline, bulk_register, eids_for, free_port, reset_contacts, run_load
 
 BARE = {"http": ("asgi", "starlette"), "coap": ("aiocoap",), "mqtt": ("aiomqtt",)}
@@ -68,13 +68,7 @@ def _server(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> Ite
     try:
         yield p
     finally:
-        if p.poll() is None:
-            p.terminate()
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+        stop_process(p)
 
 
 @contextlib.contextmanager
@@ -96,33 +90,15 @@ def _eim(
         f'client_id = "eim-ceiling-{os.getpid()}-{prefix}"\nprefix = "{prefix}"\nshared_group = "{prefix}"\n'
         f'[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
     )
-    env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
-    log = open(tmp / "eim-0.log", "wb")
-    p = subprocess.Popen(
-        _pinned([PY, "-m", "eim.cli", "--config", str(cfg), "serve"], cpu),
-        cwd=tree or REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env=env,
-    )
     try:
-        port = {"http": http_port, "coap": coap_port, "mqtt": mqtt_port}[binding]
-        if binding == "mqtt":
-            asyncio.run(_wait_mqtt(port, prefix, p))
-        else:
-            asyncio.run(_wait_serving(binding, [port], [p], tmp))
-        yield {"port": port, "pid": p.pid, "prefix": prefix}
+        with eim_serve(cfg, tmp / "eim-0.log", tree, prefix=_pinned([], cpu)) as p:
+            port = {"http": http_port, "coap": coap_port, "mqtt": mqtt_port}[binding]
+            if binding == "mqtt":
+                asyncio.run(_wait_mqtt(port, prefix, p))
+            else:
+                asyncio.run(_wait_serving(binding, [port], [p], tmp))
+            yield {"port": port, "pid": p.pid, "prefix": prefix}
     finally:
-        if p.poll() is None:
-            p.terminate()
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-        log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

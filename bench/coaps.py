@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PY, REPO, cpu_seconds, machine
+from bench.common import PY, REPO, cpu_seconds, machine, wait_healthz
 
 NO_PACKAGE = bytes.fromhex("BF4F03020101")
 
@@ -42,21 +42,6 @@ def eids(n: int) -> list[str]:
 
 def poll(eid: str) -> bytes:
     return bytes.fromhex("BF4F125A10" + eid)
-
-
-def wait_http(port: int, proc: subprocess.Popen, log: Path) -> None:
-    import httpx
-
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"eim serve exited:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("eim serve did not start")
 
 
 async def client_context(port: int | None, eid: str, key: bytes):
@@ -171,7 +156,7 @@ def run(seconds: float = 5.0, clients: int = 4, rounds: int = 3, server: str = "
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stderr=log.open("wb"), stdout=subprocess.PIPE)
     try:
         if server == "eim":
-            wait_http(http, proc, log)
+            wait_healthz(http, proc, log)
             for e in keys:
                 httpx.post(f"http://127.0.0.1:{http}/v1/euiccs", json={"eid": e}).raise_for_status()
         elif proc.stdout is None or proc.stdout.readline().strip() != b"ready":

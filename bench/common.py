@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,3 +200,62 @@ def versus(value: float, bar: float, *, higher_is_better: bool = True) -> str:
     ratio = value / bar if bar else 0.0
     ok = ratio >= 1.0 if higher_is_better else ratio <= 1.0
     return f"{ratio:.2f}× bar ({fmt(bar)}) {'met' if ok else '**missed**'}"
+
+
+def stop_process(p: subprocess.Popen, wait: float = 15, kill_wait: float = 5) -> None:
+    """Terminate ``p`` (if it still runs) and wait ``wait`` seconds for it; then kill it and wait ``kill_wait``."""
+    if p.poll() is None:
+        p.terminate()
+    try:
+        p.wait(wait)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(kill_wait)
+
+
+@contextlib.contextmanager
+def eim_serve(
+    cfg: Path,
+    log: Path,
+    tree: Path | None = None,
+    *,
+    prefix: Sequence[str] = (),
+    wait: float = 15,
+    kill_wait: float = 5,
+) -> Iterator[subprocess.Popen]:
+    """``eim serve`` with the configuration file ``cfg``, of this tree or of ``tree`` (a checkout of another commit,
+    first on PYTHONPATH), run under ``prefix`` (``taskset``, ``valgrind``, ...), its stderr in ``log``; stopped
+    with :func:`stop_process` (``wait`` seconds to exit, ``kill_wait`` after a kill) when the block ends."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    with open(log, "wb") as err:
+        p = subprocess.Popen(
+            [*prefix, PY, "-m", "eim.cli", "--config", str(cfg), "serve"],
+            cwd=tree or REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
+        try:
+            yield p
+        finally:
+            stop_process(p, wait, kill_wait)
+
+
+def wait_healthz(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    """Until the ``eim serve`` process ``proc`` answers ``GET /healthz`` on ``port`` with 200; RuntimeError with the
+    end of its ``log`` if it exits or ``timeout`` seconds pass."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"eim serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"eim serve did not start: {log.read_text()[-2000:]}")

@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, REPO, Section, versus
+from bench.common import Section, eim_serve, versus, wait_healthz
 from bench.eim import bulk_register, eids_for, free_port
 from bench.fleet_summary import _spread
 
@@ -44,22 +43,6 @@ def _median_ms(call: Any, runs: int) -> tuple[float, float]:
         call()
         took.append((time.perf_counter() - t) * 1000)
     return statistics.median(took), max(took)
-
-
-def _wait(port: int, proc: subprocess.Popen, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"eim serve stopped: {log.read_text()[-1500:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"eim serve did not start: {log.read_text()[-1500:]}")
 
 
 async def _operations(url: str, eids: list[str], count: int) -> None:
@@ -363,12 +346,8 @@ def measure(tmp: Path, n: int, runs: int, with_history: bool = True) -> dict[str
         '[coap]\nenabled = false\n[mqtt]\nenabled = false\n[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
     )
     log = tmp / "eim.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [PY, "-m", "eim.cli", "--config", str(cfg), "serve"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err
-        )
-    try:
-        _wait(port, proc, log)
+    with eim_serve(cfg, log) as proc:
+        wait_healthz(port, proc, log, timeout=120)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
             r = c.post("/ui/login", data={"token": token, "next": "/ui/"})
             if r.status_code != 303 or "eim_session" not in c.cookies:
@@ -404,13 +383,6 @@ def measure(tmp: Path, n: int, runs: int, with_history: bool = True) -> dict[str
             "page_bytes": len(page.content),
             "pages": pages,
         }
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def store_pg(n: int, runs: int) -> dict[str, float] | None:

@@ -15,7 +15,6 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-TAC = b"\x35\x29\x06\x11"
 B64 = base64.b64encode
 
 
@@ -99,13 +98,10 @@ class Connection:
         return status, headers, answer
 
     async def close(self) -> None:
+        from ipa.esipa.http1 import close_writer
+
         writer, self._reader, self._writer = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, TimeoutError, ssl.SSLError):
-                pass
+        await close_writer(writer)
 
 
 @dataclass
@@ -149,8 +145,8 @@ async def download(
     """One complete download through ``card`` (a fresh ``SoftEuicc``); raises :class:`DownloadError`.
     ``connections``: the connection to use for each ES9+ function (left open), e.g. one per server worker; by
     default one connection for the whole download."""
-    from bench.smdpp_download import _segments
-    from rsp import asn1, tlv
+    from bench.smdpp_download import _segments, authenticate_server_command, prepare_download_command
+    from rsp import tlv
 
     d = base64.b64decode
     workers: list[str] = []
@@ -176,25 +172,7 @@ async def download(
             workers,
         )
         assert auth is not None
-        ctx1 = asn1.encode(
-            "CtxParams1",
-            (
-                "ctxParamsForCommonAuthentication",
-                {"matchingId": matching_id, "deviceInfo": {"tac": TAC, "deviceCapabilities": {}}},
-            ),
-        )
-        asr = _card(
-            card,
-            tlv.encode(
-                0xBF38,
-                d(auth["serverSigned1"])
-                + d(auth["serverSignature1"])
-                + d(auth["euiccCiPKIdToBeUsed"])
-                + d(auth["serverCertificate"])
-                + ctx1,
-            ),
-            "AuthenticateServer",
-        )
+        asr = _card(card, authenticate_server_command(auth, matching_id), "AuthenticateServer")
         client = await _es9(
             conn,
             "authenticateClient",
@@ -202,11 +180,7 @@ async def download(
             workers,
         )
         assert client is not None
-        pdr = _card(
-            card,
-            tlv.encode(0xBF21, d(client["smdpSigned2"]) + d(client["smdpSignature2"]) + d(client["smdpCertificate"])),
-            "PrepareDownload",
-        )
+        pdr = _card(card, prepare_download_command(client), "PrepareDownload")
         bpp = await _es9(
             conn,
             "getBoundProfilePackage",

@@ -26,14 +26,13 @@ import shutil
 import socket
 import sqlite3
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, REPO, Section, fmt, versus
+from bench.common import Section, eim_serve, fmt, versus
 from bench.eim import EIM_ID, Fleet, eids_for, free_port, reset_contacts, run_load
 
 BAR = 1200.0  # signed PSMO round trips/s over HTTP + SQLite (issue 18)
@@ -81,29 +80,9 @@ def _eim(url: str, pki: Path, tree: Path | None, tmp: Path) -> Iterator[dict[str
         f"[coap]\nenabled = false\nport = {free_port(socket.SOCK_DGRAM)}\n[mqtt]\nenabled = false\n"
         f'[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
     )
-    env = dict(os.environ)
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
-    log = open(tmp / "eim-0.log", "wb")
-    p = subprocess.Popen(
-        [PY, "-m", "eim.cli", "--config", str(cfg), "serve"],
-        cwd=tree or REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        env=env,
-    )
-    try:
+    with eim_serve(cfg, tmp / "eim-0.log", tree) as p:
         asyncio.run(_wait_serving("http", [port], [p], tmp))
         yield {"port": port, "pid": p.pid}
-    finally:
-        if p.poll() is None:
-            p.terminate()
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-        log.close()
 
 
 def _copy_store(src: Path, dst: Path) -> None:

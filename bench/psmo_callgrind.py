@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, REPO
+from bench.common import PY, REPO, eim_serve
 from bench.eim import EIM_ID, Fleet, eids_for, free_port, reset_contacts
 from bench.psmo import _copy_store, _tree
 
@@ -120,20 +120,9 @@ def run(commits: list[str], *, rounds: int, duration: float, cards: int = 32, co
                     f"[coap]\nenabled = false\nport = {free_port(socket.SOCK_DGRAM)}\n[mqtt]\nenabled = false\n"
                     f'[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
                 )
-                env = dict(os.environ)
-                if trees[c] is not None:
-                    env["PYTHONPATH"] = str(trees[c])
                 out = d / "callgrind.out"
-                log = open(d / "eim.log", "wb")
                 cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-                p = subprocess.Popen(
-                    [*cmd, PY, "-m", "eim.cli", "--config", str(d / "eim.toml"), "serve"],
-                    cwd=trees[c] or REPO,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                )
-                try:
+                with eim_serve(d / "eim.toml", d / "eim.log", trees[c], prefix=cmd, wait=300, kill_wait=30) as p:
                     asyncio.run(_wait(port, p))
                     _load(port, mine, 4.0, concurrency)  # warm-up, not counted (caches, first chain checks)
                     before = _done(d / "eim.db")
@@ -141,14 +130,6 @@ def run(commits: list[str], *, rounds: int, duration: float, cards: int = 32, co
                     res = _load(port, mine, duration, concurrency)
                     subprocess.run(["callgrind_control", "-i", "off", str(p.pid)], check=True, capture_output=True)
                     n = _done(d / "eim.db") - before
-                finally:
-                    p.terminate()
-                    try:
-                        p.wait(300)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
-                        p.wait(30)
-                    log.close()
                 ir = _instructions(out)
                 per[c].append(ir / max(n, 1))
                 print(

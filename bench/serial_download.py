@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Section, versus
-from bench.smdpp_download import _segments
+from bench.smdpp_download import _segments, authenticate_server_command, prepare_download_command
 
 B64 = base64.b64encode
 BAUD = 115200
@@ -44,7 +44,7 @@ class CountingEs10:
 
 async def download(ctx: Any, es10: CountingEs10, matching_id: str) -> int:
     """SGP.22 download with the SM-DP+ in-process; returns the BPP size."""
-    from rsp import asn1, tlv
+    from rsp import tlv
     from smdpp.es9plus import FUNCTIONS
 
     d = base64.b64decode
@@ -53,31 +53,11 @@ async def download(ctx: Any, es10: CountingEs10, matching_id: str) -> int:
     auth = FUNCTIONS["initiateAuthentication"](
         ctx, {"euiccChallenge": B64(challenge).decode(), "euiccInfo1": B64(info1).decode(), "smdpAddress": ctx.address}
     )
-    ctx1 = asn1.encode(
-        "CtxParams1",
-        (
-            "ctxParamsForCommonAuthentication",
-            {"matchingId": matching_id, "deviceInfo": {"tac": b"\x35\x29\x06\x11", "deviceCapabilities": {}}},
-        ),
-    )
-    asr = await es10.call(
-        tlv.encode(
-            0xBF38,
-            d(auth["serverSigned1"])
-            + d(auth["serverSignature1"])
-            + d(auth["euiccCiPKIdToBeUsed"])
-            + d(auth["serverCertificate"])
-            + ctx1,
-        ),
-        "AuthenticateServer",
-    )
+    asr = await es10.call(authenticate_server_command(auth, matching_id), "AuthenticateServer")
     client = FUNCTIONS["authenticateClient"](
         ctx, {"transactionId": auth["transactionId"], "authenticateServerResponse": B64(asr).decode()}
     )
-    pdr = await es10.call(
-        tlv.encode(0xBF21, d(client["smdpSigned2"]) + d(client["smdpSignature2"]) + d(client["smdpCertificate"])),
-        "PrepareDownload",
-    )
+    pdr = await es10.call(prepare_download_command(client), "PrepareDownload")
     bpp = FUNCTIONS["getBoundProfilePackage"](
         ctx, {"transactionId": auth["transactionId"], "prepareDownloadResponse": B64(pdr).decode()}
     )

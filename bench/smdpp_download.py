@@ -50,6 +50,37 @@ def _segments(bpp: bytes) -> list[bytes]:
     return out
 
 
+TAC = b"\x35\x29\x06\x11"  # the device's Type Allocation Code in CtxParams1's deviceInfo
+
+
+def authenticate_server_command(auth: dict, matching_id: str) -> bytes:
+    """ES10b.AuthenticateServer (BF38, SGP.22 §5.7.13) from the SM-DP+'s InitiateAuthentication answer (its base64
+    fields) and CtxParams1 (ctxParamsForCommonAuthentication: ``matching_id``, :data:`TAC`, no capabilities)."""
+    d = base64.b64decode
+    ctx1 = asn1.encode(
+        "CtxParams1",
+        (
+            "ctxParamsForCommonAuthentication",
+            {"matchingId": matching_id, "deviceInfo": {"tac": TAC, "deviceCapabilities": {}}},
+        ),
+    )
+    return tlv.encode(
+        0xBF38,
+        d(auth["serverSigned1"])
+        + d(auth["serverSignature1"])
+        + d(auth["euiccCiPKIdToBeUsed"])
+        + d(auth["serverCertificate"])
+        + ctx1,
+    )
+
+
+def prepare_download_command(client: dict) -> bytes:
+    """ES10b.PrepareDownload (BF21, SGP.22 §5.7.5) from the SM-DP+'s AuthenticateClient answer, without a
+    confirmation code."""
+    d = base64.b64decode
+    return tlv.encode(0xBF21, d(client["smdpSigned2"]) + d(client["smdpSignature2"]) + d(client["smdpCertificate"]))
+
+
 def one_download(ctx: SmdpContext, card: SoftEuicc, matching_id: str, timings: dict[str, float]) -> int:
     """One download; returns the size of the BPP."""
 
@@ -65,31 +96,12 @@ def one_download(ctx: SmdpContext, card: SoftEuicc, matching_id: str, timings: d
         "initiateAuthentication",
         {"euiccChallenge": B64(challenge).decode(), "euiccInfo1": B64(info1).decode(), "smdpAddress": ctx.address},
     )
-    ctx1 = asn1.encode(
-        "CtxParams1",
-        (
-            "ctxParamsForCommonAuthentication",
-            {"matchingId": matching_id, "deviceInfo": {"tac": b"\x35\x29\x06\x11", "deviceCapabilities": {}}},
-        ),
-    )
     d = base64.b64decode
-    asr = _card(
-        card,
-        tlv.encode(
-            0xBF38,
-            d(auth["serverSigned1"])
-            + d(auth["serverSignature1"])
-            + d(auth["euiccCiPKIdToBeUsed"])
-            + d(auth["serverCertificate"])
-            + ctx1,
-        ),
-    )
+    asr = _card(card, authenticate_server_command(auth, matching_id))
     client = server(
         "authenticateClient", {"transactionId": auth["transactionId"], "authenticateServerResponse": B64(asr).decode()}
     )
-    pdr = _card(
-        card, tlv.encode(0xBF21, d(client["smdpSigned2"]) + d(client["smdpSignature2"]) + d(client["smdpCertificate"]))
-    )
+    pdr = _card(card, prepare_download_command(client))
     bpp = server(
         "getBoundProfilePackage", {"transactionId": auth["transactionId"], "prepareDownloadResponse": B64(pdr).decode()}
     )

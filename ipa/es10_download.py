@@ -107,25 +107,18 @@ class ProfileInstallationResult:
         if final is None:
             raise DecodeError(what, "finalResult (A2) missing")
         alt = tlv.children(final, what=what)[0]
-        if alt.tag == 0xA0:
-            sf = der.child_map(alt, what)
-            return cls(
-                data,
-                f[0x80].value if 0x80 in f else None,
-                seq,
-                iccid,
-                True,
-                sf[0x4F].value.hex().upper() if 0x4F in sf else None,
-            )
-        ef = der.child_map(alt, what)
-        return cls(
+        txid = f[0x80].value if 0x80 in f else None
+        r = der.child_map(alt, what)
+        if alt.tag == 0xA0:  # successResult
+            return cls(data, txid, seq, iccid, True, r[0x4F].value.hex().upper() if 0x4F in r else None)
+        return cls(  # errorResult
             data,
-            f[0x80].value if 0x80 in f else None,
+            txid,
             seq,
             iccid,
             False,
-            bpp_command_id=der.dec_int(ef[0x80].value) if 0x80 in ef else None,
-            error_reason=der.dec_int(ef[0x81].value) if 0x81 in ef else None,
+            bpp_command_id=der.dec_int(r[0x80].value) if 0x80 in r else None,
+            error_reason=der.dec_int(r[0x81].value) if 0x81 in r else None,
         )
 
     def describe(self) -> str:

@@ -197,9 +197,15 @@ class Http1Client:
 
     async def close(self) -> None:
         writer, self._reader, self._writer = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, TimeoutError, ssl.SSLError):
-                pass
+        await close_writer(writer)
+
+
+async def close_writer(writer: asyncio.StreamWriter | None) -> None:
+    """Close ``writer`` (if any), waiting at most a second for it; errors of a connection already gone are
+    ignored."""
+    if writer is not None:
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        except (OSError, TimeoutError, ssl.SSLError):
+            pass

@@ -16,33 +16,32 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# The names below come from the submodules on first use (PEP 562): a program that only reads certificates
-# (the software eUICC loading its identity, ``ipa --card``) never loads the lab PKI generator or the chain checks.
+from rsp.crypto import load_certificate
+from rsp.pki.certs import (
+    ID_RSP_ROLE,
+    LAB_EIM_POLICY,
+    LAB_EIM_TLS_POLICY,
+    LAB_EIN,
+    LAB_SMDP_OID,
+    POLICY_OF_ROLE,
+    Role,
+    as_certificate,
+    authority_key_id,
+    eid_check_digits,
+    eid_of,
+    is_valid_eid,
+    lab_eid,
+    load_certificates,
+    policies_of,
+    role_of,
+    roles_of,
+    subject_key_id,
+)
+
+# The certificate reading above is what every user of this package needs (the software eUICC loading its
+# identity, ``ipa --card``); the names below come from the other submodules on first use (PEP 562), so such a
+# program never loads the lab PKI generator or the chain checks.
 _HOME = {
-    "load_certificate": "rsp.crypto",
-    **dict.fromkeys(
-        (
-            "ID_RSP_ROLE",
-            "LAB_EIM_POLICY",
-            "LAB_EIM_TLS_POLICY",
-            "LAB_EIN",
-            "LAB_SMDP_OID",
-            "POLICY_OF_ROLE",
-            "Role",
-            "as_certificate",
-            "authority_key_id",
-            "eid_check_digits",
-            "eid_of",
-            "is_valid_eid",
-            "lab_eid",
-            "load_certificates",
-            "policies_of",
-            "role_of",
-            "roles_of",
-            "subject_key_id",
-        ),
-        "rsp.pki.certs",
-    ),
     **dict.fromkeys(("REASONS", "ChainError", "VerifiedChain", "verify_chain"), "rsp.pki.chain"),
     **dict.fromkeys(
         ("PERMITTED_EINS_OID", "EidRange", "EidRangeError", "check_eid_in_range", "eid_range_of"), "rsp.pki.eid_range"
@@ -71,27 +70,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from rsp.crypto import load_certificate
-    from rsp.pki.certs import (
-        ID_RSP_ROLE,
-        LAB_EIM_POLICY,
-        LAB_EIM_TLS_POLICY,
-        LAB_EIN,
-        LAB_SMDP_OID,
-        POLICY_OF_ROLE,
-        Role,
-        as_certificate,
-        authority_key_id,
-        eid_check_digits,
-        eid_of,
-        is_valid_eid,
-        lab_eid,
-        load_certificates,
-        policies_of,
-        role_of,
-        roles_of,
-        subject_key_id,
-    )
     from rsp.pki.chain import REASONS, ChainError, VerifiedChain, verify_chain
     from rsp.pki.eid_range import PERMITTED_EINS_OID, EidRange, EidRangeError, check_eid_in_range, eid_range_of
     from rsp.pki.lab import DEFAULT_EID, LabPki, LabPkiError, create_lab_pki, issue_certificate, make_ci

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eim.esipa.dispatcher import EsipaDispatcher
+from eim.esipa.dispatcher import EsipaDispatcher, check_structure
 from eim.esipa.results import ResultProcessor
 from eim.interfaces import RequestContext
+from eim.model import Euicc, Operation, OpKind, OpStatus
 from eim.operations import OperationService, OperationSettings
 from eim.packages import EimKey, PackageFactory
 from eim.packages.euicc_package import EuiccKeys
 from rsp import asn1, crypto, tlv
+from rsp.errors import RspError
 from rsp.pki import LabPki
 
 EIM_ID = "eim.lab.test"
@@ -161,3 +163,35 @@ def verify_eim_signature(package: bytes, key: EimKey, token: int | None) -> None
     signed = tlv.require(package, 0x30).raw
     sig = tlv.require(package, 0x5F37).value
     crypto.verify(key.private_key.public_key(), signed + association_token_tlv(token), sig, what="eimSignature")
+
+
+def full_decode(message: bytes, alternative: str):
+    """What the dispatcher's full path makes of ``message``: the decoded value of an EsipaMessageFromIpaToEim
+    ``alternative``, or ``None`` when it is refused or another alternative (for the fast-path tests)."""
+    try:
+        top = tlv.parse_exact(message)
+        check_structure(top.raw)
+        alt, value = asn1.decode("EsipaMessageFromIpaToEim", top.raw)
+    except RspError:
+        return None
+    return value if alt == alternative else None
+
+
+def plain_euicc(eid: str, counter: int = 10) -> Euicc:
+    """An eUICC row as the store tests register it (eIM ``eim.test``, association token 1)."""
+    return Euicc(eid=eid, eim_id="eim.test", association_token=1, counter_value=counter, created_at=1000.0)
+
+
+def queued_psmo(eid: str, op_id: str | None = None, at: float = 1000.0) -> Operation:
+    """A queued PSMO operation (getRAT) for ``eid``, created at ``at`` (id: ``op_id`` or a new one)."""
+    from eim.store.logic import new_id
+
+    return Operation(
+        id=op_id or new_id(),
+        eid=eid,
+        kind=OpKind.PSMO,
+        params={"psmos": [{"getRAT": {}}]},
+        status=OpStatus.QUEUED,
+        created_at=at,
+        updated_at=at,
+    )

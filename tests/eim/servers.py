@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -122,24 +123,53 @@ def start_eim(
         relay=relay,
         relay_extra=relay_config,
     )
-    log = tmp / f"{name}.log"
     full_env = dict(os.environ, **(env or {}))
     full_env.pop("EIM_CONFIG", None)
+    return spawn_eim(cfg, port, tmp / f"{name}.log", full_env, server_env=env or {}, timeout=timeout)
+
+
+def spawn_eim(
+    cfg: Path,
+    port: int,
+    log: Path,
+    env: dict[str, str],
+    *,
+    server_env: dict[str, str] | None = None,
+    base_url: str | None = None,
+    verify: ssl.SSLContext | bool = False,
+    timeout: float = 30.0,
+) -> EimServer:
+    """``eim serve`` with ``cfg`` and the whole environment ``env``, its output in ``log``, once ``/healthz`` at
+    ``base_url`` (default its plain-HTTP URL; ``verify`` for HTTPS) answers 200; killed if it does not."""
     with log.open("ab") as out:
-        proc = subprocess.Popen([*eim_command(), "--config", str(cfg), "serve"], stdout=out, stderr=out, env=full_env)
-    server = EimServer(proc, port, cfg, log, env or {})
+        proc = subprocess.Popen([*eim_command(), "--config", str(cfg), "serve"], stdout=out, stderr=out, env=env)
+    server = EimServer(proc, port, cfg, log, server_env or {})
+    health = (base_url or server.url) + "/healthz"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"eim serve exited with {proc.returncode}:\n{server.log_text()[-3000:]}")
         try:
-            if httpx.get(server.url + "/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(health, verify=verify, timeout=1.0).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     server.kill()
     raise RuntimeError(f"eim serve did not come up on {port}:\n{server.log_text()[-3000:]}")
+
+
+def device_secret(config: Path, eid: str, env: dict[str, str]) -> str:
+    """``eim device-secret set <eid>`` with ``config``: the device's new token."""
+    out = subprocess.run(
+        [*eim_command(), "--config", str(config), "device-secret", "set", eid],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def run_cli(server: EimServer | None, *args: str, url: str | None = None) -> subprocess.CompletedProcess:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import subprocess
-import time
 
 import httpx
 import pytest
@@ -19,7 +17,7 @@ from rsp import tlv
 from rsp.pki import create_lab_pki, lab_eid
 from rsp.pki.device_tls import write_device_certificate
 from tests.eim.helpers import get_eim_package_request, provide_result
-from tests.eim.servers import EimServer, eim_command, write_config
+from tests.eim.servers import device_secret, spawn_eim, write_config
 from tests.services import free_port
 
 EID_A = lab_eid(141)
@@ -29,18 +27,6 @@ CT = {"Content-Type": "application/x-gsma-rsp-asn1"}
 UNDEFINED = bytes.fromhex("BF4F0302017F")
 INVALID_EID = bytes.fromhex("BF4F03020103")
 NO_PACKAGE = bytes.fromhex("BF4F03020101")
-
-
-def _device_secret(config, eid: str, env: dict[str, str]) -> str:
-    out = subprocess.run(
-        [*eim_command(), "--config", str(config), "device-secret", "set", eid],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -72,25 +58,10 @@ secret_file = "{secrets}"
         EIM_HTTP_TLS_KEY=str(lab.eimtls_key_path),
     )
     env.pop("EIM_CONFIG", None)
-    tokens = {eid: _device_secret(cfg, eid, env) for eid in (EID_A, EID_B)}
-    log = tmp / "eim.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([*eim_command(), "--config", str(cfg), "serve"], stdout=out, stderr=out, env=env)
-    srv = EimServer(proc, port, cfg, log)
+    tokens = {eid: device_secret(cfg, eid, env) for eid in (EID_A, EID_B)}
     url = f"https://127.0.0.1:{port}"
     verify = ssl.create_default_context(cafile=str(lab.ca_bundle_path))
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"eim serve exited:\n{srv.log_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/healthz", verify=verify, timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                srv.kill()
-                raise RuntimeError(f"eim serve not up:\n{srv.log_text()[-3000:]}") from None
-            time.sleep(0.1)
+    srv = spawn_eim(cfg, port, tmp / "eim.log", env, base_url=url, verify=verify)
     for eid in (EID_A, EID_B):
         assert httpx.post(url + "/v1/euiccs", json={"eid": eid}, verify=verify).status_code == 201
     r = httpx.post(

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from eim.esipa import dispatcher as dispatcher_mod
 from eim.esipa import get_eim_package
 from eim.esipa.device_auth import DevicePolicy
-from eim.esipa.dispatcher import EsipaDispatcher, check_structure
+from eim.esipa.dispatcher import EsipaDispatcher
 from eim.interfaces import RequestContext
 from eim.model import Euicc
-from rsp import asn1, tlv
-from rsp.errors import RspError
+from rsp import tlv
 from rsp.pki import create_lab_pki, lab_eid
+from tests.eim import helpers
 from tests.eim.helpers import EIM_ID, make_env
 
 EID = lab_eid(41)
@@ -28,14 +28,7 @@ LOOPBACK = RequestContext("http", "127.0.0.1:4000", None, "none", "127.0.0.1")
 
 
 def full_decode(message: bytes):
-    """What the dispatcher's full path makes of ``message``: the decoded value, or ``None`` when it is refused."""
-    try:
-        top = tlv.parse_exact(message)
-        check_structure(top.raw)
-        alt, value = asn1.decode("EsipaMessageFromIpaToEim", top.raw)
-    except RspError:
-        return None
-    return value if alt == "getEimPackageRequest" else None
+    return helpers.full_decode(message, "getEimPackageRequest")
 
 
 def agree(message: bytes) -> None:

@@ -14,12 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eim.esipa import provide_eim_package_result as pepr
-from eim.esipa.dispatcher import check_structure
 from eim.model import OpKind
 from eim.packages.euicc_package import parse_euicc_package_result
 from rsp import asn1, tlv
-from rsp.errors import RspError
 from rsp.pki import create_lab_pki, lab_eid
+from tests.eim import helpers
 from tests.eim.helpers import get_eim_package_request, make_env, provide_result, unwrap_package
 from tests.eim.test_dispatcher_flows import ready_card
 
@@ -27,14 +26,7 @@ EIDS = [lab_eid(i) for i in range(51, 55)]
 
 
 def full_decode(message: bytes):
-    """What the dispatcher's full path makes of ``message``: the decoded value, or ``None`` when it is refused."""
-    try:
-        top = tlv.parse_exact(message)
-        check_structure(top.raw)
-        alt, value = asn1.decode("EsipaMessageFromIpaToEim", top.raw)
-    except RspError:
-        return None
-    return value if alt == "provideEimPackageResult" else None
+    return helpers.full_decode(message, "provideEimPackageResult")
 
 
 def agree(message: bytes) -> bool:

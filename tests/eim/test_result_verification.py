@@ -490,20 +490,22 @@ async def test_a_result_naming_the_transaction_of_another_kind_of_operation_clos
     assert entry.who == "ipa" and entry.detail["cause"] == "no_operation" and entry.eid == card.eid
 
 
-async def test_a_result_for_an_euicc_no_longer_registered_closes_nothing(store, lab):
-    """The operation's eUICC is gone from the store by the time its result arrives (matched by counter, over
-    MQTT): refused (no_operation) and audited on the operation, never verified with a key from elsewhere."""
+class Forgetful:
+    """The store, but ``get_euicc`` finds nothing once ``forget`` is set (the eUICC deleted meanwhile)."""
 
-    class Forgetful:
-        def __init__(self, inner) -> None:
-            self.inner, self.forget = inner, False
+    def __init__(self, inner) -> None:
+        self.inner, self.forget = inner, False
 
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
-        async def get_euicc(self, eid):
-            return None if self.forget else await self.inner.get_euicc(eid)
+    async def get_euicc(self, eid):
+        return None if self.forget else await self.inner.get_euicc(eid)
 
+
+async def result_of_a_forgotten_euicc(store, lab):
+    """A PSMO's signed result without its transaction id (so matched by counter: the eUICC is read again), its
+    eUICC forgotten by the store before the result is handled: ``(forgetful, env, card, op, epr)``."""
     forgetful = Forgetful(store)
     env = metered(make_env(forgetful, lab))
     card = await ready_card(env, lab, EIDS[3])
@@ -511,6 +513,13 @@ async def test_a_result_for_an_euicc_no_longer_registered_closes_nothing(store, 
     card.card.ctx.forgery = Forgery(drop_transaction_id=True)
     epr = await card.load(package)
     forgetful.forget = True
+    return forgetful, env, card, op, epr
+
+
+async def test_a_result_for_an_euicc_no_longer_registered_closes_nothing(store, lab):
+    """The operation's eUICC is gone from the store by the time its result arrives (matched by counter, over
+    MQTT): refused (no_operation) and audited on the operation, never verified with a key from elsewhere."""
+    forgetful, env, card, op, epr = await result_of_a_forgotten_euicc(store, lab)
     mqtt = RequestContext("mqtt", f"esipa/{card.eid}/up", card.eid)
     assert await env.handle(provide_result(None, epr), mqtt) == UNDEFINED
     assert refused(env, "no_operation") == 1
@@ -572,23 +581,7 @@ async def test_every_refusal_is_audited_as_from_whoever_delivered_the_result(sto
 
 
 async def test_a_result_for_an_euicc_no_longer_registered_is_audited_as_from_whoever_delivered_it(store, lab):
-    class Forgetful:
-        def __init__(self, inner) -> None:
-            self.inner, self.forget = inner, False
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        async def get_euicc(self, eid):
-            return None if self.forget else await self.inner.get_euicc(eid)
-
-    forgetful = Forgetful(store)
-    env = metered(make_env(forgetful, lab))
-    card = await ready_card(env, lab, EIDS[3])
-    op, package = await psmo(env, card)
-    card.card.ctx.forgery = Forgery(drop_transaction_id=True)  # matched by counter: the eUICC is read again
-    epr = await card.load(package)
-    forgetful.forget = True
+    _forgetful, env, card, op, epr = await result_of_a_forgotten_euicc(store, lab)
     handled = await env.rp.euicc_package_result(epr, card.eid, WHO)
     assert handled.refused == "eUICC no longer registered"
     [entry] = [e for e in await store.list_audit(operation_id=op.id) if e.outcome == "refused"]

@@ -15,29 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from eim.model import Euicc, Operation, OpKind, OpStatus
+from eim.model import Euicc, Operation
 from eim.store import Built, ClaimOutcome, StoreError
-from eim.store.logic import new_id
 from eim.store.sqlite import SqliteStore
+from tests.eim.helpers import plain_euicc, queued_psmo
 
 EIDS = [f"8904903212345123451234567890{n:04d}" for n in range(12)]
 REPO = Path(__file__).resolve().parents[2]
 
 
 def euicc(eid: str, counter: int = 10) -> Euicc:
-    return Euicc(eid=eid, eim_id="eim.test", association_token=1, counter_value=counter, created_at=1000.0)
+    return plain_euicc(eid, counter)
 
 
 def op(eid: str, op_id: str | None = None) -> Operation:
-    return Operation(
-        id=op_id or new_id(),
-        eid=eid,
-        kind=OpKind.PSMO,
-        params={"psmos": [{"getRAT": {}}]},
-        status=OpStatus.QUEUED,
-        created_at=1000.0,
-        updated_at=1000.0,
-    )
+    return queued_psmo(eid, op_id)
 
 
 def build(e: Euicc, o: Operation, next_counter: int) -> Built:

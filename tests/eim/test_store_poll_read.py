@@ -9,29 +9,21 @@ import sqlite3
 
 import pytest
 
-from eim.model import Euicc, Operation, OpKind, OpStatus
+from eim.model import Euicc, Operation
 from eim.store import Built, ClaimOutcome, open_store
-from eim.store.logic import new_id
 from eim.store.sqlite import SqliteStore
+from tests.eim.helpers import plain_euicc, queued_psmo
 
 EID = "89049032123451234512345678901237"
 UNKNOWN = "89049032123451234512345678909999"
 
 
 def euicc(eid: str = EID) -> Euicc:
-    return Euicc(eid=eid, eim_id="eim.test", association_token=1, counter_value=10, created_at=1000.0)
+    return plain_euicc(eid)
 
 
 def psmo(eid: str = EID) -> Operation:
-    return Operation(
-        id=new_id(),
-        eid=eid,
-        kind=OpKind.PSMO,
-        params={"psmos": [{"getRAT": {}}]},
-        status=OpStatus.QUEUED,
-        created_at=1000.0,
-        updated_at=1000.0,
-    )
+    return queued_psmo(eid)
 
 
 def build(e: Euicc, o: Operation, next_counter: int) -> Built:

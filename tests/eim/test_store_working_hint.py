@@ -14,10 +14,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eim.model import Euicc, Operation, OpKind, OpStatus
+from eim.model import Euicc, Operation, OpStatus
 from eim.store import Built, ClaimOutcome
 from eim.store.logic import ResultUpdate
 from eim.store.sqlite import SqliteStore
+from tests.eim.helpers import plain_euicc, queued_psmo
 
 EIDS = ("89049032123451234512345678901237", "89049032123451234512345678901245")
 
@@ -55,9 +56,7 @@ async def _play(path: Path, hints: int, actions: list[tuple[str, int, str | None
     seen: list = []
     try:
         for eid in EIDS:
-            await store.add_euicc(
-                Euicc(eid=eid, eim_id="eim.test", association_token=1, counter_value=10, created_at=1000.0), who="t"
-            )
+            await store.add_euicc(plain_euicc(eid), who="t")
         now = 2000.0
         n = 0
         handed: dict[str, Operation] = {}
@@ -71,16 +70,7 @@ async def _play(path: Path, hints: int, actions: list[tuple[str, int, str | None
                 seen.append(_claim_view(claim))
             elif what == "enqueue":
                 n += 1
-                op = Operation(
-                    id=f"op-{n:03d}",
-                    eid=eid,
-                    kind=OpKind.PSMO,
-                    params={"psmos": [{"getRAT": {}}]},
-                    status=OpStatus.QUEUED,
-                    created_at=now,
-                    updated_at=now,
-                )
-                await store.add_operations([op], who="t")
+                await store.add_operations([queued_psmo(eid, f"op-{n:03d}", now)], who="t")
             elif what == "result" and eid in handed:
                 op = handed.pop(eid)
                 changed = await store.record_result(
@@ -118,19 +108,8 @@ async def test_stale_hint_finds_nothing_and_writes_nothing(tmp_path):
     await store.open()
     try:
         eid = EIDS[0]
-        await store.add_euicc(
-            Euicc(eid=eid, eim_id="eim.test", association_token=1, counter_value=10, created_at=1000.0), who="t"
-        )
-        op = Operation(
-            id="op-1",
-            eid=eid,
-            kind=OpKind.PSMO,
-            params={"psmos": [{"getRAT": {}}]},
-            status=OpStatus.QUEUED,
-            created_at=1000.0,
-            updated_at=1000.0,
-        )
-        await store.add_operations([op], who="t")
+        await store.add_euicc(plain_euicc(eid), who="t")
+        await store.add_operations([queued_psmo(eid, "op-1")], who="t")
         claim = await store.claim_next(eid, 2000.0, build, binding="http")
         assert claim.outcome is ClaimOutcome.PACKAGE and eid in store._working
         await store.cancel_operation("op-1", who="operator", now=2001.0)
@@ -150,19 +129,8 @@ async def test_hints_are_bounded(tmp_path):
     await store.open()
     try:
         for n, eid in enumerate(EIDS):
-            await store.add_euicc(
-                Euicc(eid=eid, eim_id="eim.test", association_token=1, counter_value=10, created_at=1000.0), who="t"
-            )
-            op = Operation(
-                id=f"op-{n}",
-                eid=eid,
-                kind=OpKind.PSMO,
-                params={"psmos": [{"getRAT": {}}]},
-                status=OpStatus.QUEUED,
-                created_at=1000.0,
-                updated_at=1000.0,
-            )
-            await store.add_operations([op], who="t")
+            await store.add_euicc(plain_euicc(eid), who="t")
+            await store.add_operations([queued_psmo(eid, f"op-{n}")], who="t")
             assert (await store.claim_next(eid, 2000.0, build, binding="http")).outcome is ClaimOutcome.PACKAGE
         assert list(store._working) == [EIDS[1]]
     finally:

@@ -6,7 +6,10 @@ tests/e2e/test_dashboard.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -26,9 +29,25 @@ CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 FIELD = re.compile(r'class="error" role="alert" data-field="([^"]*)"')
 
 
+def ui_lab(tmp_path_factory):
+    """The dashboard tests' lab PKI (one nist curve, the first of EIDS): for a module-scoped ``lab`` fixture."""
+    return create_lab_pki(tmp_path_factory.mktemp("pki"), curves=("nist",), eids=EIDS[:1])
+
+
+@contextlib.asynccontextmanager
+async def sqlite_store(tmp_path) -> AsyncIterator[Any]:
+    """An open SQLite store under ``tmp_path``, closed on exit."""
+    s = open_store(f"sqlite:///{tmp_path}/eim.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    return create_lab_pki(tmp_path_factory.mktemp("pki"), curves=("nist",), eids=EIDS[:1])
+    return ui_lab(tmp_path_factory)
 
 
 def build(store, lab, cfg: Config, base: str = "http://eim") -> httpx.AsyncClient:
@@ -39,21 +58,38 @@ def build(store, lab, cfg: Config, base: str = "http://eim") -> httpx.AsyncClien
 
 @pytest.fixture
 async def sqlite(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/eim.db")
-    await s.open()
-    try:
+    async with sqlite_store(tmp_path) as s:
         yield s
-    finally:
-        await s.close()
+
+
+def operators_config(tmp_path, **roles: str):
+    """An operators file under ``tmp_path`` with ``roles`` (name=role) and a Config reading it: (cfg, tokens, path)."""
+    path = tmp_path / "operators"
+    tokens = write_operators(path, **roles)
+    cfg = Config()
+    cfg.api.operators_file = str(path)
+    return cfg, tokens, path
 
 
 @pytest.fixture
 def operators(tmp_path):
-    path = tmp_path / "operators"
-    tokens = write_operators(path, alice="operator", grafana="read-only")
-    cfg = Config()
-    cfg.api.operators_file = str(path)
-    return cfg, tokens, path
+    return operators_config(tmp_path, alice="operator", grafana="read-only")
+
+
+@contextlib.contextmanager
+def sync_client(tmp_path, lab, cfg: Config) -> Iterator[tuple[asyncio.Runner, Any, httpx.AsyncClient]]:
+    """For hypothesis tests, which run outside an event loop: a Runner, a SQLite store and a dashboard client on
+    it, all closed on exit."""
+    runner = asyncio.Runner()
+    store = open_store(f"sqlite:///{tmp_path}/hyp.db")
+    runner.run(store.open())
+    c = build(store, lab, cfg)
+    try:
+        yield runner, store, c
+    finally:
+        runner.run(c.aclose())
+        runner.run(store.close())
+        runner.close()
 
 
 async def login(c: httpx.AsyncClient, token: str) -> str:
@@ -378,11 +414,7 @@ SEARCHES = {
 
 def test_malformed_form_data_gets_a_4xx_naming_the_field_and_stores_nothing(tmp_path, lab, operators):
     cfg, tokens, _ = operators
-    runner = asyncio.Runner()
-    store = open_store(f"sqlite:///{tmp_path}/hyp.db")
-    runner.run(store.open())
-    c = build(store, lab, cfg)
-    try:
+    with sync_client(tmp_path, lab, cfg) as (runner, store, c):
         runner.run(register(c, tokens["alice"]))
         csrf = runner.run(login(c, tokens["alice"]))
 
@@ -419,10 +451,6 @@ def test_malformed_form_data_gets_a_4xx_naming_the_field_and_stores_nothing(tmp_
 
         search()
         assert runner.run(c.get("/ui/")).status_code == 200  # still serving
-    finally:
-        runner.run(c.aclose())
-        runner.run(store.close())
-        runner.close()
 
 
 def test_fleet_overview_hourly_series_are_labelled_in_utc_hours():

@@ -13,38 +13,40 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eim.api.paging import encode_cursor
-from eim.config import Config
 from eim.events.catalog import stale_event
 from eim.store import open_store
-from rsp.pki import create_lab_pki, lab_eid
-from tests.eim.test_api_auth import write_operators
+from rsp.pki import lab_eid
 from tests.eim.test_api_notifications import fill
-from tests.eim.test_ui import EIDS, FIELD, TEXT, build, login, register
+from tests.eim.test_ui import (
+    EIDS,
+    FIELD,
+    TEXT,
+    build,
+    login,
+    operators_config,
+    register,
+    sqlite_store,
+    sync_client,
+    ui_lab,
+)
 
 NEW_EID = lab_eid(90)
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    return create_lab_pki(tmp_path_factory.mktemp("pki"), curves=("nist",), eids=EIDS[:1])
+    return ui_lab(tmp_path_factory)
 
 
 @pytest.fixture
 async def sqlite(tmp_path):
-    s = open_store(f"sqlite:///{tmp_path}/eim.db")
-    await s.open()
-    try:
+    async with sqlite_store(tmp_path) as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture
 def operators(tmp_path):
-    path = tmp_path / "operators"
-    tokens = write_operators(path, alice="operator", grafana="read-only", root="admin")
-    cfg = Config()
-    cfg.api.operators_file = str(path)
+    cfg, tokens, path = operators_config(tmp_path, alice="operator", grafana="read-only", root="admin")
     cfg.events.allow_loopback = True
     return cfg, tokens, path
 
@@ -279,11 +281,7 @@ FORMS = {
 
 def test_malformed_new_forms_get_a_4xx_naming_the_field_and_store_nothing(tmp_path, lab, operators):
     cfg, tokens, _ = operators
-    runner = asyncio.Runner()
-    store = open_store(f"sqlite:///{tmp_path}/hyp.db")
-    runner.run(store.open())
-    c = build(store, lab, cfg)
-    try:
+    with sync_client(tmp_path, lab, cfg) as (runner, store, c):
         csrf = runner.run(login(c, tokens["alice"]))
 
         @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
@@ -326,7 +324,3 @@ def test_malformed_new_forms_get_a_4xx_naming_the_field_and_store_nothing(tmp_pa
 
         search()
         assert runner.run(c.get("/ui/euiccs/new")).status_code == 200  # still serving
-    finally:
-        runner.run(c.aclose())
-        runner.run(store.close())
-        runner.close()

@@ -15,25 +15,18 @@ from eim.store import open_store
 from eim.store.logic import Q
 from eim.ui import session as ui_session
 from eim.ui.session import IDLE_S, MAX_AGE_S, TOUCH_S, Sessions
-from rsp.pki import create_lab_pki
 from tests.eim.test_api_auth import write_operators
-from tests.eim.test_ui import CSRF, EIDS, build, register
+from tests.eim.test_ui import CSRF, EIDS, build, operators_config, register, ui_lab
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    return create_lab_pki(tmp_path_factory.mktemp("pki"), curves=("nist",), eids=EIDS[:1])
+    return ui_lab(tmp_path_factory)
 
 
 @pytest.fixture
 def operators(tmp_path):
-    from eim.config import Config
-
-    path = tmp_path / "operators"
-    tokens = write_operators(path, alice="operator", grafana="read-only")
-    cfg = Config()
-    cfg.api.operators_file = str(path)
-    return cfg, tokens, path
+    return operators_config(tmp_path, alice="operator", grafana="read-only")
 
 
 async def rows(store) -> list[dict]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from smdpp import orders
 from smdpp.config import SmdppConfig
 from smdpp.server import running_server
 from tests.eim.helpers import Card
-from tests.eim.servers import EimServer, eim_command, write_config
+from tests.eim.servers import EimServer, device_secret, spawn_eim, write_config
 from tests.eim.test_serve import key_of
 from tests.eim.v10_ipa import V10Ipa, indirect_download
 from tests.services import free_port
@@ -92,35 +91,11 @@ secret_file = "{tmp / "device-secrets"}"
     env.pop("EIM_CONFIG", None)
     if tls:
         env.update(EIM_HTTP_TLS_CERT=str(lab.eimtls_cert_path), EIM_HTTP_TLS_KEY=str(lab.eimtls_key_path))
-    tokens = {}
-    for eid in EIDS:
-        out = subprocess.run(
-            [*eim_command(), "--config", str(cfg), "device-secret", "set", eid],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
-        assert out.returncode == 0, out.stderr
-        tokens[eid] = out.stdout.strip()
-    log = tmp / "eim.log"
-    with log.open("ab") as sink:
-        proc = subprocess.Popen([*eim_command(), "--config", str(cfg), "serve"], stdout=sink, stderr=sink, env=env)
-    server = EimServer(proc, port, cfg, log)
+    tokens = {eid: device_secret(cfg, eid, env) for eid in EIDS}
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(lab.ca_bundle_path)) if tls else False
-    eim = Eim(server, f"{'https' if tls else 'http'}://127.0.0.1:{port}", verify, tokens, certs)
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, f"eim serve exited:\n{server.log_text()[-3000:]}"
-        try:
-            if eim.api("GET", "/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError(f"eim serve not up:\n{server.log_text()[-3000:]}")
-        time.sleep(0.1)
+    server = spawn_eim(cfg, port, tmp / "eim.log", env, base_url=url, verify=verify)
+    eim = Eim(server, url, verify, tokens, certs)
     try:
         yield eim
     finally:

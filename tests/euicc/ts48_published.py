@@ -15,9 +15,7 @@ Two adjustments, both to the inputs of pycrate, never to the data files:
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -31,20 +29,12 @@ TS48_ICCID = "89000123456789012341"
 
 @cache
 def _profile_element():
-    from pycrate_asn1c.asnproc import GLOBAL, PycrateGenerator, compile_text, generate_modules
+    from tests.rsp.asn1_oracle import pycrate_module
 
     text = MODULE.read_text(encoding="utf-8").replace(
         "OF OCTET STRING (SIZE (6)) DEFAULT '000000000000'H", "OF OCTET STRING (SIZE (6)) OPTIONAL"
     )
-    GLOBAL.clear()
-    compile_text(text)
-    out = Path(tempfile.mkdtemp(prefix="saip-")) / "saip_pe_definitions.py"
-    generate_modules(PycrateGenerator, str(out))
-    GLOBAL.clear()
-    spec = importlib.util.spec_from_file_location(out.stem, out)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[out.stem] = module
-    spec.loader.exec_module(module)
+    module = pycrate_module(text, Path(tempfile.mkdtemp(prefix="saip-")) / "saip_pe_definitions.py")
     return module.PEDefinitions.ProfileElement
 
 

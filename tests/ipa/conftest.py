@@ -4,6 +4,7 @@ the scripted eIM peer on a real HTTP/CoAP/MQTT server, and an Agent wired to the
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,16 @@ def _no_blocking_state_writes_on_the_loop(caplog):
     yield
     blocking = [r.getMessage() for r in caplog.records if r.name == "ipa.state" and "blocking save()" in r.getMessage()]
     assert not blocking, blocking
+
+
+@pytest.fixture
+def smdp(lab_pki, tmp_path):
+    """A lab SM-DP+ on a free port (HTTPS), its data under ``tmp_path``."""
+    from smdpp.config import SmdppConfig
+    from smdpp.server import running_server
+
+    with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=lab_pki.root, port=0)) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +104,16 @@ class Rig:
         """A fresh card object from the state file (as after a power cycle / process restart)."""
         self.card = SoftEuicc.load(self.card.state_path)
         self.channel = LocalApduChannel(self.card)
+
+    @contextlib.asynccontextmanager
+    async def started(self, **kw) -> AsyncIterator[Agent]:
+        """The rig's agent, started, closed on exit."""
+        agent = self.agent(**kw)
+        await agent.start()
+        try:
+            yield agent
+        finally:
+            await agent.close()
 
 
 @pytest.fixture

@@ -10,24 +10,12 @@ from __future__ import annotations
 import pytest
 
 from ipa import messages as m
-from smdpp.config import SmdppConfig
-from smdpp.orders import create_order
-from smdpp.server import running_server
-from tests.ipa.peer import Es9Relay
-from tests.ipa.test_downloads import trigger
-
-
-@pytest.fixture
-def smdp(lab_pki, tmp_path):
-    with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=lab_pki.root, port=0)) as srv:
-        yield srv
+from tests.ipa.downloads import new_ac, relayed, trigger
 
 
 @pytest.mark.parametrize("binding", ["http", "coap"])
 async def test_come_back_later_at_initiate_authentication_reports_nothing(make_rig, smdp, binding):
     rig = await make_rig(binding, profiles=False)
-    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
-    rig.peer.relay = relay
     refused = []
 
     def first_initiate_refused(name: str, der: bytes) -> bool:
@@ -38,10 +26,8 @@ async def test_come_back_later_at_initiate_authentication_reports_nothing(make_r
 
     rig.peer.drop = first_initiate_refused
     rig.config.ipa.direct_download = False
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+    async with relayed(rig, smdp) as (agent, relay):
+        ac = new_ac(smdp)
         rig.peer.queue(trigger(ac, b"\x44"))
         await agent.poll_once()
         names = [r.name for r in rig.peer.received]
@@ -53,9 +39,6 @@ async def test_come_back_later_at_initiate_authentication_reports_nothing(make_r
         await agent.poll_once()
         assert [m.iccid_to_str(p.iccid) for p in rig.card.state.profiles] == ["8949000013000000011"]
         assert relay.calls == ["initiateAuthentication", "authenticateClient", "getBoundProfilePackage"]
-    finally:
-        await agent.close()
-        await relay.close()
 
 
 async def test_a_trigger_whose_outcome_was_reported_is_not_run_again(make_rig, smdp):
@@ -63,13 +46,9 @@ async def test_a_trigger_whose_outcome_was_reported_is_not_run_again(make_rig, s
     the download it was handed by a poll): the second copy is not run - no InitiateAuthentication naming a finished
     operation (the eIM would answer invalidEimTransactionId 52), no second report. The record survives a restart."""
     rig = await make_rig("http", profiles=False)
-    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
-    rig.peer.relay = relay
     rig.config.ipa.direct_download = False
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+    async with relayed(rig, smdp) as (agent, relay):
+        ac = new_ac(smdp)
         rig.peer.queue(trigger(ac, b"\x45"))
         await agent.poll_once()
         assert len(rig.card.state.profiles) == 1
@@ -80,9 +59,6 @@ async def test_a_trigger_whose_outcome_was_reported_is_not_run_again(make_rig, s
         after = [r.name for r in rig.peer.received][len(before) :]
         assert "initiateAuthenticationRequestEsipa" not in after and "provideEimPackageResult" not in after
         assert relay.calls == ["initiateAuthentication", "authenticateClient", "getBoundProfilePackage"]
-    finally:
-        await agent.close()
-        await relay.close()
     from ipa.state import StateStore
 
     assert StateStore(rig.config.ipa.state_file).load().finished_downloads == [b"\x45"]  # as after a restart
@@ -92,17 +68,10 @@ async def test_a_download_the_eim_deferred_is_not_recorded(make_rig, smdp):
     """Told to come back (503 at InitiateAuthentication): nothing reported, nothing recorded, so the same trigger
     handed out again runs (the test above this file's first one)."""
     rig = await make_rig("http", profiles=False)
-    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
-    rig.peer.relay = relay
     rig.peer.drop = lambda name, der: name == "initiateAuthenticationRequestEsipa"
     rig.config.ipa.direct_download = False
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+    async with relayed(rig, smdp) as (agent, _relay):
+        ac = new_ac(smdp)
         rig.peer.queue(trigger(ac, b"\x46"))
         await agent.poll_once()
         assert agent.store.state.finished_downloads == []
-    finally:
-        await agent.close()
-        await relay.close()

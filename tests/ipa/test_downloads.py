@@ -10,35 +10,16 @@ from ipa.codes import CancelSessionReason
 from ipa.procedures import direct_profile_download
 from ipa.procedures.profile_download import DownloadFailed, parse_activation_code
 from rsp import asn1, tlv
-from smdpp.config import SmdppConfig
 from smdpp.orders import create_order
-from smdpp.server import running_server
-from tests.ipa.peer import Es9Relay
-
-
-@pytest.fixture
-def smdp(lab_pki, tmp_path):
-    with running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=lab_pki.root, port=0)) as srv:
-        yield srv
-
-
-def trigger(ac: str, txid: bytes = b"\x11\x22") -> bytes:
-    return tlv.encode(0xBF54, tlv.encode(0xA0, tlv.encode(0x80, ac.encode())) + tlv.encode(0x82, txid))
-
-
-def order_state(smdp, ac: str) -> str:
-    return smdp.ctx.store.get(ac.split("$")[2]).state
+from tests.ipa.downloads import direct_only, install_directly, new_ac, order_state, relayed, trigger
 
 
 @pytest.mark.parametrize(("binding", "device"), [("http", "modem"), ("mqtt", "local"), ("coap", "modem")])
 async def test_direct_download_triggered_by_eim(make_rig, smdp, binding, device):
     rig = await make_rig(binding, profiles=False, device=device)
-    rig.config.es9.ca_file = str(smdp.ca_bundle)
-    rig.config.ipa.indirect_download = False
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+    direct_only(rig, smdp)
+    async with rig.started() as agent:
+        ac = new_ac(smdp)
         rig.peer.queue(trigger(ac))
         r = await agent.poll_once()
         assert r.package == "profileDownloadTriggerRequest"
@@ -53,35 +34,19 @@ async def test_direct_download_triggered_by_eim(make_rig, smdp, binding, device)
         assert kind == "profileDownloadTriggerResult" and res["eimTransactionId"] == b"\x11\x22"
         assert res["profileDownloadTriggerResultData"][0] == "profileInstallationResult"
         assert rig.card.state.notifications == []  # PIR removed after delivery
-    finally:
-        await agent.close()
 
 
 async def test_a_real_shape_ts48_package_installs_through_the_virtual_modem(make_rig, smdp):
     """Interop issue 14: a TS.48 generic test profile (ProfileHeader ICCID in plain digits, the published PE order)
     served by the lab SM-DP+ from a file, downloaded directly by the IPA through a Quectel-model virtual modem
     (which starts with AT+CMEE=0, bare ERROR), installs on the software eUICC byte for byte."""
-    from smdpp import profiles
     from tests.euicc.upp_sample import ts48_upp
 
     package = ts48_upp("8949449999999990007")
-    imported = profiles.import_upp(smdp.ctx.config.data_dir, package, service_provider_name="GSMA")
-    rig = await make_rig("http", profiles=False, device="modem", modem_model="EG25-G")
-    rig.config.es9.ca_file = str(smdp.ca_bundle)
-    rig.config.ipa.indirect_download = False
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile=imported.name, smdp_address=smdp.address).activation_code
-        rig.peer.queue(trigger(ac))
-        await agent.poll_once()
-        [installed] = rig.card.state.profiles
-        assert m.iccid_to_str(installed.iccid) == "8949449999999990007"
-        assert installed.elements == package and installed.service_provider_name == "GSMA"
-        assert order_state(smdp, ac) == "installed"
-        assert [(n.kind, n.verified) for n in smdp.ctx.store.notifications()] == [("pir", True)]
-    finally:
-        await agent.close()
+    rig = await install_directly(make_rig, smdp, package)  # order installed, PIR verified by the SM-DP+
+    [installed] = rig.card.state.profiles
+    assert m.iccid_to_str(installed.iccid) == "8949449999999990007"
+    assert installed.elements == package and installed.service_provider_name == "GSMA"
 
 
 @pytest.mark.parametrize(
@@ -89,12 +54,8 @@ async def test_a_real_shape_ts48_package_installs_through_the_virtual_modem(make
 )
 async def test_indirect_download_relayed_by_eim(make_rig, smdp, binding, device):
     rig = await make_rig(binding, profiles=False, device=device)
-    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
-    rig.peer.relay = relay
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+    async with relayed(rig, smdp) as (agent, relay):
+        ac = new_ac(smdp)
         rig.config.ipa.direct_download = False
         rig.peer.queue(trigger(ac, b"\x33"))
         await agent.poll_once()
@@ -112,9 +73,6 @@ async def test_indirect_download_relayed_by_eim(make_rig, smdp, binding, device)
         assert pir[0] == "pendingNotification" and pir[1][0] == "profileInstallationResult"
         assert rig.card.state.notifications == []
         assert relay.calls == ["initiateAuthentication", "authenticateClient", "getBoundProfilePackage"]
-    finally:
-        await agent.close()
-        await relay.close()
 
 
 async def test_trigger_without_download_data_is_relayed_with_the_eims_matching_id(make_rig, smdp):
@@ -122,12 +80,8 @@ async def test_trigger_without_download_data_is_relayed_with_the_eims_matching_i
     IPA goes indirect even though it could download directly, sends no SM-DP+ address, and builds ctxParams1 with
     the matchingId the eIM returns in InitiateAuthenticationOkEsipa."""
     rig = await make_rig("http", profiles=False)
-    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
-    rig.peer.relay = relay
     assert rig.config.ipa.direct_download  # it could go direct, but the trigger says otherwise
-    agent = rig.agent()
-    await agent.start()
-    try:
+    async with relayed(rig, smdp) as (agent, relay):
         order = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address)
         relay.download_data = (smdp.address, order.matching_id)
         rig.peer.queue(tlv.encode(0xBF54, tlv.encode(0x82, b"\x44")))
@@ -139,9 +93,6 @@ async def test_trigger_without_download_data_is_relayed_with_the_eims_matching_i
         pir = asn1.decode("EsipaMessageFromIpaToEim", rig.peer.notifications[-1])[1]
         assert pir[0] == "pendingNotification" and pir[1][0] == "profileInstallationResult"
         assert order_state(smdp, order.activation_code) == "downloaded"  # the eIM forwards the PIR, not the IPA
-    finally:
-        await agent.close()
-        await relay.close()
 
 
 async def test_activation_code_goes_direct_even_when_the_eim_offers_indirect(make_rig, smdp):
@@ -149,32 +100,21 @@ async def test_activation_code_goes_direct_even_when_the_eim_offers_indirect(mak
     the eIM configuration's indirectProfileDownload says; nothing is relayed."""
     rig = await make_rig("http", profiles=False)
     rig.config.es9.ca_file = str(smdp.ca_bundle)
-    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
-    rig.peer.relay = relay
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+    async with relayed(rig, smdp) as (agent, relay):
+        ac = new_ac(smdp)
         rig.peer.queue(trigger(ac, b"\x55"))
         await agent.poll_once()
         names = [r.name for r in rig.peer.received]
         assert "initiateAuthenticationRequestEsipa" not in names and relay.calls == []
         assert order_state(smdp, ac) == "installed"
-    finally:
-        await agent.close()
-        await relay.close()
 
 
 async def test_indirect_download_eim_error_cancels_session(make_rig, smdp):
     rig = await make_rig("http", profiles=False)
-    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
-    relay.fail["getBoundProfilePackage"] = 6  # downloadOrderExpired
-    rig.peer.relay = relay
     rig.config.ipa.direct_download = False
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+    async with relayed(rig, smdp) as (agent, relay):
+        relay.fail["getBoundProfilePackage"] = 6  # downloadOrderExpired
+        ac = new_ac(smdp)
         rig.peer.queue(trigger(ac))
         await agent.poll_once()
         cancel = next(r for r in rig.peer.received if r.name == "cancelSessionRequestEsipa")
@@ -183,81 +123,55 @@ async def test_indirect_download_eim_error_cancels_session(make_rig, smdp):
         assert tlv.find(signed, 0x82).value == bytes([CancelSessionReason.undefinedReason])  # reason [2]
         assert relay.calls[-1] == "cancelSession"
         assert rig.card.state.profiles == []
-    finally:
-        await agent.close()
-        await relay.close()
 
 
 async def test_indirect_download_eim_unreachable_cancels_with_timeout(make_rig, smdp):
     rig = await make_rig("http", profiles=False)
-    relay = Es9Relay(smdp.base_url, str(smdp.ca_bundle))
-    rig.peer.relay = relay
     rig.peer.drop = lambda name, der: name == "getBoundProfilePackageRequestEsipa"
     rig.config.ipa.direct_download = False
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
+    async with relayed(rig, smdp) as (agent, relay):
+        ac = new_ac(smdp)
         rig.peer.queue(trigger(ac))
         await agent.poll_once()
         cancel = next(r for r in rig.peer.received if r.name == "cancelSessionRequestEsipa")
         signed = tlv.find(tlv.encode(0xBF41, tlv.find(cancel.der, 0xA1).value), 0xA0, 0x30)
         assert tlv.find(signed, 0x82).value == bytes([CancelSessionReason.timeout])
         assert relay.calls[-1] == "cancelSession" and rig.card.state.profiles == []
-    finally:
-        await agent.close()
-        await relay.close()
 
 
 async def test_direct_download_missing_confirmation_code_postponed(make_rig, smdp):
     rig = await make_rig("http", profiles=False)
     rig.config.es9.ca_file = str(smdp.ca_bundle)
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(
-            smdp.ctx.store, profile="small", smdp_address=smdp.address, confirmation_code="1234"
-        ).activation_code
+    async with rig.started() as agent:
+        ac = new_ac(smdp, confirmation_code="1234")
         with pytest.raises(DownloadFailed) as err:
             await direct_profile_download.download(agent.ctx, parse_activation_code(ac))
         assert err.value.step == "PrepareDownload" and err.value.cancel_reason == CancelSessionReason.postponed
         assert rig.card.state.profiles == []
         # with the code it works
-        ac2 = create_order(
-            smdp.ctx.store, profile="small", smdp_address=smdp.address, confirmation_code="1234"
-        ).activation_code
+        ac2 = new_ac(smdp, confirmation_code="1234")
         pir = await direct_profile_download.download(agent.ctx, parse_activation_code(ac2), "1234")
         assert pir.success and order_state(smdp, ac2) == "installed"
         assert order_state(smdp, ac) != "installed"
-    finally:
-        await agent.close()
 
 
 async def test_direct_download_unreachable_smdp_names_the_step(make_rig):
     rig = await make_rig("http", profiles=False)
-    agent = rig.agent()
-    await agent.start()
-    try:
+    async with rig.started() as agent:
         with pytest.raises(DownloadFailed) as err:
             await direct_profile_download.download(agent.ctx, parse_activation_code("1$127.0.0.1:1$X"))
         assert err.value.step == "initiateAuthentication"
-    finally:
-        await agent.close()
 
 
 async def test_immediate_enable_after_download_announced_with_cause_5(make_rig, smdp):
     rig = await make_rig("http", device="modem")
-    rig.config.es9.ca_file = str(smdp.ca_bundle)
-    rig.config.ipa.indirect_download = False
+    direct_only(rig, smdp)
     rig.config.ipa.immediate_enable = True
-    agent = rig.agent()
-    await agent.start()
-    try:
+    async with rig.started() as agent:
         # the eIM allows immediate enabling (PSMO configureImmediateEnable with the flag)
         rig.peer.queue(rig.peer.psmo(tlv.encode(0xA7, b"\x80\x00")))
         await agent.poll_once()
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
-        rig.peer.queue(trigger(ac))
+        rig.peer.queue(trigger(new_ac(smdp)))
         await agent.poll_once()
         new = next(p for p in rig.card.state.profiles if m.iccid_to_str(p.iccid) == "8949000013000000011")
         assert new.state == 1  # enabled right after the download
@@ -266,8 +180,6 @@ async def test_immediate_enable_after_download_announced_with_cause_5(make_rig, 
         assert agent.store.state.state_change is None
         req = [r for r in rig.peer.received if r.name == "getEimPackageRequest"][-1].value
         assert req["notifyStateChange"] is None and req["stateChangeCause"] == 5
-    finally:
-        await agent.close()
 
 
 async def test_failed_installation_reported_with_its_error_pir(make_rig, smdp):
@@ -275,13 +187,9 @@ async def test_failed_installation_reported_with_its_error_pir(make_rig, smdp):
     from tests.ipa.conftest import seed_profiles
 
     seed_profiles(rig.card, enabled=None, others=("8949000013000000011",))  # the ICCID the order will carry
-    rig.config.es9.ca_file = str(smdp.ca_bundle)
-    rig.config.ipa.indirect_download = False
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address).activation_code
-        rig.peer.queue(trigger(ac, b"\x44"))
+    direct_only(rig, smdp)
+    async with rig.started() as agent:
+        rig.peer.queue(trigger(new_ac(smdp), b"\x44"))
         await agent.poll_once()
         v = asn1.decode("EsipaMessageFromIpaToEim", rig.peer.results[-1])[1]
         kind, res = v["eimPackageResult"]
@@ -292,5 +200,3 @@ async def test_failed_installation_reported_with_its_error_pir(make_rig, smdp):
         assert final[0] == "errorResult" and final[1]["errorReason"] == 9  # iccidAlreadyExistsOnEuicc
         assert [n.kind for n in smdp.ctx.store.notifications()] == ["pir"]  # the SM-DP+ got the error PIR too
         assert len(rig.card.state.profiles) == 1
-    finally:
-        await agent.close()

@@ -5,11 +5,13 @@ after an enable (re-open, still delivered), the process dies between LoadEuiccPa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +21,35 @@ from firmware_bridge.at import AtEngine
 from firmware_bridge.channel import AtApduChannel
 from firmware_bridge.virtual_modem import VirtualModem
 from ipa import messages as m
+from ipa.agent import Agent
 from ipa.procedures import euicc_package
 from ipa.procedures.eim_package_retrieval import Outcome
 from ipa.state import StateStore
 from rsp import asn1
 from tests.ipa.conftest import ICCID_A, ICCID_B
+
+
+async def crash_in_package(monkeypatch, agent, point: str) -> None:
+    """The agent's next poll runs the queued package and the IPA "crashes" at ``point`` (``euicc_package.crash_hook``
+    raises); the hook is gone afterwards, as in the next process. Nothing is closed cleanly."""
+
+    def crash(at):
+        if at == point:
+            raise euicc_package.CrashPoint(at)
+
+    monkeypatch.setattr(euicc_package, "crash_hook", crash)
+    with pytest.raises(euicc_package.CrashPoint):
+        await agent.poll_once()
+    monkeypatch.setattr(euicc_package, "crash_hook", None)
+
+
+@contextlib.asynccontextmanager
+async def restarted(rig) -> AsyncIterator[Agent]:
+    """The next process: the card reloaded from its state file, a new agent started (closed on exit)."""
+    rig.reload_card()
+    async with rig.started() as again:
+        yield again
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,21 +147,11 @@ async def test_crash_between_load_and_provide_delivered_exactly_once(make_rig, p
     agent = rig.agent()
     await agent.start()
 
-    def crash(at):
-        if at == point:
-            raise euicc_package.CrashPoint(at)
-
-    monkeypatch.setattr(euicc_package, "crash_hook", crash)
     rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
-    with pytest.raises(euicc_package.CrashPoint):
-        await agent.poll_once()
+    await crash_in_package(monkeypatch, agent, point)
     # the process is gone: nothing is closed cleanly, the card keeps its state file
-    monkeypatch.setattr(euicc_package, "crash_hook", None)
     assert rig.peer.results == []
-    rig.reload_card()
-    again = rig.agent()
-    await again.start()
-    try:
+    async with restarted(rig) as again:
         await again.poll_once()
         await again.poll_once()
         assert len(rig.peer.results) == 1 and rig.peer.epr_verified == [True]
@@ -143,8 +159,6 @@ async def test_crash_between_load_and_provide_delivered_exactly_once(make_rig, p
         assert states(rig.card) == {ICCID_A: 0, ICCID_B: 1}
         assert again.store.state.results == [] and again.store.state.inflight is None
         assert rig.card.state.notifications == []
-    finally:
-        await again.close()
 
 
 async def test_cancelled_during_delivery_then_restart_delivers_once(make_rig):
@@ -169,14 +183,9 @@ async def test_cancelled_during_delivery_then_restart_delivers_once(make_rig):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(StateStore(rig.config.ipa.state_file).load().results) == 1
-    rig.reload_card()
-    again = rig.agent()
-    await again.start()
-    try:
+    async with restarted(rig) as again:
         await again.poll_once()
         assert len(rig.peer.results) == 1 and again.store.state.results == []
-    finally:
-        await again.close()
 
 
 async def test_sigkill_of_ipa_run_then_restart_delivers_exactly_once(make_rig, tmp_path):
@@ -244,15 +253,8 @@ async def test_lost_state_file_card_epr_list_is_the_second_source(make_rig, monk
     await agent.poll_once()  # delivered, not acknowledged: stays on the card, remembered as delivered
     assert len(rig.peer.results) == 2
 
-    def crash(at):
-        if at == "after_queue":
-            raise euicc_package.CrashPoint(at)
-
-    monkeypatch.setattr(euicc_package, "crash_hook", crash)
     rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
-    with pytest.raises(euicc_package.CrashPoint):
-        await agent.poll_once()
-    monkeypatch.setattr(euicc_package, "crash_hook", None)
+    await crash_in_package(monkeypatch, agent, "after_queue")
     # restart with the state intact: the unacknowledged result of package 2 is not sent again
     rig.reload_card()
     again = rig.agent()
@@ -275,20 +277,10 @@ async def test_lost_state_file_after_crash_delivers_from_the_card(make_rig, monk
     agent = rig.agent()
     await agent.start()
 
-    def crash(at):
-        if at == "after_queue":
-            raise euicc_package.CrashPoint(at)
-
-    monkeypatch.setattr(euicc_package, "crash_hook", crash)
     rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B)))
-    with pytest.raises(euicc_package.CrashPoint):
-        await agent.poll_once()
-    monkeypatch.setattr(euicc_package, "crash_hook", None)
+    await crash_in_package(monkeypatch, agent, "after_queue")
     replace_state(rig.config.ipa.state_file, b"\xff garbage")  # damaged state file
-    rig.reload_card()
-    again = rig.agent()
-    await again.start()
-    try:
+    async with restarted(rig) as again:
         await again.poll_once()
         await again.poll_once()
         assert len(rig.peer.results) == 1 and rig.peer.epr_verified == [True]
@@ -296,8 +288,6 @@ async def test_lost_state_file_after_crash_delivers_from_the_card(make_rig, monk
         assert rig.peer.result_kinds() == ["euiccPackageResult"]  # the EPR from the card's list...
         assert len(rig.peer.notifications) == 2  # ...and the disable/enable notifications by HandleNotification
         assert rig.card.state.notifications == []
-    finally:
-        await again.close()
 
 
 class FlakyChannel:
@@ -366,21 +356,11 @@ async def test_recovery_without_transaction_id_never_takes_an_older_result(make_
     epr_older = await agent.es10.load_euicc_package(older)  # behind the IPA's back: the state never saw it
     assert epr_older.eim_transaction_id is None and epr_older.counter_value == 1
 
-    def crash(at):
-        if at == point:
-            raise euicc_package.CrashPoint(at)
-
-    monkeypatch.setattr(euicc_package, "crash_hook", crash)
     rig.peer.queue(rig.peer.psmo(rig.peer.enable(ICCID_B), with_txid=False))  # counter 2, no eimTransactionId
-    with pytest.raises(euicc_package.CrashPoint):
-        await agent.poll_once()
-    monkeypatch.setattr(euicc_package, "crash_hook", None)
+    await crash_in_package(monkeypatch, agent, point)
     inflight = StateStore(rig.config.ipa.state_file).load().inflight
     assert inflight is not None and inflight["counter"] == 2 and inflight["txid"] is None
-    rig.reload_card()
-    again = rig.agent()
-    await again.start()
-    try:
+    async with restarted(rig) as again:
         await again.poll_once()
         await again.poll_once()
         # the package of counter 2 ran exactly once and its own result went to the eIM; the older result of
@@ -399,8 +379,6 @@ async def test_recovery_without_transaction_id_never_takes_an_older_result(make_
         assert rig.peer.epr_verified == [True, True]
         assert again.store.state.results == [] and again.store.state.inflight is None
         assert rig.card.state.notifications == []
-    finally:
-        await again.close()
 
 
 def epr_counter(der: bytes) -> int:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from ipa import messages as m
 from rsp import tlv
-from smdpp import profiles
-from smdpp.orders import create_order
 from tests.euicc.ts48_published import TS48, TS48_ICCID, ts48_der, values
-from tests.ipa.test_downloads import order_state, smdp, trigger  # noqa: F401 (fixture)
+from tests.ipa.downloads import install_directly
 
 
 def test_the_published_text_becomes_the_published_package():
@@ -25,22 +23,9 @@ def test_the_published_text_becomes_the_published_package():
     assert tlv.find(header, 0x82).value == b"GSMA Generic eUICC Test Profile"
 
 
-async def test_the_published_ts48_profile_installs_through_the_virtual_modem(make_rig, smdp):  # noqa: F811
+async def test_the_published_ts48_profile_installs_through_the_virtual_modem(make_rig, smdp):
     package = ts48_der()
-    imported = profiles.import_upp(smdp.ctx.config.data_dir, package, service_provider_name="GSMA")
-    rig = await make_rig("http", profiles=False, device="modem", modem_model="EG25-G")
-    rig.config.es9.ca_file = str(smdp.ca_bundle)
-    rig.config.ipa.indirect_download = False
-    agent = rig.agent()
-    await agent.start()
-    try:
-        ac = create_order(smdp.ctx.store, profile=imported.name, smdp_address=smdp.address).activation_code
-        rig.peer.queue(trigger(ac))
-        await agent.poll_once()
-        [installed] = rig.card.state.profiles
-        assert m.iccid_to_str(installed.iccid) == TS48_ICCID
-        assert installed.elements == package and installed.service_provider_name == "GSMA"
-        assert order_state(smdp, ac) == "installed"
-        assert [(n.kind, n.verified) for n in smdp.ctx.store.notifications()] == [("pir", True)]
-    finally:
-        await agent.close()
+    rig = await install_directly(make_rig, smdp, package)  # order installed, PIR verified by the SM-DP+
+    [installed] = rig.card.state.profiles
+    assert m.iccid_to_str(installed.iccid) == TS48_ICCID
+    assert installed.elements == package and installed.service_provider_name == "GSMA"

@@ -93,14 +93,18 @@ def _patched(text: str) -> str:
 @cache
 def compiled():
     """The generated pycrate module (one attribute per ASN.1 module), compiled once per process."""
-    from pycrate_asn1c.asnproc import GLOBAL, PycrateGenerator, compile_text, generate_modules
-
     files = sorted(ASN1_DIR.glob("*.asn"))
     texts = [_patched(f.read_text(encoding="utf-8")) for f in files]
     digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
+    return pycrate_module(texts, Path(tempfile.mkdtemp(prefix="asn1-oracle-")) / f"oracle_{digest}.py")
+
+
+def pycrate_module(texts: str | list[str], out: Path):
+    """The ASN.1 module text(s) compiled by pycrate into the Python module ``out``, imported."""
+    from pycrate_asn1c.asnproc import GLOBAL, PycrateGenerator, compile_text, generate_modules
+
     GLOBAL.clear()
     compile_text(texts)
-    out = Path(tempfile.mkdtemp(prefix="asn1-oracle-")) / f"oracle_{digest}.py"
     generate_modules(PycrateGenerator, str(out))
     GLOBAL.clear()
     spec = importlib.util.spec_from_file_location(out.stem, out)

@@ -95,20 +95,27 @@ def hand_cert(subject: bytes, issuer: bytes, key, issuer_key, extensions: list[b
     return T(0x30, tbs + ECDSA_SHA256 + T(0x03, b"\x00" + sig))
 
 
-def attacker_eum(ci_cert: x509.Certificate, ci_key, eum_key, *, permitted: str = "89049033", org="Attacker EUM"):
-    nc_subtree = T(0x30, T(0xA4, name((ORG, org), (SERIAL, permitted))))  # GeneralSubtree { directoryName [4] }
+def eum_cert(ci_cert: x509.Certificate, ci_key, eum_key, org: str, name_constraints: bytes, *more: bytes):
+    """An EUM certificate of O=``org`` signed by the CI: CA (pathLen 0), keyCertSign + cRLSign, id-rspRole-eum,
+    its key identifiers, the nameConstraints value ``name_constraints`` (critical), then the extensions ``more``."""
     exts = [
         ext("2.5.29.19", T(0x30, T(0x01, b"\xff") + T(0x02, b"\x00")), critical=True),  # CA, pathLen 0
         ext("2.5.29.15", T(0x03, b"\x01\x06"), critical=True),  # keyCertSign, cRLSign
         ext("2.5.29.32", T(0x30, T(0x30, oid("2.23.146.1.2.1.2"))), critical=True),  # id-rspRole-eum
         ext("2.5.29.14", T(0x04, ski(eum_key.public_key()))),
         ext("2.5.29.35", T(0x30, T(0x80, ski(ci_cert.public_key())))),
-        ext("2.5.29.30", T(0x30, T(0xA0, nc_subtree)), critical=True),  # nameConstraints permittedSubtrees
-        ext(PERMITTED_EINS_OID, T(0x30, T(0x13, permitted.encode()))),
+        ext("2.5.29.30", name_constraints, critical=True),
+        *more,
     ]
     issuer = ci_cert.subject.public_bytes()
     der = hand_cert(name((ORG, org), (CN, "EUM")), issuer, eum_key.public_key(), ci_key, exts)
     return x509.load_der_x509_certificate(der)
+
+
+def attacker_eum(ci_cert: x509.Certificate, ci_key, eum_key, *, permitted: str = "89049033", org="Attacker EUM"):
+    nc_subtree = T(0x30, T(0xA4, name((ORG, org), (SERIAL, permitted))))  # GeneralSubtree { directoryName [4] }
+    permitted_eins = ext(PERMITTED_EINS_OID, T(0x30, T(0x13, permitted.encode())))
+    return eum_cert(ci_cert, ci_key, eum_key, org, T(0x30, T(0xA0, nc_subtree)), permitted_eins)  # permittedSubtrees
 
 
 def euicc_under(eum: x509.Certificate, eum_key, eid: str, org: str = "Attacker EUM") -> x509.Certificate:
@@ -169,21 +176,10 @@ def test_organisation_must_match_the_name_constraint(ci, attacker):
 def test_both_forms_must_hold_when_both_are_present(ci):
     """nameConstraints permit 89049033 but permittedEins only 89049034: an EID in one form only is refused."""
     eum_key = ec.generate_private_key(ec.SECP256R1())
-    good = attacker_eum(ci[0], ci[1], eum_key)
-    # re-issue with a different permittedEins by hand: swap the last extension
+    # attacker_eum's certificate with a different permittedEins
     nc_subtree = T(0x30, T(0xA4, name((ORG, "Attacker EUM"), (SERIAL, "89049033"))))
-    exts = [
-        ext("2.5.29.19", T(0x30, T(0x01, b"\xff") + T(0x02, b"\x00")), critical=True),
-        ext("2.5.29.15", T(0x03, b"\x01\x06"), critical=True),
-        ext("2.5.29.32", T(0x30, T(0x30, oid("2.23.146.1.2.1.2"))), critical=True),
-        ext("2.5.29.14", T(0x04, ski(eum_key.public_key()))),
-        ext("2.5.29.35", T(0x30, T(0x80, ski(ci[0].public_key())))),
-        ext("2.5.29.30", T(0x30, T(0xA0, nc_subtree)), critical=True),
-        ext(PERMITTED_EINS_OID, T(0x30, T(0x13, b"89049034"))),
-    ]
-    eum = x509.load_der_x509_certificate(
-        hand_cert(good.subject.public_bytes(), ci[0].subject.public_bytes(), eum_key.public_key(), ci[1], exts)
-    )
+    other_eins = ext(PERMITTED_EINS_OID, T(0x30, T(0x13, b"89049034")))
+    eum = eum_cert(ci[0], ci[1], eum_key, "Attacker EUM", T(0x30, T(0xA0, nc_subtree)), other_eins)
     card = euicc_under(eum, eum_key, in_range_eid())
     with pytest.raises(ChainError, match="permittedEins 89049034"):
         verify_chain(card, [eum], [ci[0]], Role.EUICC)
@@ -204,17 +200,7 @@ def test_eum_without_a_range_vouches_for_no_eid(ci):
 def test_excluded_subtree_is_honoured(ci):
     eum_key = ec.generate_private_key(ec.SECP256R1())
     sub = lambda s: T(0x30, T(0xA4, name((ORG, "X"), (SERIAL, s))))  # noqa: E731
-    exts = [
-        ext("2.5.29.19", T(0x30, T(0x01, b"\xff") + T(0x02, b"\x00")), critical=True),
-        ext("2.5.29.15", T(0x03, b"\x01\x06"), critical=True),
-        ext("2.5.29.32", T(0x30, T(0x30, oid("2.23.146.1.2.1.2"))), critical=True),
-        ext("2.5.29.14", T(0x04, ski(eum_key.public_key()))),
-        ext("2.5.29.35", T(0x30, T(0x80, ski(ci[0].public_key())))),
-        ext("2.5.29.30", T(0x30, T(0xA0, sub("8904")) + T(0xA1, sub("89049032"))), critical=True),
-    ]
-    eum = x509.load_der_x509_certificate(
-        hand_cert(name((ORG, "X"), (CN, "EUM")), ci[0].subject.public_bytes(), eum_key.public_key(), ci[1], exts)
-    )
+    eum = eum_cert(ci[0], ci[1], eum_key, "X", T(0x30, T(0xA0, sub("8904")) + T(0xA1, sub("89049032"))))
     with pytest.raises(EidRangeError, match="excluded"):
         check_eid_in_range(SGP23_EID1, eum)
     assert check_eid_in_range(in_range_eid(), eum).permitted[0].prefix == "8904"
@@ -442,17 +428,7 @@ def test_the_organisation_refusal_names_every_organisation_the_matching_subtrees
     certificate of O=Gamma is refused, naming the first matching prefix and both organisations, sorted."""
     eum_key = ec.generate_private_key(ec.SECP256R1())
     sub = lambda o, s: T(0x30, T(0xA4, name((ORG, o), (SERIAL, s))))  # noqa: E731
-    exts = [
-        ext("2.5.29.19", T(0x30, T(0x01, b"\xff") + T(0x02, b"\x00")), critical=True),
-        ext("2.5.29.15", T(0x03, b"\x01\x06"), critical=True),
-        ext("2.5.29.32", T(0x30, T(0x30, oid("2.23.146.1.2.1.2"))), critical=True),
-        ext("2.5.29.14", T(0x04, ski(eum_key.public_key()))),
-        ext("2.5.29.35", T(0x30, T(0x80, ski(ci[0].public_key())))),
-        ext("2.5.29.30", T(0x30, T(0xA0, sub("Beta", "89049033") + sub("Alpha", "8904"))), critical=True),
-    ]
-    eum = x509.load_der_x509_certificate(
-        hand_cert(name((ORG, "Alpha"), (CN, "EUM")), ci[0].subject.public_bytes(), eum_key.public_key(), ci[1], exts)
-    )
+    eum = eum_cert(ci[0], ci[1], eum_key, "Alpha", T(0x30, T(0xA0, sub("Beta", "89049033") + sub("Alpha", "8904"))))
     eid = in_range_eid()
     assert check_eid_in_range(eid, eum, euicc_under(eum, eum_key, eid, org="Alpha")).present
     with pytest.raises(EidRangeError) as err:
