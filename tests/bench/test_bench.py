@@ -275,6 +275,8 @@ def test_psmo_tiny():
     assert len(sec.figures["disk"]) == 2 and all(d["rate"] > 0 for d in sec.figures["disk"])
     assert any(line.startswith("- Bar, signed PSMO round trips") for line in sec.lines)
     assert any(line.startswith("- before/after: eIM vs eIM HEAD") for line in sec.lines)
+
+
 def test_smdpp_workers_tiny():
     from bench.es9_load import run
 
