@@ -217,8 +217,11 @@ def _daemon_line(d: dict[str, Any]) -> str:
         stopped = f" at {d['stopped']}" if d.get("stopped") else ""
         return f"{d['note']}{stopped}{state}"
     binding = f", {d['binding']} to {d['eimUrl']}" if d.get("binding") else ""
+    # The status file is rewritten only when the view changes, so lastPoll.at is when this outcome was first seen,
+    # not the latest poll: no time for it here (the latest eIM contact is "last contact", from the state file).
     last = d.get("lastPoll") or {}
-    poll = f", last poll {last.get('outcome')} at {last.get('at')}" if last else ""
+    detail = f" ({last['detail']})" if last.get("detail") else ""
+    poll = f", polls {last.get('outcome')}{detail}" if last else ""
     return f"running (pid {d['pid']}), {d['state']} since {d['since']}{binding}{poll}"
 
 

@@ -190,3 +190,40 @@ async def test_ipa_status_shows_the_running_daemon_then_stopped_then_killed(make
 @pytest.mark.parametrize("eid", [EID, EID_TEXT.lower()])
 def test_status_path_is_per_eid(tmp_path, eid):
     assert status_path(tmp_path / "s.cbor", eid).name == f"status-{EID_TEXT}.json"
+
+
+def test_status_text_says_idle_since_and_last_contact_not_a_stale_last_poll_time(tmp_path):
+    """An idle daemon rewrites its status file only when its view changes, so the file's ``lastPoll.at`` is the
+    first idle poll, not the latest. ``ipa status`` printed ``last poll idle at <that time>``, hours old on a
+    healthy daemon; it says ``idle since`` that time and takes the last contact from the state file."""
+    import datetime
+
+    from ipa.state import IpaState, encode_state
+    from ipa.status import write_status
+
+    def iso(t: float) -> str:
+        return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")
+
+    became_idle, last_contact = 1765090000.0, 1765097200.0  # two hours of idle polls since the view last changed
+    state = tmp_path / "state.cbor"
+    state.write_bytes(encode_state(IpaState(eid=EID, last_contact=last_contact)))
+    me = os.getpid()  # a live process with its own start time: the daemon shows as running
+    view = {"v": 1, "pid": me, "pidStart": process_start(me), "eid": EID_TEXT, "state": "idle", "since": became_idle}
+    view |= {"updated": became_idle, "binding": "http", "eimUrl": "http://eim.example", "failures": 0}
+    view |= {"nextPoll": None, "queue": [], "inflight": None, "stopped": None}
+    view["lastPoll"] = {"outcome": "idle", "detail": "noEimPackageAvailable", "at": became_idle}
+    write_status(status_path(state, EID), view)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ipa.cli", "--state", str(state), "status"],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("IPA_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"last contact  {iso(last_contact)}" in proc.stdout
+    daemon = next(line for line in proc.stdout.splitlines() if line.startswith("daemon"))
+    assert f"running (pid {me}), idle since {iso(became_idle)}" in daemon
+    assert "polls idle (noEimPackageAvailable)" in daemon
+    assert daemon.count(iso(became_idle)) == 1 and " at " not in daemon, daemon  # no "last poll idle at <then>"
