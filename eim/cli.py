@@ -2,7 +2,8 @@
 
     eim serve [--config FILE] [--insecure-no-operator-auth]
     eim [--url URL] [--token TOKEN] [--json] euicc register EID [--association-token N] [--counter N] ...
-    eim euicc list [--label KEY=VALUE ...] | show EID | label EID [KEY=VALUE ...] [--unset KEY] | remove EID [--force]
+    eim euicc list [--label KEY=VALUE ...] [--state S] | show EID
+    eim euicc label EID [KEY=VALUE ...] [--unset KEY] | remove EID [--force]
     eim op create EID KIND [--params JSON|@FILE] [--activation-code AC] [--validity SECONDS] [--not-before ISO]
     eim op list [--eid EID] [--status S] [--kind K] [--batch ID] [--limit N] | show ID | cancel ID
     eim batch create KIND (--eid EID ... | --eids-file FILE) [--params ...] | show ID | cancel ID
@@ -38,6 +39,7 @@ from rsp import cli_contract as cc
 
 KINDS = ("psmo", "eco", "download", "euicc_data")
 STATUSES = ("queued", "in_progress", "done", "failed", "expired", "cancelled")
+EUICC_STATES = ("never_seen", "seen_1h", "seen_24h", "stale")  # GET /v1/euiccs?state= (eim.api.fleet)
 
 
 class CliError(Exception):
@@ -196,6 +198,8 @@ def cmd_euicc(args: argparse.Namespace, api: Api) -> int:
         params: dict[str, Any] = {"limit": 1000}
         if args.label:
             params["label"] = list(args.label)
+        if args.state:
+            params["state"] = args.state
         for e in paged(api, "/v1/euiccs", "list eUICCs", params, None, what="eUICCs"):
             emit(args, e, euicc_line(e))
     elif args.action == "label":
@@ -443,6 +447,11 @@ def parser() -> argparse.ArgumentParser:
     reg.add_argument("--label", action="append", help="key=value (repeatable)")
     el = e.add_parser("list", help="list registered eUICCs")
     el.add_argument("--label", action="append", help="key=value (repeatable: all must match)")
+    el.add_argument(
+        "--state",
+        choices=EUICC_STATES,
+        help="last contact: never seen, seen within 1 h / 24 h, or stale (no poll within its expected interval)",
+    )
     show = e.add_parser("show", help="one eUICC")
     show.add_argument("eid")
     lab = e.add_parser("label", help="set (key=value) or remove (--unset KEY) labels of an eUICC")

@@ -45,7 +45,7 @@ SYNOPSES: list[tuple[DocCommand, list[list[str]], list[str]]] = [
         [],
     ),
     (
-        S("eim.md", "eim euicc list [--label k=v ...] | show EID"),
+        S("eim.md", "eim euicc list [--label k=v ...] [--state S] | show EID"),
         [["eim", "euicc", "list"], ["eim", "euicc", "show"]],
         [],
     ),

@@ -191,3 +191,18 @@ def test_cli_exit_codes(capsys):
     assert main(["--url", f"http://127.0.0.1:{CLOSED_PORT}", "--json", "notification", "list"]) == 3
     out, err = capsys.readouterr()
     assert '"exit":3' in out and "cannot reach the eIM" in err
+
+
+def test_cli_euicc_list_state_is_validated_before_the_eim_is_asked(capsys):
+    """``eim euicc list --state`` takes the states of ``GET /v1/euiccs?state=`` and nothing else: a usage error
+    (exit 2) naming the option, without a request (the eIM's port is closed: reaching for it would be exit 3)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--url", f"http://127.0.0.1:{CLOSED_PORT}", "euicc", "list", "--state", "seen_2h"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--state" in err and "invalid choice: 'seen_2h'" in err
+    assert main(["--url", f"http://127.0.0.1:{CLOSED_PORT}", "euicc", "list", "--state", "stale"]) == 3
+    assert "list eUICCs: cannot reach the eIM" in capsys.readouterr().err
+    from eim.api.fleet import STATES
+    from eim.cli import EUICC_STATES
+
+    assert EUICC_STATES == STATES  # the same choices as the API's filter

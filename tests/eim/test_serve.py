@@ -200,6 +200,11 @@ def test_curl_and_cli(store_url, lab, tmp_path):
         assert r.returncode == 0 and "refused" in r.stdout
         r = run_cli(server, "euicc", "list")
         assert r.returncode == 0 and eid in r.stdout
+        # --state mirrors GET /v1/euiccs?state=: the eUICC polled above is seen, not never seen
+        r = run_cli(server, "--json", "euicc", "list", "--state", "seen_1h", "--label", "site=lab")
+        assert r.returncode == 0 and [e["eid"] for e in json_items(r.stdout)] == [eid], r.stderr
+        r = run_cli(server, "--json", "euicc", "list", "--state", "never_seen")
+        assert r.returncode == 0 and json_items(r.stdout) == [], r.stderr
         # errors: the eIM's message, and exit codes 1 (refused) / 2 (usage) / 3 (unreachable)
         r = run_cli(server, "euicc", "register", "1234")
         assert r.returncode == 1 and "must be 32 decimal digits" in r.stderr
