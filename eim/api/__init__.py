@@ -18,7 +18,7 @@ import logging
 import math
 import re
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -343,16 +343,50 @@ def create_api(
         batch_id: str | None = None,
         limit: int = Query(100, ge=1, le=1000),
         cursor: str | None = Query(None, description="the 'next' value of the previous page"),
+        order: Literal["asc", "desc"] = Query("asc", description="asc: oldest first; desc: newest first"),
     ):
-        after = _int_cursor("operations", cursor)
+        name = "operations" if order == "asc" else "operations.desc"  # a cursor pages in the order it was made in
+        after = _int_cursor(name, cursor)
         if eid is not None:
             eid = _eid(eid)
         if batch_id is not None:
             _check_uuid(batch_id, "batch")
+        desc = order == "desc"
         ops = await store.list_operations(
-            eid=eid, status=status, kind=kind, batch_id=batch_id, limit=limit, after_seq=after
+            eid=eid, status=status, kind=kind, batch_id=batch_id, limit=limit, after_seq=after, descending=desc
         )
-        return page(request, [operation_view(o) for o in ops], limit, "operations", ops[-1].seq if ops else None)
+        return page(request, [operation_view(o) for o in ops], limit, name, ops[-1].seq if ops else None)
+
+    @app.get(
+        "/v1/euiccs/{eid}/audit",
+        tags=["eUICCs"],
+        summary="One eUICC's audit trail (kept after the eUICC is removed)",
+        description="Every audited step about this EID: registration, changes, its operations' steps. Paged like "
+        "every list; `order=desc` gives the newest first.",
+    )
+    async def list_euicc_audit(
+        eid: str,
+        request: Request,
+        limit: int = Query(100, ge=1, le=1000),
+        cursor: str | None = Query(None, description="the 'next' value of the previous page"),
+        order: Literal["asc", "desc"] = Query("asc", description="asc: oldest first; desc: newest first"),
+    ):
+        name = "audit" if order == "asc" else "audit.desc"
+        after = _int_cursor(name, cursor)
+        rows = await store.list_audit(eid=_eid(eid), limit=limit, after_id=after, descending=order == "desc")
+        items = [
+            {
+                "id": a.id,
+                "at": _iso(a.at),
+                "who": a.who,
+                "action": a.action,
+                "outcome": a.outcome,
+                "operation_id": a.operation_id,
+                "detail": a.detail,
+            }
+            for a in rows
+        ]
+        return page(request, items, limit, name, rows[-1].id if rows else None)
 
     @app.post("/v1/operations/{op_id}/cancel", tags=["operations"], summary="Cancel a queued or running operation")
     async def cancel(op_id: str, request: Request):

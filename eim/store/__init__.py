@@ -81,7 +81,10 @@ class Store(Protocol):
         batch_id: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
-    ) -> list[Operation]: ...
+        descending: bool = False,
+    ) -> list[Operation]:
+        """In ``seq`` order (newest first when ``descending``), from just past ``after_seq`` in that order."""
+        ...
 
     async def find_operation_by_eim_transaction_id(self, eim_transaction_id: bytes) -> Operation | None: ...
 
@@ -161,8 +164,16 @@ class Store(Protocol):
     ) -> None: ...
 
     async def list_audit(
-        self, *, operation_id: str | None = None, eid: str | None = None, limit: int = 100
-    ) -> list[AuditEntry]: ...
+        self,
+        *,
+        operation_id: str | None = None,
+        eid: str | None = None,
+        limit: int = 100,
+        after_id: int | None = None,
+        descending: bool = False,
+    ) -> list[AuditEntry]:
+        """In ``id`` order (newest first when ``descending``), from just past ``after_id`` in that order."""
+        ...
 
     # ---- indirect-download relay state
     async def put_download_session(self, key: str, data: dict[str, Any]) -> None: ...

@@ -82,10 +82,13 @@ class SqlStore(FleetEventsStore, UiSessionStore):
         batch_id: str | None = None,
         limit: int = 100,
         after_seq: int | None = None,
+        descending: bool = False,
     ) -> list[Operation]:
         s = None if status is None else OpStatus(status).value
         k = None if kind is None else OpKind(kind).value
-        return await self._run(lambda: self.logic.list_operations(eid, s, k, batch_id, limit, after_seq), write=False)
+        return await self._run(
+            lambda: self.logic.list_operations(eid, s, k, batch_id, limit, after_seq, descending), write=False
+        )
 
     async def find_operation_by_eim_transaction_id(self, eim_transaction_id: bytes) -> Operation | None:
         value = bytes(eim_transaction_id)
@@ -180,9 +183,17 @@ class SqlStore(FleetEventsStore, UiSessionStore):
         await self._run(lambda: self.logic.add_audit(**kw))
 
     async def list_audit(
-        self, *, operation_id: str | None = None, eid: str | None = None, limit: int = 100
+        self,
+        *,
+        operation_id: str | None = None,
+        eid: str | None = None,
+        limit: int = 100,
+        after_id: int | None = None,
+        descending: bool = False,
     ) -> list[AuditEntry]:
-        return await self._run(lambda: self.logic.list_audit(operation_id, eid, limit), write=False)
+        return await self._run(
+            lambda: self.logic.list_audit(operation_id, eid, limit, after_id, descending), write=False
+        )
 
     # ---- relay
     async def put_download_session(self, key: str, data: dict[str, Any]) -> None:

@@ -293,7 +293,10 @@ class Logic:
     def add_audit(self, **kw: Any) -> Gen:
         yield self._audit(**kw)
 
-    def list_audit(self, operation_id: str | None, eid: str | None, limit: int) -> Gen:
+    def list_audit(
+        self, operation_id: str | None, eid: str | None, limit: int, after_id: int | None = None, desc: bool = False
+    ) -> Gen:
+        """Oldest first, or newest first (``desc``: one eUICC's from the index (eid, id), migration 0008)."""
         where, args = [], []
         if operation_id is not None:
             where.append("operation_id = ?")
@@ -301,7 +304,11 @@ class Logic:
         if eid is not None:
             where.append("eid = ?")
             args.append(eid)
-        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
+        if after_id is not None:
+            where.append("id < ?" if desc else "id > ?")
+            args.append(after_id)
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY id DESC LIMIT ?" if desc else " ORDER BY id LIMIT ?"
         rows = yield Q(sql, (*args, limit), "all")
         return [row_to_audit(r) for r in rows]
 
@@ -499,17 +506,19 @@ class Logic:
         batch_id: str | None,
         limit: int,
         after_seq: int | None,
+        desc: bool = False,
     ) -> Gen:
+        """In ``seq`` order, or newest first (``desc``: one eUICC's from the index (eid, seq), migration 0008)."""
         where, args = [], []
         for col, val in (("eid", eid), ("status", status), ("kind", kind), ("batch_id", batch_id)):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
         if after_seq is not None:
-            where.append("seq > ?")
+            where.append("seq < ?" if desc else "seq > ?")
             args.append(after_seq)
         sql = "SELECT * FROM operations" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = yield Q(sql + " ORDER BY seq LIMIT ?", (*args, limit), "all")
+        rows = yield Q(sql + (" ORDER BY seq DESC LIMIT ?" if desc else " ORDER BY seq LIMIT ?"), (*args, limit), "all")
         return [row_to_op(r) for r in rows]
 
     def link_smdp_transaction(self, op_id: str, transaction_id: bytes) -> Gen:

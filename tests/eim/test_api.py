@@ -332,6 +332,7 @@ ENDPOINTS = [
     ("POST", "/v1/batches"),
     ("GET", "/v1/batches/{x}"),
     ("GET", "/v1/operators"),
+    ("GET", "/v1/euiccs/{x}/audit"),
 ]
 
 
@@ -355,7 +356,9 @@ def test_garbage_on_every_endpoint_gets_4xx_and_loses_nothing(store_url, lab):
             segment=SEGMENTS,
             body=BODIES,
             query=st.dictionaries(
-                st.sampled_from(["eid", "status", "kind", "batch_id", "limit", "cursor", "label"]), TEXT, max_size=3
+                st.sampled_from(["eid", "status", "kind", "batch_id", "limit", "cursor", "label", "order"]),
+                st.one_of(TEXT, st.sampled_from(["asc", "desc"])),
+                max_size=3,
             ),
             raw=st.one_of(st.none(), st.binary(max_size=64)),
         )

@@ -205,6 +205,7 @@ def test_every_api_route_has_a_dashboard_page(tmp_path, lab, operators):
         ("POST", "/v1/euiccs"): "/ui/euiccs/new",
         ("GET", "/v1/euiccs"): "/ui/euiccs",
         ("GET", "/v1/euiccs/{eid}"): f"/ui/euiccs/{EIDS[0]}",
+        ("GET", "/v1/euiccs/{eid}/audit"): f"/ui/euiccs/{EIDS[0]}",
         ("PATCH", "/v1/euiccs/{eid}"): f"/ui/euiccs/{EIDS[0]}/edit",
         ("DELETE", "/v1/euiccs/{eid}"): f"/ui/euiccs/{EIDS[0]}/delete",
         ("POST", "/v1/euiccs/{eid}/operations"): "/ui/operations/new",

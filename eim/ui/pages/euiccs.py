@@ -1,6 +1,10 @@
 """``/ui/euiccs``: the eUICC list (EID prefix, labels, state; paged) and one eUICC's page (profiles, eIM
 association, last contact, binding, SGP.32 version, certificate, operations, audit trail; relabel, remove).
 
+One eUICC's operations and audit trail are shown newest first, a page each, from ``GET /v1/operations?eid=&order=desc``
+and ``GET /v1/euiccs/{eid}/audit?order=desc``; their cursors ride in the page's query (``ops``, ``audit``), so
+*Older operations* keeps the audit trail's page and the reverse. A bad cursor is a 400 naming ``ops`` / ``audit``.
+
 The list reads ``GET /v1/euiccs`` in-process: labels are its ``label`` filter and the state (never seen, seen
 within 1 h / 24 h, stale) its ``state`` filter (same validation, same 400 naming the field; the store walks the
 smallest of the filters' index ranges, see :meth:`eim.store.fleet.FleetLogic.list_euiccs`); an EID prefix starts
@@ -20,6 +24,8 @@ from eim.api.paging import encode_cursor
 from eim.ui import html as h
 
 PAGE = 50
+OPS_PAGE = 50  # one eUICC's operations and audit trail: newest first, a page at a time ("Older" follows the cursor)
+AUDIT_PAGE = 100
 STATES = ("never_seen", "seen_1h", "seen_24h", "stale")
 _PREFIX = re.compile(r"[0-9A-Fa-f]{1,32}")
 
@@ -139,8 +145,18 @@ async def show(ctx: Any, *, error: str = "", field: str | None = None, status: i
     if not answer.ok:
         return ctx.error_page("eUICC", answer)
     e = answer.body
-    ops = await ctx.call("GET", "/v1/operations", params={"eid": e["eid"], "limit": 200})
-    audit = await ctx.dash.store.list_audit(eid=e["eid"], limit=500)
+    q = ctx.request.query_params
+    ops_at, audit_at = q.get("ops") or None, q.get("audit") or None  # cursors of the REST lists, newest first
+    ops = await ctx.call(
+        "GET", "/v1/operations", params=_params(eid=e["eid"], limit=OPS_PAGE, order="desc", cursor=ops_at)
+    )
+    audit_answer = await ctx.call(
+        "GET", f"/v1/euiccs/{e['eid']}/audit", params=_params(limit=AUDIT_PAGE, order="desc", cursor=audit_at)
+    )
+    for name, a in (("ops", ops), ("audit", audit_answer)):
+        if not a.ok and not error:  # an edited or foreign cursor: say so, show the page without that list
+            error, field, status = a.error.get("message") or "invalid", name, a.status
+    audit = audit_answer.body.get("items", []) if audit_answer.ok else []
     states = state_of(e, time.time(), ctx.dash.default_poll_interval_s)
     push = e.get("push")
     facts = [
@@ -180,15 +196,20 @@ async def show(ctx: Any, *, error: str = "", field: str | None = None, status: i
     ]
     audit_rows = [
         [
-            h.when(_iso(a.at)),
-            h.esc(a.who),
-            h.esc(a.action),
-            h.esc(a.outcome),
-            h.link(f"/ui/operations/{a.operation_id}", a.operation_id[:8]) if a.operation_id else "",
-            f"<code>{h.esc(_short(a.detail))}</code>",
+            h.when(a["at"]),
+            h.esc(a["who"]),
+            h.esc(a["action"]),
+            h.esc(a["outcome"]),
+            h.link(f"/ui/operations/{a['operation_id']}", a["operation_id"][:8]) if a["operation_id"] else "",
+            f"<code>{h.esc(_short(a['detail']))}</code>",
         ]
         for a in audit
     ]
+    here = f"/ui/euiccs/{e['eid']}"
+    older_ops = (ops.body.get("next") if ops.ok else None) and h.url(here, ops=ops.body["next"], audit=audit_at)
+    older_audit = (audit_answer.body.get("next") if audit_answer.ok else None) and h.url(
+        here, ops=ops_at, audit=audit_answer.body["next"]
+    )
     body = [
         h.error_box(error, field),
         h.kv(facts),
@@ -203,12 +224,26 @@ async def show(ctx: Any, *, error: str = "", field: str | None = None, status: i
         h.pretty({"ipa_capabilities": e.get("ipa_capabilities"), "info": e.get("info")}),
         f"<h2>Operations</h2><p>{h.link(h.url('/ui/operations', eid=e['eid']), 'all operations of this eUICC')}</p>",
         h.table(["id", "kind", "status", "created", "by", "error / code"], op_rows),
+        _older(older_ops, h.url(here, audit=audit_at) if ops_at else None, "ops", "operations"),
         '<h2 id="audit">Audit trail</h2>',
         h.table(["at", "who", "action", "outcome", "operation", "detail"], audit_rows, cls="audit"),
+        _older(older_audit, h.url(here, ops=ops_at) + "#audit" if audit_at else None, "audit", "audit"),
     ]
     if ctx.can_act:
         body.insert(2, _edit_forms(ctx, e))
     return ctx.page(f"eUICC {e['eid']}", "".join(body), status=status, active="/ui/euiccs")
+
+
+def _older(older: str | None, newest: str | None, key: str, what: str) -> str:
+    """Paging of a newest-first list on the eUICC page: "Older" follows the REST cursor, "Newest" starts over."""
+    links = []
+    if newest:
+        links.append(f'<a class="btn" id="{key}-newest" href="{h.esc(newest)}">&larr; Newest {what}</a>')
+    if older:
+        anchor = "#audit" if key == "audit" else ""
+        href = h.esc(older + anchor)
+        links.append(f'<a class="btn" id="{key}-older" rel="next" href="{href}">Older {what} &rarr;</a>')
+    return f'<p class="pager">{" ".join(links)}</p>' if links else ""
 
 
 def _edit_forms(ctx: Any, e: dict[str, Any]) -> str:
@@ -278,12 +313,6 @@ async def delete(ctx: Any) -> Response:
 
 def _params(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v not in (None, "", [])}
-
-
-def _iso(t: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _short(detail: Any) -> str:
