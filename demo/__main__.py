@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     tl = Timeline(args.binding)
     print(f"SGP.32 lab demo - ESipa over {args.binding}, working directory {workdir}\n", flush=True)
     code = 0
+    keeping = False
     try:
         story(stack, tl)
         print("\n" + tl.summary())
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eIM metrics:  {stack.eim_url}/metrics")
         print(f"SM-DP+ (ES9+): https://{stack.smdp_address}/gsma/rsp2/es9plus/")
         if args.keep:
+            keeping = True  # from here an interrupt is the way to end the demo, not a failure
             print("\nservices keep running; Ctrl-C to stop")
             try:
                 while True:
@@ -225,14 +227,16 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 pass
     except KeyboardInterrupt:
-        code = 130
-        print("\ndemo interrupted: stopping the services", file=sys.stderr)
+        if not keeping:
+            code = 130
+            print("\ndemo interrupted: stopping the services", file=sys.stderr)
     except (CommandFailed, RuntimeError, TimeoutError, OSError) as exc:
         code = 1
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         for name, svc in stack.services.items():
             print(f"--- last lines of {name} ({svc.log}) ---\n{svc.tail(15)}", file=sys.stderr)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stopping short
         stack.stop()
         if not args.workdir and code == 0:
             shutil.rmtree(workdir, ignore_errors=True)
