@@ -16,10 +16,8 @@ This module is the only place that imports concrete channels (``firmware_bridge`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import sys
 from typing import Any
 
@@ -166,7 +164,9 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
     cmd = args.command
     try:
         if cmd == "run":
-            return await _run_daemon(config, out, args.state)
+            from ipa.cli_daemon import run_daemon  # loaded for `run` only
+
+            return await run_daemon(config, out, args.state)
         if cmd == "poll":
 
             async def poll(agent):
@@ -190,12 +190,11 @@ async def run_command(args: argparse.Namespace, config: IpaConfig, out: Output) 
                 config, out, lambda a: a.es10.get_profiles_info(), bootstrap=False, state=args.state
             )
             return out.success([p.to_json() for p in profiles], _profiles_human(profiles))
-        if cmd == "notification":
-            return await _notification(args, config, out)
-        if cmd == "download":
-            return await _download(args, config, out)
-        if cmd == "eim":
-            return await _eim(args, config, out)
+        if cmd in ("notification", "download", "eim"):
+            from ipa import cli_commands
+
+            handler = {"notification": cli_commands.notification, "download": cli_commands.download}
+            return await handler.get(cmd, cli_commands.eim)(args, config, out)
     except BrokenPipeError:
         raise  # the reader closed stdout: rsp.cli_contract.guard (exit 0, quiet)
     except loopless.cancelled_error():  # Ctrl-C (asyncio.run cancels this task): say where, after the cleanup ran
@@ -255,178 +254,6 @@ def _error_exit(exc: Exception, out: Output) -> int:
     except Exception as exc:  # the firmware bridge's own errors name their step (the AT command)
         log.debug("unexpected error", exc_info=True)
         return report.device_error(out, exc)
-
-
-async def _notification(args, config: IpaConfig, out: Output) -> int:
-    action = args.action
-    if action == "list":
-        metas = await _with_agent(config, out, lambda a: a.es10.list_notification(), bootstrap=False, state=args.state)
-        human = (
-            "\n".join(
-                f"{n.seq_number:>5}  {','.join(n.events):<8}  {n.iccid or '-':<20}  {n.address or '-'}" for n in metas
-            )
-            or "no pending notifications"
-        )
-        return out.success([n.to_json() for n in metas], human)
-    if action == "remove":
-        if args.seq is None:
-            return out.error("notification remove: give the sequence number (SEQ)")
-        code = await _with_agent(
-            config, out, lambda a: a.es10.remove_notification_from_list(args.seq), bootstrap=False, state=args.state
-        )
-        if code == 1:
-            return out.error(
-                f"RemoveNotificationFromList: nothingToDelete(1) for seq {args.seq}",
-                {"step": "RemoveNotificationFromList", "code": 1, "codeName": "nothingToDelete(1)"},
-            )
-        return out.success({"seqNumber": args.seq, "removed": True}, f"removed notification {args.seq}")
-
-    async def process(agent):
-        from ipa.procedures.notification_delivery import deliver_notifications
-
-        return await deliver_notifications(agent.ctx)
-
-    delivered, pending = await _with_agent(config, out, process, state=args.state)
-    data = {"delivered": delivered, "pending": pending}
-    if pending:
-        return out.error(f"HandleNotification: {pending} notification(s) not delivered", data)
-    return out.success(data, f"delivered {delivered} notification(s)")
-
-
-async def _download(args, config: IpaConfig, out: Output) -> int:
-    from ipa.procedures import direct_profile_download
-    from ipa.procedures.profile_download import DownloadFailed, parse_activation_code
-
-    data = parse_activation_code(args.activation_code)
-
-    async def dl(agent):
-        try:
-            return await direct_profile_download.download(agent.ctx, data, args.confirmation_code), None
-        except DownloadFailed as exc:
-            return None, exc
-
-    import asyncio
-
-    from ipa.codes import CancelSessionReason, code_name
-
-    try:
-        pir, err = await _with_agent(config, out, dl, bootstrap=False, state=args.state)
-    except asyncio.CancelledError:  # Ctrl-C: the procedure cancelled the session (card and SM-DP+) first
-        cancel = out.cleanup.get("CancelSession", {})
-        es9 = out.cleanup.get("cancelSession", {})
-        where = out.where()
-        return out.error(
-            cc.step_message(f"{where['step'] or 'download'}{report.where_text(where)}", "interrupted")
-            + (f"; session cancelled ({cancel['reason']})" if cancel else "; no session was open"),
-            {**where, "cancelSessionReason": cancel.get("reason"), "smdpCancelled": es9.get("accepted", False)},
-            exit=cc.EXIT_INTERRUPTED,
-        )
-    if err is not None:
-        reason = code_name(CancelSessionReason, err.cancel_reason) if err.cancel_reason is not None else None
-        where = out.where()
-        return out.error(
-            report.procedure_message(err) + (f"; session cancelled ({reason})" if reason else ""),
-            {
-                **where,
-                "step": err.step,
-                "code": err.code,
-                "codeName": err.code_name,
-                "cancelSessionReason": reason,
-            },
-            exit=report.download_exit(err),
-        )
-    return out.success(
-        {"iccid": pir.iccid, "isdpAid": pir.aid, "seqNumber": pir.seq_number}, f"profile {pir.iccid} installed"
-    )
-
-
-async def _eim(args, config: IpaConfig, out: Output) -> int:
-    if args.action == "list":
-        eims = await _with_agent(
-            config, out, lambda a: a.es10.get_eim_configuration_data(), bootstrap=False, state=args.state
-        )
-        human = "\n".join(f"{e.eim_id:<24} {e.fqdn or '-':<28} token={e.association_token}" for e in eims) or "no eIM"
-        return out.success([e.to_json() for e in eims], human)
-    if not args.file:
-        return out.error("eim add-initial: give the provisioning FILE")
-    from ipa.procedures.add_initial_eim import add_initial_eim, load_provisioning
-
-    request = load_provisioning(args.file)
-    result = await _with_agent(
-        config, out, lambda a: add_initial_eim(a.ctx, request), bootstrap=False, state=args.state
-    )
-    return out.success(
-        {"associationToken": list(result.association_tokens)},
-        f"eIM added, association token(s): {list(result.association_tokens)}",
-    )
-
-
-async def _run_daemon(config: IpaConfig, out: Output, state: str | None) -> int:
-    import asyncio
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-
-    async def daemon(agent):
-        log.warning("ipa running: EID %s", agent.ctx.eid.hex().upper())
-        if os.environ.get("NOTIFY_SOCKET"):
-            _sd_notify("READY=1")
-        watchdog = asyncio.create_task(_sd_watchdog()) if _watchdog_interval() else None
-        status = None
-        if agent.store.path is not None:  # `ipa status` reads it (ipa.status): next to the state file, per EID
-            from ipa.status import StatusWriter, status_path
-
-            status = StatusWriter(status_path(agent.store.path, agent.ctx.eid), agent.ctx.eid)
-        try:
-            await agent.run(stop, status)
-        finally:
-            _sd_notify("STOPPING=1")
-            if watchdog is not None:
-                watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
-        return None
-
-    await _with_agent(config, out, daemon, state=state, progress=False)  # the daemon logs, it prints no progress
-    log.warning("ipa stopped")
-    return EXIT_OK
-
-
-def _sd_notify(msg: str) -> None:
-    import socket
-
-    addr = os.environ.get("NOTIFY_SOCKET", "")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.connect(addr)
-        s.send(msg.encode())
-
-
-def _watchdog_interval() -> float | None:
-    """Half of systemd's WATCHDOG_USEC (WatchdogSec=), or None: no watchdog asked for this process."""
-    if not os.environ.get("NOTIFY_SOCKET") or os.environ.get("WATCHDOG_PID", str(os.getpid())) != str(os.getpid()):
-        return None
-    try:
-        usec = int(os.environ.get("WATCHDOG_USEC", ""))
-    except ValueError:
-        return None
-    return usec / 2e6 if usec > 0 else None
-
-
-async def _sd_watchdog() -> None:
-    """WATCHDOG=1 from the event loop: a loop stuck in blocking code stops the pings and systemd restarts us."""
-    import asyncio
-
-    interval = _watchdog_interval() or 30.0
-    while True:
-        _sd_notify("WATCHDOG=1")
-        await asyncio.sleep(interval)
 
 
 #: one-shot commands that only talk ES10 to the card (no eIM, no SM-DP+, no timers)

@@ -23,6 +23,12 @@ Rules (SGP.32 v1.2 §3.3 / §3.4 and protocol brief §3.3-§3.5, §10):
   :class:`eim.interfaces.NotificationQueue`, ``eim.relay.outbox``) before they are acknowledged; its forwarder
   delivers them with retries. A store failure there propagates: the IPA gets no success and sends them again.
   Verified PIRs also close indirect-download operations; a PIR that cannot be verified changes nothing.
+
+This module holds what every result kind shares (:class:`ResultProcessor`: matching by eimTransactionId,
+recording, refusing); each kind is handled in its own module: :mod:`eim.esipa.euicc_package_result`,
+:mod:`eim.esipa.profile_installation_result` (PIRs and other notifications),
+:mod:`eim.esipa.ipa_euicc_data_result`, :mod:`eim.esipa.profile_download_trigger_result`,
+:mod:`eim.esipa.eim_package_error`.
 """
 
 from __future__ import annotations
@@ -33,22 +39,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eim.esipa import euicc_package_result
+from eim.esipa import (
+    eim_package_error,
+    euicc_package_result,
+    ipa_euicc_data_result,
+    profile_download_trigger_result,
+    profile_installation_result,
+)
 from eim.esipa.notification_intake import NotificationIntake, Taken
 from eim.interfaces import DownloadRelay, NotificationQueue
 from eim.model import Euicc, Operation, OpKind, OpStatus
 from eim.operations import OperationService
-from eim.packages import download, euicc_data
 from eim.packages.euicc_package import (
     EuiccKeys,
     EuiccPackageOutcome,
     ResultRejected,
     parse_euicc_package_result,
 )
-from eim.packages.notification import NotificationParts, NotificationRejected, VerifiedNotification
-from eim.packages.notification import parse as notification_parse
 from eim.store import ResultContext, ResultUpdate, Store
-from rsp import tlv
 from rsp.errors import RspError
 
 log = logging.getLogger("eim.esipa")
@@ -207,31 +215,13 @@ class ResultProcessor:
         return intake
 
     async def notifications(self, items: list[bytes], eid: str | None) -> list[int]:
-        """Verify and take each pending notification (PIR BF37 / other signed 30) attributed to ``eid`` (the eUICC
-        the carrying message was verified for); return the seq numbers the IPA may delete."""
-        acks = []
-        for raw in items:
-            seq = notification_seq(raw)
-            if raw[:2] == b"\xbf\x37":
-                handled = await self.pir(raw, eid, None)
-                if handled.refused is None and seq is not None:
-                    acks.append(seq)
-                continue
-            taken = await self.intake.take_other(raw, eid)
-            if taken.acknowledged and seq is not None:
-                acks.append(seq)
-        return acks
+        """Verify and take each pending notification (PIR BF37 / other signed 30) attributed to ``eid``; return
+        the seq numbers the IPA may delete (:mod:`eim.esipa.profile_installation_result`)."""
+        return await profile_installation_result.notifications(self, items, eid)
 
     async def pending_notification(self, raw: bytes, binding_eid: str | None) -> Taken:
-        """One notification from HandleNotification: a PIR closes its download operation and is forwarded; any
-        other is verified for the eUICC of its certificate (which must be ``binding_eid`` when the binding
-        authenticated one) and forwarded."""
-        if raw[:2] == b"\xbf\x37":
-            handled = await self.pir(raw, binding_eid, None, binding_eid=binding_eid)
-            if handled.refused is None:
-                return Taken(acknowledged=True)
-            return handled.taken or Taken(acknowledged=False, cause="malformed", reason=handled.refused)
-        return await self.intake.take_other(raw, None, binding_eid)
+        """One notification from HandleNotification (:mod:`eim.esipa.profile_installation_result`)."""
+        return await profile_installation_result.pending_notification(self, raw, binding_eid)
 
     async def pir(
         self,
@@ -242,71 +232,9 @@ class ResultProcessor:
         forward: bool = True,
         binding_eid: str | None = None,
     ) -> Handled:
-        """A ProfileInstallationResult: verified with the eUICC's stored certificate, closes its download
-        operation, then goes to the SM-DP+. A PIR to forward that cannot be verified changes nothing and is not
-        acknowledged; a PIR that is not forwarded (direct download: the IPA sends it) is verified when the
-        certificate is known."""
-        intake = self.intake
-        try:
-            summary = download.pir_summary(pir)
-            parts = notification_parts(pir)
-        except (RspError, NotificationRejected) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
-            taken = await intake.refuse("malformed", f"undecodable ProfileInstallationResult: {reason}", eid=eid_hint)
-            return Handled(refused=taken.reason, taken=taken)
-        if op is None:
-            op = await self.store.find_operation_by_smdp_transaction_id(bytes.fromhex(summary["transactionId"]))
-        if op is None:
-            op = await self._open_op_of(eid_hint, OpKind.DOWNLOAD)
-        eid = op.eid if op is not None else eid_hint
-        op_id = op.id if op is not None else None
-        mismatch = [
-            e for e in (eid_hint, binding_eid) if e is not None and eid is not None and e.upper() != eid.upper()
-        ]
-        if mismatch:
-            taken = await intake.refuse(
-                "eid_mismatch",
-                f"PIR of eUICC {eid} arrived for {mismatch[0]}",
-                eid=mismatch[0],
-                kind="pir",
-                operation_id=op_id,
-            )
-            return Handled(refused=taken.reason, operation=op, taken=taken)
-        if eid is None:
-            taken = await intake.refuse(
-                "unattributed", "no download operation and no EID for this PIR", eid=None, kind="pir"
-            )
-            return Handled(refused=taken.reason, taken=taken)
-        euicc = await self.store.get_euicc(eid)
-        note: VerifiedNotification | None = None
-        if forward or (euicc is not None and euicc.euicc_certificate is not None):
-            try:
-                note = await intake.verify_pir(parts, eid)
-            except NotificationRejected as exc:
-                taken = await intake.refuse(exc.cause, exc.reason, eid=eid, kind="pir", operation_id=op_id)
-                return Handled(refused=taken.reason, operation=op, taken=taken)
-        summary["verified"] = note is not None
-        changed = None
-        if op is not None and op.kind is OpKind.DOWNLOAD:
-            ok = summary["ok"]
-            update = ResultUpdate(
-                operation_id=op.id,
-                eid=op.eid,
-                who="ipa",
-                now=self.clock(),
-                status=OpStatus.DONE if ok else OpStatus.FAILED,
-                result={"profileInstallationResult": summary},
-                result_code=None if ok else summary.get("errorReason"),
-                error=None if ok else f"profile installation failed: {summary.get('name')}",
-                action="pir",
-            )
-            changed = await self._record(op, update)
-            await self.store.delete_download_session(session_key(bytes.fromhex(summary["transactionId"])))
-        if forward and note is not None:
-            taken = await intake.admit(note, operation_id=op_id)
-            if not taken.acknowledged:
-                return Handled(refused=taken.reason, operation=changed or op, taken=taken)
-        return Handled(acks=[summary["seqNumber"]], operation=changed or op)
+        """A ProfileInstallationResult: verified, closes its download operation, then goes to the SM-DP+ when
+        ``forward`` (:mod:`eim.esipa.profile_installation_result`)."""
+        return await profile_installation_result.pir(self, pir, eid_hint, op, forward=forward, binding_eid=binding_eid)
 
     # ------------------------------------------------------------------ other results
     async def _named(
@@ -325,181 +253,25 @@ class ResultProcessor:
     async def trigger_result(
         self, value: dict[str, Any], raw: bytes, eid: str | None, *, why: str | None = None
     ) -> Handled:
-        """ProfileDownloadTriggerResult (direct download finished, or could not start): matched by its
-        eimTransactionId only (OPTIONAL in the ASN.1, but the eIM sends one in every trigger and the IPA echoes
-        it; a result without it is refused)."""
-        op, refused = await self._named(value.get("eimTransactionId"), OpKind.DOWNLOAD, eid, "download operation")
-        if op is None:
-            return refused or Handled(refused="no download operation matches this result")
-        alt, _ = value["profileDownloadTriggerResultData"]
-        if alt is None:
-            return await self.refuse("undecodable", "unknown ProfileDownloadTriggerResult alternative", op=op)
-        if alt == "profileInstallationResult":
-            pir = tlv.require(raw, 0xBF37, what="ProfileDownloadTriggerResult").raw
-            # direct download: the IPA delivers the PIR to the SM-DP+ itself
-            handled = await self.pir(pir, op.eid, op, forward=False)
-            return Handled(refused=handled.refused, operation=handled.operation)
-        summary = download.trigger_result_summary(value)
-        update = ResultUpdate(
-            operation_id=op.id,
-            eid=op.eid,
-            who="ipa",
-            now=self.clock(),
-            eim_transaction_id=op.eim_transaction_id,
-            status=OpStatus.FAILED,
-            result={"profileDownloadError": summary},
-            result_code=summary["profileDownloadErrorReason"],
-            error=download.trigger_error(summary, why),
-        )
-        return Handled(operation=await self._record(op, update) or op)
+        """ProfileDownloadTriggerResult (:mod:`eim.esipa.profile_download_trigger_result`)."""
+        return await profile_download_trigger_result.handle(self, value, raw, eid, why=why)
 
     async def euicc_data(
         self, value: tuple[str, Any], raw: bytes, eid: str | None, *, authenticated_eid: str | None = None
     ) -> Handled:
-        """IpaEuiccDataResponse: learn what the eUICC/IPA reported; results and notifications inside are handled.
-
-        Matched by its eimTransactionId only (OPTIONAL in the ASN.1; the eIM sends one in every
-        IpaEuiccDataRequest and the IPA echoes it; a response without it is refused). The certificates are
-        verified for the operation's EID before anything is learned: a certificate of another EID (or one that
-        does not chain to a trusted CI) refuses the whole response - nothing is stored, the operation stays in
-        progress, the IPA gets ``undefinedError`` - and is audited (``euicc_certificate`` / ``eid_mismatch``)."""
-        alt, body = value
-        if alt is None:
-            return await self.refuse("undecodable", "unknown IpaEuiccDataResponse alternative", audit=False)
-        op, refused = await self._named(body.get("eimTransactionId"), OpKind.EUICC_DATA, eid, "eUICC data request")
-        if op is None:
-            return refused or Handled(refused="no eUICC data request matches this response")
-        now = self.clock()
-        common = dict(operation_id=op.id, eid=op.eid, who="ipa", now=now, eim_transaction_id=op.eim_transaction_id)
-        if alt == "ipaEuiccDataResponseError":
-            code = body["ipaEuiccDataErrorCode"]
-            name = euicc_data.ERROR_NAMES.get(code, str(code))
-            update = ResultUpdate(
-                status=OpStatus.FAILED,
-                result={"ipaEuiccDataError": code, "name": name},
-                result_code=code,
-                error=f"eUICC data request refused: {name}",
-                **common,
-            )
-            return Handled(operation=await self._record(op, update) or op)
-        fields, summary = euicc_data.learned(body)
-        acks: list[int] = []
-        inner = tlv.find(raw, 0xA0)  # ipaEuiccData as received
-        certs = _certificates(inner)
-        if certs is not None:
-            euicc_der, eum_der = certs
-            try:
-                self.keys.public_key(op.eid, euicc_der, eum_der, None)  # verified for op.eid, on this use
-            except ResultRejected as exc:
-                return await self.refuse(exc.cause, f"eUICC data response refused: {exc.reason}", op=op)
-            fields["euicc_certificate"], fields["eum_certificate"] = euicc_der, eum_der
-            summary["certificates"] = "verified"
-        euicc = await self.store.get_euicc(op.eid)
-        if "associationToken" in body and euicc is not None and euicc.association_token is None:
-            fields["association_token"] = body["associationToken"]
-        update = ResultUpdate(status=OpStatus.DONE, result=summary, euicc_fields=fields, **common)
-        changed = await self._record(op, update)
-        if inner is not None:
-            for child in tlv.children(inner):
-                if child.tag == 0xA2:  # euiccPackageResultList: recover results that were never delivered
-                    for epr in tlv.children(child):
-                        handled = await self.euicc_package_result(epr.raw, op.eid, authenticated_eid=authenticated_eid)
-                        acks += handled.acks
-                elif child.tag == 0xA0:  # notificationsList
-                    acks += await self.notifications([n.raw for n in tlv.children(child)], op.eid)
-        return Handled(acks=acks, operation=changed or op)
+        """IpaEuiccDataResponse (:mod:`eim.esipa.ipa_euicc_data_result`)."""
+        return await ipa_euicc_data_result.handle(self, value, raw, eid, authenticated_eid=authenticated_eid)
 
     async def package_error(
         self, txid: bytes | None, code: int, eid: str | None, *, authenticated_eid: str | None, pushed: bool = False
     ) -> Handled:
-        """The IPA could not use a package (eimPackageResultResponseError / TransferEimPackageResponse error).
-
-        Unsigned: it fails its operation only when the binding authenticated the operation's EID
-        (``authenticated_eid``) and its eimTransactionId names the operation. ``pushed``: the
-        TransferEimPackageResponse ``eimPackageError``, whose ASN.1 has no eimTransactionId; it answers the package
-        pushed to that eUICC, i.e. the one operation of the authenticated EID in progress (none or several: it
-        names nothing). Otherwise it is audited as an unverified error and nothing changes."""
-        name = {1: "invalidPackageFormat", 2: "unknownPackage", 127: "undefinedError"}.get(code, str(code))
-        op = None
-        if pushed:
-            if authenticated_eid is not None:
-                ops = await self.store.list_operations(eid=authenticated_eid, status=OpStatus.IN_PROGRESS, limit=2)
-                op = ops[0] if len(ops) == 1 else None
-        elif txid is not None:
-            op = await self.store.find_operation_by_eim_transaction_id(txid)
-        detail = {"eimPackageError": code, "name": name}
-        if op is None:
-            known = eid if eid is not None and await self.store.get_euicc(eid) is not None else None
-            return await self.refuse(
-                "unverified_error",
-                "no operation matches this error",
-                eid=known,
-                outcome="unverified_error",
-                detail=detail,
-            )
-        if eid is not None and op.eid != eid:
-            return await self.refuse("eid", f"error for eUICC {op.eid} arrived with EID {eid}", op=op)
-        if authenticated_eid != op.eid:
-            return await self.refuse(
-                "unverified_error",
-                "unsigned error from a device not authenticated as the operation's eUICC",
-                op=op,
-                outcome="unverified_error",
-                detail=detail,
-            )
-        update = ResultUpdate(
-            operation_id=op.id,
-            eid=op.eid,
-            who="ipa",
-            now=self.clock(),
-            eim_transaction_id=op.eim_transaction_id,
-            status=OpStatus.FAILED,
-            result={"eimPackageError": code, "name": name},
-            result_code=code,
-            error=f"the IPA could not use the package: {name}",
-        )
-        return Handled(operation=await self._record(op, update) or op)
+        """The IPA could not use a package: unsigned, fails its operation only from the authenticated eUICC
+        (:mod:`eim.esipa.eim_package_error`)."""
+        return await eim_package_error.handle(self, txid, code, eid, authenticated_eid=authenticated_eid, pushed=pushed)
 
 
 entries_error = euicc_package_result.entries_error
-
-
-def session_key(transaction_id: bytes) -> str:
-    """Download-session key under which the dispatcher maps an ES9+ transactionId to its EID and operation."""
-    return "dispatch:tx:" + transaction_id.hex().upper()
-
-
-def notification_seq(raw: bytes) -> int | None:
-    """seqNumber of a pending notification (PIR BF37 or otherSignedNotification 30), from its metadata."""
-    try:
-        if raw[:2] == b"\xbf\x37":
-            meta = tlv.require(raw, 0xBF27, 0xBF2F)
-        elif raw[:1] == b"\x30":
-            meta = tlv.require(raw, 0xBF2F)
-        else:
-            return None
-        seq = tlv.find(meta, 0x80)
-        return None if seq is None else int.from_bytes(seq.value, "big", signed=True)
-    except RspError:
-        return None
-
-
-def notification_parts(raw: bytes) -> NotificationParts:
-    """A pending notification cut into its signed parts (``eim.packages.notification.parse``)."""
-    return notification_parse(raw)
-
-
-def _certificates(ipa_euicc_data: tlv.Tlv | None) -> tuple[bytes, bytes | None] | None:
-    """``(euiccCertificate DER, eumCertificate DER)`` cut from IpaEuiccData (A6 / A5 carry the certificate
-    SEQUENCE with an implicit tag: the DER is ``30`` + the same length and content)."""
-    if ipa_euicc_data is None:
-        return None
-    euicc = tlv.find(ipa_euicc_data, 0xA6)
-    if euicc is None:
-        return None
-    eum = tlv.find(ipa_euicc_data, 0xA5)
-
-    def der(t: tlv.Tlv) -> bytes:
-        return b"\x30" + t.raw[1:]
-
-    return der(euicc), der(eum) if eum is not None else None
+# re-exported: imported from here by eim.esipa.indirect_download and others
+session_key = profile_installation_result.session_key
+notification_seq = profile_installation_result.notification_seq
+notification_parts = profile_installation_result.notification_parts
