@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eim.cli_common import EUICC_STATES, KINDS, STATUSES, Api, CliError, emit, paged
+from eim.cli_common import EUICC_STATES, KINDS, STATUSES, Api, CliError, emit, paged  # noqa: F401 (re-exported)
 from eim.cli_psk import cmd_psk
 from eim.cli_rest import (
     cmd_batch,

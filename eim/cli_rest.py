@@ -2,7 +2,8 @@
 (docs/eim.md section 4; the eUICC registry, operations, batches and the notification outbox of ``/v1``). Output and
 exit codes follow docs/cli.md; the parsers are added by :func:`eim.cli.parser`.
 
-    eim euicc register EID ... | list [--label KEY=VALUE ...] [--state S] | show EID | label EID ... | remove EID [--force]
+    eim euicc register EID ... | list [--label KEY=VALUE ...] [--state S] | show EID
+    eim euicc label EID ... | remove EID [--force]
     eim op create EID KIND ... | list ... | show ID | cancel ID
     eim batch create KIND (--eid EID ... | --eids-file FILE) ... | show ID | cancel ID
     eim notification list [--status pending|failed] [--limit N]
