@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +30,13 @@ from firmware_bridge.at_base import (  # noqa: F401 - the defaults are part of t
     DEFAULT_LONG_TIMEOUT,
     DEFAULT_REOPEN_TIMEOUT,
     DEFAULT_TIMEOUT,
+    REOPEN_FIRST_DELAY,
+    SYNC_ANSWER,
+    SYNC_COMMAND,
     AtEngineBase,
 )
-from firmware_bridge.at_parser import AtResponse, Exchange
-from firmware_bridge.errors import AtError, AtTimeout, PortBusy, PortGone
+from firmware_bridge.at_parser import AtResponse
+from firmware_bridge.errors import PortBusy, PortGone
 
 log = logging.getLogger("firmware_bridge.at")
 
@@ -64,13 +66,6 @@ class AtEngine(AtEngineBase):
         self._future: asyncio.Future[AtResponse] | None = None
 
     # ------------------------------------------------------------------ life cycle
-    async def __aenter__(self) -> AtEngine:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     @property
     def is_open(self) -> bool:
         return self._transport is not None
@@ -114,11 +109,9 @@ class AtEngine(AtEngineBase):
     async def _ensure_open(self, command: str) -> None:
         if self._transport is not None:
             return
-        if self._closed:
-            raise PortGone(self.port, "engine closed", command)
-        deadline = time.monotonic() + self.reopen_timeout
-        delay = 0.05
-        last: Exception | None = None
+        deadline = self._reopen_deadline(command)
+        delay = REOPEN_FIRST_DELAY
+        last: PortGone | None = None
         while True:
             try:
                 await self._open_once()
@@ -127,11 +120,9 @@ class AtEngine(AtEngineBase):
                 raise
             except PortGone as exc:
                 last = exc
-            if time.monotonic() + delay > deadline:
-                reason = f"not back after {self.reopen_timeout:g} s ({last.reason if last else 'unknown'})"
-                raise PortGone(self.port, reason, command) from last
+            next_delay = self._reopen_backoff(command, deadline, delay, last)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = next_delay
 
     # ------------------------------------------------------------------ listeners
     def urc_queue(self, maxsize: int = 256) -> tuple[asyncio.Queue[str], Callable[[], None]]:
@@ -208,13 +199,8 @@ class AtEngine(AtEngineBase):
         if transport is None:
             raise PortGone(self.port, self._lost_reason or "not open", command)
         loop = asyncio.get_running_loop()
-        self._exchange = Exchange(command, expect, require=require)
+        ex, data = self._begin_exchange(command, expect, require)
         self._future = fut = loop.create_future()
-        data = (command + "\r").encode("latin-1")
-        self.commands += 1
-        self.bytes_out += len(data)
-        self.last_command, self.last_answer = command, ()
-        log.debug("-> %s", command)
         answered = False
         try:
             transport.write(data)
@@ -222,23 +208,14 @@ class AtEngine(AtEngineBase):
                 resp = await fut
             answered = True
         except TimeoutError:
-            self.last_answer = (*self._exchange.lines, f"<no final result within {deadline:g} s>")
-            raise AtTimeout(command, deadline, self._exchange.lines) from None
+            raise self._timed_out(ex, deadline) from None
         except PortGone as exc:
-            self.last_answer = (*self._exchange.lines, f"<port gone: {exc.reason}>")
+            self._gone_during(ex, exc.reason)
             raise
-        finally:
-            if not answered:  # timed out, cancelled or port gone: an answer may still be on its way
-                self._needs_sync = True
-            if self._exchange is not None and self._exchange.skipped:
-                log.info("resync: skipped %d late answer(s)", self._exchange.skipped)
-            self._exchange = None
+        finally:  # timed out, cancelled or port gone: the next command resyncs
+            self._end_exchange(ex, answered)
             self._future = None
-        self.last_answer = (*resp.lines, resp.final)
-        log.debug("<- %s %s", list(resp.lines), resp.final)
-        if check and not resp.ok:
-            raise AtError(command, resp.final, resp.lines)
-        return resp
+        return self._answer(command, resp, check)
 
     async def _sync(self, limit: float | None) -> None:
         """Make sure the next answer belongs to the next command.
@@ -246,7 +223,6 @@ class AtEngine(AtEngineBase):
         After a timeout the modem may still answer the old command. ``AT+CMEE?`` is sent once; every final result
         that comes before a ``+CMEE:`` line closes a late answer and is skipped with its lines.
         """
-        per_try = min(self.timeout if limit is None else limit, 2.0)
-        self._splitter.clear()
-        await self._exchange_once("AT+CMEE?", "+CMEE:", per_try, False, require="+CMEE:")
+        per_try = self._sync_timeout(limit)
+        await self._exchange_once(SYNC_COMMAND, SYNC_ANSWER, per_try, False, require=SYNC_ANSWER)
         self._needs_sync = False

@@ -26,9 +26,9 @@ from typing import Any
 
 import serial
 
-from firmware_bridge.at_base import AtEngineBase
+from firmware_bridge.at_base import REOPEN_FIRST_DELAY, SYNC_ANSWER, SYNC_COMMAND, AtEngineBase
 from firmware_bridge.at_parser import AtResponse, Exchange
-from firmware_bridge.errors import AtError, AtTimeout, PortBusy, PortGone
+from firmware_bridge.errors import PortBusy, PortGone
 
 log = logging.getLogger("firmware_bridge.at")
 
@@ -41,13 +41,6 @@ class BlockingAtEngine(AtEngineBase):
         self._serial: serial.Serial | None = None
 
     # ------------------------------------------------------------------ life cycle
-    async def __aenter__(self) -> BlockingAtEngine:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
     @property
     def is_open(self) -> bool:
         return self._serial is not None
@@ -85,11 +78,9 @@ class BlockingAtEngine(AtEngineBase):
     def _ensure_open(self, command: str) -> None:
         if self._serial is not None:
             return
-        if self._closed:
-            raise PortGone(self.port, "engine closed", command)
-        deadline = time.monotonic() + self.reopen_timeout
-        delay = 0.05
-        last: Exception | None = None
+        deadline = self._reopen_deadline(command)
+        delay = REOPEN_FIRST_DELAY
+        last: PortGone | None = None
         while True:
             try:
                 self._open_once()
@@ -98,11 +89,9 @@ class BlockingAtEngine(AtEngineBase):
                 raise
             except PortGone as exc:
                 last = exc
-            if time.monotonic() + delay > deadline:
-                reason = f"not back after {self.reopen_timeout:g} s ({last.reason if last else 'unknown'})"
-                raise PortGone(self.port, reason, command) from last
+            next_delay = self._reopen_backoff(command, deadline, delay, last)
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = next_delay
 
     def _lost(self, exc: BaseException) -> None:
         """The device went away under a read or write: drop the port (the next command reopens it)."""
@@ -138,12 +127,7 @@ class BlockingAtEngine(AtEngineBase):
         port = self._serial
         if port is None:
             raise PortGone(self.port, self._lost_reason or "not open", command)
-        ex = self._exchange = Exchange(command, expect, require=require)
-        data = (command + "\r").encode("latin-1")
-        self.commands += 1
-        self.bytes_out += len(data)
-        self.last_command, self.last_answer = command, ()
-        log.debug("-> %s", command)
+        ex, data = self._begin_exchange(command, expect, require)
         answered = False
         try:
             try:
@@ -152,8 +136,7 @@ class BlockingAtEngine(AtEngineBase):
                 while not ex.done:
                     remaining = end - time.monotonic()
                     if remaining <= 0:
-                        self.last_answer = (*ex.lines, f"<no final result within {deadline:g} s>")
-                        raise AtTimeout(command, deadline, ex.lines)
+                        raise self._timed_out(ex, deadline)
                     # wait with select: setting pyserial's timeout would reconfigure the port (tcsetattr) each time
                     ready, _, _ = select.select([port.fileno()], [], [], remaining)
                     if ready:  # timeout 0: what is there (a hang-up reads nothing: SerialException, port gone)
@@ -162,21 +145,12 @@ class BlockingAtEngine(AtEngineBase):
                             self._feed(ex, chunk)
             except (serial.SerialException, OSError) as exc:
                 self._lost(exc)
-                self.last_answer = (*ex.lines, f"<port gone: {self._lost_reason}>")
+                self._gone_during(ex, self._lost_reason)
                 raise PortGone(self.port, self._lost_reason, command) from exc
             answered = True
-        finally:
-            if not answered:  # timed out, interrupted or port gone: an answer may still be on its way
-                self._needs_sync = True
-            if ex.skipped:
-                log.info("resync: skipped %d late answer(s)", ex.skipped)
-            self._exchange = None
-        resp = ex.response()
-        self.last_answer = (*resp.lines, resp.final)
-        log.debug("<- %s %s", list(resp.lines), resp.final)
-        if check and not resp.ok:
-            raise AtError(command, resp.final, resp.lines)
-        return resp
+        finally:  # timed out, interrupted or port gone: the next command resyncs
+            self._end_exchange(ex, answered)
+        return self._answer(command, ex.response(), check)
 
     def _feed(self, ex: Exchange, chunk: bytes) -> None:
         """Lines of ``chunk`` to the exchange in flight; URCs, and lines after its final result, to :meth:`_stray`
@@ -190,7 +164,6 @@ class BlockingAtEngine(AtEngineBase):
 
     def _sync(self, limit: float | None) -> None:
         """As :meth:`AtEngine._sync`: ``AT+CMEE?`` until its own answer; late answers before it are skipped."""
-        per_try = min(self.timeout if limit is None else limit, 2.0)
-        self._splitter.clear()
-        self._exchange_once("AT+CMEE?", "+CMEE:", per_try, False, require="+CMEE:")
+        per_try = self._sync_timeout(limit)
+        self._exchange_once(SYNC_COMMAND, SYNC_ANSWER, per_try, False, require=SYNC_ANSWER)
         self._needs_sync = False
