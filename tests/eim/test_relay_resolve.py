@@ -11,38 +11,24 @@ from hypothesis import strategies as st
 from eim.config import ConfigError, load_config
 from eim.relay import Es9PlusClient, Es9Relay, tls_context
 from rsp import resolve
-from rsp.pki import create_lab_pki, lab_eid
+from rsp.pki import lab_eid
 from smdpp import orders
-from smdpp.config import SmdppConfig
-from smdpp.server import running_server
 from tests.eim.test_relay import Ipa, MemoryRelayStore, esipa
 from tests.smdpp.sim import SimEuicc
+from tests.smdpp_lab import lab_pki, lab_smdp, port_of
 
 EID = lab_eid(61)
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    return create_lab_pki(tmp_path_factory.mktemp("pki"), curves=("nist",), eids=(EID,), hosts=("smdp.test",))
+    return lab_pki(tmp_path_factory, EID)
 
 
 @pytest.fixture(scope="module")
 def smdp(pki, tmp_path_factory):
-    # the SM-DP+ answers to smdp.test (and, to show that TLS is what refuses it, to wrong.test)
-    config = SmdppConfig(
-        data_dir=tmp_path_factory.mktemp("smdp"),
-        pki_dir=pki.root,
-        port=0,
-        address="smdp.test",
-        aliases=("wrong.test",),
-        curves=("nist",),
-    )
-    with running_server(config) as srv:
+    with lab_smdp(pki, tmp_path_factory) as srv:
         yield srv
-
-
-def port_of(smdp) -> int:
-    return int(smdp.base_url.rsplit(":", 1)[1])
 
 
 async def test_download_through_the_map_with_tls_checked_against_the_name(smdp, pki):

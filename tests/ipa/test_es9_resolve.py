@@ -13,35 +13,26 @@ from hypothesis import strategies as st
 from ipa.config import ConfigError, parse_config
 from ipa.es9 import Es9Client, Es9Error
 from rsp import resolve
-from rsp.pki import create_lab_pki, lab_eid
-from smdpp.config import SmdppConfig
-from smdpp.server import running_server
+from rsp.pki import lab_eid
 from tests.smdpp.sim import SimEuicc
+from tests.smdpp_lab import lab_pki, lab_smdp, port_of
 
 EID = lab_eid(62)
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    return create_lab_pki(tmp_path_factory.mktemp("pki"), curves=("nist",), eids=(EID,), hosts=("smdp.test",))
+    return lab_pki(tmp_path_factory, EID)
 
 
 @pytest.fixture(scope="module")
 def smdp(pki, tmp_path_factory):
-    config = SmdppConfig(
-        data_dir=tmp_path_factory.mktemp("smdp"),
-        pki_dir=pki.root,
-        port=0,
-        address="smdp.test",
-        aliases=("wrong.test",),
-        curves=("nist",),
-    )
-    with running_server(config) as srv:
+    with lab_smdp(pki, tmp_path_factory) as srv:
         yield srv
 
 
 async def test_initiate_authentication_through_the_map(smdp, pki):
-    port = int(smdp.base_url.rsplit(":", 1)[1])
+    port = port_of(smdp)
     card = SimEuicc(pki, "nist", eid=EID)
     verify = ssl.create_default_context(cafile=str(smdp.ca_bundle))
     config = parse_config(
