@@ -51,6 +51,29 @@ def _locked_operation(logic: Logic, op_id: str | None, eid: str | None) -> Gen:
     return None if r is None else row_to_op(r)
 
 
+def _count_once_per_handout(op: Operation, key: str) -> tuple[dict[str, Any], dict[str, Any], bool, int]:
+    """A copy of ``op.result``, its record ``key`` as it was, whether this hand-out was counted in it already, and
+    the count with this hand-out (up at most once per hand-out)."""
+    result: dict[str, Any] = dict(op.result or {})
+    before = result.get(key) if isinstance(result.get(key), dict) else {}
+    counted = before.get("attempt") == op.attempts
+    count = int(before.get("count", 0)) + (0 if counted else 1)
+    return result, before, counted, count
+
+
+def _update_in_progress(op: Operation, assignments: str, params: tuple[Any, ...]) -> Gen:
+    """``UPDATE operations SET <assignments>`` on ``op`` while it is still in progress; :class:`Retry` (the whole
+    transaction again) when it is not any more."""
+    n = yield Q(f"UPDATE operations SET {assignments} WHERE id = ? AND status = 'in_progress'", (*params, op.id))
+    if n != 1:
+        raise Retry
+
+
+def _audit(logic: Logic, op: Operation, now: float, who: str, action: str, outcome: str, detail: dict[str, Any]) -> Q:
+    """The audit entry for ``op``'s change."""
+    return logic._audit(at=now, who=who, action=action, outcome=outcome, eid=op.eid, operation_id=op.id, detail=detail)
+
+
 def note_refusal(
     logic: Logic,
     op_id: str | None,
@@ -69,42 +92,21 @@ def note_refusal(
     if op is None or op.status is not OpStatus.IN_PROGRESS or op.package is None:
         return None
     reason = reason[:MAX_REASON]
-    result: dict[str, Any] = dict(op.result or {})
-    before = result.get("refusals") if isinstance(result.get("refusals"), dict) else {}
-    counted = before.get("attempt") == op.attempts
-    count = int(before.get("count", 0)) + (0 if counted else 1)
+    result, _, _, count = _count_once_per_handout(op, "refusals")
     result["refusals"] = {"count": count, "attempt": op.attempts, "code": code, "reason": reason, "at": now}
     final = max_handouts > 0 and count >= max_handouts
     if final:
         error = f"result refused after {count} hand-out(s) of the package: ESipa code {code}: {reason}"
-        n = yield Q(
-            "UPDATE operations SET status = 'failed', updated_at = ?, result = ?, result_code = ?, error = ?"
-            " WHERE id = ? AND status = 'in_progress'",
-            (now, _dumps(result), code, error, op.id),
+        yield from _update_in_progress(
+            op,
+            "status = 'failed', updated_at = ?, result = ?, result_code = ?, error = ?",
+            (now, _dumps(result), code, error),
         )
     else:
         error = op.error
-        n = yield Q(
-            "UPDATE operations SET updated_at = ?, result = ? WHERE id = ? AND status = 'in_progress'",
-            (now, _dumps(result), op.id),
-        )
-    if n != 1:
-        raise Retry
-    yield logic._audit(
-        at=now,
-        who=who,
-        action="result_refused",
-        outcome="failed" if final else "rejected",
-        eid=op.eid,
-        operation_id=op.id,
-        detail={
-            "code": code,
-            "reason": reason,
-            "hand_outs": op.attempts,
-            "refusals": count,
-            "max_handouts": max_handouts,
-        },
-    )
+        yield from _update_in_progress(op, "updated_at = ?, result = ?", (now, _dumps(result)))
+    detail = {"code": code, "reason": reason, "hand_outs": op.attempts, "refusals": count, "max_handouts": max_handouts}
+    yield _audit(logic, op, now, who, "result_refused", "failed" if final else "rejected", detail)
     if not final:
         return replace(op, updated_at=now, result=result)
     return replace(op, status=OpStatus.FAILED, updated_at=now, result=result, result_code=code, error=error)
@@ -126,29 +128,14 @@ def defer(
     if op is None or op.status is not OpStatus.IN_PROGRESS or op.package is None:
         return None
     reason = reason[:MAX_REASON]
-    result: dict[str, Any] = dict(op.result or {})
-    before = result.get("retry") if isinstance(result.get("retry"), dict) else {}
-    counted = before.get("attempt") == op.attempts
-    count = int(before.get("count", 0)) + (0 if counted else 1)
+    result, before, counted, count = _count_once_per_handout(op, "retry")
     at = now + min(max_s, initial_s * 2 ** max(0, count - 1))
     if counted:
         at = max(at, float(before.get("at", 0)))
     result["retry"] = {"count": count, "attempt": op.attempts, "at": at, "function": function, "reason": reason}
-    n = yield Q(
-        "UPDATE operations SET updated_at = ?, result = ? WHERE id = ? AND status = 'in_progress'",
-        (now, _dumps(result), op.id),
-    )
-    if n != 1:
-        raise Retry
-    yield logic._audit(
-        at=now,
-        who=who,
-        action="relay_retry",
-        outcome="in_progress",
-        eid=op.eid,
-        operation_id=op.id,
-        detail={"function": function, "reason": reason, "retry_at": at, "retries": count},
-    )
+    yield from _update_in_progress(op, "updated_at = ?, result = ?", (now, _dumps(result)))
+    detail = {"function": function, "reason": reason, "retry_at": at, "retries": count}
+    yield _audit(logic, op, now, who, "relay_retry", "in_progress", detail)
     return replace(op, updated_at=now, result=result)
 
 
