@@ -36,7 +36,7 @@ from firmware_bridge.at_base import (  # noqa: F401 - the defaults are part of t
     AtEngineBase,
 )
 from firmware_bridge.at_parser import AtResponse
-from firmware_bridge.errors import PortBusy, PortGone
+from firmware_bridge.errors import PortGone
 
 log = logging.getLogger("firmware_bridge.at")
 
@@ -111,16 +111,12 @@ class AtEngine(AtEngineBase):
             return
         deadline = self._reopen_deadline(command)
         delay = REOPEN_FIRST_DELAY
-        last: PortGone | None = None
         while True:
             try:
                 await self._open_once()
                 return
-            except PortBusy:
-                raise
-            except PortGone as exc:
-                last = exc
-            next_delay = self._reopen_backoff(command, deadline, delay, last)
+            except PortGone as exc:  # PortBusy (another program holds the lock) goes up at once
+                next_delay = self._reopen_backoff(command, deadline, delay, exc)
             await asyncio.sleep(delay)
             delay = next_delay
 

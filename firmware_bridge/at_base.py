@@ -107,11 +107,11 @@ class AtEngineBase:
             raise PortGone(self.port, "engine closed", command)
         return time.monotonic() + self.reopen_timeout
 
-    def _reopen_backoff(self, command: str, deadline: float, delay: float, last: PortGone | None) -> float:
+    def _reopen_backoff(self, command: str, deadline: float, delay: float, last: PortGone) -> float:
         """After a failed reopen: :class:`PortGone` when waiting ``delay`` more passes ``deadline``, else the delay
         after this one."""
         if time.monotonic() + delay > deadline:
-            reason = f"not back after {self.reopen_timeout:g} s ({last.reason if last else 'unknown'})"
+            reason = f"not back after {self.reopen_timeout:g} s ({last.reason})"
             raise PortGone(self.port, reason, command) from last
         return min(delay * 2, REOPEN_MAX_DELAY)
 

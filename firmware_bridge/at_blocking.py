@@ -28,7 +28,7 @@ import serial
 
 from firmware_bridge.at_base import REOPEN_FIRST_DELAY, SYNC_ANSWER, SYNC_COMMAND, AtEngineBase
 from firmware_bridge.at_parser import AtResponse, Exchange
-from firmware_bridge.errors import PortBusy, PortGone
+from firmware_bridge.errors import PortGone
 
 log = logging.getLogger("firmware_bridge.at")
 
@@ -80,16 +80,12 @@ class BlockingAtEngine(AtEngineBase):
             return
         deadline = self._reopen_deadline(command)
         delay = REOPEN_FIRST_DELAY
-        last: PortGone | None = None
         while True:
             try:
                 self._open_once()
                 return
-            except PortBusy:
-                raise
-            except PortGone as exc:
-                last = exc
-            next_delay = self._reopen_backoff(command, deadline, delay, last)
+            except PortGone as exc:  # PortBusy (another program holds the lock) goes up at once
+                next_delay = self._reopen_backoff(command, deadline, delay, exc)
             time.sleep(delay)
             delay = next_delay
 
