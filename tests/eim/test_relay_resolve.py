@@ -15,20 +15,11 @@ from rsp.pki import lab_eid
 from smdpp import orders
 from tests.eim.test_relay import Ipa, MemoryRelayStore, esipa
 from tests.smdpp.sim import SimEuicc
-from tests.smdpp_lab import lab_pki, lab_smdp, port_of
+from tests.smdpp_lab import lab_fixtures, port_of
 
 EID = lab_eid(61)
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return lab_pki(tmp_path_factory, EID)
-
-
-@pytest.fixture(scope="module")
-def smdp(pki, tmp_path_factory):
-    with lab_smdp(pki, tmp_path_factory) as srv:
-        yield srv
+pki, smdp = lab_fixtures(EID)
 
 
 async def test_download_through_the_map_with_tls_checked_against_the_name(smdp, pki):

@@ -15,20 +15,11 @@ from ipa.es9 import Es9Client, Es9Error
 from rsp import resolve
 from rsp.pki import lab_eid
 from tests.smdpp.sim import SimEuicc
-from tests.smdpp_lab import lab_pki, lab_smdp, port_of
+from tests.smdpp_lab import lab_fixtures, port_of
 
 EID = lab_eid(62)
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return lab_pki(tmp_path_factory, EID)
-
-
-@pytest.fixture(scope="module")
-def smdp(pki, tmp_path_factory):
-    with lab_smdp(pki, tmp_path_factory) as srv:
-        yield srv
+pki, smdp = lab_fixtures(EID)
 
 
 async def test_initiate_authentication_through_the_map(smdp, pki):
