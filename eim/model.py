@@ -6,6 +6,7 @@ POSIX seconds (float, UTC). Binary fields are ``bytes``; JSON fields are plain d
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -166,3 +167,39 @@ class OutboundNotification:
     last_error: str | None = None
     lease_until: float | None = None  # claimed by ``leased_by`` until then
     leased_by: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- replace
+_PLAIN_FIELDS: dict[type, frozenset[str] | None] = {}
+
+
+def _plain_fields(cls: type) -> frozenset[str] | None:
+    """The field names of a dataclass whose instances are just their ``__dict__`` (no ``__post_init__``, no
+    ``__slots__``, every field set by ``__init__``); ``None`` for any other class."""
+    fields = getattr(cls, "__dataclass_fields__", None)
+    if fields is None or hasattr(cls, "__post_init__") or "__slots__" in cls.__dict__:
+        return None
+    names = [n for n, f in fields.items() if f._field_type is dataclasses._FIELD]  # type: ignore[attr-defined]
+    if len(names) != len(fields) or not all(fields[n].init for n in names):
+        return None
+    return frozenset(names)
+
+
+def replace(obj: Any, /, **changes: Any) -> Any:
+    """``dataclasses.replace`` for the records above, without the per-field ``__init__`` call (the store's claim
+    and result paths make a few copies per request; ``dataclasses.replace`` costs ~3.5 µs on these 20-field
+    records, this ~0.6 µs). Same result: a new instance of the same class, the given fields changed, the others
+    shared; anything else (a class with ``__post_init__`` or slots, an unknown field name) goes to
+    ``dataclasses.replace``, which also raises its ``TypeError`` for an unknown field."""
+    cls = type(obj)
+    try:
+        names = _PLAIN_FIELDS[cls]
+    except KeyError:
+        names = _PLAIN_FIELDS[cls] = _plain_fields(cls)
+    if names is None or not changes.keys() <= names:
+        return dataclasses.replace(obj, **changes)
+    new = object.__new__(cls)
+    state = new.__dict__
+    state.update(obj.__dict__)
+    state.update(changes)
+    return new

@@ -100,6 +100,8 @@ UNDECODABLE = RateLimitedLog(log, interval_s=60.0)
 
 #: the tag of the error alternative (an INTEGER code) in each function's answer
 ERROR_TAGS = {0xBF4F: 0x02, 0xBF50: 0x02, 0xBF39: 0x81, 0xBF3B: 0x82, 0xBF3A: 0x81, 0xBF41: 0x81}
+_TAG_BYTES = {t: tlv.tag_bytes(t) for t in ERROR_TAGS}
+_ERROR_TAG_BYTES = {t: bytes([e]) for t, e in ERROR_TAGS.items()}
 
 
 def error_answer_code(tag: int, answer: bytes | None) -> int | None:
@@ -109,6 +111,8 @@ def error_answer_code(tag: int, answer: bytes | None) -> int | None:
         return None
     if answer == codec.NO_PACKAGE_ANSWER:
         return None
+    if len(answer) > 3 and answer[:2] == _TAG_BYTES[tag] and answer[2] < 0x80 and answer[3:4] != _ERROR_TAG_BYTES[tag]:
+        return None  # the first member's tag is not the error alternative's (an acknowledgement): no parse
     try:
         kids = tlv.children(tlv.parse_exact(answer))
     except RspError:

@@ -80,11 +80,17 @@ async def process(
     Returns ``(error code or None, handled)``."""
     eid = ctx.eid_hint
     prefetched = None
+    # the eimPackageResult alternative as received: the first member that is not the eidValue (walked once for
+    # the prefetch and the handling below)
+    try:
+        part: tlv.Tlv | None = next(c for c in tlv.children(raw, what="ProvideEimPackageResult") if c.tag != 0x5A)
+    except (RspError, StopIteration):
+        part = None
     if "eidValue" in value:
         eid = eid_from_bytes(value["eidValue"])
         if eid is None or (ctx.eid_hint is not None and eid != ctx.eid_hint):
             return codec.INVALID_EID, Handled()
-        epr_raw = _epr_of(value, raw)
+        epr_raw = _epr_of(value, part)
         if epr_raw is not None:
             # one store call: the EID's registration, the result's operation and its eUICC
             prefetched = await rp.prefetch(epr_raw, eid, parsed=parsed)
@@ -93,8 +99,8 @@ async def process(
         elif await rp.store.get_euicc(eid) is None:
             return codec.EID_NOT_FOUND, Handled()
     alt, body = value["eimPackageResult"]
-    # the eimPackageResult alternative as received: the first member that is not the eidValue
-    part = next(c for c in tlv.children(raw, what="ProvideEimPackageResult") if c.tag != 0x5A)
+    if part is None:  # not reached for a decoded message; raises as the walk did before
+        part = next(c for c in tlv.children(raw, what="ProvideEimPackageResult") if c.tag != 0x5A)
     who = ctx.eid_hint  # the EID the binding authenticated (None: anonymous)
     if alt == "euiccPackageResult":
         handled = await rp.euicc_package_result(part.raw, eid, authenticated_eid=who, prefetched=prefetched)
@@ -146,16 +152,16 @@ async def undecodable(rp: ResultProcessor, raw: bytes, ctx: RequestContext, reas
         await rp.service.note_refusal(None, codec.UNDEFINED, f"undecodable ProvideEimPackageResult: {reason}", eid=eid)
 
 
-def _epr_of(value: dict[str, Any], raw: bytes) -> bytes | None:
-    """The EuiccPackageResult (BF51) as received, for the two alternatives that carry one; ``None`` otherwise
-    (or when the bytes do not have the expected shape: the caller then takes the generic path)."""
+def _epr_of(value: dict[str, Any], part: tlv.Tlv | None) -> bytes | None:
+    """The EuiccPackageResult (BF51) as received (``part``: the eimPackageResult member as received), for the two
+    alternatives that carry one; ``None`` otherwise (or when the bytes do not have the expected shape: the caller
+    then takes the generic path)."""
     alt = value["eimPackageResult"][0]
-    if alt not in ("euiccPackageResult", "ePRAndNotifications"):
+    if alt not in ("euiccPackageResult", "ePRAndNotifications") or part is None:
         return None
     try:
-        part = next(c for c in tlv.children(raw, what="ProvideEimPackageResult") if c.tag != 0x5A)
         return part.raw if alt == "euiccPackageResult" else tlv.require(part, 0xBF51, what="ePRAndNotifications").raw
-    except (RspError, StopIteration):
+    except RspError:
         return None
 
 

@@ -23,7 +23,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -38,6 +38,7 @@ from eim.model import (
     OpKind,
     OpStatus,
     OutboundNotification,
+    replace,  # dataclasses.replace without the per-field __init__ (the claim and result paths)
 )
 from eim.store import tallies
 from eim.store.enabled_profile import enabled_from_profiles

@@ -52,11 +52,17 @@ __all__ = [
 ]
 
 
+_spec_loader = None  # rsp.asn1._compiled.specification once imported (the import is lazy: asn1tools is heavy)
+
+
 def specification():
     """The compiled asn1tools specification (internal names, including the ``-Body`` helper types)."""
-    from rsp.asn1._compiled import specification as _spec
+    global _spec_loader
+    if _spec_loader is None:
+        from rsp.asn1._compiled import specification as _spec
 
-    return _spec()
+        _spec_loader = _spec
+    return _spec_loader()  # lru_cache'd there: compiled at most once per process
 
 
 def resolve_type(type_name: str) -> str:
