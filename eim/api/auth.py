@@ -45,12 +45,11 @@ import logging
 import os
 import re
 import secrets
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from eim.secret_file_watch import SecretFileWatch
 from rsp import files
 
 log = logging.getLogger("eim.api.auth")
@@ -240,8 +239,20 @@ class OperatorRegistry:
         self.check_interval = check_interval
         self._by_hash: dict[str, Operator] = {}
         self._entries: dict[str, OperatorEntry] = {}
-        self._stamp: Any = None
-        self._failed: tuple[Any, str] | None = None
+        self._file = (
+            SecretFileWatch(
+                self.path,
+                parse=parse_operators_file,
+                error=OperatorsFileError,
+                log=log,
+                what="operators file",
+                keeping="operators",
+                count_key="operators",
+                missing="no such file (create it with `eim operator add NAME`)",
+            )
+            if self.path is not None
+            else None
+        )
         if self.path is not None:
             self.reload(strict=True)
 
@@ -289,37 +300,13 @@ class OperatorRegistry:
     def reload(self, *, strict: bool = False) -> bool:
         """Read the file again if it changed. ``strict``: raise on a bad file instead of keeping the operators.
         Safe in a worker thread: the tables are replaced by single assignments."""
-        if self.path is None:
+        if self._file is None:
             return False
-        stamp: Any = None
-        try:
-            st = self.path.stat()
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if stamp == self._stamp:
-                return False
-            entries = parse_operators_file(self.path.read_text(encoding="utf-8"), str(self.path))
-        except (OSError, UnicodeDecodeError, OperatorsFileError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                message = f"{self.path}: no such file (create it with `eim operator add NAME`)"
-            else:
-                message = str(exc) if isinstance(exc, OperatorsFileError) else f"{self.path}: {exc}"
-            if strict:
-                raise OperatorsFileError(message) from None
-            if self._failed != (stamp, message):
-                self._failed = (stamp, message)
-                log.error(
-                    "operators file not reloaded, keeping the previous operators",
-                    extra={"path": str(self.path), "operators": len(self._entries), "error": message},
-                )
+        entries = self._file.read(len(self._entries), strict=strict)
+        if entries is None:
             return False
         self._by_hash = {e.token_hash: Operator(e.name, e.role) for e in entries.values()}
-        self._entries, self._stamp, self._failed = entries, stamp, None
-        log.info("operators file loaded", extra={"path": str(self.path), "operators": len(entries)})
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning(
-                "operators file is accessible to other users: chmod 600 it",
-                extra={"path": str(self.path), "mode": oct(stat.S_IMODE(st.st_mode))},
-            )
+        self._entries = entries
         return True
 
     async def watch(self) -> None:

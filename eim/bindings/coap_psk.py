@@ -32,12 +32,12 @@ import logging
 import os
 import re
 import secrets
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eim.secret_file_watch import SecretFileWatch
 from rsp import files
 
 log = logging.getLogger("eim.esipa.coaps")
@@ -207,8 +207,15 @@ class PskFile:
         self.path = Path(path)
         self.check_interval = check_interval
         self._keys: dict[str, bytes] = {}
-        self._stamp: tuple[int, int, int] | None = None
-        self._failed: tuple[Any, str] | None = None  # (stamp, message) of the last failure, logged once
+        self._file = SecretFileWatch(
+            self.path,
+            parse=parse_psk_file,
+            error=PskFileError,
+            log=log,
+            what="PSK file",
+            keeping="keys",
+            count_key="devices",
+        )
         self.reload(strict=True)
 
     def __len__(self) -> int:
@@ -226,31 +233,10 @@ class PskFile:
     def reload(self, *, strict: bool = False) -> bool:
         """Read the file again if it changed. ``strict``: raise on a bad file instead of keeping the old keys.
         Safe to run in a worker thread: the key table is replaced in one assignment."""
-        stamp: Any = None
-        try:
-            st = self.path.stat()
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if stamp == self._stamp:
-                return False
-            keys = parse_psk_file(self.path.read_text(encoding="utf-8"), str(self.path))
-        except (OSError, UnicodeDecodeError, PskFileError) as exc:
-            message = str(exc) if isinstance(exc, PskFileError) else f"{self.path}: {exc}"
-            if strict:
-                raise PskFileError(message) from None
-            if self._failed != (stamp, message):
-                self._failed = (stamp, message)
-                log.error(
-                    "PSK file not reloaded, keeping the previous keys",
-                    extra={"path": str(self.path), "devices": len(self._keys), "error": message},
-                )
+        keys = self._file.read(len(self._keys), strict=strict)
+        if keys is None:
             return False
-        self._keys, self._stamp, self._failed = keys, stamp, None
-        log.info("PSK file loaded", extra={"path": str(self.path), "devices": len(keys)})
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning(
-                "PSK file is accessible to other users: chmod 600 it",
-                extra={"path": str(self.path), "mode": oct(stat.S_IMODE(st.st_mode))},
-            )
+        self._keys = keys
         return True
 
     async def watch(self) -> None:

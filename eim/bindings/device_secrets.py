@@ -32,10 +32,10 @@ import logging
 import os
 import re
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from eim.secret_file_watch import SecretFileWatch
 
 log = logging.getLogger("eim.esipa.device_secret")
 
@@ -158,8 +158,15 @@ class DeviceSecretFile:
         self.path = Path(path)
         self.check_interval = check_interval
         self._entries: dict[str, SecretEntry] = {}
-        self._stamp: Any = None
-        self._failed: Any = None
+        self._file = SecretFileWatch(
+            self.path,
+            parse=parse_secret_file,
+            error=DeviceSecretError,
+            log=log,
+            what="device secret file",
+            keeping="entries",
+            count_key="devices",
+        )
         self.reload(strict=True)
 
     def __len__(self) -> int:
@@ -167,25 +174,10 @@ class DeviceSecretFile:
 
     def reload(self, *, strict: bool = False) -> bool:
         """Read the file again if it changed; a bad file keeps the previous entries (``strict``: raises)."""
-        stamp: Any = None
-        try:
-            st = self.path.stat()
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if stamp == self._stamp:
-                return False
-            entries = parse_secret_file(self.path.read_text(encoding="utf-8"), str(self.path))
-        except (OSError, UnicodeDecodeError, DeviceSecretError) as exc:
-            message = str(exc) if isinstance(exc, DeviceSecretError) else f"{self.path}: {exc}"
-            if strict:
-                raise DeviceSecretError(message) from None
-            if self._failed != (stamp, message):
-                self._failed = (stamp, message)
-                log.error("device secret file not reloaded, keeping the previous entries", extra={"error": message})
+        entries = self._file.read(len(self._entries), strict=strict)
+        if entries is None:
             return False
-        self._entries, self._stamp, self._failed = entries, stamp, None
-        log.info("device secret file loaded", extra={"path": str(self.path), "devices": len(entries)})
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("device secret file is accessible to other users: chmod 600 it", extra={"path": str(self.path)})
+        self._entries = entries
         return True
 
     async def watch(self) -> None:
