@@ -95,6 +95,11 @@ class SqliteStore(SqlStore):
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Each write transaction of a group runs in a SAVEPOINT, and a savepoint keeps the original of every page
+        # it changes in a sub-journal. With the default temp_store that journal spills to a deleted file in
+        # /var/tmp: 62 % of the store thread's pwrite calls in a PSMO run (docs/performance.md 1c). It only
+        # serves ROLLBACK TO within the open transaction; durability is the WAL's, which this does not touch.
+        conn.execute("PRAGMA temp_store = MEMORY")
         self._conn = conn
 
     def _connect_reader(self) -> None:

@@ -11,12 +11,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from eim.model import Euicc, Operation
 from eim.store import Built, ClaimOutcome, StoreError
+from eim.store.logic import Q
 from eim.store.sqlite import SqliteStore
 from tests.eim.helpers import plain_euicc, queued_psmo
 
@@ -215,3 +217,48 @@ async def test_contacts_are_batched_and_visible_at_once(tmp_path):
         await s.close()
     assert other.execute("SELECT last_contact FROM euiccs WHERE eid = ?", (EIDS[0],)).fetchone() == (2040.0,)
     other.close()
+
+
+def _temp_files_open() -> list[str]:
+    """SQLite's temporary files held open by this process (it unlinks them at once: ``/var/tmp/etilqs_* (deleted)``)."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "etilqs_" in target:
+            out.append(target)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_savepoint_journals_of_a_group_stay_in_memory(tmp_path):
+    """Each write of a group runs in a savepoint, whose sub-journal keeps the original of every page it changes.
+    Past 64 KiB (one write changing more than 16 pages, such as the ``last_contact`` batch) SQLite spills it to
+    a temporary file, unless ``temp_store = MEMORY``, and every later savepoint of that transaction then writes
+    each page it changes to that file (62 % of the store thread's writes in a PSMO run; docs/performance.md
+    1c). After such a batch, its transaction must not have a temporary file open."""
+    eids = [f"8904903212345123451234567891{n:04d}" for n in range(300)]
+    s = SqliteStore(str(tmp_path / "eim.db"))
+    await s.open()
+    try:
+        await asyncio.gather(
+            *(s.add_euicc(replace(euicc(eid), euicc_certificate=os.urandom(900)), who="t") for eid in eids)
+        )
+        seen: list[list[str]] = []
+
+        def contacts():  # the shape of the last_contact batch: one statement over every row
+            return (yield Q("UPDATE euiccs SET last_contact = ?", (3000.0,)))
+
+        def look():  # queued last: runs in the same open transaction, after the others' savepoints
+            yield Q("SELECT 1", (), "one")
+            seen.append(_temp_files_open())
+
+        before = s.groups
+        touched, _ = await asyncio.gather(s._run(contacts), s._run(look))
+        assert touched == len(eids)
+        assert s.groups - before == 1  # one transaction: the batch's savepoint, then the look's
+        assert seen == [[]]
+    finally:
+        await s.close()
