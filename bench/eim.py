@@ -494,10 +494,13 @@ def run_load(
         try:
             assert proc.stdout is not None
             stdout = proc.stdout.read()
+            # the watcher reads "measure stop" and takes the window's last snapshot: until the load is reaped it
+            # stays in /proc (a zombie, its CPU times kept), so the wait comes after the watcher is done (the
+            # other order lost the load generator's figure now and then)
+            watcher.join(cfg["duration"] + 120)
             proc.wait()
         finally:
             timer.cancel()
-        watcher.join(5)
     finally:
         os.unlink(f.name)
     wall = time.perf_counter() - t0
