@@ -117,8 +117,12 @@ def run(
                 bare_tree,
                 nocache_env,
             )
-        for cmd, cwd, e in contenders.values():  # warm-up: the bytecode cache, the state file's first write
+        line: dict[str, tuple[int, float]] = {}  # modem contenders: bytes and line seconds of one run
+        for n, (cmd, cwd, e) in contenders.items():  # warm-up: the bytecode cache, the state file's first write
+            b0, w0 = vm.stats.bytes_in + vm.stats.bytes_out, vm.stats.wire_seconds
             _timed(cmd, cwd, e)
+            if "modem" in n:
+                line[n] = (vm.stats.bytes_in + vm.stats.bytes_out - b0, vm.stats.wire_seconds - w0)
         names = list(contenders)
         wall: dict[str, list[float]] = {n: [] for n in names}
         cpu: dict[str, list[float]] = {n: [] for n in names}
@@ -191,6 +195,13 @@ def run(
         f"- Bar, `ipa --json --port PTY chip info` through the virtual modem: {fmt(modem)} s "
         f"({modem / floor:.2f}× the floor) → {versus(modem, BAR_SECONDS, higher_is_better=False)}"
     )
+    for n, (nbytes, secs) in line.items():
+        med = statistics.median(wall[n])
+        sec.add(
+            f"- The line itself, {n}: {nbytes:,} bytes in both directions, {fmt(secs)} s at 115200 baud (the virtual "
+            f"modem's counters); the rest of the command: {fmt(med - secs)} s"
+        )
+    figures["line_s"] = line.get("chip info, modem", (0, 0.0))[1]
     for commit in trees:
         if not commit:
             continue

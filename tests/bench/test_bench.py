@@ -180,6 +180,9 @@ def test_ipa_commands_tiny():
     sec = run(True, rounds=1)
     _numbers(sec.figures, {"floor_s", "card_s", "card_cpu_s", "modem_s", "modem_cpu_s", "card_no_bytecode_cache_s"})
     assert any(line.startswith("- Bar, `ipa --json --card STATE chip info`") for line in sec.lines)
+    # the line time of the modem command, from the virtual modem's byte counters: a real exchange took place
+    assert 0 < sec.figures["line_s"] < sec.figures["modem_s"]
+    assert any(line.startswith("- The line itself, chip info, modem:") for line in sec.lines)
 
 
 def test_smdpp_tiny():
