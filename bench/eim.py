@@ -497,7 +497,7 @@ def run_load(
             # the watcher reads "measure stop" and takes the window's last snapshot: until the load is reaped it
             # stays in /proc (a zombie, its CPU times kept), so the wait comes after the watcher is done (the
             # other order lost the load generator's figure now and then)
-            watcher.join(cfg["duration"] + 120)
+            watcher.join(30)
             proc.wait()
         finally:
             timer.cancel()
