@@ -97,13 +97,14 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA foreign_keys = ON")
         # Each write transaction of a group runs in a SAVEPOINT, and a savepoint keeps the original of every page
         # it changes in a sub-journal. With the default temp_store that journal spills to a deleted file in
-        # /var/tmp: 62 % of the store thread's pwrite calls in a PSMO run (docs/performance.md 1c). It only
-        # serves ROLLBACK TO within the open transaction; durability is the WAL's, which this does not touch.
+        # /var/tmp: 62 % of the store thread's pwrite calls in a PSMO run. It only serves ROLLBACK TO within the
+        # open transaction; durability is the WAL's, which this does not touch.
         conn.execute("PRAGMA temp_store = MEMORY")
         # 32 MiB of page cache (default 2 MiB): this connection's own commits keep its cache valid, and with
         # the default the queue's operations, their indexes and the audit pages did not fit: 30 pread calls per
-        # PSMO round trip instead of 7 (docs/performance.md 1c). The read connection keeps the default: WAL
-        # readers drop their cache whenever another connection has committed, so a larger one buys nothing.
+        # PSMO round trip instead of 7. The read connection keeps the default: WAL readers drop their cache
+        # whenever another connection has committed, so a larger one buys nothing. (Both measured in
+        # docs/performance.md, "the SQLite store's system calls".)
         conn.execute("PRAGMA cache_size = -32768")
         self._conn = conn
 

@@ -237,8 +237,8 @@ async def test_savepoint_journals_of_a_group_stay_in_memory(tmp_path):
     """Each write of a group runs in a savepoint, whose sub-journal keeps the original of every page it changes.
     Past 64 KiB (one write changing more than 16 pages, such as the ``last_contact`` batch) SQLite spills it to
     a temporary file, unless ``temp_store = MEMORY``, and every later savepoint of that transaction then writes
-    each page it changes to that file (62 % of the store thread's writes in a PSMO run; docs/performance.md
-    1c). After such a batch, its transaction must not have a temporary file open."""
+    each page it changes to that file (62 % of the store thread's writes in a PSMO run; docs/performance.md,
+    "the SQLite store's system calls"). After such a batch, its transaction must not have a temporary file open."""
     eids = [f"8904903212345123451234567891{n:04d}" for n in range(300)]
     s = SqliteStore(str(tmp_path / "eim.db"))
     await s.open()
