@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from eim.packages.common import association_token_tlv, eid_to_bytes
+from eim.packages.euicc_package_der import decode_euicc_package_result_signed, encode_euicc_package_signed
 from rsp import asn1, crypto, tlv
 from rsp.errors import DecodeError, RspError
 
@@ -53,16 +54,10 @@ class EimKey:
 def euicc_package_signed(
     eim_id: str, eid: str, counter_value: int, eim_transaction_id: bytes, euicc_package: tuple[str, list]
 ) -> bytes:
-    """DER of EuiccPackageSigned (our own encoding; these bytes are signed and then sent unchanged)."""
-    return asn1.encode(
-        "EuiccPackageSigned",
-        {
-            "eimId": eim_id,
-            "eidValue": eid_to_bytes(eid),
-            "counterValue": counter_value,
-            "eimTransactionId": eim_transaction_id,
-            "euiccPackage": euicc_package,
-        },
+    """DER of EuiccPackageSigned (our own encoding; these bytes are signed and then sent unchanged). The envelope
+    is built by :mod:`eim.packages.euicc_package_der`, the EuiccPackage by asn1tools."""
+    return encode_euicc_package_signed(
+        eim_id, eid_to_bytes(eid), counter_value, eim_transaction_id, asn1.encode("EuiccPackage", euicc_package)
     )
 
 
@@ -149,6 +144,21 @@ def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
 def decode_euicc_package_result(raw: bytes) -> tuple[Any, EuiccPackageOutcome]:
     """:func:`parse_euicc_package_result` that also returns the decoded value (``rsp.asn1.decode`` of
     ``EuiccPackageResult``): the ProvideEimPackageResult fast path hands both on, so the result is decoded once."""
+    raw = bytes(raw)
+    fast = decode_euicc_package_result_signed(raw)
+    if fast is not None:  # the usual result, read without asn1tools (the same value, DER by construction)
+        value, start, end = fast
+        data = value[1]["euiccPackageResultDataSigned"]
+        return value, EuiccPackageOutcome(
+            kind="result",
+            eim_id=data["eimId"],
+            eim_transaction_id=data.get("eimTransactionId"),
+            counter_value=data["counterValue"],
+            seq_number=data["seqNumber"],
+            results=list(data["euiccResult"]),
+            signed_part=raw[start:end],
+            signature=value[1]["euiccSignEPR"],
+        )
     value = asn1.decode("EuiccPackageResult", raw)
     alt, body = value
     try:
