@@ -203,3 +203,19 @@ def replace(obj: Any, /, **changes: Any) -> Any:
     state.update(obj.__dict__)
     state.update(changes)
     return new
+
+
+def build(cls: type, /, **fields: Any) -> Any:
+    """``cls(**fields)`` for the records above, without the per-field ``__init__`` call (the store makes three
+    operation and three eUICC records from rows per PSMO round trip; the 22-field ``__init__`` of a frozen
+    dataclass costs ~5 µs, this ~1 µs). Only when every field is given and none is unknown, for a class whose
+    instances are just their ``__dict__``; anything else goes to ``cls(**fields)`` (defaults, ``TypeError``)."""
+    try:
+        names = _PLAIN_FIELDS[cls]
+    except KeyError:
+        names = _PLAIN_FIELDS[cls] = _plain_fields(cls)
+    if names is None or fields.keys() != names:
+        return cls(**fields)
+    new = object.__new__(cls)
+    new.__dict__.update(fields)
+    return new

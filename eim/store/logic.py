@@ -38,6 +38,7 @@ from eim.model import (
     OpKind,
     OpStatus,
     OutboundNotification,
+    build,  # a record from a full set of fields without the per-field __init__ (the row conversions)
     replace,  # dataclasses.replace without the per-field __init__ (the claim and result paths)
 )
 from eim.store import tallies
@@ -154,7 +155,8 @@ def _bytes(v: Any) -> bytes | None:
 
 
 def row_to_euicc(r: dict[str, Any]) -> Euicc:
-    return Euicc(
+    return build(
+        Euicc,
         eid=r["eid"],
         eim_id=r["eim_id"],
         association_token=r["association_token"],
@@ -179,7 +181,8 @@ def row_to_euicc(r: dict[str, Any]) -> Euicc:
 
 
 def row_to_op(r: dict[str, Any]) -> Operation:
-    return Operation(
+    return build(
+        Operation,
         id=r["id"],
         eid=r["eid"],
         kind=OpKind(r["kind"]),

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eim.model import AuditEntry, Euicc, Operation, OpKind, OpStatus, replace
+from eim.model import AuditEntry, Euicc, Operation, OpKind, OpStatus, build, replace
 
 VALUES = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.binary(max_size=5))
 
@@ -90,3 +90,49 @@ def test_post_init_and_slots_classes_go_through_dataclasses_replace() -> None:
     assert replace(Slotted(1), n=5) == Slotted(5)
     entry = AuditEntry(1, 1.0, "eim", "hand_out", None, None, "ok")
     assert replace(entry, outcome="failed") == dataclasses.replace(entry, outcome="failed")
+
+
+# ------------------------------------------------------------------------------------------------ build
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([Operation, Euicc, AuditEntry]), st.data())
+def test_build_with_every_field_equals_the_constructor(cls, data):
+    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {n: data.draw(VALUES, label=n) for n in names}
+    made = build(cls, **fields)
+    assert type(made) is cls
+    assert made == cls(**fields)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.eid = "x"  # type: ignore[misc]  # still frozen
+    assert {f.name: getattr(made, f.name) for f in dataclasses.fields(cls)} == fields
+
+
+def test_build_with_fields_left_out_takes_their_defaults():
+    made = build(Operation, id="op-1", eid="89" * 16, kind=OpKind.PSMO, params={}, status=OpStatus.QUEUED,
+                 created_at=1.0, updated_at=2.0)  # fmt: skip
+    assert made == _operation().__class__(id="op-1", eid="89" * 16, kind=OpKind.PSMO, params={},
+                                         status=OpStatus.QUEUED, created_at=1.0, updated_at=2.0)  # fmt: skip
+    assert made.attempts == 0 and made.created_by == "operator"
+
+
+def test_build_refuses_an_unknown_field_or_a_missing_required_one_like_the_constructor():
+    fields = {f.name: None for f in dataclasses.fields(Euicc)}
+    with pytest.raises(TypeError):
+        build(Euicc, **fields, colour="red")
+    del fields["eid"]
+    with pytest.raises(TypeError):
+        build(Euicc, **fields)
+
+
+def test_build_runs_post_init():
+    @dataclass(frozen=True)
+    class Checked:
+        a: int
+        b: list = field(default_factory=list)
+
+        def __post_init__(self) -> None:
+            if self.a < 0:
+                raise ValueError("negative")
+
+    with pytest.raises(ValueError):
+        build(Checked, a=-1, b=[])
+    assert build(Checked, a=1, b=[2]) == Checked(1, [2])
