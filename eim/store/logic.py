@@ -180,14 +180,18 @@ def row_to_euicc(r: dict[str, Any]) -> Euicc:
     )
 
 
+_OP_KINDS: dict[str, OpKind] = {k.value: k for k in OpKind}  # the enum call costs ~0.5 µs, a dict look-up ~0.05
+_OP_STATUSES: dict[str, OpStatus] = {s.value: s for s in OpStatus}
+
+
 def row_to_op(r: dict[str, Any]) -> Operation:
     return build(
         Operation,
         id=r["id"],
         eid=r["eid"],
-        kind=OpKind(r["kind"]),
+        kind=_OP_KINDS.get(r["kind"]) or OpKind(r["kind"]),  # the call raises its ValueError for an unknown one
         params=_loads(r["params"]) or {},
-        status=OpStatus(r["status"]),
+        status=_OP_STATUSES.get(r["status"]) or OpStatus(r["status"]),
         created_at=r["created_at"],
         updated_at=r["updated_at"],
         not_before=r["not_before"],

@@ -78,6 +78,9 @@ class SqliteStore(SqlStore):
         # (a hint for where to look first, never an answer: the claim reads everything again under the write lock)
         self._working: dict[str, None] = {}
         self.working_hints = WORKING_HINTS  # 0: every poll looks first (tests hold the hint to that path)
+        # column names of each single-row query's result, by its SQL (the schema only changes in _migrate, which
+        # empties this)
+        self._columns: dict[str, list[str]] = {}
         self.groups = 0  # COMMITs of grouped write transactions (for benchmarks and tests)
         self.grouped = 0  # write transactions committed in those groups
 
@@ -115,6 +118,7 @@ class SqliteStore(SqlStore):
 
     def _migrate(self) -> int:
         conn = self._require()
+        self._columns.clear()
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
@@ -154,7 +158,12 @@ class SqliteStore(SqlStore):
         if q.mode == "one":
             r = cur.fetchone()
             cur.fetchall()
-            return None if r is None else dict(zip(_names(cur.description), r, strict=True))
+            if r is None:
+                return None
+            names = self._columns.get(q.sql)
+            if names is None or len(names) != len(r):
+                names = self._columns[q.sql] = _names(cur.description)
+            return dict(zip(names, r, strict=True))
         if q.mode == "all":
             rows = cur.fetchall()
             if not rows:
