@@ -140,8 +140,12 @@ OPEN = ("queued", "in_progress")
 Gen = Generator[Q, Any, Any]
 
 
+# json.dumps with these arguments builds a new encoder on every call; one built once gives the same text
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
 def _dumps(v: Any) -> str | None:
-    return None if v is None else json.dumps(v, separators=(",", ":"), sort_keys=True)
+    return None if v is None else _ENCODER.encode(v)
 
 
 def _loads(v: Any) -> Any:
