@@ -82,12 +82,29 @@ class ClaimOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class Seen:
+    """What a no-work poll reads of its eUICC's row (:meth:`Logic.poll_peek`): the binding it was last reached over
+    and its last contact, as stored."""
+
+    binding: str | None
+    last_contact: float | None
+
+
+@dataclass(frozen=True)
 class Claim:
     outcome: ClaimOutcome
     operation: Operation | None = None
     euicc: Euicc | None = None
     rehanded: bool = False
     closed: list[Operation] = field(default_factory=list)  # operations expired/failed while looking for work
+    seen: Seen | None = None  # a claim answered from the poll's look alone (then ``euicc`` is None)
+
+    def contact(self) -> Seen | None:
+        """The binding and last contact of the claim's eUICC as stored, whichever way it was read; ``None`` when
+        the claim names no registered eUICC."""
+        if self.euicc is not None:
+            return Seen(self.euicc.binding, self.euicc.last_contact)
+        return self.seen
 
 
 @dataclass(frozen=True)
@@ -257,15 +274,15 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def quiet_claim(peek: tuple[Euicc | None, bool], binding: str | None) -> Claim | None:
+def quiet_claim(peek: tuple[Seen | None, bool], binding: str | None) -> Claim | None:
     """The claim a poll gets from :meth:`Logic.poll_peek` alone, or ``None`` when it needs :meth:`Logic.claim_next`
     (an open operation, or a new or changed binding to write)."""
-    euicc, has_open = peek
-    if euicc is None:
+    seen, has_open = peek
+    if seen is None:
         return Claim(ClaimOutcome.UNKNOWN_EID)
-    if has_open or (binding is not None and binding != euicc.binding):
+    if has_open or (binding is not None and binding != seen.binding):
         return None
-    return Claim(ClaimOutcome.NONE, euicc=euicc)
+    return Claim(ClaimOutcome.NONE, seen=seen)
 
 
 class Logic:
@@ -566,16 +583,17 @@ class Logic:
         never enters a write transaction (SQLite: never waits behind the writer's COMMITs; PostgreSQL: one round
         trip instead of BEGIN, a locking SELECT, the queue head and COMMIT). The read sees what was committed when
         it ran, exactly what a claim run at that moment would have seen; anything else goes to :meth:`claim_next`,
-        which decides under the write lock."""
+        which decides under the write lock. It reads only the binding and the last contact (:class:`Seen`): the
+        whole row, with its certificates and JSON columns, made a no-work poll ~8 % dearer."""
         r = yield Q(
-            "SELECT e.*, EXISTS (SELECT 1 FROM operations o WHERE o.eid = e.eid"
+            "SELECT e.binding, e.last_contact, EXISTS (SELECT 1 FROM operations o WHERE o.eid = e.eid"
             " AND o.status IN ('queued', 'in_progress')) AS has_open FROM euiccs e WHERE e.eid = ?",
             (eid,),
             "one",
         )
         if r is None:
             return None, False
-        return row_to_euicc(r), bool(r["has_open"])
+        return Seen(r["binding"], r["last_contact"]), bool(r["has_open"])
 
     def claim_next(
         self,

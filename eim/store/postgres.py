@@ -20,7 +20,7 @@ from typing import Any
 
 from eim.model import Euicc, Operation
 from eim.store.base import Factory, SqlStore, migrations, split_statements
-from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Gen, Q, Retry, StoreError, quiet_claim
+from eim.store.logic import CONTACT_GRANULARITY_S, Built, Claim, Gen, Q, Retry, Seen, StoreError, quiet_claim
 
 log = logging.getLogger("eim.store")
 
@@ -162,7 +162,7 @@ class PostgresStore(SqlStore):
         claim = await self._read(lambda: self._quiet_poll(eid, now, binding), autocommit_writes=True)
         if claim is None:  # work to hand out, or a binding to write: the locking claim transaction
             claim = await super().claim_next(eid, now, build, binding=binding)
-        if binding is not None and claim.euicc is not None:
+        if binding is not None and claim.contact() is not None:
             self.count_poll(now)
         return claim
 
@@ -171,7 +171,7 @@ class PostgresStore(SqlStore):
         one connection, without a transaction (the UPDATE's row lock lasts only that statement). ``None`` when the
         poll needs the claim transaction."""
         claim = quiet_claim((yield from self.logic.poll_peek(eid)), binding)
-        e = None if claim is None else claim.euicc
+        e = None if claim is None else claim.seen
         if (
             claim is not None
             and e is not None
@@ -179,7 +179,7 @@ class PostgresStore(SqlStore):
             and (e.last_contact is None or now - e.last_contact >= CONTACT_GRANULARITY_S)
         ):
             yield from self.logic.record_contact(eid, now)
-            claim = replace(claim, euicc=replace(e, last_contact=now))
+            claim = replace(claim, seen=Seen(e.binding, now))
         return claim
 
     async def _read(self, factory: Factory, *, autocommit_writes: bool = False) -> Any:

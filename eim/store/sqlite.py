@@ -390,7 +390,7 @@ class SqliteStore(SqlStore):
             self._working[eid] = None
         else:
             self._working.pop(eid, None)
-        e = claim.euicc
+        e = claim.contact()
         if binding is not None and e is not None:
             self.count_poll(now)
             # the same granularity as when written in the claim (CONTACT_GRANULARITY_S): the values seen are too

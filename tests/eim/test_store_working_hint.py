@@ -45,7 +45,9 @@ def _claim_view(c) -> tuple:
         c.outcome,
         c.rehanded,
         None if op is None else (op.id, op.status, op.counter_value, op.package),
-        None if c.euicc is None else (c.euicc.eid, c.euicc.binding, c.euicc.counter_value),
+        # the eUICC as the claim saw it: a claim answered from the poll's look carries only its binding and last
+        # contact (Claim.seen), one from the claim transaction the whole record (Claim.euicc)
+        None if c.contact() is None else c.contact().binding,
     )
 
 
