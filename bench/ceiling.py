@@ -199,7 +199,8 @@ def run(
                         per[name].append(res)
                         print(
                             f"  ceiling {binding} round {r + 1} {name}: {res['rate']:.0f}/s p99 "
-                            f"{res['p99_ms']:.1f} ms, {res['server_cpu_per_req_us']:.0f} µs/req, errors "
+                            f"{res['p99_ms']:.1f} ms, {res['server_cpu_per_req_us']:.0f} µs/req, steal "
+                            f"{res['cpu'].get('steal', 0.0):.2f} cores, errors "
                             f"{res['errors']} {res['first_error']}",
                             flush=True,
                         )
@@ -266,6 +267,13 @@ def _report(
         ],
         rows,
     )
+    steal = [r["cpu"].get("steal", 0.0) for per in results.values() for runs in per.values() for r in runs]
+    if steal:
+        sec.add(
+            f"- Steal (cores the hypervisor gave to other virtual machines during a cell, `/proc/stat`): median "
+            f"{statistics.median(steal):.2f}, highest {max(steal):.2f}; cells with steal ran slower for reasons "
+            "outside this machine, which is why the ratios are taken round by round."
+        )
     sec.figures = {b: {k: [dict(r, cpu=None) for r in v] for k, v in per.items()} for b, per in results.items()}
     for binding, per in results.items():
         eims = [k for k in per if k.startswith("eIM")]

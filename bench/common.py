@@ -103,6 +103,9 @@ class CpuAccount:
         out["kernel softirq"] = (d[5] + d[6]) / tck / wall
         out["idle"] = (d[3] + d[4]) / tck / wall
         out["busy"] = (sum(d) - d[3] - d[4]) / tck / wall
+        # cores the hypervisor gave to other guests while this one had work (a VM's "steal"): counted in busy,
+        # used by no process here; when it is high, every figure of the window is low
+        out["steal"] = d[7] / tck / wall
         self.result = out
         return out
 

@@ -156,12 +156,14 @@ def run(
                 res["kernel_us_rt"] = cpu.get("kernel softirq", 0.0) * res["elapsed"] / n * 1e6
                 res["other_cores"] = cpu.get("other", 0.0)
                 res["idle_cores"] = cpu.get("idle", 0.0)
+                res["steal_cores"] = cpu.get("steal", 0.0)
                 res["eim_cores"] = cpu.get("eIM worker 1", 0.0)
                 per[name].append(res)
                 print(
                     f"  psmo round {r + 1} {name}: {res['rate']:.0f} rt/s p99 {res['p99_ms']:.0f} ms, eIM "
                     f"{res['server_us_rt']:.0f} µs/rt, load {res['load_us_rt']:.0f} µs/rt, other work "
-                    f"{res['other_cores']:.2f} cores, idle {res['idle_cores']:.2f}, disk "
+                    f"{res['other_cores']:.2f} cores, idle {res['idle_cores']:.2f}, steal {res['steal_cores']:.2f}, "
+                    "disk "
                     f"{disk[-1]['rate']:.0f} fsync/s, errors {res['errors']} "
                     f"{res['first_error']}",
                     flush=True,
@@ -201,8 +203,9 @@ def _report(
         "process (the cards' work is there) per round trip; *eIM cores*: the eIM process's CPU over the measured "
         "window; *other*: cores used meanwhile by everything else on the machine (other users' work); *idle*: the "
         "machine's idle cores (none idle and the eIM under one core: the eIM was short of CPU, not waiting for the "
-        "disk). *disk*: the raw rate of a 4 KiB write + fsync in a loop, measured in the same directory at the "
-        "start of each round."
+        "disk). *steal*: cores the hypervisor gave to other virtual machines while this one had work (from "
+        "`/proc/stat`; no process here used them, and every figure of a round with steal is low). *disk*: the raw "
+        "rate of a 4 KiB write + fsync in a loop, measured in the same directory at the start of each round."
     )
     sec.add("")
     rows = []
@@ -219,6 +222,7 @@ def _report(
                 _med([r["eim_cores"] for r in rs]),
                 _med([r["other_cores"] for r in rs]),
                 _med([r["idle_cores"] for r in rs]),
+                _med([r.get("steal_cores", 0.0) for r in rs]),
                 sum(r["errors"] for r in rs),
             ]
         )
@@ -233,6 +237,7 @@ def _report(
             "eIM cores",
             "other work, cores",
             "idle cores",
+            "steal, cores",
             "errors",
         ],
         rows,

@@ -262,6 +262,7 @@ def test_ceiling_tiny(binding):
         assert len(runs) == 1 and runs[0]["count"] > 0 and runs[0]["errors"] == 0
         _numbers(runs[0], LOAD_KEYS)
     assert any(line.startswith("- Bar, eIM / ") for line in sec.lines)
+    assert any(line.startswith("- Steal (cores the hypervisor gave") for line in sec.lines)
 
 
 def test_psmo_tiny():
@@ -275,6 +276,7 @@ def test_psmo_tiny():
     for runs in per.values():
         assert len(runs) == 2 and all(r["count"] > 0 and r["errors"] == 0 for r in runs)
         assert all(r["server_us_rt"] > 0 for r in runs)
+        assert all(0.0 <= r["steal_cores"] <= 2.0 for r in runs)  # the machine has 2 CPUs
     assert len(sec.figures["disk"]) == 2 and all(d["rate"] > 0 for d in sec.figures["disk"])
     assert any(line.startswith("- Bar, signed PSMO round trips") for line in sec.lines)
     assert any(line.startswith("- before/after: eIM vs eIM HEAD") for line in sec.lines)
