@@ -243,8 +243,8 @@ class MqttBinding:
     # ------------------------------------------------------------------ requests
     async def _serve(self, client: Any, message: Any) -> None:
         import aiomqtt
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
+
+        from eim.bindings.mqtt_properties import ReplyProperties
 
         topic = message.topic.value
         props = message.properties
@@ -258,9 +258,9 @@ class MqttBinding:
         if not isinstance(payload, bytes):
             payload = bytes(payload) if isinstance(payload, bytearray) else str(payload or "").encode()
 
-        reply = Properties(PacketTypes.PUBLISH)
+        reply = ReplyProperties()
         if correlation is not None:
-            reply.CorrelationData = correlation
+            reply.set_correlation_data(correlation)
         answer: bytes
         failed = True
         if len(payload) > self.max_body_size:
@@ -270,7 +270,7 @@ class MqttBinding:
                 result = await self.handler.handle(
                     payload, RequestContext("mqtt", peer=topic, eid_hint=eid, auth="mqtt-acl")
                 )
-                reply.ContentType = ESIPA_CONTENT_TYPE
+                reply.set_content_type(ESIPA_CONTENT_TYPE)
                 answer = result if result is not None else b""
                 failed = False
             except EsipaRejected as exc:
