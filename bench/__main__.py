@@ -56,6 +56,7 @@ HOW_TO = """\
     .venv/bin/python -m bench --only ceiling --bindings http --before HEAD~1  # before/after pair, interleaved
     .venv/bin/python -m bench --only psmo --before HEAD~1  # signed PSMO round trips, before/after interleaved
     .venv/bin/python -m bench.psmo_callgrind --commits .,HEAD~1  # the same, instructions per round trip (valgrind)
+    .venv/bin/python -m bench.poll_callgrind --commits .,HEAD~1  # instructions per no-work poll (valgrind)
     .venv/bin/python -m bench --only fleet --fleet 200000  # registry size (default 1,000,000; ~3.5 min)
     .venv/bin/python -m bench --only fleet --merge docs/performance.md  # re-run one section into this file
     .venv/bin/python -m bench --only ipa_cli --before HEAD~3  # ipa chip info vs the floor, before/after pair
