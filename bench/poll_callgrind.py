@@ -17,22 +17,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import shutil
-import socket
-import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, REPO, eim_serve
-from bench.eim import EIM_ID, bulk_register, eids_for, free_port, reset_contacts
+from bench.common import PY, REPO
+from bench.eim import bulk_register, eids_for, free_port, reset_contacts
 from bench.psmo import _copy_store, _tree
-from bench.psmo_callgrind import _instructions, _wait
+from bench.psmo_callgrind import _instructions, instrument, interleaved, print_table, under_callgrind, write_config
 
 
 def _polls(port: int, eids: list[str], duration: float, concurrency: int, warmup: float = 0.0) -> dict[str, Any]:
@@ -71,35 +68,26 @@ def run(commits: list[str], *, rounds: int, duration: float, n: int = 2_000, con
         base = tmp / "base.db"
         eids = eids_for(n, start=1_000_001)
         asyncio.run(bulk_register(f"sqlite:///{base}", eids))
-        for r in range(rounds):
-            for c in commits[r % len(commits) :] + commits[: r % len(commits)]:
-                d = tmp / f"round{r}-{len(per[c])}-{c.replace('/', '_').replace('.', 'tree')}"
-                d.mkdir()
-                _copy_store(base, d / "eim.db")
-                reset_contacts(f"sqlite:///{d / 'eim.db'}", "http", time.time() - 3600)
-                port = free_port()
-                (d / "eim.toml").write_text(
-                    f'[eim]\neim_id = "{EIM_ID}"\ndata_dir = "{d / "data"}"\nlab_pki = "{pki.root}"\n'
-                    f'curve = "nist"\n[store]\nurl = "sqlite:///{d / "eim.db"}"\n[http]\nport = {port}\n'
-                    f"[coap]\nenabled = false\nport = {free_port(socket.SOCK_DGRAM)}\n[mqtt]\nenabled = false\n"
-                    f'[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
-                )
-                out = d / "callgrind.out"
-                cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-                with eim_serve(d / "eim.toml", d / "eim.log", trees[c], prefix=cmd, wait=300, kill_wait=30) as p:
-                    asyncio.run(_wait(port, p))
-                    _polls(port, eids, 3.0, concurrency, warmup=0.5)  # warm-up, not counted
-                    subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], check=True, capture_output=True)
-                    res = _polls(port, eids, duration, concurrency)
-                    subprocess.run(["callgrind_control", "-i", "off", str(p.pid)], check=True, capture_output=True)
-                ir = _instructions(out)
-                polls = int(res.get("count") or 0)
-                per[c].append(ir / max(polls, 1))
-                print(
-                    f"  round {r + 1} {c}: {polls} polls, {ir / 1e6:,.0f} M instructions, "
-                    f"{ir / max(polls, 1) / 1e3:,.1f} k per poll, load errors {res.get('errors')}",
-                    flush=True,
-                )
+        for r, c in interleaved(commits, rounds):
+            d = tmp / f"round{r}-{len(per[c])}-{c.replace('/', '_').replace('.', 'tree')}"
+            d.mkdir()
+            _copy_store(base, d / "eim.db")
+            reset_contacts(f"sqlite:///{d / 'eim.db'}", "http", time.time() - 3600)
+            port = free_port()
+            write_config(d, pki.root, port)
+            with under_callgrind(d, trees[c], port) as (p, out):
+                _polls(port, eids, 3.0, concurrency, warmup=0.5)  # warm-up, not counted
+                instrument(p.pid, True)
+                res = _polls(port, eids, duration, concurrency)
+                instrument(p.pid, False)
+            ir = _instructions(out)
+            polls = int(res.get("count") or 0)
+            per[c].append(ir / max(polls, 1))
+            print(
+                f"  round {r + 1} {c}: {polls} polls, {ir / 1e6:,.0f} M instructions, "
+                f"{ir / max(polls, 1) / 1e3:,.1f} k per poll, load errors {res.get('errors')}",
+                flush=True,
+            )
     return per
 
 
@@ -111,15 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     commits = args.commits.split(",")
     per = run(commits, rounds=args.rounds, duration=args.duration)
-    print("\n| eIM | k instructions per no-work poll (median) | per round |\n|---|---|---|")
-    for c, xs in per.items():
-        print(f"| {c} | {statistics.median(xs) / 1e3:,.1f} | {' / '.join(f'{x / 1e3:,.1f}' for x in xs)} |")
-    for newer, older in itertools.pairwise(commits):
-        ratios = [b / a for a, b in zip(per[newer], per[older], strict=True) if a]
-        print(
-            f"- {newer} vs {older}: {statistics.median(ratios):.3f}× fewer instructions per poll "
-            f"({min(ratios):.3f}-{max(ratios):.3f}, per round)"
-        )
+    print_table(per, commits, "no-work poll", digits=1)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,54 @@ def _instructions(out: Path) -> int:
     return total
 
 
+def interleaved(commits: list[str], rounds: int) -> Iterator[tuple[int, str]]:
+    """``(round, contender)`` with every contender once per round, the order rotating from round to round."""
+    for r in range(rounds):
+        yield from ((r, c) for c in commits[r % len(commits) :] + commits[: r % len(commits)])
+
+
+def write_config(d: Path, pki_root: Path, port: int) -> Path:
+    """An ``eim serve`` configuration in ``d``: HTTP on ``port``, SQLite ``d/eim.db``, nothing else on."""
+    cfg = d / "eim.toml"
+    cfg.write_text(
+        f'[eim]\neim_id = "{EIM_ID}"\ndata_dir = "{d / "data"}"\nlab_pki = "{pki_root}"\n'
+        f'curve = "nist"\n[store]\nurl = "sqlite:///{d / "eim.db"}"\n[http]\nport = {port}\n'
+        f"[coap]\nenabled = false\nport = {free_port(socket.SOCK_DGRAM)}\n[mqtt]\nenabled = false\n"
+        f'[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
+    )
+    return cfg
+
+
+@contextlib.contextmanager
+def under_callgrind(d: Path, tree: Path | None, port: int) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """``eim serve`` of ``d/eim.toml`` (this tree or ``tree``) under callgrind with instrumentation off, once it
+    answers on ``port``: ``(process, its callgrind output file)``; the file is complete once the block ends."""
+    out = d / "callgrind.out"
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    with eim_serve(d / "eim.toml", d / "eim.log", tree, prefix=cmd, wait=300, kill_wait=30) as p:
+        asyncio.run(_wait(port, p))
+        yield p, out
+
+
+def instrument(pid: int, on: bool) -> None:
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(pid)], check=True, capture_output=True)
+
+
+def print_table(per: dict[str, list[float]], commits: list[str], unit: str, digits: int = 0) -> None:
+    """The median per contender and the ratio of each pair of neighbours, per ``unit``."""
+    print(f"\n| eIM | k instructions per {unit} (median) | per round |\n|---|---|---|")
+    for c, xs in per.items():
+        print(
+            f"| {c} | {statistics.median(xs) / 1e3:,.{digits}f} | {' / '.join(f'{x / 1e3:,.{digits}f}' for x in xs)} |"
+        )
+    for newer, older in itertools.pairwise(commits):
+        ratios = [b / a for a, b in zip(per[newer], per[older], strict=True) if a]
+        print(
+            f"- {newer} vs {older}: {statistics.median(ratios):.3f}× fewer instructions per {unit} "
+            f"({min(ratios):.3f}-{max(ratios):.3f}, per round)"
+        )
+
+
 def run(commits: list[str], *, rounds: int, duration: float, cards: int = 32, concurrency: int = 16) -> dict:
     from rsp.pki import create_lab_pki
 
@@ -106,37 +155,28 @@ def run(commits: list[str], *, rounds: int, duration: float, cards: int = 32, co
         asyncio.run(fleet.associate(eids_for(cards, start=1)))
         asyncio.run(fleet.queue(60))
         reset_contacts(f"sqlite:///{base}", "http", time.time() - 3600)
-        for r in range(rounds):
-            for c in commits[r % len(commits) :] + commits[: r % len(commits)]:
-                d = tmp / f"round{r}-{len(per[c])}-{c.replace('/', '_').replace('.', 'tree')}"
-                d.mkdir()
-                _copy_store(base, d / "eim.db")
-                shutil.copytree(fleet.cards_dir, d / "cards")
-                mine = [(eid, str(d / "cards" / Path(p).name)) for eid, p in fleet.cards]
-                port = free_port()
-                (d / "eim.toml").write_text(
-                    f'[eim]\neim_id = "{EIM_ID}"\ndata_dir = "{d / "data"}"\nlab_pki = "{pki.root}"\n'
-                    f'curve = "nist"\n[store]\nurl = "sqlite:///{d / "eim.db"}"\n[http]\nport = {port}\n'
-                    f"[coap]\nenabled = false\nport = {free_port(socket.SOCK_DGRAM)}\n[mqtt]\nenabled = false\n"
-                    f'[relay]\nenabled = false\n[log]\nlevel = "WARNING"\n'
-                )
-                out = d / "callgrind.out"
-                cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-                with eim_serve(d / "eim.toml", d / "eim.log", trees[c], prefix=cmd, wait=300, kill_wait=30) as p:
-                    asyncio.run(_wait(port, p))
-                    _load(port, mine, 4.0, concurrency)  # warm-up, not counted (caches, first chain checks)
-                    before = _done(d / "eim.db")
-                    subprocess.run(["callgrind_control", "-i", "on", str(p.pid)], check=True, capture_output=True)
-                    res = _load(port, mine, duration, concurrency)
-                    subprocess.run(["callgrind_control", "-i", "off", str(p.pid)], check=True, capture_output=True)
-                    n = _done(d / "eim.db") - before
-                ir = _instructions(out)
-                per[c].append(ir / max(n, 1))
-                print(
-                    f"  round {r + 1} {c}: {n} round trips, {ir / 1e6:,.0f} M instructions, "
-                    f"{ir / max(n, 1) / 1e3:,.0f} k per round trip, load errors {res.get('errors')}",
-                    flush=True,
-                )
+        for r, c in interleaved(commits, rounds):
+            d = tmp / f"round{r}-{len(per[c])}-{c.replace('/', '_').replace('.', 'tree')}"
+            d.mkdir()
+            _copy_store(base, d / "eim.db")
+            shutil.copytree(fleet.cards_dir, d / "cards")
+            mine = [(eid, str(d / "cards" / Path(p).name)) for eid, p in fleet.cards]
+            port = free_port()
+            write_config(d, pki.root, port)
+            with under_callgrind(d, trees[c], port) as (p, out):
+                _load(port, mine, 4.0, concurrency)  # warm-up, not counted (caches, first chain checks)
+                before = _done(d / "eim.db")
+                instrument(p.pid, True)
+                res = _load(port, mine, duration, concurrency)
+                instrument(p.pid, False)
+                n = _done(d / "eim.db") - before
+            ir = _instructions(out)
+            per[c].append(ir / max(n, 1))
+            print(
+                f"  round {r + 1} {c}: {n} round trips, {ir / 1e6:,.0f} M instructions, "
+                f"{ir / max(n, 1) / 1e3:,.0f} k per round trip, load errors {res.get('errors')}",
+                flush=True,
+            )
     return per
 
 
@@ -148,15 +188,7 @@ def main() -> None:
     args = ap.parse_args()
     commits = args.commits.split(",")
     per = run(commits, rounds=args.rounds, duration=args.duration)
-    print("\n| eIM | k instructions per round trip (median) | per round |\n|---|---|---|")
-    for c, xs in per.items():
-        print(f"| {c} | {statistics.median(xs) / 1e3:,.0f} | {' / '.join(f'{x / 1e3:,.0f}' for x in xs)} |")
-    for newer, older in itertools.pairwise(commits):
-        ratios = [b / a for a, b in zip(per[newer], per[older], strict=True) if a]
-        print(
-            f"- {newer} vs {older}: {statistics.median(ratios):.3f}× fewer instructions per round trip "
-            f"({min(ratios):.3f}-{max(ratios):.3f}, per round)"
-        )
+    print_table(per, commits, "round trip")
 
 
 if __name__ == "__main__":

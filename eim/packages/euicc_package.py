@@ -141,6 +141,22 @@ def parse_euicc_package_result(raw: bytes) -> EuiccPackageOutcome:
     return decode_euicc_package_result(raw)[1]
 
 
+def _signed_result(body: dict[str, Any], signed_part: bytes) -> EuiccPackageOutcome:
+    """The outcome of a euiccPackageResultSigned: ``body`` its decoded value, ``signed_part`` the received bytes of
+    its EuiccPackageResultDataSigned."""
+    data = body["euiccPackageResultDataSigned"]
+    return EuiccPackageOutcome(
+        kind="result",
+        eim_id=data["eimId"],
+        eim_transaction_id=data.get("eimTransactionId"),
+        counter_value=data["counterValue"],
+        seq_number=data["seqNumber"],
+        results=list(data["euiccResult"]),
+        signed_part=signed_part,
+        signature=body["euiccSignEPR"],
+    )
+
+
 def decode_euicc_package_result(raw: bytes) -> tuple[Any, EuiccPackageOutcome]:
     """:func:`parse_euicc_package_result` that also returns the decoded value (``rsp.asn1.decode`` of
     ``EuiccPackageResult``): the ProvideEimPackageResult fast path hands both on, so the result is decoded once."""
@@ -148,17 +164,7 @@ def decode_euicc_package_result(raw: bytes) -> tuple[Any, EuiccPackageOutcome]:
     fast = decode_euicc_package_result_signed(raw)
     if fast is not None:  # the usual result, read without asn1tools (the same value, DER by construction)
         value, start, end = fast
-        data = value[1]["euiccPackageResultDataSigned"]
-        return value, EuiccPackageOutcome(
-            kind="result",
-            eim_id=data["eimId"],
-            eim_transaction_id=data.get("eimTransactionId"),
-            counter_value=data["counterValue"],
-            seq_number=data["seqNumber"],
-            results=list(data["euiccResult"]),
-            signed_part=raw[start:end],
-            signature=value[1]["euiccSignEPR"],
-        )
+        return value, _signed_result(value[1], raw[start:end])
     value = asn1.decode("EuiccPackageResult", raw)
     alt, body = value
     try:
@@ -173,17 +179,7 @@ def decode_euicc_package_result(raw: bytes) -> tuple[Any, EuiccPackageOutcome]:
         raise DecodeError("EuiccPackageResult", "expected exactly one alternative")
     inner = first[0]
     if alt == "euiccPackageResultSigned":
-        data = body["euiccPackageResultDataSigned"]
-        return value, EuiccPackageOutcome(
-            kind="result",
-            eim_id=data["eimId"],
-            eim_transaction_id=data.get("eimTransactionId"),
-            counter_value=data["counterValue"],
-            seq_number=data["seqNumber"],
-            results=list(data["euiccResult"]),
-            signed_part=tlv.require(inner, 0x30, what="EuiccPackageResultSigned").raw,
-            signature=body["euiccSignEPR"],
-        )
+        return value, _signed_result(body, tlv.require(inner, 0x30, what="EuiccPackageResultSigned").raw)
     if alt == "euiccPackageErrorSigned":
         data = body["euiccPackageErrorDataSigned"]
         return value, EuiccPackageOutcome(
