@@ -71,6 +71,11 @@ async def _wait(port: int, proc: subprocess.Popen, limit_s: float = 600.0) -> No
 def _load(port: int, cards: list[tuple[str, str]], duration: float, concurrency: int) -> dict[str, Any]:
     cfg = {"binding": "http", "ports": [port], "mode": "psmo", "cards": cards, "concurrency": concurrency}
     cfg["duration"] = duration
+    return load_run(cfg)
+
+
+def load_run(cfg: dict[str, Any]) -> dict[str, Any]:
+    """:mod:`bench.eim_load` with ``cfg`` in its own process, outside valgrind: its result."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(cfg, f)
     try:
@@ -139,18 +144,24 @@ def print_table(per: dict[str, list[float]], commits: list[str], unit: str, digi
         )
 
 
-def run(commits: list[str], *, rounds: int, duration: float, cards: int = 32, concurrency: int = 16) -> dict:
+@contextlib.contextmanager
+def workspace(commits: list[str], prefix: str) -> Iterator[tuple[Path, dict[str, Path | None], Path]]:
+    """A temporary directory, the trees of the contenders (``.``: this one) and a lab PKI: ``(dir, trees, pki)``."""
     from rsp.pki import create_lab_pki
 
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    per: dict[str, list[float]] = {c: [] for c in commits}
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-psmo-cg-")))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
         trees = {c: (None if c == "." else stack.enter_context(_tree(c))) for c in commits}
-        pki = create_lab_pki(tmp / "pki", curves=("nist",), eids=eids_for(1))
+        yield tmp, trees, create_lab_pki(tmp / "pki", curves=("nist",), eids=eids_for(1)).root
+
+
+def run(commits: list[str], *, rounds: int, duration: float, cards: int = 32, concurrency: int = 16) -> dict:
+    per: dict[str, list[float]] = {c: [] for c in commits}
+    with workspace(commits, "bench-psmo-cg-") as (tmp, trees, pki_root):
         base = tmp / "base.db"
-        fleet = Fleet(f"sqlite:///{base}", pki.root, tmp / "cards-base")
+        fleet = Fleet(f"sqlite:///{base}", pki_root, tmp / "cards-base")
         fleet.cards_dir.mkdir()
         asyncio.run(fleet.associate(eids_for(cards, start=1)))
         asyncio.run(fleet.queue(60))
@@ -162,7 +173,7 @@ def run(commits: list[str], *, rounds: int, duration: float, cards: int = 32, co
             shutil.copytree(fleet.cards_dir, d / "cards")
             mine = [(eid, str(d / "cards" / Path(p).name)) for eid, p in fleet.cards]
             port = free_port()
-            write_config(d, pki.root, port)
+            write_config(d, pki_root, port)
             with under_callgrind(d, trees[c], port) as (p, out):
                 _load(port, mine, 4.0, concurrency)  # warm-up, not counted (caches, first chain checks)
                 before = _done(d / "eim.db")
@@ -170,25 +181,36 @@ def run(commits: list[str], *, rounds: int, duration: float, cards: int = 32, co
                 res = _load(port, mine, duration, concurrency)
                 instrument(p.pid, False)
                 n = _done(d / "eim.db") - before
-            ir = _instructions(out)
-            per[c].append(ir / max(n, 1))
-            print(
-                f"  round {r + 1} {c}: {n} round trips, {ir / 1e6:,.0f} M instructions, "
-                f"{ir / max(n, 1) / 1e3:,.0f} k per round trip, load errors {res.get('errors')}",
-                flush=True,
-            )
+            record(per, r, c, _instructions(out), n, "round trip", res.get("errors"))
     return per
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.psmo_callgrind")
+def record(
+    per: dict[str, list[float]], r: int, c: str, ir: int, n: int, unit: str, errors: Any, digits: int = 0
+) -> None:
+    """Add one contender's round: ``ir`` instructions for ``n`` of ``unit``."""
+    per[c].append(ir / max(n, 1))
+    print(
+        f"  round {r + 1} {c}: {n} {unit}s, {ir / 1e6:,.0f} M instructions, "
+        f"{ir / max(n, 1) / 1e3:,.{digits}f} k per {unit}, load errors {errors}",
+        flush=True,
+    )
+
+
+def cli(prog: str, run_fn: Any, duration: float, unit: str, digits: int = 0) -> None:
+    """``--commits``, ``--rounds``, ``--duration``; runs ``run_fn`` and prints the table."""
+    ap = argparse.ArgumentParser(prog=prog)
     ap.add_argument("--commits", required=True, help="contenders, comma-separated ('.' = this working tree)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=15.0)
+    ap.add_argument("--duration", type=float, default=duration)
     args = ap.parse_args()
     commits = args.commits.split(",")
-    per = run(commits, rounds=args.rounds, duration=args.duration)
-    print_table(per, commits, "round trip")
+    per = run_fn(commits, rounds=args.rounds, duration=args.duration)
+    print_table(per, commits, unit, digits)
+
+
+def main() -> None:
+    cli("python -m bench.psmo_callgrind", run, 15.0, "round trip")
 
 
 if __name__ == "__main__":
