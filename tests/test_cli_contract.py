@@ -206,7 +206,7 @@ def test_ctrl_c_in_download_cancels_the_session_and_says_where(tmp_path):
     card = SoftEuicc.create(pki.root, EID_TEXT, tmp_path / "card.cbor")
     with (
         running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=pki.root, port=0)) as smdp,
-        VirtualModem(card, quirks="slow=0.05") as vm,
+        VirtualModem(card, quirks="slow=0.15") as vm,  # time left after segment 2 for the SIGINT to land
     ):
         order = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address)
         matching_id = order.activation_code.split("$")[2]

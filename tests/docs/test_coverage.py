@@ -60,6 +60,10 @@ ALLOWLIST: dict[tuple[str, str], str] = {
         "runs each eim serve under valgrind (minutes, needs valgrind); its load and store are those of "
         "bench/psmo.py, which runs at tiny size in tests/bench/test_bench.py (test_psmo_tiny)"
     ),
+    ("performance.md", ".venv/bin/python -m bench.poll_callgrind --commits .,HEAD~1"): (
+        "runs each eim serve under valgrind (minutes, needs valgrind); its load is the no-work poll of "
+        "bench/ceiling.py, which runs at tiny size in tests/bench/test_bench.py (test_ceiling_tiny)"
+    ),
     ("performance.md", "python -m bench.coap_push"): (
         "the push benchmark (~5 min, 10,000 devices); each part runs at tiny sizes in tests/bench/test_bench.py"
     ),
