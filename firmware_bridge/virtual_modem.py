@@ -735,11 +735,12 @@ class VirtualModem:
         log.info("virtual modem on %s%s", self.path, f" (link {self.link})" if self.link else "")
 
     def _unplug(self) -> None:
+        # unplugged before the ports close: a client that sees the port go can already see the modem gone
+        self.plugged = False
         for fd in (self._master, self._slave):
             if fd >= 0:
                 os.close(fd)
         self._master = self._slave = -1
-        self.plugged = False
 
     def _wake(self) -> None:
         if self._wake_w >= 0:

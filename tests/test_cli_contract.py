@@ -206,7 +206,7 @@ def test_ctrl_c_in_download_cancels_the_session_and_says_where(tmp_path):
     card = SoftEuicc.create(pki.root, EID_TEXT, tmp_path / "card.cbor")
     with (
         running_server(SmdppConfig(data_dir=tmp_path / "smdp", pki_dir=pki.root, port=0)) as smdp,
-        VirtualModem(card, quirks="slow=0.15") as vm,  # time left after segment 2 for the SIGINT to land
+        VirtualModem(card, quirks="slow=0.05") as vm,
     ):
         order = create_order(smdp.ctx.store, profile="small", smdp_address=smdp.address)
         matching_id = order.activation_code.split("$")[2]
@@ -227,6 +227,9 @@ def test_ctrl_c_in_download_cancels_the_session_and_says_where(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=tool_env(),
+            # Ctrl-C as in a terminal: a shell's background job (a CI run started with `&`) hands its children
+            # SIGINT ignored, and Python keeps an ignored SIGINT ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             seen = _read_until(
