@@ -228,6 +228,9 @@ async def serve(config: Config, *, ready: asyncio.Event | None = None, insecure_
             use_colors=False,
             access_log=False,
             server_header=False,
+            # the peer is the TCP peer: uvicorn's default would take X-Forwarded-For / X-Forwarded-Proto from any
+            # connection from 127.0.0.1, and the device policy ([devices] trusted_networks) judges that address
+            proxy_headers=False,
             **kw,
         )
         server = uvicorn.Server(uv)

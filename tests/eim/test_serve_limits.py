@@ -253,6 +253,31 @@ def test_foreign_host_header_gets_400(lab, tmp_path):
         server.stop()
 
 
+def test_a_forwarded_for_header_does_not_move_a_device_into_the_trusted_networks(lab, tmp_path):
+    """Security: the device policy judges the TCP peer. With loopback outside ``[devices] trusted_networks``, an
+    unauthenticated poll from 127.0.0.1 that claims a trusted address in X-Forwarded-For (or Forwarded, or
+    X-Real-IP) is refused like the same poll without the header, and a poll from an address in the networks is not
+    what it gets (the attack: any process on the eIM's host, or a proxy passing such a header through)."""
+    from eim.esipa import codec
+
+    server = serve(tmp_path, lab, {"EIM_DEVICES_TRUSTED_NETWORKS": "10.0.0.0/8"})
+    try:
+        body = bytes.fromhex("BF4F125A10" + EID)
+        ct = {"Content-Type": "application/x-gsma-rsp-asn1"}
+        refused = codec.undefined_error(0xBF4F)
+        assert httpx.post(server.esipa, content=body, headers=ct).content == refused
+        for forged in (
+            {"X-Forwarded-For": "10.1.2.3"},
+            {"X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "https"},
+            {"Forwarded": "for=10.1.2.3"},
+            {"X-Real-IP": "10.1.2.3"},
+        ):
+            r = httpx.post(server.esipa, content=body, headers={**ct, **forged})
+            assert (r.status_code, r.content) == (200, refused), forged
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------------------------------------ operators
 def test_operators_rotate_without_restart_and_the_audit_names_them(lab, tmp_path):
     ops = tmp_path / "operators"
