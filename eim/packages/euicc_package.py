@@ -168,7 +168,7 @@ def decode_euicc_package_result(raw: bytes) -> tuple[Any, EuiccPackageOutcome]:
     value = asn1.decode("EuiccPackageResult", raw)
     alt, body = value
     try:
-        same = asn1.encode("EuiccPackageResult", value) == bytes(raw)
+        same = asn1.encode("EuiccPackageResult", value) == raw
     except RspError:
         same = False
     if not same:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rsp import asn1
-from rsp.errors import RspError
+from eim.packages.common import integer_tlv
+from rsp import asn1, tlv
+from rsp.errors import EncodeError, RspError
 
 #: EuiccResultData alternatives whose value is an INTEGER, by their context tag (SGP.32 v1.2 EuiccResultData:
 #: enableResult [3], disableResult [4], deleteResult [5], configureImmediateEnableResult [7], rollbackResult [12],
@@ -188,35 +189,18 @@ def decode_euicc_package_result_signed(raw: bytes) -> tuple[Any, int, int] | Non
     return value, signed_at, data_end
 
 
-def _der_integer(value: int) -> bytes:
-    return value.to_bytes(max(1, (value + (value < 0)).bit_length() // 8 + 1), "big", signed=True)
-
-
-def _tlv(tag: bytes, value: bytes) -> bytes:
-    n = len(value)
-    if n < 0x80:
-        return tag + bytes((n,)) + value
-    if n < 0x100:
-        return tag + b"\x81" + bytes((n,)) + value
-    if n < 0x10000:
-        return tag + b"\x82" + n.to_bytes(2, "big") + value
-    return tag + bytes((0x80 | ((n.bit_length() + 7) // 8),)) + n.to_bytes((n.bit_length() + 7) // 8, "big") + value
-
-
 def encode_euicc_package_signed(
     eim_id: str, eid_value: bytes, counter_value: int, eim_transaction_id: bytes | None, euicc_package: bytes
 ) -> bytes:
     """DER of ``EuiccPackageSigned`` from its members; ``euicc_package`` is the DER of the ``EuiccPackage``.
     Raises :class:`rsp.errors.EncodeError` where ``rsp.asn1.encode`` would (the SIZE constraints)."""
-    from rsp.errors import EncodeError
-
     if not 1 <= len(eim_id) <= 128:
         raise EncodeError("EuiccPackageSigned", f"eimId: {len(eim_id)} characters, not 1..128")
     if len(eid_value) != 16:
         raise EncodeError("EuiccPackageSigned", f"eidValue: {len(eid_value)} bytes, not 16")
-    body = _tlv(b"\x80", eim_id.encode("utf-8")) + _tlv(b"\x5a", eid_value) + _tlv(b"\x81", _der_integer(counter_value))
+    body = tlv.encode(0x80, eim_id.encode("utf-8")) + tlv.encode(0x5A, eid_value) + integer_tlv(0x81, counter_value)
     if eim_transaction_id is not None:
         if not 1 <= len(eim_transaction_id) <= 16:
             raise EncodeError("EuiccPackageSigned", f"eimTransactionId: {len(eim_transaction_id)} bytes, not 1..16")
-        body += _tlv(b"\x82", eim_transaction_id)
-    return _tlv(b"\x30", body + euicc_package)
+        body += tlv.encode(0x82, eim_transaction_id)
+    return tlv.encode(0x30, body + euicc_package)
