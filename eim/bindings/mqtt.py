@@ -26,7 +26,9 @@ topics. The EID of the topic (which the broker ACL ties to the device's credenti
 
 Performance (``performance.md``): TCP_NODELAY on the socket (and ``set_tcp_nodelay true`` in Mosquitto), the
 answer is never awaited inside the message loop (each request runs in its own task, at most ``max_concurrency``
-at once), aiomqtt's pending-call warning threshold and paho's in-flight window are raised for a server.
+at once), aiomqtt's pending-call warning threshold and paho's in-flight window are raised for a server. An answer
+goes to paho without waiting for its PUBACK; the answers not acknowledged yet are bounded by ``max_unacknowledged``
+(past it an answer is refused and logged).
 
 The connection is re-established with exponential backoff (``reconnect_min`` .. ``reconnect_max``, jittered)
 whenever it drops, e.g. when the broker restarts; the shared subscription is renewed on every connect. Worker
@@ -53,6 +55,12 @@ log = logging.getLogger("eim.esipa.mqtt")
 DEFAULT_MAX_BODY = 256 * 1024
 _EID = re.compile(r"[0-9A-Fa-f]{32}")
 _TEXT = "text/plain; charset=utf-8"
+
+
+def _paho_client() -> type:
+    from paho.mqtt.client import Client
+
+    return Client
 
 
 class PushFailed(Exception):
@@ -101,6 +109,7 @@ class MqttBinding:
         reconnect_max: float = 30.0,
         push_timeout: float = 10.0,
         push_expiry: int | None = None,
+        max_unacknowledged: int | None = None,
     ) -> None:
         if "/" in shared_group or "+" in shared_group or "#" in shared_group or not shared_group:
             raise ValueError("shared_group must be one topic level without wildcards")
@@ -120,6 +129,10 @@ class MqttBinding:
         self.reconnect_max = reconnect_max
         self.push_timeout = push_timeout
         self.push_expiry = push_expiry
+        # answers and pushes the broker has not acknowledged yet (PUBACK), in paho's in-flight window or queued
+        # behind it: past this many a publish is refused (and logged), so a broker that stops acknowledging costs
+        # lost answers (the IPA repeats its request), not memory
+        self.max_unacknowledged = max_unacknowledged or 10 * max_concurrency + 1000
         self.subscription = f"$share/{shared_group}/{prefix}/+/up"
         self.connects = 0  # successful connections so far (observability, tests)
         self._client: Any = None
@@ -195,6 +208,7 @@ class MqttBinding:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             max_inflight_messages=max(20, self.max_concurrency),
             max_queued_incoming_messages=10 * self.max_concurrency + 1000,
+            max_queued_outgoing_messages=self.max_unacknowledged,
             timeout=10,
         )
         client.pending_calls_threshold = 10 * self.max_concurrency + 1000
@@ -285,6 +299,15 @@ class MqttBinding:
                 answer = self._error(reply, 500, "internal error")
         if not asked and (failed or not answer):
             return  # no Response Topic: the sender expects no answer (e.g. a TransferEimPackageResponse)
+        paho = getattr(client, "_client", None)
+        if isinstance(paho, _paho_client()):
+            # Handed to paho without waiting for the broker's PUBACK: paho keeps the QoS 1 exchange (its in-flight
+            # window, then its bounded outgoing queue), and aiomqtt's wait for the PUBACK (a future, a timeout and a
+            # scan of every pending call per answer) was ~13 % of a request's CPU (docs/performance.md).
+            rc = paho.publish(response_topic, answer, 1, False, reply).rc
+            if rc != 0:
+                log.warning("MQTT answer not delivered", extra={"topic": response_topic, "error": f"paho rc {rc}"})
+            return
         try:
             await client.publish(response_topic, answer, qos=1, properties=reply)
         except aiomqtt.MqttError as exc:
