@@ -9,7 +9,8 @@ its measured window on stderr (``measure start``/``measure stop``) for the calle
 Modes: ``poll`` - GetEimPackage for registered eUICCs with nothing queued (answer ``BF4F03020101``);
 ``psmo`` - each worker owns some software eUICCs (state files) whose queues hold signed PSMOs: GetEimPackage ->
 ES10b.LoadEuiccPackage on the card (a correctly signed EuiccPackageResult) -> ProvideEimPackageResult ->
-acknowledgement checked, until the queue is empty or the time is up.
+acknowledgement checked -> the acknowledged results removed from the card (ES10b.RemoveNotificationFromList, as an
+IPA does), until the queue is empty or the time is up.
 
     python -m bench.eim_load CONFIG.json   # prints one JSON object with the figures
 """
@@ -462,6 +463,7 @@ class Run:
 
     async def psmo_worker(self, index: int, cards: list[tuple[str, Any]]) -> None:
         from ipa.es10 import Es10Client
+        from rsp import asn1
 
         send, close = await self.sender(index)
         clients = []
@@ -492,6 +494,13 @@ class Run:
                     self.requests += 1
                     if not ack.startswith(b"\xbf\x50") or b"\xbf\x53" not in ack:
                         raise RuntimeError(f"result not acknowledged: {ack.hex()}")
+                    # as an IPA does (ipa.procedures.euicc_package): the acknowledged results leave the card, so
+                    # the card's list of pending results does not grow round trip after round trip
+                    name, (alt, value) = asn1.decode("EsipaMessageFromEimToIpa", ack)
+                    if name != "provideEimPackageResultResponse" or alt != "eimAcknowledgements":
+                        raise RuntimeError(f"not an acknowledgement: {ack.hex()}")
+                    for seq in value:
+                        await es10.remove_notification_from_list(seq)
                 except Exception as exc:
                     self._error(exc)
                     await asyncio.sleep(0.01)
