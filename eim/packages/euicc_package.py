@@ -228,16 +228,14 @@ class EuiccKeys:
         self.trusted_cis = list(trusted_cis)
         self.eid_range = eid_range
         self.clock = clock or _utc_now
-        self._cache: dict[bytes, tuple[x509.Certificate, dt.datetime, dt.datetime]] = {}
+        # per entry: the verified leaf's EID and public key (both read from the leaf once), and the validity window
+        self._cache: dict[bytes, tuple[str, ec.EllipticCurvePublicKey, dt.datetime, dt.datetime]] = {}
 
     def public_key(
         self, eid: str, euicc_cert: bytes, eum_cert: bytes | None, ci_key_id: bytes | None = None
     ) -> ec.EllipticCurvePublicKey:
         """The verified key of ``eid``'s eUICC certificate. Raises :class:`ResultRejected` naming the fault
         (cause ``certificate`` or ``certificate_eid``)."""
-        from rsp.pki.certs import Role, eid_of
-        from rsp.pki.chain import verify_chain
-
         now = self.clock()
         # the cache key and lookup only save chain work: a miss verifies the chain again, and the EID check below
         # runs on every use (so neither line is a check; both marked no-mutate)
@@ -245,12 +243,13 @@ class EuiccKeys:
             b"|".join((eid.encode(), euicc_cert, eum_cert or b"", ci_key_id or b""))  # pragma: no mutate
         ).digest()
         cached = self._cache.get(ident)  # pragma: no mutate
-        if cached is not None and not cached[1] <= now <= cached[2]:
+        if cached is not None and not cached[2] <= now <= cached[3]:
             del self._cache[ident]
             cached = None
-        if cached is not None:
-            leaf = cached[0]
-        else:
+        if cached is None:
+            from rsp.pki.certs import Role, eid_of
+            from rsp.pki.chain import verify_chain
+
             if not self.trusted_cis:
                 raise ResultRejected(
                     "no trusted CI is configured, the eUICC certificate cannot be verified", "certificate"
@@ -268,18 +267,24 @@ class EuiccKeys:
             except (RspError, ValueError) as exc:
                 raise ResultRejected(f"eUICC certificate refused: {exc}", "certificate") from None
             leaf = chain.leaf
-            valid_from = max(c.not_valid_before_utc for c in chain.path)
-            valid_to = min(c.not_valid_after_utc for c in chain.path)
+            key = leaf.public_key()
+            assert isinstance(key, ec.EllipticCurvePublicKey)  # verify_chain accepts EC keys only (curve_name)
+            # verify_chain refused a leaf without a 32-digit EID (ChainError "malformed") and one whose key is not
+            # on an RSP curve, so neither can fail here
+            cached = (
+                eid_of(leaf),
+                key,
+                max(c.not_valid_before_utc for c in chain.path),
+                min(c.not_valid_after_utc for c in chain.path),
+            )
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache.clear()
-            self._cache[ident] = (leaf, valid_from, valid_to)
-        # the identity check runs on every use, cached or not; verify_chain refused a leaf without a 32-digit EID
-        # (ChainError "malformed") and one whose key is not on an RSP curve, so neither can fail here
-        cert_eid = eid_of(leaf)
+            self._cache[ident] = cached
+        # the identity check runs on every use, cached or not: the EID the leaf names (read from it when it was
+        # verified) against the EID the key is used for
+        cert_eid, key = cached[0], cached[1]
         if cert_eid != eid:
             raise ResultRejected(f"the eUICC certificate belongs to EID {cert_eid}, not {eid}", "certificate_eid")
-        key = leaf.public_key()
-        assert isinstance(key, ec.EllipticCurvePublicKey)  # verify_chain accepts EC keys only (curve_name)
         return key
 
 

@@ -210,9 +210,12 @@ def test_a_cached_chain_past_its_validity_is_never_used(lab):
     [ident] = keys._cache
     assert ident == hashlib.sha256(b"|".join((EIDS[0].encode(), a_cert, eum, b""))).digest()
     past = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
-    keys._cache[ident] = (lab.euicc_cert(EIDS[1]), past, past + dt.timedelta(days=1))
+    # the stale entry names the right EID but holds another card's key: used, it would be returned as is
+    other_key = lab.euicc_cert(EIDS[1]).public_key()
+    keys._cache[ident] = (EIDS[0], other_key, past, past + dt.timedelta(days=1))
     assert crypto.public_point(keys.public_key(EIDS[0], a_cert, eum)) == genuine
-    assert keys._cache[ident][2] > dt.datetime.now(dt.UTC)
+    assert crypto.public_point(other_key) != genuine
+    assert keys._cache[ident][3] > dt.datetime.now(dt.UTC)
 
 
 class _ChainSpy:
@@ -293,3 +296,17 @@ def test_an_euicc_certificate_without_its_eum_is_refused_naming_the_missing_issu
     assert exc.value.cause == "certificate"
     assert exc.value.reason.startswith("eUICC certificate refused: ")
     assert "which is not a trusted CI" in exc.value.reason and "nor a given intermediate" in exc.value.reason
+
+
+def test_the_eid_check_runs_on_a_cache_hit_too(lab):
+    """A cached entry is for the EID its key was verified for; were one to name another EID (here planted), the
+    use is refused: the check compares on every call, it is not skipped because the chain work was cached."""
+    keys = EuiccKeys(lab.ci_certs())
+    a_cert, eum = der(lab.euicc_cert(EIDS[0])), der(lab.eum_cert())
+    keys.public_key(EIDS[0], a_cert, eum)
+    [ident] = keys._cache
+    _eid, key, valid_from, valid_to = keys._cache[ident]
+    keys._cache[ident] = (EIDS[1], key, valid_from, valid_to)
+    with pytest.raises(ResultRejected) as exc:
+        keys.public_key(EIDS[0], a_cert, eum)
+    assert exc.value.cause == "certificate_eid" and EIDS[1] in str(exc.value)
