@@ -183,6 +183,59 @@ async def test_bounded_dedup_cache_expires_evicts_and_replays():
     assert list(cache.entries) == [("peer-a", 5)]  # everything older than the lifetime purged
 
 
+async def test_dedup_entries_are_plain_data_and_a_new_remote_object_for_the_same_peer_is_a_duplicate():
+    """The simple socket server makes a new remote object (its server socket, the peer's address) for every
+    datagram. The cache keys by the peer's address: a retransmission is caught whichever remote object carries
+    it, another peer is not, and after a collection no entry is tracked by the garbage collector or keeps a remote
+    object alive (50,000 entries of remote objects made every collection walk them: docs/performance.md)."""
+    import gc
+
+    from aiocoap.numbers.types import ACK, CON
+    from aiocoap.transports.simplesocketserver import _Address
+
+    class Clock:
+        def time(self):
+            return 0.0
+
+    sent = []
+
+    class Manager:
+        loop = Clock()
+
+        def _send_via_transport(self, m):
+            sent.append(m)
+
+    server_socket = object()
+
+    def request(mid, peer):
+        m = Message(code=Code.POST, payload=b"req")
+        m.mid, m.mtype, m.remote = mid, CON, _Address(server_socket, peer)
+        return m
+
+    cache = BoundedDedupCache(lifetime=60.0, max_entries=100)
+    mgr = Manager()
+    cache.install(mgr)
+    first = request(7, ("192.0.2.1", 5683))
+    assert mgr._deduplicate_message(first) is False
+    answer = Message(code=Code.CHANGED, payload=NO_PACKAGE)
+    answer.mid, answer.token, answer.mtype, answer.remote = (
+        7,
+        b"\x01",
+        ACK,
+        _Address(server_socket, ("192.0.2.1", 5683)),
+    )
+    mgr._store_response_for_duplicates(answer)
+    again = request(7, ("192.0.2.1", 5683))  # a new remote object, the same peer
+    assert again.remote is not first.remote
+    assert mgr._deduplicate_message(again) is True and [m.encode() for m in sent] == [answer.encode()]
+    assert sent[0].remote is again.remote  # replayed to the datagram's own remote
+    assert mgr._deduplicate_message(request(7, ("192.0.2.2", 5683))) is False  # another peer, same message id
+    gc.collect()
+    for key, value in cache.entries.items():
+        assert not gc.is_tracked(key) and not gc.is_tracked(value), (key, value)
+    assert not any(isinstance(k[0], _Address) for k in cache.entries)  # no remote object kept alive
+
+
 def test_retransmitted_con_is_answered_from_the_cache(lab):
     """A CON sent twice (the client missed our ACK): the same answer bytes twice, the handler runs once."""
     path = b"".join(bytes([0xB4 if i == 0 else 0x04]) + part for i, part in enumerate((b"gsma", b"rsp2", b"asn1")))
