@@ -2,8 +2,10 @@
 
 A round trip: GetEimPackage (claim, counter value durably recorded, eIM signature) -> ES10b.LoadEuiccPackage on a
 software eUICC (in the load process) -> ProvideEimPackageResult (the eUICC's signature verified, the result durably
-recorded) -> acknowledgement checked. The eIM is the real ``eim --config FILE serve`` (SQLite file, WAL,
-``synchronous = FULL``: one fsync per COMMIT); the load is :mod:`bench.eim_load` (64 simulated IPAs, 100 cards).
+recorded) -> acknowledgement checked -> the acknowledged result removed from the card (ES10b.RemoveNotificationFromList,
+as an IPA does; without it the card's list grew and the load's CPU per round trip with it). The eIM is the real
+``eim --config FILE serve`` (SQLite file, WAL, ``synchronous = FULL``: one fsync per COMMIT); the load is
+:mod:`bench.eim_load` (64 simulated IPAs, 100 cards).
 
 ``before="COMMIT[,COMMIT...]"`` adds the ``eim serve`` of older commits (``git archive``, run with this venv) as
 more contenders. Every contender gets its own copy of the same store (the same cards, associations and queued
@@ -197,7 +199,9 @@ def _report(
         f"working through {cards} software eUICCs ({queued:,} signed getRAT PSMOs queued through the operator "
         "path). A round trip = GetEimPackage (claim: the counter value and the signed package committed before the "
         "answer) -> ES10b.LoadEuiccPackage on the card (in the load process) -> ProvideEimPackageResult (the "
-        "eUICC's signature verified, the result committed before the acknowledgement) -> acknowledgement checked. "
+        "eUICC's signature verified, the result committed before the acknowledgement) -> acknowledgement checked -> "
+        "the acknowledged result removed from the card (RemoveNotificationFromList, in the load process, as an IPA "
+        "does). "
         f"{rounds} rounds of {duration:.1f} s; in each round every contender runs once, in a rotating order, on its "
         "own copy of the same store and cards. *eIM / load µs per rt*: the CPU of the eIM process and of the load "
         "process (the cards' work is there) per round trip; *eIM cores*: the eIM process's CPU over the measured "
