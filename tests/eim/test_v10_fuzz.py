@@ -102,3 +102,32 @@ def test_malformed_v10_envelopes(store_url, lab):  # noqa: F811
         runner.run(store.close())
     finally:
         runner.close()
+
+
+def test_bytes_inside_the_30_that_make_an_a0_member_are_refused_not_answered_with_a_v12_error(store_url, lab):  # noqa: F811
+    """Found by the test above: 4 bytes inserted between the BF51 and the BF2B (``00 0A 00 00``: a TLV that swallows
+    the BF2B's header) leave an ``A0`` among the 30's members. The 30 was then read as v1.2's ePRAndNotifications,
+    failed to decode, and got BF50 03 02 01 7F, which a v1.0 IPA reads as success. v1.2's is exactly
+    ``30 { BF51, A0 }``: anything else is refused (400), and nothing is stored."""
+    runner = asyncio.Runner()
+    try:
+        store = open_store(store_url)
+        runner.run(store.open())
+        factory, service, dispatcher = runner.run(env_for(store, lab))
+        op = runner.run(hand_out(factory, service, dispatcher, "GetEimPackageResponse euiccPackageRequest enable"))
+        part = tlv.children(tlv.parse_exact(msg(RESULT)))[0]
+        epr, notes = tlv.children(part)
+        broken = tlv.encode(0xBF50, tlv.encode(0x30, epr.raw + b"\x00\n\x00\x00" + notes.raw))
+        assert 0xA0 in [c.tag for c in tlv.children(tlv.children(tlv.parse_exact(broken))[0])]
+        before = runner.run(service.get(op.id))
+        try:
+            answer = runner.run(dispatcher.handle(broken, RequestContext("http", "127.0.0.1", peer_ip="127.0.0.1")))
+        except EsipaRejected as exc:
+            assert exc.http_status == 400 and exc.message
+        else:
+            raise AssertionError(f"answered {answer.hex()}")
+        after = runner.run(service.get(op.id))
+        assert (after.status, after.result, after.attempts) == (before.status, before.result, before.attempts)
+        runner.run(store.close())
+    finally:
+        runner.close()
