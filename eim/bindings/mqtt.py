@@ -48,23 +48,32 @@ from typing import Any
 
 from eim.bindings import ESIPA_CONTENT_TYPE
 from eim.interfaces import EsipaHandler, EsipaRejected, RequestContext
+from eim.logs import RateLimitedLog
 from rsp.errors import RspError
 
 log = logging.getLogger("eim.esipa.mqtt")
+# a broker that stops acknowledging makes every answer fail the same way: one line per cause and minute
+_UNDELIVERED = RateLimitedLog(log, 60.0)
 
 DEFAULT_MAX_BODY = 256 * 1024
 _EID = re.compile(r"[0-9A-Fa-f]{32}")
 _TEXT = "text/plain; charset=utf-8"
 
 
-def _paho_client() -> type:
-    from paho.mqtt.client import Client
+_PAHO_CLIENT: list[type] = []  # paho's Client class, imported on first use (the binding imports paho lazily)
 
-    return Client
+
+def _paho_client() -> type:
+    if not _PAHO_CLIENT:
+        from paho.mqtt.client import Client
+
+        _PAHO_CLIENT.append(Client)
+    return _PAHO_CLIENT[0]
 
 
 class PushFailed(Exception):
-    """A TransferEimPackageRequest could not be handed to the broker (not connected, or no PUBACK in time)."""
+    """A TransferEimPackageRequest could not be handed to the broker (not connected, ``max_unacknowledged`` messages
+    already waiting for their PUBACK, or no PUBACK in time)."""
 
 
 def is_eid(value: str) -> bool:
@@ -130,11 +139,13 @@ class MqttBinding:
         self.push_timeout = push_timeout
         self.push_expiry = push_expiry
         # answers and pushes the broker has not acknowledged yet (PUBACK), in paho's in-flight window or queued
-        # behind it: past this many a publish is refused (and logged), so a broker that stops acknowledging costs
-        # lost answers (the IPA repeats its request), not memory
+        # behind it: past this many an answer is refused (counted in ``undelivered``, logged once a minute) and a
+        # push raises PushFailed, so a broker that stops acknowledging costs lost answers (the IPA repeats its
+        # request) and failed pushes (the device polls), not memory
         self.max_unacknowledged = max_unacknowledged or 10 * max_concurrency + 1000
         self.subscription = f"$share/{shared_group}/{prefix}/+/up"
         self.connects = 0  # successful connections so far (observability, tests)
+        self.undelivered = 0  # answers refused by paho (not connected, max_unacknowledged reached) or not acknowledged
         self._client: Any = None
         self._ready = asyncio.Event()
         self._stopping = False
@@ -303,15 +314,18 @@ class MqttBinding:
         if isinstance(paho, _paho_client()):
             # Handed to paho without waiting for the broker's PUBACK: paho keeps the QoS 1 exchange (its in-flight
             # window, then its bounded outgoing queue), and aiomqtt's wait for the PUBACK (a future, a timeout and a
-            # scan of every pending call per answer) was ~13 % of a request's CPU (docs/performance.md).
+            # scan of every pending call per answer) cost ~10 % of a request's CPU (docs/performance.md, section 0).
+            # Without aiomqtt's private paho client (another aiomqtt version), the answer is awaited as before.
             rc = paho.publish(response_topic, answer, 1, False, reply).rc
             if rc != 0:
-                log.warning("MQTT answer not delivered", extra={"topic": response_topic, "error": f"paho rc {rc}"})
+                self.undelivered += 1
+                _UNDELIVERED.warning(f"paho rc {rc}", "MQTT answer not delivered", {"topic": response_topic})
             return
         try:
             await client.publish(response_topic, answer, qos=1, properties=reply)
         except aiomqtt.MqttError as exc:
-            log.warning("MQTT answer not delivered", extra={"topic": response_topic, "error": str(exc)})
+            self.undelivered += 1
+            _UNDELIVERED.warning(type(exc).__name__, "MQTT answer not delivered", {"topic": response_topic})
 
     @staticmethod
     def _error(reply: Any, status: int, message: str) -> bytes:

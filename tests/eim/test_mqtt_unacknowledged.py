@@ -16,8 +16,14 @@ import asyncio
 import logging
 import struct
 
-from eim.bindings.mqtt import MqttBinding
+import pytest
+
+from eim.bindings import mqtt as mqtt_binding
+from eim.bindings.mqtt import MqttBinding, PushFailed
+from rsp import asn1
 from tests.eim.test_bindings_common import EID, NO_PACKAGE, SpecHandler, get_eim_package_request
+
+TRANSFER = asn1.encode("EsipaMessageFromEimToIpa", ("transferEimPackageRequest", ("eimAcknowledgements", [20, 21])))
 
 
 def _vbi(n: int) -> bytes:
@@ -159,8 +165,11 @@ def test_a_broker_that_stops_acknowledging_gets_a_bounded_queue_and_the_worker_k
             await asyncio.sleep(0.3)
             assert len(broker.answers) == 20, "answers past the in-flight window went out without a PUBACK"
             assert [c for _, c, _ in broker.answers] == [b"c%03d" % i for i in range(1, 21)]
+            assert binding.undelivered == 5, "answers 31-35 are past max_unacknowledged (30) and refused"
             refused = [r for r in caplog.records if r.getMessage() == "MQTT answer not delivered"]
-            assert len(refused) == 5, "answers 31-35 are past max_unacknowledged (30) and refused"
+            assert len(refused) == 1 and refused[0].suppressed == 0  # one line per cause and minute, not five
+            with pytest.raises(PushFailed):  # a push shares the bound
+                await binding.push(EID, TRANSFER)
 
             broker.ack([pid for pid, _, _ in broker.answers])  # the broker acknowledges again
             await _until(lambda: len(broker.answers) == 30)
@@ -172,6 +181,35 @@ def test_a_broker_that_stops_acknowledging_gets_a_bounded_queue_and_the_worker_k
             broker.send(request_publish(99, b"after", request))  # the worker still serves
             await _until(lambda: len(broker.answers) == 31)
             assert broker.answers[-1][1:] == (b"after", NO_PACKAGE)
+        finally:
+            await binding.stop(grace=1)
+            await broker.close()
+
+    asyncio.run(go())
+
+
+def test_without_aiomqtt_s_paho_client_an_answer_is_awaited_as_before(monkeypatch) -> None:
+    """The direct hand-over to paho uses aiomqtt's private paho client; another aiomqtt version without it gets the
+    answer through ``aiomqtt.Client.publish``, which waits for the PUBACK: the same bytes reach the broker."""
+    monkeypatch.setattr(mqtt_binding, "_paho_client", lambda: type("NotPaho", (), {}))
+    request = get_eim_package_request(EID)
+
+    async def go() -> None:
+        broker = HandBroker()
+        port = await broker.start()
+        binding = MqttBinding(SpecHandler(), "127.0.0.1", port, client_id="eim-fallback", max_concurrency=1)
+        await binding.start()
+        try:
+            await asyncio.wait_for(broker.subscribed.wait(), 10)
+            broker.send(request_publish(1, b"first", request))
+            await _until(lambda: len(broker.answers) == 1)
+            broker.send(request_publish(2, b"second", request))
+            await asyncio.sleep(0.3)
+            assert len(broker.answers) == 1, "with max_concurrency 1 the second waits for the first's PUBACK"
+            broker.ack([broker.answers[0][0]])
+            await _until(lambda: len(broker.answers) == 2)
+            assert [(c, p) for _, c, p in broker.answers] == [(b"first", NO_PACKAGE), (b"second", NO_PACKAGE)]
+            assert binding.undelivered == 0
         finally:
             await binding.stop(grace=1)
             await broker.close()
