@@ -6,8 +6,8 @@ Recognition is by shape (the first member of ``BF50`` and what it holds), never 
 ==========================================================  ===========================================
 received                                                    read as
 ==========================================================  ===========================================
-``BF50 { 30 {...} }`` whose 30 is not v1.2's                v1.0 ePRAndNotifications (a broken one is
-``30 { BF51, A0 }`` (v1.0: ``30 { BF51, BF2B }``)             refused, as any broken v1.0 message)
+``BF50 { 30 {...} }`` whose 30 does not begin as v1.2's    v1.0 ePRAndNotifications (a broken one is
+``30 { BF51, A0, ... }`` (v1.0: ``30 { BF51, BF2B }``)        refused, as any broken v1.0 message)
 ``BF50`` whose first member is not ``5A`` and does not       either version's, broken: refused the v1.0 way
 parse as TLVs                                               (a 400 is a failure for a v1.2 IPA too)
 ``BF50 { 02 ... }`` (a bare INTEGER)                        v1.0 eimPackageError
@@ -90,9 +90,10 @@ def recognise(tag: int, raw: bytes) -> bool:
     if part.tag not in (0x5A, 0xA0, 0x30, 0xBF51, 0xBF52, 0xBF54):
         return True  # no alternative of either version, no eidValue: answered so that a v1.0 IPA keeps it
     if part.tag == 0x30:
-        # v1.2's ePRAndNotifications is exactly 30 { BF51, A0 } (no extension marker), v1.0's 30 { BF51, BF2B }:
-        # a 30 that is not v1.2's is refused the v1.0 way, never given the v1.2 error a v1.0 IPA reads as success
-        return [c.tag for c in tlv.children(part)] != [0xBF51, 0xA0]
+        # SGP.32 v1.2 §6.3.2.7: ePRAndNotifications is 30 { BF51, A0 } and may carry extensions after them (the
+        # module's EXTENSIBILITY IMPLIED); v1.0's is 30 { BF51, BF2B }. A 30 that does not begin as v1.2's is read
+        # as v1.0's, and refused if broken: never given the v1.2 error a v1.0 IPA reads as success
+        return [c.tag for c in tlv.children(part)[:2]] != [0xBF51, 0xA0]
     if part.tag == 0xBF52:
         data = tlv.find(part, 0xA0)
         if data is None:

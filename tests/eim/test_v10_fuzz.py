@@ -107,8 +107,8 @@ def test_malformed_v10_envelopes(store_url, lab):  # noqa: F811
 def test_bytes_inside_the_30_that_make_an_a0_member_are_refused_not_answered_with_a_v12_error(store_url, lab):  # noqa: F811
     """Found by the test above: 4 bytes inserted between the BF51 and the BF2B (``00 0A 00 00``: a TLV that swallows
     the BF2B's header) leave an ``A0`` among the 30's members. The 30 was then read as v1.2's ePRAndNotifications,
-    failed to decode, and got BF50 03 02 01 7F, which a v1.0 IPA reads as success. v1.2's is exactly
-    ``30 { BF51, A0 }``: anything else is refused (400), and nothing is stored."""
+    failed to decode, and got BF50 03 02 01 7F, which a v1.0 IPA reads as success. v1.2's begins ``30 { BF51, A0``:
+    anything else is refused (400), and nothing is stored."""
     runner = asyncio.Runner()
     try:
         store = open_store(store_url)
@@ -131,3 +131,18 @@ def test_bytes_inside_the_30_that_make_an_a0_member_are_refused_not_answered_wit
         runner.run(store.close())
     finally:
         runner.close()
+
+
+def test_a_v12_ep_r_and_notifications_with_an_extension_member_stays_v12():
+    """SGP.32 v1.2's module is EXTENSIBILITY IMPLIED: ``30 { BF51, A0, <extension> }`` is a valid v1.2 message
+    (our v1.2 decoder takes it) and stays on the v1.2 path; the same 30 with a stray member before the A0 is not."""
+    from eim.esipa import v10
+
+    part = tlv.children(tlv.parse_exact(msg(RESULT)))[0]
+    epr = tlv.children(part)[0]
+    extended = tlv.encode(0xBF50, tlv.encode(0x30, epr.raw + b"\xa0\x00" + b"\x81\x01\x00"))
+    alt, _value = asn1.decode("EsipaMessageFromIpaToEim", extended)
+    assert alt == "provideEimPackageResult"
+    assert v10.recognise(0xBF50, extended) is False
+    stray = tlv.encode(0xBF50, tlv.encode(0x30, epr.raw + b"\x81\x01\x00" + b"\xa0\x00"))
+    assert v10.recognise(0xBF50, stray) is True
