@@ -494,7 +494,7 @@ class Run:
                     self.requests += 1
                     if not ack.startswith(b"\xbf\x50") or b"\xbf\x53" not in ack:
                         raise RuntimeError(f"result not acknowledged: {ack.hex()}")
-                    # as an IPA does (ipa.procedures.euicc_package): the acknowledged results leave the card, so
+                    # as an IPA does (ipa.procedures.result_delivery): the acknowledged results leave the card, so
                     # the card's list of pending results does not grow round trip after round trip
                     name, (alt, value) = asn1.decode("EsipaMessageFromEimToIpa", ack)
                     if name != "provideEimPackageResultResponse" or alt != "eimAcknowledgements":
