@@ -22,6 +22,7 @@ from eim.bindings import mqtt as mqtt_binding
 from eim.bindings.mqtt import MqttBinding, PushFailed
 from rsp import asn1
 from tests.eim.test_bindings_common import EID, NO_PACKAGE, SpecHandler, get_eim_package_request
+from tests.eim.test_bindings_mqtt import _until
 
 TRANSFER = asn1.encode("EsipaMessageFromEimToIpa", ("transferEimPackageRequest", ("eimAcknowledgements", [20, 21])))
 
@@ -134,14 +135,6 @@ class HandBroker:
     def ack(self, packet_ids: list[int]) -> None:
         for pid in packet_ids:
             self.send(_packet(0x40, struct.pack("!H", pid)))
-
-
-async def _until(predicate, within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def test_a_broker_that_stops_acknowledging_gets_a_bounded_queue_and_the_worker_keeps_serving(caplog) -> None:

@@ -9,6 +9,9 @@ nothing in the store changed; never the v1.2 error BF50 03 02 01 xx, which a v1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -63,13 +66,23 @@ def envelope_mutations(raw: bytes) -> st.SearchStrategy[bytes]:
     )
 
 
-def test_malformed_v10_envelopes(store_url, lab):  # noqa: F811
+@contextlib.contextmanager
+def handed_out(store_url: str, lab: Any) -> Iterator[tuple[asyncio.Runner, Any, Any, Any, Any]]:  # noqa: F811
+    """A store with the v1.0 capture's enable operation handed out: (runner, store, service, dispatcher, op)."""
     runner = asyncio.Runner()
     try:
         store = open_store(store_url)
         runner.run(store.open())
         factory, service, dispatcher = runner.run(env_for(store, lab))
         op = runner.run(hand_out(factory, service, dispatcher, "GetEimPackageResponse euiccPackageRequest enable"))
+        yield runner, store, service, dispatcher, op
+        runner.run(store.close())
+    finally:
+        runner.close()
+
+
+def test_malformed_v10_envelopes(store_url, lab):  # noqa: F811
+    with handed_out(store_url, lab) as (runner, store, service, dispatcher, op):
         genuine = msg(RESULT)
         contexts = [
             RequestContext("http", "127.0.0.1", peer_ip="127.0.0.1"),
@@ -103,9 +116,6 @@ def test_malformed_v10_envelopes(store_url, lab):  # noqa: F811
         assert runner.run(dispatcher.handle(genuine, contexts[0])) == bytes.fromhex("BF5006BF5303800103")
         assert runner.run(service.get(op.id)).status is OpStatus.DONE
         assert runner.run(store.list_operations(eid=EID, kind=OpKind.PSMO))[0].result["seqNumber"] == 3
-        runner.run(store.close())
-    finally:
-        runner.close()
 
 
 def test_bytes_inside_the_30_that_make_an_a0_member_are_refused_not_answered_with_a_v12_error(store_url, lab):  # noqa: F811
@@ -113,12 +123,7 @@ def test_bytes_inside_the_30_that_make_an_a0_member_are_refused_not_answered_wit
     the BF2B's header) leave an ``A0`` among the 30's members. The 30 was then read as v1.2's ePRAndNotifications,
     failed to decode, and got BF50 03 02 01 7F, which a v1.0 IPA reads as success. v1.2's begins ``30 { BF51, A0``:
     anything else is refused (400), and nothing is stored."""
-    runner = asyncio.Runner()
-    try:
-        store = open_store(store_url)
-        runner.run(store.open())
-        factory, service, dispatcher = runner.run(env_for(store, lab))
-        op = runner.run(hand_out(factory, service, dispatcher, "GetEimPackageResponse euiccPackageRequest enable"))
+    with handed_out(store_url, lab) as (runner, _store, service, dispatcher, op):
         part = tlv.children(tlv.parse_exact(msg(RESULT)))[0]
         epr, notes = tlv.children(part)
         broken = tlv.encode(0xBF50, tlv.encode(0x30, epr.raw + b"\x00\n\x00\x00" + notes.raw))
@@ -132,9 +137,6 @@ def test_bytes_inside_the_30_that_make_an_a0_member_are_refused_not_answered_wit
             raise AssertionError(f"answered {answer.hex()}")
         after = runner.run(service.get(op.id))
         assert (after.status, after.result, after.attempts) == (before.status, before.result, before.attempts)
-        runner.run(store.close())
-    finally:
-        runner.close()
 
 
 def test_a_v12_ep_r_and_notifications_with_an_extension_member_stays_v12():
