@@ -118,19 +118,28 @@ class Metrics:
         for k in OpKind:
             self.created.labels(k.value)
         self._esipa_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # children of the per-operation counters (kinds and statuses are fixed sets), looked up once each
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     # hooks called by the core
     def operation_created(self, kind: str) -> None:
         self.created.labels(kind).inc()
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def operation_finished(self, kind: str, status: str) -> None:
-        self.finished.labels(kind, status).inc()
+        self._child(self.finished, kind, status).inc()
 
     def operations_expired(self, n: int) -> None:
         self.finished.labels("any", OpStatus.EXPIRED.value).inc(n)
 
     def package_handed_out(self, kind: str, again: bool) -> None:
-        self.handed.labels(kind, "true" if again else "false").inc()
+        self._child(self.handed, kind, "true" if again else "false").inc()
 
     def package_pushed(self, kind: str) -> None:
         self.pushed.labels(kind).inc()
