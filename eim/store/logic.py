@@ -298,6 +298,12 @@ QUEUE_HEAD_SQL = (
 )
 
 
+# One audit row (every audit row is written by this statement, so a backend may recognise it: the SQLite store
+# collects a group's audit rows and writes them with one multi-row INSERT before its COMMIT).
+AUDIT_COLUMNS = "(at, who, action, eid, operation_id, outcome, detail)"
+AUDIT_INSERT = f"INSERT INTO audit {AUDIT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
 class Logic:
     """The store's transactions. ``pg`` switches on PostgreSQL row locks."""
 
@@ -322,10 +328,7 @@ class Logic:
         operation_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> Q:
-        return Q(
-            "INSERT INTO audit (at, who, action, eid, operation_id, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (at, who, action, eid, operation_id, outcome, _dumps(detail or {})),
-        )
+        return Q(AUDIT_INSERT, (at, who, action, eid, operation_id, outcome, _dumps(detail or {})))
 
     def _tally(self, rows: list[tuple[str, str, int]]) -> Gen:
         """Delta rows of the fleet tallies (:mod:`eim.store.tallies`), in the caller's transaction."""

@@ -282,7 +282,12 @@ async def test_a_group_runs_without_savepoints_until_one_of_its_writes_fails(tmp
         assert [c.outcome for c in claims] == [ClaimOutcome.PACKAGE] * 4
         assert s.groups - groups == 1 and s.regrouped == regrouped  # one group, one pass
         writes = [q for q in seen if q.startswith(("UPDATE", "INSERT"))]
-        assert len(writes) == 4 * 3  # counter, operation and audit row of each claim
+        assert len(writes) == 4 * 2 + 1  # counter and operation of each claim, then the group's audit rows at once
+        assert writes[-1].startswith("INSERT INTO audit") and writes[-1].count("'hand_out'") == 4
+        audit = await s.list_audit(eid=None, operation_id=None, limit=100)
+        assert [(a.action, a.operation_id) for a in audit if a.action == "hand_out"] == [
+            ("hand_out", c.operation.id) for c in claims
+        ]
         assert not [q for q in seen if "SAVEPOINT" in q or q.startswith("RELEASE")]
         assert seen.count("COMMIT") == 1
 
@@ -298,5 +303,43 @@ async def test_a_group_runs_without_savepoints_until_one_of_its_writes_fails(tmp
         for eid in EIDS[1:4]:
             assert len(await s.list_operations(eid=eid)) == 2  # the claimed one and the one just queued, once
         assert len(await s.list_operations(eid=EIDS[0])) == 2  # the claimed one and dup, not twice
+    finally:
+        await s.close()
+
+
+async def test_the_audit_rows_of_a_group_are_written_in_order_by_multi_row_inserts(tmp_path):
+    """The rows of every write of a group, in the order they were made, 500 per INSERT; a group whose first pass
+    failed writes them row by row inside each write's savepoint (the failing write's rows are rolled back)."""
+    s = SqliteStore(str(tmp_path / "eim.db"))
+    await s.open()
+    seen: list[str] = []
+    try:
+
+        def many(tag: str, n: int, fail: bool = False):
+            for i in range(n):
+                yield from s.logic.add_audit(at=1000.0 + i / 7, who=tag, action="a", outcome="ok", detail={"i": i})
+            if fail:
+                raise ValueError("this write fails")
+            return n
+
+        s._require().set_trace_callback(seen.append)
+        out = await asyncio.gather(s._run(lambda: many("x", 1001)), s._run(lambda: many("y", 3)))
+        assert out == [1001, 3]
+        inserts = [q for q in seen if q.startswith("INSERT INTO audit")]
+        assert len(inserts) == 3 and seen.count("COMMIT") == 1  # 500 + 500 + 4 rows
+        rows = await s.list_audit(eid=None, operation_id=None, limit=2000)
+        got = sorted(rows, key=lambda a: a.id)
+        assert [(a.who, a.detail["i"]) for a in got] == [("x", i) for i in range(1001)] + [("y", i) for i in range(3)]
+        assert [a.at for a in got[:8]] == [1000.0 + i / 7 for i in range(8)]  # the floats exactly as given
+
+        seen.clear()
+        out = await asyncio.gather(
+            s._run(lambda: many("p", 2)), s._run(lambda: many("q", 2, fail=True)), return_exceptions=True
+        )
+        assert out[0] == 2 and isinstance(out[1], ValueError)
+        # the first pass ended in q before its audit rows were written; the second wrote each row in its savepoint
+        assert len([q for q in seen if q.startswith("INSERT INTO audit")]) == 4 and "ROLLBACK TO one" in seen
+        rows = await s.list_audit(eid=None, operation_id=None, limit=2000)
+        assert sorted(a.who for a in rows if a.who in ("p", "q")) == ["p", "p"]
     finally:
         await s.close()
