@@ -17,6 +17,8 @@ for back-pressure, an earlier pipelined request)      client's fault
 ``max_connections`` connections already open          503 ``too many connections`` and closed at once
 ====================================================  ==============================================
 
+Each response leaves in one send, its head joined to its body (:mod:`eim.api.coalesce`).
+
 Idle keep-alive connections are closed after ``[http] keep_alive_s`` (uvicorn's own timer). Refusals and cuts are
 counted and logged by subsystem ``eim.serve`` at most once every 10 s, so an attack does not flood the log.
 TLS handshakes are bounded by asyncio's ``ssl_handshake_timeout`` (60 s) before any of this runs.
@@ -30,6 +32,8 @@ import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from eim.api.coalesce import CoalescingTransport
 
 log = logging.getLogger("eim.serve")
 
@@ -84,7 +88,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 transport.close()
             return
-        super().connection_made(transport)
+        # a response's head and body in one send (eim.api.coalesce)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._phase = "headers"  # a connection that never sends a byte is cut too
         self._arm("headers")
 
