@@ -10,9 +10,9 @@ savepoints; when one of its writes fails (a :class:`Retry`, a constraint error, 
 rolled back as a whole and the group runs again with each write inside its own ``SAVEPOINT``, so the failure rolls
 back that one only (the savepoints cost two statements per write, four per PSMO round trip, and writes almost
 never fail). In the first pass the audit rows of all the group's writes are written together just before the
-COMMIT, by one multi-row ``INSERT`` (two statements fewer per PSMO round trip). No caller gets its answer before that COMMIT
-has returned, so nothing is acknowledged (no counter value handed out, no result acknowledged) before it is
-durable; if the COMMIT fails, every caller of the group gets the error. Reads run alone, between groups.
+COMMIT, by one multi-row ``INSERT`` (two statements fewer per PSMO round trip). No caller gets its answer before
+that COMMIT has returned, so nothing is acknowledged (no counter value handed out, no result acknowledged) before
+it is durable; if the COMMIT fails, every caller of the group gets the error. Reads run alone, between groups.
 
 Batched contacts: a poll does not write ``last_contact`` in its own transaction (a new or changed binding still
 is). Contacts are kept in memory and written once a second with one ``executemany``, so a poll that finds no work
@@ -41,7 +41,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -60,6 +59,7 @@ from eim.store.logic import (
     StoreError,
     quiet_claim,
 )
+from eim.store.store_thread import StoreThread
 from rsp.files import private_file
 
 log = logging.getLogger("eim.store")
@@ -79,9 +79,9 @@ class SqliteStore(SqlStore):
         self.busy_timeout_ms = busy_timeout_ms
         self.read_connection = read_connection and path != ":memory:"  # a second :memory: would be another db
         self._conn: sqlite3.Connection | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: StoreThread | None = None  # the write connection's thread
         self._rconn: sqlite3.Connection | None = None  # the read connection, used on its own thread
-        self._rpool: ThreadPoolExecutor | None = None
+        self._rpool: StoreThread | None = None
         self._rpending: list[tuple[Factory, asyncio.Future[Any]]] = []
         self._rdrainer: asyncio.Task[None] | None = None
         self._pending: list[tuple[Factory, asyncio.Future[Any]]] = []
@@ -327,17 +327,17 @@ class SqliteStore(SqlStore):
     async def _call(self, fn: Any, *args: Any) -> Any:
         if self._pool is None:
             raise StoreError("the SQLite store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await self._pool.call(fn, *args)
 
     async def open(self) -> None:
         if self._pool is not None:
             return
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eim-sqlite")
+        self._pool = StoreThread("eim-sqlite")
         await self._call(self._connect)
         await self._call(self._migrate)
         if self.read_connection:  # after the migrations: WAL is set and the schema is there
-            self._rpool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eim-sqlite-read")
-            await asyncio.get_running_loop().run_in_executor(self._rpool, self._connect_reader)
+            self._rpool = StoreThread("eim-sqlite-read")
+            await self._rpool.call(self._connect_reader)
 
     async def close(self) -> None:
         if self._pool is None:
@@ -354,7 +354,7 @@ class SqliteStore(SqlStore):
             await asyncio.shield(self._rdrainer)
         if self._rpool is not None:
             if self._rconn is not None:
-                await asyncio.get_running_loop().run_in_executor(self._rpool, self._rconn.close)
+                await self._rpool.call(self._rconn.close)
                 self._rconn = None
             self._rpool.shutdown(wait=True)
             self._rpool = None
@@ -416,14 +416,13 @@ class SqliteStore(SqlStore):
 
     async def _read_drain(self) -> None:
         """Hand the queued reads to the read thread (else the store thread) in groups until none is left."""
-        loop = asyncio.get_running_loop()
         while self._rpending:
             batch, self._rpending = self._rpending[:MAX_GROUP], self._rpending[MAX_GROUP:]
             try:
                 pool = self._rpool or self._pool
                 if pool is None:
                     raise StoreError("the SQLite store is not open")
-                results = await loop.run_in_executor(pool, self._read_group, [f for f, _ in batch])
+                results = await pool.call(self._read_group, [f for f, _ in batch])
             except asyncio.CancelledError:
                 for _f, fut in batch + self._rpending:
                     if not fut.done():
