@@ -302,12 +302,16 @@ def der_to_raw_signature(der: bytes) -> bytes:
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
+# ECDSA with SHA-256, made once (an immutable parameter object; making one costs ~1.8 µs, twice per PSMO round trip)
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
 def sign(private_key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     """ECDSA-SHA256 over ``data``; returns the 64-byte TR-03111 ``r||s``."""
     if not isinstance(private_key, ec.EllipticCurvePrivateKey):
         raise CryptoError(f"sign needs an EC private key, got {type(private_key).__name__}")
     curve_name(private_key)
-    der = private_key.sign(bytes(data), ec.ECDSA(hashes.SHA256()))
+    der = private_key.sign(bytes(data), _ECDSA_SHA256)
     return der_to_raw_signature(der)
 
 
@@ -334,7 +338,7 @@ def verify(
     if not (0 < r < n and 0 < s < n):
         raise SignatureError(f"{what}: r or s out of range for {curve_name(key)}")
     try:
-        key.verify(encode_dss_signature(r, s), bytes(data), ec.ECDSA(hashes.SHA256()))
+        key.verify(encode_dss_signature(r, s), bytes(data), _ECDSA_SHA256)
     except InvalidSignature:
         raise SignatureError(f"{what} does not verify with the given {curve_name(key)} key") from None
 
