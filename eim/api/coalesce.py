@@ -8,7 +8,9 @@ those two calls (docs/performance.md, section 0).
 
 :class:`CoalescingTransport` sits between the protocol and the real transport. A write is held (at most one chunk)
 until the next write, which then goes out joined with it, or until the end of the current event-loop iteration
-(``loop.call_soon``), whichever comes first; ``close``, ``write_eof`` and ``abort`` deal with what is held first.
+(``loop.call_soon``), whichever comes first; ``close`` and ``write_eof`` send what is held first, and so does the
+protocol when the client half-closes (``eof_received``, after which the transport closes itself); ``abort`` drops it,
+and nothing is written into a transport that is already closing (it would be dropped there too).
 So the bytes and their order on the wire are unchanged and nothing waits for the client: a head without a body
 (``HEAD``, ``204``, a streamed answer) still leaves in the same loop iteration it was written in. Everything else
 (reading, flow control, ``get_extra_info``) is the real transport's.
@@ -41,9 +43,11 @@ class CoalescingTransport:
         if not data:
             return
         self._held = bytes(data)
-        self._loop.call_soon(self._flush)
+        self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Hand what is held to the real transport now (the protocol calls it when the peer half-closes: the
+        transport then closes itself, and a head without a body would be lost)."""
         held = self._held
         if held is None:
             return
@@ -56,11 +60,11 @@ class CoalescingTransport:
         self.write(b"".join(chunks))
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def write_eof(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.write_eof()
 
     def abort(self) -> None:

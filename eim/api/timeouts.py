@@ -111,6 +111,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def eof_received(self) -> bool | None:  # type: ignore[override]
         if self._refused:
             return None  # the transport closes
+        transport = self.transport
+        if isinstance(transport, CoalescingTransport):  # the transport closes after this: what is held goes first
+            transport.flush()
         return super().eof_received()
 
     # --------------------------------------------------------------------------------------- parser callbacks

@@ -88,7 +88,7 @@ async def test_close_and_eof_send_what_is_held_first_and_abort_drops_it():
     raw3 = Recorder()
     t3 = CoalescingTransport(raw3, loop)
     t3.write(b"held")
-    raw3.closed = True  # closed underneath (the peer went away): the flush does not write into it
+    raw3.closed = True  # closing underneath (aborted, connection lost): it would drop the bytes, so none are given
     await asyncio.sleep(0)
     assert raw3.chunks == []
 
@@ -182,13 +182,33 @@ async def test_a_real_uvicorn_connection_gets_every_response_whole_with_one_writ
     first, _ = await asyncio.to_thread(streamed)
     assert first.startswith(b"HTTP/1.1 200 OK") and first.endswith(b"\r\n\r\n")
 
-    def count_writes() -> None:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            for i in range(4):
-                s.sendall(b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\n" + bytes([65 + i]))
-                assert _recv_until(s, b"echo:", 1).endswith(b"echo:" + bytes([65 + i]))
-            writes.extend(p.transport.writes for p in srv.server_state.connections)
+    def four_requests(s: socket.socket) -> None:
+        for i in range(4):
+            s.sendall(b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: 1\r\n\r\n" + bytes([65 + i]))
+            assert _recv_until(s, b"echo:", 1).endswith(b"echo:" + bytes([65 + i]))
 
-    writes: list[int] = []
-    await asyncio.to_thread(count_writes)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        await asyncio.to_thread(four_requests, s)
+        writes = [p.transport.writes for p in list(srv.server_state.connections)]  # on the loop, connection open
     assert 4 in writes  # that connection: four responses, four writes (head and body joined), not eight
+
+
+async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(server):
+    """The client sends its request and then shuts down its side (FIN): the transport closes itself after the
+    protocol's ``eof_received``, so a held head (HEAD: no body to push it out) must leave before that."""
+    _srv, port = server
+
+    def ask(request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return data
+
+    for _ in range(10):
+        head = await asyncio.to_thread(ask, b"HEAD /y HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+        empty = await asyncio.to_thread(ask, b"GET /empty HTTP/1.1\r\nhost: t\r\n\r\n")
+        assert empty.startswith(b"HTTP/1.1 204 No Content\r\n")
