@@ -5,14 +5,15 @@ the store's own thread and the caller awaits its future. One writer at a time, w
 and the counter allocation atomic on SQLite (several processes on one file are serialised by SQLite's lock).
 
 Group commit: write transactions that queue up while the store thread is busy run together in ONE database
-transaction and share one ``COMMIT`` - one fsync with ``synchronous = FULL``. A group first runs without
-savepoints; when one of its writes fails (a :class:`Retry`, a constraint error, its own exception), that pass is
-rolled back as a whole and the group runs again with each write inside its own ``SAVEPOINT``, so the failure rolls
-back that one only (the savepoints cost two statements per write, four per PSMO round trip, and writes almost
-never fail). In the first pass the audit rows of all the group's writes are written together just before the
-COMMIT, by one multi-row ``INSERT`` (two statements fewer per PSMO round trip). No caller gets its answer before
-that COMMIT has returned, so nothing is acknowledged (no counter value handed out, no result acknowledged) before
-it is durable; if the COMMIT fails, every caller of the group gets the error. Reads run alone, between groups.
+transaction and share one ``COMMIT`` - one fsync with ``synchronous = FULL``. A group first runs as a whole inside
+one savepoint, its writes without savepoints of their own; when one of them fails (a :class:`Retry`, a constraint
+error, its own exception), that pass is rolled back to its savepoint (the write lock is kept) and the group runs
+again with each write inside its own ``SAVEPOINT``, so the failure rolls back that one only (a savepoint per write
+costs two statements, four per PSMO round trip, and writes almost never fail). In the first pass the audit rows of
+all the group's writes are written together just before the COMMIT, by multi-row ``INSERT``s (two statements
+fewer per PSMO round trip). No caller gets its answer before that COMMIT has returned, so nothing is
+acknowledged (no counter value handed out, no result acknowledged) before it is durable; if the COMMIT fails,
+every caller of the group gets the error. Reads run alone, between groups.
 
 Batched contacts: a poll does not write ``last_contact`` in its own transaction (a new or changed binding still
 is). Contacts are kept in memory and written once a second with one ``executemany``, so a poll that finds no work
@@ -110,17 +111,17 @@ class SqliteStore(SqlStore):
             # parameters. SQLite gives the -wal and -shm files the mode of the database file.
             if private_file(self.path):
                 log.warning("store file was readable by other users: made it 0600", extra={"path": self.path})
-        # 600 prepared statements kept (default 128): a group's audit INSERT has one text per number of rows
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=600)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         if self.path != ":memory:":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        # Each write transaction of a group runs in a SAVEPOINT, and a savepoint keeps the original of every page
-        # it changes in a sub-journal. With the default temp_store that journal spills to a deleted file in
-        # /var/tmp: 62 % of the store thread's pwrite calls in a PSMO run. It only serves ROLLBACK TO within the
-        # open transaction; durability is the WAL's, which this does not touch.
+        # A group's first pass runs in one SAVEPOINT, and the second pass (after a failure) each write in its own;
+        # a savepoint keeps the original of every page it changes in a sub-journal. With the default temp_store
+        # that journal spills to a deleted file in /var/tmp (62 % of the store thread's pwrite calls in a PSMO run,
+        # when every write had its own savepoint). It only serves ROLLBACK TO within the open transaction;
+        # durability is the WAL's, which this does not touch.
         conn.execute("PRAGMA temp_store = MEMORY")
         # 32 MiB of page cache (default 2 MiB): this connection's own commits keep its cache valid, and with
         # the default the queue's operations, their indexes and the audit pages did not fit: 30 pread calls per
@@ -226,18 +227,30 @@ class SqliteStore(SqlStore):
         Returns one entry per factory: its result, or the exception it ended with (raised to its caller only).
         Raises when the group as a whole failed (then nothing of it is durable)."""
         conn = self._require()
+        conn.execute("BEGIN IMMEDIATE")
         if self.optimistic_groups:
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                # the first pass inside one savepoint: if it fails, it is undone without giving up the write lock
+                # (another process on the file could take it in between and hold it past busy_timeout)
+                conn.execute("SAVEPOINT first_pass")
                 audits: list[tuple[Any, ...]] = []
                 out = [self._plain(conn, factory, audits) for factory in factories]
                 _insert_audits(conn, audits)
+                conn.execute("RELEASE first_pass")
             except Exception:
                 # one of them failed (a lost race, a constraint, its own error): nothing of this pass stays, and
                 # the group runs again with each write in its own savepoint (below)
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK TO first_pass")
+                        conn.execute("RELEASE first_pass")
+                    else:  # SQLite ended the transaction itself (an I/O error): the second pass needs a new one
+                        conn.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
                 self.regrouped += 1
             except BaseException:
                 if conn.in_transaction:
@@ -247,7 +260,6 @@ class SqliteStore(SqlStore):
             else:
                 self._commit(conn)
                 return out
-        conn.execute("BEGIN IMMEDIATE")
         out = []
         try:
             for factory in factories:
@@ -274,9 +286,12 @@ class SqliteStore(SqlStore):
             raise
 
     def _plain(self, conn: sqlite3.Connection, factory: Factory, audits: list[tuple[Any, ...]]) -> Any:
-        """One write transaction of an optimistic group: no savepoint; any exception ends the whole pass. Its audit
-        rows go to ``audits`` (written for the whole group before its COMMIT, :func:`_insert_audits`): nothing in a
-        write transaction reads the audit rows it has just written."""
+        """One write transaction of an optimistic group: no savepoint of its own; any exception ends the whole pass.
+        Its audit rows go to ``audits`` (written for the whole group before its COMMIT, :func:`_insert_audits`):
+        nothing in a write transaction reads the audit rows it has just written. The event fan-out
+        (:meth:`eim.store.events.EventLogic.fan_out`) reads audit rows in a write transaction; in a first pass it
+        does not see the rows of the writes before it in the same group, which get higher ids than its cursor
+        (AUTOINCREMENT) and are picked up by its next run, none lost or repeated."""
         gen = factory()
         try:
             q = next(gen)
@@ -516,22 +531,28 @@ class SqliteStore(SqlStore):
         return [e for e in (self._with_contact(e) for e in out) if e is not None]
 
 
-AUDIT_ROWS_PER_INSERT = 500  # 3,500 parameters (SQLite allows 32,766 since 3.32, 999 before: see below)
+# Rows per multi-row audit INSERT: powers of two, so that the statements stay few (9 texts in the connection's
+# statement cache, each statement prepared once) and a group's rows take at most one statement per size
+AUDIT_ROWS_PER_INSERT = 256
 _AUDIT_INSERTS: dict[int, str] = {}
 
 
 def _insert_audits(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """A group's audit rows, in their order, with one multi-row ``INSERT`` per 500: one statement instead of one per
-    row (each ``execute`` releases and takes back the GIL, and the event loop holds it much of the time)."""
-    per = AUDIT_ROWS_PER_INSERT if sqlite3.sqlite_version_info >= (3, 32) else 999 // 7
-    for i in range(0, len(rows), per):
-        chunk = rows[i : i + per]
-        sql = _AUDIT_INSERTS.get(len(chunk))
+    """A group's audit rows, in their order, by multi-row ``INSERT``s of 256, 128, ... 1 rows (60 rows: 32 + 16 + 8
+    + 4, four statements instead of sixty; each ``execute`` releases and takes back the GIL, and the event loop
+    holds it much of the time). Never more parameters per statement than this SQLite allows."""
+    most = min(AUDIT_ROWS_PER_INSERT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 7)
+    i, n = 0, len(rows)
+    while i < n:
+        size = 1 << min(n - i, most).bit_length() - 1  # the largest power of two that fits
+        chunk = rows[i : i + size]
+        sql = _AUDIT_INSERTS.get(size)
         if sql is None:
-            sql = _AUDIT_INSERTS[len(chunk)] = f"INSERT INTO audit {AUDIT_COLUMNS} VALUES " + ", ".join(
-                ["(?, ?, ?, ?, ?, ?, ?)"] * len(chunk)
+            sql = _AUDIT_INSERTS[size] = f"INSERT INTO audit {AUDIT_COLUMNS} VALUES " + ", ".join(
+                ["(?, ?, ?, ?, ?, ?, ?)"] * size
             )
         conn.execute(sql, [v for row in chunk for v in row])
+        i += size
 
 
 def _names(description: tuple[tuple[Any, ...], ...]) -> list[str]:

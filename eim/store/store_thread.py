@@ -8,7 +8,10 @@ py-spy put ~10 % of the event loop's GIL-holding time in ``ThreadPoolExecutor.su
 through ``loop.call_soon_threadsafe`` onto an asyncio future: one hop each way.
 
 Calls run one at a time, in the order they were made. A caller that stops waiting (its task cancelled) does not
-stop the call: it runs to its end and its result is dropped, exactly as with an executor.
+stop the call: it runs to its end and its result is dropped (an executor skipped a call cancelled before it had
+started; the store's callers already treat a cancelled write as "outcome unknown"). The thread is a daemon: a store
+that was never closed does not hold up the interpreter's exit, and a group it was running then ends uncommitted,
+with nobody told it succeeded.
 """
 
 from __future__ import annotations

@@ -288,18 +288,22 @@ async def test_a_group_runs_without_savepoints_until_one_of_its_writes_fails(tmp
         assert [(a.action, a.operation_id) for a in audit if a.action == "hand_out"] == [
             ("hand_out", c.operation.id) for c in claims
         ]
-        assert not [q for q in seen if "SAVEPOINT" in q or q.startswith("RELEASE")]
+        assert [q for q in seen if "SAVEPOINT" in q or q.startswith("RELEASE")] == [
+            "SAVEPOINT first_pass",  # the pass as a whole, none per write
+            "RELEASE first_pass",
+        ]
         assert seen.count("COMMIT") == 1
 
-        seen.clear()
         dup = op(EIDS[0])
         await s.add_operations([dup], who="t")
+        seen.clear()
         calls = [s.add_operations([op(eid)], who="t") for eid in EIDS[1:4]]
         calls.insert(1, s.add_operations([dup], who="t"))  # fails with a constraint error, in the middle
         out = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(out[1], StoreError) and "constraint" in str(out[1])
         assert s.regrouped == regrouped + 1
-        assert seen.count("ROLLBACK") == 1 and seen.count("SAVEPOINT one") == 4  # the second pass, one per write
+        assert seen.count("ROLLBACK TO first_pass") == 1 and "ROLLBACK" not in seen  # the write lock is kept
+        assert seen.count("BEGIN IMMEDIATE") == 1 and seen.count("SAVEPOINT one") == 4  # second pass: one per write
         for eid in EIDS[1:4]:
             assert len(await s.list_operations(eid=eid)) == 2  # the claimed one and the one just queued, once
         assert len(await s.list_operations(eid=EIDS[0])) == 2  # the claimed one and dup, not twice
@@ -308,7 +312,8 @@ async def test_a_group_runs_without_savepoints_until_one_of_its_writes_fails(tmp
 
 
 async def test_the_audit_rows_of_a_group_are_written_in_order_by_multi_row_inserts(tmp_path):
-    """The rows of every write of a group, in the order they were made, 500 per INSERT; a group whose first pass
+    """The rows of every write of a group, in the order they were made, by INSERTs of 256, 128, ... rows; a group
+    whose first pass
     failed writes them row by row inside each write's savepoint (the failing write's rows are rolled back)."""
     s = SqliteStore(str(tmp_path / "eim.db"))
     await s.open()
@@ -326,7 +331,8 @@ async def test_the_audit_rows_of_a_group_are_written_in_order_by_multi_row_inser
         out = await asyncio.gather(s._run(lambda: many("x", 1001)), s._run(lambda: many("y", 3)))
         assert out == [1001, 3]
         inserts = [q for q in seen if q.startswith("INSERT INTO audit")]
-        assert len(inserts) == 3 and seen.count("COMMIT") == 1  # 500 + 500 + 4 rows
+        sizes = [q.count("), (") + 1 for q in inserts]
+        assert sizes == [256, 256, 256, 128, 64, 32, 8, 4] and seen.count("COMMIT") == 1  # 1,004 rows
         rows = await s.list_audit(eid=None, operation_id=None, limit=2000)
         got = sorted(rows, key=lambda a: a.id)
         assert [(a.who, a.detail["i"]) for a in got] == [("x", i) for i in range(1001)] + [("y", i) for i in range(3)]
@@ -341,5 +347,21 @@ async def test_the_audit_rows_of_a_group_are_written_in_order_by_multi_row_inser
         assert len([q for q in seen if q.startswith("INSERT INTO audit")]) == 4 and "ROLLBACK TO one" in seen
         rows = await s.list_audit(eid=None, operation_id=None, limit=2000)
         assert sorted(a.who for a in rows if a.who in ("p", "q")) == ["p", "p"]
+
+        # an audit row the table refuses (NOT NULL) fails the first pass only when the rows are written at its end;
+        # the second pass finds which write it was, and the others commit
+        def bad_row():
+            yield from s.logic.add_audit(at=1.0, who=None, action="a", outcome="ok")
+            return "bad"
+
+        seen.clear()
+        out = await asyncio.gather(
+            s._run(lambda: many("r", 1)), s._run(bad_row), s._run(lambda: many("s", 1)), return_exceptions=True
+        )
+        assert out[0] == 1 and out[2] == 1
+        assert isinstance(out[1], StoreError) and "NOT NULL" in str(out[1])
+        assert "ROLLBACK TO first_pass" in seen and seen.count("COMMIT") == 1
+        rows = await s.list_audit(eid=None, operation_id=None, limit=2000)
+        assert sorted(a.who for a in rows if a.who in ("r", "s")) == ["r", "s"]
     finally:
         await s.close()
