@@ -166,7 +166,12 @@ class _KillFirst:
     def _kill_and_wait(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
         stat = Path(f"/proc/{self.pid}/stat")
-        while stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        while True:
+            try:  # gone (reaped) between two looks: ENOENT, or ESRCH while reading
+                if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+            except (FileNotFoundError, ProcessLookupError):
+                return
             time.sleep(0.02)
 
 
