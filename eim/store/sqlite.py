@@ -88,8 +88,8 @@ class SqliteStore(GroupCommit, SqlStore):
         self._columns: dict[str, list[str]] = {}
         self.groups = 0  # COMMITs of grouped write transactions (for benchmarks and tests)
         self.grouped = 0  # write transactions committed in those groups
-        # a group first runs without savepoints (two statements fewer per write); only when one of its writes
-        # fails is it rolled back and run again with each write in its own savepoint (False: always the latter)
+        # a group first runs as one pass without a savepoint per write (two statements fewer per write); only when
+        # one of its writes fails is it rolled back and run again with a savepoint per write (False: always that)
         self.optimistic_groups = True
         self.regrouped = 0  # groups run again with savepoints
 
