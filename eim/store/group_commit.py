@@ -9,7 +9,7 @@ statements, four per PSMO round trip, and writes almost never fail). In the firs
 group's writes are written together just before the COMMIT, by multi-row ``INSERT``s (two statements fewer per PSMO
 round trip). No caller gets its answer before that COMMIT has returned, so nothing is acknowledged (no counter value
 handed out, no result acknowledged) before it is durable; if the COMMIT fails, every caller of the group gets the
-error. Reads run alone, between groups.
+error. Reads run on the read connection beside the groups (without one, alone between groups).
 """
 
 from __future__ import annotations
@@ -88,9 +88,10 @@ class GroupCommit:
             _rollback(conn)
             raise
 
-    def _plain(self, conn: sqlite3.Connection, factory: Factory, audits: list[tuple[Any, ...]]) -> Any:
-        """One write transaction of an optimistic group: no savepoint of its own; any exception ends the whole pass.
-        Its audit rows go to ``audits`` (written for the whole group before its COMMIT, :func:`_insert_audits`):
+    def _plain(self, conn: sqlite3.Connection, factory: Factory, audits: list[tuple[Any, ...]] | None) -> Any:
+        """One write transaction, its statements run in turn; its exception (if any) is the caller's. In a first
+        pass (no savepoint of its own; any exception ends the whole pass) its audit rows go to ``audits`` (written
+        for the whole group before its COMMIT, :func:`_insert_audits`); with ``audits`` None they run as they come:
         nothing in a write transaction reads the audit rows it has just written. The event fan-out
         (:meth:`eim.store.events.EventLogic.fan_out`) reads audit rows in a write transaction; in a first pass it
         does not see the rows of the writes before it in the same group, which get higher ids than its cursor
@@ -99,7 +100,7 @@ class GroupCommit:
         try:
             q = next(gen)
             while True:
-                if q.sql is AUDIT_INSERT:
+                if audits is not None and q.sql is AUDIT_INSERT:
                     audits.append(q.args)  # type: ignore[arg-type]
                     q = gen.send(1)
                 else:
@@ -109,15 +110,10 @@ class GroupCommit:
 
     def _savepoint(self, conn: sqlite3.Connection, factory: Factory) -> Any:
         for _attempt in range(MAX_RETRIES):
-            gen = factory()
             conn.execute("SAVEPOINT one")
             try:
-                q = next(gen)
-                while True:
-                    q = gen.send(self._execute(conn, q))
-            except StopIteration as stop:
+                value = self._plain(conn, factory, None)
                 conn.execute("RELEASE one")
-                return stop.value
             except Retry:
                 self._undo(conn)
                 continue
@@ -133,6 +129,7 @@ class GroupCommit:
             except Exception as exc:
                 self._undo(conn)
                 return exc
+            return value
         return StoreError("transaction kept losing races; giving up")
 
     @staticmethod

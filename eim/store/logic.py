@@ -299,7 +299,7 @@ QUEUE_HEAD_SQL = (
 
 
 # One audit row (every audit row is written by this statement, so a backend may recognise it: the SQLite store
-# collects a group's audit rows and writes them with one multi-row INSERT before its COMMIT).
+# collects a group's audit rows and writes them with multi-row INSERTs before its COMMIT, eim.store.group_commit).
 AUDIT_COLUMNS = "(at, who, action, eid, operation_id, outcome, detail)"
 AUDIT_INSERT = f"INSERT INTO audit {AUDIT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)"
 
